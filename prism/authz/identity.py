@@ -1,0 +1,503 @@
+"""Sign-in, refresh, sign-out, API tokens and user management: the identity operations.
+
+Each takes the caller's session (one transaction) and writes its audit event in it."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prism.authz.policy import Action, Resource, require
+from prism.authz.principal import SCOPES, Principal
+from prism.authz.secrets import (
+    AccessTokens,
+    Passwords,
+    api_token_well_formed,
+    new_api_token,
+    new_refresh_token,
+    public_prefix,
+    token_digest,
+)
+from prism.errors import BadUserInput, Conflict, Unauthenticated, not_found
+from prism.models import users as user_models
+from prism.models.audit import Actor, RequestMeta, record_event
+from prism.models.db import Database, set_organization
+from prism.models.enums import Classification, Role
+from prism.models.users import ApiToken, RefreshSession, User
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}\.[^@\s]{2,63}$")
+_INVALID_LOGIN = "Invalid email or password."
+
+
+def actor_of(principal: Principal | None) -> Actor:
+    if principal is None:
+        return Actor()
+    return Actor(user_id=principal.user_id, api_token_id=principal.api_token_id)
+
+
+def user_snapshot(user: User) -> dict[str, Any]:
+    """What audit events record of a user (never the password hash)."""
+    return {
+        "email": user.email,
+        "role": user.role.value,
+        "clearance": user.clearance.value,
+        "department": user.department,
+        "accessExpiresAt": user.access_expires_at.isoformat() if user.access_expires_at else None,
+        "isActive": user.is_active,
+    }
+
+
+# --- who is calling ------------------------------------------------------------------------
+
+
+async def authenticate_bearer(db: Database, access: AccessTokens, bearer: str) -> Principal:
+    """The principal behind an ``Authorization: Bearer`` value, or Unauthenticated."""
+    if bearer.startswith("prism_pat_"):
+        if not api_token_well_formed(bearer):
+            raise Unauthenticated("The API token is malformed.")
+        return await _principal_of_api_token(db, token_digest(bearer))
+    claims = access.verify(bearer)
+    async with db.transaction(claims.organization_id) as session:
+        user = await session.get(User, claims.user_id)
+        if user is None or not user.is_active:
+            raise Unauthenticated("The access token is invalid or has expired.")
+        return _principal_of_user(user)
+
+
+def _principal_of_user(
+    user: User, scopes: frozenset[str] | None = None, token_id: uuid.UUID | None = None
+) -> Principal:
+    if user.access_expires_at is not None and user.access_expires_at <= datetime.now(UTC):
+        raise Unauthenticated("Access has expired.")
+    return Principal(
+        organization_id=user.organization_id,
+        user_id=user.id,
+        api_token_id=token_id,
+        role=user.role,
+        clearance=user.clearance,
+        department=user.department,
+        scopes=scopes,
+        access_expires_at=user.access_expires_at,
+    )
+
+
+async def _principal_of_api_token(db: Database, digest: bytes) -> Principal:
+    async with db.transaction(None) as session:
+        found: sa.Row[Any] | None = (
+            await session.execute(
+                sa.select(sa.column("token_id"), sa.column("organization_id")).select_from(
+                    sa.func.prism_api_token_lookup(digest).table_valued(
+                        "token_id", "organization_id"
+                    )
+                )
+            )
+        ).first()
+        if found is None:
+            raise Unauthenticated("The API token is invalid, expired or revoked.")
+        await set_organization(session, found.organization_id)
+        token = await session.get(ApiToken, found.token_id)
+        if token is None:
+            raise Unauthenticated("The API token is invalid, expired or revoked.")
+        scopes = frozenset(token.scopes)
+        if token.user_id is not None:
+            user = await session.get(User, token.user_id)
+            if user is None or not user.is_active:
+                raise Unauthenticated("The API token's user is no longer active.")
+            return _principal_of_user(user, scopes, token.id)
+        return Principal(
+            organization_id=token.organization_id,
+            user_id=None,
+            api_token_id=token.id,
+            role=token.role,
+            clearance=token.clearance,
+            department=token.department,
+            scopes=scopes,
+        )
+
+
+# --- sessions ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    user: User
+    access_token: str
+    refresh_token: str
+    expires_at: datetime
+
+
+async def login(
+    session: AsyncSession,
+    passwords: Passwords,
+    access: AccessTokens,
+    *,
+    email: str,
+    password: str,
+    meta: RequestMeta,
+    refresh_ttl: timedelta,
+) -> SignedIn:
+    found: sa.Row[Any] | None = (
+        await session.execute(
+            sa.select(
+                sa.column("user_id"), sa.column("organization_id"), sa.column("password_hash")
+            ).select_from(
+                sa.func.prism_login_lookup(email.strip()).table_valued(
+                    "user_id", "organization_id", "password_hash"
+                )
+            )
+        )
+    ).first()
+    # The hash is verified even for an unknown address, so both failures take the same time.
+    ok = await asyncio.to_thread(passwords.verify, found.password_hash if found else None, password)
+    if found is None or not ok:
+        raise Unauthenticated(_INVALID_LOGIN)
+    await set_organization(session, found.organization_id)
+    user = await session.get(User, found.user_id)
+    if user is None:
+        raise Unauthenticated(_INVALID_LOGIN)
+    principal = _principal_of_user(user)
+    await user_models.mark_login(session, user)
+    signed_in = await _start_session(session, access, user, meta, refresh_ttl, uuid.uuid4())
+    await record_event(
+        session,
+        organization_id=user.organization_id,
+        actor=actor_of(principal),
+        event_type="auth.login",
+        category="authentication",
+        description=f"{user.email} signed in",
+        resource_type="User",
+        resource_id=user.id,
+        meta=meta,
+    )
+    return signed_in
+
+
+async def _start_session(
+    session: AsyncSession,
+    access: AccessTokens,
+    user: User,
+    meta: RequestMeta,
+    ttl: timedelta,
+    family_id: uuid.UUID,
+) -> SignedIn:
+    refresh = new_refresh_token()
+    await user_models.create_refresh_session(
+        session,
+        RefreshSession(
+            organization_id=user.organization_id,
+            user_id=user.id,
+            family_id=family_id,
+            token_hash=token_digest(refresh),
+            expires_at=datetime.now(UTC) + ttl,
+            ip_address=meta.ip_address,
+            user_agent=(meta.user_agent or "")[:512] or None,
+        ),
+    )
+    token, expires_at = access.issue(user.id, user.organization_id)
+    return SignedIn(user=user, access_token=token, refresh_token=refresh, expires_at=expires_at)
+
+
+async def _find_refresh_session(session: AsyncSession, refresh_token: str) -> RefreshSession | None:
+    found: sa.Row[Any] | None = (
+        await session.execute(
+            sa.select(sa.column("session_id"), sa.column("organization_id")).select_from(
+                sa.func.prism_refresh_lookup(token_digest(refresh_token)).table_valued(
+                    "session_id", "organization_id"
+                )
+            )
+        )
+    ).first()
+    if found is None:
+        return None
+    await set_organization(session, found.organization_id)
+    return await session.get(RefreshSession, found.session_id, with_for_update=True)
+
+
+async def refresh(
+    session: AsyncSession,
+    access: AccessTokens,
+    *,
+    refresh_token: str,
+    meta: RequestMeta,
+    refresh_ttl: timedelta,
+) -> SignedIn | None:
+    """Rotate a refresh token. A replay of an already rotated token revokes its whole family
+    (the token was stolen, or the client is broken) and returns None: the caller commits the
+    revocation, then refuses."""
+    current = await _find_refresh_session(session, refresh_token)
+    now = datetime.now(UTC)
+    if current is None or current.expires_at <= now:
+        raise Unauthenticated("The refresh token is invalid or has expired.")
+    if current.rotated_at is not None:
+        await user_models.revoke_session_family(session, current.family_id)
+        await record_event(
+            session,
+            organization_id=current.organization_id,
+            actor=Actor(user_id=current.user_id),
+            event_type="auth.refresh_reused",
+            category="authentication",
+            description="A rotated refresh token was replayed; its session family is revoked",
+            resource_type="User",
+            resource_id=current.user_id,
+            meta=meta,
+        )
+        return None
+    if current.revoked_at is not None:
+        raise Unauthenticated("The refresh token is invalid or has expired.")
+    user = await session.get(User, current.user_id)
+    if user is None or not user.is_active:
+        raise Unauthenticated("The refresh token is invalid or has expired.")
+    _principal_of_user(user)
+    current.rotated_at = now
+    signed_in = await _start_session(session, access, user, meta, refresh_ttl, current.family_id)
+    await record_event(
+        session,
+        organization_id=user.organization_id,
+        actor=Actor(user_id=user.id),
+        event_type="auth.refresh",
+        category="authentication",
+        description=f"{user.email} refreshed a session",
+        resource_type="User",
+        resource_id=user.id,
+        meta=meta,
+    )
+    return signed_in
+
+
+async def logout(session: AsyncSession, *, refresh_token: str, meta: RequestMeta) -> bool:
+    current = await _find_refresh_session(session, refresh_token)
+    if current is None or current.revoked_at is not None:
+        return False
+    await user_models.revoke_session_family(session, current.family_id)
+    await record_event(
+        session,
+        organization_id=current.organization_id,
+        actor=Actor(user_id=current.user_id),
+        event_type="auth.logout",
+        category="authentication",
+        description="Signed out",
+        resource_type="User",
+        resource_id=current.user_id,
+        meta=meta,
+    )
+    return True
+
+
+# --- API tokens ------------------------------------------------------------------------------
+
+
+def validate_scopes(scopes: list[str], principal: Principal) -> list[str]:
+    unknown = sorted(set(scopes) - SCOPES)
+    if not scopes or unknown:
+        raise BadUserInput(
+            f"Unknown or missing scopes: {', '.join(unknown) or '(none given)'}. "
+            f"Known scopes: {', '.join(sorted(SCOPES))}.",
+            argument="scopes",
+        )
+    wider = sorted(set(scopes) - principal.granted_scopes)
+    if wider:
+        raise BadUserInput(
+            f"A token cannot grant scopes its creator lacks: {', '.join(wider)}.", argument="scopes"
+        )
+    return sorted(set(scopes))
+
+
+async def create_api_token(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    name: str,
+    scopes: list[str],
+    expires_at: datetime | None,
+    meta: RequestMeta,
+) -> tuple[str, ApiToken]:
+    """A token bound to the calling user (or, from a service token, one with its role)."""
+    require(principal, Action.TOKEN_CREATE)
+    name = name.strip()
+    if not 1 <= len(name) <= 100:
+        raise BadUserInput("A token name is 1 to 100 characters.", argument="name")
+    if expires_at is not None and expires_at <= datetime.now(UTC):
+        raise BadUserInput("`expiresAt` must be in the future.", argument="expiresAt")
+    secret = new_api_token()
+    token = await user_models.create_api_token(
+        session,
+        ApiToken(
+            organization_id=principal.organization_id,
+            user_id=principal.user_id,
+            role=principal.role,
+            clearance=principal.clearance,
+            department=principal.department,
+            name=name,
+            prefix=public_prefix(secret),
+            token_hash=token_digest(secret),
+            scopes=validate_scopes(scopes, principal),
+            expires_at=expires_at,
+            created_by=principal.user_id,
+        ),
+    )
+    await record_event(
+        session,
+        organization_id=principal.organization_id,
+        actor=actor_of(principal),
+        event_type="token.create",
+        category="security",
+        description=f"API token {token.name!r} ({token.prefix}…) created",
+        resource_type="ApiToken",
+        resource_id=token.id,
+        after={
+            "name": token.name,
+            "prefix": token.prefix,
+            "scopes": token.scopes,
+            "expiresAt": expires_at.isoformat() if expires_at else None,
+        },
+        meta=meta,
+    )
+    return secret, token
+
+
+async def revoke_api_token(
+    session: AsyncSession, principal: Principal, *, token_id: uuid.UUID, meta: RequestMeta
+) -> ApiToken:
+    token = (
+        await session.scalars(
+            sa.select(ApiToken)
+            .where(ApiToken.id == token_id, ApiToken.organization_id == principal.organization_id)
+            .with_for_update()
+        )
+    ).one_or_none()
+    if token is None:
+        raise not_found("ApiToken")
+    owner = token.user_id or token.created_by
+    require(
+        principal,
+        Action.TOKEN_REVOKE,
+        Resource(organization_id=token.organization_id, kind="ApiToken", owner_id=owner),
+    )
+    if token.revoked_at is None:
+        await user_models.revoke_api_token(session, token)
+        await record_event(
+            session,
+            organization_id=principal.organization_id,
+            actor=actor_of(principal),
+            event_type="token.revoke",
+            category="security",
+            description=f"API token {token.name!r} ({token.prefix}…) revoked",
+            resource_type="ApiToken",
+            resource_id=token.id,
+            meta=meta,
+        )
+    return token
+
+
+# --- users ---------------------------------------------------------------------------------
+
+
+def normalize_email(email: str) -> str:
+    email = email.strip()
+    if not _EMAIL.match(email) or len(email) > 320:
+        raise BadUserInput("Not a valid e-mail address.", argument="email")
+    return email
+
+
+async def create_user(
+    session: AsyncSession,
+    passwords: Passwords,
+    principal: Principal | None,
+    *,
+    organization_id: uuid.UUID,
+    email: str,
+    password: str,
+    role: Role,
+    clearance: Classification | None = None,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    department: str | None = None,
+    access_expires_at: datetime | None = None,
+    meta: RequestMeta,
+) -> User:
+    """Create a user. ``principal`` is None only for operator commands (CLI, demo)."""
+    if principal is not None:
+        require(principal, Action.USER_CREATE)
+    email = normalize_email(email)
+    Passwords.validate(password)
+    if await user_models.email_in_use(session, email):
+        raise Conflict("A user with this e-mail address already exists.")
+    password_hash = await asyncio.to_thread(passwords.hash, password)
+    try:
+        async with session.begin_nested():
+            user = await user_models.create_user(
+                session,
+                organization_id=organization_id,
+                email=email,
+                password_hash=password_hash,
+                role=role,
+                clearance=clearance or Classification.INTERNAL,
+                first_name=first_name,
+                last_name=last_name,
+                department=department,
+                access_expires_at=access_expires_at,
+            )
+    except IntegrityError as exc:  # a concurrent sign-up with the same address
+        raise Conflict("A user with this e-mail address already exists.") from exc
+    await record_event(
+        session,
+        organization_id=organization_id,
+        actor=actor_of(principal),
+        event_type="user.create",
+        category="user_management",
+        description=f"User {user.email} created as {user.role.value}",
+        resource_type="User",
+        resource_id=user.id,
+        after=user_snapshot(user),
+        meta=meta,
+    )
+    return user
+
+
+async def update_user(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    user_id: uuid.UUID,
+    changes: dict[str, Any],
+    meta: RequestMeta,
+) -> User:
+    """Apply ``changes`` (role, department, clearance, access_expires_at) to a user."""
+    require(principal, Action.USER_UPDATE)
+    user = (
+        await session.scalars(
+            sa.select(User)
+            .where(User.id == user_id, User.organization_id == principal.organization_id)
+            .with_for_update()
+        )
+    ).one_or_none()
+    if user is None:
+        raise not_found("User")
+    if user.id == principal.user_id and changes.get("role", Role.ADMIN) is not Role.ADMIN:
+        raise BadUserInput("An ADMIN cannot remove their own ADMIN role.", argument="role")
+    before = user_snapshot(user)
+    for field, value in changes.items():
+        setattr(user, field, value)
+    await session.flush()
+    await record_event(
+        session,
+        organization_id=principal.organization_id,
+        actor=actor_of(principal),
+        event_type="user.update",
+        category="user_management",
+        description=f"User {user.email} updated",
+        resource_type="User",
+        resource_id=user.id,
+        before=before,
+        after=user_snapshot(user),
+        meta=meta,
+    )
+    return user

@@ -1,0 +1,178 @@
+"""The one place that decides: ``decide(principal, action, resource) -> Decision``.
+
+Read rules are mirrored in SQL by ``prism.models.documents.visible_documents`` (through the
+``Scope`` a principal builds), so lists and counts agree with single reads; tests hold the two
+to the same answers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from prism.authz.principal import Principal
+from prism.errors import Conflict, Forbidden, NotFound, PrismError, Unauthenticated
+from prism.models.enums import Classification, Role
+
+
+class Action(StrEnum):
+    ORGANIZATION_READ = "organization:read"
+    DOCUMENT_READ = "document:read"
+    DOCUMENT_UPDATE = "document:update"
+    DOCUMENT_CLASSIFY = "document:classify"
+    DOCUMENT_LEGAL_HOLD = "document:legal-hold"
+    DOCUMENT_DELETE = "document:delete"
+    FEEDBACK_SUBMIT = "feedback:submit"
+    FEEDBACK_REVIEW = "feedback:review"
+    USER_READ = "user:read"
+    USER_LIST = "user:list"
+    USER_CREATE = "user:create"
+    USER_UPDATE = "user:update"
+    TOKEN_CREATE = "token:create"
+    TOKEN_READ_ALL = "token:read-all"
+    TOKEN_REVOKE = "token:revoke"
+    AUDIT_READ = "audit:read"
+    JOB_READ = "job:read"
+
+
+_READ = {
+    Action.ORGANIZATION_READ,
+    Action.DOCUMENT_READ,
+    Action.USER_READ,
+    Action.JOB_READ,
+    Action.TOKEN_CREATE,
+    Action.TOKEN_REVOKE,
+}
+_REVIEW = _READ | {Action.FEEDBACK_SUBMIT, Action.DOCUMENT_UPDATE}
+_APPROVE = _REVIEW | {Action.FEEDBACK_REVIEW, Action.DOCUMENT_CLASSIFY}
+
+ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
+    Role.VIEWER: frozenset(_READ),
+    Role.REVIEWER: frozenset(_REVIEW),
+    Role.APPROVER: frozenset(_APPROVE),
+    Role.AUDITOR: frozenset(_READ | {Action.AUDIT_READ, Action.USER_LIST, Action.TOKEN_READ_ALL}),
+    Role.ADMIN: frozenset(Action),
+}
+
+# The token scope an action needs; None: any token may (it only concerns the token itself).
+ACTION_SCOPE: dict[Action, str | None] = {
+    Action.ORGANIZATION_READ: None,
+    Action.DOCUMENT_READ: "documents:read",
+    Action.USER_READ: "documents:read",
+    Action.JOB_READ: "documents:read",
+    Action.DOCUMENT_UPDATE: "documents:write",
+    Action.DOCUMENT_CLASSIFY: "documents:write",
+    Action.DOCUMENT_LEGAL_HOLD: "documents:write",
+    Action.DOCUMENT_DELETE: "documents:write",
+    Action.FEEDBACK_SUBMIT: "feedback:write",
+    Action.FEEDBACK_REVIEW: "feedback:write",
+    Action.USER_LIST: "users:admin",
+    Action.USER_CREATE: "users:admin",
+    Action.USER_UPDATE: "users:admin",
+    Action.TOKEN_CREATE: "tokens:admin",
+    Action.TOKEN_READ_ALL: "tokens:admin",
+    Action.TOKEN_REVOKE: "tokens:admin",
+    Action.AUDIT_READ: "audit:read",
+}
+
+# Actions whose resource is owned: the owner may act, others need ADMIN.
+_OWNED = {Action.DOCUMENT_DELETE, Action.TOKEN_REVOKE}
+# Actions that change a document's content or existence, refused under legal hold.
+_HELD = {Action.DOCUMENT_DELETE}
+
+
+@dataclass(frozen=True)
+class Resource:
+    """The attributes of a row the policy looks at."""
+
+    organization_id: uuid.UUID
+    kind: str
+    classification: Classification | None = None
+    department: str | None = None
+    owner_id: uuid.UUID | None = None
+    legal_hold: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str
+    # What a refusal looks like to the client: NOT_FOUND when the caller may not even know
+    # the resource exists (another organization, above clearance).
+    code: str = "FORBIDDEN"
+
+    def raise_if_denied(self, kind: str = "Resource") -> None:
+        if self.allowed:
+            return
+        error: PrismError
+        if self.code == "NOT_FOUND":
+            error = NotFound(f"{kind} not found.")
+        elif self.code == "UNAUTHENTICATED":
+            error = Unauthenticated(self.reason)
+        elif self.code == "CONFLICT":
+            error = Conflict(self.reason)
+        else:
+            error = Forbidden(self.reason)
+        raise error
+
+
+def _allow(reason: str) -> Decision:
+    return Decision(allowed=True, reason=reason, code="OK")
+
+
+def can_see(principal: Principal, resource: Resource) -> bool:
+    """The read rule, the same one ``Scope`` puts into SQL."""
+    if resource.organization_id != principal.organization_id:
+        return False
+    if resource.classification is None:
+        return True
+    if resource.classification.rank > principal.clearance.rank:
+        return False
+    return (
+        resource.classification is not Classification.RESTRICTED
+        or principal.is_admin
+        or (principal.department is not None and resource.department == principal.department)
+    )
+
+
+def decide(
+    principal: Principal,
+    action: Action,
+    resource: Resource | None = None,
+    *,
+    now: datetime | None = None,
+) -> Decision:
+    now = now or datetime.now(UTC)
+    if principal.access_expires_at is not None and principal.access_expires_at <= now:
+        return Decision(False, "Access has expired.", "UNAUTHENTICATED")
+    if resource is not None and not can_see(principal, resource):
+        return Decision(False, f"{resource.kind} is not visible to the caller.", "NOT_FOUND")
+    if action not in ROLE_ACTIONS[principal.role]:
+        return Decision(False, f"The {principal.role.value} role may not {action.value}.")
+    needed = ACTION_SCOPE[action]
+    if principal.scopes is not None and needed is not None and needed not in principal.scopes:
+        return Decision(False, f"The API token lacks the `{needed}` scope.")
+    if (
+        resource is not None
+        and action in _OWNED
+        and not principal.is_admin
+        and resource.owner_id != principal.user_id
+    ):
+        return Decision(False, f"Only the owner or an ADMIN may {action.value}.")
+    if resource is not None and action in _HELD and resource.legal_hold:
+        return Decision(False, f"The {resource.kind.lower()} is under legal hold.", "CONFLICT")
+    return _allow(f"{principal.role.value} may {action.value}.")
+
+
+def require(principal: Principal, action: Action, resource: Resource | None = None) -> None:
+    decide(principal, action, resource).raise_if_denied(resource.kind if resource else "Resource")
+
+
+def may_read_token(
+    principal: Principal, owner_id: uuid.UUID | None, created_by: uuid.UUID | None
+) -> bool:
+    """Everyone sees their own tokens; TOKEN_READ_ALL sees the organization's."""
+    own = principal.user_id is not None and principal.user_id in (owner_id, created_by)
+    return own or decide(principal, Action.TOKEN_READ_ALL).allowed

@@ -1,0 +1,172 @@
+"""Passwords (argon2id), opaque tokens (random, checksummed, stored as sha256) and JWTs."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+import uuid
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from prism.errors import BadUserInput, Unauthenticated
+
+MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 1024
+
+API_TOKEN_PREFIX = "prism_pat_"
+REFRESH_TOKEN_PREFIX = "prism_rt_"
+_ALPHABET = string.ascii_letters + string.digits
+_BODY_LENGTH = 32
+_CHECKSUM_LENGTH = 6
+PUBLIC_PREFIX_LENGTH = len(API_TOKEN_PREFIX) + 8
+
+
+class Passwords:
+    """argon2id; parameters come from settings so operators can size them for their CPUs."""
+
+    def __init__(
+        self, *, time_cost: int = 3, memory_kib: int = 65536, parallelism: int = 4
+    ) -> None:
+        self._hasher = PasswordHasher(
+            time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism
+        )
+        # Verified when the e-mail is unknown, so both failures take the same time.
+        self._dummy = self._hasher.hash(secrets.token_hex(16))
+
+    @staticmethod
+    def validate(password: str) -> None:
+        if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+            raise BadUserInput(
+                f"Passwords are {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters long.",
+                argument="password",
+            )
+
+    def hash(self, password: str) -> str:
+        self.validate(password)
+        return self._hasher.hash(password)
+
+    def verify(self, stored_hash: str | None, password: str) -> bool:
+        try:
+            return self._hasher.verify(
+                stored_hash or self._dummy, password[:MAX_PASSWORD_LENGTH]
+            ) and (stored_hash is not None)
+        except (VerificationError, InvalidHashError):
+            return False
+
+
+def _checksum(body: str) -> str:
+    value = zlib.crc32(body.encode())
+    digits = []
+    for _ in range(_CHECKSUM_LENGTH):
+        value, rem = divmod(value, len(_ALPHABET))
+        digits.append(_ALPHABET[rem])
+    return "".join(digits)
+
+
+def new_api_token() -> str:
+    body = "".join(secrets.choice(_ALPHABET) for _ in range(_BODY_LENGTH))
+    return f"{API_TOKEN_PREFIX}{body}{_checksum(body)}"
+
+
+def api_token_well_formed(token: str) -> bool:
+    """Checked before any database lookup: a typo or a forged token costs no query."""
+    if not token.startswith(API_TOKEN_PREFIX):
+        return False
+    rest = token[len(API_TOKEN_PREFIX) :]
+    if len(rest) != _BODY_LENGTH + _CHECKSUM_LENGTH or not all(c in _ALPHABET for c in rest):
+        return False
+    return _checksum(rest[:_BODY_LENGTH]) == rest[_BODY_LENGTH:]
+
+
+def public_prefix(token: str) -> str:
+    return token[:PUBLIC_PREFIX_LENGTH]
+
+
+def new_refresh_token() -> str:
+    return REFRESH_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> bytes:
+    """Tokens are 190+ bits of randomness: a plain sha256 is the right stored form (a slow
+    password hash would add nothing but latency to every request)."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: uuid.UUID
+    organization_id: uuid.UUID
+    expires_at: datetime
+
+
+class AccessTokens:
+    """Short-lived HS256 JWTs. Algorithm, audience and issuer are pinned when decoding."""
+
+    ALGORITHM = "HS256"
+    ISSUER = "prism"
+    AUDIENCE = "prism-api"
+
+    def __init__(self, key: bytes, *, key_id: str, ttl: timedelta) -> None:
+        if len(key) < 32:
+            raise ValueError("the JWT key must be at least 32 bytes")
+        self._key = key
+        self._key_id = key_id
+        self.ttl = ttl
+
+    def issue(self, user_id: uuid.UUID, organization_id: uuid.UUID) -> tuple[str, datetime]:
+        now = datetime.now(UTC)
+        expires = now + self.ttl
+        claims = {
+            "sub": str(user_id),
+            "org": str(organization_id),
+            "iss": self.ISSUER,
+            "aud": self.AUDIENCE,
+            "iat": now,
+            "nbf": now,
+            "exp": expires,
+            "jti": secrets.token_hex(8),
+        }
+        token = jwt.encode(
+            claims, self._key, algorithm=self.ALGORITHM, headers={"kid": self._key_id}
+        )
+        return token, expires
+
+    def verify(self, token: str) -> AccessClaims:
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[self.ALGORITHM],
+                audience=self.AUDIENCE,
+                issuer=self.ISSUER,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            )
+            return AccessClaims(
+                user_id=uuid.UUID(claims["sub"]),
+                organization_id=uuid.UUID(claims["org"]),
+                expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+            )
+        except (jwt.PyJWTError, KeyError, ValueError) as exc:
+            raise Unauthenticated("The access token is invalid or has expired.") from exc
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """A development key kept beside the data, created once with 0600 permissions."""
+    if path.exists():
+        return bytes.fromhex(path.read_text().strip())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    fd = path.open("x")
+    try:
+        path.chmod(0o600)
+        fd.write(key.hex())
+    finally:
+        fd.close()
+    return key

@@ -1,0 +1,65 @@
+"""Turning settings into running parts: the database URL (embedded or given), migrations,
+and the process-wide services the server and the CLI share."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from prism import migrations
+from prism.authz.secrets import AccessTokens, Passwords, load_or_create_key
+from prism.config import Settings
+from prism.models import embedded
+from prism.models.db import Database, create_engine
+from prism.resolvers.context import Services
+
+AUDIT_MONTHS_AHEAD = 3
+
+
+async def prepare_database(settings: Settings) -> str:
+    """Resolve the URL, create the embedded database if needed, and apply migrations."""
+    if settings.database_url is not None:
+        url = settings.database_url.get_secret_value()
+    else:
+        url = await asyncio.to_thread(embedded.start, settings.data_dir)
+        await embedded.ensure_database(url)
+    await asyncio.to_thread(migrations.upgrade, url)
+    return url
+
+
+def access_tokens(settings: Settings) -> AccessTokens:
+    if settings.jwt_secret is not None:
+        key = settings.jwt_secret.get_secret_value().encode()
+    elif settings.production:
+        raise RuntimeError("PRISM_JWT_SECRET must be set in production mode.")
+    else:
+        key = load_or_create_key(settings.data_dir / "jwt.key")
+    return AccessTokens(
+        key, key_id=settings.jwt_key_id, ttl=timedelta(seconds=settings.access_token_ttl_seconds)
+    )
+
+
+def build_services(settings: Settings, url: str) -> Services:
+    engine = create_engine(
+        url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        statement_timeout_ms=settings.database_statement_timeout_ms,
+    )
+    return Services(
+        settings=settings,
+        db=Database(engine),
+        passwords=Passwords(
+            time_cost=settings.password_hash_time_cost,
+            memory_kib=settings.password_hash_memory_kib,
+            parallelism=settings.password_hash_parallelism,
+        ),
+        access_tokens=access_tokens(settings),
+    )
+
+
+async def ensure_audit_partitions(services: Services) -> None:
+    async with services.db.transaction(None) as session:
+        await session.execute(sa.select(sa.func.prism_ensure_audit_partitions(AUDIT_MONTHS_AHEAD)))

@@ -1,0 +1,269 @@
+"""The ``prism`` command line: serve, migrate, demo, and operator commands that work against
+the same database as a running server (the embedded one included)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import uvicorn
+from rich.console import Console
+
+from prism import bootstrap, demo, operators
+from prism.config import Settings
+from prism.errors import PrismError
+from prism.models.enums import Classification, Role
+from prism.resolvers.context import Services
+
+T = TypeVar("T")
+console = Console(stderr=True)
+
+
+def _run(work: Callable[[Services], Awaitable[T]], url: str | None = None) -> T:
+    """Run ``work`` with services on a migrated database; domain errors exit 1, said plainly."""
+
+    async def main() -> T:
+        settings = Settings()
+        nonlocal url
+        url = url or await bootstrap.prepare_database(settings)
+        services = bootstrap.build_services(settings, url)
+        try:
+            return await work(services)
+        finally:
+            await services.db.dispose()
+
+    try:
+        return asyncio.run(main())
+    except PrismError as error:
+        console.print(f"[red]error:[/red] {error.message}")
+        sys.exit(1)
+
+
+def _emit(obj: dict[str, Any], as_json: bool, text: str) -> None:
+    if as_json:
+        click.echo(json.dumps(obj, default=str))
+    else:
+        click.echo(text)
+
+
+@click.group()
+def main() -> None:
+    """Prism: the GraphQL data-platform API of AI document review."""
+
+
+@main.command()
+@click.option(
+    "--demo", "with_demo", is_flag=True, help="Load the demo data and print a demo token first."
+)
+def serve(with_demo: bool) -> None:
+    """Serve GraphQL on PRISM_HOST:PRISM_PORT."""
+    settings = Settings()
+    url = asyncio.run(bootstrap.prepare_database(settings))
+    if with_demo:
+        _print_demo(_run(demo.seed, url))
+    console.print(f"Prism serves GraphQL at http://{settings.host}:{settings.port}/graphql")
+    # The database URL is passed down so workers skip resolving and migrating it again.
+    app = _app_factory(settings, url)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+
+
+def _app_factory(settings: Settings, url: str) -> Any:
+    from prism.server import create_app
+
+    return create_app(settings, database_url=url)
+
+
+def _print_demo(result: demo.DemoResult) -> None:
+    state = "created" if result.created else "already present, reused"
+    console.print(f"Demo organization {demo.DEMO_ORGANIZATION!r} {state}.")
+    console.print(
+        f"Demo users: admin@acme.example, approver@…, reviewer@…, auditor@…, viewer@… "
+        f"(password {demo.DEMO_PASSWORD!r}); other organization: admin@globex.example."
+    )
+    console.print("Demo API token (ADMIN, every scope; shown once):")
+    click.echo(result.token)
+
+
+@main.command()
+def migrate() -> None:
+    """Apply database migrations (also done by `serve`)."""
+    settings = Settings()
+    asyncio.run(bootstrap.prepare_database(settings))
+    where = "embedded" if settings.database_url is None else "PRISM_DATABASE_URL"
+    console.print(f"Database ({where}) migrated to head.")
+
+
+@main.command("demo")
+def demo_command() -> None:
+    """Load the demo data (idempotent) and print a fresh demo token."""
+    _print_demo(_run(demo.seed))
+
+
+@main.group()
+def org() -> None:
+    """Organizations."""
+
+
+@org.command("create")
+@click.argument("name")
+@click.option("--domain", help="The organization's e-mail domain.")
+@click.option("--json", "as_json", is_flag=True, help="Print the organization as JSON.")
+def org_create(name: str, domain: str | None, as_json: bool) -> None:
+    """Create an organization."""
+    org_row = _run(lambda s: operators.create_organization(s, name, domain=domain))
+    _emit(
+        {"id": str(org_row.id), "name": org_row.name, "domain": org_row.domain},
+        as_json,
+        f"Organization {org_row.name!r} created: {org_row.id}",
+    )
+
+
+def _choice(enum: type[Role] | type[Classification]) -> click.Choice[str]:
+    return click.Choice([m.value for m in enum], case_sensitive=False)
+
+
+@main.group()
+def user() -> None:
+    """Users."""
+
+
+@user.command("create")
+@click.option("--org", "org_ref", required=True, help="Organization name or id.")
+@click.option("--email", required=True)
+@click.option("--password", required=True, help="12 characters or more.")
+@click.option("--role", required=True, type=_choice(Role))
+@click.option("--clearance", type=_choice(Classification), default=None)
+@click.option("--department", default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the user as JSON.")
+def user_create(
+    org_ref: str,
+    email: str,
+    password: str,
+    role: str,
+    clearance: str | None,
+    department: str | None,
+    as_json: bool,
+) -> None:
+    """Create a user."""
+
+    async def work(services: Services) -> Any:
+        org_id = await operators.find_organization(services, org_ref)
+        return await operators.create_user(
+            services,
+            org_id,
+            email=email,
+            password=password,
+            role=Role(role.upper()),
+            clearance=Classification(clearance.upper()) if clearance else None,
+            department=department,
+        )
+
+    row = _run(work)
+    _emit(
+        {
+            "id": str(row.id),
+            "organizationId": str(row.organization_id),
+            "email": row.email,
+            "role": row.role.value,
+            "clearance": row.clearance.value,
+            "department": row.department,
+        },
+        as_json,
+        f"User {row.email} ({row.role.value}) created: {row.id}",
+    )
+
+
+@main.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@click.option("--org", "org_ref", required=True, help="Organization name or id.")
+@click.option("--name", required=True)
+@click.option("--scopes", required=True, help="Comma-separated, e.g. documents:read,search:read")
+@click.option("--user", "user_email", default=None, help="Bind the token to this user's rights.")
+@click.option(
+    "--role",
+    type=_choice(Role),
+    default="VIEWER",
+    show_default=True,
+    help="Role of an unbound (service) token.",
+)
+@click.option(
+    "--clearance",
+    type=_choice(Classification),
+    default="INTERNAL",
+    show_default=True,
+    help="Clearance of an unbound (service) token.",
+)
+@click.option("--expires-in-days", type=click.IntRange(1, 3650), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the token as JSON.")
+def token_create(
+    org_ref: str,
+    name: str,
+    scopes: str,
+    user_email: str | None,
+    role: str,
+    clearance: str,
+    expires_in_days: int | None,
+    as_json: bool,
+) -> None:
+    """Create an API token; the secret is printed once."""
+
+    async def work(services: Services) -> operators.CreatedToken:
+        org_id = await operators.find_organization(services, org_ref)
+        return await operators.create_token(
+            services,
+            org_id,
+            name=name,
+            scopes=[s.strip() for s in scopes.split(",") if s.strip()],
+            user_email=user_email,
+            role=Role(role.upper()),
+            clearance=Classification(clearance.upper()),
+            expires_in_days=expires_in_days,
+        )
+
+    created = _run(work)
+    t = created.token
+    _emit(
+        {
+            "token": created.secret,
+            "id": str(t.id),
+            "name": t.name,
+            "prefix": t.prefix,
+            "scopes": t.scopes,
+            "expiresAt": t.expires_at,
+        },
+        as_json,
+        created.secret,
+    )
+
+
+@main.group()
+def schema() -> None:
+    """The GraphQL schema."""
+
+
+@schema.command("export")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("schema.graphql"),
+    show_default=True,
+)
+def schema_export(output: Path) -> None:
+    """Write the SDL of the public surface (committed as schema.graphql)."""
+    from prism.schema import export_sdl
+
+    output.write_text(export_sdl())
+    console.print(f"Wrote {output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Settings of Prism: every one is a ``PRISM_*`` environment variable (or a line of ``.env``).
+
+Nested sections use ``__`` in their variable names only where a section is named; the common
+settings are flat so that the README's table stays short.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Mode(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    """All of Prism's configuration. Build it once at start-up and pass it down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PRISM_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    mode: Mode = Field(
+        Mode.DEVELOPMENT,
+        description="development serves GraphiQL and introspection; production turns both off.",
+    )
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="Port the HTTP server binds to.")
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes for `prism serve`.")
+    data_dir: Path = Field(
+        Path("var"),
+        description="Local state: embedded PostgreSQL data, local object storage, generated keys.",
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        description="postgresql:// URL of an existing PostgreSQL >= 15; unset starts the "
+        "embedded PostgreSQL under PRISM_DATA_DIR/pg.",
+    )
+    database_pool_size: int = Field(
+        10, ge=1, le=200, description="Connections each process keeps open to PostgreSQL."
+    )
+    database_max_overflow: int = Field(
+        10, ge=0, le=200, description="Extra connections a process may open under bursts."
+    )
+    database_statement_timeout_ms: int = Field(
+        15_000, ge=0, description="Server-side cap on one SQL statement (0 disables)."
+    )
+    jwt_secret: SecretStr | None = Field(
+        None,
+        description="HMAC key for access tokens; unset generates one in PRISM_DATA_DIR/jwt.key "
+        "(development only: production refuses to start without it).",
+    )
+    jwt_key_id: str = Field("k1", description="`kid` header of issued access tokens.")
+    access_token_ttl_seconds: int = Field(
+        900, ge=60, le=86_400, description="Lifetime of a JWT access token."
+    )
+    refresh_token_ttl_seconds: int = Field(
+        30 * 86_400, ge=3_600, description="Lifetime of a refresh token (rotated on each use)."
+    )
+    password_hash_time_cost: int = Field(
+        3, ge=1, le=20, description="argon2id passes; raise it on fast CPUs."
+    )
+    password_hash_memory_kib: int = Field(
+        65_536, ge=1_024, description="argon2id memory per hash in KiB (64 MiB by default)."
+    )
+    password_hash_parallelism: int = Field(4, ge=1, le=16, description="argon2id lanes.")
+    log_level: str = Field("INFO", description="Log level of the JSON logs on stderr.")
+    log_json: bool = Field(True, description="JSON logs (false: human-readable console logs).")
+
+    @property
+    def production(self) -> bool:
+        return self.mode is Mode.PRODUCTION

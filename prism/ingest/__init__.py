@@ -1,0 +1,1 @@
+"""Object storage, text extraction, sectioning and PII scanning."""

@@ -1,0 +1,1 @@
+"""The job queue, workers, job handlers and analyzers."""

@@ -1,0 +1,30 @@
+"""Tables and query functions. Query functions take the session and a Scope (or the
+organization id), flush but never commit: the caller owns the transaction."""
+
+from prism.models.analyses import Analysis
+from prism.models.audit import AuditChainHead, AuditEvent
+from prism.models.base import TENANT_TABLES, Base
+from prism.models.documents import Document, Section
+from prism.models.feedback import Feedback
+from prism.models.jobs import Job
+from prism.models.organizations import Organization
+from prism.models.users import ApiToken, RefreshSession, User
+
+metadata = Base.metadata
+
+__all__ = [
+    "TENANT_TABLES",
+    "Analysis",
+    "ApiToken",
+    "AuditChainHead",
+    "AuditEvent",
+    "Base",
+    "Document",
+    "Feedback",
+    "Job",
+    "Organization",
+    "RefreshSession",
+    "Section",
+    "User",
+    "metadata",
+]

@@ -1,0 +1,300 @@
+"""Documents and their sections."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from prism.models.base import Base, created_at, enum_column, org_fk, pk, updated_at, utcnow
+from prism.models.enums import (
+    Classification,
+    DocumentType,
+    ProcessingStatus,
+    RiskLevel,
+    StorageTier,
+)
+from prism.models.pagination import Column, Page, PageRequest, keyset_page, window_pages
+from prism.models.scope import Scope
+
+
+class Document(Base):
+    __tablename__ = "documents"
+
+    id: Mapped[uuid.UUID] = pk()
+    organization_id: Mapped[uuid.UUID] = org_fk()
+    uploaded_by: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), sa.ForeignKey("users.id", ondelete="SET NULL")
+    )
+    # The owning department (the uploader's at upload): RESTRICTED documents stay inside it.
+    department: Mapped[str | None] = mapped_column(sa.String(100))
+    filename: Mapped[str] = mapped_column(sa.String(255), nullable=False)
+    mime_type: Mapped[str] = mapped_column(sa.String(127), nullable=False)
+    file_size: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    sha256: Mapped[str] = mapped_column(sa.CHAR(64), nullable=False)
+    storage_key: Mapped[str | None] = mapped_column(sa.String(1024))
+    document_type: Mapped[DocumentType] = enum_column(
+        DocumentType, nullable=False, default=DocumentType.GENERAL
+    )
+    classification: Mapped[Classification] = enum_column(
+        Classification, nullable=False, default=Classification.INTERNAL
+    )
+    language_code: Mapped[str | None] = mapped_column(sa.String(16))
+    word_count: Mapped[int | None] = mapped_column(sa.Integer)
+    page_count: Mapped[int | None] = mapped_column(sa.Integer)
+    processing_status: Mapped[ProcessingStatus] = enum_column(
+        ProcessingStatus, nullable=False, default=ProcessingStatus.UPLOADED
+    )
+    processing_error: Mapped[str | None] = mapped_column(sa.Text)
+    legal_hold: Mapped[bool] = mapped_column(
+        sa.Boolean, nullable=False, default=False, server_default=sa.false()
+    )
+    retention_expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    storage_tier: Mapped[StorageTier] = enum_column(
+        StorageTier, nullable=False, default=StorageTier.HOT
+    )
+    total_sections: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    total_feedback_items: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    risk_level: Mapped[RiskLevel | None] = enum_column(RiskLevel)
+    confidence: Mapped[float | None] = mapped_column(sa.Float)
+    cost_usd: Mapped[Decimal | None] = mapped_column(sa.Numeric(14, 6))
+    model_used: Mapped[str | None] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = updated_at()
+    deleted_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+    __table_args__ = (
+        sa.CheckConstraint("file_size >= 0", name="file_size_nonnegative"),
+        sa.CheckConstraint("confidence IS NULL OR confidence BETWEEN 0 AND 1", name="confidence"),
+        sa.Index("ix_documents_organization_id_created_at", "organization_id", "created_at", "id"),
+        sa.Index(
+            "ix_documents_organization_id_processing_status", "organization_id", "processing_status"
+        ),
+        sa.Index("ix_documents_uploaded_by_created_at", "uploaded_by", "created_at"),
+        # Dedup: one live document per content hash and organization.
+        sa.Index(
+            "uq_documents_organization_id_sha256",
+            "organization_id",
+            "sha256",
+            unique=True,
+            postgresql_where=sa.text("deleted_at IS NULL"),
+        ),
+        # The lifecycle job scans only what may expire.
+        sa.Index(
+            "ix_documents_retention_expires_at",
+            "retention_expires_at",
+            postgresql_where=sa.text("legal_hold = false AND deleted_at IS NULL"),
+        ),
+    )
+
+
+class Section(Base):
+    __tablename__ = "document_sections"
+
+    id: Mapped[uuid.UUID] = pk()
+    organization_id: Mapped[uuid.UUID] = org_fk()
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), sa.ForeignKey("documents.id", ondelete="CASCADE"), nullable=False
+    )
+    ord: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    name: Mapped[str] = mapped_column(sa.String(500), nullable=False)
+    content: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    word_count: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    # [{"type", "start", "end", "confidence"}]: offsets only, never the matched text.
+    pii_findings: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, nullable=False, default=list, server_default=sa.text("'[]'::jsonb")
+    )
+    created_at: Mapped[datetime] = created_at()
+
+    __table_args__ = (sa.UniqueConstraint("document_id", "ord"),)
+
+
+@dataclass(frozen=True)
+class DocumentFilter:
+    processing_status: Sequence[ProcessingStatus] | None = None
+    classification: Sequence[Classification] | None = None
+    document_type: Sequence[DocumentType] | None = None
+    risk_level: Sequence[RiskLevel] | None = None
+    uploaded_by: uuid.UUID | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    legal_hold: bool | None = None
+
+
+RISK_RANK = sa.case(
+    {RiskLevel.LOW.value: 1, RiskLevel.MEDIUM.value: 2, RiskLevel.HIGH.value: 3},
+    value=sa.cast(Document.risk_level, sa.String),
+    else_=0,
+)
+
+# Document orderings: the columns of the keyset, and how to read the key off a row.
+DOCUMENT_ORDERINGS: dict[str, tuple[Sequence[Column], Any]] = {
+    "CREATED_AT": ((Document.created_at, Document.id), lambda d: (d.created_at, d.id)),
+    "FILENAME": ((Document.filename, Document.id), lambda d: (d.filename, d.id)),
+    "FILE_SIZE": ((Document.file_size, Document.id), lambda d: (d.file_size, d.id)),
+    "RISK": (
+        (RISK_RANK, Document.id),
+        lambda d: (d.risk_level.rank if d.risk_level else 0, d.id),
+    ),
+}
+
+
+def visible_documents(scope: Scope) -> sa.ColumnElement[bool]:
+    """The documents ``scope`` may see: the SQL form of the read rule of ``authz.policy``."""
+    clauses: list[sa.ColumnElement[bool]] = [
+        Document.organization_id == scope.organization_id,
+        Document.deleted_at.is_(None),
+        Document.classification.in_(scope.max_classification.at_most()),
+    ]
+    if not scope.all_departments and scope.max_classification is Classification.RESTRICTED:
+        restricted_ok: sa.ColumnElement[bool] = (
+            Document.department == scope.department if scope.department else sa.false()
+        )
+        clauses.append(sa.or_(Document.classification != Classification.RESTRICTED, restricted_ok))
+    return sa.and_(*clauses)
+
+
+def _filtered(scope: Scope, flt: DocumentFilter | None) -> sa.Select[tuple[Document]]:
+    query = sa.select(Document).where(visible_documents(scope))
+    if flt is None:
+        return query
+    if flt.processing_status:
+        query = query.where(Document.processing_status.in_(flt.processing_status))
+    if flt.classification:
+        query = query.where(Document.classification.in_(flt.classification))
+    if flt.document_type:
+        query = query.where(Document.document_type.in_(flt.document_type))
+    if flt.risk_level:
+        query = query.where(Document.risk_level.in_(flt.risk_level))
+    if flt.uploaded_by is not None:
+        query = query.where(Document.uploaded_by == flt.uploaded_by)
+    if flt.created_after is not None:
+        query = query.where(Document.created_at >= flt.created_after)
+    if flt.created_before is not None:
+        query = query.where(Document.created_at < flt.created_before)
+    if flt.legal_hold is not None:
+        query = query.where(Document.legal_hold.is_(flt.legal_hold))
+    return query
+
+
+async def read_documents(
+    session: AsyncSession,
+    scope: Scope,
+    *,
+    flt: DocumentFilter | None,
+    page: PageRequest,
+    ordering: str = "CREATED_AT",
+) -> Page[Document]:
+    columns, key_of = DOCUMENT_ORDERINGS[ordering]
+    return await keyset_page(session, _filtered(scope, flt), columns, page, key_of)
+
+
+async def count_documents(
+    session: AsyncSession, scope: Scope, *, flt: DocumentFilter | None
+) -> int:
+    subquery = _filtered(scope, flt).with_only_columns(Document.id).subquery()
+    return int(await session.scalar(sa.select(sa.func.count()).select_from(subquery)) or 0)
+
+
+async def read_documents_by_ids(
+    session: AsyncSession, scope: Scope, ids: Sequence[uuid.UUID]
+) -> list[Document]:
+    if not ids:
+        return []
+    query = sa.select(Document).where(visible_documents(scope), Document.id.in_(ids))
+    return list(await session.scalars(query))
+
+
+async def read_document_for_update(
+    session: AsyncSession, scope: Scope, document_id: uuid.UUID
+) -> Document | None:
+    query = (
+        sa.select(Document)
+        .where(visible_documents(scope), Document.id == document_id)
+        .with_for_update()
+    )
+    return (await session.scalars(query)).one_or_none()
+
+
+async def soft_delete_document(session: AsyncSession, document: Document) -> None:
+    document.deleted_at = utcnow()
+    await session.flush()
+
+
+async def create_document(session: AsyncSession, document: Document) -> Document:
+    session.add(document)
+    await session.flush()
+    return document
+
+
+# --- sections ------------------------------------------------------------------------------
+
+
+SECTION_KEY = (Section.ord, Section.id)
+
+
+async def read_sections_by_ids(
+    session: AsyncSession, scope: Scope, ids: Sequence[uuid.UUID]
+) -> list[Section]:
+    if not ids:
+        return []
+    query = (
+        sa.select(Section)
+        .join(Document, Document.id == Section.document_id)
+        .where(visible_documents(scope), Section.id.in_(ids))
+    )
+    return list(await session.scalars(query))
+
+
+async def read_section_pages(
+    session: AsyncSession, scope: Scope, document_ids: Sequence[uuid.UUID], page: PageRequest
+) -> dict[uuid.UUID, Page[Section]]:
+    """One page of sections for each of ``document_ids``, in a single statement."""
+    return await window_pages(
+        session,
+        sa.select(Section)
+        .join(Document, Document.id == Section.document_id)
+        .where(visible_documents(scope)),
+        Section,
+        Section.document_id,
+        document_ids,
+        SECTION_KEY,
+        page,
+        lambda s: (s.ord, s.id),
+    )
+
+
+async def add_sections(session: AsyncSession, sections: Sequence[Section]) -> None:
+    session.add_all(sections)
+    await session.flush()
+
+
+async def read_pii_summaries(
+    session: AsyncSession, scope: Scope, document_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[tuple[str, int]]]:
+    """PII finding counts by type for each document, in one aggregate statement."""
+    summaries: dict[uuid.UUID, list[tuple[str, int]]] = {d: [] for d in document_ids}
+    if not document_ids:
+        return summaries
+    finding = sa.func.jsonb_array_elements(Section.pii_findings).table_valued("value").alias("f")
+    kind = finding.c.value.op("->>")("type")
+    query = (
+        sa.select(Section.document_id, kind, sa.func.count())
+        .select_from(Section)
+        .join(Document, Document.id == Section.document_id)
+        .join(finding, sa.true())
+        .where(visible_documents(scope), Section.document_id.in_(document_ids))
+        .group_by(Section.document_id, kind)
+        .order_by(Section.document_id, kind)
+    )
+    for document_id, pii_type, count in await session.execute(query):
+        summaries[document_id].append((pii_type, count))
+    return summaries

@@ -1,0 +1,79 @@
+"""Background jobs, queued in PostgreSQL in the same transaction as the change that causes
+them (so no job exists for a change that rolled back)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from prism.models.base import Base, created_at, enum_column, org_fk, pk, updated_at, utcnow
+from prism.models.enums import JobState
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[uuid.UUID] = pk()
+    organization_id: Mapped[uuid.UUID] = org_fk()
+    kind: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, default=dict, server_default=sa.text("'{}'::jsonb")
+    )
+    state: Mapped[JobState] = enum_column(JobState, nullable=False, default=JobState.QUEUED)
+    priority: Mapped[int] = mapped_column(sa.SmallInteger, nullable=False, default=0)
+    attempts: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    max_attempts: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=5)
+    run_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), nullable=False, default=utcnow, server_default=sa.func.now()
+    )
+    locked_by: Mapped[str | None] = mapped_column(sa.String(200))
+    locked_until: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = updated_at()
+    started_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+    __table_args__ = (
+        sa.CheckConstraint("attempts >= 0 AND max_attempts > 0", name="attempts"),
+        # Claiming scans only runnable jobs, oldest first.
+        sa.Index(
+            "ix_jobs_runnable",
+            "priority",
+            "run_at",
+            postgresql_where=sa.text("state IN ('QUEUED', 'FAILED')"),
+        ),
+        sa.Index("ix_jobs_organization_id_created_at", "organization_id", "created_at"),
+    )
+
+
+async def enqueue_job(
+    session: AsyncSession,
+    *,
+    organization_id: uuid.UUID,
+    kind: str,
+    payload: dict[str, Any],
+    run_at: datetime | None = None,
+) -> Job:
+    job = Job(
+        organization_id=organization_id, kind=kind, payload=payload, run_at=run_at or utcnow()
+    )
+    session.add(job)
+    await session.flush()
+    return job
+
+
+async def read_jobs_by_ids(
+    session: AsyncSession, organization_id: uuid.UUID, ids: Sequence[uuid.UUID]
+) -> list[Job]:
+    if not ids:
+        return []
+    query = sa.select(Job).where(Job.organization_id == organization_id, Job.id.in_(ids))
+    return list(await session.scalars(query))

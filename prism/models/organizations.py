@@ -1,0 +1,53 @@
+"""Organizations: the tenants. Every other row belongs to exactly one."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from prism.models.base import Base, created_at, pk, updated_at
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+
+    id: Mapped[uuid.UUID] = pk()
+    name: Mapped[str] = mapped_column(sa.String(200), nullable=False)
+    domain: Mapped[str | None] = mapped_column(sa.String(253))
+    subscription_tier: Mapped[str] = mapped_column(
+        sa.String(32), nullable=False, default="standard", server_default="standard"
+    )
+    data_retention_days: Mapped[int] = mapped_column(
+        sa.Integer, nullable=False, default=2555, server_default="2555"
+    )
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = updated_at()
+
+    __table_args__ = (
+        sa.CheckConstraint("data_retention_days > 0", name="retention_positive"),
+        sa.Index("uq_organizations_name", sa.func.lower(sa.column("name")), unique=True),
+    )
+
+
+async def read_organization(
+    session: AsyncSession, organization_id: uuid.UUID
+) -> Organization | None:
+    """The caller's own organization (RLS shows no other)."""
+    return await session.get(Organization, organization_id)
+
+
+async def create_organization(
+    session: AsyncSession,
+    *,
+    name: str,
+    domain: str | None = None,
+    subscription_tier: str = "standard",
+) -> Organization:
+    org = Organization(name=name, domain=domain, subscription_tier=subscription_tier)
+    session.add(org)
+    await session.flush()
+    return org

@@ -1,0 +1,221 @@
+"""People, their API tokens and their refresh sessions (the identity aggregate)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from prism.models.base import Base, created_at, enum_column, org_fk, pk, updated_at, utcnow
+from prism.models.enums import Classification, Role
+from prism.models.pagination import Page, PageRequest, keyset_page
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = pk()
+    organization_id: Mapped[uuid.UUID] = org_fk()
+    email: Mapped[str] = mapped_column(sa.String(320), nullable=False)
+    password_hash: Mapped[str] = mapped_column(sa.String(255), nullable=False)
+    first_name: Mapped[str | None] = mapped_column(sa.String(100))
+    last_name: Mapped[str | None] = mapped_column(sa.String(100))
+    role: Mapped[Role] = enum_column(Role, nullable=False)
+    department: Mapped[str | None] = mapped_column(sa.String(100))
+    clearance: Mapped[Classification] = enum_column(
+        Classification, nullable=False, default=Classification.INTERNAL
+    )
+    is_active: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=True)
+    mfa_enabled: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=False)
+    access_expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    last_login_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = updated_at()
+
+    __table_args__ = (
+        # Sign-in is by e-mail alone, so an address names one person across all organizations.
+        sa.Index("uq_users_email", sa.func.lower(sa.column("email")), unique=True),
+        sa.Index("ix_users_organization_id_created_at", "organization_id", "created_at", "id"),
+    )
+
+
+class ApiToken(Base):
+    """A partner or automation credential: only a hash and a short public prefix are stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[uuid.UUID] = pk()
+    organization_id: Mapped[uuid.UUID] = org_fk()
+    # Tokens bound to a user act with that user's current role, clearance and department.
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), sa.ForeignKey("users.id", ondelete="CASCADE")
+    )
+    # Unbound (service) tokens carry their own role and clearance.
+    role: Mapped[Role] = enum_column(Role, nullable=False, default=Role.VIEWER)
+    clearance: Mapped[Classification] = enum_column(
+        Classification, nullable=False, default=Classification.INTERNAL
+    )
+    department: Mapped[str | None] = mapped_column(sa.String(100))
+    name: Mapped[str] = mapped_column(sa.String(100), nullable=False)
+    prefix: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    token_hash: Mapped[bytes] = mapped_column(sa.LargeBinary(32), nullable=False)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(sa.String(40)), nullable=False)
+    expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    created_by: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), sa.ForeignKey("users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = created_at()
+
+    __table_args__ = (
+        sa.UniqueConstraint("token_hash"),
+        sa.Index("ix_api_tokens_organization_id_created_at", "organization_id", "created_at"),
+    )
+
+
+class RefreshSession(Base):
+    """A refresh token (hash only). Each use rotates it; the family links the rotations so a
+    replayed old token can revoke them all."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[uuid.UUID] = pk()
+    organization_id: Mapped[uuid.UUID] = org_fk()
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    family_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    token_hash: Mapped[bytes] = mapped_column(sa.LargeBinary(32), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False)
+    rotated_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    ip_address: Mapped[str | None] = mapped_column(sa.String(64))
+    user_agent: Mapped[str | None] = mapped_column(sa.String(512))
+    created_at: Mapped[datetime] = created_at()
+
+    __table_args__ = (
+        sa.UniqueConstraint("token_hash"),
+        sa.Index("ix_sessions_family_id", "family_id"),
+        sa.Index("ix_sessions_user_id", "user_id"),
+    )
+
+
+# --- users -------------------------------------------------------------------------------
+
+
+async def read_users_by_ids(
+    session: AsyncSession, organization_id: uuid.UUID, ids: Sequence[uuid.UUID]
+) -> list[User]:
+    if not ids:
+        return []
+    query = sa.select(User).where(User.organization_id == organization_id, User.id.in_(ids))
+    return list(await session.scalars(query))
+
+
+async def read_users(
+    session: AsyncSession, *, organization_id: uuid.UUID, page: PageRequest
+) -> Page[User]:
+    query = sa.select(User).where(User.organization_id == organization_id)
+    return await keyset_page(session, query, (User.created_at, User.id), page)
+
+
+async def create_user(
+    session: AsyncSession,
+    *,
+    organization_id: uuid.UUID,
+    email: str,
+    password_hash: str,
+    role: Role,
+    clearance: Classification,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    department: str | None = None,
+    access_expires_at: datetime | None = None,
+) -> User:
+    user = User(
+        organization_id=organization_id,
+        email=email,
+        password_hash=password_hash,
+        role=role,
+        clearance=clearance,
+        first_name=first_name,
+        last_name=last_name,
+        department=department,
+        access_expires_at=access_expires_at,
+    )
+    session.add(user)
+    await session.flush()
+    return user
+
+
+async def email_in_use(session: AsyncSession, email: str) -> bool:
+    """True when any organization has this address (checked through a narrow function, as
+    RLS hides other organizations' users)."""
+    used = await session.scalar(sa.select(sa.func.prism_email_in_use(email)))
+    return bool(used)
+
+
+async def mark_login(session: AsyncSession, user: User) -> None:
+    user.last_login_at = utcnow()
+    await session.flush()
+
+
+# --- API tokens ----------------------------------------------------------------------------
+
+
+async def read_api_tokens(
+    session: AsyncSession, *, organization_id: uuid.UUID, user_id: uuid.UUID | None
+) -> list[ApiToken]:
+    """Tokens of the organization, or only those bound to or created by ``user_id``."""
+    query = sa.select(ApiToken).where(ApiToken.organization_id == organization_id)
+    if user_id is not None:
+        query = query.where(sa.or_(ApiToken.user_id == user_id, ApiToken.created_by == user_id))
+    result = await session.scalars(query.order_by(ApiToken.created_at.desc(), ApiToken.id))
+    return list(result)
+
+
+async def read_api_tokens_by_ids(
+    session: AsyncSession, organization_id: uuid.UUID, ids: Sequence[uuid.UUID]
+) -> list[ApiToken]:
+    if not ids:
+        return []
+    query = sa.select(ApiToken).where(
+        ApiToken.organization_id == organization_id, ApiToken.id.in_(ids)
+    )
+    return list(await session.scalars(query))
+
+
+async def create_api_token(session: AsyncSession, token: ApiToken) -> ApiToken:
+    session.add(token)
+    await session.flush()
+    return token
+
+
+async def revoke_api_token(session: AsyncSession, token: ApiToken) -> ApiToken:
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        await session.flush()
+    return token
+
+
+# --- refresh sessions ------------------------------------------------------------------------
+
+
+async def create_refresh_session(session: AsyncSession, row: RefreshSession) -> RefreshSession:
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def revoke_session_family(session: AsyncSession, family_id: uuid.UUID) -> None:
+    await session.execute(
+        sa.update(RefreshSession)
+        .where(RefreshSession.family_id == family_id, RefreshSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )

@@ -1,0 +1,43 @@
+"""Structured logs and Prometheus metrics (imports nothing of Prism's, so any layer may use it)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter(
+    "prism_http_requests_total", "HTTP requests by route and status.", ["method", "route", "status"]
+)
+GRAPHQL_OPERATIONS = Counter(
+    "prism_graphql_operations_total", "GraphQL operations by name and type.", ["operation", "type"]
+)
+GRAPHQL_LATENCY = Histogram(
+    "prism_graphql_operation_seconds",
+    "GraphQL operation latency by name.",
+    ["operation"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+GRAPHQL_ERRORS = Counter("prism_graphql_errors_total", "GraphQL errors by code.", ["code"])
+DB_POOL = Gauge("prism_db_pool_connections", "Database pool connections by state.", ["state"])
+
+
+def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
+    """JSON lines on stderr; request ids come from structlog's contextvars."""
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,122 @@
+"""The per-request context: who calls, one database transaction, the DataLoaders."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prism.authz.principal import Principal
+from prism.authz.secrets import AccessTokens, Passwords
+from prism.config import Settings
+from prism.errors import Unauthenticated
+from prism.models.audit import Actor, RequestMeta, record_event
+from prism.models.db import Database, set_organization
+from prism.models.scope import Scope
+from prism.resolvers.loaders import Loaders
+
+
+@dataclass(frozen=True)
+class Services:
+    """Process-wide clients, built once in the server's lifespan."""
+
+    settings: Settings
+    db: Database
+    passwords: Passwords
+    access_tokens: AccessTokens
+
+    @property
+    def refresh_ttl(self) -> timedelta:
+        return timedelta(seconds=self.settings.refresh_token_ttl_seconds)
+
+
+class RequestTransaction:
+    """One connection and one transaction for the whole request, opened on first use.
+
+    Top-level fields and DataLoader batches run concurrently; they take turns on the session
+    through a lock, so a request holds at most one pooled connection and reads one consistent
+    snapshot. Each mutation runs in a savepoint of that transaction, so a failed mutation
+    leaves nothing behind while the ones before it (and their audit events) commit together
+    at the end of the request."""
+
+    def __init__(self, db: Database, organization_id: uuid.UUID | None) -> None:
+        self._db = db
+        self._organization_id = organization_id
+        self._lock = asyncio.Lock()
+        self._session: AsyncSession | None = None
+
+    async def _open(self) -> AsyncSession:
+        if self._session is None:
+            session = self._db.sessionmaker()
+            await session.begin()
+            await set_organization(session, self._organization_id)
+            self._session = session
+        return self._session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        async with self._lock:
+            yield await self._open()
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        async with self._lock:
+            session = await self._open()
+            async with session.begin_nested():
+                yield session
+
+    async def finish(self, *, commit: bool) -> None:
+        session, self._session = self._session, None
+        if session is None:
+            return
+        try:
+            if commit:
+                await session.commit()
+            else:
+                await session.rollback()
+        finally:
+            await session.close()
+
+
+@dataclass
+class Context:
+    services: Services
+    principal: Principal | None
+    meta: RequestMeta
+    transaction: RequestTransaction
+    loaders: Loaders = field(init=False)
+    request: Any = None
+
+    def __post_init__(self) -> None:
+        self.loaders = Loaders(self.transaction, self.principal.scope() if self.principal else None)
+
+    def require_principal(self) -> Principal:
+        if self.principal is None:
+            raise Unauthenticated("Sign in or send an API token.")
+        return self.principal
+
+    @property
+    def scope(self) -> Scope:
+        return self.require_principal().scope()
+
+    @property
+    def actor(self) -> Actor:
+        p = self.principal
+        return Actor(user_id=p.user_id, api_token_id=p.api_token_id) if p else Actor()
+
+    async def audit(self, session: AsyncSession, **event: Any) -> None:
+        """Record an audit event for the caller, in the mutation's transaction."""
+        principal = self.require_principal()
+        await record_event(
+            session,
+            organization_id=principal.organization_id,
+            actor=self.actor,
+            meta=self.meta,
+            **event,
+        )

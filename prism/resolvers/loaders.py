@@ -1,0 +1,108 @@
+"""Per-request DataLoaders (never module-level: a shared loader would serve one caller's rows
+to another). Each batch is one SQL statement, whatever the number of keys."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.dataloader import DataLoader
+
+from prism.errors import Unauthenticated
+from prism.models import analyses, audit, documents, feedback, jobs, users
+from prism.models.analyses import Analysis
+from prism.models.pagination import Page, PageRequest
+from prism.models.scope import Scope
+
+if TYPE_CHECKING:
+    from prism.resolvers.context import RequestTransaction
+
+T = TypeVar("T")
+PageKey = tuple[uuid.UUID, PageRequest]
+
+
+class Loaders:
+    def __init__(self, transaction: RequestTransaction, scope: Scope | None) -> None:
+        self._tx = transaction
+        self._scope = scope
+        self.document = self._by_id(documents.read_documents_by_ids)
+        self.section = self._by_id(documents.read_sections_by_ids)
+        self.analysis = self._by_id(analyses.read_analyses_by_ids)
+        self.feedback = self._by_id(feedback.read_feedback_by_ids)
+        self.user = self._by_id(
+            lambda s, sc, ids: users.read_users_by_ids(s, sc.organization_id, ids)
+        )
+        self.api_token = self._by_id(
+            lambda s, sc, ids: users.read_api_tokens_by_ids(s, sc.organization_id, ids)
+        )
+        self.job = self._by_id(lambda s, sc, ids: jobs.read_jobs_by_ids(s, sc.organization_id, ids))
+        self.audit_event = self._by_id(
+            lambda s, sc, ids: audit.read_audit_events_by_ids(
+                s, organization_id=sc.organization_id, ids=ids
+            )
+        )
+        self.analyses_by_section: DataLoader[uuid.UUID, list[Analysis]] = DataLoader(
+            self._analyses_by_section
+        )
+        self.pii_summary: DataLoader[uuid.UUID, list[tuple[str, int]]] = DataLoader(
+            self._pii_summary
+        )
+        self.section_page = self._pages(documents.read_section_pages)
+        self.analysis_page = self._pages(analyses.read_analysis_pages)
+        self.feedback_page = self._pages(feedback.read_feedback_pages)
+
+    @property
+    def scope(self) -> Scope:
+        if self._scope is None:
+            raise Unauthenticated("Sign in or send an API token.")
+        return self._scope
+
+    def _by_id(
+        self,
+        fetch: Callable[[AsyncSession, Scope, Sequence[uuid.UUID]], Awaitable[Sequence[T]]],
+    ) -> DataLoader[uuid.UUID, T | None]:
+        async def load(ids: list[uuid.UUID]) -> list[T | None]:
+            async with self._tx.read() as session:
+                rows = await fetch(session, self.scope, ids)
+            found: dict[Any, T] = {row.id: row for row in rows}  # type: ignore[attr-defined]
+            return [found.get(i) for i in ids]
+
+        return DataLoader(load)
+
+    def _pages(
+        self,
+        fetch: Callable[
+            [AsyncSession, Scope, Sequence[uuid.UUID], PageRequest],
+            Awaitable[dict[uuid.UUID, Page[T]]],
+        ],
+    ) -> DataLoader[PageKey, Page[T]]:
+        async def load(keys: list[PageKey]) -> list[Page[T]]:
+            # Parents asking for the same page shape share one statement.
+            by_request: dict[PageRequest, list[uuid.UUID]] = defaultdict(list)
+            for parent_id, request in keys:
+                by_request[request].append(parent_id)
+            results: dict[PageKey, Page[T]] = {}
+            async with self._tx.read() as session:
+                for request, parent_ids in by_request.items():
+                    pages = await fetch(session, self.scope, parent_ids, request)
+                    for parent_id, page in pages.items():
+                        results[(parent_id, request)] = page
+            return [results[key] for key in keys]
+
+        return DataLoader(load)
+
+    async def _analyses_by_section(self, section_ids: list[uuid.UUID]) -> list[list[Analysis]]:
+        async with self._tx.read() as session:
+            rows = await analyses.read_analyses_by_section_ids(session, self.scope, section_ids)
+        grouped: dict[uuid.UUID, list[Analysis]] = defaultdict(list)
+        for row in rows:
+            grouped[row.section_id].append(row)
+        return [grouped[i] for i in section_ids]
+
+    async def _pii_summary(self, document_ids: list[uuid.UUID]) -> list[list[tuple[str, int]]]:
+        async with self._tx.read() as session:
+            found = await documents.read_pii_summaries(session, self.scope, document_ids)
+        return [found[i] for i in document_ids]

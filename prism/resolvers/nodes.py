@@ -1,0 +1,48 @@
+"""``node(id)``: load any object by global ID, with the read rule of its type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prism.authz.policy import Action, may_read_token, require
+from prism.errors import NotFound
+from prism.models import organizations
+from prism.resolvers.context import Context
+from prism.resolvers.ids import from_global_id
+
+# Type name -> (action the caller needs, loader attribute).
+_READABLE: dict[str, tuple[Action, str]] = {
+    "Document": (Action.DOCUMENT_READ, "document"),
+    "Section": (Action.DOCUMENT_READ, "section"),
+    "Analysis": (Action.DOCUMENT_READ, "analysis"),
+    "Feedback": (Action.DOCUMENT_READ, "feedback"),
+    "User": (Action.USER_READ, "user"),
+    "Job": (Action.JOB_READ, "job"),
+    "AuditEvent": (Action.AUDIT_READ, "audit_event"),
+    "ApiToken": (Action.TOKEN_CREATE, "api_token"),
+}
+
+
+async def load_node(ctx: Context, global_id: str) -> tuple[str, Any]:
+    """The type name and row behind ``global_id``; NOT_FOUND for a missing row and for one the
+    caller may not see, alike."""
+    principal = ctx.require_principal()
+    type_name, row_id = from_global_id(global_id)
+    if type_name == "Organization":
+        if row_id != principal.organization_id:
+            raise NotFound("Organization not found.")
+        async with ctx.transaction.read() as session:
+            org = await organizations.read_organization(session, row_id)
+        if org is None:
+            raise NotFound("Organization not found.")
+        return type_name, org
+    if type_name not in _READABLE:
+        raise NotFound("Node not found.")
+    action, loader_name = _READABLE[type_name]
+    require(principal, action)
+    row = await getattr(ctx.loaders, loader_name).load(row_id)
+    if row is None:
+        raise NotFound(f"{type_name} not found.")
+    if type_name == "ApiToken" and not may_read_token(principal, row.user_id, row.created_by):
+        raise NotFound("ApiToken not found.")
+    return type_name, row

@@ -1,0 +1,54 @@
+"""The GraphQL schema: types per domain, the root Query and Mutation, and its extensions."""
+
+from __future__ import annotations
+
+import strawberry
+from graphql import NoSchemaIntrospectionCustomRule
+from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, QueryDepthLimiter
+from strawberry.schema.config import StrawberryConfig
+
+from prism.schema.audit import AuditEvent, Job
+from prism.schema.documents import Analysis, Document, Feedback, Section
+from prism.schema.extensions import ErrorCodes, Metrics, RequestTransaction
+from prism.schema.identity import ApiToken, Organization, User
+from prism.schema.mutation import Mutation
+from prism.schema.query import Query
+
+MAX_DEPTH = 12
+MAX_ALIASES = 30
+
+
+def build_schema(*, production: bool) -> strawberry.Schema:
+    # Order matters: Metrics wraps ErrorCodes so it counts the codes clients see.
+    # Classes or factories: Strawberry builds fresh extensions for every request.
+    extensions: list[object] = [
+        RequestTransaction,
+        Metrics,
+        ErrorCodes,
+        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+    ]
+    if production:
+        extensions.append(lambda: AddValidationRules([NoSchemaIntrospectionCustomRule]))
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        types=[
+            Organization,
+            User,
+            ApiToken,
+            Document,
+            Section,
+            Analysis,
+            Feedback,
+            AuditEvent,
+            Job,
+        ],
+        extensions=extensions,  # type: ignore[arg-type]
+        config=StrawberryConfig(disable_field_suggestions=production),
+    )
+
+
+def export_sdl() -> str:
+    """The public surface as SDL, as committed in ``schema.graphql``."""
+    return build_schema(production=False).as_str() + "\n"

@@ -1,0 +1,120 @@
+"""Audit events and background jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import cast
+
+import strawberry
+from strawberry.scalars import JSON
+
+from prism.models import audit as audit_models
+from prism.models import jobs as job_models
+from prism.models.pagination import Page
+from prism.resolvers.ids import to_global_id
+from prism.schema.base import Info, Node, PageInfo, edges_of
+from prism.schema.enums import JobState
+from prism.schema.identity import ApiToken, User
+
+
+@strawberry.type(description="One audited change, chained to the previous one by hash.")
+class AuditEvent(Node):
+    event_type: str
+    category: str
+    description: str
+    resource_type: str | None
+    resource_id: strawberry.ID | None
+    before: JSON | None
+    after: JSON | None
+    ip_address: str | None
+    user_agent: str | None
+    request_id: str | None
+    created_at: datetime
+    hash: str = strawberry.field(
+        description="Hash chain: sha256 over the previous event's hash and this event's "
+        "canonical form."
+    )
+    prev_hash: str | None
+    row: strawberry.Private[audit_models.AuditEvent]
+
+    @classmethod
+    def from_row(cls, row: audit_models.AuditEvent) -> AuditEvent:
+        resource_id = (
+            strawberry.ID(to_global_id(row.resource_type, row.resource_id))
+            if row.resource_id and row.resource_type
+            else None
+        )
+        return cls(
+            id=strawberry.ID(to_global_id("AuditEvent", row.id)),
+            event_type=row.event_type,
+            category=row.category,
+            description=row.description,
+            resource_type=row.resource_type,
+            resource_id=resource_id,
+            before=cast(JSON, row.before),
+            after=cast(JSON, row.after),
+            ip_address=str(row.ip_address) if row.ip_address else None,
+            user_agent=row.user_agent,
+            request_id=row.request_id,
+            created_at=row.created_at,
+            hash=row.hash,
+            prev_hash=row.prev_hash,
+            row=row,
+        )
+
+    @strawberry.field(description="The user who made the change.")
+    async def actor(self, info: Info) -> User | None:
+        if self.row.actor_id is None:
+            return None
+        row = await info.context.loaders.user.load(self.row.actor_id)
+        return User.from_row(row) if row else None
+
+    @strawberry.field(description="The API token the change was made with.")
+    async def api_token(self, info: Info) -> ApiToken | None:
+        if self.row.api_token_id is None:
+            return None
+        row = await info.context.loaders.api_token.load(self.row.api_token_id)
+        return ApiToken.from_row(row) if row else None
+
+
+@strawberry.type
+class AuditEventEdge:
+    cursor: str
+    node: AuditEvent
+
+
+@strawberry.type(description="A page of audit events, oldest first.")
+class AuditEventConnection:
+    edges: list[AuditEventEdge]
+    page_info: PageInfo
+
+    @classmethod
+    def from_page(cls, page: Page[audit_models.AuditEvent]) -> AuditEventConnection:
+        return cls(
+            edges=edges_of(page, AuditEvent.from_row, AuditEventEdge),
+            page_info=PageInfo.from_page(page),
+        )
+
+
+@strawberry.type(description="A background job (extraction, analysis, indexing, ...).")
+class Job(Node):
+    kind: str
+    state: JobState
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: job_models.Job) -> Job:
+        return cls(
+            id=strawberry.ID(to_global_id("Job", row.id)),
+            kind=row.kind,
+            state=row.state,
+            attempts=row.attempts,
+            last_error=row.last_error,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+        )

@@ -1,0 +1,408 @@
+"""Documents, their sections, AI analyses and reviewer feedback."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+import strawberry
+
+from prism.ingest.pii import mask
+from prism.models import analyses as analysis_models
+from prism.models import documents as document_models
+from prism.models import feedback as feedback_models
+from prism.models.enums import Classification as ClassificationValue
+from prism.models.pagination import Page, PageRequest
+from prism.resolvers.ids import to_global_id
+from prism.schema.base import Info, Node, PageInfo, edges_of
+from prism.schema.enums import (
+    Classification,
+    DocumentType,
+    FeedbackAction,
+    ProcessingStatus,
+    RiskLevel,
+    StorageTier,
+    WorkflowStatus,
+)
+from prism.schema.identity import User
+
+First = Annotated[int | None, strawberry.argument(description="Page size (0-100, default 20).")]
+After = Annotated[str | None, strawberry.argument(description="`endCursor` of the previous page.")]
+
+
+@strawberry.type(description="PII found in a section: its type and offsets, never the text.")
+class PiiFinding:
+    type: str
+    start: int
+    end: int
+    confidence: float
+
+
+@strawberry.type(description="How many PII findings of one type a document has.")
+class PiiCount:
+    type: str
+    count: int
+
+
+@strawberry.type(description="An uploaded document.")
+class Document(Node):
+    filename: str
+    mime_type: str
+    file_size: int
+    sha256: str
+    document_type: DocumentType
+    classification: Classification
+    language_code: str | None
+    word_count: int | None
+    page_count: int | None
+    processing_status: ProcessingStatus
+    processing_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    legal_hold: bool
+    retention_expires_at: datetime | None
+    storage_tier: StorageTier | None
+    total_sections: int
+    total_feedback_items: int
+    risk_level: RiskLevel | None
+    confidence: float | None
+    cost_usd: Decimal | None
+    row: strawberry.Private[document_models.Document]
+
+    @classmethod
+    def from_row(cls, row: document_models.Document) -> Document:
+        return cls(
+            id=strawberry.ID(to_global_id("Document", row.id)),
+            filename=row.filename,
+            mime_type=row.mime_type,
+            file_size=row.file_size,
+            sha256=row.sha256,
+            document_type=row.document_type,
+            classification=row.classification,
+            language_code=row.language_code,
+            word_count=row.word_count,
+            page_count=row.page_count,
+            processing_status=row.processing_status,
+            processing_error=row.processing_error,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            legal_hold=row.legal_hold,
+            retention_expires_at=row.retention_expires_at,
+            storage_tier=row.storage_tier,
+            total_sections=row.total_sections,
+            total_feedback_items=row.total_feedback_items,
+            risk_level=row.risk_level,
+            confidence=row.confidence,
+            cost_usd=row.cost_usd,
+            row=row,
+        )
+
+    @strawberry.field(description="Who uploaded the document.")
+    async def uploaded_by(self, info: Info) -> User | None:
+        if self.row.uploaded_by is None:
+            return None
+        user = await info.context.loaders.user.load(self.row.uploaded_by)
+        return User.from_row(user) if user else None
+
+    @strawberry.field(description="The document's sections, in document order.")
+    async def sections(
+        self, info: Info, first: First = None, after: After = None
+    ) -> SectionConnection:
+        request = PageRequest.parse(first, after, ordering="sections")
+        page = await info.context.loaders.section_page.load((self.row.id, request))
+        return SectionConnection.from_page(page)
+
+    @strawberry.field(description="AI analyses of the document's sections, oldest first.")
+    async def analyses(
+        self, info: Info, first: First = None, after: After = None
+    ) -> AnalysisConnection:
+        request = PageRequest.parse(first, after, ordering="analyses")
+        page = await info.context.loaders.analysis_page.load((self.row.id, request))
+        return AnalysisConnection.from_page(page)
+
+    @strawberry.field(description="Reviewer feedback on the document, oldest first.")
+    async def feedback(
+        self, info: Info, first: First = None, after: After = None
+    ) -> FeedbackConnection:
+        request = PageRequest.parse(first, after, ordering="feedback")
+        page = await info.context.loaders.feedback_page.load((self.row.id, request))
+        return FeedbackConnection.from_page(page)
+
+    @strawberry.field(description="PII findings of all sections, counted by type.")
+    async def pii_summary(self, info: Info) -> list[PiiCount]:
+        counts = await info.context.loaders.pii_summary.load(self.row.id)
+        return [PiiCount(type=t, count=c) for t, c in counts]
+
+
+@strawberry.type(description="A section of a document, as split at extraction.")
+class Section(Node):
+    order: int
+    name: str
+    word_count: int
+    row: strawberry.Private[document_models.Section]
+
+    @classmethod
+    def from_row(cls, row: document_models.Section) -> Section:
+        return cls(
+            id=strawberry.ID(to_global_id("Section", row.id)),
+            order=row.ord,
+            name=row.name,
+            word_count=row.word_count,
+            row=row,
+        )
+
+    def _masked(self, info: Info) -> bool:
+        principal = info.context.require_principal()
+        return bool(self.row.pii_findings) and (
+            principal.clearance.rank < ClassificationValue.CONFIDENTIAL.rank
+        )
+
+    @strawberry.field(
+        description="Text as the viewer may see it: PII masked below CONFIDENTIAL clearance."
+    )
+    def content(self, info: Info) -> str:
+        if self._masked(info):
+            return mask(self.row.content, self.row.pii_findings)
+        return self.row.content
+
+    @strawberry.field(description="True when `content` has PII masked for this viewer.")
+    def redacted(self, info: Info) -> bool:
+        return self._masked(info)
+
+    @strawberry.field(description="The PII found in this section (types and offsets only).")
+    def pii_findings(self) -> list[PiiFinding]:
+        return [
+            PiiFinding(type=f["type"], start=f["start"], end=f["end"], confidence=f["confidence"])
+            for f in self.row.pii_findings
+        ]
+
+    @strawberry.field(description="The document this section belongs to.")
+    async def document(self, info: Info) -> Document:
+        return await _document(info, self.row.document_id)
+
+    @strawberry.field(description="AI analyses of this section.")
+    async def analyses(self, info: Info) -> list[Analysis]:
+        rows = await info.context.loaders.analyses_by_section.load(self.row.id)
+        return [Analysis.from_row(r) for r in rows]
+
+
+async def _document(info: Info, document_id: Any) -> Document:
+    row = await info.context.loaders.document.load(document_id)
+    if row is None:  # a child row is only readable when its document is
+        raise AssertionError("child of an invisible document")
+    return Document.from_row(row)
+
+
+@strawberry.type(description="One finding of an AI analysis.")
+class FeedbackItem:
+    id: str
+    category: str
+    description: str
+    suggestion: str | None
+    risk_level: RiskLevel
+    confidence: float
+    quote: str | None
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> FeedbackItem:
+        return cls(
+            id=str(item["id"]),
+            category=item["category"],
+            description=item["description"],
+            suggestion=item.get("suggestion"),
+            risk_level=item["riskLevel"],
+            confidence=float(item["confidence"]),
+            quote=item.get("quote"),
+        )
+
+
+@strawberry.type(description="An AI analysis of one section.")
+class Analysis(Node):
+    model: str
+    model_version: str | None
+    started_at: datetime
+    completed_at: datetime
+    duration_seconds: float
+    risk_level: RiskLevel | None
+    confidence: float | None
+    tokens_used: int
+    cost_usd: Decimal
+    row: strawberry.Private[analysis_models.Analysis]
+
+    @classmethod
+    def from_row(cls, row: analysis_models.Analysis) -> Analysis:
+        return cls(
+            id=strawberry.ID(to_global_id("Analysis", row.id)),
+            model=row.model,
+            model_version=row.model_version,
+            started_at=row.started_at,
+            completed_at=row.completed_at,
+            duration_seconds=row.duration_seconds,
+            risk_level=row.risk_level,
+            confidence=row.confidence,
+            tokens_used=row.tokens_used,
+            cost_usd=row.cost_usd,
+            row=row,
+        )
+
+    @strawberry.field(description="The analysed document.")
+    async def document(self, info: Info) -> Document:
+        return await _document(info, self.row.document_id)
+
+    @strawberry.field(description="The analysed section.")
+    async def section(self, info: Info) -> Section:
+        row = await info.context.loaders.section.load(self.row.section_id)
+        if row is None:
+            raise AssertionError("analysis of an invisible section")
+        return Section.from_row(row)
+
+    @strawberry.field(description="What the analysis found.")
+    def feedback_items(self) -> list[FeedbackItem]:
+        return [FeedbackItem.from_json(item) for item in self.row.feedback_items]
+
+
+@strawberry.type(description="A reviewer's response to an AI feedback item.")
+class Feedback(Node):
+    item_id: str | None
+    action: FeedbackAction
+    category: str | None
+    rating: int | None
+    custom_text: str | None
+    highlighted_text: str | None
+    workflow_status: WorkflowStatus
+    approved_at: datetime | None
+    created_at: datetime
+    row: strawberry.Private[feedback_models.Feedback]
+
+    @classmethod
+    def from_row(cls, row: feedback_models.Feedback) -> Feedback:
+        return cls(
+            id=strawberry.ID(to_global_id("Feedback", row.id)),
+            item_id=row.item_id,
+            action=row.action,
+            category=row.category,
+            rating=row.rating,
+            custom_text=row.custom_text,
+            highlighted_text=row.highlighted_text,
+            workflow_status=row.workflow_status,
+            approved_at=row.approved_at,
+            created_at=row.created_at,
+            row=row,
+        )
+
+    @strawberry.field(description="The document the feedback is about.")
+    async def document(self, info: Info) -> Document:
+        return await _document(info, self.row.document_id)
+
+    @strawberry.field(description="The section the feedback is about.")
+    async def section(self, info: Info) -> Section | None:
+        if self.row.section_id is None:
+            return None
+        row = await info.context.loaders.section.load(self.row.section_id)
+        return Section.from_row(row) if row else None
+
+    @strawberry.field(description="The analysis the feedback responds to.")
+    async def analysis(self, info: Info) -> Analysis | None:
+        if self.row.analysis_id is None:
+            return None
+        row = await info.context.loaders.analysis.load(self.row.analysis_id)
+        return Analysis.from_row(row) if row else None
+
+    @strawberry.field(description="Who wrote the feedback.")
+    async def author(self, info: Info) -> User | None:
+        if self.row.user_id is None:
+            return None
+        row = await info.context.loaders.user.load(self.row.user_id)
+        return User.from_row(row) if row else None
+
+    @strawberry.field(description="Who approved or rejected the feedback.")
+    async def approved_by(self, info: Info) -> User | None:
+        if self.row.approved_by is None:
+            return None
+        row = await info.context.loaders.user.load(self.row.approved_by)
+        return User.from_row(row) if row else None
+
+
+@strawberry.type
+class DocumentEdge:
+    cursor: str
+    node: Document
+
+
+@strawberry.type(description="A page of documents.")
+class DocumentConnection:
+    edges: list[DocumentEdge]
+    page_info: PageInfo
+    flt: strawberry.Private[document_models.DocumentFilter | None]
+
+    @strawberry.field(description="How many documents match the filter (visible to the caller).")
+    async def total_count(self, info: Info) -> int:
+        async with info.context.transaction.read() as session:
+            return await document_models.count_documents(session, info.context.scope, flt=self.flt)
+
+    @classmethod
+    def from_page(
+        cls, page: Page[document_models.Document], flt: document_models.DocumentFilter | None
+    ) -> DocumentConnection:
+        return cls(
+            edges=edges_of(page, Document.from_row, DocumentEdge),
+            page_info=PageInfo.from_page(page),
+            flt=flt,
+        )
+
+
+@strawberry.type
+class SectionEdge:
+    cursor: str
+    node: Section
+
+
+@strawberry.type(description="A page of sections.")
+class SectionConnection:
+    edges: list[SectionEdge]
+    page_info: PageInfo
+
+    @classmethod
+    def from_page(cls, page: Page[document_models.Section]) -> SectionConnection:
+        return cls(
+            edges=edges_of(page, Section.from_row, SectionEdge), page_info=PageInfo.from_page(page)
+        )
+
+
+@strawberry.type
+class AnalysisEdge:
+    cursor: str
+    node: Analysis
+
+
+@strawberry.type(description="A page of analyses.")
+class AnalysisConnection:
+    edges: list[AnalysisEdge]
+    page_info: PageInfo
+
+    @classmethod
+    def from_page(cls, page: Page[analysis_models.Analysis]) -> AnalysisConnection:
+        return cls(
+            edges=edges_of(page, Analysis.from_row, AnalysisEdge),
+            page_info=PageInfo.from_page(page),
+        )
+
+
+@strawberry.type
+class FeedbackEdge:
+    cursor: str
+    node: Feedback
+
+
+@strawberry.type(description="A page of feedback.")
+class FeedbackConnection:
+    edges: list[FeedbackEdge]
+    page_info: PageInfo
+
+    @classmethod
+    def from_page(cls, page: Page[feedback_models.Feedback]) -> FeedbackConnection:
+        return cls(
+            edges=edges_of(page, Feedback.from_row, FeedbackEdge),
+            page_info=PageInfo.from_page(page),
+        )

@@ -1,0 +1,265 @@
+"""The root Mutation: one ``input`` argument (or an ID) in, a payload type out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+
+from prism.authz import identity
+from prism.errors import Unauthenticated
+from prism.resolvers import documents as document_resolvers
+from prism.resolvers.ids import expect_id
+from prism.schema.base import Info
+from prism.schema.documents import Document, Feedback
+from prism.schema.enums import Classification, DocumentType, FeedbackAction, Role
+from prism.schema.identity import ApiToken, User
+
+
+@strawberry.type(description="A signed-in session.")
+class AuthPayload:
+    access_token: str = strawberry.field(description="Short-lived JWT for `Authorization: Bearer`.")
+    refresh_token: str = strawberry.field(description="Single-use token for `refreshSession`.")
+    expires_at: datetime = strawberry.field(description="When the access token expires.")
+    user: User
+
+    @classmethod
+    def from_signed_in(cls, signed_in: identity.SignedIn) -> AuthPayload:
+        return cls(
+            access_token=signed_in.access_token,
+            refresh_token=signed_in.refresh_token,
+            expires_at=signed_in.expires_at,
+            user=User.from_row(signed_in.user),
+        )
+
+
+@strawberry.type(description="A new API token.")
+class CreateApiTokenPayload:
+    token: str = strawberry.field(description="Shown once, never stored in the clear.")
+    api_token: ApiToken
+
+
+@strawberry.type(description="What `deleteDocument` removed.")
+class DeleteDocumentPayload:
+    deleted_id: strawberry.ID
+
+
+@strawberry.input(description="E-mail and password (and a TOTP code when MFA is on).")
+class LoginInput:
+    email: str
+    password: str
+    totp: str | None = None
+
+
+@strawberry.input(description="A new API token, bound to the caller.")
+class CreateApiTokenInput:
+    name: str
+    scopes: list[str] = strawberry.field(description="Subset of the caller's scopes.")
+    expires_at: datetime | None = None
+
+
+@strawberry.input(description="A new user of the caller's organization.")
+class CreateUserInput:
+    email: str
+    password: str = strawberry.field(description="12 to 1024 characters.")
+    first_name: str | None = None
+    last_name: str | None = None
+    role: Role
+    department: str | None = None
+    clearance: Classification | None = None
+    access_expires_at: datetime | None = None
+
+
+@strawberry.input(description="Changes to a user; omitted fields stay as they are.")
+class UpdateUserInput:
+    id: strawberry.ID
+    role: Role | None = None
+    department: str | None = None
+    clearance: Classification | None = None
+    access_expires_at: datetime | None = None
+
+
+@strawberry.input(description="Changes to a document; omitted fields stay as they are.")
+class UpdateDocumentInput:
+    id: strawberry.ID
+    document_type: DocumentType | None = None
+    classification: Classification | None = None
+    legal_hold: bool | None = strawberry.field(default=None, description="ADMIN only.")
+
+
+@strawberry.input(description="A reviewer's response to an analysis or one of its items.")
+class SubmitFeedbackInput:
+    analysis_id: strawberry.ID
+    item_id: str | None = None
+    action: FeedbackAction
+    custom_text: str | None = None
+    rating: int | None = strawberry.field(default=None, description="1 to 5.")
+    highlighted_text: str | None = None
+
+
+@strawberry.input(
+    description="Approve or reject submitted feedback (APPROVER, ADMIN; not its author)."
+)
+class ReviewFeedbackInput:
+    id: strawberry.ID
+    approve: bool
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Sign in with e-mail and password.")
+    async def login(self, info: Info, input: LoginInput) -> AuthPayload:
+        services = info.context.services
+        async with info.context.transaction.write() as session:
+            signed_in = await identity.login(
+                session,
+                services.passwords,
+                services.access_tokens,
+                email=input.email,
+                password=input.password,
+                meta=info.context.meta,
+                refresh_ttl=services.refresh_ttl,
+            )
+        return AuthPayload.from_signed_in(signed_in)
+
+    @strawberry.mutation(
+        description="Trade a refresh token for a new session (the old token stops working)."
+    )
+    async def refresh_session(self, info: Info, refresh_token: str) -> AuthPayload:
+        services = info.context.services
+        async with info.context.transaction.write() as session:
+            signed_in = await identity.refresh(
+                session,
+                services.access_tokens,
+                refresh_token=refresh_token,
+                meta=info.context.meta,
+                refresh_ttl=services.refresh_ttl,
+            )
+        # A replayed token's family is revoked by now (committed with the request).
+        if signed_in is None:
+            raise Unauthenticated("The refresh token is invalid or has expired.")
+        return AuthPayload.from_signed_in(signed_in)
+
+    @strawberry.mutation(
+        description="End the session of a refresh token; false if it was not active."
+    )
+    async def logout(self, info: Info, refresh_token: str) -> bool:
+        async with info.context.transaction.write() as session:
+            return await identity.logout(
+                session, refresh_token=refresh_token, meta=info.context.meta
+            )
+
+    @strawberry.mutation(
+        description="Create an API token for the caller; the secret is in the answer only."
+    )
+    async def create_api_token(
+        self, info: Info, input: CreateApiTokenInput
+    ) -> CreateApiTokenPayload:
+        principal = info.context.require_principal()
+        async with info.context.transaction.write() as session:
+            secret, row = await identity.create_api_token(
+                session,
+                principal,
+                name=input.name,
+                scopes=input.scopes,
+                expires_at=input.expires_at,
+                meta=info.context.meta,
+            )
+        return CreateApiTokenPayload(token=secret, api_token=ApiToken.from_row(row))
+
+    @strawberry.mutation(description="Revoke an API token: it stops working on the next request.")
+    async def revoke_api_token(self, info: Info, id: strawberry.ID) -> ApiToken:
+        principal = info.context.require_principal()
+        async with info.context.transaction.write() as session:
+            row = await identity.revoke_api_token(
+                session, principal, token_id=expect_id(id, "ApiToken"), meta=info.context.meta
+            )
+        return ApiToken.from_row(row)
+
+    @strawberry.mutation(description="Create a user in the caller's organization (ADMIN).")
+    async def create_user(self, info: Info, input: CreateUserInput) -> User:
+        principal = info.context.require_principal()
+        async with info.context.transaction.write() as session:
+            row = await identity.create_user(
+                session,
+                info.context.services.passwords,
+                principal,
+                organization_id=principal.organization_id,
+                email=input.email,
+                password=input.password,
+                role=input.role,
+                clearance=input.clearance,
+                first_name=input.first_name,
+                last_name=input.last_name,
+                department=input.department,
+                access_expires_at=input.access_expires_at,
+                meta=info.context.meta,
+            )
+        return User.from_row(row)
+
+    @strawberry.mutation(
+        description="Change a user's role, department, clearance or access expiry (ADMIN)."
+    )
+    async def update_user(self, info: Info, input: UpdateUserInput) -> User:
+        principal = info.context.require_principal()
+        changes = {
+            name: value
+            for name, value in (
+                ("role", input.role),
+                ("department", input.department),
+                ("clearance", input.clearance),
+                ("access_expires_at", input.access_expires_at),
+            )
+            if value is not None
+        }
+        async with info.context.transaction.write() as session:
+            row = await identity.update_user(
+                session,
+                principal,
+                user_id=expect_id(input.id, "User"),
+                changes=changes,
+                meta=info.context.meta,
+            )
+        return User.from_row(row)
+
+    @strawberry.mutation(description="Change a document's type, classification or legal hold.")
+    async def update_document(self, info: Info, input: UpdateDocumentInput) -> Document:
+        row = await document_resolvers.update_document(
+            info.context,
+            expect_id(input.id, "Document"),
+            document_resolvers.DocumentChanges(
+                document_type=input.document_type,
+                classification=input.classification,
+                legal_hold=input.legal_hold,
+            ),
+        )
+        return Document.from_row(row)
+
+    @strawberry.mutation(
+        description="Delete a document (owner or ADMIN); CONFLICT under legal hold."
+    )
+    async def delete_document(self, info: Info, id: strawberry.ID) -> DeleteDocumentPayload:
+        await document_resolvers.delete_document(info.context, expect_id(id, "Document"))
+        return DeleteDocumentPayload(deleted_id=id)
+
+    @strawberry.mutation(description="Accept, reject or rewrite AI feedback (REVIEWER and up).")
+    async def submit_feedback(self, info: Info, input: SubmitFeedbackInput) -> Feedback:
+        row = await document_resolvers.submit_feedback(
+            info.context,
+            document_resolvers.FeedbackInput(
+                analysis_id=expect_id(input.analysis_id, "Analysis"),
+                action=input.action,
+                item_id=input.item_id,
+                custom_text=input.custom_text,
+                rating=input.rating,
+                highlighted_text=input.highlighted_text,
+            ),
+        )
+        return Feedback.from_row(row)
+
+    @strawberry.mutation(description="Approve or reject submitted feedback.")
+    async def review_feedback(self, info: Info, input: ReviewFeedbackInput) -> Feedback:
+        row = await document_resolvers.review_feedback(
+            info.context, expect_id(input.id, "Feedback"), approve=input.approve
+        )
+        return Feedback.from_row(row)

@@ -1,0 +1,224 @@
+"""The root Query."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+import strawberry
+
+from prism.authz.policy import Action, may_read_token, require
+from prism.errors import BadUserInput, NotFound, PrismError
+from prism.models import audit as audit_models
+from prism.models import documents as document_models
+from prism.models import users as user_models
+from prism.models.pagination import MAX_PAGE_SIZE, PageRequest
+from prism.resolvers.ids import expect_id, from_global_id
+from prism.resolvers.nodes import load_node
+from prism.schema.audit import AuditEvent, AuditEventConnection, Job
+from prism.schema.base import Info, Node
+from prism.schema.documents import (
+    Analysis,
+    Document,
+    DocumentConnection,
+    Feedback,
+    Section,
+)
+from prism.schema.enums import (
+    Classification,
+    DocumentOrderField,
+    DocumentType,
+    OrderDirection,
+    ProcessingStatus,
+    RiskLevel,
+)
+from prism.schema.identity import ApiToken, Organization, User, UserConnection, Viewer
+
+First = Annotated[
+    int | None, strawberry.argument(description=f"Page size (0-{MAX_PAGE_SIZE}, default 20).")
+]
+After = Annotated[str | None, strawberry.argument(description="`endCursor` of the previous page.")]
+
+NODE_TYPES = {
+    "Organization": Organization,
+    "User": User,
+    "ApiToken": ApiToken,
+    "Document": Document,
+    "Section": Section,
+    "Analysis": Analysis,
+    "Feedback": Feedback,
+    "AuditEvent": AuditEvent,
+    "Job": Job,
+}
+
+
+@strawberry.input(description="Narrows a document list; all given conditions must hold.")
+class DocumentFilter:
+    processing_status: list[ProcessingStatus] | None = None
+    classification: list[Classification] | None = None
+    document_type: list[DocumentType] | None = None
+    risk_level: list[RiskLevel] | None = None
+    uploaded_by: strawberry.ID | None = strawberry.field(default=None, description="A User ID.")
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    legal_hold: bool | None = None
+
+    def to_model(self) -> document_models.DocumentFilter:
+        return document_models.DocumentFilter(
+            processing_status=self.processing_status,
+            classification=self.classification,
+            document_type=self.document_type,
+            risk_level=self.risk_level,
+            uploaded_by=expect_id(self.uploaded_by, "User") if self.uploaded_by else None,
+            created_after=self.created_after,
+            created_before=self.created_before,
+            legal_hold=self.legal_hold,
+        )
+
+
+@strawberry.input(description="How to order a document list (ties broken by ID).")
+class DocumentOrder:
+    field: DocumentOrderField
+    direction: OrderDirection
+
+
+@strawberry.input(description="Narrows the audit log.")
+class AuditFilter:
+    event_type: list[str] | None = None
+    resource_id: strawberry.ID | None = None
+    actor_id: strawberry.ID | None = strawberry.field(default=None, description="A User ID.")
+    after: datetime | None = None
+    before: datetime | None = None
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Any object by its global ID.")
+    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+        type_name, row = await load_node(info.context, id)
+        return NODE_TYPES[type_name].from_row(row)  # type: ignore[attr-defined, no-any-return]
+
+    @strawberry.field(
+        description=f"Several objects by global ID (at most {MAX_PAGE_SIZE}); "
+        "a missing one is null with a NOT_FOUND error at its index."
+    )
+    async def nodes(self, info: Info, ids: list[strawberry.ID]) -> list[Node | None]:
+        if len(ids) > MAX_PAGE_SIZE:
+            raise BadUserInput(f"At most {MAX_PAGE_SIZE} ids.", argument="ids")
+        result: list[Node | None] = []
+        for global_id in ids:
+            try:
+                type_name, row = await load_node(info.context, global_id)
+                result.append(NODE_TYPES[type_name].from_row(row))  # type: ignore[attr-defined]
+            except PrismError as error:
+                # graphql-core reports an Exception in a list as that item's error.
+                result.append(error)  # type: ignore[arg-type]
+        return result
+
+    @strawberry.field(description="The caller.")
+    def viewer(self, info: Info) -> Viewer:
+        principal = info.context.require_principal()
+        return Viewer(scopes=sorted(principal.granted_scopes))
+
+    @strawberry.field(description="Documents the caller may see, filtered, ordered and paged.")
+    async def documents(
+        self,
+        info: Info,
+        filter: DocumentFilter | None = None,
+        order_by: DocumentOrder | None = None,
+        first: First = None,
+        after: After = None,
+    ) -> DocumentConnection:
+        principal = info.context.require_principal()
+        require(principal, Action.DOCUMENT_READ)
+        field = order_by.field.value if order_by else "CREATED_AT"
+        descending = order_by.direction is OrderDirection.DESC if order_by else True
+        page_request = PageRequest.parse(
+            first,
+            after,
+            ordering=f"documents:{field}:{'desc' if descending else 'asc'}",
+            descending=descending,
+        )
+        flt = filter.to_model() if filter else None
+        async with info.context.transaction.read() as session:
+            page = await document_models.read_documents(
+                session, principal.scope(), flt=flt, page=page_request, ordering=field
+            )
+        return DocumentConnection.from_page(page, flt)
+
+    @strawberry.field(description="One document; NOT_FOUND if it does not exist or is not visible.")
+    async def document(self, info: Info, id: strawberry.ID) -> Document | None:
+        principal = info.context.require_principal()
+        require(principal, Action.DOCUMENT_READ)
+        row = await info.context.loaders.document.load(expect_id(id, "Document"))
+        if row is None:
+            raise NotFound("Document not found.")
+        return Document.from_row(row)
+
+    @strawberry.field(description="Users of the caller's organization (ADMIN, AUDITOR).")
+    async def users(self, info: Info, first: First = None, after: After = None) -> UserConnection:
+        principal = info.context.require_principal()
+        require(principal, Action.USER_LIST)
+        page_request = PageRequest.parse(first, after, ordering="users")
+        async with info.context.transaction.read() as session:
+            page = await user_models.read_users(
+                session, organization_id=principal.organization_id, page=page_request
+            )
+        return UserConnection.from_page(page)
+
+    @strawberry.field(
+        description="API tokens: the caller's own, or all of the organization's for ADMIN "
+        "and AUDITOR."
+    )
+    async def api_tokens(self, info: Info) -> list[ApiToken]:
+        principal = info.context.require_principal()
+        all_of_them = may_read_token(principal, None, None)
+        async with info.context.transaction.read() as session:
+            rows = await user_models.read_api_tokens(
+                session,
+                organization_id=principal.organization_id,
+                user_id=None if all_of_them else principal.user_id,
+            )
+        if not all_of_them and principal.user_id is None:
+            rows = [r for r in rows if r.id == principal.api_token_id]
+        return [ApiToken.from_row(r) for r in rows]
+
+    @strawberry.field(description="The organization's audit log, oldest first (ADMIN, AUDITOR).")
+    async def audit_log(
+        self,
+        info: Info,
+        filter: AuditFilter | None = None,
+        first: First = None,
+        after: After = None,
+    ) -> AuditEventConnection:
+        principal = info.context.require_principal()
+        require(principal, Action.AUDIT_READ)
+        page_request = PageRequest.parse(first, after, ordering="audit")
+        flt = None
+        if filter is not None:
+            flt = audit_models.AuditFilter(
+                event_type=filter.event_type,
+                resource_id=_any_row_id(filter.resource_id),
+                actor_id=expect_id(filter.actor_id, "User") if filter.actor_id else None,
+                after=filter.after,
+                before=filter.before,
+            )
+        async with info.context.transaction.read() as session:
+            page = await audit_models.read_audit_events(
+                session, organization_id=principal.organization_id, flt=flt, page=page_request
+            )
+        return AuditEventConnection.from_page(page)
+
+    @strawberry.field(description="A background job.")
+    async def job(self, info: Info, id: strawberry.ID) -> Job | None:
+        principal = info.context.require_principal()
+        require(principal, Action.JOB_READ)
+        row = await info.context.loaders.job.load(expect_id(id, "Job"))
+        if row is None:
+            raise NotFound("Job not found.")
+        return Job.from_row(row)
+
+
+def _any_row_id(global_id: strawberry.ID | None) -> uuid.UUID | None:
+    return None if global_id is None else from_global_id(global_id)[1]

@@ -1,0 +1,212 @@
+"""The ASGI app: routes, middleware, lifespan. Assembled from lists, Starlette-style."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    AuthenticationError,
+    BaseUser,
+)
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.asgi import GraphQL
+
+from prism import bootstrap
+from prism.authz import identity
+from prism.authz.principal import Principal
+from prism.config import Settings
+from prism.errors import Unauthenticated
+from prism.models.audit import RequestMeta
+from prism.observability import DB_POOL, HTTP_REQUESTS, configure_logging
+from prism.resolvers.context import Context, RequestTransaction, Services
+from prism.schema import build_schema
+
+log = structlog.get_logger("prism.http")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class RequestIdMiddleware:
+    """Give every request an id (the client's X-Request-ID if sane), return it in a header,
+    bind it to logs, and log one access line with the duration."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("path", "")
+            if scope["type"] == "http":
+                HTTP_REQUESTS.labels(scope.get("method", ""), route, str(status)).inc()
+                log.info(
+                    "request",
+                    method=scope.get("method"),
+                    path=route,
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
+            structlog.contextvars.unbind_contextvars("request_id")
+
+
+class PrincipalUser(BaseUser):
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def display_name(self) -> str:
+        return str(self.principal.user_id or self.principal.api_token_id)
+
+
+class BearerAuthentication(AuthenticationBackend):
+    """Who is calling: ``Authorization: Bearer <JWT | prism_pat_…>``; none means anonymous
+    (only ``login`` and ``refreshSession`` then work)."""
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
+        header = conn.headers.get("authorization")
+        if not header:
+            return None
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise AuthenticationError("Use `Authorization: Bearer <token>`.")
+        services: Services = conn.app.state.services
+        try:
+            principal = await identity.authenticate_bearer(
+                services.db, services.access_tokens, value.strip()
+            )
+        except Unauthenticated as exc:
+            raise AuthenticationError(exc.message) from exc
+        return AuthCredentials(sorted(principal.granted_scopes)), PrincipalUser(principal)
+
+
+def unauthenticated(conn: HTTPConnection, exc: Exception) -> Response:
+    return JSONResponse(
+        {
+            "data": None,
+            "errors": [{"message": str(exc), "extensions": {"code": "UNAUTHENTICATED"}}],
+        },
+        status_code=401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+class PrismGraphQL(GraphQL[Context, None]):
+    async def get_context(self, request: Any, response: Any) -> Context:
+        services: Services = request.app.state.services
+        user = request.scope.get("user")
+        principal = user.principal if isinstance(user, PrincipalUser) else None
+        client = request.client
+        return Context(
+            services=services,
+            principal=principal,
+            meta=RequestMeta(
+                ip_address=client.host if client else None,
+                user_agent=request.headers.get("user-agent"),
+                request_id=request.scope.get("state", {}).get("request_id"),
+            ),
+            transaction=RequestTransaction(
+                services.db, principal.organization_id if principal else None
+            ),
+            request=request,
+        )
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    services: Services = request.app.state.services
+    try:
+        await services.db.ping()
+    except Exception:
+        log.warning("database not ready", exc_info=True)
+        return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
+    return JSONResponse({"status": "ok", "database": "up"})
+
+
+async def metrics(request: Request) -> Response:
+    services: Services = request.app.state.services
+    for state, value in services.db.pool_status().items():
+        DB_POOL.labels(state).set(value)
+    return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(settings: Settings | None = None, *, database_url: str | None = None) -> Starlette:
+    """The Prism ASGI app. ``database_url`` skips resolving (and migrating) the database."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        url = database_url or await bootstrap.prepare_database(settings)
+        services = bootstrap.build_services(settings, url)
+        await bootstrap.ensure_audit_partitions(services)
+        app.state.services = services
+        log.info("prism started", mode=settings.mode.value)
+        try:
+            yield
+        finally:
+            await services.db.dispose()
+
+    graphql = PrismGraphQL(
+        build_schema(production=settings.production),
+        graphql_ide=None if settings.production else "graphiql",
+        allow_queries_via_get=True,
+        multipart_uploads_enabled=False,
+    )
+    return Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+        ],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(
+                AuthenticationMiddleware,
+                backend=BearerAuthentication(),
+                on_error=unauthenticated,
+            ),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,116 @@
+"""Fixtures: one real PostgreSQL per test session (the embedded one from pgserver, or
+PRISM_TEST_DATABASE_URL), a fresh migrated database, the real app over ASGI, and tenants
+made through the same operator functions the CLI uses. Tests isolate themselves by working
+in organizations of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from pydantic import SecretStr
+from sqlalchemy.engine import make_url
+
+from prism import bootstrap, migrations
+from prism.config import Settings
+from prism.models import embedded
+from prism.resolvers.context import Services
+from prism.server import create_app
+from tests.factories import Tenant, make_tenant
+
+
+def _server_url(tmp: Path) -> str:
+    given = os.environ.get("PRISM_TEST_DATABASE_URL")
+    if given:
+        return given
+    return embedded.start(tmp / "pg-data")
+
+
+async def _create_database(server_url: str, name: str) -> str:
+    admin = make_url(server_url).set(database="postgres")
+    conn = await asyncpg.connect(admin.render_as_string(hide_password=False))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return _server_url(tmp_path_factory.mktemp("postgres"))
+
+
+@pytest.fixture(scope="session")
+def new_database(server_url: str) -> object:
+    """A factory of empty databases on the test server."""
+
+    async def make(prefix: str = "prism_test") -> str:
+        return await _create_database(server_url, f"{prefix}_{uuid.uuid4().hex[:10]}")
+
+    return make
+
+
+@pytest.fixture(scope="session")
+async def database_url(new_database) -> str:  # type: ignore[no-untyped-def]
+    url: str = await new_database()
+    await asyncio.to_thread(migrations.upgrade, url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        database_url=SecretStr(database_url),
+        data_dir=tmp_path_factory.mktemp("data"),
+        jwt_secret=SecretStr("test-secret-" + "x" * 40),
+        # Cheap hashes keep the suite fast; the algorithm (argon2id) is the production one.
+        password_hash_time_cost=1,
+        password_hash_memory_kib=1024,
+        password_hash_parallelism=1,
+        log_json=True,
+        log_level="WARNING",
+    )
+
+
+@pytest.fixture(scope="session")
+async def services(settings: Settings, database_url: str) -> AsyncIterator[Services]:
+    built = bootstrap.build_services(settings, database_url)
+    yield built
+    await built.db.dispose()
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings, database_url: str) -> AsyncIterator[object]:
+    application = create_app(settings, database_url=database_url)
+    async with LifespanManager(application) as manager:
+        yield manager.app
+
+
+@pytest.fixture
+async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 4711))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://prism.test") as http:
+        yield http
+
+
+@pytest.fixture
+async def tenant(services: Services) -> Tenant:
+    return await make_tenant(services)
+
+
+@pytest.fixture
+async def other_tenant(services: Services) -> Tenant:
+    return await make_tenant(services)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Iterator[Path]:
+    yield Path(__file__).resolve().parent.parent

@@ -1,0 +1,145 @@
+"""Test data made through Prism's own functions (operators, pipeline), never raw inserts."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from prism import operators
+from prism.authz.principal import SCOPES
+from prism.ingest.text import split_sections
+from prism.jobs.analyzers.rules import RulesAnalyzer
+from prism.jobs.pipeline import analyze_sections, store_sections
+from prism.models.documents import Document
+from prism.models.enums import Classification, DocumentType, Role
+from prism.models.users import User
+from prism.resolvers.context import Services
+from prism.resolvers.ids import to_global_id
+
+PASSWORD = "correct horse battery staple"
+CLEARANCE = {
+    Role.ADMIN: Classification.RESTRICTED,
+    Role.APPROVER: Classification.CONFIDENTIAL,
+    Role.REVIEWER: Classification.CONFIDENTIAL,
+    Role.AUDITOR: Classification.CONFIDENTIAL,
+    Role.VIEWER: Classification.INTERNAL,
+}
+
+CONTRACT = """MASTER AGREEMENT
+
+1. Term
+This agreement shall automatically renew for one-year terms.
+
+2. Liability
+The supplier accepts unlimited liability. Contact jane.doe@example.com or 415-555-0100.
+
+3. Termination
+Either party may terminate at any time at its sole discretion.
+"""
+
+
+@dataclass
+class Tenant:
+    org_id: uuid.UUID
+    name: str
+    domain: str
+    users: dict[Role, User] = field(default_factory=dict)
+    tokens: dict[Role, str] = field(default_factory=dict)
+
+    def email(self, role: Role) -> str:
+        return self.users[role].email
+
+    def user_gid(self, role: Role) -> str:
+        return to_global_id("User", self.users[role].id)
+
+
+async def make_tenant(services: Services, *, department: str = "legal") -> Tenant:
+    suffix = uuid.uuid4().hex[:8]
+    org = await operators.create_organization(services, f"Org {suffix}")
+    tenant = Tenant(org_id=org.id, name=org.name, domain=f"org-{suffix}.test")
+    for role in Role:
+        tenant.users[role] = await operators.create_user(
+            services, org.id, email=f"{role.value.lower()}@{tenant.domain}", password=PASSWORD,
+            role=role, clearance=CLEARANCE[role], department=department,
+            first_name=role.value.title(), last_name="Tester",
+        )
+        created = await operators.create_token(
+            services, org.id, name=f"{role.value.lower()} token", scopes=sorted(SCOPES),
+            user_email=tenant.email(role),
+        )
+        tenant.tokens[role] = created.secret
+    return tenant
+
+
+async def add_user(
+    services: Services, tenant: Tenant, *, role: Role, clearance: Classification,
+    department: str | None = "legal",
+) -> tuple[User, str]:
+    """An extra user and an all-scopes token acting for them."""
+    email = f"{role.value.lower()}-{uuid.uuid4().hex[:6]}@{tenant.domain}"
+    user = await operators.create_user(
+        services, tenant.org_id, email=email, password=PASSWORD, role=role,
+        clearance=clearance, department=department,
+    )
+    created = await operators.create_token(
+        services, tenant.org_id, name="extra", scopes=sorted(SCOPES), user_email=email
+    )
+    return user, created.secret
+
+
+async def add_document(
+    services: Services,
+    tenant: Tenant,
+    *,
+    text: str = CONTRACT,
+    classification: Classification = Classification.INTERNAL,
+    department: str | None = "legal",
+    document_type: DocumentType = DocumentType.CONTRACT,
+    filename: str | None = None,
+    uploader: Role = Role.REVIEWER,
+) -> Document:
+    """A document that went through sectioning, PII scanning and the rules analyzer."""
+    content = f"{text}\n{uuid.uuid4()}".encode()  # unique bytes: dedup is per content hash
+    async with services.db.transaction(tenant.org_id) as session:
+        document = Document(
+            organization_id=tenant.org_id, uploaded_by=tenant.users[uploader].id,
+            department=department, filename=filename or f"doc-{uuid.uuid4().hex[:6]}.txt",
+            mime_type="text/plain", file_size=len(content),
+            sha256=hashlib.sha256(content).hexdigest(), document_type=document_type,
+            classification=classification,
+        )
+        session.add(document)
+        await session.flush()
+        sections = await store_sections(session, document, split_sections(text))
+        await analyze_sections(session, document, sections, RulesAnalyzer())
+    return document
+
+
+def gid(type_name: str, row_id: uuid.UUID) -> str:
+    return to_global_id(type_name, row_id)
+
+
+async def gql(
+    client: httpx.AsyncClient,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    *,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    sent = {"content-type": "application/json", **(headers or {})}
+    if token:
+        sent["authorization"] = f"Bearer {token}"
+    response = await client.post("/graphql", json={"query": query, "variables": variables or {}},
+                                 headers=sent)
+    body: dict[str, Any] = response.json()
+    body["_status"] = response.status_code
+    return body
+
+
+def codes(body: dict[str, Any]) -> list[str]:
+    return [e.get("extensions", {}).get("code") for e in body.get("errors") or []]
