@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -48,19 +48,22 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return _server_url(tmp_path_factory.mktemp("postgres"))
 
 
+NewDatabase = Callable[[], Awaitable[str]]
+
+
 @pytest.fixture(scope="session")
-def new_database(server_url: str) -> object:
+def new_database(server_url: str) -> NewDatabase:
     """A factory of empty databases on the test server."""
 
-    async def make(prefix: str = "prism_test") -> str:
-        return await _create_database(server_url, f"{prefix}_{uuid.uuid4().hex[:10]}")
+    async def make() -> str:
+        return await _create_database(server_url, f"prism_test_{uuid.uuid4().hex[:10]}")
 
     return make
 
 
 @pytest.fixture(scope="session")
-async def database_url(new_database) -> str:  # type: ignore[no-untyped-def]
-    url: str = await new_database()
+async def database_url(new_database: NewDatabase) -> str:
+    url = await new_database()
     await asyncio.to_thread(migrations.upgrade, url)
     return url
 
@@ -112,5 +115,5 @@ async def other_tenant(services: Services) -> Tenant:
 
 
 @pytest.fixture(scope="session")
-def repo_root() -> Iterator[Path]:
-    yield Path(__file__).resolve().parent.parent
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

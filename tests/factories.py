@@ -63,12 +63,21 @@ async def make_tenant(services: Services, *, department: str = "legal") -> Tenan
     tenant = Tenant(org_id=org.id, name=org.name, domain=f"org-{suffix}.test")
     for role in Role:
         tenant.users[role] = await operators.create_user(
-            services, org.id, email=f"{role.value.lower()}@{tenant.domain}", password=PASSWORD,
-            role=role, clearance=CLEARANCE[role], department=department,
-            first_name=role.value.title(), last_name="Tester",
+            services,
+            org.id,
+            email=f"{role.value.lower()}@{tenant.domain}",
+            password=PASSWORD,
+            role=role,
+            clearance=CLEARANCE[role],
+            department=department,
+            first_name=role.value.title(),
+            last_name="Tester",
         )
         created = await operators.create_token(
-            services, org.id, name=f"{role.value.lower()} token", scopes=sorted(SCOPES),
+            services,
+            org.id,
+            name=f"{role.value.lower()} token",
+            scopes=sorted(SCOPES),
             user_email=tenant.email(role),
         )
         tenant.tokens[role] = created.secret
@@ -76,14 +85,23 @@ async def make_tenant(services: Services, *, department: str = "legal") -> Tenan
 
 
 async def add_user(
-    services: Services, tenant: Tenant, *, role: Role, clearance: Classification,
+    services: Services,
+    tenant: Tenant,
+    *,
+    role: Role,
+    clearance: Classification,
     department: str | None = "legal",
 ) -> tuple[User, str]:
     """An extra user and an all-scopes token acting for them."""
     email = f"{role.value.lower()}-{uuid.uuid4().hex[:6]}@{tenant.domain}"
     user = await operators.create_user(
-        services, tenant.org_id, email=email, password=PASSWORD, role=role,
-        clearance=clearance, department=department,
+        services,
+        tenant.org_id,
+        email=email,
+        password=PASSWORD,
+        role=role,
+        clearance=clearance,
+        department=department,
     )
     created = await operators.create_token(
         services, tenant.org_id, name="extra", scopes=sorted(SCOPES), user_email=email
@@ -106,10 +124,14 @@ async def add_document(
     content = f"{text}\n{uuid.uuid4()}".encode()  # unique bytes: dedup is per content hash
     async with services.db.transaction(tenant.org_id) as session:
         document = Document(
-            organization_id=tenant.org_id, uploaded_by=tenant.users[uploader].id,
-            department=department, filename=filename or f"doc-{uuid.uuid4().hex[:6]}.txt",
-            mime_type="text/plain", file_size=len(content),
-            sha256=hashlib.sha256(content).hexdigest(), document_type=document_type,
+            organization_id=tenant.org_id,
+            uploaded_by=tenant.users[uploader].id,
+            department=department,
+            filename=filename or f"doc-{uuid.uuid4().hex[:6]}.txt",
+            mime_type="text/plain",
+            file_size=len(content),
+            sha256=hashlib.sha256(content).hexdigest(),
+            document_type=document_type,
             classification=classification,
         )
         session.add(document)
@@ -134,8 +156,9 @@ async def gql(
     sent = {"content-type": "application/json", **(headers or {})}
     if token:
         sent["authorization"] = f"Bearer {token}"
-    response = await client.post("/graphql", json={"query": query, "variables": variables or {}},
-                                 headers=sent)
+    response = await client.post(
+        "/graphql", json={"query": query, "variables": variables or {}}, headers=sent
+    )
     body: dict[str, Any] = response.json()
     body["_status"] = response.status_code
     return body

@@ -5,15 +5,19 @@ from __future__ import annotations
 import httpx
 
 from prism.models.enums import Classification, Role
+from prism.resolvers.context import Services
 from tests.factories import Tenant, add_document, gql
 
 DONE_WHEN = """
 { viewer { organization { name } }
-  documents(first: 5) { totalCount edges { node { filename sections { edges { node { name } } } } } } }
+  documents(first: 5) {
+    totalCount edges { node { filename sections { edges { node { name } } } } } } }
 """
 
 
-async def test_viewer_and_documents_with_sections(client: httpx.AsyncClient, tenant: Tenant, services) -> None:  # type: ignore[no-untyped-def]
+async def test_viewer_and_documents_with_sections(
+    client: httpx.AsyncClient, tenant: Tenant, services: Services
+) -> None:
     # given
     await add_document(services, tenant, classification=Classification.INTERNAL, filename="a.txt")
     # when
@@ -26,7 +30,9 @@ async def test_viewer_and_documents_with_sections(client: httpx.AsyncClient, ten
     node = data["documents"]["edges"][0]["node"]
     assert node["filename"] == "a.txt"
     assert [e["node"]["name"] for e in node["sections"]["edges"]] == [
-        "1. Term", "2. Liability", "3. Termination",
+        "1. Term",
+        "2. Liability",
+        "3. Termination",
     ]
 
 

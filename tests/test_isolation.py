@@ -1,0 +1,155 @@
+"""Nothing of one organization reaches another: every node type, list and mutation."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+from prism.models.enums import Classification, Role
+from prism.resolvers.context import Services
+from tests.factories import Tenant, add_document, codes, gid, gql
+
+NODE = "query($id: ID!) { node(id: $id) { id } }"
+NODES = "query($ids: [ID!]!) { nodes(ids: $ids) { id } }"
+DOCUMENT = "query($id: ID!) { document(id: $id) { id } }"
+JOB = "query($id: ID!) { job(id: $id) { id } }"
+LISTS = """{
+  documents(first: 100) { totalCount edges { node { id } } }
+  users(first: 100) { edges { node { id email } } }
+  apiTokens { id }
+  auditLog(first: 100) { edges { node { id resourceId } } }
+}"""
+ANALYSIS_AND_FEEDBACK = """query($id: ID!) {
+  document(id: $id) {
+    analyses(first: 1) { edges { node { id feedbackItems { id } } } }
+    sections(first: 1) { edges { node { id } } }
+  }
+}"""
+SUBMIT = """mutation($input: SubmitFeedbackInput!) { submitFeedback(input: $input) { id } }"""
+
+
+async def _a_world(services: Services, client: httpx.AsyncClient, victim: Tenant) -> dict[str, str]:
+    """IDs of one object of every type in ``victim``'s organization."""
+    document = await add_document(services, victim, classification=Classification.PUBLIC)
+    token = victim.tokens[Role.ADMIN]
+    body = await gql(
+        client, ANALYSIS_AND_FEEDBACK, {"id": gid("Document", document.id)}, token=token
+    )
+    analysis = body["data"]["document"]["analyses"]["edges"][0]["node"]
+    section = body["data"]["document"]["sections"]["edges"][0]["node"]
+    reviewer = victim.tokens[Role.REVIEWER]
+    feedback = await gql(
+        client,
+        SUBMIT,
+        {"input": {"analysisId": analysis["id"], "action": "ACCEPTED"}},
+        token=reviewer,
+    )
+    audit = await gql(client, "{ auditLog(first: 1) { edges { node { id } } } }", token=token)
+    tokens = await gql(client, "{ apiTokens { id } }", token=token)
+    viewer = await gql(client, "{ viewer { organization { id } } }", token=token)
+    return {
+        "Document": gid("Document", document.id),
+        "Section": section["id"],
+        "Analysis": analysis["id"],
+        "Feedback": feedback["data"]["submitFeedback"]["id"],
+        "User": victim.user_gid(Role.VIEWER),
+        "AuditEvent": audit["data"]["auditLog"]["edges"][0]["node"]["id"],
+        "ApiToken": tokens["data"]["apiTokens"][0]["id"],
+        "Organization": viewer["data"]["viewer"]["organization"]["id"],
+    }
+
+
+@pytest.fixture
+async def victim_ids(
+    services: Services, client: httpx.AsyncClient, other_tenant: Tenant
+) -> dict[str, str]:
+    return await _a_world(services, client, other_tenant)
+
+
+async def test_node_of_another_organization_is_not_found(
+    client: httpx.AsyncClient, tenant: Tenant, victim_ids: dict[str, str]
+) -> None:
+    token = tenant.tokens[Role.ADMIN]
+    for type_name, global_id in victim_ids.items():
+        body = await gql(client, NODE, {"id": global_id}, token=token)
+        assert body["data"]["node"] is None, type_name
+        assert codes(body) == ["NOT_FOUND"], (type_name, body)
+    body = await gql(client, NODES, {"ids": list(victim_ids.values())}, token=token)
+    assert body["data"]["nodes"] == [None] * len(victim_ids)
+    assert codes(body) == ["NOT_FOUND"] * len(victim_ids)
+
+
+async def test_document_and_job_of_another_organization_are_not_found(
+    client: httpx.AsyncClient, tenant: Tenant, victim_ids: dict[str, str]
+) -> None:
+    token = tenant.tokens[Role.ADMIN]
+    body = await gql(client, DOCUMENT, {"id": victim_ids["Document"]}, token=token)
+    assert codes(body) == ["NOT_FOUND"]
+    body = await gql(client, JOB, {"id": gid("Job", uuid.uuid4())}, token=token)
+    assert codes(body) == ["NOT_FOUND"]
+
+
+async def test_lists_show_only_own_organization(
+    client: httpx.AsyncClient, services: Services, tenant: Tenant, victim_ids: dict[str, str]
+) -> None:
+    own = await add_document(services, tenant, classification=Classification.PUBLIC)
+    body = await gql(client, LISTS, token=tenant.tokens[Role.ADMIN])
+    assert body.get("errors") is None, body
+    data = body["data"]
+    assert [e["node"]["id"] for e in data["documents"]["edges"]] == [gid("Document", own.id)]
+    assert data["documents"]["totalCount"] == 1
+    emails = {e["node"]["email"] for e in data["users"]["edges"]}
+    assert emails == {u.email for u in tenant.users.values()}
+    assert victim_ids["ApiToken"] not in {t["id"] for t in data["apiTokens"]}
+    audit_ids = {e["node"]["id"] for e in data["auditLog"]["edges"]}
+    assert victim_ids["AuditEvent"] not in audit_ids
+    assert victim_ids["Document"] not in {
+        e["node"]["resourceId"] for e in data["auditLog"]["edges"]
+    }
+
+
+MUTATIONS = {
+    "updateDocument": (
+        "mutation($id: ID!) { updateDocument(input: {id: $id, documentType: REPORT}) { id } }",
+        "Document",
+    ),
+    "deleteDocument": ("mutation($id: ID!) { deleteDocument(id: $id) { deletedId } }", "Document"),
+    "submitFeedback": (
+        "mutation($id: ID!) { submitFeedback(input: {analysisId: $id, action: ACCEPTED}) { id } }",
+        "Analysis",
+    ),
+    "reviewFeedback": (
+        "mutation($id: ID!) { reviewFeedback(input: {id: $id, approve: true}) { id } }",
+        "Feedback",
+    ),
+    "revokeApiToken": ("mutation($id: ID!) { revokeApiToken(id: $id) { id } }", "ApiToken"),
+    "updateUser": (
+        "mutation($id: ID!) { updateUser(input: {id: $id, role: ADMIN}) { id } }",
+        "User",
+    ),
+}
+
+
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+async def test_mutation_on_another_organization_is_not_found_and_changes_nothing(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    victim_ids: dict[str, str],
+    mutation: str,
+) -> None:
+    document, type_name = MUTATIONS[mutation]
+    body = await gql(
+        client, document, {"id": victim_ids[type_name]}, token=tenant.tokens[Role.ADMIN]
+    )
+    assert codes(body) == ["NOT_FOUND"], body
+    # the victim's objects are untouched
+    check = await gql(
+        client,
+        "query($id: ID!) { node(id: $id) { id } }",
+        {"id": victim_ids[type_name]},
+        token=other_tenant.tokens[Role.ADMIN],
+    )
+    assert check["data"]["node"] == {"id": victim_ids[type_name]}
