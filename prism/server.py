@@ -24,6 +24,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from cross_web import HTTPException
 from strawberry.asgi import GraphQL
 
 from prism import bootstrap
@@ -128,7 +129,26 @@ def unauthenticated(conn: HTTPConnection, exc: Exception) -> Response:
     )
 
 
+_HTTP_CODES = {404: "NOT_FOUND", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
+
+
 class PrismGraphQL(GraphQL[Context, None]):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        # Strawberry answers malformed HTTP requests (no query, bad JSON, a mutation over
+        # GET) in plain text; clients get the same typed error shape as everywhere else.
+        try:
+            response = await self.run(Request(scope=scope, receive=receive))
+        except HTTPException as exc:
+            code = _HTTP_CODES.get(exc.status_code, "BAD_USER_INPUT")
+            response = JSONResponse(
+                {"data": None, "errors": [{"message": exc.reason, "extensions": {"code": code}}]},
+                status_code=exc.status_code,
+            )
+        await response(scope, receive, send)
+
     async def get_context(self, request: Any, response: Any) -> Context:
         services: Services = request.app.state.services
         user = request.scope.get("user")

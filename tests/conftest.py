@@ -93,8 +93,8 @@ async def services(settings: Settings, database_url: str) -> AsyncIterator[Servi
 @pytest.fixture(scope="session")
 async def app(settings: Settings, database_url: str) -> AsyncIterator[object]:
     application = create_app(settings, database_url=database_url)
-    async with LifespanManager(application) as manager:
-        yield manager.app
+    async with LifespanManager(application):
+        yield application
 
 
 @pytest.fixture

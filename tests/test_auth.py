@@ -120,7 +120,8 @@ async def test_api_token_lifecycle(
     assert created.get("errors") is None, created
     secret = created["data"]["createApiToken"]["token"]
     token = created["data"]["createApiToken"]["apiToken"]
-    assert secret.startswith(token["prefix"]) and len(token["prefix"]) < len(secret) / 2
+    assert secret.startswith(token["prefix"])
+    assert len(token["prefix"]) < len(secret) / 2
     # then it works, narrowed to its scopes, and only its hash is stored
     me = await gql(client, VIEWER, token=secret)
     assert me["data"]["viewer"] == {
@@ -130,7 +131,8 @@ async def test_api_token_lifecycle(
     }
     async with services.db.transaction(tenant.org_id) as session:
         row = await session.scalar(sa.select(ApiToken).where(ApiToken.name == "ci"))
-    assert row is not None and row.last_used_at is not None
+    assert row is not None
+    assert row.last_used_at is not None
     assert secret.encode() not in row.token_hash
     # when it is revoked, the next request is refused
     revoked = await gql(client, REVOKE, {"id": token["id"]}, token=access)

@@ -89,7 +89,8 @@ async def test_the_app_connects_as_prism_app_even_as_a_superuser(services: Servi
         user, superuser = (
             await session.execute(
                 sa.text(
-                    "SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
+                    "SELECT current_user,"
+                    " (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
                 )
             )
         ).one()
@@ -101,7 +102,7 @@ async def test_organization_setting_does_not_leak_into_the_next_transaction(
     services: Services, tenant: Tenant
 ) -> None:
     # A pool of one connection: the second transaction reuses the first one's connection.
-    from prism.models.db import create_engine  # noqa: PLC0415
+    from prism.models.db import create_engine
 
     url = services.db.engine.url.render_as_string(hide_password=False)
     db = Database(create_engine(url, pool_size=1, max_overflow=0))

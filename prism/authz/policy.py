@@ -45,7 +45,8 @@ _READ = {
     Action.TOKEN_CREATE,
     Action.TOKEN_REVOKE,
 }
-_REVIEW = _READ | {Action.FEEDBACK_SUBMIT, Action.DOCUMENT_UPDATE}
+# DOCUMENT_DELETE is owned: a reviewer deletes only what they uploaded.
+_REVIEW = _READ | {Action.FEEDBACK_SUBMIT, Action.DOCUMENT_UPDATE, Action.DOCUMENT_DELETE}
 _APPROVE = _REVIEW | {Action.FEEDBACK_REVIEW, Action.DOCUMENT_CLASSIFY}
 
 ROLE_ACTIONS: dict[Role, frozenset[Action]] = {

@@ -110,7 +110,7 @@ def canonical_form(event: AuditEvent) -> bytes:
         "resource_id": str(event.resource_id) if event.resource_id else None,
         "before": event.before,
         "after": event.after,
-        "ip_address": event.ip_address,
+        "ip_address": str(event.ip_address) if event.ip_address else None,
         "user_agent": event.user_agent,
         "request_id": event.request_id,
         "prev_hash": event.prev_hash,

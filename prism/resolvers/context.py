@@ -41,9 +41,9 @@ class RequestTransaction:
 
     Top-level fields and DataLoader batches run concurrently; they take turns on the session
     through a lock, so a request holds at most one pooled connection and reads one consistent
-    snapshot. Each mutation runs in a savepoint of that transaction, so a failed mutation
-    leaves nothing behind while the ones before it (and their audit events) commit together
-    at the end of the request."""
+    snapshot. The transaction commits at the end of the request only if no error occurred:
+    a request of several mutations is all or nothing, like the `data: null` its client sees
+    when one of them fails."""
 
     def __init__(self, db: Database, organization_id: uuid.UUID | None) -> None:
         self._db = db
@@ -66,10 +66,15 @@ class RequestTransaction:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
+        """The session for a mutation (the same transaction; named for the reader)."""
         async with self._lock:
-            session = await self._open()
-            async with session.begin_nested():
-                yield session
+            yield await self._open()
+
+    async def commit_now(self) -> None:
+        """Commit what is done so far even though the request will answer with an error (a
+        security measure that must stick, such as revoking a replayed token's family)."""
+        async with self._lock:
+            await self.finish(commit=True)
 
     async def finish(self, *, commit: bool) -> None:
         session, self._session = self._session, None

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import strawberry
-from graphql import NoSchemaIntrospectionCustomRule
+from graphql import GraphQLError, NoSchemaIntrospectionCustomRule
 from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, QueryDepthLimiter
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
 
 from prism.schema.audit import AuditEvent, Job
 from prism.schema.documents import Analysis, Document, Feedback, Section
@@ -16,6 +17,13 @@ from prism.schema.query import Query
 
 MAX_DEPTH = 12
 MAX_ALIASES = 30
+
+
+class PrismSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Client errors are answers, not incidents: ErrorCodes logs the unexpected ones."""
 
 
 def build_schema(*, production: bool) -> strawberry.Schema:
@@ -30,7 +38,7 @@ def build_schema(*, production: bool) -> strawberry.Schema:
     ]
     if production:
         extensions.append(lambda: AddValidationRules([NoSchemaIntrospectionCustomRule]))
-    return strawberry.Schema(
+    return PrismSchema(
         query=Query,
         mutation=Mutation,
         types=[

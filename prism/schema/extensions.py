@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -17,24 +18,25 @@ log = structlog.get_logger("prism.graphql")
 
 
 class RequestTransaction(SchemaExtension):
-    """Commit the request's transaction once the operation is done (each failed mutation was
-    already rolled back to its savepoint), or roll back if the operation itself blew up."""
+    """End the request's transaction: commit when the operation answered without errors,
+    roll back otherwise (bad input changes nothing)."""
 
     async def on_operation(self) -> AsyncIterator[None]:
         context = self.execution_context.context
-        failed = True
+        clean = False
         try:
             yield
-            failed = False
+            clean = not getattr(self.execution_context.result, "errors", None)
         finally:
             if isinstance(context, Context):
-                await context.transaction.finish(commit=not failed)
+                await context.transaction.finish(commit=clean)
 
 
 def _is_client_error(error: GraphQLError) -> bool:
     original = error.original_error
-    # No original error: the document did not parse or validate, or variables did not coerce.
-    return original is None or isinstance(original, PrismError)
+    # No original error (or a GraphQL one): the document did not parse or validate, or the
+    # variables did not coerce. A PrismError is a domain answer. Anything else is a bug.
+    return original is None or isinstance(original, PrismError | GraphQLError)
 
 
 class ErrorCodes(MaskErrors):
@@ -65,8 +67,17 @@ class ErrorCodes(MaskErrors):
         processed = super()._process_errors(errors)
         for error in processed:
             if error.extensions is None or "code" not in error.extensions:
-                error.extensions = {**(error.extensions or {}), "code": "BAD_USER_INPUT"}
+                code = (
+                    "QUERY_TOO_COMPLEX"
+                    if _LIMIT_MESSAGES.search(error.message)
+                    else "BAD_USER_INPUT"
+                )
+                error.extensions = {**(error.extensions or {}), "code": code}
         return processed
+
+
+# What Strawberry's depth and alias limiters say; they attach no code of their own.
+_LIMIT_MESSAGES = re.compile(r"exceeds maximum operation depth|aliases found\. Allowed")
 
 
 class Metrics(SchemaExtension):

@@ -135,8 +135,9 @@ class Mutation:
                 meta=info.context.meta,
                 refresh_ttl=services.refresh_ttl,
             )
-        # A replayed token's family is revoked by now (committed with the request).
         if signed_in is None:
+            # A replayed token: its family's revocation must stick although we refuse.
+            await info.context.transaction.commit_now()
             raise Unauthenticated("The refresh token is invalid or has expired.")
         return AuthPayload.from_signed_in(signed_in)
 

@@ -1,0 +1,95 @@
+"""Every mutation is audited in its own transaction, with request context and a hash chain."""
+
+from __future__ import annotations
+
+import hashlib
+
+import httpx
+import sqlalchemy as sa
+
+from prism.models.audit import AuditEvent, canonical_form
+from prism.models.enums import Role
+from prism.resolvers.context import Services
+from tests.factories import Tenant, add_document, codes, gid, gql
+
+UPDATE = """mutation($id: ID!, $type: DocumentType) {
+  updateDocument(input: {id: $id, documentType: $type}) { documentType } }"""
+LOG = """query($id: ID) { auditLog(first: 100, filter: {resourceId: $id}) { edges { node {
+  eventType category before after ipAddress userAgent requestId hash prevHash
+  actor { email } apiToken { name } } } } }"""
+
+
+async def test_mutation_writes_one_event_with_request_context(
+    client: httpx.AsyncClient, services: Services, tenant: Tenant
+) -> None:
+    doc = await add_document(services, tenant)
+    doc_id = gid("Document", doc.id)
+    body = await gql(
+        client,
+        UPDATE,
+        {"id": doc_id, "type": "POLICY"},
+        token=tenant.tokens[Role.REVIEWER],
+        headers={"user-agent": "audit-test/1.0", "x-request-id": "req-audit-1"},
+    )
+    assert body.get("errors") is None, body
+    log = await gql(client, LOG, {"id": doc_id}, token=tenant.tokens[Role.AUDITOR])
+    events = [e["node"] for e in log["data"]["auditLog"]["edges"]]
+    assert len(events) == 1
+    event = events[0]
+    assert event["eventType"] == "document.update"
+    assert event["before"]["documentType"] == "CONTRACT"
+    assert event["after"]["documentType"] == "POLICY"
+    assert event["ipAddress"] == "203.0.113.7"
+    assert event["userAgent"] == "audit-test/1.0"
+    assert event["requestId"] == "req-audit-1"
+    assert event["actor"] == {"email": tenant.email(Role.REVIEWER)}
+    assert event["apiToken"] == {"name": "reviewer token"}
+
+
+async def test_failed_mutation_leaves_no_change_and_no_event(
+    client: httpx.AsyncClient, services: Services, tenant: Tenant
+) -> None:
+    doc = await add_document(services, tenant)
+    doc_id = gid("Document", doc.id)
+    # the second mutation fails: the request is all or nothing, like the data: null it gets
+    both = """mutation($id: ID!) {
+      ok: updateDocument(input: {id: $id, documentType: REPORT}) { documentType }
+      bad: updateDocument(input: {id: $id, classification: RESTRICTED}) { classification }
+    }"""
+    body = await gql(client, both, {"id": doc_id}, token=tenant.tokens[Role.APPROVER])
+    assert body["data"] is None
+    assert codes(body) == ["BAD_USER_INPUT"]
+    log = await gql(client, LOG, {"id": doc_id}, token=tenant.tokens[Role.ADMIN])
+    assert log["data"]["auditLog"]["edges"] == []
+    current = await gql(
+        client,
+        "query($id: ID!) { document(id: $id) { classification documentType } }",
+        {"id": doc_id},
+        token=tenant.tokens[Role.ADMIN],
+    )
+    assert current["data"]["document"] == {"classification": "INTERNAL", "documentType": "CONTRACT"}
+
+
+async def test_events_form_a_hash_chain(
+    client: httpx.AsyncClient, services: Services, tenant: Tenant
+) -> None:
+    doc = await add_document(services, tenant)
+    for kind in ("POLICY", "REPORT", "OTHER"):
+        await gql(
+            client,
+            UPDATE,
+            {"id": gid("Document", doc.id), "type": kind},
+            token=tenant.tokens[Role.ADMIN],
+        )
+    async with services.db.transaction(tenant.org_id) as session:
+        events = list(
+            await session.scalars(
+                sa.select(AuditEvent).order_by(AuditEvent.created_at, AuditEvent.id)
+            )
+        )
+    assert len(events) >= 8  # organization, users, tokens, updates
+    previous = None
+    for event in events:
+        assert event.prev_hash == previous
+        assert event.hash == hashlib.sha256(canonical_form(event)).hexdigest()
+        previous = event.hash
