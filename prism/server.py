@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
+from cross_web import HTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.authentication import (
@@ -24,7 +25,6 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from cross_web import HTTPException
 from strawberry.asgi import GraphQL
 
 from prism import bootstrap

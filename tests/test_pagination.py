@@ -125,7 +125,8 @@ async def test_nested_sections_page_per_document(
 ) -> None:
     await add_document(services, tenant)
     query = """query($after: String) { documents(first: 1) { edges { node {
-        sections(first: 2, after: $after) { pageInfo { hasNextPage endCursor } edges { node { order } } }
+        sections(first: 2, after: $after) {
+          pageInfo { hasNextPage endCursor } edges { node { order } } }
     } } } }"""
     token = tenant.tokens[Role.ADMIN]
     first = (await gql(client, query, token=token))["data"]["documents"]["edges"][0]["node"][

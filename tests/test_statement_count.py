@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
+from prism.ingest.text import TextSection
 from prism.jobs.analyzers.rules import RulesAnalyzer
 from prism.jobs.pipeline import analyze_sections, store_sections
-from prism.ingest.text import TextSection
 from prism.models.documents import Document
 from prism.models.enums import Classification, FeedbackAction, Role
 from prism.models.feedback import Feedback
