@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -67,15 +68,23 @@ def serve(with_demo: bool) -> None:
     if with_demo:
         _print_demo(_run(demo.seed, url))
     console.print(f"Prism serves GraphQL at http://{settings.host}:{settings.port}/graphql")
-    # The database URL is passed down so workers skip resolving and migrating it again.
-    app = _app_factory(settings, url)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+    }
+    if settings.workers > 1:
+        # Worker processes build their own app; the resolved URL spares them the embedded
+        # start-up and the migrations.
+        os.environ["PRISM_DATABASE_URL"] = url
+        uvicorn.run(
+            "prism.server:app_from_environment", factory=True, workers=settings.workers, **options
+        )
+    else:
+        from prism.server import create_app  # keep `prism --help` and operator commands light
 
-
-def _app_factory(settings: Settings, url: str) -> Any:
-    from prism.server import create_app
-
-    return create_app(settings, database_url=url)
+        uvicorn.run(create_app(settings, database_url=url), **options)
 
 
 def _print_demo(result: demo.DemoResult) -> None:

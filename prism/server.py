@@ -230,3 +230,11 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
         ],
         lifespan=lifespan,
     )
+
+
+def app_from_environment() -> Starlette:
+    """For `uvicorn --factory` worker processes: settings and database URL from the
+    environment (set by `prism serve`)."""
+    settings = Settings()
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    return create_app(settings, database_url=url)

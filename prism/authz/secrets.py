@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import string
 import uuid
@@ -159,14 +160,13 @@ class AccessTokens:
 
 def load_or_create_key(path: Path) -> bytes:
     """A development key kept beside the data, created once with 0600 permissions."""
-    if path.exists():
-        return bytes.fromhex(path.read_text().strip())
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
-    fd = path.open("x")
     try:
-        path.chmod(0o600)
-        fd.write(key.hex())
-    finally:
-        fd.close()
+        # O_EXCL: of several processes starting at once, one writes and the others read.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return bytes.fromhex(path.read_text().strip())
+    with os.fdopen(fd, "w") as out:
+        out.write(key.hex())
     return key
