@@ -20,7 +20,7 @@ install: $(UV)
 	$(UV) sync --frozen --python $(PYTHON) --extra embedded
 
 run: install
-	$(VENV)/bin/prism serve --demo
+	$(VENV)/bin/prism serve --demo --with-worker
 
 lint: install
 	$(VENV)/bin/ruff check prism tests

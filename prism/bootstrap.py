@@ -11,11 +11,15 @@ import sqlalchemy as sa
 from prism import migrations
 from prism.authz.secrets import AccessTokens, Passwords, load_or_create_key
 from prism.config import Settings
+from prism.jobs.runtime import Pipeline
+from prism.jobs.worker import Worker
 from prism.models import embedded
 from prism.models.db import Database, create_engine
 from prism.resolvers.context import Services
 
 AUDIT_MONTHS_AHEAD = 3
+# Tells `uvicorn --factory` worker processes of `prism serve` to run a job worker too.
+WITH_WORKER_ENV = "PRISM_INTERNAL_WITH_WORKER"
 
 
 async def prepare_database(settings: Settings) -> str:
@@ -48,9 +52,11 @@ def build_services(settings: Settings, url: str) -> Services:
         max_overflow=settings.database_max_overflow,
         statement_timeout_ms=settings.database_statement_timeout_ms,
     )
+    db = Database(engine)
     return Services(
         settings=settings,
-        db=Database(engine),
+        db=db,
+        pipeline=Pipeline.build(settings, db),
         passwords=Passwords(
             time_cost=settings.password_hash_time_cost,
             memory_kib=settings.password_hash_memory_kib,
@@ -63,3 +69,20 @@ def build_services(settings: Settings, url: str) -> Services:
 async def ensure_audit_partitions(services: Services) -> None:
     async with services.db.transaction(None) as session:
         await session.execute(sa.select(sa.func.prism_ensure_audit_partitions(AUDIT_MONTHS_AHEAD)))
+
+
+class BackgroundWorker:
+    """A job worker inside another process (`prism serve --with-worker`)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(worker.run(self._stop))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await self._task
+
+
+async def start_worker(services: Services) -> BackgroundWorker:
+    return BackgroundWorker(Worker(services.pipeline))

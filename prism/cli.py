@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from rich.console import Console
 from prism import bootstrap, demo, operators
 from prism.config import Settings
 from prism.errors import PrismError
+from prism.observability import configure_logging
 from prism.models.enums import Classification, Role
 from prism.resolvers.context import Services
 
@@ -55,13 +57,16 @@ def _emit(obj: dict[str, Any], as_json: bool, text: str) -> None:
 @click.group()
 def main() -> None:
     """Prism: the GraphQL data-platform API of AI document review."""
+    settings = Settings()
+    configure_logging(settings.log_level, json=settings.log_json)
 
 
 @main.command()
 @click.option(
     "--demo", "with_demo", is_flag=True, help="Load the demo data and print a demo token first."
 )
-def serve(with_demo: bool) -> None:
+@click.option("--with-worker", is_flag=True, help="Also run a job worker in the server process.")
+def serve(with_demo: bool, with_worker: bool) -> None:
     """Serve GraphQL on PRISM_HOST:PRISM_PORT."""
     settings = Settings()
     url = asyncio.run(bootstrap.prepare_database(settings))
@@ -78,13 +83,14 @@ def serve(with_demo: bool) -> None:
         # Worker processes build their own app; the resolved URL spares them the embedded
         # start-up and the migrations.
         os.environ["PRISM_DATABASE_URL"] = url
+        os.environ[bootstrap.WITH_WORKER_ENV] = "1" if with_worker else "0"
         uvicorn.run(
             "prism.server:app_from_environment", factory=True, workers=settings.workers, **options
         )
     else:
         from prism.server import create_app  # keep `prism --help` and operator commands light
 
-        uvicorn.run(create_app(settings, database_url=url), **options)
+        uvicorn.run(create_app(settings, database_url=url, with_worker=with_worker), **options)
 
 
 def _print_demo(result: demo.DemoResult) -> None:
@@ -96,6 +102,32 @@ def _print_demo(result: demo.DemoResult) -> None:
     )
     console.print("Demo API token (ADMIN, every scope; shown once):")
     click.echo(result.token)
+
+
+@main.command()
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Jobs run at once (default PRISM_WORKER_CONCURRENCY).",
+)
+@click.option("--drain", is_flag=True, help="Run what is queued, then exit.")
+def worker(concurrency: int | None, drain: bool) -> None:
+    """Run background jobs (extraction, analysis); stops gracefully on SIGTERM."""
+    from prism.jobs.worker import Worker
+
+    async def work(services: Services) -> None:
+        runner = Worker(services.pipeline, concurrency=concurrency)
+        if drain:
+            console.print(f"Ran {await runner.drain()} jobs.")
+            return
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await runner.run(stop)
+
+    _run(work)
 
 
 @main.command()

@@ -18,6 +18,11 @@ class Mode(StrEnum):
     PRODUCTION = "production"
 
 
+class AnalyzerName(StrEnum):
+    RULES = "rules"
+    BEDROCK = "bedrock"
+
+
 class Settings(BaseSettings):
     """All of Prism's configuration. Build it once at start-up and pass it down."""
 
@@ -69,6 +74,55 @@ class Settings(BaseSettings):
         65_536, ge=1_024, description="argon2id memory per hash in KiB (64 MiB by default)."
     )
     password_hash_parallelism: int = Field(4, ge=1, le=16, description="argon2id lanes.")
+    max_upload_bytes: int = Field(
+        50 * 1024 * 1024, ge=1024, description="Largest accepted upload (PAYLOAD_TOO_LARGE above)."
+    )
+    s3_bucket: str | None = Field(
+        None,
+        description="S3 bucket for document files; unset stores them under PRISM_DATA_DIR/objects.",
+    )
+    s3_prefix: str = Field("prism/", description="Key prefix inside the bucket.")
+    s3_endpoint_url: str | None = Field(
+        None, description="Endpoint of an S3-compatible store (MinIO, Ceph, ...); unset: AWS."
+    )
+    s3_region: str = Field("us-east-1", description="Region of the bucket.")
+    s3_sse: str | None = Field(
+        None, description="Server-side encryption: AES256 or aws:kms (unset: the bucket default)."
+    )
+    s3_storage_class: str = Field("STANDARD", description="Storage class of new objects.")
+    analyzer: AnalyzerName = Field(
+        AnalyzerName.RULES, description="rules (built in, free) or bedrock (AWS Bedrock Runtime)."
+    )
+    bedrock_model_id: str = Field(
+        "anthropic.claude-3-5-haiku-20241022-v1:0", description="Bedrock model for analysis."
+    )
+    bedrock_region: str = Field("us-east-1", description="AWS region of Bedrock Runtime.")
+    bedrock_input_price_per_1k: float = Field(
+        0.0008, ge=0, description="USD per 1,000 input tokens of the Bedrock model."
+    )
+    bedrock_output_price_per_1k: float = Field(
+        0.004, ge=0, description="USD per 1,000 output tokens of the Bedrock model."
+    )
+    bedrock_timeout_seconds: float = Field(
+        60, gt=0, description="Read timeout of one Bedrock call."
+    )
+    bedrock_max_attempts: int = Field(
+        6, ge=1, le=20, description="Attempts per Bedrock call, throttling retries included."
+    )
+    worker_concurrency: int = Field(2, ge=1, le=64, description="Jobs one worker runs at once.")
+    job_lease_seconds: int = Field(
+        60,
+        ge=5,
+        description="A claimed job is reclaimed when its worker stops renewing for this long.",
+    )
+    job_max_attempts: int = Field(5, ge=1, le=50, description="Attempts before a job is DEAD.")
+    extract_timeout_seconds: float = Field(
+        60, gt=0, description="Wall-clock limit of one extraction (a child process is killed)."
+    )
+    extract_memory_mb: int = Field(
+        768, ge=128, description="Address-space limit of the extraction child process."
+    )
+    max_pages: int = Field(2000, ge=1, description="PDFs with more pages are refused.")
     log_level: str = Field("INFO", description="Log level of the JSON logs on stderr.")
     log_json: bool = Field(True, description="JSON logs (false: human-readable console logs).")
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -23,16 +25,21 @@ from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.types.unset import UNSET
 
 from prism import bootstrap
 from prism.authz import identity
 from prism.authz.principal import Principal
 from prism.config import Settings
 from prism.errors import Unauthenticated
+from prism.jobs.pipeline import PROGRESS_CHANNEL
 from prism.models.audit import RequestMeta
+from prism.models.db import url_for_asyncpg
+from prism.models.notify import Notifications
 from prism.observability import DB_POOL, HTTP_REQUESTS, configure_logging
 from prism.resolvers.context import Context, RequestTransaction, Services
 from prism.schema import build_schema
@@ -130,24 +137,111 @@ def unauthenticated(conn: HTTPConnection, exc: Exception) -> Response:
 
 
 _HTTP_CODES = {404: "NOT_FOUND", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
+# Headers a browser cannot send cross-site without a CORS preflight: their presence proves a
+# multipart request is not a forged HTML form post.
+CSRF_HEADERS = ("apollo-require-preflight", "x-prism-csrf")
+MULTIPART_OVERHEAD = 1024 * 1024
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]},
+        status_code=status,
+    )
+
+
+class BodyTooLarge(Exception):
+    pass
 
 
 class PrismGraphQL(GraphQL[Context, None]):
+    def __init__(self, *args: Any, max_upload_bytes: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_body = max_upload_bytes + MULTIPART_OVERHEAD
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        request = Request(scope=scope, receive=self._limited(scope, receive))
+        refusal = self._refuse(request)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
         # Strawberry answers malformed HTTP requests (no query, bad JSON, a mutation over
         # GET) in plain text; clients get the same typed error shape as everywhere else.
         try:
-            response = await self.run(Request(scope=scope, receive=receive))
+            response = await self.run(request)
         except HTTPException as exc:
             code = _HTTP_CODES.get(exc.status_code, "BAD_USER_INPUT")
-            response = JSONResponse(
-                {"data": None, "errors": [{"message": exc.reason, "extensions": {"code": code}}]},
-                status_code=exc.status_code,
+            status = exc.status_code
+            if exc.reason == "Unsupported content type":
+                code, status = "UNSUPPORTED_MEDIA_TYPE", 415
+            response = error_response(status, code, exc.reason)
+        except BodyTooLarge:
+            response = error_response(
+                413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {self.max_body} bytes."
             )
         await response(scope, receive, send)
+
+    def _refuse(self, request: Request) -> Response | None:
+        content_type = request.headers.get("content-type", "")
+        if request.method != "POST" or not content_type.startswith("multipart/form-data"):
+            return None
+        if not any(request.headers.get(h) for h in CSRF_HEADERS):
+            return error_response(
+                400,
+                "BAD_USER_INPUT",
+                "Multipart requests need an `Apollo-Require-Preflight` (or `X-Prism-CSRF`) "
+                "header: it protects against cross-site request forgery.",
+            )
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            # Refused before a byte of the body is read.
+            return error_response(
+                413, "PAYLOAD_TOO_LARGE", f"Uploads are limited to {self.max_body} bytes."
+            )
+        return None
+
+    def _limited(self, scope: Scope, receive: Receive) -> Receive:
+        """Count body bytes as they arrive (a chunked body has no Content-Length)."""
+        seen = 0
+        limit = self.max_body
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge
+            return message
+
+        return counted
+
+    async def on_ws_connect(self, context: Context) -> Any:
+        """Subscriptions authenticate in connection_init (browsers cannot set headers on a
+        WebSocket): `{"authorization": "Bearer …"}`."""
+        if context.principal is not None:
+            return UNSET
+        params = context.connection_params or {}
+        raw = params.get("authorization") or params.get("Authorization") or ""
+        bearer = str(raw).removeprefix("Bearer ").strip()
+        if not bearer:
+            raise ConnectionRejectionError(
+                {"message": "Authentication required.", "code": "UNAUTHENTICATED"}
+            )
+        services = context.services
+        try:
+            principal = await identity.authenticate_bearer(
+                services.db, services.access_tokens, bearer
+            )
+        except Unauthenticated as exc:
+            raise ConnectionRejectionError(
+                {"message": exc.message, "code": "UNAUTHENTICATED"}
+            ) from exc
+        context.authenticate(principal)
+        return UNSET
 
     async def get_context(self, request: Any, response: Any) -> Context:
         services: Services = request.app.state.services
@@ -190,8 +284,14 @@ async def metrics(request: Request) -> Response:
     return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_app(settings: Settings | None = None, *, database_url: str | None = None) -> Starlette:
-    """The Prism ASGI app. ``database_url`` skips resolving (and migrating) the database."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    database_url: str | None = None,
+    with_worker: bool = False,
+) -> Starlette:
+    """The Prism ASGI app. ``database_url`` skips resolving (and migrating) the database;
+    ``with_worker`` runs a job worker inside the server process (one-machine setups)."""
     settings = settings or Settings()
     configure_logging(settings.log_level, json=settings.log_json)
 
@@ -200,22 +300,31 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
         url = database_url or await bootstrap.prepare_database(settings)
         services = bootstrap.build_services(settings, url)
         await bootstrap.ensure_audit_partitions(services)
+        progress = Notifications(url_for_asyncpg(url), PROGRESS_CHANNEL, key_field="d")
+        await progress.start()
+        services = replace(services, progress=progress)
         app.state.services = services
-        log.info("prism started", mode=settings.mode.value)
+        background = await bootstrap.start_worker(services) if with_worker else None
+        log.info("prism started", mode=settings.mode.value, worker=with_worker)
         try:
             yield
         finally:
+            if background is not None:
+                await background.stop()
+            await progress.stop()
             await services.db.dispose()
 
     graphql = PrismGraphQL(
         build_schema(production=settings.production),
         graphql_ide=None if settings.production else "graphiql",
         allow_queries_via_get=True,
-        multipart_uploads_enabled=False,
+        multipart_uploads_enabled=True,
+        max_upload_bytes=settings.max_upload_bytes,
     )
     return Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
@@ -237,4 +346,5 @@ def app_from_environment() -> Starlette:
     environment (set by `prism serve`)."""
     settings = Settings()
     url = settings.database_url.get_secret_value() if settings.database_url else None
-    return create_app(settings, database_url=url)
+    with_worker = os.environ.get(bootstrap.WITH_WORKER_ENV) == "1"
+    return create_app(settings, database_url=url, with_worker=with_worker)

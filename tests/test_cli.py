@@ -116,17 +116,19 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
     """`prism serve --demo` on the embedded PostgreSQL, as the README's run command does."""
     port = _free_port()
     env = _env(PRISM_DATA_DIR=str(tmp_path / "var"), PRISM_PORT=str(port))
-    process = subprocess.Popen(
-        [*PRISM, "serve", "--demo"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    log = tmp_path / "serve.log"
+    with log.open("w") as stderr:  # a file, not a pipe: a full pipe would stall the server
+        process = subprocess.Popen(
+            [*PRISM, "serve", "--demo", "--with-worker"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     try:
         assert process.stdout is not None
         token = process.stdout.readline().strip()
-        assert token.startswith("prism_pat_"), process.stderr.read() if process.stderr else ""
+        assert token.startswith("prism_pat_"), log.read_text()
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -138,7 +140,9 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
         yield url, token, env
     finally:
         process.terminate()
-        process.communicate(timeout=30)
+        process.wait(timeout=30)
+        # not communicate(): the extraction forkserver may hold the pipe a moment longer
+        process.stdout.close()  # type: ignore[union-attr]
 
 
 def test_run_flow_on_embedded_postgres(served: tuple[str, str, dict[str, str]]) -> None:

@@ -24,6 +24,8 @@ class Action(StrEnum):
     DOCUMENT_CLASSIFY = "document:classify"
     DOCUMENT_LEGAL_HOLD = "document:legal-hold"
     DOCUMENT_DELETE = "document:delete"
+    DOCUMENT_UPLOAD = "document:upload"
+    ANALYSIS_RUN = "analysis:run"
     FEEDBACK_SUBMIT = "feedback:submit"
     FEEDBACK_REVIEW = "feedback:review"
     USER_READ = "user:read"
@@ -46,7 +48,13 @@ _READ = {
     Action.TOKEN_REVOKE,
 }
 # DOCUMENT_DELETE is owned: a reviewer deletes only what they uploaded.
-_REVIEW = _READ | {Action.FEEDBACK_SUBMIT, Action.DOCUMENT_UPDATE, Action.DOCUMENT_DELETE}
+_REVIEW = _READ | {
+    Action.FEEDBACK_SUBMIT,
+    Action.DOCUMENT_UPDATE,
+    Action.DOCUMENT_DELETE,
+    Action.DOCUMENT_UPLOAD,
+    Action.ANALYSIS_RUN,
+}
 _APPROVE = _REVIEW | {Action.FEEDBACK_REVIEW, Action.DOCUMENT_CLASSIFY}
 
 ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
@@ -67,6 +75,8 @@ ACTION_SCOPE: dict[Action, str | None] = {
     Action.DOCUMENT_CLASSIFY: "documents:write",
     Action.DOCUMENT_LEGAL_HOLD: "documents:write",
     Action.DOCUMENT_DELETE: "documents:write",
+    Action.DOCUMENT_UPLOAD: "documents:write",
+    Action.ANALYSIS_RUN: "analysis:run",
     Action.FEEDBACK_SUBMIT: "feedback:write",
     Action.FEEDBACK_REVIEW: "feedback:write",
     Action.USER_LIST: "users:admin",

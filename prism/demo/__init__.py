@@ -4,7 +4,7 @@ only issues a fresh demo token (the previous one is revoked: tokens are shown on
 
 from __future__ import annotations
 
-import hashlib
+import io
 import uuid
 from dataclasses import dataclass
 from importlib import resources
@@ -14,13 +14,12 @@ import sqlalchemy as sa
 from prism import operators
 from prism.authz.principal import SCOPES
 from prism.errors import NotFound
-from prism.ingest.text import split_sections
-from prism.jobs.analyzers.rules import RulesAnalyzer
-from prism.jobs.pipeline import analyze_sections, store_sections
+from prism.jobs.pipeline import receive_upload
+from prism.jobs.worker import Worker
 from prism.models import users as user_models
-from prism.models.audit import Actor, record_event
+from prism.models.analyses import Analysis
+from prism.models.audit import Actor
 from prism.models.base import utcnow
-from prism.models.documents import Document
 from prism.models.enums import (
     Classification,
     DocumentType,
@@ -29,6 +28,7 @@ from prism.models.enums import (
     WorkflowStatus,
 )
 from prism.models.feedback import Feedback
+from prism.models.scope import Scope
 from prism.models.users import ApiToken
 from prism.resolvers.context import Services
 
@@ -103,72 +103,76 @@ async def _seed_organization(
             last_name=last,
         )
     uploader = users[Role.ADMIN]
-    analyzer = RulesAnalyzer()
-    async with services.db.transaction(org.id) as session:
-        for filename, doc_type, classification, department in documents:
-            content = sample(filename)
-            document = Document(
-                organization_id=org.id,
-                uploaded_by=uploader.id,
+    for filename, doc_type, classification, department in documents:
+        async with services.db.transaction(org.id) as session:
+            await receive_upload(
+                session,
+                services.pipeline,
+                scope=Scope.system(org.id),
+                uploader_id=uploader.id,
                 department=department,
+                source=io.BytesIO(sample(filename)),
                 filename=filename,
-                mime_type="text/plain",
-                file_size=len(content),
-                sha256=hashlib.sha256(content).hexdigest(),
                 document_type=doc_type,
                 classification=classification,
-                language_code="en",
-                page_count=1,
-            )
-            session.add(document)
-            await session.flush()
-            sections = await store_sections(session, document, split_sections(content.decode()))
-            analyses = await analyze_sections(session, document, sections, analyzer)
-            await record_event(
-                session,
-                organization_id=org.id,
+                analyze=True,
                 actor=Actor(user_id=uploader.id),
-                event_type="document.create",
-                category="data_change",
-                description=f"Demo document {filename!r} loaded",
-                resource_type="Document",
-                resource_id=document.id,
                 meta=operators.CLI,
             )
-            reviewer, approver = users.get(Role.REVIEWER), users.get(Role.APPROVER)
-            flagged = [a for a in analyses if a.feedback_items]
-            if reviewer and approver and flagged:
-                first_item = flagged[0].feedback_items[0]
-                session.add_all(
-                    [
-                        Feedback(
-                            organization_id=org.id,
-                            document_id=document.id,
-                            section_id=flagged[0].section_id,
-                            analysis_id=flagged[0].id,
-                            user_id=reviewer.id,
-                            item_id=first_item["id"],
-                            category=first_item["category"],
-                            action=FeedbackAction.ACCEPTED,
-                            rating=5,
-                            workflow_status=WorkflowStatus.APPROVED,
-                            approved_by=approver.id,
-                            approved_at=utcnow(),
-                        ),
-                        Feedback(
-                            organization_id=org.id,
-                            document_id=document.id,
-                            section_id=flagged[-1].section_id,
-                            analysis_id=flagged[-1].id,
-                            user_id=reviewer.id,
-                            action=FeedbackAction.CUSTOM,
-                            rating=3,
-                            custom_text="Ask counsel to review this clause before signature.",
-                        ),
-                    ]
-                )
-                await session.flush()
+    # The same pipeline as any upload: extraction and analysis jobs, run here to the end.
+    await Worker(services.pipeline).drain()
+    reviewer, approver = users.get(Role.REVIEWER), users.get(Role.APPROVER)
+    if reviewer and approver:
+        await _review(services, org.id, reviewer.id, approver.id)
     return org.id
+
+
+async def _review(
+    services: Services, org_id: uuid.UUID, reviewer: uuid.UUID, approver: uuid.UUID
+) -> None:
+    """Reviewer feedback on the first and last flagged analysis of each document."""
+    async with services.db.transaction(org_id) as session:
+        analyses = list(
+            await session.scalars(
+                sa.select(Analysis)
+                .where(Analysis.feedback_items != sa.text("'[]'::jsonb"))
+                .order_by(Analysis.document_id, Analysis.created_at)
+            )
+        )
+        by_document: dict[uuid.UUID, list[Analysis]] = {}
+        for analysis in analyses:
+            by_document.setdefault(analysis.document_id, []).append(analysis)
+        for flagged in by_document.values():
+            first_item = flagged[0].feedback_items[0]
+            session.add_all(
+                [
+                    Feedback(
+                        organization_id=org_id,
+                        document_id=flagged[0].document_id,
+                        section_id=flagged[0].section_id,
+                        analysis_id=flagged[0].id,
+                        user_id=reviewer,
+                        item_id=first_item["id"],
+                        category=first_item["category"],
+                        action=FeedbackAction.ACCEPTED,
+                        rating=5,
+                        workflow_status=WorkflowStatus.APPROVED,
+                        approved_by=approver,
+                        approved_at=utcnow(),
+                    ),
+                    Feedback(
+                        organization_id=org_id,
+                        document_id=flagged[-1].document_id,
+                        section_id=flagged[-1].section_id,
+                        analysis_id=flagged[-1].id,
+                        user_id=reviewer,
+                        action=FeedbackAction.CUSTOM,
+                        rating=3,
+                        custom_text="Ask counsel to review this clause before signature.",
+                    ),
+                ]
+            )
+        await session.flush()
 
 
 async def _fresh_token(services: Services, org_id: uuid.UUID) -> str:

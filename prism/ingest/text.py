@@ -7,9 +7,8 @@ from dataclasses import dataclass
 
 # "1. Term", "2.3 Liability", "ARTICLE IV", "Section 5 - Fees", or a short ALL-CAPS line.
 _HEADING = re.compile(
-    r"^(?:(?:\d+(?:\.\d+)*\.?|article\s+[ivxlc\d]+|section\s+\d+)[\s:.-]+\S.{0,100}"
-    r"|[A-Z][A-Z0-9 ,&/()-]{2,80})$",
-    re.IGNORECASE,
+    r"^(?:(?:\d+(?:\.\d+)*\.?|(?i:article)\s+[IVXLCivxlc\d]+|(?i:section)\s+\d+)[\s:.-]+\S.{0,100}"
+    r"|[A-Z][A-Z0-9 ,&/()-]{2,80})$"
 )
 _WORD = re.compile(r"\b\w+\b")
 MAX_HEADING_WORDS = 12

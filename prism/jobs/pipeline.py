@@ -1,30 +1,244 @@
-"""From extracted text to sections, PII findings, analyses and document aggregates."""
+"""The document pipeline: an upload becomes a stored object and a document row with an
+extraction job; the job makes sections with PII findings; the analysis job makes one analysis
+per section and the document's aggregates. Status moves UPLOADED → EXTRACTING → EXTRACTED →
+QUEUED → ANALYZING → COMPLETED, or FAILED with a processing error a person can act on."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import tempfile
 import time
+import unicodedata
+import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
+from typing import Any, BinaryIO
 
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from prism.errors import BadUserInput, Conflict, PayloadTooLarge, UnsupportedMediaType
+from prism.ingest.detect import Kind, Unsupported, detect_stream
+from prism.ingest.extract import ExtractionError, extract_isolated
 from prism.ingest.pii import scan
+from prism.ingest.storage import document_key
 from prism.ingest.text import TextSection, count_words
 from prism.jobs.analyzers import Analyzer
-from prism.models import analyses as analysis_models
+from prism.jobs.runtime import Pipeline
 from prism.models import documents as document_models
+from prism.models import jobs as job_models
 from prism.models.analyses import Analysis
+from prism.models.audit import Actor, RequestMeta, record_event
 from prism.models.base import utcnow
-from prism.models.documents import Document, Section
-from prism.models.enums import ProcessingStatus
+from prism.models.documents import Document, Section, visible_documents
+from prism.models.enums import Classification, DocumentType, JobState, ProcessingStatus
+from prism.models.jobs import Job
+from prism.models.organizations import Organization
+from prism.models.scope import Scope
+
+EXTRACT = "document.extract"
+ANALYZE = "document.analyze"
+PROGRESS_CHANNEL = "prism_progress"
+CHUNK = 1024 * 1024
+
+
+class PermanentJobError(Exception):
+    """Retrying cannot help (a hostile or broken file): the job ends DEAD at once."""
+
+
+# --- receiving uploads -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Received:
+    document: Document
+    deduplicated: bool
+    job: Job | None
+
+
+def sanitize_filename(name: str | None) -> str:
+    """The client's name, kept as metadata only: no path, no control characters."""
+    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = unicodedata.normalize("NFC", base)
+    base = "".join(ch for ch in base if unicodedata.category(ch)[0] != "C").strip(" .")
+    return base[:255] or "document"
+
+
+def _inspect(source: BinaryIO, max_bytes: int) -> tuple[str, int, Kind]:
+    digest = hashlib.sha256()
+    size = 0
+    source.seek(0)
+    while chunk := source.read(CHUNK):
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"Uploads are limited to {max_bytes} bytes.")
+        digest.update(chunk)
+    if size == 0:
+        raise BadUserInput("The file is empty.", argument="file")
+    try:
+        kind = detect_stream(source)
+    except Unsupported as exc:
+        raise UnsupportedMediaType(str(exc)) from exc
+    return digest.hexdigest(), size, kind
+
+
+async def receive_upload(
+    session: AsyncSession,
+    pipeline: Pipeline,
+    *,
+    scope: Scope,
+    uploader_id: uuid.UUID | None,
+    department: str | None,
+    source: BinaryIO,
+    filename: str | None,
+    document_type: DocumentType | None,
+    classification: Classification | None,
+    analyze: bool,
+    actor: Actor,
+    meta: RequestMeta,
+) -> Received:
+    sha256, size, kind = await asyncio.to_thread(
+        _inspect, source, pipeline.settings.max_upload_bytes
+    )
+    classification = classification or Classification.INTERNAL
+    if classification.rank > scope.max_classification.rank:
+        raise BadUserInput(
+            "A document cannot be classified above your own clearance.", argument="classification"
+        )
+    existing = await _live_document_with_hash(session, scope, sha256)
+    if existing is not None:
+        return existing
+    org = await session.get(Organization, scope.organization_id)
+    document = Document(
+        id=uuid.uuid4(),
+        organization_id=scope.organization_id,
+        uploaded_by=uploader_id,
+        department=department,
+        filename=sanitize_filename(filename),
+        mime_type=kind.mime_type,
+        file_size=size,
+        sha256=sha256,
+        document_type=document_type or DocumentType.GENERAL,
+        classification=classification,
+        processing_status=ProcessingStatus.UPLOADED,
+        retention_expires_at=utcnow() + timedelta(days=org.data_retention_days) if org else None,
+    )
+    document.storage_key = document_key(scope.organization_id, document.id)
+    source.seek(0)
+    await pipeline.store.put_file(
+        document.storage_key, source, size=size, content_type=kind.mime_type
+    )
+    try:
+        try:
+            async with session.begin_nested():
+                session.add(document)
+                await session.flush()
+        except IntegrityError:
+            # The same bytes arrived concurrently and won the race: answer with theirs.
+            await pipeline.store.delete(document.storage_key)
+            raced = await _live_document_with_hash(session, scope, sha256)
+            if raced is None:
+                raise
+            return raced
+        job = await enqueue(session, document, EXTRACT, {"analyze": analyze})
+        await record_event(
+            session,
+            organization_id=scope.organization_id,
+            actor=actor,
+            event_type="document.upload",
+            category="data_change",
+            description=f"Document {document.filename!r} uploaded ({size} bytes, {kind.value})",
+            resource_type="Document",
+            resource_id=document.id,
+            after={
+                "filename": document.filename,
+                "sha256": sha256,
+                "size": size,
+                "classification": classification.value,
+            },
+            meta=meta,
+        )
+    except BaseException:
+        # No row will point at the object: do not leave it behind.
+        await pipeline.store.delete(document.storage_key)
+        raise
+    return Received(document=document, deduplicated=False, job=job)
+
+
+async def _live_document_with_hash(
+    session: AsyncSession, scope: Scope, sha256: str
+) -> Received | None:
+    found = await session.scalar(
+        sa.select(Document).where(
+            Document.organization_id == scope.organization_id,
+            Document.sha256 == sha256,
+            Document.deleted_at.is_(None),
+        )
+    )
+    if found is None:
+        return None
+    visible = await session.scalar(
+        sa.select(sa.literal(True)).where(visible_documents(scope), Document.id == found.id)
+    )
+    if not visible:
+        raise Conflict("An identical document already exists in your organization.")
+    return Received(document=found, deduplicated=True, job=None)
+
+
+async def enqueue(
+    session: AsyncSession, document: Document, kind: str, payload: dict[str, Any]
+) -> Job:
+    return await job_models.enqueue_job(
+        session,
+        organization_id=document.organization_id,
+        kind=kind,
+        payload={"documentId": str(document.id), **payload},
+    )
+
+
+async def request_analysis(session: AsyncSession, document: Document, analyzer: str | None) -> Job:
+    """Queue a (re-)analysis; the previous analyses stay as history."""
+    if document.processing_status in (ProcessingStatus.UPLOADED, ProcessingStatus.EXTRACTING):
+        raise Conflict("The document is still being extracted; analyse it once that is done.")
+    if document.total_sections == 0:
+        raise Conflict("The document has no sections to analyse.")
+    document.processing_status = ProcessingStatus.QUEUED
+    document.processing_error = None
+    await notify_progress(session, document)
+    return await enqueue(session, document, ANALYZE, {"analyzer": analyzer})
+
+
+async def notify_progress(session: AsyncSession, document: Document, analyzed: int = 0) -> None:
+    """Delivered to subscribers at commit (LISTEN/NOTIFY), on every API replica."""
+    payload = orjson.dumps(
+        {
+            "o": str(document.organization_id),
+            "d": str(document.id),
+            "s": document.processing_status.value,
+            "a": analyzed,
+            "t": document.total_sections,
+        }
+    ).decode()
+    await session.execute(sa.select(sa.func.pg_notify(PROGRESS_CHANNEL, payload)))
+
+
+# --- sections and analyses -------------------------------------------------------------------
 
 
 async def store_sections(
     session: AsyncSession, document: Document, parts: list[TextSection]
 ) -> list[Section]:
-    """Sections with their PII findings (offsets only)."""
+    """Sections with their PII findings (offsets only), replacing any earlier extraction."""
+    await session.execute(sa.delete(Section).where(Section.document_id == document.id))
     sections = [
         Section(
+            id=uuid.uuid4(),
             organization_id=document.organization_id,
             document_id=document.id,
             ord=index,
@@ -42,42 +256,66 @@ async def store_sections(
     return sections
 
 
+async def analyze_section(
+    session: AsyncSession,
+    document: Document,
+    section: Section,
+    analyzer: Analyzer,
+    job_id: uuid.UUID | None,
+) -> None:
+    """One analysis row; a second run of the same job for the same section adds nothing."""
+    started = utcnow()
+    clock = time.perf_counter()
+    outcome = await analyzer.analyze(
+        section_name=section.name,
+        text=section.content,
+        pii_types=[f["type"] for f in section.pii_findings],
+    )
+    elapsed = time.perf_counter() - clock
+    await session.execute(
+        insert(Analysis)
+        .values(
+            id=uuid.uuid4(),
+            organization_id=document.organization_id,
+            document_id=document.id,
+            section_id=section.id,
+            job_id=job_id,
+            model=outcome.model,
+            model_version=outcome.model_version,
+            started_at=started,
+            completed_at=started + timedelta(seconds=elapsed),
+            duration_seconds=elapsed,
+            risk_level=outcome.risk_level,
+            confidence=outcome.confidence,
+            tokens_used=outcome.tokens_used,
+            cost_usd=outcome.cost_usd,
+            feedback_items=[item.as_json() for item in outcome.items],
+        )
+        .on_conflict_do_nothing(index_elements=[Analysis.section_id, Analysis.job_id])
+    )
+
+
 async def analyze_sections(
-    session: AsyncSession, document: Document, sections: list[Section], analyzer: Analyzer
+    session: AsyncSession,
+    document: Document,
+    sections: list[Section],
+    analyzer: Analyzer,
+    job_id: uuid.UUID | None = None,
 ) -> list[Analysis]:
-    """One analysis per section, then the document's aggregates from them."""
-    results: list[Analysis] = []
+    """Analyse every section in this transaction, then set the document's aggregates."""
     for section in sections:
-        started = utcnow()
-        clock = time.perf_counter()
-        outcome = await analyzer.analyze(
-            section_name=section.name,
-            text=section.content,
-            pii_types=[f["type"] for f in section.pii_findings],
-        )
-        elapsed = time.perf_counter() - clock
-        results.append(
-            await analysis_models.add_analysis(
-                session,
-                Analysis(
-                    organization_id=document.organization_id,
-                    document_id=document.id,
-                    section_id=section.id,
-                    model=outcome.model,
-                    model_version=outcome.model_version,
-                    started_at=started,
-                    completed_at=started + timedelta(seconds=elapsed),
-                    duration_seconds=elapsed,
-                    risk_level=outcome.risk_level,
-                    confidence=outcome.confidence,
-                    tokens_used=outcome.tokens_used,
-                    cost_usd=outcome.cost_usd,
-                    feedback_items=[item.as_json() for item in outcome.items],
-                ),
-            )
-        )
+        await analyze_section(session, document, section, analyzer, job_id)
+    results = await analyses_of_run(session, document.id, job_id)
     apply_aggregates(document, results)
     return results
+
+
+async def analyses_of_run(
+    session: AsyncSession, document_id: uuid.UUID, job_id: uuid.UUID | None
+) -> list[Analysis]:
+    query = sa.select(Analysis).where(Analysis.document_id == document_id)
+    query = query.where(Analysis.job_id.is_(None) if job_id is None else Analysis.job_id == job_id)
+    return list(await session.scalars(query.order_by(Analysis.created_at, Analysis.id)))
 
 
 def apply_aggregates(document: Document, results: list[Analysis]) -> None:
@@ -89,3 +327,164 @@ def apply_aggregates(document: Document, results: list[Analysis]) -> None:
     document.cost_usd = sum((a.cost_usd for a in results), Decimal("0"))
     document.model_used = results[0].model if results else None
     document.processing_status = ProcessingStatus.COMPLETED
+
+
+# --- job handlers ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """A claimed job as its handler sees it."""
+
+    job: Job
+    worker: str
+    pipeline: Pipeline
+
+    @property
+    def document_id(self) -> uuid.UUID:
+        return uuid.UUID(self.job.payload["documentId"])
+
+
+async def _locked_document(session: AsyncSession, run: JobRun) -> Document | None:
+    document: Document | None = await session.scalar(
+        sa.select(Document)
+        .where(Document.id == run.document_id, Document.deleted_at.is_(None))
+        .with_for_update()
+    )
+    return document
+
+
+class LeaseLost(Exception):
+    """Another worker took the job over (this one's lease expired): its work is rolled back."""
+
+
+async def _complete(session: AsyncSession, run: JobRun) -> None:
+    """Mark the job done in the same transaction as its last writes, fenced on the lease."""
+    finished = await job_models.finish_job(
+        session, job_id=run.job.id, worker=run.worker, state=JobState.SUCCEEDED
+    )
+    if not finished:
+        raise LeaseLost(str(run.job.id))
+
+
+async def handle_extract(run: JobRun) -> None:
+    db = run.pipeline.db
+    async with db.transaction(run.job.organization_id) as session:
+        document = await _locked_document(session, run)
+        if document is None or document.storage_key is None:
+            await _complete(session, run)  # deleted meanwhile: nothing to do
+            return
+        document.processing_status = ProcessingStatus.EXTRACTING
+        await notify_progress(session, document)
+        key, kind = document.storage_key, _kind_of(document.mime_type)
+    with tempfile.TemporaryDirectory(prefix="prism-extract-") as scratch:
+        path = Path(scratch) / "source"
+        with path.open("wb") as out:
+            async for chunk in run.pipeline.store.open_stream(key):
+                out.write(chunk)
+        try:
+            extracted = await extract_isolated(path, kind, run.pipeline.limits)
+        except ExtractionError as exc:
+            await fail_document(run, str(exc))
+            raise PermanentJobError(str(exc)) from exc
+    async with db.transaction(run.job.organization_id) as session:
+        document = await _locked_document(session, run)
+        if document is None:
+            await _complete(session, run)
+            return
+        await store_sections(session, document, extracted.sections)
+        document.page_count = extracted.page_count
+        document.processing_error = None
+        if run.job.payload.get("analyze", True):
+            await request_analysis(session, document, None)
+        else:
+            await notify_progress(session, document)
+        await _complete(session, run)
+
+
+async def handle_analyze(run: JobRun) -> None:
+    db = run.pipeline.db
+    analyzer = run.pipeline.analyzer(run.job.payload.get("analyzer"))
+    async with db.transaction(run.job.organization_id) as session:
+        document = await _locked_document(session, run)
+        if document is None:
+            await _complete(session, run)
+            return
+        document.processing_status = ProcessingStatus.ANALYZING
+        sections = list(
+            await session.scalars(
+                sa.select(Section).where(Section.document_id == document.id).order_by(Section.ord)
+            )
+        )
+        done = set(
+            await session.scalars(
+                sa.select(Analysis.section_id).where(Analysis.job_id == run.job.id)
+            )
+        )
+        await notify_progress(session, document, len(done))
+    # One commit per section: a worker killed halfway resumes where it stopped.
+    for section in sections:
+        if section.id in done:
+            continue
+        async with db.transaction(run.job.organization_id) as session:
+            await analyze_section(session, document, section, analyzer, run.job.id)
+            done.add(section.id)
+            await notify_progress(session, document, len(done))
+    async with db.transaction(run.job.organization_id) as session:
+        locked = await _locked_document(session, run)
+        if locked is None:
+            await _complete(session, run)
+            return
+        results = await analyses_of_run(session, locked.id, run.job.id)
+        apply_aggregates(locked, results)
+        risk = locked.risk_level.value if locked.risk_level else None
+        await notify_progress(session, locked, len(results))
+        await record_event(
+            session,
+            organization_id=locked.organization_id,
+            actor=Actor(),
+            event_type="document.analyzed",
+            category="processing",
+            description=f"Document {locked.filename!r} analysed by {analyzer.name}: "
+            f"{len(results)} sections, risk {risk or '-'}",
+            resource_type="Document",
+            resource_id=locked.id,
+            after={
+                "riskLevel": risk,
+                "feedbackItems": locked.total_feedback_items,
+                "jobId": str(run.job.id),
+            },
+        )
+        await _complete(session, run)
+
+
+async def fail_document(run: JobRun, error: str) -> None:
+    """The document ends FAILED with a message a person can act on, audited."""
+    async with run.pipeline.db.transaction(run.job.organization_id) as session:
+        document = await _locked_document(session, run)
+        if document is None:
+            return
+        document.processing_status = ProcessingStatus.FAILED
+        document.processing_error = error[:2000]
+        await notify_progress(session, document)
+        await record_event(
+            session,
+            organization_id=document.organization_id,
+            actor=Actor(),
+            event_type="document.failed",
+            category="processing",
+            description=f"Processing of {document.filename!r} failed: {error[:200]}",
+            resource_type="Document",
+            resource_id=document.id,
+            after={"processingError": error[:2000], "job": run.job.kind},
+        )
+
+
+def _kind_of(mime_type: str) -> Kind:
+    for kind in Kind:
+        if kind.mime_type == mime_type:
+            return kind
+    raise PermanentJobError(f"No extractor for {mime_type}.")
+
+
+HANDLERS = {EXTRACT: handle_extract, ANALYZE: handle_analyze}

@@ -46,9 +46,13 @@ class Analysis(Base):
     feedback_items: Mapped[list[dict[str, Any]]] = mapped_column(
         JSONB, nullable=False, default=list, server_default=sa.text("'[]'::jsonb")
     )
+    # The job that produced the row: a re-run of the same job skips sections it already did,
+    # so a worker killed mid-document resumes without duplicates.
+    job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     created_at: Mapped[datetime] = created_at()
 
     __table_args__ = (
+        sa.UniqueConstraint("section_id", "job_id"),
         sa.CheckConstraint("confidence IS NULL OR confidence BETWEEN 0 AND 1", name="confidence"),
         sa.CheckConstraint("tokens_used >= 0 AND cost_usd >= 0", name="usage_nonnegative"),
         sa.Index("ix_analysis_results_section_id", "section_id"),

@@ -28,6 +28,11 @@ def async_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def url_for_asyncpg(url: str) -> str:
+    """The same URL as asyncpg itself takes (no SQLAlchemy driver name)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def create_engine(
     url: str,
     *,

@@ -51,6 +51,8 @@ class Job(Base):
             postgresql_where=sa.text("state IN ('QUEUED', 'FAILED')"),
         ),
         sa.Index("ix_jobs_organization_id_created_at", "organization_id", "created_at"),
+        # Expired leases (a worker died) are found without scanning finished jobs.
+        sa.Index("ix_jobs_leases", "locked_until", postgresql_where=sa.text("state = 'RUNNING'")),
     )
 
 
@@ -77,3 +79,61 @@ async def read_jobs_by_ids(
         return []
     query = sa.select(Job).where(Job.organization_id == organization_id, Job.id.in_(ids))
     return list(await session.scalars(query))
+
+
+async def claim_jobs(
+    session: AsyncSession, *, worker: str, limit: int, lease_seconds: int
+) -> list[Job]:
+    """Claim up to ``limit`` runnable jobs of any organization (FOR UPDATE SKIP LOCKED inside
+    a narrow SECURITY DEFINER function: workers serve every tenant, RLS stays on)."""
+    claimed = sa.func.prism_claim_jobs(worker, limit, lease_seconds).table_valued(
+        *[c.name for c in Job.__table__.columns]
+    )
+    query = sa.select(Job).from_statement(sa.select(claimed))
+    return list(await session.scalars(query))
+
+
+async def renew_leases(
+    session: AsyncSession, *, worker: str, ids: Sequence[uuid.UUID], lease_seconds: int
+) -> int:
+    if not ids:
+        return 0
+    renewed = await session.scalar(
+        sa.select(sa.func.prism_renew_leases(worker, list(ids), lease_seconds))
+    )
+    return int(renewed or 0)
+
+
+async def finish_job(
+    session: AsyncSession,
+    *,
+    job_id: uuid.UUID,
+    worker: str,
+    state: JobState,
+    error: str | None = None,
+    run_at: datetime | None = None,
+) -> bool:
+    """Record a job's outcome, fenced on the lease: False if another worker has taken it
+    over (this worker's lease expired), in which case the caller must roll back."""
+    values: dict[str, Any] = {
+        "state": state,
+        "last_error": error,
+        "locked_by": None,
+        "locked_until": None,
+    }
+    if state in (JobState.SUCCEEDED, JobState.DEAD):
+        values["finished_at"] = utcnow()
+    if run_at is not None:
+        values["run_at"] = run_at
+    result = await session.execute(
+        sa.update(Job)
+        .where(Job.id == job_id, Job.locked_by == worker, Job.state == JobState.RUNNING)
+        .values(**values)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def release_jobs(session: AsyncSession, *, worker: str, ids: Sequence[uuid.UUID]) -> None:
+    """Give claimed jobs back (graceful shutdown): runnable again at once, attempt refunded."""
+    if ids:
+        await session.scalar(sa.select(sa.func.prism_release_jobs(worker, list(ids))))

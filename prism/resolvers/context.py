@@ -16,8 +16,10 @@ from prism.authz.principal import Principal
 from prism.authz.secrets import AccessTokens, Passwords
 from prism.config import Settings
 from prism.errors import Unauthenticated
+from prism.jobs.runtime import Pipeline
 from prism.models.audit import Actor, RequestMeta, record_event
 from prism.models.db import Database, set_organization
+from prism.models.notify import Notifications
 from prism.models.scope import Scope
 from prism.resolvers.loaders import Loaders
 
@@ -30,6 +32,9 @@ class Services:
     db: Database
     passwords: Passwords
     access_tokens: AccessTokens
+    pipeline: Pipeline
+    # Document progress events; None until the server's lifespan starts listening.
+    progress: Notifications | None = None
 
     @property
     def refresh_ttl(self) -> timedelta:
@@ -97,9 +102,17 @@ class Context:
     transaction: RequestTransaction
     loaders: Loaders = field(init=False)
     request: Any = None
+    # graphql-transport-ws: the connection_init payload (where a browser puts its token).
+    connection_params: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.loaders = Loaders(self.transaction, self.principal.scope() if self.principal else None)
+
+    def authenticate(self, principal: Principal) -> None:
+        """Adopt the principal of a WebSocket's connection_init."""
+        self.principal = principal
+        self.transaction = RequestTransaction(self.services.db, principal.organization_id)
+        self.loaders = Loaders(self.transaction, principal.scope())
 
     def require_principal(self) -> Principal:
         if self.principal is None:

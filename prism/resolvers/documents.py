@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from prism.authz.policy import Action, Resource, require
 from prism.errors import BadUserInput, Conflict, Forbidden, not_found
+from prism.jobs import pipeline
 from prism.models import analyses as analysis_models
 from prism.models import documents as document_models
 from prism.models import feedback as feedback_models
@@ -15,6 +16,7 @@ from prism.models.base import utcnow
 from prism.models.documents import Document
 from prism.models.enums import Classification, DocumentType, FeedbackAction, WorkflowStatus
 from prism.models.feedback import Feedback
+from prism.models.jobs import Job
 from prism.resolvers.context import Context
 
 
@@ -218,3 +220,60 @@ async def review_feedback(ctx: Context, feedback_id: uuid.UUID, *, approve: bool
             after={"workflowStatus": feedback.workflow_status.value},
         )
         return feedback
+
+
+@dataclass(frozen=True)
+class UploadInput:
+    source: BinaryIO
+    filename: str | None
+    document_type: DocumentType | None
+    classification: Classification | None
+    analyze: bool
+
+
+async def upload_document(ctx: Context, data: UploadInput) -> pipeline.Received:
+    principal = ctx.require_principal()
+    require(principal, Action.DOCUMENT_UPLOAD)
+    async with ctx.transaction.write() as session:
+        return await pipeline.receive_upload(
+            session,
+            ctx.services.pipeline,
+            scope=principal.scope(),
+            uploader_id=principal.user_id,
+            department=principal.department,
+            source=data.source,
+            filename=data.filename,
+            document_type=data.document_type,
+            classification=data.classification,
+            analyze=data.analyze,
+            actor=ctx.actor,
+            meta=ctx.meta,
+        )
+
+
+async def analyze_document(
+    ctx: Context, document_id: uuid.UUID, analyzer: str | None
+) -> tuple[Document, Job]:
+    principal = ctx.require_principal()
+    require(principal, Action.ANALYSIS_RUN)
+    ctx.services.pipeline.analyzer(analyzer)  # an unknown name is bad input, said now
+    async with ctx.transaction.write() as session:
+        document = await document_models.read_document_for_update(
+            session, principal.scope(), document_id
+        )
+        if document is None:
+            raise not_found("Document")
+        job = await pipeline.request_analysis(session, document, analyzer)
+        await ctx.audit(
+            session,
+            event_type="document.analyze",
+            category="processing",
+            description=f"Analysis of {document.filename!r} requested",
+            resource_type="Document",
+            resource_id=document.id,
+            after={
+                "analyzer": analyzer or ctx.services.settings.analyzer.value,
+                "jobId": str(job.id),
+            },
+        )
+        return document, job

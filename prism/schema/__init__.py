@@ -14,6 +14,7 @@ from prism.schema.extensions import ErrorCodes, Metrics, RequestTransaction
 from prism.schema.identity import ApiToken, Organization, User
 from prism.schema.mutation import Mutation
 from prism.schema.query import Query
+from prism.schema.subscription import Subscription
 
 MAX_DEPTH = 12
 MAX_ALIASES = 30
@@ -41,6 +42,7 @@ def build_schema(*, production: bool) -> strawberry.Schema:
     return PrismSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         types=[
             Organization,
             User,

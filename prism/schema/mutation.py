@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
 import strawberry
+from starlette.datastructures import UploadFile
+from strawberry.file_uploads import Upload
 
 from prism.authz import identity
 from prism.errors import Unauthenticated
 from prism.resolvers import documents as document_resolvers
 from prism.resolvers.ids import expect_id
+from prism.schema.audit import Job
 from prism.schema.base import Info
 from prism.schema.documents import Document, Feedback
 from prism.schema.enums import Classification, DocumentType, FeedbackAction, Role
@@ -37,6 +41,42 @@ class AuthPayload:
 class CreateApiTokenPayload:
     token: str = strawberry.field(description="Shown once, never stored in the clear.")
     api_token: ApiToken
+
+
+@strawberry.type(description="An uploaded document and the job that processes it.")
+class UploadDocumentPayload:
+    document: Document
+    deduplicated: bool = strawberry.field(
+        description="True when the organization already had these bytes: that document is "
+        "returned and nothing new is stored."
+    )
+    job: Job | None
+
+
+@strawberry.type(description="A document queued for analysis.")
+class AnalyzeDocumentPayload:
+    document: Document
+    job: Job
+
+
+@strawberry.input(description="A file (GraphQL multipart request) and how to file it.")
+class UploadDocumentInput:
+    file: Upload = strawberry.field(
+        description="docx, pdf or plain text; the type is read from the bytes."
+    )
+    document_type: DocumentType | None = None
+    classification: Classification | None = strawberry.field(
+        default=None, description="Default INTERNAL; never above the uploader's clearance."
+    )
+    analyze: bool = strawberry.field(default=True, description="Analyse once extracted.")
+
+
+@strawberry.input(description="Re-run the AI analysis of a document.")
+class AnalyzeDocumentInput:
+    document_id: strawberry.ID
+    analyzer: str | None = strawberry.field(
+        default=None, description="rules or bedrock; default: the server's PRISM_ANALYZER."
+    )
 
 
 @strawberry.type(description="What `deleteDocument` removed.")
@@ -222,6 +262,39 @@ class Mutation:
                 meta=info.context.meta,
             )
         return User.from_row(row)
+
+    @strawberry.mutation(
+        description="Upload a document (multipart); it is extracted and analysed by workers."
+    )
+    async def upload_document(
+        self, info: Info, input: UploadDocumentInput
+    ) -> UploadDocumentPayload:
+        received = await document_resolvers.upload_document(
+            info.context,
+            document_resolvers.UploadInput(
+                source=cast(UploadFile, input.file).file,
+                filename=cast(UploadFile, input.file).filename,
+                document_type=input.document_type,
+                classification=input.classification,
+                analyze=input.analyze,
+            ),
+        )
+        return UploadDocumentPayload(
+            document=Document.from_row(received.document),
+            deduplicated=received.deduplicated,
+            job=Job.from_row(received.job) if received.job else None,
+        )
+
+    @strawberry.mutation(
+        description="Queue a new analysis of a document; earlier ones stay as history."
+    )
+    async def analyze_document(
+        self, info: Info, input: AnalyzeDocumentInput
+    ) -> AnalyzeDocumentPayload:
+        document, job = await document_resolvers.analyze_document(
+            info.context, expect_id(input.document_id, "Document"), input.analyzer
+        )
+        return AnalyzeDocumentPayload(document=Document.from_row(document), job=Job.from_row(job))
 
     @strawberry.mutation(description="Change a document's type, classification or legal hold.")
     async def update_document(self, info: Info, input: UpdateDocumentInput) -> Document:

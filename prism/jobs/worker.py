@@ -1,0 +1,201 @@
+"""The worker: claims jobs with FOR UPDATE SKIP LOCKED, wakes on LISTEN/NOTIFY, holds a lease
+renewed by heartbeat, retries failures with exponential backoff and jitter, and on SIGTERM
+finishes or gives back what it holds."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import asyncpg
+import structlog
+
+from prism.jobs.pipeline import HANDLERS, JobRun, PermanentJobError, fail_document
+from prism.jobs.runtime import Pipeline
+from prism.models import jobs as job_models
+from prism.models.base import utcnow
+from prism.models.db import APP_ROLE
+from prism.models.enums import JobState
+from prism.models.jobs import Job
+
+log = structlog.get_logger("prism.worker")
+JOBS_CHANNEL = "prism_jobs"
+Handler = Callable[[JobRun], Awaitable[None]]
+BACKOFF_BASE_SECONDS = 2.0
+BACKOFF_MAX_SECONDS = 600.0
+IDLE_POLL_SECONDS = 5.0
+
+
+def backoff(attempt: int) -> timedelta:
+    """Full jitter: uniform in [0, min(max, base·2^attempt)] (spreads retries of a burst)."""
+    ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempt - 1, 0))
+    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 - not crypto
+
+
+class Worker:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        concurrency: int | None = None,
+        handlers: dict[str, Handler] | None = None,
+        name: str | None = None,
+    ) -> None:
+        settings = pipeline.settings
+        self.pipeline = pipeline
+        self.concurrency = concurrency or settings.worker_concurrency
+        self.lease_seconds = settings.job_lease_seconds
+        self.handlers = handlers or HANDLERS
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, *, grace_seconds: float = 30) -> None:
+        """Work until ``stop`` is set; then let running jobs finish for ``grace_seconds`` and
+        give back the rest."""
+        listener = await self._listen()
+        heartbeat = asyncio.create_task(self._heartbeat(stop))
+        log.info("worker started", worker=self.name, concurrency=self.concurrency)
+        try:
+            while not stop.is_set():
+                claimed = await self._claim_free_slots()
+                if claimed == 0:
+                    await self._sleep(stop)
+        finally:
+            await self._shutdown(grace_seconds)
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            if listener is not None:
+                await listener.close()
+            log.info("worker stopped", worker=self.name)
+
+    async def drain(self) -> int:
+        """Run jobs until none is runnable (the demo, tests, `prism worker --drain`)."""
+        done = 0
+        while True:
+            claimed = await self._claim_free_slots()
+            done += claimed
+            if claimed == 0 and not self._running:
+                return done
+            if self._running:
+                await asyncio.wait(
+                    list(self._running.values()), return_when=asyncio.FIRST_COMPLETED
+                )
+
+    async def _claim_free_slots(self) -> int:
+        free = self.concurrency - len(self._running)
+        if free <= 0:
+            return 0
+        async with self.pipeline.db.transaction(None) as session:
+            jobs = await job_models.claim_jobs(
+                session, worker=self.name, limit=free, lease_seconds=self.lease_seconds
+            )
+        for job in jobs:
+            self._running[job.id] = asyncio.create_task(self._execute(job))
+        return len(jobs)
+
+    async def _sleep(self, stop: asyncio.Event) -> None:
+        self._wake.clear()
+        waiters: list[asyncio.Future[object]] = [
+            asyncio.ensure_future(self._wake.wait()),
+            asyncio.ensure_future(stop.wait()),
+        ]
+        waiters.extend(self._running.values())  # type: ignore[arg-type]
+        try:
+            await asyncio.wait(
+                waiters, timeout=IDLE_POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters[:2]:
+                waiter.cancel()
+
+    async def _listen(self) -> asyncpg.Connection | None:
+        """A dedicated connection for LISTEN; without it the worker still polls."""
+        url = self.pipeline.db.engine.url.set(drivername="postgresql")
+        try:
+            conn = await asyncpg.connect(
+                url.render_as_string(hide_password=False), server_settings={"role": APP_ROLE}
+            )
+            await conn.add_listener(JOBS_CHANNEL, lambda *_: self._wake.set())
+        except (OSError, asyncpg.PostgresError):
+            log.warning("LISTEN unavailable, polling only", exc_info=True)
+            return None
+        return conn
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        interval = self.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            if self._running:
+                try:
+                    async with self.pipeline.db.transaction(None) as session:
+                        await job_models.renew_leases(
+                            session,
+                            worker=self.name,
+                            ids=list(self._running),
+                            lease_seconds=self.lease_seconds,
+                        )
+                except Exception:
+                    log.warning("lease renewal failed", exc_info=True)
+
+    async def _shutdown(self, grace_seconds: float) -> None:
+        if self._running:
+            await asyncio.wait(list(self._running.values()), timeout=grace_seconds)
+        unfinished = [job_id for job_id, task in self._running.items() if not task.done()]
+        for job_id in unfinished:
+            self._running[job_id].cancel()
+        if unfinished:
+            async with self.pipeline.db.transaction(None) as session:
+                await job_models.release_jobs(session, worker=self.name, ids=unfinished)
+            log.info("released unfinished jobs", count=len(unfinished))
+
+    # --- one job -------------------------------------------------------------------------------
+
+    async def _execute(self, job: Job) -> None:
+        run = JobRun(job=job, worker=self.name, pipeline=self.pipeline)
+        bound = log.bind(job_id=str(job.id), kind=job.kind, attempt=job.attempts)
+        try:
+            if job.attempts > job.max_attempts:
+                raise PermanentJobError(f"gave up after {job.max_attempts} attempts")
+            handler = self.handlers.get(job.kind)
+            if handler is None:
+                raise PermanentJobError(f"no handler for job kind {job.kind!r}")
+            await handler(run)
+            bound.info("job succeeded")
+        except asyncio.CancelledError:
+            raise
+        except PermanentJobError as exc:
+            bound.warning("job failed permanently", error=str(exc))
+            await self._finish(job, JobState.DEAD, str(exc))
+        except Exception as exc:  # noqa: BLE001 - any failure is recorded and retried
+            bound.warning("job failed", exc_info=True)
+            error = f"{type(exc).__name__}: {exc}"[:2000]
+            if job.attempts >= job.max_attempts:
+                await self._finish(job, JobState.DEAD, error)
+                await fail_document(run, f"Processing failed after {job.attempts} attempts.")
+            else:
+                await self._finish(
+                    job, JobState.FAILED, error, run_at=utcnow() + backoff(job.attempts)
+                )
+        finally:
+            self._running.pop(job.id, None)
+
+    async def _finish(self, job: Job, state: JobState, error: str, run_at: object = None) -> None:
+        async with self.pipeline.db.transaction(job.organization_id) as session:
+            await job_models.finish_job(
+                session,
+                job_id=job.id,
+                worker=self.name,
+                state=state,
+                error=error,
+                run_at=run_at,  # type: ignore[arg-type]
+            )
