@@ -19,8 +19,8 @@ from rich.console import Console
 from prism import bootstrap, demo, operators
 from prism.config import Settings
 from prism.errors import PrismError
-from prism.observability import configure_logging
 from prism.models.enums import Classification, Role
+from prism.observability import configure_logging
 from prism.resolvers.context import Services
 
 T = TypeVar("T")

@@ -17,7 +17,9 @@ CLAUSES = [
 ]
 
 
-def docx_bytes(sections: list[tuple[str, str]] = CLAUSES, *, table: bool = True, pages: int = 1) -> bytes:
+def docx_bytes(
+    sections: list[tuple[str, str]] = CLAUSES, *, table: bool = True, pages: int = 1
+) -> bytes:
     document = docx.Document()
     document.add_heading("Master Agreement", level=0)
     for _ in range(pages):
@@ -55,9 +57,10 @@ def encrypted_pdf_bytes() -> bytes:
 def zip_bomb_docx_bytes(inflated_mib: int = 300) -> bytes:
     """A valid-looking .docx whose one extra part inflates to hundreds of MiB."""
     out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(docx_bytes())) as good, zipfile.ZipFile(
-        out, "w", zipfile.ZIP_DEFLATED, compresslevel=9
-    ) as bomb:
+    with (
+        zipfile.ZipFile(io.BytesIO(docx_bytes())) as good,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as bomb,
+    ):
         for item in good.infolist():
             bomb.writestr(item, good.read(item))
         with bomb.open("word/media/padding.bin", "w", force_zip64=True) as part:
@@ -69,10 +72,12 @@ def zip_bomb_docx_bytes(inflated_mib: int = 300) -> bytes:
 
 def entity_docx_bytes() -> bytes:
     """Billion laughs in word/document.xml."""
+    entities = ['<!ENTITY lol0 "lol">'] + [
+        f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 9)
+    ]
     laughs = (
-        '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
-        + "".join(f'<!ENTITY lol{i} "{"&lol" + (str(i - 1) if i > 1 else "") + ";" * 1}' * 10 + '">' for i in range(1, 9))
-        + ']><w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
+        f'<?xml version="1.0"?><!DOCTYPE lolz [{"".join(entities)}]>'
+        '<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
         "<w:body><w:p><w:r><w:t>&lol8;</w:t></w:r></w:p></w:body></w:document>"
     )
     out = io.BytesIO()
@@ -85,7 +90,7 @@ def entity_docx_bytes() -> bytes:
 
 def pdf_stream_bomb_bytes(inflated_mib: int = 1500) -> bytes:
     """A PDF whose page content stream inflates far beyond any memory limit."""
-    import zlib  # noqa: PLC0415
+    import zlib
 
     compressor = zlib.compressobj(9)
     chunk = b" " * (1024 * 1024)
@@ -106,7 +111,8 @@ def pdf_stream_bomb_bytes(inflated_mib: int = 1500) -> bytes:
     body.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
     for offset in offsets:
         body.write(b"%010d 00000 n \n" % offset)
-    body.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref))
+    trailer = b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n"
+    body.write(trailer % (len(objects) + 1, xref))
     return body.getvalue()
 
 
