@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import structlog
@@ -22,6 +23,23 @@ GRAPHQL_LATENCY = Histogram(
 )
 GRAPHQL_ERRORS = Counter("prism_graphql_errors_total", "GraphQL errors by code.", ["code"])
 DB_POOL = Gauge("prism_db_pool_connections", "Database pool connections by state.", ["state"])
+
+# Label values come from clients (paths, operation names): a bounded set keeps one client from
+# growing the metrics without end.
+MAX_OPERATION_NAMES = 500
+_OPERATION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_seen_operations: set[str] = set()
+
+
+def operation_label(name: str | None) -> str:
+    if not name:
+        return "anonymous"
+    if name in _seen_operations:
+        return name
+    if _OPERATION.match(name) and len(_seen_operations) < MAX_OPERATION_NAMES:
+        _seen_operations.add(name)
+        return name
+    return "other"
 
 
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:

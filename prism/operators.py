@@ -72,14 +72,14 @@ async def create_user(
     first_name: str | None = None,
     last_name: str | None = None,
 ) -> User:
+    password_hash = await services.passwords.hash_async(password)
     async with services.db.transaction(organization_id) as session:
         return await identity.create_user(
             session,
-            services.passwords,
             None,
             organization_id=organization_id,
             email=email,
-            password=password,
+            password_hash=password_hash,
             role=role,
             clearance=clearance,
             department=department,

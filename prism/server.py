@@ -45,6 +45,7 @@ from prism.resolvers.context import Context, RequestTransaction, Services
 from prism.schema import build_schema
 
 log = structlog.get_logger("prism.http")
+ROUTES = frozenset({"/graphql", "/healthz", "/readyz", "/metrics"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -78,13 +79,14 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("path", "")
+            path = scope.get("path", "")
+            route = path if path in ROUTES else "other"
             if scope["type"] == "http":
                 HTTP_REQUESTS.labels(scope.get("method", ""), route, str(status)).inc()
                 log.info(
                     "request",
                     method=scope.get("method"),
-                    path=route,
+                    path=path,
                     status=status,
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 )
@@ -178,6 +180,8 @@ class PrismGraphQL(GraphQL[Context, None]):
             if exc.reason == "Unsupported content type":
                 code, status = "UNSUPPORTED_MEDIA_TYPE", 415
             response = error_response(status, code, exc.reason)
+        except UnicodeDecodeError:
+            response = error_response(400, "BAD_USER_INPUT", "The request body is not UTF-8.")
         except BodyTooLarge:
             response = error_response(
                 413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {self.max_body} bytes."
@@ -263,6 +267,16 @@ class PrismGraphQL(GraphQL[Context, None]):
         )
 
 
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """Whatever escapes: logged with its stack, answered without it."""
+    request_id = request.scope.get("state", {}).get("request_id")
+    log.error("unhandled error", request_id=request_id, exc_info=exc)
+    response = error_response(500, "INTERNAL", "Unexpected error.")
+    if request_id:
+        response.headers["x-request-id"] = request_id
+    return response
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -338,6 +352,7 @@ def create_app(
             ),
         ],
         lifespan=lifespan,
+        exception_handlers={Exception: internal_error},
     )
 
 

@@ -4,7 +4,6 @@ Each takes the caller's session (one transaction) and writes its audit event in 
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prism.authz.policy import Action, Resource, require
+from prism.authz.policy import Action, Resource, may_read_token, require
 from prism.authz.principal import SCOPES, Principal
 from prism.authz.secrets import (
     AccessTokens,
@@ -26,7 +25,7 @@ from prism.authz.secrets import (
     public_prefix,
     token_digest,
 )
-from prism.errors import BadUserInput, Conflict, Unauthenticated, not_found
+from prism.errors import BadUserInput, Conflict, Forbidden, Unauthenticated, not_found
 from prism.models import users as user_models
 from prism.models.audit import Actor, RequestMeta, record_event
 from prism.models.db import Database, set_organization
@@ -135,7 +134,7 @@ class SignedIn:
 
 
 async def login(
-    session: AsyncSession,
+    db: Database,
     passwords: Passwords,
     access: AccessTokens,
     *,
@@ -144,40 +143,50 @@ async def login(
     meta: RequestMeta,
     refresh_ttl: timedelta,
 ) -> SignedIn:
-    found: sa.Row[Any] | None = (
-        await session.execute(
-            sa.select(
-                sa.column("user_id"), sa.column("organization_id"), sa.column("password_hash")
-            ).select_from(
-                sa.func.prism_login_lookup(email.strip()).table_valued(
-                    "user_id", "organization_id", "password_hash"
+    """Sign in. The password is verified with no database connection held (argon2 is slow on
+    purpose; holding a pooled connection through it would let a flood of sign-ins starve
+    every other request), then the session is written in its own transaction."""
+    if "\x00" in email or len(email) > 320:
+        raise Unauthenticated(_INVALID_LOGIN)
+    async with db.transaction(None) as session:
+        found: sa.Row[Any] | None = (
+            await session.execute(
+                sa.select(
+                    sa.column("user_id"), sa.column("organization_id"), sa.column("password_hash")
+                ).select_from(
+                    sa.func.prism_login_lookup(email.strip()).table_valued(
+                        "user_id", "organization_id", "password_hash"
+                    )
                 )
             )
-        )
-    ).first()
-    # The hash is verified even for an unknown address, so both failures take the same time.
-    ok = await asyncio.to_thread(passwords.verify, found.password_hash if found else None, password)
+        ).first()
+    # Verified even for an unknown address, so both failures take the same time.
+    ok = await passwords.verify_async(found.password_hash if found else None, password)
     if found is None or not ok:
         raise Unauthenticated(_INVALID_LOGIN)
-    await set_organization(session, found.organization_id)
-    user = await session.get(User, found.user_id)
-    if user is None:
-        raise Unauthenticated(_INVALID_LOGIN)
-    principal = _principal_of_user(user)
-    await user_models.mark_login(session, user)
-    signed_in = await _start_session(session, access, user, meta, refresh_ttl, uuid.uuid4())
-    await record_event(
-        session,
-        organization_id=user.organization_id,
-        actor=actor_of(principal),
-        event_type="auth.login",
-        category="authentication",
-        description=f"{user.email} signed in",
-        resource_type="User",
-        resource_id=user.id,
-        meta=meta,
-    )
+    async with db.transaction(found.organization_id) as session:
+        user = await session.get(User, found.user_id)
+        if user is None or _expired(user):
+            # Same answer as a wrong password: a right password must not be confirmed.
+            raise Unauthenticated(_INVALID_LOGIN)
+        await user_models.mark_login(session, user)
+        signed_in = await _start_session(session, access, user, meta, refresh_ttl, uuid.uuid4())
+        await record_event(
+            session,
+            organization_id=user.organization_id,
+            actor=Actor(user_id=user.id),
+            event_type="auth.login",
+            category="authentication",
+            description=f"{user.email} signed in",
+            resource_type="User",
+            resource_id=user.id,
+            meta=meta,
+        )
     return signed_in
+
+
+def _expired(user: User) -> bool:
+    return user.access_expires_at is not None and user.access_expires_at <= datetime.now(UTC)
 
 
 async def _start_session(
@@ -205,89 +214,104 @@ async def _start_session(
     return SignedIn(user=user, access_token=token, refresh_token=refresh, expires_at=expires_at)
 
 
-async def _find_refresh_session(session: AsyncSession, refresh_token: str) -> RefreshSession | None:
-    found: sa.Row[Any] | None = (
-        await session.execute(
-            sa.select(sa.column("session_id"), sa.column("organization_id")).select_from(
-                sa.func.prism_refresh_lookup(token_digest(refresh_token)).table_valued(
-                    "session_id", "organization_id"
+async def _find_refresh_session(
+    db: Database, refresh_token: str
+) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """(session id, organization id) of a refresh token, looked up before the organization
+    is known."""
+    async with db.transaction(None) as session:
+        found: sa.Row[Any] | None = (
+            await session.execute(
+                sa.select(sa.column("session_id"), sa.column("organization_id")).select_from(
+                    sa.func.prism_refresh_lookup(token_digest(refresh_token)).table_valued(
+                        "session_id", "organization_id"
+                    )
                 )
             )
-        )
-    ).first()
-    if found is None:
-        return None
-    await set_organization(session, found.organization_id)
-    return await session.get(RefreshSession, found.session_id, with_for_update=True)
+        ).first()
+    return (found.session_id, found.organization_id) if found else None
 
 
 async def refresh(
-    session: AsyncSession,
+    db: Database,
     access: AccessTokens,
     *,
     refresh_token: str,
     meta: RequestMeta,
     refresh_ttl: timedelta,
-) -> SignedIn | None:
-    """Rotate a refresh token. A replay of an already rotated token revokes its whole family
-    (the token was stolen, or the client is broken) and returns None: the caller commits the
-    revocation, then refuses."""
-    current = await _find_refresh_session(session, refresh_token)
-    now = datetime.now(UTC)
-    if current is None or current.expires_at <= now:
-        raise Unauthenticated("The refresh token is invalid or has expired.")
-    if current.rotated_at is not None:
+) -> SignedIn:
+    """Rotate a refresh token. A replay of an already rotated token means it was stolen (or
+    the client is broken): the whole family is revoked, committed, and the call refused."""
+    invalid = Unauthenticated("The refresh token is invalid or has expired.")
+    found = await _find_refresh_session(db, refresh_token)
+    if found is None:
+        raise invalid
+    session_id, organization_id = found
+    async with db.transaction(organization_id) as session:
+        current = await session.get(RefreshSession, session_id, with_for_update=True)
+        now = datetime.now(UTC)
+        if current is None or current.expires_at <= now or current.revoked_at is not None:
+            raise invalid
+        replayed = current.rotated_at is not None
+        if replayed:
+            await user_models.revoke_session_family(session, current.family_id)
+            await record_event(
+                session,
+                organization_id=organization_id,
+                actor=Actor(user_id=current.user_id),
+                event_type="auth.refresh_reused",
+                category="authentication",
+                description="A rotated refresh token was replayed; its session family is revoked",
+                resource_type="User",
+                resource_id=current.user_id,
+                meta=meta,
+            )
+        else:
+            user = await session.get(User, current.user_id)
+            if user is None or not user.is_active or _expired(user):
+                raise invalid
+            current.rotated_at = now
+            signed_in = await _start_session(
+                session, access, user, meta, refresh_ttl, current.family_id
+            )
+            await record_event(
+                session,
+                organization_id=organization_id,
+                actor=Actor(user_id=user.id),
+                event_type="auth.refresh",
+                category="authentication",
+                description=f"{user.email} refreshed a session",
+                resource_type="User",
+                resource_id=user.id,
+                meta=meta,
+            )
+    # Outside the transaction: the revocation above is committed before we refuse.
+    if replayed:
+        raise invalid
+    return signed_in
+
+
+async def logout(db: Database, *, refresh_token: str, meta: RequestMeta) -> bool:
+    found = await _find_refresh_session(db, refresh_token)
+    if found is None:
+        return False
+    session_id, organization_id = found
+    async with db.transaction(organization_id) as session:
+        current = await session.get(RefreshSession, session_id, with_for_update=True)
+        if current is None or current.revoked_at is not None:
+            return False
         await user_models.revoke_session_family(session, current.family_id)
         await record_event(
             session,
-            organization_id=current.organization_id,
+            organization_id=organization_id,
             actor=Actor(user_id=current.user_id),
-            event_type="auth.refresh_reused",
+            event_type="auth.logout",
             category="authentication",
-            description="A rotated refresh token was replayed; its session family is revoked",
+            description="Signed out",
             resource_type="User",
             resource_id=current.user_id,
             meta=meta,
         )
-        return None
-    if current.revoked_at is not None:
-        raise Unauthenticated("The refresh token is invalid or has expired.")
-    user = await session.get(User, current.user_id)
-    if user is None or not user.is_active:
-        raise Unauthenticated("The refresh token is invalid or has expired.")
-    _principal_of_user(user)
-    current.rotated_at = now
-    signed_in = await _start_session(session, access, user, meta, refresh_ttl, current.family_id)
-    await record_event(
-        session,
-        organization_id=user.organization_id,
-        actor=Actor(user_id=user.id),
-        event_type="auth.refresh",
-        category="authentication",
-        description=f"{user.email} refreshed a session",
-        resource_type="User",
-        resource_id=user.id,
-        meta=meta,
-    )
-    return signed_in
-
-
-async def logout(session: AsyncSession, *, refresh_token: str, meta: RequestMeta) -> bool:
-    current = await _find_refresh_session(session, refresh_token)
-    if current is None or current.revoked_at is not None:
-        return False
-    await user_models.revoke_session_family(session, current.family_id)
-    await record_event(
-        session,
-        organization_id=current.organization_id,
-        actor=Actor(user_id=current.user_id),
-        event_type="auth.logout",
-        category="authentication",
-        description="Signed out",
-        resource_type="User",
-        resource_id=current.user_id,
-        meta=meta,
-    )
     return True
 
 
@@ -324,6 +348,8 @@ async def create_api_token(
     name = name.strip()
     if not 1 <= len(name) <= 100:
         raise BadUserInput("A token name is 1 to 100 characters.", argument="name")
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise BadUserInput("`expiresAt` needs a UTC offset.", argument="expiresAt")
     if expires_at is not None and expires_at <= datetime.now(UTC):
         raise BadUserInput("`expiresAt` must be in the future.", argument="expiresAt")
     secret = new_api_token()
@@ -373,7 +399,7 @@ async def revoke_api_token(
             .with_for_update()
         )
     ).one_or_none()
-    if token is None:
+    if token is None or not may_read_token(principal, token.user_id, token.created_by):
         raise not_found("ApiToken")
     owner = token.user_id or token.created_by
     require(
@@ -407,14 +433,29 @@ def normalize_email(email: str) -> str:
     return email
 
 
+def _check_profile(**fields: str | None) -> None:
+    for name, value in fields.items():
+        if value is not None and (len(value) > 100 or "\x00" in value):
+            raise BadUserInput(f"`{name}` is at most 100 characters of text.", argument=name)
+
+
+def _check_clearance(principal: Principal | None, clearance: Classification | None) -> None:
+    """Nobody hands out more clearance than they hold (ADMINs included)."""
+    if (
+        principal is not None
+        and clearance is not None
+        and clearance.rank > principal.clearance.rank
+    ):
+        raise Forbidden("You cannot grant a clearance above your own.")
+
+
 async def create_user(
     session: AsyncSession,
-    passwords: Passwords,
     principal: Principal | None,
     *,
     organization_id: uuid.UUID,
     email: str,
-    password: str,
+    password_hash: str,
     role: Role,
     clearance: Classification | None = None,
     first_name: str | None = None,
@@ -423,14 +464,15 @@ async def create_user(
     access_expires_at: datetime | None = None,
     meta: RequestMeta,
 ) -> User:
-    """Create a user. ``principal`` is None only for operator commands (CLI, demo)."""
+    """Create a user. ``principal`` is None only for operator commands (CLI, demo); the
+    password is hashed by the caller before the transaction (see ``Passwords.hash_async``)."""
     if principal is not None:
         require(principal, Action.USER_CREATE)
     email = normalize_email(email)
-    Passwords.validate(password)
+    _check_profile(firstName=first_name, lastName=last_name, department=department)
+    _check_clearance(principal, clearance or Classification.INTERNAL)
     if await user_models.email_in_use(session, email):
         raise Conflict("A user with this e-mail address already exists.")
-    password_hash = await asyncio.to_thread(passwords.hash, password)
     try:
         async with session.begin_nested():
             user = await user_models.create_user(
@@ -483,6 +525,8 @@ async def update_user(
         raise not_found("User")
     if user.id == principal.user_id and changes.get("role", Role.ADMIN) is not Role.ADMIN:
         raise BadUserInput("An ADMIN cannot remove their own ADMIN role.", argument="role")
+    _check_profile(department=changes.get("department"))
+    _check_clearance(principal, changes.get("clearance"))
     before = user_snapshot(user)
     for field, value in changes.items():
         setattr(user, field, value)

@@ -169,12 +169,23 @@ def decide(
         resource is not None
         and action in _OWNED
         and not principal.is_admin
-        and resource.owner_id != principal.user_id
+        and not owns(principal, resource.owner_id)
     ):
         return Decision(False, f"Only the owner or an ADMIN may {action.value}.")
     if resource is not None and action in _HELD and resource.legal_hold:
         return Decision(False, f"The {resource.kind.lower()} is under legal hold.", "CONFLICT")
     return _allow(f"{principal.role.value} may {action.value}.")
+
+
+def sees_raw_pii(principal: Principal) -> bool:
+    """Below CONFIDENTIAL clearance, personal data in text is masked wherever it is shown."""
+    return principal.clearance.rank >= Classification.CONFIDENTIAL.rank
+
+
+def owns(principal: Principal, owner_id: uuid.UUID | None) -> bool:
+    """A known owner who is the caller: a missing owner never matches a service token's
+    missing user."""
+    return owner_id is not None and principal.user_id is not None and owner_id == principal.user_id
 
 
 def require(principal: Principal, action: Action, resource: Resource | None = None) -> None:
@@ -185,5 +196,5 @@ def may_read_token(
     principal: Principal, owner_id: uuid.UUID | None, created_by: uuid.UUID | None
 ) -> bool:
     """Everyone sees their own tokens; TOKEN_READ_ALL sees the organization's."""
-    own = principal.user_id is not None and principal.user_id in (owner_id, created_by)
+    own = owns(principal, owner_id) or owns(principal, created_by)
     return own or decide(principal, Action.TOKEN_READ_ALL).allowed

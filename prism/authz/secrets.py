@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import secrets
@@ -33,8 +34,16 @@ class Passwords:
     """argon2id; parameters come from settings so operators can size them for their CPUs."""
 
     def __init__(
-        self, *, time_cost: int = 3, memory_kib: int = 65536, parallelism: int = 4
+        self,
+        *,
+        time_cost: int = 3,
+        memory_kib: int = 65536,
+        parallelism: int = 4,
+        concurrent: int = 4,
     ) -> None:
+        # At most `concurrent` hashes at once per process: a sign-in flood queues here
+        # instead of exhausting memory (64 MiB each) and the thread pool.
+        self._slots = asyncio.Semaphore(concurrent)
         self._hasher = PasswordHasher(
             time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism
         )
@@ -52,6 +61,15 @@ class Passwords:
     def hash(self, password: str) -> str:
         self.validate(password)
         return self._hasher.hash(password)
+
+    async def hash_async(self, password: str) -> str:
+        self.validate(password)
+        async with self._slots:
+            return await asyncio.to_thread(self.hash, password)
+
+    async def verify_async(self, stored_hash: str | None, password: str) -> bool:
+        async with self._slots:
+            return await asyncio.to_thread(self.verify, stored_hash, password)
 
     def verify(self, stored_hash: str | None, password: str) -> bool:
         try:
@@ -161,12 +179,19 @@ class AccessTokens:
 def load_or_create_key(path: Path) -> bytes:
     """A development key kept beside the data, created once with 0600 permissions."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_bytes(32)
-    try:
-        # O_EXCL: of several processes starting at once, one writes and the others read.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.exists():
         return bytes.fromhex(path.read_text().strip())
+    key = secrets.token_bytes(32)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(key.hex())
+    try:
+        # link() fails if the key exists: of processes starting at once, one key wins and
+        # nobody ever reads a half-written file.
+        os.link(partial, path)
+    except FileExistsError:
+        key = bytes.fromhex(path.read_text().strip())
+    finally:
+        partial.unlink()
     return key

@@ -91,6 +91,12 @@ def scan(text: str) -> list[Finding]:
     return result
 
 
+def mask_all(text: str) -> str:
+    """Mask whatever the scanner finds now (for text without stored findings: headings,
+    quotes, descriptions)."""
+    return mask(text, [f.as_json() for f in scan(text)])
+
+
 def mask(text: str, findings: list[dict[str, Any]]) -> str:
     """Replace each finding by ``[TYPE]``; offsets refer to the unmasked text."""
     parts: list[str] = []

@@ -34,7 +34,7 @@ from prism.jobs.runtime import Pipeline
 from prism.models import documents as document_models
 from prism.models import jobs as job_models
 from prism.models.analyses import Analysis
-from prism.models.audit import Actor, RequestMeta, record_event
+from prism.models.audit import Actor, RequestMeta, Subject, record_event
 from prism.models.base import utcnow
 from prism.models.documents import Document, Section, visible_documents
 from prism.models.enums import Classification, DocumentType, JobState, ProcessingStatus
@@ -156,6 +156,7 @@ async def receive_upload(
             description=f"Document {document.filename!r} uploaded ({size} bytes, {kind.value})",
             resource_type="Document",
             resource_id=document.id,
+            subject=Subject(classification, document.department),
             after={
                 "filename": document.filename,
                 "sha256": sha256,
@@ -449,6 +450,7 @@ async def handle_analyze(run: JobRun) -> None:
             f"{len(results)} sections, risk {risk or '-'}",
             resource_type="Document",
             resource_id=locked.id,
+            subject=Subject(locked.classification, locked.department),
             after={
                 "riskLevel": risk,
                 "feedbackItems": locked.total_feedback_items,
@@ -477,6 +479,7 @@ async def fail_document(run: JobRun, error: str) -> None:
             resource_type="Document",
             resource_id=document.id,
             after={"processingError": error[:2000], "job": run.job.kind},
+            subject=Subject(document.classification, document.department),
         )
 
 

@@ -9,6 +9,7 @@ form, so an edit or a deletion made behind Prism's back breaks the chain visibly
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,8 +22,10 @@ from sqlalchemy.dialects.postgresql import INET, JSONB, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from prism.models.base import Base, org_fk, utcnow
+from prism.models.base import Base, enum_column, org_fk, utcnow
+from prism.models.enums import Classification
 from prism.models.pagination import Page, PageRequest, keyset_page
+from prism.models.scope import Scope, within_clearance
 
 
 class AuditEvent(Base):
@@ -45,6 +48,9 @@ class AuditEvent(Base):
     ip_address: Mapped[str | None] = mapped_column(INET)
     user_agent: Mapped[str | None] = mapped_column(sa.String(512))
     request_id: Mapped[str | None] = mapped_column(sa.String(64))
+    # The sensitivity of what the event is about: readers below it do not see the event.
+    classification: Mapped[Classification | None] = enum_column(Classification)
+    department: Mapped[str | None] = mapped_column(sa.String(100))
     prev_hash: Mapped[str | None] = mapped_column(sa.CHAR(64))
     hash: Mapped[str] = mapped_column(sa.CHAR(64), nullable=False)
 
@@ -87,6 +93,14 @@ class Actor:
 
 
 @dataclass(frozen=True)
+class Subject:
+    """The classification of what an event concerns (a document, its feedback, ...)."""
+
+    classification: Classification | None = None
+    department: str | None = None
+
+
+@dataclass(frozen=True)
 class AuditFilter:
     event_type: Sequence[str] | None = None
     resource_id: uuid.UUID | None = None
@@ -113,6 +127,8 @@ def canonical_form(event: AuditEvent) -> bytes:
         "ip_address": str(event.ip_address) if event.ip_address else None,
         "user_agent": event.user_agent,
         "request_id": event.request_id,
+        "classification": event.classification.value if event.classification else None,
+        "department": event.department,
         "prev_hash": event.prev_hash,
     }
     return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
@@ -135,6 +151,7 @@ async def record_event(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
     meta: RequestMeta | None = None,
+    subject: Subject | None = None,
 ) -> AuditEvent:
     """Append an event to the organization's chain, in the caller's transaction."""
     meta = meta or RequestMeta()
@@ -163,9 +180,11 @@ async def record_event(
         resource_id=resource_id,
         before=_jsonable(before),
         after=_jsonable(after),
-        ip_address=meta.ip_address,
+        ip_address=normalize_ip(meta.ip_address),
         user_agent=(meta.user_agent or None) and meta.user_agent[:512],
         request_id=meta.request_id,
+        classification=subject.classification if subject else None,
+        department=subject.department if subject else None,
         prev_hash=prev_hash,
     )
     event.hash = event_hash(event)
@@ -183,6 +202,19 @@ async def record_event(
     return event
 
 
+def normalize_ip(value: str | None) -> str | None:
+    """The form PostgreSQL's inet gives back (so the hash verifies after a read); anything
+    that is not an address is not recorded as one."""
+    if not value:
+        return None
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        return None
+    mapped = getattr(address, "ipv4_mapped", None)
+    return str(mapped or address)
+
+
 def _jsonable(value: dict[str, Any] | None) -> dict[str, Any] | None:
     """Round-trip through JSON so what is hashed is exactly what JSONB will give back."""
     if value is None:
@@ -193,10 +225,19 @@ def _jsonable(value: dict[str, Any] | None) -> dict[str, Any] | None:
     return result
 
 
+def _visible(scope: Scope) -> sa.Select[tuple[AuditEvent]]:
+    return sa.select(AuditEvent).where(
+        AuditEvent.organization_id == scope.organization_id,
+        within_clearance(
+            scope, AuditEvent.classification, AuditEvent.department, unclassified_visible=True
+        ),
+    )
+
+
 async def read_audit_events(
-    session: AsyncSession, *, organization_id: uuid.UUID, flt: AuditFilter | None, page: PageRequest
+    session: AsyncSession, scope: Scope, *, flt: AuditFilter | None, page: PageRequest
 ) -> Page[AuditEvent]:
-    query = sa.select(AuditEvent).where(AuditEvent.organization_id == organization_id)
+    query = _visible(scope)
     if flt is not None:
         if flt.event_type:
             query = query.where(AuditEvent.event_type.in_(flt.event_type))
@@ -212,11 +253,8 @@ async def read_audit_events(
 
 
 async def read_audit_events_by_ids(
-    session: AsyncSession, *, organization_id: uuid.UUID, ids: Sequence[uuid.UUID]
+    session: AsyncSession, scope: Scope, ids: Sequence[uuid.UUID]
 ) -> list[AuditEvent]:
     if not ids:
         return []
-    query = sa.select(AuditEvent).where(
-        AuditEvent.organization_id == organization_id, AuditEvent.id.in_(ids)
-    )
-    return list(await session.scalars(query))
+    return list(await session.scalars(_visible(scope).where(AuditEvent.id.in_(ids))))

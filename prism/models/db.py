@@ -57,6 +57,8 @@ def create_engine(
         pool_pre_ping=True,
         # Recycle before common proxy/firewall idle limits (often 30-60 min).
         pool_recycle=1800,
+        # Bound values (password hashes, token digests) never reach logs via error text.
+        hide_parameters=True,
         connect_args={"server_settings": server_settings},
     )
 

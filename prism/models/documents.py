@@ -23,7 +23,7 @@ from prism.models.enums import (
     StorageTier,
 )
 from prism.models.pagination import Column, Page, PageRequest, keyset_page, window_pages
-from prism.models.scope import Scope
+from prism.models.scope import Scope, within_clearance
 
 
 class Document(Base):
@@ -149,17 +149,11 @@ DOCUMENT_ORDERINGS: dict[str, tuple[Sequence[Column], Any]] = {
 
 def visible_documents(scope: Scope) -> sa.ColumnElement[bool]:
     """The documents ``scope`` may see: the SQL form of the read rule of ``authz.policy``."""
-    clauses: list[sa.ColumnElement[bool]] = [
+    return sa.and_(
         Document.organization_id == scope.organization_id,
         Document.deleted_at.is_(None),
-        Document.classification.in_(scope.max_classification.at_most()),
-    ]
-    if not scope.all_departments and scope.max_classification is Classification.RESTRICTED:
-        restricted_ok: sa.ColumnElement[bool] = (
-            Document.department == scope.department if scope.department else sa.false()
-        )
-        clauses.append(sa.or_(Document.classification != Classification.RESTRICTED, restricted_ok))
-    return sa.and_(*clauses)
+        within_clearance(scope, Document.classification, Document.department),
+    )
 
 
 def _filtered(scope: Scope, flt: DocumentFilter | None) -> sa.Select[tuple[Document]]:

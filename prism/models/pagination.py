@@ -109,11 +109,23 @@ def decode_cursor(cursor: str, ordering: str) -> tuple[Any, ...]:
 def after_clause(
     columns: Sequence[Column], key: tuple[Any, ...], *, descending: bool
 ) -> sa.ColumnElement[bool]:
-    if len(key) != len(columns):
+    if len(key) != len(columns) or not all(
+        _fits(value, column) for value, column in zip(key, columns, strict=True)
+    ):
         raise BadUserInput("`after` is not a valid cursor for this list.", argument="after")
     left = sa.tuple_(*columns)
     right = sa.tuple_(*[sa.literal(v, type_=c.type) for v, c in zip(key, columns, strict=True)])
     return left < right if descending else left > right
+
+
+def _fits(value: Any, column: Column) -> bool:
+    """A cursor is client input: each value must have its column's type (and no NUL)."""
+    expected = column.type.python_type
+    if isinstance(value, str) and "\x00" in value:
+        return False
+    if expected is datetime:
+        return isinstance(value, datetime) and value.tzinfo is not None
+    return isinstance(value, expected) and not (expected is int and isinstance(value, bool))
 
 
 def order_by(columns: Sequence[Column], *, descending: bool) -> list[sa.UnaryExpression[Any]]:

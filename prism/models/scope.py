@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
 
 from prism.models.enums import Classification
 
@@ -29,3 +32,19 @@ class Scope:
             department=None,
             all_departments=True,
         )
+
+
+def within_clearance(
+    scope: Scope, classification: Any, department: Any, *, unclassified_visible: bool = False
+) -> sa.ColumnElement[bool]:
+    """SQL form of the read rule on a (classification, department) pair of columns: at most
+    the scope's clearance, and RESTRICTED only within the department (or all_departments)."""
+    allowed: sa.ColumnElement[bool] = classification.in_(scope.max_classification.at_most())
+    if not scope.all_departments and scope.max_classification is Classification.RESTRICTED:
+        same_department = department == scope.department if scope.department else sa.false()
+        allowed = sa.and_(
+            allowed, sa.or_(classification != Classification.RESTRICTED, same_department)
+        )
+    if unclassified_visible:
+        allowed = sa.or_(classification.is_(None), allowed)
+    return allowed

@@ -46,9 +46,9 @@ class RequestTransaction:
 
     Top-level fields and DataLoader batches run concurrently; they take turns on the session
     through a lock, so a request holds at most one pooled connection and reads one consistent
-    snapshot. The transaction commits at the end of the request only if no error occurred:
-    a request of several mutations is all or nothing, like the `data: null` its client sees
-    when one of them fails."""
+    snapshot (REPEATABLE READ). The transaction commits at the end of the request only if
+    every root field succeeded: a request of several mutations is all or nothing, like the
+    `data: null` its client sees when one of them fails."""
 
     def __init__(self, db: Database, organization_id: uuid.UUID | None) -> None:
         self._db = db
@@ -59,7 +59,9 @@ class RequestTransaction:
     async def _open(self) -> AsyncSession:
         if self._session is None:
             session = self._db.sessionmaker()
-            await session.begin()
+            # One snapshot for the whole request: a row deleted between two loader batches
+            # cannot leave a child without its parent.
+            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             await set_organization(session, self._organization_id)
             self._session = session
         return self._session
@@ -74,12 +76,6 @@ class RequestTransaction:
         """The session for a mutation (the same transaction; named for the reader)."""
         async with self._lock:
             yield await self._open()
-
-    async def commit_now(self) -> None:
-        """Commit what is done so far even though the request will answer with an error (a
-        security measure that must stick, such as revoking a replayed token's family)."""
-        async with self._lock:
-            await self.finish(commit=True)
 
     async def finish(self, *, commit: bool) -> None:
         session, self._session = self._session, None
@@ -113,6 +109,13 @@ class Context:
         self.principal = principal
         self.transaction = RequestTransaction(self.services.db, principal.organization_id)
         self.loaders = Loaders(self.transaction, principal.scope())
+
+    async def renew(self) -> None:
+        """A fresh transaction and loaders (each event of a long subscription reads current
+        rows and holds no connection in between)."""
+        await self.transaction.finish(commit=False)
+        if self.principal is not None:
+            self.authenticate(self.principal)
 
     def require_principal(self) -> Principal:
         if self.principal is None:

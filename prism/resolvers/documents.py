@@ -6,17 +6,21 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from prism.authz.policy import Action, Resource, require
 from prism.errors import BadUserInput, Conflict, Forbidden, not_found
 from prism.jobs import pipeline
 from prism.models import analyses as analysis_models
 from prism.models import documents as document_models
 from prism.models import feedback as feedback_models
+from prism.models.audit import Subject
 from prism.models.base import utcnow
 from prism.models.documents import Document
 from prism.models.enums import Classification, DocumentType, FeedbackAction, WorkflowStatus
 from prism.models.feedback import Feedback
 from prism.models.jobs import Job
+from prism.models.scope import Scope
 from prism.resolvers.context import Context
 
 
@@ -29,6 +33,21 @@ def resource_of(document: Document) -> Resource:
         owner_id=document.uploaded_by,
         legal_hold=document.legal_hold,
     )
+
+
+def subject_of(document: Document) -> Subject:
+    return Subject(classification=document.classification, department=document.department)
+
+
+def _rank(subject: Subject) -> int:
+    return subject.classification.rank if subject.classification else -1
+
+
+async def _subject_of_document(
+    session: AsyncSession, scope: Scope, document_id: uuid.UUID
+) -> Subject:
+    rows = await document_models.read_documents_by_ids(session, scope, [document_id])
+    return subject_of(rows[0]) if rows else Subject(classification=Classification.RESTRICTED)
 
 
 def snapshot(document: Document) -> dict[str, Any]:
@@ -68,6 +87,7 @@ async def update_document(
         if changes.legal_hold is not None and changes.legal_hold != document.legal_hold:
             require(principal, Action.DOCUMENT_LEGAL_HOLD, resource)
         before = snapshot(document)
+        was = subject_of(document)
         if changes.document_type is not None:
             document.document_type = changes.document_type
         if changes.classification is not None:
@@ -88,6 +108,8 @@ async def update_document(
                 resource_id=document.id,
                 before=before,
                 after=after,
+                # Readers must clear both the old and the new level to see the change.
+                subject=max(was, subject_of(document), key=_rank),
             )
         return document
 
@@ -111,6 +133,7 @@ async def delete_document(ctx: Context, document_id: uuid.UUID) -> uuid.UUID:
             resource_type="Document",
             resource_id=document.id,
             before=snapshot(document),
+            subject=subject_of(document),
         )
         return document.id
 
@@ -187,6 +210,7 @@ async def submit_feedback(ctx: Context, data: FeedbackInput) -> Feedback:
             resource_type="Feedback",
             resource_id=feedback.id,
             after={"action": data.action.value, "itemId": data.item_id, "rating": data.rating},
+            subject=await _subject_of_document(session, scope, analysis.document_id),
         )
         return feedback
 
@@ -200,7 +224,10 @@ async def review_feedback(ctx: Context, feedback_id: uuid.UUID, *, approve: bool
         )
         if feedback is None:
             raise not_found("Feedback")
-        if feedback.user_id is not None and feedback.user_id == principal.user_id:
+        if principal.user_id is None:
+            # Four eyes need two people: a service token is nobody in particular.
+            raise Forbidden("Feedback is reviewed by a person (a user or a user's token).")
+        if feedback.user_id == principal.user_id:
             raise Forbidden("Feedback is reviewed by someone other than its author.")
         if feedback.workflow_status is not WorkflowStatus.SUBMITTED:
             raise Conflict(f"The feedback was already {feedback.workflow_status.value.lower()}.")
@@ -218,6 +245,7 @@ async def review_feedback(ctx: Context, feedback_id: uuid.UUID, *, approve: bool
             resource_id=feedback.id,
             before=before,
             after={"workflowStatus": feedback.workflow_status.value},
+            subject=await _subject_of_document(session, principal.scope(), feedback.document_id),
         )
         return feedback
 
@@ -275,5 +303,6 @@ async def analyze_document(
                 "analyzer": analyzer or ctx.services.settings.analyzer.value,
                 "jobId": str(job.id),
             },
+            subject=subject_of(document),
         )
         return document, job

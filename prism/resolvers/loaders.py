@@ -39,11 +39,7 @@ class Loaders:
             lambda s, sc, ids: users.read_api_tokens_by_ids(s, sc.organization_id, ids)
         )
         self.job = self._by_id(lambda s, sc, ids: jobs.read_jobs_by_ids(s, sc.organization_id, ids))
-        self.audit_event = self._by_id(
-            lambda s, sc, ids: audit.read_audit_events_by_ids(
-                s, organization_id=sc.organization_id, ids=ids
-            )
-        )
+        self.audit_event = self._by_id(audit.read_audit_events_by_ids)
         self.analyses_by_section: DataLoader[uuid.UUID, list[Analysis]] = DataLoader(
             self._analyses_by_section
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import strawberry
 from graphql import GraphQLError, NoSchemaIntrospectionCustomRule
 from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, QueryDepthLimiter
@@ -15,6 +17,24 @@ from prism.schema.identity import ApiToken, Organization, User
 from prism.schema.mutation import Mutation
 from prism.schema.query import Query
 from prism.schema.subscription import Subscription
+
+
+def _parse_datetime(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("A DateTime is an ISO 8601 string.")
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        # A time without an offset means different instants on different servers.
+        raise ValueError("A DateTime needs a UTC offset, e.g. 2026-01-31T09:00:00Z.")
+    return parsed
+
+
+DATETIME = strawberry.scalar(
+    name="DateTime",
+    description="ISO 8601 date and time with a UTC offset.",
+    serialize=lambda value: value.isoformat(),
+    parse_value=_parse_datetime,
+)
 
 MAX_DEPTH = 12
 MAX_ALIASES = 30
@@ -55,7 +75,9 @@ def build_schema(*, production: bool) -> strawberry.Schema:
             Job,
         ],
         extensions=extensions,  # type: ignore[arg-type]
-        config=StrawberryConfig(disable_field_suggestions=production),
+        config=StrawberryConfig(
+            disable_field_suggestions=production, scalar_map={datetime: DATETIME}
+        ),
     )
 
 

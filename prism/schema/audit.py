@@ -8,6 +8,7 @@ from typing import cast
 import strawberry
 from strawberry.scalars import JSON
 
+from prism.authz.policy import may_read_token
 from prism.models import audit as audit_models
 from prism.models import jobs as job_models
 from prism.models.pagination import Page
@@ -74,7 +75,10 @@ class AuditEvent(Node):
         if self.row.api_token_id is None:
             return None
         row = await info.context.loaders.api_token.load(self.row.api_token_id)
-        return ApiToken.from_row(row) if row else None
+        principal = info.context.require_principal()
+        if row is None or not may_read_token(principal, row.user_id, row.created_by):
+            return None
+        return ApiToken.from_row(row)
 
 
 @strawberry.type

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 import strawberry
 
-from prism.ingest.pii import mask
+from prism.authz.policy import sees_raw_pii
+from prism.errors import NotFound
+from prism.ingest.pii import mask, mask_all
 from prism.models import analyses as analysis_models
 from prism.models import documents as document_models
 from prism.models import feedback as feedback_models
-from prism.models.enums import Classification as ClassificationValue
 from prism.models.pagination import Page, PageRequest
 from prism.resolvers.ids import to_global_id
 from prism.schema.base import Info, Node, PageInfo, edges_of
@@ -138,7 +140,6 @@ class Document(Node):
 @strawberry.type(description="A section of a document, as split at extraction.")
 class Section(Node):
     order: int
-    name: str
     word_count: int
     row: strawberry.Private[document_models.Section]
 
@@ -147,16 +148,18 @@ class Section(Node):
         return cls(
             id=strawberry.ID(to_global_id("Section", row.id)),
             order=row.ord,
-            name=row.name,
             word_count=row.word_count,
             row=row,
         )
 
     def _masked(self, info: Info) -> bool:
-        principal = info.context.require_principal()
-        return bool(self.row.pii_findings) and (
-            principal.clearance.rank < ClassificationValue.CONFIDENTIAL.rank
-        )
+        return bool(self.row.pii_findings) and not sees_raw_pii(info.context.require_principal())
+
+    @strawberry.field(description="The section's heading (PII masked below CONFIDENTIAL).")
+    def name(self, info: Info) -> str:
+        if sees_raw_pii(info.context.require_principal()):
+            return self.row.name
+        return mask_all(self.row.name)
 
     @strawberry.field(
         description="Text as the viewer may see it: PII masked below CONFIDENTIAL clearance."
@@ -190,7 +193,7 @@ class Section(Node):
 async def _document(info: Info, document_id: Any) -> Document:
     row = await info.context.loaders.document.load(document_id)
     if row is None:  # a child row is only readable when its document is
-        raise AssertionError("child of an invisible document")
+        raise NotFound("Document not found.")
     return Document.from_row(row)
 
 
@@ -205,16 +208,26 @@ class FeedbackItem:
     quote: str | None
 
     @classmethod
-    def from_json(cls, item: dict[str, Any]) -> FeedbackItem:
+    def from_json(cls, item: dict[str, Any], *, masked: bool) -> FeedbackItem:
+        """``masked``: the viewer may not see PII, which a quote or description may hold."""
+        shown = mask_all if masked else _same
         return cls(
             id=str(item["id"]),
             category=item["category"],
-            description=item["description"],
-            suggestion=item.get("suggestion"),
+            description=shown(item["description"]),
+            suggestion=_maybe(shown, item.get("suggestion")),
             risk_level=item["riskLevel"],
             confidence=float(item["confidence"]),
-            quote=item.get("quote"),
+            quote=_maybe(shown, item.get("quote")),
         )
+
+
+def _same(text: str) -> str:
+    return text
+
+
+def _maybe(show: Callable[[str], str], text: str | None) -> str | None:
+    return None if text is None else show(text)
 
 
 @strawberry.type(description="An AI analysis of one section.")
@@ -254,12 +267,13 @@ class Analysis(Node):
     async def section(self, info: Info) -> Section:
         row = await info.context.loaders.section.load(self.row.section_id)
         if row is None:
-            raise AssertionError("analysis of an invisible section")
+            raise NotFound("Section not found.")
         return Section.from_row(row)
 
-    @strawberry.field(description="What the analysis found.")
-    def feedback_items(self) -> list[FeedbackItem]:
-        return [FeedbackItem.from_json(item) for item in self.row.feedback_items]
+    @strawberry.field(description="What the analysis found (PII masked below CONFIDENTIAL).")
+    def feedback_items(self, info: Info) -> list[FeedbackItem]:
+        masked = not sees_raw_pii(info.context.require_principal())
+        return [FeedbackItem.from_json(item, masked=masked) for item in self.row.feedback_items]
 
 
 @strawberry.type(description="A reviewer's response to an AI feedback item.")

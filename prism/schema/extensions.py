@@ -8,35 +8,56 @@ from collections.abc import AsyncIterator, Iterator
 
 import structlog
 from graphql import GraphQLError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from strawberry.extensions import MaskErrors, SchemaExtension
 
 from prism.errors import PrismError
-from prism.observability import GRAPHQL_ERRORS, GRAPHQL_LATENCY, GRAPHQL_OPERATIONS
+from prism.observability import (
+    GRAPHQL_ERRORS,
+    GRAPHQL_LATENCY,
+    GRAPHQL_OPERATIONS,
+    operation_label,
+)
 from prism.resolvers.context import Context
 
 log = structlog.get_logger("prism.graphql")
 
 
 class RequestTransaction(SchemaExtension):
-    """End the request's transaction: commit when the operation answered without errors,
-    roll back otherwise (bad input changes nothing)."""
+    """End the request's transaction: commit when every root field answered, roll back when
+    any answered null with an error (bad input changes nothing). The client's view decides:
+    a mutation whose payload arrived (a nested read failed inside it) has happened; one that
+    came back null has not."""
 
     async def on_operation(self) -> AsyncIterator[None]:
         context = self.execution_context.context
-        clean = False
+        commit = False
         try:
             yield
-            clean = not getattr(self.execution_context.result, "errors", None)
+            commit = _every_root_field_answered(self.execution_context.result)
         finally:
             if isinstance(context, Context):
-                await context.transaction.finish(commit=clean)
+                await context.transaction.finish(commit=commit)
+
+
+def _every_root_field_answered(result: object) -> bool:
+    errors = getattr(result, "errors", None) or []
+    if not errors:
+        return True
+    data = getattr(result, "data", None)
+    if data is None:
+        return False
+    return all(error.path and data.get(error.path[0]) is not None for error in errors)
 
 
 def _is_client_error(error: GraphQLError) -> bool:
     original = error.original_error
     # No original error (or a GraphQL one): the document did not parse or validate, or the
-    # variables did not coerce. A PrismError is a domain answer. Anything else is a bug.
-    return original is None or isinstance(original, PrismError | GraphQLError)
+    # variables did not coerce. A PrismError is a domain answer. A scalar's ValueError
+    # before execution (no path) is a value the client sent. Anything else is a bug.
+    if original is None or isinstance(original, PrismError | GraphQLError):
+        return True
+    return error.path is None and isinstance(original, ValueError | TypeError)
 
 
 class ErrorCodes(MaskErrors):
@@ -64,7 +85,7 @@ class ErrorCodes(MaskErrors):
         )
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
-        processed = super()._process_errors(errors)
+        processed = super()._process_errors([_database_input_error(e) for e in errors])
         for error in processed:
             if error.extensions is None or "code" not in error.extensions:
                 code = (
@@ -74,6 +95,36 @@ class ErrorCodes(MaskErrors):
                 )
                 error.extensions = {**(error.extensions or {}), "code": code}
         return processed
+
+
+def _database_input_error(error: GraphQLError) -> GraphQLError:
+    """Values the database refuses (too long, NUL bytes, out of range; or a row a
+    concurrent change just removed) are the client's to fix or retry, not internal errors."""
+    original = error.original_error
+    if not isinstance(original, DBAPIError):
+        return error
+    if isinstance(original, DataError) or _sqlstate(original).startswith("22"):
+        code, message = (
+            "BAD_USER_INPUT",
+            "A value is too long or holds characters that cannot be stored.",
+        )
+    elif isinstance(original, IntegrityError):
+        code, message = "CONFLICT", "The change conflicts with another one made meanwhile; retry."
+    else:
+        return error
+    return GraphQLError(message, nodes=error.nodes, path=error.path, extensions={"code": code})
+
+
+def _sqlstate(error: BaseException) -> str:
+    """PostgreSQL's SQLSTATE of a driver error (class 22: data exceptions), wherever in the
+    chain of causes the driver put it."""
+    seen: BaseException | None = error
+    while seen is not None:
+        state = getattr(seen, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+        seen = seen.__cause__ or getattr(seen, "orig", None)
+    return ""
 
 
 # What Strawberry's depth and alias limiters say; they attach no code of their own.
@@ -87,7 +138,7 @@ class Metrics(SchemaExtension):
         started = time.perf_counter()
         yield
         context = self.execution_context
-        name = context.operation_name or "anonymous"
+        name = operation_label(context.operation_name)
         try:
             kind = context.operation_type.value
         except RuntimeError:  # the document did not parse

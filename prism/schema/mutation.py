@@ -10,7 +10,6 @@ from starlette.datastructures import UploadFile
 from strawberry.file_uploads import Upload
 
 from prism.authz import identity
-from prism.errors import Unauthenticated
 from prism.resolvers import documents as document_resolvers
 from prism.resolvers.ids import expect_id
 from prism.schema.audit import Job
@@ -150,16 +149,17 @@ class Mutation:
     @strawberry.mutation(description="Sign in with e-mail and password.")
     async def login(self, info: Info, input: LoginInput) -> AuthPayload:
         services = info.context.services
-        async with info.context.transaction.write() as session:
-            signed_in = await identity.login(
-                session,
-                services.passwords,
-                services.access_tokens,
-                email=input.email,
-                password=input.password,
-                meta=info.context.meta,
-                refresh_ttl=services.refresh_ttl,
-            )
+        # Sign-in runs in transactions of its own: the caller's organization (if any) must
+        # not be switched under the request's other fields.
+        signed_in = await identity.login(
+            services.db,
+            services.passwords,
+            services.access_tokens,
+            email=input.email,
+            password=input.password,
+            meta=info.context.meta,
+            refresh_ttl=services.refresh_ttl,
+        )
         return AuthPayload.from_signed_in(signed_in)
 
     @strawberry.mutation(
@@ -167,28 +167,22 @@ class Mutation:
     )
     async def refresh_session(self, info: Info, refresh_token: str) -> AuthPayload:
         services = info.context.services
-        async with info.context.transaction.write() as session:
-            signed_in = await identity.refresh(
-                session,
-                services.access_tokens,
-                refresh_token=refresh_token,
-                meta=info.context.meta,
-                refresh_ttl=services.refresh_ttl,
-            )
-        if signed_in is None:
-            # A replayed token: its family's revocation must stick although we refuse.
-            await info.context.transaction.commit_now()
-            raise Unauthenticated("The refresh token is invalid or has expired.")
+        signed_in = await identity.refresh(
+            services.db,
+            services.access_tokens,
+            refresh_token=refresh_token,
+            meta=info.context.meta,
+            refresh_ttl=services.refresh_ttl,
+        )
         return AuthPayload.from_signed_in(signed_in)
 
     @strawberry.mutation(
         description="End the session of a refresh token; false if it was not active."
     )
     async def logout(self, info: Info, refresh_token: str) -> bool:
-        async with info.context.transaction.write() as session:
-            return await identity.logout(
-                session, refresh_token=refresh_token, meta=info.context.meta
-            )
+        return await identity.logout(
+            info.context.services.db, refresh_token=refresh_token, meta=info.context.meta
+        )
 
     @strawberry.mutation(
         description="Create an API token for the caller; the secret is in the answer only."
@@ -220,14 +214,15 @@ class Mutation:
     @strawberry.mutation(description="Create a user in the caller's organization (ADMIN).")
     async def create_user(self, info: Info, input: CreateUserInput) -> User:
         principal = info.context.require_principal()
+        # Hashed before the transaction: no pooled connection waits on argon2.
+        password_hash = await info.context.services.passwords.hash_async(input.password)
         async with info.context.transaction.write() as session:
             row = await identity.create_user(
                 session,
-                info.context.services.passwords,
                 principal,
                 organization_id=principal.organization_id,
                 email=input.email,
-                password=input.password,
+                password_hash=password_hash,
                 role=input.role,
                 clearance=input.clearance,
                 first_name=input.first_name,

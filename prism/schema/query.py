@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime
 from typing import Annotated
@@ -106,14 +107,20 @@ class Query:
     async def nodes(self, info: Info, ids: list[strawberry.ID]) -> list[Node | None]:
         if len(ids) > MAX_PAGE_SIZE:
             raise BadUserInput(f"At most {MAX_PAGE_SIZE} ids.", argument="ids")
+        # Loaded together, so the loaders batch them: one statement per type, not per id.
+        loaded = await asyncio.gather(
+            *(load_node(info.context, global_id) for global_id in ids), return_exceptions=True
+        )
         result: list[Node | None] = []
-        for global_id in ids:
-            try:
-                type_name, row = await load_node(info.context, global_id)
-                result.append(NODE_TYPES[type_name].from_row(row))  # type: ignore[attr-defined]
-            except PrismError as error:
+        for item in loaded:
+            if isinstance(item, PrismError):
                 # graphql-core reports an Exception in a list as that item's error.
-                result.append(error)  # type: ignore[arg-type]
+                result.append(item)  # type: ignore[arg-type]
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                type_name, row = item
+                result.append(NODE_TYPES[type_name].from_row(row))  # type: ignore[attr-defined]
         return result
 
     @strawberry.field(description="The caller.")
@@ -206,7 +213,7 @@ class Query:
             )
         async with info.context.transaction.read() as session:
             page = await audit_models.read_audit_events(
-                session, organization_id=principal.organization_id, flt=flt, page=page_request
+                session, principal.scope(), flt=flt, page=page_request
             )
         return AuditEventConnection.from_page(page)
 

@@ -66,6 +66,7 @@ class Subscription:
                 event = await events.get()
                 if event.get("o") != str(principal.organization_id):
                     continue
+                await info.context.renew()
                 row = await visible()
                 status = ProcessingStatus(event["s"])
                 yield DocumentProgress(
