@@ -9,10 +9,13 @@ their XML, no password-protected PDFs, a page cap."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import re
 import resource
+import sys
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -220,14 +223,33 @@ def _child(conn: Connection, path: str, kind: str, limits: Limits) -> None:
 
 
 _CONTEXT = multiprocessing.get_context("forkserver")
+# Imported once in the forkserver, so each child starts in milliseconds.
 _CONTEXT.set_forkserver_preload(["prism.ingest.extract", "docx", "pypdf", "charset_normalizer"])
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """multiprocessing makes every child re-run the program's main module (`prism`, pytest,
+    ...) before the target: seconds of imports per document. The target lives in this
+    module, so the child needs no main module: hide it while the child is launched."""
+    main = sys.modules["__main__"]
+    saved = {
+        name: main.__dict__.pop(name) for name in ("__spec__", "__file__") if name in main.__dict__
+    }
+    main.__dict__["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 async def extract_isolated(path: Path, kind: Kind, limits: Limits) -> Extracted:
     """Extract in a child process bounded in memory and time."""
     receiver, sender = _CONTEXT.Pipe(duplex=False)
     process = _CONTEXT.Process(target=_child, args=(sender, str(path), kind.value, limits))
-    process.start()
+    with _main_module_hidden():
+        process.start()
     sender.close()
     try:
         ready = await asyncio.to_thread(receiver.poll, limits.timeout_seconds)

@@ -62,7 +62,7 @@ class Worker:
         """Work until ``stop`` is set; then let running jobs finish for ``grace_seconds`` and
         give back the rest."""
         listener = await self._listen()
-        heartbeat = asyncio.create_task(self._heartbeat(stop))
+        heartbeat = asyncio.create_task(self._heartbeat())
         log.info("worker started", worker=self.name, concurrency=self.concurrency)
         try:
             while not stop.is_set():
@@ -81,15 +81,21 @@ class Worker:
     async def drain(self) -> int:
         """Run jobs until none is runnable (the demo, tests, `prism worker --drain`)."""
         done = 0
-        while True:
-            claimed = await self._claim_free_slots()
-            done += claimed
-            if claimed == 0 and not self._running:
-                return done
-            if self._running:
-                await asyncio.wait(
-                    list(self._running.values()), return_when=asyncio.FIRST_COMPLETED
-                )
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            while True:
+                claimed = await self._claim_free_slots()
+                done += claimed
+                if claimed == 0 and not self._running:
+                    return done
+                if self._running:
+                    await asyncio.wait(
+                        list(self._running.values()), return_when=asyncio.FIRST_COMPLETED
+                    )
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
 
     async def _claim_free_slots(self) -> int:
         free = self.concurrency - len(self._running)
@@ -131,7 +137,7 @@ class Worker:
             return None
         return conn
 
-    async def _heartbeat(self, stop: asyncio.Event) -> None:
+    async def _heartbeat(self) -> None:
         interval = self.lease_seconds / 3
         while True:
             await asyncio.sleep(interval)

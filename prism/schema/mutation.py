@@ -264,16 +264,20 @@ class Mutation:
     async def upload_document(
         self, info: Info, input: UploadDocumentInput
     ) -> UploadDocumentPayload:
-        received = await document_resolvers.upload_document(
-            info.context,
-            document_resolvers.UploadInput(
-                source=cast(UploadFile, input.file).file,
-                filename=cast(UploadFile, input.file).filename,
-                document_type=input.document_type,
-                classification=input.classification,
-                analyze=input.analyze,
-            ),
-        )
+        file = cast(UploadFile, input.file)
+        try:
+            received = await document_resolvers.upload_document(
+                info.context,
+                document_resolvers.UploadInput(
+                    source=file.file,
+                    filename=file.filename,
+                    document_type=input.document_type,
+                    classification=input.classification,
+                    analyze=input.analyze,
+                ),
+            )
+        finally:
+            await file.close()  # the spooled copy goes as soon as the object is stored
         return UploadDocumentPayload(
             document=Document.from_row(received.document),
             deduplicated=received.deduplicated,
