@@ -44,11 +44,11 @@ from prism.ingest.detect import Unsupported, detect
 from prism.ingest.extract import ExtractionError, Limits, extract_file, extract_isolated
 from prism.ingest.pii import scan
 
-# Every extraction child re-runs the parent's __main__ module (multiprocessing prepares each
-# forkserver child like a spawned one, and Python 3.11's forkserver never preloads __main__).
-# Under `prism worker` that module is the `prism` entry script, which imports prism.cli and the
-# whole app. With this variable set, this script imports prism.cli too, so that its extraction
-# children cost what production's do; without it they cost only what extraction needs.
+# multiprocessing makes each forkserver child re-run the parent's __main__ module before its
+# target, unless extract_isolated hides that module (it does since commit 816bf8d). Under
+# `prism worker` the main module is the `prism` entry script, which imports prism.cli and the
+# whole app: with this variable set, this script imports prism.cli too, so that the "main
+# imports prism.cli" rows show what production's children cost (seconds each without the fix).
 CLI_MAIN_ENV = "PRISM_BENCH_MAIN_IMPORTS_CLI"
 if os.environ.get(CLI_MAIN_ENV) == "1":
     import prism.cli  # noqa: F401
@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MIB = 1024 * 1024
 BENCH_KIND = "bench.ack"
+START_LOAD = os.getloadavg()[0]
 
 
 # --- reporting ---------------------------------------------------------------------------------
@@ -97,8 +98,9 @@ def environment() -> dict[str, Any]:
         # is the commit's.
         "prism_dirty": bool(git("status", "--porcelain", "--", "prism")),
         "prism_diff_sha256": hashlib.sha256(git("diff", "--", "prism").encode()).hexdigest()[:12],
-        # Other processes on these two cores skew every figure: the load when it started.
-        "loadavg_1m": os.getloadavg()[0],
+        # Other processes on these two cores skew every figure: the load around the run.
+        "loadavg_1m_start": START_LOAD,
+        "loadavg_1m_end": os.getloadavg()[0],
     }
 
 
@@ -137,7 +139,8 @@ def record(
     print(f"\n## {title}\n")
     print(f"{env['date']} · {env['cpu']} · {env['cpus_usable']} CPUs · Python {env['python']}")
     dirty = f" + uncommitted prism/ diff {env['prism_diff_sha256']}" if env["prism_dirty"] else ""
-    print(f"commit {env['commit']}{dirty} · load average {env['loadavg_1m']:.2f}")
+    load = f"load average {env['loadavg_1m_start']:.2f} → {env['loadavg_1m_end']:.2f}"
+    print(f"commit {env['commit']}{dirty} · {load}")
     print("parameters: " + ", ".join(f"{k}={v}" for k, v in parameters.items()))
     for caption, rows in tables.items():
         print(f"\n### {caption}\n\n{markdown_table(rows)}")
@@ -146,7 +149,7 @@ def record(
     document = {
         "benchmark": name,
         "title": title,
-        "command": "python bench/ingest.py " + " ".join(sys.argv[1:]),
+        "command": ".venv/bin/python bench/ingest.py " + " ".join(sys.argv[1:]),
         "environment": env,
         "parameters": parameters,
         "tables": tables,
@@ -171,6 +174,22 @@ def pct(values: list[float], q: float) -> float:
 
 def ms(seconds: float) -> float:
     return seconds * 1000
+
+
+def median_run(runs: list[tuple[dict[str, Any], Any]], key: str) -> tuple[dict[str, Any], Any]:
+    """The run with the median ``key``, its row given the range over all runs: other processes
+    on two cores make any single run noisy."""
+    ordered = sorted(runs, key=lambda run: float(run[0][key]))
+    row, payload = ordered[len(ordered) // 2]
+    if len(ordered) > 1:
+        low, high = ordered[0][0][key], ordered[-1][0][key]
+        with_range: dict[str, Any] = {}
+        for name, value in row.items():
+            with_range[name] = value
+            if name == key:
+                with_range[f"{key} range ({len(ordered)} runs)"] = f"{fmt(low)}–{fmt(high)}"
+        row = with_range
+    return row, payload
 
 
 # --- corpus ------------------------------------------------------------------------------------
@@ -409,21 +428,27 @@ async def bench_extraction(args: argparse.Namespace) -> None:
         forkserver_start = time.perf_counter() - clock
         sample = await process_document(paths[0], limits, isolated=False)
         docx_kib = paths[0].stat().st_size / 1024
-        rows_to = getattr(args, "rows_to", None)
-        if rows_to:  # a variant run for another process: isolated rows only
-            rows = []
-            for c in concurrencies:
-                wall, timings = await run_documents(paths, limits, isolated=True, concurrency=c)
-                rows.append(extraction_row("isolated, main imports prism.cli", c, wall, timings))
-            write_json(Path(rows_to), rows)
+
+        async def measure(mode: str, c: int, *, isolated: bool) -> tuple[dict[str, Any], Any]:
+            runs = []
+            for _ in range(args.repeat):
+                wall, timings = await run_documents(paths, limits, isolated=isolated, concurrency=c)
+                runs.append((extraction_row(mode, c, wall, timings), timings))
+            return median_run(runs, "docs/s")
+
+        if args.rows_to:  # a variant run for another process: isolated rows only
+            rows = [
+                (await measure("isolated, main imports prism.cli", c, isolated=True))[0]
+                for c in concurrencies
+            ]
+            write_json(Path(args.rows_to), rows)
             return
-        wall, inproc = await run_documents(paths, limits, isolated=False, concurrency=1)
-        rows = [extraction_row("in-process extract_file", 1, wall, inproc)]
+        row, inproc = await measure("in-process extract_file", 1, isolated=False)
+        rows = [row]
         isolated_by_c = {}
         for c in concurrencies:
-            wall, timings = await run_documents(paths, limits, isolated=True, concurrency=c)
-            isolated_by_c[c] = timings
-            rows.append(extraction_row("isolated extract_isolated", c, wall, timings))
+            row, isolated_by_c[c] = await measure("isolated extract_isolated", c, isolated=True)
+            rows.append(row)
         # The same isolated runs with a main module as heavy as production's (see CLI_MAIN_ENV),
         # in a fresh process so that its forkserver and children start from that main.
         if args.cli_docs:
@@ -432,7 +457,7 @@ async def bench_extraction(args: argparse.Namespace) -> None:
                 [
                     *("--docs", str(args.cli_docs), "--pages", str(args.pages)),
                     *("--words-per-page", str(args.words_per_page)),
-                    *("--concurrency", args.concurrency),
+                    *("--concurrency", args.concurrency, "--repeat", "1"),
                 ],
             )
     base = statistics.mean(t.total for t in inproc)
@@ -462,6 +487,7 @@ async def bench_extraction(args: argparse.Namespace) -> None:
             "words_per_page": args.words_per_page,
             "concurrency": args.concurrency,
             "cli_docs": args.cli_docs,
+            "repeat": args.repeat,
             "limits": vars_of(limits),
         },
         {"Throughput": rows, "Comparison": comparison},
@@ -655,6 +681,8 @@ class SqlCounter:
         ("notify", "pg_notify"),
         ("lock document", "FOR UPDATE"),
         ("insert analysis", "INSERT INTO analysis_results"),
+        ("insert section", "INSERT INTO document_sections"),
+        ("audit", "audit_"),
     )
 
     def __init__(self, engine: Any) -> None:
@@ -977,56 +1005,62 @@ async def bench_queue(args: argparse.Namespace) -> None:
                 (f"enqueue_job, {batch} jobs a transaction", jobs, batch, False),
                 (f"one multi-row INSERT of {batch} jobs a transaction", jobs, batch, True),
             ):
-                counter.reset()
-                with CpuClock(bench.postmaster_pid) as cpu:
-                    await enqueue_batches(bench, count, size, bulk=bulk)
-                rows.append(
-                    {
-                        "enqueue": label,
-                        "jobs": count,
-                        "seconds": cpu.wall,
-                        "jobs/s": count / cpu.wall,
-                        **per_job(counter, cpu, count),
-                    }
-                )
-                await truncate_jobs(bench)
+                runs = []
+                for _ in range(args.repeat):
+                    counter.reset()
+                    with CpuClock(bench.postmaster_pid) as cpu:
+                        await enqueue_batches(bench, count, size, bulk=bulk)
+                    await truncate_jobs(bench)
+                    row = {"enqueue": label, "jobs": count, "seconds": cpu.wall}
+                    row |= {"jobs/s": count / cpu.wall, **per_job(counter, cpu, count)}
+                    runs.append((row, None))
+                rows.append(median_run(runs, "jobs/s")[0])
             tables["Enqueue"] = rows
 
             # (b) claim + ack, and end to end, by worker concurrency
             rows = []
             for c in concurrencies:
-                enqueue_seconds = await enqueue_batches(bench, jobs, batch)
-                drained = await drain(bench, c, counter)
-                rows.append(
-                    {
+                runs = []
+                for _ in range(args.repeat):
+                    enqueue_seconds = await enqueue_batches(bench, jobs, batch)
+                    drained = await drain(bench, c, counter)
+                    states = await job_states(bench)
+                    if states != {"SUCCEEDED": jobs}:
+                        raise RuntimeError(f"unexpected job states after the drain: {states}")
+                    await truncate_jobs(bench)
+                    row = {
                         "concurrency": c,
+                        "end-to-end jobs/s": jobs / (enqueue_seconds + drained["seconds"]),
                         "enqueue s": enqueue_seconds,
                         "claim+ack s": drained["seconds"],
                         "claim+ack jobs/s": drained["jobs/s"],
-                        "end-to-end jobs/s": jobs / (enqueue_seconds + drained["seconds"]),
-                        **{k: v for k, v in drained.items() if k not in {"seconds", "jobs/s"}},
                     }
-                )
-                states = await job_states(bench)
-                if states != {"SUCCEEDED": jobs}:
-                    raise RuntimeError(f"unexpected job states after the drain: {states}")
-                await truncate_jobs(bench)
-            tables["Claim + ack (Worker.drain), after enqueueing in batches"] = rows
+                    row |= {k: v for k, v in drained.items() if k not in {"seconds", "jobs/s"}}
+                    runs.append((row, None))
+                rows.append(median_run(runs, "end-to-end jobs/s")[0])
+            tables["Enqueue in batches, then claim + ack (Worker.drain)"] = rows
             best = max(rows, key=lambda row: row["end-to-end jobs/s"])["concurrency"]
 
-            # (c) producer and worker at once
-            seconds = await overlapped(bench, jobs, batch, best)
-            tables["Enqueue and Worker.run at once"] = [
-                {"concurrency": best, "jobs": jobs, "seconds": seconds, "jobs/s": jobs / seconds}
-            ]
-            await truncate_jobs(bench)
+            # (c) producer and worker at once, at the best concurrency of (b)
+            runs = []
+            for _ in range(args.repeat):
+                seconds = await overlapped(bench, jobs, batch, best)
+                await truncate_jobs(bench)
+                row = {"concurrency": best, "jobs": jobs, "seconds": seconds}
+                runs.append(({**row, "jobs/s": jobs / seconds}, None))
+            tables["Enqueue and Worker.run at once"] = [median_run(runs, "jobs/s")[0]]
 
             # (d) what batching acks would buy
-            enqueue_seconds = await enqueue_batches(bench, jobs, batch)
-            batched = await batched_claim_ack(bench, batch)
-            batched["end-to-end jobs/s"] = jobs / (enqueue_seconds + batched["seconds"])
-            tables["Batched claim + ack (not the Worker: what batching would buy)"] = [batched]
-            await truncate_jobs(bench)
+            runs = []
+            for _ in range(args.repeat):
+                enqueue_seconds = await enqueue_batches(bench, jobs, batch)
+                batched = await batched_claim_ack(bench, batch)
+                batched["end-to-end jobs/s"] = jobs / (enqueue_seconds + batched["seconds"])
+                await truncate_jobs(bench)
+                runs.append((batched, None))
+            tables["Batched claim + ack (not the Worker: what batching would buy)"] = [
+                median_run(runs, "end-to-end jobs/s")[0]
+            ]
 
             # (e) claim latency by backlog: the selection sorts every runnable job
             latencies = [await claim_latency(bench, n) for n in parse_ints(args.backlogs)]
@@ -1055,6 +1089,7 @@ async def bench_queue(args: argparse.Namespace) -> None:
             "concurrency": args.concurrency,
             "history": args.history,
             "backlogs": args.backlogs,
+            "repeat": args.repeat,
             "database": "PRISM_DATABASE_URL"
             if os.environ.get("PRISM_DATABASE_URL")
             else "embedded",
@@ -1317,7 +1352,7 @@ async def pipeline_counts(bench: BenchDatabase) -> dict[str, int]:
         """
         SELECT (SELECT count(*) FROM documents WHERE processing_status = 'COMPLETED'),
                (SELECT count(*) FROM documents),
-               (SELECT count(*) FROM sections),
+               (SELECT count(*) FROM document_sections),
                (SELECT count(*) FROM analysis_results)
         """
     )
@@ -1340,50 +1375,63 @@ async def bench_pipeline(args: argparse.Namespace) -> None:
     from prism.jobs.pipeline import ANALYZE, EXTRACT, handle_analyze, handle_extract
     from prism.jobs.worker import Worker
 
-    docs, c = args.docs, args.concurrency
-    rows = []
+    docs, concurrencies = args.docs, parse_ints(args.concurrency)
+    rows, statements = [], []
     with tempfile.TemporaryDirectory(prefix="prism-bench-") as scratch:
         async with bench_database(Path(scratch), pool_size=10) as bench:
             counter = SqlCounter(bench.services.db.engine)
-            await upload(bench, [10_000], args)  # warm-up: forkserver, connections
-            await Worker(bench.services.pipeline, concurrency=c).drain()
-
-            upload_seconds = await upload(bench, range(docs), args)
-            totals: dict[str, float] = {}
-            handlers = {
-                EXTRACT: timed(handle_extract, totals, "extract"),
-                ANALYZE: timed(handle_analyze, totals, "analyze"),
-            }
-            before = await pipeline_counts(bench)
-            counter.reset()
-            with CpuClock(bench.postmaster_pid) as cpu:
-                jobs = await Worker(
-                    bench.services.pipeline, concurrency=c, handlers=handlers
-                ).drain()
-            after = await pipeline_counts(bench)
-            sections = after["sections"] - before["sections"]
-            rows.append(
-                {
-                    "worker": "in-process Worker.drain (light main module)",
-                    "docs": docs,
-                    "upload s": upload_seconds,
-                    "drain s": cpu.wall,
-                    "docs/s": docs / cpu.wall,
-                    "sections/s": sections / cpu.wall,
-                    "jobs": jobs,
-                    "extract handler s/doc": totals.get("extract", 0) / docs,
-                    "analyze handler s/doc": totals.get("analyze", 0) / docs,
-                    "transactions/doc": counter.commits / docs,
-                    "statements/doc": counter.statements / docs,
-                    "python CPU s": cpu.python,
-                    "postgres CPU s": cpu.postgres,
+            await upload(bench, [1_000_000], args)  # warm-up: forkserver, connections
+            await Worker(bench.services.pipeline).drain()
+            seed = 0
+            for c in concurrencies:
+                # New documents each time: identical bytes would be deduplicated at upload.
+                upload_seconds = await upload(bench, range(seed, seed + docs), args)
+                seed += docs
+                totals: dict[str, float] = {}
+                handlers = {
+                    EXTRACT: timed(handle_extract, totals, "extract"),
+                    ANALYZE: timed(handle_analyze, totals, "analyze"),
                 }
-            )
-            if after["completed"] != after["documents"]:
-                raise RuntimeError(f"documents left unfinished: {after}")
-
+                before = await pipeline_counts(bench)
+                counter.reset()
+                with CpuClock(bench.postmaster_pid) as cpu:
+                    worker = Worker(bench.services.pipeline, concurrency=c, handlers=handlers)
+                    jobs = await worker.drain()
+                after = await pipeline_counts(bench)
+                if after["completed"] != after["documents"]:
+                    raise RuntimeError(f"documents left unfinished: {after}")
+                rows.append(
+                    {
+                        "worker": "in-process Worker.drain",
+                        "concurrency": c,
+                        "docs": docs,
+                        "upload s": upload_seconds,
+                        "drain s": cpu.wall,
+                        "docs/s": docs / cpu.wall,
+                        "sections/s": (after["sections"] - before["sections"]) / cpu.wall,
+                        "jobs": jobs,
+                        "extract job s": totals.get("extract", 0) / docs,
+                        "analyze job s": totals.get("analyze", 0) / docs,
+                        "transactions/doc": counter.commits / docs,
+                        "statements/doc": counter.statements / docs,
+                        "python CPU s": cpu.python,
+                        "postgres CPU s": cpu.postgres,
+                    }
+                )
+                if not statements:  # where the statements go, once
+                    statements = [
+                        {
+                            "statement": kind,
+                            "per document": count / docs,
+                            "ms per document": ms(counter.seconds[kind] / docs),
+                        }
+                        for kind, count in sorted(counter.count.items(), key=lambda kv: -kv[1])
+                    ]
+                    statements.append(
+                        {"statement": "COMMIT", "per document": counter.commits / docs}
+                    )
             if args.cli_docs:
-                rows.append(await drain_with_cli(bench, args, start_seed=docs))
+                rows.append(await drain_with_cli(bench, args, concurrencies[0], start_seed=seed))
     record(
         "pipeline",
         "Whole pipeline: upload → extraction job → analysis job (rules), through PostgreSQL",
@@ -1392,19 +1440,22 @@ async def bench_pipeline(args: argparse.Namespace) -> None:
             "cli_docs": args.cli_docs,
             "pages": args.pages,
             "words_per_page": args.words_per_page,
-            "concurrency": c,
+            "concurrency": args.concurrency,
         },
-        {"Throughput": rows},
+        {
+            "Throughput": rows,
+            f"Statements per document (concurrency {concurrencies[0]})": statements,
+        },
     )
 
 
 async def drain_with_cli(
-    bench: BenchDatabase, args: argparse.Namespace, start_seed: int
+    bench: BenchDatabase, args: argparse.Namespace, concurrency: int, start_seed: int
 ) -> dict[str, Any]:
     """The same drain by the real `prism worker --drain` process, whose main module is the
     `prism` entry script: its start-up (an empty drain) is measured apart and subtracted."""
     prism = Path(sys.executable).with_name("prism")
-    command = [str(prism), "worker", "--drain", "--concurrency", str(args.concurrency)]
+    command = [str(prism), "worker", "--drain", "--concurrency", str(concurrency)]
     env = {
         **os.environ,
         "PRISM_DATABASE_URL": bench.url,
@@ -1431,7 +1482,9 @@ async def drain_with_cli(
     drain_seconds = wall - startup
     docs = after["completed"] - before["completed"]
     return {
-        "worker": f"`prism worker --drain` process (start-up {startup:.1f} s subtracted)",
+        "worker": f"`prism worker --drain` process (its {startup:.1f} s start-up subtracted, "
+        "its forkserver's start not)",
+        "concurrency": concurrency,
         "docs": docs,
         "upload s": upload_seconds,
         "drain s": drain_seconds,
@@ -1463,9 +1516,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cli-docs",
         type=int,
-        default=6,
-        help="documents for the run whose main module imports prism.cli (0: skip; default 6)",
+        default=10,
+        help="documents for the run whose main module imports prism.cli (0: skip; default 10)",
     )
+    p.add_argument("--repeat", type=int, default=3, help="runs of each row, median kept (3)")
     document_options(p)
     p.add_argument("--rows-to", help=argparse.SUPPRESS)
 
@@ -1490,6 +1544,7 @@ def parser() -> argparse.ArgumentParser:
         default="1000,10000,100000",
         help="queued-job backlogs to time prism_claim_jobs over, a list",
     )
+    p.add_argument("--repeat", type=int, default=3, help="runs of each row, median kept (3)")
 
     p = sub.add_parser("hostile", help="hostile corpus: outcome and peak memory per file")
     p.add_argument("--concurrency", type=int, default=2, help="files at once in the last run (2)")
@@ -1504,7 +1559,9 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pipeline", help="upload → extract → analyze through the Worker (docs/s)")
     p.add_argument("--docs", type=int, default=20, help="documents (default 20)")
-    p.add_argument("--concurrency", type=int, default=2, help="worker concurrency (default 2)")
+    p.add_argument(
+        "--concurrency", default="2,4", help="worker concurrencies, a list (default 2,4)"
+    )
     p.add_argument(
         "--cli-docs",
         type=int,

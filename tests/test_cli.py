@@ -3,6 +3,7 @@ database, and the README's run flow on the embedded PostgreSQL while commands sh
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -11,10 +12,12 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import websockets
+from websockets.typing import Subprotocol
 
 from tests.factories import codes, gql
 
@@ -111,9 +114,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, dict[str, str]]]:
     """`prism serve --demo` on the embedded PostgreSQL, as the README's run command does."""
+    tmp_path = tmp_path_factory.mktemp("served")
     port = _free_port()
     env = _env(PRISM_DATA_DIR=str(tmp_path / "var"), PRISM_PORT=str(port))
     log = tmp_path / "serve.log"
@@ -200,3 +204,90 @@ def test_run_flow_on_embedded_postgres(served: tuple[str, str, dict[str, str]]) 
     )
     assert old.status_code == 401
     assert codes(old.json()) == ["UNAUTHENTICATED"]
+
+
+async def _subscribe(url: str, token: str | None, document_id: str) -> list[dict[str, Any]]:
+    """documentProgress over graphql-transport-ws until the server completes the stream."""
+    ws_url = url.replace("http://", "ws://") + "/graphql"
+    events: list[dict[str, Any]] = []
+    async with websockets.connect(ws_url, subprotocols=[Subprotocol("graphql-transport-ws")]) as ws:
+        init: dict[str, Any] = {"type": "connection_init"}
+        if token:
+            init["payload"] = {"authorization": f"Bearer {token}"}
+        await ws.send(json.dumps(init))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "subscribe",
+                    "payload": {
+                        "query": "subscription($id: ID!) { documentProgress(id: $id) {"
+                        " processingStatus sectionsAnalyzed totalSections"
+                        " document { filename } } }",
+                        "variables": {"id": document_id},
+                    },
+                }
+            )
+        )
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), timeout=30))
+            if message["type"] == "complete":
+                return events
+            assert message["type"] == "next", message
+            events.append(message["payload"])
+
+
+async def test_upload_is_processed_and_watched_live(
+    served: tuple[str, str, dict[str, str]],
+) -> None:
+    url, _, env = served
+    # its own token: another test of this module re-runs the demo, which revokes the first
+    token = json.loads(
+        _prism(
+            "token",
+            "create",
+            "--org",
+            "Acme Legal",
+            "--name",
+            "live",
+            "--scopes",
+            "documents:read,documents:write",
+            "--user",
+            "admin@acme.example",
+            "--json",
+            env=env,
+        ).stdout
+    )["token"]
+    body = b"1. Term\nThis agreement shall automatically renew.\n2. Fees\nPay within 30 days.\n"
+    operations = {
+        "query": "mutation($input: UploadDocumentInput!) { uploadDocument(input: $input)"
+        " { document { id } } }",
+        "variables": {"input": {"file": None}},
+    }
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        response = await http.post(
+            "/graphql",
+            data={
+                "operations": json.dumps(operations),
+                "map": json.dumps({"0": ["variables.input.file"]}),
+            },
+            files={"0": ("live.txt", body, "text/plain")},
+            headers={"authorization": f"Bearer {token}", "apollo-require-preflight": "1"},
+        )
+    document_id = response.json()["data"]["uploadDocument"]["document"]["id"]
+    events = await _subscribe(url, token, document_id)
+    last = events[-1]["data"]["documentProgress"]
+    assert last["processingStatus"] == "COMPLETED"
+    assert last["sectionsAnalyzed"] == last["totalSections"] == 2
+    assert last["document"] == {"filename": "live.txt"}
+
+
+async def test_subscriptions_need_authentication_at_connection_init(
+    served: tuple[str, str, dict[str, str]],
+) -> None:
+    url, _, _ = served
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await _subscribe(url, None, "RG9jdW1lbnQ6MDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAw")
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4403

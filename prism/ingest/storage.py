@@ -123,7 +123,9 @@ class S3Store:
     async def open_stream(self, key: str) -> AsyncIterator[bytes]:
         async with self._client() as s3:
             response = await s3.get_object(Bucket=self.bucket, Key=self.prefix + key)
-            async with response["Body"] as body:
+            body = response["Body"]
+            # Read through the wrapper (entering it yields the raw HTTP response instead).
+            async with body:
                 while chunk := await body.read(CHUNK):
                     yield chunk
 

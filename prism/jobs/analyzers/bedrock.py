@@ -17,9 +17,9 @@ from prism.models.enums import RiskLevel
 
 PROMPT = """You review one section of a business document for legal and compliance risk.
 Answer with JSON only, no prose, in exactly this shape:
-{"riskLevel": "LOW|MEDIUM|HIGH", "confidence": 0.0-1.0,
- "items": [{"category": "...", "description": "...", "suggestion": "...",
-            "riskLevel": "LOW|MEDIUM|HIGH", "confidence": 0.0-1.0, "quote": "..."}]}
+{{"riskLevel": "LOW|MEDIUM|HIGH", "confidence": 0.0-1.0,
+ "items": [{{"category": "...", "description": "...", "suggestion": "...",
+            "riskLevel": "LOW|MEDIUM|HIGH", "confidence": 0.0-1.0, "quote": "..."}}]}}
 Categories: LIABILITY, INDEMNITY, TERM, TERMINATION, PRIVACY, CLARITY, COMPLIANCE, OTHER.
 Personal data found by a scanner in this section: {pii}.
 Section title: {title}
