@@ -153,3 +153,42 @@ async def test_two_workers_never_run_a_job_twice(
     own = {str(j.id) for j in jobs}
     logs = [line for w in range(2) for line in (tmp_path / f"w{w}.log").read_text().splitlines()]
     assert not [line for line in logs if "failed" in line and any(i in line for i in own)]
+
+
+async def test_sigterm_finishes_or_gives_back_the_job(
+    client: httpx.AsyncClient,
+    services: Services,
+    tenant: Tenant,
+    settings: Settings,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    doc_id = await _document_id(
+        await upload(client, tenant.tokens[Role.REVIEWER], "t.txt", _long_text(200))
+    )
+    worker = _worker(settings, database_url, tmp_path / "worker.log", "--concurrency", "1")
+    try:
+        for _ in range(600):
+            async with services.db.transaction(tenant.org_id) as session:
+                status = await session.scalar(
+                    sa.select(Document.processing_status).where(Document.id == doc_id)
+                )
+            if status is ProcessingStatus.ANALYZING:
+                break
+            await asyncio.sleep(0.05)
+        worker.send_signal(signal.SIGTERM)
+        # a graceful stop: the process ends by itself, well within the grace period
+        assert worker.wait(timeout=40) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    async with services.db.transaction(tenant.org_id) as session:
+        running = await session.scalar(
+            sa.select(sa.func.count()).select_from(Job).where(Job.state == JobState.RUNNING)
+        )
+    assert running == 0  # nothing left claimed by a worker that is gone
+    await run_jobs(services)
+    async with services.db.transaction(tenant.org_id) as session:
+        document = await session.get(Document, doc_id)
+    assert document is not None
+    assert document.processing_status is ProcessingStatus.COMPLETED

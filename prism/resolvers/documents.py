@@ -9,6 +9,7 @@ from typing import Any, BinaryIO
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism.authz.policy import Action, Resource, require
+from prism.authz.principal import Principal
 from prism.errors import BadUserInput, Conflict, Forbidden, not_found
 from prism.jobs import pipeline
 from prism.models import analyses as analysis_models
@@ -50,6 +51,18 @@ async def _subject_of_document(
     return subject_of(rows[0]) if rows else Subject(classification=Classification.RESTRICTED)
 
 
+async def _document_for_update(
+    session: AsyncSession, principal: Principal, document_id: uuid.UUID
+) -> Document:
+    """The document, locked for the change; NOT_FOUND when missing or not visible."""
+    document = await document_models.read_document_for_update(
+        session, principal.scope(), document_id
+    )
+    if document is None:
+        raise not_found("Document")
+    return document
+
+
 def snapshot(document: Document) -> dict[str, Any]:
     return {
         "documentType": document.document_type.value,
@@ -70,11 +83,7 @@ async def update_document(
 ) -> Document:
     principal = ctx.require_principal()
     async with ctx.transaction.write() as session:
-        document = await document_models.read_document_for_update(
-            session, principal.scope(), document_id
-        )
-        if document is None:
-            raise not_found("Document")
+        document = await _document_for_update(session, principal, document_id)
         resource = resource_of(document)
         require(principal, Action.DOCUMENT_UPDATE, resource)
         if changes.classification is not None and changes.classification != document.classification:
@@ -118,11 +127,7 @@ async def delete_document(ctx: Context, document_id: uuid.UUID) -> uuid.UUID:
     """Soft delete (the row stays for audit and retention; it disappears from every read)."""
     principal = ctx.require_principal()
     async with ctx.transaction.write() as session:
-        document = await document_models.read_document_for_update(
-            session, principal.scope(), document_id
-        )
-        if document is None:
-            raise not_found("Document")
+        document = await _document_for_update(session, principal, document_id)
         require(principal, Action.DOCUMENT_DELETE, resource_of(document))
         await document_models.soft_delete_document(session, document)
         await ctx.audit(
@@ -286,11 +291,7 @@ async def analyze_document(
     require(principal, Action.ANALYSIS_RUN)
     ctx.services.pipeline.analyzer(analyzer)  # an unknown name is bad input, said now
     async with ctx.transaction.write() as session:
-        document = await document_models.read_document_for_update(
-            session, principal.scope(), document_id
-        )
-        if document is None:
-            raise not_found("Document")
+        document = await _document_for_update(session, principal, document_id)
         job = await pipeline.request_analysis(session, document, analyzer)
         await ctx.audit(
             session,
