@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 
+import asyncpg
 import httpx
 import sqlalchemy as sa
 
 from prism.models.audit import AuditEvent, canonical_form
+from prism.models.db import url_for_asyncpg
 from prism.models.enums import Role
 from prism.resolvers.context import Services
 from tests.factories import Tenant, add_document, codes, gid, gql
@@ -93,3 +95,58 @@ async def test_events_form_a_hash_chain(
         assert event.prev_hash == previous
         assert event.hash == hashlib.sha256(canonical_form(event)).hexdigest()
         previous = event.hash
+
+
+VERIFY = """query($after: DateTime) {
+  verifyAuditChain(after: $after) { checked valid firstBrokenId } }"""
+
+
+async def _as_owner(database_url: str, statement: str, *args: object) -> None:
+    """A direct edit by the database owner (a superuser here), behind Prism's back."""
+    conn = await asyncpg.connect(url_for_asyncpg(database_url))
+    try:
+        await conn.execute(statement, *args)
+    finally:
+        await conn.close()
+
+
+async def test_verify_chain_finds_edited_and_deleted_events(
+    client: httpx.AsyncClient, services: Services, tenant: Tenant, database_url: str
+) -> None:
+    doc = await add_document(services, tenant)
+    for kind in ("POLICY", "REPORT", "OTHER", "GENERAL"):
+        await gql(
+            client,
+            UPDATE,
+            {"id": gid("Document", doc.id), "type": kind},
+            token=tenant.tokens[Role.ADMIN],
+        )
+    token = tenant.tokens[Role.AUDITOR]
+    intact = (await gql(client, VERIFY, token=token))["data"]["verifyAuditChain"]
+    assert intact["valid"] is True
+    assert intact["checked"] >= 14
+    async with services.db.transaction(tenant.org_id) as session:
+        events = list(
+            await session.scalars(
+                sa.select(AuditEvent).order_by(AuditEvent.created_at, AuditEvent.id)
+            )
+        )
+    # an edited row is caught at that row
+    await _as_owner(
+        database_url,
+        "UPDATE audit_logs SET description = 'nothing happened' WHERE id = $1",
+        events[-3].id,
+    )
+    edited = (await gql(client, VERIFY, token=token))["data"]["verifyAuditChain"]
+    assert edited["valid"] is False
+    assert edited["firstBrokenId"] == gid("AuditEvent", events[-3].id)
+    # a deleted row is caught at the row after it
+    await _as_owner(database_url, "DELETE FROM audit_logs WHERE id = $1", events[-3].id)
+    deleted = (await gql(client, VERIFY, token=token))["data"]["verifyAuditChain"]
+    assert deleted["firstBrokenId"] == gid("AuditEvent", events[-2].id)
+    # a deleted tail is caught against the chain head
+    await _as_owner(database_url, "DELETE FROM audit_logs WHERE id = $1", events[-1].id)
+    window = await gql(client, VERIFY, {"after": events[-2].created_at.isoformat()}, token=token)
+    assert window["data"]["verifyAuditChain"]["valid"] is False
+    # readers without AUDIT_READ may not ask
+    assert codes(await gql(client, VERIFY, token=tenant.tokens[Role.REVIEWER])) == ["FORBIDDEN"]

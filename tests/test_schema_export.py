@@ -20,6 +20,7 @@ CONTRACT_V1 = {
         "apiTokens",
         "auditLog",
         "job",
+        "verifyAuditChain",
     },
     "Mutation": {
         "login",
@@ -33,7 +34,14 @@ CONTRACT_V1 = {
         "deleteDocument",
         "submitFeedback",
         "reviewFeedback",
+        "uploadDocument",
+        "analyzeDocument",
     },
+    "Subscription": {"documentProgress"},
+    "DocumentProgress": {"document", "processingStatus", "sectionsAnalyzed", "totalSections"},
+    "UploadDocumentPayload": {"document", "deduplicated", "job"},
+    "AnalyzeDocumentPayload": {"document", "job"},
+    "AuditChainReport": {"checked", "valid", "firstBrokenId"},
     "Document": {
         "id",
         "filename",

@@ -258,3 +258,49 @@ async def read_audit_events_by_ids(
     if not ids:
         return []
     return list(await session.scalars(_visible(scope).where(AuditEvent.id.in_(ids))))
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    checked: int
+    valid: bool
+    first_broken_id: uuid.UUID | None
+
+
+async def verify_chain(
+    session: AsyncSession,
+    *,
+    organization_id: uuid.UUID,
+    after: datetime | None = None,
+    before: datetime | None = None,
+) -> ChainReport:
+    """Recompute every event's hash and check each links to the one before it; a row edited,
+    deleted or inserted behind Prism's back breaks the chain at the first event after it.
+    Without ``before`` the newest event must also be the chain head's (a deleted tail)."""
+    query = sa.select(AuditEvent).where(AuditEvent.organization_id == organization_id)
+    previous_hash: str | None = None
+    if after is not None:
+        query = query.where(AuditEvent.created_at >= after)
+        previous_hash = await session.scalar(
+            sa.select(AuditEvent.hash)
+            .where(AuditEvent.organization_id == organization_id, AuditEvent.created_at < after)
+            .order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
+            .limit(1)
+        )
+    if before is not None:
+        query = query.where(AuditEvent.created_at < before)
+    query = query.order_by(AuditEvent.created_at, AuditEvent.id).execution_options(yield_per=500)
+    checked = 0
+    async for event in await session.stream_scalars(query):
+        checked += 1
+        if event.hash != event_hash(event) or event.prev_hash != previous_hash:
+            return ChainReport(checked=checked, valid=False, first_broken_id=event.id)
+        previous_hash = event.hash
+    if before is None:
+        head = await session.get(AuditChainHead, organization_id)
+        head_hash = head.last_hash if head else None
+        if head_hash != previous_hash:
+            return ChainReport(
+                checked=checked, valid=False, first_broken_id=head.last_event_id if head else None
+            )
+    return ChainReport(checked=checked, valid=True, first_broken_id=None)

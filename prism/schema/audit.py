@@ -122,3 +122,21 @@ class Job(Node):
             started_at=row.started_at,
             finished_at=row.finished_at,
         )
+
+
+@strawberry.type(description="The result of re-verifying the audit hash chain.")
+class AuditChainReport:
+    checked: int = strawberry.field(description="Events verified.")
+    valid: bool = strawberry.field(description="False when any event was altered or removed.")
+    first_broken_id: strawberry.ID | None = strawberry.field(
+        description="The first event whose hash or link does not verify."
+    )
+
+    @classmethod
+    def from_report(cls, report: audit_models.ChainReport) -> AuditChainReport:
+        broken = report.first_broken_id
+        return cls(
+            checked=report.checked,
+            valid=report.valid,
+            first_broken_id=strawberry.ID(to_global_id("AuditEvent", broken)) if broken else None,
+        )

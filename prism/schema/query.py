@@ -17,7 +17,7 @@ from prism.models import users as user_models
 from prism.models.pagination import MAX_PAGE_SIZE, PageRequest
 from prism.resolvers.ids import expect_id, from_global_id
 from prism.resolvers.nodes import load_node
-from prism.schema.audit import AuditEvent, AuditEventConnection, Job
+from prism.schema.audit import AuditChainReport, AuditEvent, AuditEventConnection, Job
 from prism.schema.base import Info, Node
 from prism.schema.documents import (
     Analysis,
@@ -216,6 +216,23 @@ class Query:
                 session, principal.scope(), flt=flt, page=page_request
             )
         return AuditEventConnection.from_page(page)
+
+    @strawberry.field(
+        description="Re-verify the organization's audit hash chain (ADMIN, AUDITOR), optionally "
+        "within [after, before)."
+    )
+    async def verify_audit_chain(
+        self, info: Info, after: datetime | None = None, before: datetime | None = None
+    ) -> AuditChainReport:
+        principal = info.context.require_principal()
+        require(principal, Action.AUDIT_READ)
+        # The chain spans every event of the organization, whatever the reader's clearance;
+        # the report names at most one event id, never its content.
+        async with info.context.services.db.transaction(principal.organization_id) as session:
+            report = await audit_models.verify_chain(
+                session, organization_id=principal.organization_id, after=after, before=before
+            )
+        return AuditChainReport.from_report(report)
 
     @strawberry.field(description="A background job.")
     async def job(self, info: Info, id: strawberry.ID) -> Job | None:
