@@ -287,6 +287,26 @@ def token_create(
 
 
 @main.group()
+def policy() -> None:
+    """The access policy."""
+
+
+@policy.command("table")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("docs/policy.md"),
+    show_default=True,
+)
+def policy_table(output: Path) -> None:
+    """Write the role × scope × action table generated from the policy code."""
+    from prism.authz.policy import policy_table as table
+
+    output.write_text(table())
+    console.print(f"Wrote {output}")
+
+
+@main.group()
 def schema() -> None:
     """The GraphQL schema."""
 

@@ -198,3 +198,45 @@ def may_read_token(
     """Everyone sees their own tokens; TOKEN_READ_ALL sees the organization's."""
     own = owns(principal, owner_id) or owns(principal, created_by)
     return own or decide(principal, Action.TOKEN_READ_ALL).allowed
+
+
+def policy_table() -> str:
+    """The role × scope × action table of this module, as Markdown (docs/policy.md)."""
+    roles = list(Role)
+    lines = [
+        "# Access policy",
+        "",
+        "Generated from `prism/authz/policy.py` by `prism policy table`; a test fails when",
+        "this file is stale. ✓: the role may; the token scope is what an API token also",
+        "needs (a token's scopes narrow its role, never widen it).",
+        "",
+        "| action | token scope | " + " | ".join(r.value for r in roles) + " |",
+        "|---|---|" + "---|" * len(roles),
+    ]
+    for action in Action:
+        cells = ["✓" if action in ROLE_ACTIONS[role] else "" for role in roles]
+        scope = ACTION_SCOPE[action] or "(any)"
+        lines.append(f"| `{action.value}` | `{scope}` | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "On every action with a resource, before the role is looked at:",
+        "",
+        "- a resource of another organization, or above the caller's clearance",
+        "  (PUBLIC < INTERNAL < CONFIDENTIAL < RESTRICTED), or RESTRICTED and of another",
+        "  department (unless ADMIN), is `NOT_FOUND`, exactly like a missing one;",
+        "- expired access (`accessExpiresAt`) is `UNAUTHENTICATED`.",
+        "",
+        "Then: "
+        + ", ".join(f"`{a.value}`" for a in sorted(_OWNED))
+        + " need the owner or an ADMIN (an unknown owner matches nobody); "
+        + ", ".join(f"`{a.value}`" for a in sorted(_HELD))
+        + " under legal hold is `CONFLICT`. Nobody grants a clearance above their own;",
+        "feedback is reviewed by a person other than its author; text shows personal data",
+        "only to CONFIDENTIAL clearance and above.",
+        "",
+        "| clearance | sees classifications |",
+        "|---|---|",
+    ]
+    for level in Classification:
+        lines.append(f"| {level.value} | " + ", ".join(c.value for c in level.at_most()) + " |")
+    return "\n".join(lines) + "\n"
