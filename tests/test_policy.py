@@ -7,7 +7,9 @@ import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +26,7 @@ from prism.authz.principal import SCOPES, Principal
 from prism.models.documents import Document, read_documents_by_ids
 from prism.models.enums import Classification, Role
 from prism.resolvers.context import Services
-from tests.factories import Tenant
+from tests.factories import Tenant, add_document, codes, gid, gql
 
 ORG = uuid.uuid4()
 OTHER_ORG = uuid.uuid4()
@@ -169,3 +171,54 @@ def test_committed_policy_table_is_fresh(repo_root: Path) -> None:
     assert (repo_root / "docs" / "policy.md").read_text() == policy_table(), (
         "docs/policy.md is stale: run `prism policy table` and commit it"
     )
+
+
+EXPLAIN = """query($p: ID!, $a: String!, $r: ID) {
+  explainAccess(principalId: $p, action: $a, resourceId: $r) { allowed code reason } }"""
+
+
+async def test_explain_access_answers_from_the_policy(
+    client: httpx.AsyncClient, services: Services, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    doc = await add_document(services, tenant, classification=Classification.CONFIDENTIAL)
+    admin = tenant.tokens[Role.ADMIN]
+
+    async def ask(principal: str, action: str, resource: str | None = None) -> dict[str, Any]:
+        body = await gql(client, EXPLAIN, {"p": principal, "a": action, "r": resource}, token=admin)
+        return dict(body["data"]["explainAccess"]) if body["data"] else body
+
+    viewer, reviewer = tenant.user_gid(Role.VIEWER), tenant.user_gid(Role.REVIEWER)
+    assert (await ask(viewer, "document:read", gid("Document", doc.id)))["code"] == "NOT_FOUND"
+    assert (await ask(reviewer, "document:read", gid("Document", doc.id)))["allowed"] is True
+    refused = await ask(viewer, "feedback:submit")
+    assert (refused["allowed"], refused["code"]) == (False, "FORBIDDEN")
+    assert "VIEWER" in refused["reason"]
+    # the answer is decide()'s, word for word
+    assert (
+        refused["reason"]
+        == decide(
+            Principal(
+                organization_id=tenant.org_id,
+                user_id=None,
+                api_token_id=None,
+                role=Role.VIEWER,
+                clearance=Classification.INTERNAL,
+                department=None,
+                scopes=None,
+            ),
+            Action.FEEDBACK_SUBMIT,
+        ).reason
+    )
+    unknown = await gql(client, EXPLAIN, {"p": viewer, "a": "launch:rockets"}, token=admin)
+    assert codes(unknown) == ["BAD_USER_INPUT"]
+    elsewhere = await gql(
+        client,
+        EXPLAIN,
+        {"p": other_tenant.user_gid(Role.VIEWER), "a": "document:read"},
+        token=admin,
+    )
+    assert codes(elsewhere) == ["NOT_FOUND"]
+    not_admin = await gql(
+        client, EXPLAIN, {"p": viewer, "a": "document:read"}, token=tenant.tokens[Role.AUDITOR]
+    )
+    assert codes(not_admin) == ["FORBIDDEN"]

@@ -76,6 +76,13 @@ def _principal_of_user(
 ) -> Principal:
     if user.access_expires_at is not None and user.access_expires_at <= datetime.now(UTC):
         raise Unauthenticated("Access has expired.")
+    return principal_for(user, scopes, token_id)
+
+
+def principal_for(
+    user: User, scopes: frozenset[str] | None = None, token_id: uuid.UUID | None = None
+) -> Principal:
+    """The principal a user (or a token acting for them) is, expired or not."""
     return Principal(
         organization_id=user.organization_id,
         user_id=user.id,
@@ -111,15 +118,20 @@ async def _principal_of_api_token(db: Database, digest: bytes) -> Principal:
             if user is None or not user.is_active:
                 raise Unauthenticated("The API token's user is no longer active.")
             return _principal_of_user(user, scopes, token.id)
-        return Principal(
-            organization_id=token.organization_id,
-            user_id=None,
-            api_token_id=token.id,
-            role=token.role,
-            clearance=token.clearance,
-            department=token.department,
-            scopes=scopes,
-        )
+        return service_principal(token)
+
+
+def service_principal(token: ApiToken) -> Principal:
+    """An unbound (service) token: its own role, clearance and department."""
+    return Principal(
+        organization_id=token.organization_id,
+        user_id=None,
+        api_token_id=token.id,
+        role=token.role,
+        clearance=token.clearance,
+        department=token.department,
+        scopes=frozenset(token.scopes),
+    )
 
 
 # --- sessions ------------------------------------------------------------------------------

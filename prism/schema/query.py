@@ -15,6 +15,7 @@ from prism.models import audit as audit_models
 from prism.models import documents as document_models
 from prism.models import users as user_models
 from prism.models.pagination import MAX_PAGE_SIZE, PageRequest
+from prism.resolvers import access
 from prism.resolvers.ids import expect_id, from_global_id
 from prism.resolvers.nodes import load_node
 from prism.schema.audit import AuditChainReport, AuditEvent, AuditEventConnection, Job
@@ -91,6 +92,13 @@ class AuditFilter:
     actor_id: strawberry.ID | None = strawberry.field(default=None, description="A User ID.")
     after: datetime | None = None
     before: datetime | None = None
+
+
+@strawberry.type(description="A decision of the access policy.")
+class AccessExplanation:
+    allowed: bool
+    code: str = strawberry.field(description="OK, or the error code a refusal gets.")
+    reason: str
 
 
 @strawberry.type
@@ -233,6 +241,28 @@ class Query:
                 session, organization_id=principal.organization_id, after=after, before=before
             )
         return AuditChainReport.from_report(report)
+
+    @strawberry.field(
+        description="Why a user or API token may or may not do an action, optionally on a "
+        "document: the answer of the same policy function every request goes through (ADMIN)."
+    )
+    async def explain_access(
+        self,
+        info: Info,
+        principal_id: Annotated[
+            strawberry.ID, strawberry.argument(description="A User or ApiToken ID.")
+        ],
+        action: Annotated[
+            str, strawberry.argument(description="e.g. document:read, feedback:review.")
+        ],
+        resource_id: Annotated[
+            strawberry.ID | None, strawberry.argument(description="A Document ID.")
+        ] = None,
+    ) -> AccessExplanation:
+        _, decision = await access.explain(info.context, principal_id, action, resource_id)
+        return AccessExplanation(
+            allowed=decision.allowed, code=decision.code, reason=decision.reason
+        )
 
     @strawberry.field(description="A background job.")
     async def job(self, info: Info, id: strawberry.ID) -> Job | None:
