@@ -143,6 +143,8 @@ _HTTP_CODES = {404: "NOT_FOUND", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MED
 # multipart request is not a forged HTML form post.
 CSRF_HEADERS = ("apollo-require-preflight", "x-prism-csrf")
 MULTIPART_OVERHEAD = 1024 * 1024
+# A GraphQL document with its variables: anything bigger is not a query but a flood.
+MAX_JSON_BODY = 1024 * 1024
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
@@ -165,7 +167,13 @@ class PrismGraphQL(GraphQL[Context, None]):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        request = Request(scope=scope, receive=self._limited(scope, receive))
+        multipart = (
+            dict(scope.get("headers") or [])
+            .get(b"content-type", b"")
+            .startswith(b"multipart/form-data")
+        )
+        limit = self.max_body if multipart else MAX_JSON_BODY
+        request = Request(scope=scope, receive=self._limited(receive, limit))
         refusal = self._refuse(request)
         if refusal is not None:
             await refusal(scope, receive, send)
@@ -184,13 +192,20 @@ class PrismGraphQL(GraphQL[Context, None]):
             response = error_response(400, "BAD_USER_INPUT", "The request body is not UTF-8.")
         except BodyTooLarge:
             response = error_response(
-                413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {self.max_body} bytes."
+                413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {limit} bytes."
             )
         await response(scope, receive, send)
 
     def _refuse(self, request: Request) -> Response | None:
         content_type = request.headers.get("content-type", "")
-        if request.method != "POST" or not content_type.startswith("multipart/form-data"):
+        length = request.headers.get("content-length")
+        if request.method != "POST":
+            return None
+        if not content_type.startswith("multipart/form-data"):
+            if length is not None and length.isdigit() and int(length) > MAX_JSON_BODY:
+                return error_response(
+                    413, "PAYLOAD_TOO_LARGE", f"Requests are limited to {MAX_JSON_BODY} bytes."
+                )
             return None
         if not any(request.headers.get(h) for h in CSRF_HEADERS):
             return error_response(
@@ -199,7 +214,6 @@ class PrismGraphQL(GraphQL[Context, None]):
                 "Multipart requests need an `Apollo-Require-Preflight` (or `X-Prism-CSRF`) "
                 "header: it protects against cross-site request forgery.",
             )
-        length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             # Refused before a byte of the body is read.
             return error_response(
@@ -207,10 +221,10 @@ class PrismGraphQL(GraphQL[Context, None]):
             )
         return None
 
-    def _limited(self, scope: Scope, receive: Receive) -> Receive:
+    @staticmethod
+    def _limited(receive: Receive, limit: int) -> Receive:
         """Count body bytes as they arrive (a chunked body has no Content-Length)."""
         seen = 0
-        limit = self.max_body
 
         async def counted() -> Message:
             nonlocal seen

@@ -20,7 +20,7 @@ ANSWER = {
     "confidence": 0.82,
     "items": [
         {
-            "category": "liability",
+            "category": "LIABILITY",
             "description": "Liability is unlimited.",
             "suggestion": "Cap it.",
             "riskLevel": "HIGH",
@@ -123,6 +123,8 @@ async def test_throttling_is_retried() -> None:
         '{"riskLevel": "EXTREME", "confidence": 0.5, "items": []}',
         '{"riskLevel": "LOW", "confidence": 7, "items": []}',
         '{"riskLevel": "LOW", "confidence": 0.5, "items": [{"category": ""}]}',
+        '{"riskLevel": "LOW", "confidence": 0.5, "items": [{"category": "jane@example.com",'
+        ' "description": "d", "riskLevel": "LOW", "confidence": 0.5}]}',
     ],
 )
 async def test_answers_outside_the_schema_are_refused(answer: str) -> None:

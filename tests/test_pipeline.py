@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import sqlalchemy as sa
 from asgi_lifespan import LifespanManager
@@ -18,7 +20,7 @@ from prism.resolvers.context import Services
 from prism.server import create_app
 from tests import corpus
 from tests.factories import Tenant, codes, gql
-from tests.pipeline_helpers import DOCUMENT, run_jobs, upload
+from tests.pipeline_helpers import CSRF, DOCUMENT, run_jobs, upload
 
 CONTRACT_TXT = b"""MASTER AGREEMENT
 
@@ -269,3 +271,45 @@ async def test_reanalysis_keeps_history_and_feedback(
         token=token,
     )
     assert codes(unknown) == ["BAD_USER_INPUT"]
+
+
+def test_pii_scan_is_linear_on_hostile_text() -> None:
+    from prism.ingest.pii import scan
+
+    started = time.perf_counter()
+    scan("a." * 500_000 + "a@" * 200_000 + "1-" * 200_000)
+    assert time.perf_counter() - started < 2  # quadratic patterns took minutes here
+
+
+async def test_large_json_bodies_are_refused_before_parsing(client: httpx.AsyncClient) -> None:
+    big = b'{"query": "{ viewer { scopes } }", "variables": {"x": "' + b"a" * 2_000_000 + b'"}}'
+    response = await client.post(
+        "/graphql", content=big, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert codes(response.json()) == ["PAYLOAD_TOO_LARGE"]
+
+
+async def test_an_upload_in_a_failed_request_leaves_no_object(
+    client: httpx.AsyncClient, services: Services, tenant: Tenant, settings: Settings
+) -> None:
+    before = _objects(settings, tenant)
+    operations = {
+        "query": """mutation($input: UploadDocumentInput!) {
+            a: uploadDocument(input: $input) { document { id } }
+            b: deleteDocument(id: "RG9jdW1lbnQ6MDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAw") {
+              deletedId } }""",
+        "variables": {"input": {"file": None}},
+    }
+    response = await client.post(
+        "/graphql",
+        data={
+            "operations": orjson.dumps(operations).decode(),
+            "map": orjson.dumps({"0": ["variables.input.file"]}).decode(),
+        },
+        files={"0": ("x.txt", CONTRACT_TXT + b"\norphan " + tenant.name.encode(), "text/plain")},
+        headers={"authorization": f"Bearer {tenant.tokens[Role.ADMIN]}", **CSRF},
+    )
+    assert codes(response.json()) == ["NOT_FOUND"]
+    assert _objects(settings, tenant) == before
+    assert (await _counts(services, tenant))[0] == 0

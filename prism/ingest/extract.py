@@ -16,17 +16,21 @@ import resource
 import sys
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import orjson
 from charset_normalizer import from_bytes
 
 from prism.ingest.detect import Kind
+from prism.ingest.pii import scan
 from prism.ingest.text import TextSection, count_words, split_sections
 
 MAX_ZIP_ENTRIES = 2_000
+MAX_SECTIONS = 5_000
+MAX_TEXT_CHARS = 20_000_000
 MAX_INFLATED_BYTES = 256 * 1024 * 1024
 _XML_DECLARATIONS = re.compile(rb"<!(?:DOCTYPE|ENTITY)", re.IGNORECASE)
 
@@ -47,7 +51,48 @@ class Extracted:
     sections: list[TextSection]
     page_count: int | None = None
     word_count: int = 0
-    warnings: list[str] = field(default_factory=list)
+    # PII findings per section, computed in the child too (under its time limit).
+    findings: list[list[dict[str, Any]]] | None = None
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "sections": [[s.name, s.content] for s in self.sections],
+                "page_count": self.page_count,
+                "word_count": self.word_count,
+                "findings": self.findings,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Extracted:
+        raw = orjson.loads(data)
+        return cls(
+            sections=[TextSection(name=str(n), content=str(c)) for n, c in raw["sections"]],
+            page_count=raw["page_count"],
+            word_count=int(raw["word_count"]),
+            findings=raw["findings"],
+        )
+
+
+def _bounded(extracted: Extracted) -> Extracted:
+    """What PostgreSQL can store and the pipeline can afford: no NUL (nor other control
+    characters but line breaks and tabs), at most MAX_SECTIONS sections of MAX_TEXT_CHARS."""
+    if len(extracted.sections) > MAX_SECTIONS:
+        raise ExtractionError(f"The document splits into more than {MAX_SECTIONS} sections.")
+    if sum(len(s.content) for s in extracted.sections) > MAX_TEXT_CHARS:
+        raise ExtractionError(f"The document holds more than {MAX_TEXT_CHARS} characters of text.")
+    extracted.sections = [
+        TextSection(
+            name=_CONTROL.sub("", s.name)[:500] or "Untitled", content=_CONTROL.sub("", s.content)
+        )
+        for s in extracted.sections
+    ]
+    extracted.findings = [[f.as_json() for f in scan(s.content)] for s in extracted.sections]
+    return extracted
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
 
 
 # --- formats ---------------------------------------------------------------------------------
@@ -209,15 +254,15 @@ def _child(conn: Connection, path: str, kind: str, limits: Limits) -> None:
     limit = limits.memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
-        conn.send(("ok", extract_file(Path(path), Kind(kind), limits)))
+        conn.send_bytes(b"ok" + _bounded(extract_file(Path(path), Kind(kind), limits)).to_json())
     except ExtractionError as exc:
-        conn.send(("error", str(exc)))
+        conn.send_bytes(b"er" + str(exc).encode())
     except MemoryError:
-        conn.send(("error", f"Extraction needed more than {limits.memory_mb} MiB; refused."))
+        conn.send_bytes(b"er" + f"Extraction needed more than {limits.memory_mb} MiB.".encode())
     except RecursionError:
-        conn.send(("error", "The file is nested too deeply to read."))
+        conn.send_bytes(b"er" + b"The file is nested too deeply to read.")
     except Exception:  # noqa: BLE001 - any parser failure is a bad file, said plainly
-        conn.send(("error", f"The {kind} file could not be read: it is damaged or malformed."))
+        conn.send_bytes(b"er" + f"The {kind} file could not be read: it is damaged.".encode())
     finally:
         conn.close()
 
@@ -248,9 +293,14 @@ async def extract_isolated(path: Path, kind: Kind, limits: Limits) -> Extracted:
     """Extract in a child process bounded in memory and time."""
     receiver, sender = _CONTEXT.Pipe(duplex=False)
     process = _CONTEXT.Process(target=_child, args=(sender, str(path), kind.value, limits))
-    with _main_module_hidden():
-        process.start()
-    sender.close()
+    try:
+        with _main_module_hidden():
+            process.start()
+    except BaseException:
+        receiver.close()
+        raise
+    finally:
+        sender.close()
     try:
         ready = await asyncio.to_thread(receiver.poll, limits.timeout_seconds)
         if not ready:
@@ -258,7 +308,8 @@ async def extract_isolated(path: Path, kind: Kind, limits: Limits) -> Extracted:
                 f"Extraction took longer than {limits.timeout_seconds:g} s; the file was refused."
             )
         try:
-            status, payload = receiver.recv()
+            # Bytes, not pickle: the child parsed hostile input and is not trusted.
+            message = receiver.recv_bytes()
         except EOFError as exc:  # the child died: killed for memory, or crashed
             raise ExtractionError(
                 f"Extraction exceeded its limits ({limits.memory_mb} MiB) and was stopped."
@@ -268,7 +319,6 @@ async def extract_isolated(path: Path, kind: Kind, limits: Limits) -> Extracted:
             process.kill()
         await asyncio.to_thread(process.join, 5)
         receiver.close()
-    if status == "error":
-        raise ExtractionError(payload)
-    result: Extracted = payload
-    return result
+    if message[:2] == b"er":
+        raise ExtractionError(message[2:].decode(errors="replace"))
+    return Extracted.from_json(message[2:])

@@ -37,7 +37,16 @@ def _luhn_ok(digits: str) -> bool:
 
 
 _PATTERNS: list[tuple[str, re.Pattern[str], float]] = [
-    ("EMAIL", re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"), 0.95),
+    # Bounded parts, and a match only starts where a run of address characters starts: no
+    # quadratic re-scanning of hostile text such as "a.a.a.a…".
+    (
+        "EMAIL",
+        re.compile(
+            r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}"
+            r"(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}\b"
+        ),
+        0.95,
+    ),
     ("SSN", re.compile(r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b"), 0.9),
     ("CREDIT_CARD", re.compile(r"\b(?:\d[ -]?){13,19}\b"), 0.9),
     (

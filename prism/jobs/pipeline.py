@@ -146,7 +146,7 @@ async def receive_upload(
             if raced is None:
                 raise
             return raced
-        job = await enqueue(session, document, EXTRACT, {"analyze": analyze})
+        job = await enqueue(session, pipeline, document, EXTRACT, {"analyze": analyze})
         await record_event(
             session,
             organization_id=scope.organization_id,
@@ -193,17 +193,24 @@ async def _live_document_with_hash(
 
 
 async def enqueue(
-    session: AsyncSession, document: Document, kind: str, payload: dict[str, Any]
+    session: AsyncSession,
+    pipeline: Pipeline,
+    document: Document,
+    kind: str,
+    payload: dict[str, Any],
 ) -> Job:
     return await job_models.enqueue_job(
         session,
         organization_id=document.organization_id,
         kind=kind,
         payload={"documentId": str(document.id), **payload},
+        max_attempts=pipeline.settings.job_max_attempts,
     )
 
 
-async def request_analysis(session: AsyncSession, document: Document, analyzer: str | None) -> Job:
+async def request_analysis(
+    session: AsyncSession, pipeline: Pipeline, document: Document, analyzer: str | None
+) -> Job:
     """Queue a (re-)analysis; the previous analyses stay as history."""
     if document.processing_status in (ProcessingStatus.UPLOADED, ProcessingStatus.EXTRACTING):
         raise Conflict("The document is still being extracted; analyse it once that is done.")
@@ -212,7 +219,7 @@ async def request_analysis(session: AsyncSession, document: Document, analyzer: 
     document.processing_status = ProcessingStatus.QUEUED
     document.processing_error = None
     await notify_progress(session, document)
-    return await enqueue(session, document, ANALYZE, {"analyzer": analyzer})
+    return await enqueue(session, pipeline, document, ANALYZE, {"analyzer": analyzer})
 
 
 async def notify_progress(session: AsyncSession, document: Document, analyzed: int = 0) -> None:
@@ -233,9 +240,15 @@ async def notify_progress(session: AsyncSession, document: Document, analyzed: i
 
 
 async def store_sections(
-    session: AsyncSession, document: Document, parts: list[TextSection]
+    session: AsyncSession,
+    document: Document,
+    parts: list[TextSection],
+    findings: list[list[dict[str, Any]]] | None = None,
 ) -> list[Section]:
-    """Sections with their PII findings (offsets only), replacing any earlier extraction."""
+    """Sections with their PII findings (offsets only), replacing any earlier extraction.
+    ``findings`` come from the extraction child; without them the text is scanned here."""
+    if findings is None:
+        findings = [[f.as_json() for f in scan(part.content)] for part in parts]
     await session.execute(sa.delete(Section).where(Section.document_id == document.id))
     sections = [
         Section(
@@ -246,9 +259,9 @@ async def store_sections(
             name=part.name,
             content=part.content,
             word_count=part.word_count,
-            pii_findings=[f.as_json() for f in scan(part.content)],
+            pii_findings=found,
         )
-        for index, part in enumerate(parts)
+        for index, (part, found) in enumerate(zip(parts, findings, strict=True))
     ]
     await document_models.add_sections(session, sections)
     document.total_sections = len(sections)
@@ -257,14 +270,9 @@ async def store_sections(
     return sections
 
 
-async def analyze_section(
-    session: AsyncSession,
-    document: Document,
-    section: Section,
-    analyzer: Analyzer,
-    job_id: uuid.UUID | None,
-) -> None:
-    """One analysis row; a second run of the same job for the same section adds nothing."""
+async def run_analyzer(document: Document, section: Section, analyzer: Analyzer) -> dict[str, Any]:
+    """Analyse one section (no database connection held: a remote model may take a minute)
+    and return the analysis row's values."""
     started = utcnow()
     clock = time.perf_counter()
     outcome = await analyzer.analyze(
@@ -273,25 +281,30 @@ async def analyze_section(
         pii_types=[f["type"] for f in section.pii_findings],
     )
     elapsed = time.perf_counter() - clock
+    return {
+        "organization_id": document.organization_id,
+        "document_id": document.id,
+        "section_id": section.id,
+        "model": outcome.model[:200],
+        "model_version": (outcome.model_version or "")[:100] or None,
+        "started_at": started,
+        "completed_at": started + timedelta(seconds=elapsed),
+        "duration_seconds": elapsed,
+        "risk_level": outcome.risk_level,
+        "confidence": outcome.confidence,
+        "tokens_used": outcome.tokens_used,
+        "cost_usd": outcome.cost_usd,
+        "feedback_items": [item.as_json() for item in outcome.items],
+    }
+
+
+async def store_analysis(
+    session: AsyncSession, values: dict[str, Any], job_id: uuid.UUID | None
+) -> None:
+    """One analysis row; a second run of the same job for the same section adds nothing."""
     await session.execute(
         insert(Analysis)
-        .values(
-            id=uuid.uuid4(),
-            organization_id=document.organization_id,
-            document_id=document.id,
-            section_id=section.id,
-            job_id=job_id,
-            model=outcome.model,
-            model_version=outcome.model_version,
-            started_at=started,
-            completed_at=started + timedelta(seconds=elapsed),
-            duration_seconds=elapsed,
-            risk_level=outcome.risk_level,
-            confidence=outcome.confidence,
-            tokens_used=outcome.tokens_used,
-            cost_usd=outcome.cost_usd,
-            feedback_items=[item.as_json() for item in outcome.items],
-        )
+        .values(id=uuid.uuid4(), job_id=job_id, **values)
         .on_conflict_do_nothing(index_elements=[Analysis.section_id, Analysis.job_id])
     )
 
@@ -305,7 +318,7 @@ async def analyze_sections(
 ) -> list[Analysis]:
     """Analyse every section in this transaction, then set the document's aggregates."""
     for section in sections:
-        await analyze_section(session, document, section, analyzer, job_id)
+        await store_analysis(session, await run_analyzer(document, section, analyzer), job_id)
     results = await analyses_of_run(session, document.id, job_id)
     apply_aggregates(document, results)
     return results
@@ -362,7 +375,11 @@ class LeaseLost(Exception):
 async def _complete(session: AsyncSession, run: JobRun) -> None:
     """Mark the job done in the same transaction as its last writes, fenced on the lease."""
     finished = await job_models.finish_job(
-        session, job_id=run.job.id, worker=run.worker, state=JobState.SUCCEEDED
+        session,
+        job_id=run.job.id,
+        worker=run.worker,
+        attempt=run.job.attempts,
+        state=JobState.SUCCEEDED,
     )
     if not finished:
         raise LeaseLost(str(run.job.id))
@@ -386,18 +403,17 @@ async def handle_extract(run: JobRun) -> None:
         try:
             extracted = await extract_isolated(path, kind, run.pipeline.limits)
         except ExtractionError as exc:
-            await fail_document(run, str(exc))
-            raise PermanentJobError(str(exc)) from exc
+            raise PermanentJobError(str(exc)) from exc  # the worker marks the document FAILED
     async with db.transaction(run.job.organization_id) as session:
         document = await _locked_document(session, run)
         if document is None:
             await _complete(session, run)
             return
-        await store_sections(session, document, extracted.sections)
+        await store_sections(session, document, extracted.sections, extracted.findings)
         document.page_count = extracted.page_count
         document.processing_error = None
         if run.job.payload.get("analyze", True):
-            await request_analysis(session, document, None)
+            await request_analysis(session, run.pipeline, document, None)
         else:
             await notify_progress(session, document)
         await _complete(session, run)
@@ -427,8 +443,9 @@ async def handle_analyze(run: JobRun) -> None:
     for section in sections:
         if section.id in done:
             continue
+        values = await run_analyzer(document, section, analyzer)
         async with db.transaction(run.job.organization_id) as session:
-            await analyze_section(session, document, section, analyzer, run.job.id)
+            await store_analysis(session, values, run.job.id)
             done.add(section.id)
             await notify_progress(session, document, len(done))
     async with db.transaction(run.job.organization_id) as session:

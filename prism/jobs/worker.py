@@ -11,12 +11,13 @@ import random
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 import structlog
+from sqlalchemy.exc import DataError
 
-from prism.jobs.pipeline import HANDLERS, JobRun, PermanentJobError, fail_document
+from prism.jobs.pipeline import HANDLERS, JobRun, LeaseLost, PermanentJobError, fail_document
 from prism.jobs.runtime import Pipeline
 from prism.models import jobs as job_models
 from prism.models.base import utcnow
@@ -27,7 +28,7 @@ from prism.models.jobs import Job
 log = structlog.get_logger("prism.worker")
 JOBS_CHANNEL = "prism_jobs"
 Handler = Callable[[JobRun], Awaitable[None]]
-BACKOFF_BASE_SECONDS = 2.0
+BACKOFF_BASE_SECONDS = 10.0
 BACKOFF_MAX_SECONDS = 600.0
 IDLE_POLL_SECONDS = 5.0
 
@@ -64,19 +65,29 @@ class Worker:
         listener = await self._listen()
         heartbeat = asyncio.create_task(self._heartbeat())
         log.info("worker started", worker=self.name, concurrency=self.concurrency)
+        delay = 0.5
         try:
             while not stop.is_set():
-                claimed = await self._claim_free_slots()
+                try:
+                    claimed = await self._claim_free_slots()
+                    delay = 0.5
+                except Exception:
+                    log.warning("claiming failed; retrying", exc_info=True, delay=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30)
+                    continue
                 if claimed == 0:
                     await self._sleep(stop)
         finally:
-            await self._shutdown(grace_seconds)
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
-            if listener is not None:
-                await listener.close()
-            log.info("worker stopped", worker=self.name)
+            try:
+                await self._shutdown(grace_seconds)
+            finally:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
+                if listener is not None:
+                    await listener.close()
+                log.info("worker stopped", worker=self.name)
 
     async def drain(self) -> int:
         """Run jobs until none is runnable (the demo, tests, `prism worker --drain`)."""
@@ -106,6 +117,11 @@ class Worker:
                 session, worker=self.name, limit=free, lease_seconds=self.lease_seconds
             )
         for job in jobs:
+            stale = self._running.get(job.id)
+            if stale is not None:
+                # Our own lease ran out (a blocked loop) and we claimed the job again: the
+                # old run can no longer finish it (fenced on the attempt); stop it.
+                stale.cancel()
             self._running[job.id] = asyncio.create_task(self._execute(job))
         return len(jobs)
 
@@ -181,27 +197,48 @@ class Worker:
             raise
         except PermanentJobError as exc:
             bound.warning("job failed permanently", error=str(exc))
-            await self._finish(job, JobState.DEAD, str(exc))
+            if await self._finish(job, JobState.DEAD, str(exc)):
+                await fail_document(run, str(exc))
+        except LeaseLost:
+            bound.warning("lease lost; another run owns the job now")
+        except DataError as exc:
+            # What PostgreSQL refuses to store will be refused again: no retries.
+            bound.warning("job failed on data the database refuses", exc_info=True)
+            if await self._finish(job, JobState.DEAD, public_error(exc)):
+                await fail_document(run, "The document holds text that cannot be stored.")
         except Exception as exc:  # noqa: BLE001 - any failure is recorded and retried
             bound.warning("job failed", exc_info=True)
-            error = f"{type(exc).__name__}: {exc}"[:2000]
+            error = public_error(exc)
             if job.attempts >= job.max_attempts:
-                await self._finish(job, JobState.DEAD, error)
-                await fail_document(run, f"Processing failed after {job.attempts} attempts.")
+                if await self._finish(job, JobState.DEAD, error):
+                    await fail_document(run, f"Processing failed after {job.attempts} attempts.")
             else:
                 await self._finish(
                     job, JobState.FAILED, error, run_at=utcnow() + backoff(job.attempts)
                 )
         finally:
-            self._running.pop(job.id, None)
+            if self._running.get(job.id) is asyncio.current_task():
+                del self._running[job.id]
 
-    async def _finish(self, job: Job, state: JobState, error: str, run_at: object = None) -> None:
+    async def _finish(
+        self, job: Job, state: JobState, error: str, run_at: datetime | None = None
+    ) -> bool:
+        """Record the outcome; False when another run owns the job now (nothing recorded)."""
         async with self.pipeline.db.transaction(job.organization_id) as session:
-            await job_models.finish_job(
+            return await job_models.finish_job(
                 session,
                 job_id=job.id,
                 worker=self.name,
+                attempt=job.attempts,
                 state=state,
                 error=error,
-                run_at=run_at,  # type: ignore[arg-type]
+                run_at=run_at,
             )
+
+
+def public_error(exc: BaseException) -> str:
+    """What `job.lastError` shows clients: the kind of failure and its first line, never the
+    SQL, parameters or stack (those are in the worker's log)."""
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    first_line = first_line.split("[SQL:", 1)[0]
+    return f"{type(exc).__name__}: {first_line}"[:300]

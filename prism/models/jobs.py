@@ -63,9 +63,14 @@ async def enqueue_job(
     kind: str,
     payload: dict[str, Any],
     run_at: datetime | None = None,
+    max_attempts: int = 5,
 ) -> Job:
     job = Job(
-        organization_id=organization_id, kind=kind, payload=payload, run_at=run_at or utcnow()
+        organization_id=organization_id,
+        kind=kind,
+        payload=payload,
+        run_at=run_at or utcnow(),
+        max_attempts=max_attempts,
     )
     session.add(job)
     await session.flush()
@@ -109,6 +114,7 @@ async def finish_job(
     *,
     job_id: uuid.UUID,
     worker: str,
+    attempt: int,
     state: JobState,
     error: str | None = None,
     run_at: datetime | None = None,
@@ -127,7 +133,14 @@ async def finish_job(
         values["run_at"] = run_at
     result = await session.execute(
         sa.update(Job)
-        .where(Job.id == job_id, Job.locked_by == worker, Job.state == JobState.RUNNING)
+        # Fenced on the claim (worker and attempt): a run whose lease expired and was claimed
+        # again, even by the same worker, can no longer finish the job.
+        .where(
+            Job.id == job_id,
+            Job.locked_by == worker,
+            Job.attempts == attempt,
+            Job.state == JobState.RUNNING,
+        )
         .values(**values)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]

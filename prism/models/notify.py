@@ -65,8 +65,10 @@ class Notifications:
         except orjson.JSONDecodeError:
             return
         for queue in self._subscribers.get(str(event.get(self._key_field)), ()):
-            with contextlib.suppress(asyncio.QueueFull):  # a stalled client skips events
-                queue.put_nowait(event)
+            if queue.full():
+                # A slow reader loses the oldest events, never the newest (the final state).
+                queue.get_nowait()
+            queue.put_nowait(event)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, key: str) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:

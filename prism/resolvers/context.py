@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -55,6 +55,12 @@ class RequestTransaction:
         self._organization_id = organization_id
         self._lock = asyncio.Lock()
         self._session: AsyncSession | None = None
+        self._on_rollback: list[Callable[[], Awaitable[None]]] = []
+
+    def on_rollback(self, undo: Callable[[], Awaitable[None]]) -> None:
+        """Undo work outside the database (a stored object) if the transaction does not
+        commit."""
+        self._on_rollback.append(undo)
 
     async def _open(self) -> AsyncSession:
         if self._session is None:
@@ -79,15 +85,21 @@ class RequestTransaction:
 
     async def finish(self, *, commit: bool) -> None:
         session, self._session = self._session, None
-        if session is None:
-            return
+        undo, self._on_rollback = self._on_rollback, []
+        committed = False
         try:
-            if commit:
-                await session.commit()
-            else:
-                await session.rollback()
+            if session is not None:
+                if commit:
+                    await session.commit()
+                    committed = True
+                else:
+                    await session.rollback()
         finally:
-            await session.close()
+            if session is not None:
+                await session.close()
+            if not committed:
+                for step in undo:
+                    await step()
 
 
 @dataclass

@@ -268,7 +268,7 @@ async def upload_document(ctx: Context, data: UploadInput) -> pipeline.Received:
     principal = ctx.require_principal()
     require(principal, Action.DOCUMENT_UPLOAD)
     async with ctx.transaction.write() as session:
-        return await pipeline.receive_upload(
+        received = await pipeline.receive_upload(
             session,
             ctx.services.pipeline,
             scope=principal.scope(),
@@ -282,6 +282,10 @@ async def upload_document(ctx: Context, data: UploadInput) -> pipeline.Received:
             actor=ctx.actor,
             meta=ctx.meta,
         )
+    if not received.deduplicated and received.document.storage_key:
+        store, key = ctx.services.pipeline.store, received.document.storage_key
+        ctx.transaction.on_rollback(lambda: store.delete(key))
+    return received
 
 
 async def analyze_document(
@@ -292,7 +296,7 @@ async def analyze_document(
     ctx.services.pipeline.analyzer(analyzer)  # an unknown name is bad input, said now
     async with ctx.transaction.write() as session:
         document = await _document_for_update(session, principal, document_id)
-        job = await pipeline.request_analysis(session, document, analyzer)
+        job = await pipeline.request_analysis(session, ctx.services.pipeline, document, analyzer)
         await ctx.audit(
             session,
             event_type="document.analyze",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import cast
 
 import strawberry
 from starlette.datastructures import UploadFile
 from strawberry.file_uploads import Upload
 
 from prism.authz import identity
+from prism.errors import BadUserInput
 from prism.resolvers import documents as document_resolvers
 from prism.resolvers.ids import expect_id
 from prism.schema.audit import Job
@@ -264,7 +264,11 @@ class Mutation:
     async def upload_document(
         self, info: Info, input: UploadDocumentInput
     ) -> UploadDocumentPayload:
-        file = cast(UploadFile, input.file)
+        if not isinstance(input.file, UploadFile) or input.file.file.closed:
+            raise BadUserInput(
+                "`file` must be a file part of a multipart request, used once.", argument="file"
+            )
+        file = input.file
         try:
             received = await document_resolvers.upload_document(
                 info.context,

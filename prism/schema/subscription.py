@@ -68,7 +68,8 @@ class Subscription:
                     continue
                 await info.context.renew()
                 row = await visible()
-                status = ProcessingStatus(event["s"])
+                # The row, read now, decides: an event may be stale or one may have been lost.
+                status = row.processing_status
                 yield DocumentProgress(
                     document=Document.from_row(row),
                     processing_status=status,

@@ -20,7 +20,8 @@ Answer with JSON only, no prose, in exactly this shape:
 {{"riskLevel": "LOW|MEDIUM|HIGH", "confidence": 0.0-1.0,
  "items": [{{"category": "...", "description": "...", "suggestion": "...",
             "riskLevel": "LOW|MEDIUM|HIGH", "confidence": 0.0-1.0, "quote": "..."}}]}}
-Categories: LIABILITY, INDEMNITY, TERM, TERMINATION, PRIVACY, CLARITY, COMPLIANCE, OTHER.
+Categories (exactly one of): LIABILITY, INDEMNITY, TERM, TERMINATION, PRIVACY, CLARITY,
+COMPLIANCE, OTHER.
 Personal data found by a scanner in this section: {pii}.
 Section title: {title}
 Section text:
@@ -31,8 +32,14 @@ Section text:
 _JSON = re.compile(r"\{.*\}", re.DOTALL)
 
 
+Category = Literal[
+    "LIABILITY", "INDEMNITY", "TERM", "TERMINATION", "PRIVACY", "CLARITY", "COMPLIANCE", "OTHER"
+]
+
+
 class _ItemModel(BaseModel):
-    category: str = Field(min_length=1, max_length=100)
+    # A closed list: the model's free text only goes where masking applies.
+    category: Category
     description: str = Field(min_length=1, max_length=2000)
     suggestion: str | None = Field(default=None, max_length=2000)
     riskLevel: Literal["LOW", "MEDIUM", "HIGH"]
@@ -110,7 +117,8 @@ class BedrockAnalyzer:
         )
         answer = parse_answer(answer_text)
         usage = response.get("usage", {})
-        tokens_in, tokens_out = int(usage.get("inputTokens", 0)), int(usage.get("outputTokens", 0))
+        tokens_in = max(int(usage.get("inputTokens", 0)), 0)
+        tokens_out = max(int(usage.get("outputTokens", 0)), 0)
         cost = (tokens_in * self.input_price + tokens_out * self.output_price).quantize(
             Decimal("0.000001")
         )
@@ -122,8 +130,8 @@ class BedrockAnalyzer:
             or "converse",
             items=[
                 Item(
-                    id=f"{i.category.lower()}-{n}",
-                    category=i.category.upper(),
+                    id=f"item-{n}",
+                    category=i.category,
                     description=i.description,
                     suggestion=i.suggestion,
                     risk_level=RiskLevel(i.riskLevel),
