@@ -313,3 +313,20 @@ async def test_an_upload_in_a_failed_request_leaves_no_object(
     assert codes(response.json()) == ["NOT_FOUND"]
     assert _objects(settings, tenant) == before
     assert (await _counts(services, tenant))[0] == 0
+
+
+async def test_uploading_a_failed_document_again_retries_it(
+    client: httpx.AsyncClient, services: Services, tenant: Tenant
+) -> None:
+    token = tenant.tokens[Role.REVIEWER]
+    locked = corpus.encrypted_pdf_bytes()
+    first = await _upload_ok(client, token, "locked.pdf", locked)
+    await run_jobs(services)
+    again = await _upload_ok(client, token, "locked.pdf", locked)
+    assert again["deduplicated"] is True
+    assert again["document"]["id"] == first["document"]["id"]
+    assert again["document"]["processingStatus"] == "UPLOADED"
+    assert again["job"]["state"] == "QUEUED"
+    await run_jobs(services)
+    body = await gql(client, DOCUMENT, {"id": first["document"]["id"]}, token=token)
+    assert body["data"]["document"]["processingStatus"] == "FAILED"  # still locked, still said

@@ -112,6 +112,14 @@ async def receive_upload(
             "A document cannot be classified above your own clearance.", argument="classification"
         )
     existing = await _live_document_with_hash(session, scope, sha256)
+    if existing is not None and existing.document.processing_status is ProcessingStatus.FAILED:
+        # Uploading a failed document again retries it (after a fix of Prism, say): the
+        # stored object is the same bytes, so only the processing starts over.
+        document = existing.document
+        document.processing_status = ProcessingStatus.UPLOADED
+        document.processing_error = None
+        job = await enqueue(session, pipeline, document, EXTRACT, {"analyze": analyze})
+        return Received(document=document, deduplicated=True, job=job)
     if existing is not None:
         return existing
     org = await session.get(Organization, scope.organization_id)
