@@ -127,3 +127,13 @@ def plain_zip_bytes() -> bytes:
     with zipfile.ZipFile(out, "w") as archive:
         archive.writestr("notes.txt", "not a word document")
     return out.getvalue()
+
+
+def many_parts_zip_bytes(parts: int = 3000) -> bytes:
+    """A 'docx' whose directory lists thousands of empty parts."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for i in range(parts):
+            archive.writestr(f"word/media/e{i}", b"")
+        archive.writestr("word/document.xml", b"<w:document/>")
+    return out.getvalue()

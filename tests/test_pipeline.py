@@ -133,6 +133,7 @@ def _objects(settings: Settings, tenant: Tenant) -> int:
         ("binary.txt", bytes(range(256)) * 4, None, 200, "UNSUPPORTED_MEDIA_TYPE"),
         ("photo.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, None, 200, "UNSUPPORTED_MEDIA_TYPE"),
         ("archive.docx", corpus.plain_zip_bytes(), None, 200, "UNSUPPORTED_MEDIA_TYPE"),
+        ("parts.docx", corpus.many_parts_zip_bytes(), None, 200, "UNSUPPORTED_MEDIA_TYPE"),
         ("forged.txt", CONTRACT_TXT, {}, 400, "BAD_USER_INPUT"),
     ],
 )
@@ -258,6 +259,7 @@ async def test_reanalysis_keeps_history_and_feedback(
         document { processingStatus } job { kind state } } }"""
     body = await gql(client, analyze, {"id": doc_id}, token=token)
     assert body["data"]["analyzeDocument"]["document"]["processingStatus"] == "QUEUED"
+    assert codes(await gql(client, analyze, {"id": doc_id}, token=token)) == ["CONFLICT"]
     assert body["data"]["analyzeDocument"]["job"]["kind"] == "document.analyze"
     await run_jobs(services)
     result = (await gql(client, DOCUMENT, {"id": doc_id}, token=token))["data"]["document"]

@@ -10,6 +10,8 @@ from typing import BinaryIO
 from charset_normalizer import from_bytes
 
 TEXT_SAMPLE = 64 * 1024
+MAX_ARCHIVE_ENTRIES = 2_000
+_EOCD = b"PK\x05\x06"
 
 
 class Kind(StrEnum):
@@ -45,6 +47,7 @@ def detect_stream(source: BinaryIO) -> Kind:
     if head.startswith(b"%PDF-"):
         return Kind.PDF
     if head.startswith(b"PK\x03\x04"):
+        _check_entry_count(source)
         try:
             with zipfile.ZipFile(source) as archive:
                 names = set(archive.namelist())
@@ -58,3 +61,20 @@ def detect_stream(source: BinaryIO) -> Kind:
     if b"\x00" not in head and from_bytes(head).best() is not None:
         return Kind.TXT
     raise Unsupported("Only .docx, .pdf and plain-text files are accepted.")
+
+
+def _check_entry_count(source: BinaryIO) -> None:
+    """Read the archive's entry count from its end record before anything parses its
+    directory (hundreds of thousands of empty entries would cost the API process memory)."""
+    source.seek(0, 2)
+    size = source.tell()
+    source.seek(max(0, size - 65_557))  # the end record and its longest comment
+    tail = source.read()
+    source.seek(0)
+    at = tail.rfind(_EOCD)
+    if at < 0 or len(tail) < at + 12:
+        raise Unsupported("The file is a damaged zip archive.")
+    entries = int.from_bytes(tail[at + 10 : at + 12], "little")
+    # 0xFFFF means "see the zip64 record": no Word document needs that many parts.
+    if entries > MAX_ARCHIVE_ENTRIES:
+        raise Unsupported(f"The archive has more than {MAX_ARCHIVE_ENTRIES} parts.")

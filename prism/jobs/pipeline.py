@@ -224,6 +224,8 @@ async def request_analysis(
         raise Conflict("The document is still being extracted; analyse it once that is done.")
     if document.total_sections == 0:
         raise Conflict("The document has no sections to analyse.")
+    if document.processing_status in (ProcessingStatus.QUEUED, ProcessingStatus.ANALYZING):
+        raise Conflict("An analysis of the document is already queued or running.")
     document.processing_status = ProcessingStatus.QUEUED
     document.processing_error = None
     await notify_progress(session, document)
