@@ -30,6 +30,10 @@ lint: install
 test: install lint
 	$(VENV)/bin/pytest
 
+# Ingestion benchmarks (about 6 minutes); results in bench/results/.
+bench: install
+	$(VENV)/bin/python bench/ingest.py all
+
 schema: install
 	$(VENV)/bin/prism schema export --output schema.graphql
 
