@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -98,7 +99,9 @@ class RulesAnalyzer:
     name = "rules"
 
     async def analyze(self, *, section_name: str, text: str, pii_types: list[str]) -> Outcome:
-        return analyze_text(text, pii_types)
+        # Regexes over a long section take a while: off the event loop, which may be serving
+        # HTTP too (`prism serve --with-worker`).
+        return await asyncio.to_thread(analyze_text, text, pii_types)
 
 
 def analyze_text(text: str, pii_types: list[str]) -> Outcome:
