@@ -42,9 +42,9 @@ async def create_organization(
             raise Conflict(f"An organization named {name!r} exists already.")
     org_id = uuid.uuid4()
     async with services.db.transaction(org_id) as session:
-        org = org_models.Organization(id=org_id, name=name, domain=domain, subscription_tier=tier)
-        session.add(org)
-        await session.flush()
+        org = await org_models.create_organization(
+            session, organization_id=org_id, name=name, domain=domain, subscription_tier=tier
+        )
         await record_event(
             session,
             organization_id=org_id,

@@ -21,7 +21,7 @@ from prism.jobs.pipeline import HANDLERS, JobRun, LeaseLost, PermanentJobError, 
 from prism.jobs.runtime import Pipeline
 from prism.models import jobs as job_models
 from prism.models.base import utcnow
-from prism.models.db import APP_ROLE
+from prism.models.db import APP_ROLE, url_for_asyncpg
 from prism.models.enums import JobState
 from prism.models.jobs import Job
 
@@ -142,11 +142,9 @@ class Worker:
 
     async def _listen(self) -> asyncpg.Connection | None:
         """A dedicated connection for LISTEN; without it the worker still polls."""
-        url = self.pipeline.db.engine.url.set(drivername="postgresql")
+        url = url_for_asyncpg(self.pipeline.db.engine.url.render_as_string(hide_password=False))
         try:
-            conn = await asyncpg.connect(
-                url.render_as_string(hide_password=False), server_settings={"role": APP_ROLE}
-            )
+            conn = await asyncpg.connect(url, server_settings={"role": APP_ROLE})
             await conn.add_listener(JOBS_CHANNEL, lambda *_: self._wake.set())
         except (OSError, asyncpg.PostgresError):
             log.warning("LISTEN unavailable, polling only", exc_info=True)

@@ -104,9 +104,3 @@ async def read_analysis_pages(
         page,
         lambda a: (a.created_at, a.id),
     )
-
-
-async def add_analysis(session: AsyncSession, analysis: Analysis) -> Analysis:
-    session.add(analysis)
-    await session.flush()
-    return analysis

@@ -223,12 +223,6 @@ async def soft_delete_document(session: AsyncSession, document: Document) -> Non
     await session.flush()
 
 
-async def create_document(session: AsyncSession, document: Document) -> Document:
-    session.add(document)
-    await session.flush()
-    return document
-
-
 # --- sections ------------------------------------------------------------------------------
 
 

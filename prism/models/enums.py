@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum, StrEnum
+from enum import StrEnum
 
 
 class Role(StrEnum):
@@ -86,9 +86,3 @@ class StorageTier(StrEnum):
     WARM = "WARM"
     COLD = "COLD"
     ARCHIVE = "ARCHIVE"
-
-
-def check_in(column: str, enum: type[Enum]) -> str:
-    """SQL CHECK text that keeps a text column inside an enumeration."""
-    values = ", ".join(f"'{member.value}'" for member in enum)
-    return f"{column} IN ({values})"

@@ -43,11 +43,15 @@ async def read_organization(
 async def create_organization(
     session: AsyncSession,
     *,
+    organization_id: uuid.UUID,
     name: str,
     domain: str | None = None,
     subscription_tier: str = "standard",
 ) -> Organization:
-    org = Organization(name=name, domain=domain, subscription_tier=subscription_tier)
+    """The id is chosen by the caller: RLS only lets it insert the organization it is set to."""
+    org = Organization(
+        id=organization_id, name=name, domain=domain, subscription_tier=subscription_tier
+    )
     session.add(org)
     await session.flush()
     return org
