@@ -45,10 +45,13 @@ class RequestTransaction:
     """One connection and one transaction for the whole request, opened on first use.
 
     Top-level fields and DataLoader batches run concurrently; they take turns on the session
-    through a lock, so a request holds at most one pooled connection and reads one consistent
-    snapshot (REPEATABLE READ). The transaction commits at the end of the request only if
-    every root field succeeded: a request of several mutations is all or nothing, like the
-    `data: null` its client sees when one of them fails."""
+    through a lock, so a request holds at most one pooled connection. A query reads one
+    consistent snapshot (REPEATABLE READ); a mutation runs READ COMMITTED and locks the rows
+    it changes, so concurrent writers of one organization wait for each other instead of
+    failing (a snapshot older than a row's last update cannot update it). The transaction
+    commits at the end of the request only if every root field succeeded: a request of
+    several mutations is all or nothing, like the `data: null` its client sees when one of
+    them fails."""
 
     def __init__(self, db: Database, organization_id: uuid.UUID | None) -> None:
         self._db = db
@@ -56,6 +59,13 @@ class RequestTransaction:
         self._lock = asyncio.Lock()
         self._session: AsyncSession | None = None
         self._on_rollback: list[Callable[[], Awaitable[None]]] = []
+        self.isolation = "REPEATABLE READ"
+
+    def for_writes(self) -> None:
+        """Run the transaction READ COMMITTED (call before its first statement)."""
+        if self._session is not None:
+            raise RuntimeError("the transaction has already started")
+        self.isolation = "READ COMMITTED"
 
     def on_rollback(self, undo: Callable[[], Awaitable[None]]) -> None:
         """Undo work outside the database (a stored object) if the transaction does not
@@ -65,9 +75,9 @@ class RequestTransaction:
     async def _open(self) -> AsyncSession:
         if self._session is None:
             session = self._db.sessionmaker()
-            # One snapshot for the whole request: a row deleted between two loader batches
-            # cannot leave a child without its parent.
-            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            # A query reads one snapshot: a row deleted between two loader batches cannot
+            # leave a child without its parent.
+            await session.connection(execution_options={"isolation_level": self.isolation})
             await set_organization(session, self._organization_id)
             self._session = session
         return self._session

@@ -10,6 +10,7 @@ import structlog
 from graphql import GraphQLError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from strawberry.extensions import MaskErrors, SchemaExtension
+from strawberry.types.graphql import OperationType
 
 from prism.errors import PrismError
 from prism.observability import (
@@ -28,6 +29,14 @@ class RequestTransaction(SchemaExtension):
     any answered null with an error (bad input changes nothing). The client's view decides:
     a mutation whose payload arrived (a nested read failed inside it) has happened; one that
     came back null has not."""
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context.context
+        if isinstance(context, Context) and (
+            self.execution_context.operation_type is OperationType.MUTATION
+        ):
+            context.transaction.for_writes()
+        yield
 
     async def on_operation(self) -> AsyncIterator[None]:
         context = self.execution_context.context
@@ -108,11 +117,15 @@ def _database_input_error(error: GraphQLError) -> GraphQLError:
             "BAD_USER_INPUT",
             "A value is too long or holds characters that cannot be stored.",
         )
-    elif isinstance(original, IntegrityError):
+    elif isinstance(original, IntegrityError) or _sqlstate(original) in _RETRYABLE:
         code, message = "CONFLICT", "The change conflicts with another one made meanwhile; retry."
     else:
         return error
     return GraphQLError(message, nodes=error.nodes, path=error.path, extensions={"code": code})
+
+
+# serialization_failure, deadlock_detected: nothing was changed, and a retry can succeed.
+_RETRYABLE = frozenset({"40001", "40P01"})
 
 
 def _sqlstate(error: BaseException) -> str:
