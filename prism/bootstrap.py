@@ -9,7 +9,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from prism import migrations
-from prism.authz.secrets import AccessTokens, Passwords, load_or_create_key
+from prism.authz.secrets import AccessTokens, Passwords, SecretBox, load_or_create_key
 from prism.config import Settings
 from prism.jobs.runtime import Pipeline
 from prism.jobs.worker import Worker
@@ -45,6 +45,26 @@ def access_tokens(settings: Settings) -> AccessTokens:
     )
 
 
+def secret_box(settings: Settings) -> SecretBox:
+    if settings.encryption_key is not None:
+        current = _hex_key(settings.encryption_key.get_secret_value(), "PRISM_ENCRYPTION_KEY")
+    else:
+        current = load_or_create_key(settings.data_dir / "encryption.key")
+    retired = settings.encryption_retired_keys
+    old = [k.strip() for k in retired.get_secret_value().split(",")] if retired else []
+    return SecretBox(current, tuple(_hex_key(k, "PRISM_ENCRYPTION_RETIRED_KEYS") for k in old if k))
+
+
+def _hex_key(text: str, name: str) -> bytes:
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise RuntimeError(f"{name} must be 64 hexadecimal characters (a 32-byte key).")
+    return key
+
+
 def build_services(settings: Settings, url: str) -> Services:
     engine = create_engine(
         url,
@@ -63,6 +83,7 @@ def build_services(settings: Settings, url: str) -> Services:
             parallelism=settings.password_hash_parallelism,
         ),
         access_tokens=access_tokens(settings),
+        secrets=secret_box(settings),
     )
 
 

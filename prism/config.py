@@ -67,6 +67,16 @@ class Settings(BaseSettings):
     refresh_token_ttl_seconds: int = Field(
         30 * 86_400, ge=3_600, description="Lifetime of a refresh token (rotated on each use)."
     )
+    encryption_key: SecretStr | None = Field(
+        None,
+        description="64 hex characters: the AES-256 key of secrets at rest (MFA secrets); unset "
+        "uses PRISM_DATA_DIR/encryption.key, created once with 0600 permissions.",
+    )
+    encryption_retired_keys: SecretStr | None = Field(
+        None,
+        description="Comma-separated retired keys (hex) that still open older values after "
+        "a rotation.",
+    )
     password_hash_time_cost: int = Field(
         3, ge=1, le=20, description="argon2id passes; raise it on fast CPUs."
     )

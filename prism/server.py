@@ -278,6 +278,7 @@ class PrismGraphQL(GraphQL[Context, None]):
                 services.db, principal.organization_id if principal else None
             ),
             request=request,
+            response=response,
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import uuid
 
 import asyncpg
 import httpx
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 
 from prism.models.audit import AuditEvent, canonical_form
 from prism.models.db import url_for_asyncpg
-from prism.models.enums import Role
+from prism.models.enums import Classification, Role
 from prism.resolvers.context import Services
 from tests.factories import Tenant, add_document, codes, gid, gql
 
@@ -174,3 +175,33 @@ async def test_verify_chain_finds_edited_and_deleted_events(
     assert window["data"]["verifyAuditChain"]["valid"] is False
     # readers without AUDIT_READ may not ask
     assert codes(await gql(client, VERIFY, token=tenant.tokens[Role.REVIEWER])) == ["FORBIDDEN"]
+
+
+READ = """query($id: ID!) { document(id: $id) { filename sections(first: 10) { edges { node {
+  name content analyses { feedbackItems { description } } } } } } }"""
+READ_EVENTS = """query($id: ID) { auditLog(first: 50, filter: {resourceId: $id,
+  eventType: ["document.read_restricted"]}) { edges { node { eventType actor { email } } } } }"""
+
+
+async def test_reads_of_restricted_content_are_audited_once_per_request(
+    client: httpx.AsyncClient, services: Services, tenant: Tenant
+) -> None:
+    restricted = await add_document(services, tenant, classification=Classification.RESTRICTED)
+    confidential = await add_document(services, tenant, classification=Classification.CONFIDENTIAL)
+    admin = tenant.tokens[Role.ADMIN]
+    for doc in (restricted, confidential):
+        body = await gql(client, READ, {"id": gid("Document", doc.id)}, token=admin)
+        assert body.get("errors") is None, body
+        assert len(body["data"]["document"]["sections"]["edges"]) > 1
+    # metadata alone (no text) is not a read of the content
+    meta = "query($id: ID!) { document(id: $id) { filename pageCount } }"
+    assert codes(await gql(client, meta, {"id": gid("Document", restricted.id)}, token=admin)) == []
+
+    async def reads_of(doc_id: uuid.UUID) -> list[dict[str, object]]:
+        log = await gql(client, READ_EVENTS, {"id": gid("Document", doc_id)}, token=admin)
+        return [e["node"] for e in log["data"]["auditLog"]["edges"]]
+
+    assert await reads_of(restricted.id) == [
+        {"eventType": "document.read_restricted", "actor": {"email": tenant.email(Role.ADMIN)}}
+    ]
+    assert await reads_of(confidential.id) == []

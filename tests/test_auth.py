@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import jwt
 import sqlalchemy as sa
 
-from prism.authz.secrets import new_api_token
+from prism.authz.secrets import Passwords, new_api_token
 from prism.models.enums import Role
 from prism.models.users import ApiToken, RefreshSession, User
 from prism.resolvers.context import Services
@@ -187,3 +189,57 @@ async def test_expired_token_and_expired_access_are_refused(
         )
         assert response.status_code == 401, role
     assert codes(await _login(client, tenant.email(Role.AUDITOR))) == ["UNAUTHENTICATED"]
+
+
+async def test_signing_out_ends_the_access_tokens_of_the_session(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    session = (await _login(client, tenant.email(Role.REVIEWER)))["data"]["login"]
+    other = (await _login(client, tenant.email(Role.REVIEWER)))["data"]["login"]
+    assert codes(await gql(client, VIEWER, token=session["accessToken"])) == []
+    await gql(client, LOGOUT, {"t": session["refreshToken"]})
+    # the next request, not the token's expiry, is when it stops working
+    assert codes(await gql(client, VIEWER, token=session["accessToken"])) == ["UNAUTHENTICATED"]
+    # another session of the same user is not affected
+    assert codes(await gql(client, VIEWER, token=other["accessToken"])) == []
+
+
+async def test_jwts_pin_algorithm_audience_issuer_and_session(
+    client: httpx.AsyncClient, services: Services, tenant: Tenant
+) -> None:
+    good = (await _login(client, tenant.email(Role.VIEWER)))["data"]["login"]["accessToken"]
+    claims = jwt.decode(good, options={"verify_signature": False})
+    assert jwt.get_unverified_header(good)["kid"] == services.settings.jwt_key_id
+    assert services.settings.jwt_secret is not None
+    key = services.settings.jwt_secret.get_secret_value().encode()
+    assert jwt.decode(good, key, algorithms=["HS256"], audience="prism-api")["sid"]
+    forged = [
+        jwt.encode(claims, "", algorithm="none"),
+        jwt.encode({**claims, "aud": "another-api"}, key, "HS256"),
+        jwt.encode({**claims, "iss": "someone"}, key, "HS256"),
+        jwt.encode({k: v for k, v in claims.items() if k != "sid"}, key, "HS256"),
+        jwt.encode({**claims, "sid": str(uuid.uuid4())}, key, "HS256"),
+        jwt.encode({**claims, "exp": claims["iat"] - 1}, key, "HS256"),
+        jwt.encode(claims, b"x" * 32, "HS256"),
+    ]
+    for token in forged:
+        response = await client.post(
+            "/graphql", json={"query": VIEWER}, headers={"authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == 401, jwt.decode(token, options={"verify_signature": False})
+
+
+async def test_sign_in_upgrades_a_hash_made_with_older_parameters(
+    client: httpx.AsyncClient, services: Services, tenant: Tenant
+) -> None:
+    user = tenant.users[Role.APPROVER]
+    older = Passwords(time_cost=2, memory_kib=2048, parallelism=1).hash(PASSWORD)
+    async with services.db.transaction(tenant.org_id) as session:
+        await session.execute(sa.update(User).where(User.id == user.id).values(password_hash=older))
+    assert (await _login(client, user.email)).get("errors") is None
+    async with services.db.transaction(tenant.org_id) as session:
+        stored = await session.scalar(sa.select(User.password_hash).where(User.id == user.id))
+    assert stored != older
+    assert stored is not None
+    assert not services.passwords.needs_rehash(stored)
+    assert (await _login(client, user.email)).get("errors") is None

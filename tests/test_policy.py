@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from tests.factories import Tenant, add_document, codes, gid, gql
 ORG = uuid.uuid4()
 OTHER_ORG = uuid.uuid4()
 USERS = [uuid.uuid4(), uuid.uuid4()]
+TOKEN = uuid.uuid4()
 DEPARTMENTS = ["legal", "hr", None]
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -44,6 +46,9 @@ principals = st.builds(
     department=st.sampled_from(DEPARTMENTS),
     scopes=st.one_of(st.none(), st.frozensets(st.sampled_from(sorted(SCOPES)))),
     access_expires_at=st.sampled_from([None, NOW - timedelta(days=1), NOW + timedelta(days=1)]),
+).map(
+    # Scopes belong to API tokens: a principal with scopes came with a token.
+    lambda p: replace(p, api_token_id=TOKEN) if p.scopes is not None else p
 )
 resources = st.builds(
     Resource,
@@ -65,6 +70,7 @@ ROLE_MAY = {
         "job:read",
         "token:create",
         "token:revoke",
+        "mfa:manage",
     },
 }
 ROLE_MAY["REVIEWER"] = ROLE_MAY["VIEWER"] | {
@@ -97,6 +103,8 @@ def reference(p: Principal, action: Action, r: Resource | None) -> tuple[bool, s
         if hidden:
             return False, "NOT_FOUND"
     if action.value not in ROLE_MAY[p.role.value]:
+        return False, "FORBIDDEN"
+    if action.value in ("mfa:manage", "user:mfa-reset") and p.api_token_id is not None:
         return False, "FORBIDDEN"
     scope = ACTION_SCOPE[action]
     if p.scopes is not None and scope is not None and scope not in p.scopes:

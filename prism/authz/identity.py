@@ -14,11 +14,14 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from prism.authz import throttle
+from prism.authz.mfa import verify_second_factor
 from prism.authz.policy import Action, Resource, may_read_token, require
 from prism.authz.principal import SCOPES, Principal
 from prism.authz.secrets import (
     AccessTokens,
     Passwords,
+    SecretBox,
     api_token_well_formed,
     new_api_token,
     new_refresh_token,
@@ -65,7 +68,9 @@ async def authenticate_bearer(db: Database, access: AccessTokens, bearer: str) -
         return await _principal_of_api_token(db, token_digest(bearer))
     claims = access.verify(bearer)
     async with db.transaction(claims.organization_id) as session:
-        user = await session.get(User, claims.user_id)
+        # The session the token was issued in must still be open: signing out (or a
+        # replayed refresh token) ends its access tokens on the next request, not at expiry.
+        user = await user_models.user_of_live_session(session, claims.user_id, claims.session_id)
         if user is None or not user.is_active:
             raise Unauthenticated("The access token is invalid or has expired.")
         return _principal_of_user(user)
@@ -149,17 +154,22 @@ async def login(
     db: Database,
     passwords: Passwords,
     access: AccessTokens,
+    box: SecretBox,
     *,
     email: str,
     password: str,
+    totp: str | None,
     meta: RequestMeta,
     refresh_ttl: timedelta,
 ) -> SignedIn:
-    """Sign in. The password is verified with no database connection held (argon2 is slow on
-    purpose; holding a pooled connection through it would let a flood of sign-ins starve
-    every other request), then the session is written in its own transaction."""
+    """Sign in. The attempt is counted first (``throttle``); the password is verified with no
+    database connection held (argon2 is slow on purpose; holding a pooled connection through
+    it would let a flood of sign-ins starve every other request); then the second factor, if
+    the user has one, and the session, in a transaction of their own."""
     if "\x00" in email or len(email) > 320:
         raise Unauthenticated(_INVALID_LOGIN)
+    keys = throttle.SignInKeys.of(box, email, meta.ip_address)
+    await throttle.reserve(db, keys)
     async with db.transaction(None) as session:
         found: sa.Row[Any] | None = (
             await session.execute(
@@ -176,11 +186,28 @@ async def login(
     ok = await passwords.verify_async(found.password_hash if found else None, password)
     if found is None or not ok:
         raise Unauthenticated(_INVALID_LOGIN)
+    rehashed = (
+        await passwords.hash_async(password)
+        if passwords.needs_rehash(found.password_hash)
+        else None
+    )
     async with db.transaction(found.organization_id) as session:
         user = await session.get(User, found.user_id)
         if user is None or _expired(user):
             # Same answer as a wrong password: a right password must not be confirmed.
             raise Unauthenticated(_INVALID_LOGIN)
+        if user.mfa_enabled:
+            if not totp:
+                raise Unauthenticated(
+                    "Enter the code from your authenticator app (or a backup code).",
+                    mfaRequired=True,
+                )
+            if not await verify_second_factor(session, box, user, totp):
+                raise Unauthenticated(
+                    "The authentication code is invalid or was already used.", mfaRequired=True
+                )
+        if rehashed is not None:
+            user.password_hash = rehashed
         await user_models.mark_login(session, user)
         signed_in = await _start_session(session, access, user, meta, refresh_ttl, uuid.uuid4())
         await record_event(
@@ -194,6 +221,7 @@ async def login(
             resource_id=user.id,
             meta=meta,
         )
+    await throttle.succeeded(db, keys)
     return signed_in
 
 
@@ -222,7 +250,7 @@ async def _start_session(
             user_agent=(meta.user_agent or "")[:512] or None,
         ),
     )
-    token, expires_at = access.issue(user.id, user.organization_id)
+    token, expires_at = access.issue(user.id, user.organization_id, family_id)
     return SignedIn(user=user, access_token=token, refresh_token=refresh, expires_at=expires_at)
 
 

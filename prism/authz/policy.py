@@ -32,6 +32,8 @@ class Action(StrEnum):
     USER_LIST = "user:list"
     USER_CREATE = "user:create"
     USER_UPDATE = "user:update"
+    USER_MFA_RESET = "user:mfa-reset"
+    MFA_MANAGE = "mfa:manage"
     TOKEN_CREATE = "token:create"
     TOKEN_READ_ALL = "token:read-all"
     TOKEN_REVOKE = "token:revoke"
@@ -46,6 +48,7 @@ _READ = {
     Action.JOB_READ,
     Action.TOKEN_CREATE,
     Action.TOKEN_REVOKE,
+    Action.MFA_MANAGE,
 }
 # DOCUMENT_DELETE is owned: a reviewer deletes only what they uploaded.
 _REVIEW = _READ | {
@@ -82,6 +85,8 @@ ACTION_SCOPE: dict[Action, str | None] = {
     Action.USER_LIST: "users:admin",
     Action.USER_CREATE: "users:admin",
     Action.USER_UPDATE: "users:admin",
+    Action.USER_MFA_RESET: None,
+    Action.MFA_MANAGE: None,
     Action.TOKEN_CREATE: "tokens:admin",
     Action.TOKEN_READ_ALL: "tokens:admin",
     Action.TOKEN_REVOKE: "tokens:admin",
@@ -90,6 +95,9 @@ ACTION_SCOPE: dict[Action, str | None] = {
 
 # Actions whose resource is owned: the owner may act, others need ADMIN.
 _OWNED = {Action.DOCUMENT_DELETE, Action.TOKEN_REVOKE}
+# Second factors are managed from a signed-in session, never with an API token: a leaked
+# token must not be able to turn off (or take over) someone's MFA.
+_INTERACTIVE = {Action.MFA_MANAGE, Action.USER_MFA_RESET}
 # Actions that change a document's content or existence, refused under legal hold.
 _HELD = {Action.DOCUMENT_DELETE}
 
@@ -162,6 +170,8 @@ def decide(
         return Decision(False, f"{resource.kind} is not visible to the caller.", "NOT_FOUND")
     if action not in ROLE_ACTIONS[principal.role]:
         return Decision(False, f"The {principal.role.value} role may not {action.value}.")
+    if action in _INTERACTIVE and principal.api_token_id is not None:
+        return Decision(False, f"{action.value} needs a signed-in session, not an API token.")
     needed = ACTION_SCOPE[action]
     if principal.scopes is not None and needed is not None and needed not in principal.scopes:
         return Decision(False, f"The API token lacks the `{needed}` scope.")
@@ -215,8 +225,11 @@ def policy_table() -> str:
     ]
     for action in Action:
         cells = ["✓" if action in ROLE_ACTIONS[role] else "" for role in roles]
-        scope = ACTION_SCOPE[action] or "(any)"
-        lines.append(f"| `{action.value}` | `{scope}` | " + " | ".join(cells) + " |")
+        if action in _INTERACTIVE:
+            scope = "no token: signed-in session only"
+        else:
+            scope = f"`{ACTION_SCOPE[action] or '(any)'}`"
+        lines.append(f"| `{action.value}` | {scope} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "On every action with a resource, before the role is looked at:",

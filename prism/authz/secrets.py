@@ -1,9 +1,11 @@
-"""Passwords (argon2id), opaque tokens (random, checksummed, stored as sha256) and JWTs."""
+"""Passwords (argon2id), opaque tokens (random, checksummed, stored as sha256), JWTs, and
+the key that encrypts secrets at rest (AES-256-GCM)."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import os
 import secrets
 import string
@@ -16,6 +18,8 @@ from pathlib import Path
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from prism.errors import BadUserInput, Unauthenticated
 
@@ -71,6 +75,15 @@ class Passwords:
         async with self._slots:
             return await asyncio.to_thread(self.verify, stored_hash, password)
 
+    def needs_rehash(self, stored_hash: str) -> bool:
+        """True for a hash made with other parameters than today's: it is replaced at the
+        next sign-in, so that every account costs the same to check (and as much as the
+        stand-in checked for unknown addresses)."""
+        try:
+            return self._hasher.check_needs_rehash(stored_hash)
+        except InvalidHashError:
+            return True
+
     def verify(self, stored_hash: str | None, password: str) -> bool:
         try:
             return self._hasher.verify(
@@ -122,6 +135,8 @@ def token_digest(token: str) -> bytes:
 class AccessClaims:
     user_id: uuid.UUID
     organization_id: uuid.UUID
+    # The refresh-token family (sign-in session) the token belongs to.
+    session_id: uuid.UUID
     expires_at: datetime
 
 
@@ -139,12 +154,15 @@ class AccessTokens:
         self._key_id = key_id
         self.ttl = ttl
 
-    def issue(self, user_id: uuid.UUID, organization_id: uuid.UUID) -> tuple[str, datetime]:
+    def issue(
+        self, user_id: uuid.UUID, organization_id: uuid.UUID, session_id: uuid.UUID
+    ) -> tuple[str, datetime]:
         now = datetime.now(UTC)
         expires = now + self.ttl
         claims = {
             "sub": str(user_id),
             "org": str(organization_id),
+            "sid": str(session_id),
             "iss": self.ISSUER,
             "aud": self.AUDIENCE,
             "iat": now,
@@ -165,11 +183,12 @@ class AccessTokens:
                 algorithms=[self.ALGORITHM],
                 audience=self.AUDIENCE,
                 issuer=self.ISSUER,
-                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+                options={"require": ["exp", "iat", "sub", "iss", "aud", "sid"]},
             )
             return AccessClaims(
                 user_id=uuid.UUID(claims["sub"]),
                 organization_id=uuid.UUID(claims["org"]),
+                session_id=uuid.UUID(claims["sid"]),
                 expires_at=datetime.fromtimestamp(claims["exp"], UTC),
             )
         except (jwt.PyJWTError, KeyError, ValueError) as exc:
@@ -195,3 +214,49 @@ def load_or_create_key(path: Path) -> bytes:
     finally:
         partial.unlink()
     return key
+
+
+class SecretBox:
+    """AES-256-GCM for secrets stored in the database (MFA secrets).
+
+    A sealed value is ``version (1) | key id (4) | nonce (12) | ciphertext+tag``. The key id
+    names the key that sealed it, so keys rotate: new values use the current key, old ones
+    open with the retired keys still listed. ``context`` is authenticated data binding a
+    value to its row and purpose: a ciphertext copied onto another user's row does not open.
+    """
+
+    _VERSION = b"\x01"
+
+    def __init__(self, current: bytes, retired: tuple[bytes, ...] = ()) -> None:
+        for key in (current, *retired):
+            if len(key) != 32:
+                raise ValueError("encryption keys are 32 bytes")
+        self._current_id = self.key_id(current)
+        self._keys = {self.key_id(key): AESGCM(key) for key in (*retired, current)}
+        self._digest_key = hmac.new(current, b"prism-digest", hashlib.sha256).digest()
+
+    @staticmethod
+    def key_id(key: bytes) -> bytes:
+        return hashlib.sha256(b"prism-key-id:" + key).digest()[:4]
+
+    def seal(self, plaintext: bytes, context: bytes) -> bytes:
+        nonce = os.urandom(12)
+        sealed = self._keys[self._current_id].encrypt(nonce, plaintext, context)
+        return self._VERSION + self._current_id + nonce + sealed
+
+    def open(self, sealed: bytes, context: bytes) -> bytes:
+        if len(sealed) < 1 + 4 + 12 + 16 or sealed[:1] != self._VERSION:
+            raise ValueError("not a sealed value")
+        key = self._keys.get(sealed[1:5])
+        if key is None:
+            raise ValueError("sealed with a key that is not configured")
+        try:
+            return key.decrypt(sealed[5:17], sealed[17:], context)
+        except InvalidTag as exc:
+            raise ValueError("the sealed value was altered or belongs elsewhere") from exc
+
+    def digest(self, purpose: bytes, value: str) -> bytes:
+        """A keyed hash (HMAC-SHA256) for lookups that must not reveal their input."""
+        return hmac.new(
+            self._digest_key, purpose + b"\x00" + value.encode(), hashlib.sha256
+        ).digest()

@@ -8,7 +8,8 @@ from prism.models.documents import Document, Section
 from prism.models.feedback import Feedback
 from prism.models.jobs import Job
 from prism.models.organizations import Organization
-from prism.models.users import ApiToken, RefreshSession, User
+from prism.models.throttle import AuthThrottle
+from prism.models.users import ApiToken, MfaBackupCode, RefreshSession, User
 
 metadata = Base.metadata
 
@@ -18,10 +19,12 @@ __all__ = [
     "ApiToken",
     "AuditChainHead",
     "AuditEvent",
+    "AuthThrottle",
     "Base",
     "Document",
     "Feedback",
     "Job",
+    "MfaBackupCode",
     "Organization",
     "RefreshSession",
     "Section",

@@ -37,6 +37,7 @@ TENANT_TABLES: tuple[str, ...] = (
     "audit_logs",
     "audit_chain_heads",
     "jobs",
+    "mfa_backup_codes",
 )
 
 

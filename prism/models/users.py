@@ -32,6 +32,10 @@ class User(Base):
     )
     is_active: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=True)
     mfa_enabled: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=False)
+    # The TOTP secret, sealed (AES-GCM); set at enrolment, in use once mfa_enabled is true.
+    mfa_secret: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    # The last TOTP time step accepted: a code of that step or an earlier one is a replay.
+    mfa_last_step: Mapped[int | None] = mapped_column(sa.BigInteger)
     access_expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     last_login_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     created_at: Mapped[datetime] = created_at()
@@ -106,6 +110,23 @@ class RefreshSession(Base):
     )
 
 
+class MfaBackupCode(Base):
+    """A one-time code for when the authenticator is lost: only a keyed hash is stored."""
+
+    __tablename__ = "mfa_backup_codes"
+
+    id: Mapped[uuid.UUID] = pk()
+    organization_id: Mapped[uuid.UUID] = org_fk()
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    code_hash: Mapped[bytes] = mapped_column(sa.LargeBinary(32), nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    created_at: Mapped[datetime] = created_at()
+
+    __table_args__ = (sa.UniqueConstraint("user_id", "code_hash"),)
+
+
 # --- users -------------------------------------------------------------------------------
 
 
@@ -152,6 +173,24 @@ async def create_user(
     session.add(user)
     await session.flush()
     return user
+
+
+async def user_of_live_session(
+    session: AsyncSession, user_id: uuid.UUID, family_id: uuid.UUID
+) -> User | None:
+    """The user, if the sign-in session ``family_id`` is still open (not signed out, not
+    revoked; its latest refresh token may have expired: access tokens are shorter-lived)."""
+    live = (
+        sa.select(RefreshSession.id)
+        .where(
+            RefreshSession.family_id == family_id,
+            RefreshSession.user_id == user_id,
+            RefreshSession.revoked_at.is_(None),
+        )
+        .exists()
+    )
+    found: User | None = await session.scalar(sa.select(User).where(User.id == user_id, live))
+    return found
 
 
 async def email_in_use(session: AsyncSession, email: str) -> bool:
@@ -219,3 +258,56 @@ async def revoke_session_family(session: AsyncSession, family_id: uuid.UUID) -> 
         .where(RefreshSession.family_id == family_id, RefreshSession.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
+
+
+# --- MFA -----------------------------------------------------------------------------------
+
+
+async def accept_totp_step(session: AsyncSession, user_id: uuid.UUID, step: int) -> bool:
+    """Record ``step`` as used; False when it (or a later one) already was: a replay. One
+    statement, so two requests racing with the same code cannot both win."""
+    accepted = await session.scalar(
+        sa.update(User)
+        .where(
+            User.id == user_id,
+            sa.or_(User.mfa_last_step.is_(None), User.mfa_last_step < step),
+        )
+        .values(mfa_last_step=step)
+        .returning(User.id)
+    )
+    return accepted is not None
+
+
+async def replace_backup_codes(
+    session: AsyncSession, user: User, code_hashes: Sequence[bytes]
+) -> None:
+    await session.execute(sa.delete(MfaBackupCode).where(MfaBackupCode.user_id == user.id))
+    session.add_all(
+        MfaBackupCode(organization_id=user.organization_id, user_id=user.id, code_hash=h)
+        for h in code_hashes
+    )
+    await session.flush()
+
+
+async def use_backup_code(session: AsyncSession, user_id: uuid.UUID, code_hash: bytes) -> bool:
+    """Spend a backup code; False when it is unknown or already spent."""
+    spent = await session.scalar(
+        sa.update(MfaBackupCode)
+        .where(
+            MfaBackupCode.user_id == user_id,
+            MfaBackupCode.code_hash == code_hash,
+            MfaBackupCode.used_at.is_(None),
+        )
+        .values(used_at=utcnow())
+        .returning(MfaBackupCode.id)
+    )
+    return spent is not None
+
+
+async def unused_backup_codes(session: AsyncSession, user_id: uuid.UUID) -> int:
+    count = await session.scalar(
+        sa.select(sa.func.count())
+        .select_from(MfaBackupCode)
+        .where(MfaBackupCode.user_id == user_id, MfaBackupCode.used_at.is_(None))
+    )
+    return int(count or 0)

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism.authz.principal import Principal
-from prism.authz.secrets import AccessTokens, Passwords
+from prism.authz.secrets import AccessTokens, Passwords, SecretBox
 from prism.config import Settings
-from prism.errors import Unauthenticated
+from prism.errors import RateLimited, ServiceUnavailable, Unauthenticated
 from prism.jobs.runtime import Pipeline
-from prism.models.audit import Actor, RequestMeta, record_event
+from prism.models.audit import Actor, RequestMeta, Subject, record_event
 from prism.models.db import Database, set_organization
+from prism.models.documents import Document
 from prism.models.notify import Notifications
 from prism.models.scope import Scope
 from prism.resolvers.loaders import Loaders
+
+log = structlog.get_logger("prism.audit")
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class Services:
     passwords: Passwords
     access_tokens: AccessTokens
     pipeline: Pipeline
+    secrets: SecretBox
     # Document progress events; None until the server's lifespan starts listening.
     progress: Notifications | None = None
 
@@ -120,11 +125,48 @@ class Context:
     transaction: RequestTransaction
     loaders: Loaders = field(init=False)
     request: Any = None
+    # The HTTP response being prepared (headers set here are sent); None on a WebSocket.
+    response: Any = None
     # graphql-transport-ws: the connection_init payload (where a browser puts its token).
     connection_params: dict[str, Any] | None = None
 
+    # RESTRICTED documents whose content this request returned (audited at its end).
+    restricted_reads: dict[uuid.UUID, Document] = field(init=False, default_factory=dict)
+
     def __post_init__(self) -> None:
         self.loaders = Loaders(self.transaction, self.principal.scope() if self.principal else None)
+
+    async def finish(self, *, commit: bool) -> None:
+        """End the request's transaction, then record its reads of restricted content.
+
+        The reads are recorded in a transaction of their own, whether the request's committed
+        or not (what a client was shown has been read). If they cannot be recorded, the
+        request fails: restricted content is not handed out unaudited."""
+        await self.transaction.finish(commit=commit)
+        reads, self.restricted_reads = self.restricted_reads, {}
+        if not reads or self.principal is None:
+            return
+        try:
+            async with self.services.db.transaction(self.principal.organization_id) as session:
+                for document in reads.values():
+                    await record_event(
+                        session,
+                        organization_id=document.organization_id,
+                        actor=self.actor,
+                        meta=self.meta,
+                        event_type="document.read_restricted",
+                        category="data_access",
+                        description=f"Restricted content of {document.filename} read",
+                        resource_type="Document",
+                        resource_id=document.id,
+                        subject=Subject(document.classification, document.department),
+                    )
+        except Exception as exc:
+            log.error("restricted read not audited", request_id=self.meta.request_id, exc_info=exc)
+            raise ServiceUnavailable(
+                "The read could not be recorded in the audit log, so its answer is withheld. "
+                "Try again."
+            ) from exc
 
     def authenticate(self, principal: Principal) -> None:
         """Adopt the principal of a WebSocket's connection_init."""
@@ -135,9 +177,19 @@ class Context:
     async def renew(self) -> None:
         """A fresh transaction and loaders (each event of a long subscription reads current
         rows and holds no connection in between)."""
-        await self.transaction.finish(commit=False)
+        await self.finish(commit=False)
         if self.principal is not None:
             self.authenticate(self.principal)
+
+    @contextmanager
+    def retry_after_header(self) -> Iterator[None]:
+        """Mirror a RATE_LIMITED error's hint in a `Retry-After` header."""
+        try:
+            yield
+        except RateLimited as exc:
+            if self.response is not None:
+                self.response.headers["Retry-After"] = str(exc.extensions["retryAfter"])
+            raise
 
     def require_principal(self) -> Principal:
         if self.principal is None:

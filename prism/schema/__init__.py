@@ -5,14 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 
 import strawberry
-from graphql import GraphQLError, NoSchemaIntrospectionCustomRule
+from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
 from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, QueryDepthLimiter
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from prism.schema.audit import AuditEvent, Job
 from prism.schema.documents import Analysis, Document, Feedback, Section
-from prism.schema.extensions import ErrorCodes, Metrics, RequestTransaction
+from prism.schema.extensions import (
+    ErrorCodes,
+    Metrics,
+    OneSecretCheckPerRequest,
+    RequestTransaction,
+)
 from prism.schema.identity import ApiToken, Organization, User
 from prism.schema.mutation import Mutation
 from prism.schema.query import Query
@@ -57,8 +62,10 @@ def build_schema(*, production: bool) -> strawberry.Schema:
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
     ]
+    rules: list[type[ASTValidationRule]] = [OneSecretCheckPerRequest]
     if production:
-        extensions.append(lambda: AddValidationRules([NoSchemaIntrospectionCustomRule]))
+        rules.append(NoSchemaIntrospectionCustomRule)
+    extensions.append(lambda: AddValidationRules(rules))
     return PrismSchema(
         query=Query,
         mutation=Mutation,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
@@ -156,7 +157,8 @@ class Section(Node):
         return bool(self.row.pii_findings) and not sees_raw_pii(info.context.require_principal())
 
     @strawberry.field(description="The section's heading (PII masked below CONFIDENTIAL).")
-    def name(self, info: Info) -> str:
+    async def name(self, info: Info) -> str:
+        await note_content_read(info, self.row.document_id)
         if sees_raw_pii(info.context.require_principal()):
             return self.row.name
         return mask_all(self.row.name)
@@ -164,7 +166,8 @@ class Section(Node):
     @strawberry.field(
         description="Text as the viewer may see it: PII masked below CONFIDENTIAL clearance."
     )
-    def content(self, info: Info) -> str:
+    async def content(self, info: Info) -> str:
+        await note_content_read(info, self.row.document_id)
         if self._masked(info):
             return mask(self.row.content, self.row.pii_findings)
         return self.row.content
@@ -188,6 +191,17 @@ class Section(Node):
     async def analyses(self, info: Info) -> list[Analysis]:
         rows = await info.context.loaders.analyses_by_section.load(self.row.id)
         return [Analysis.from_row(r) for r in rows]
+
+
+async def note_content_read(info: Info, document_id: uuid.UUID) -> None:
+    """Reads of a RESTRICTED document's content are audited (once per document and request).
+    Only RESTRICTED clearance can see such a document, so nobody else pays for the check."""
+    principal = info.context.require_principal()
+    if principal.clearance is not Classification.RESTRICTED:
+        return
+    row = await info.context.loaders.document.load(document_id)
+    if row is not None and row.classification is Classification.RESTRICTED:
+        info.context.restricted_reads.setdefault(row.id, row)
 
 
 async def _document(info: Info, document_id: Any) -> Document:
@@ -271,7 +285,8 @@ class Analysis(Node):
         return Section.from_row(row)
 
     @strawberry.field(description="What the analysis found (PII masked below CONFIDENTIAL).")
-    def feedback_items(self, info: Info) -> list[FeedbackItem]:
+    async def feedback_items(self, info: Info) -> list[FeedbackItem]:
+        await note_content_read(info, self.row.document_id)
         masked = not sees_raw_pii(info.context.require_principal())
         return [FeedbackItem.from_json(item, masked=masked) for item in self.row.feedback_items]
 

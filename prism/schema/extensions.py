@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import structlog
-from graphql import GraphQLError
+from graphql import FieldNode, GraphQLError, ValidationRule
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.types.graphql import OperationType
@@ -46,7 +47,7 @@ class RequestTransaction(SchemaExtension):
             commit = _every_root_field_answered(self.execution_context.result)
         finally:
             if isinstance(context, Context):
-                await context.transaction.finish(commit=commit)
+                await context.finish(commit=commit)
 
 
 def _every_root_field_answered(result: object) -> bool:
@@ -161,3 +162,32 @@ class Metrics(SchemaExtension):
         result = context.result
         for error in getattr(result, "errors", None) or []:
             GRAPHQL_ERRORS.labels((error.extensions or {}).get("code", "INTERNAL")).inc()
+
+
+# Mutations that check a password, a refresh token or a second factor.
+SECRET_CHECKS = frozenset(
+    {"login", "refreshSession", "confirmMfaEnrollment", "disableMfa", "regenerateMfaBackupCodes"}
+)
+
+
+class OneSecretCheckPerRequest(ValidationRule):
+    """Aliases (`a: login(...) b: login(...)`) would let one request try many passwords or
+    codes: a document may hold one of these mutations, once."""
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        self.seen = 0
+
+    def enter_field(self, node: FieldNode, *_args: object) -> None:
+        parent = self.context.get_parent_type()
+        if parent is None or parent.name != "Mutation" or node.name.value not in SECRET_CHECKS:
+            return
+        self.seen += 1
+        if self.seen == 2:
+            self.report_error(
+                GraphQLError(
+                    "A request may sign in or check a code once: send one "
+                    f"`{node.name.value}` per request.",
+                    node,
+                )
+            )

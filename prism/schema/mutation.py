@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 import strawberry
 from starlette.datastructures import UploadFile
 from strawberry.file_uploads import Upload
 
-from prism.authz import identity
+from prism.authz import identity, mfa, throttle
 from prism.errors import BadUserInput
+from prism.models.users import User as UserRow
 from prism.resolvers import documents as document_resolvers
 from prism.resolvers.ids import expect_id
 from prism.schema.audit import Job
@@ -90,6 +93,23 @@ class LoginInput:
     totp: str | None = None
 
 
+@strawberry.type(description="A new authenticator to confirm with `confirmMfaEnrollment`.")
+class MfaEnrollment:
+    secret: str = strawberry.field(description="Base32 TOTP secret, for manual entry.")
+    otpauth_uri: str = strawberry.field(description="otpauth:// URI, to show as a QR code.")
+
+
+@strawberry.type(description="One-time backup codes: shown once, each works once.")
+class MfaBackupCodes:
+    backup_codes: list[str]
+    user: User
+
+
+@strawberry.input(description="A code from the authenticator app, or a backup code.")
+class MfaCodeInput:
+    code: str
+
+
 @strawberry.input(description="A new API token, bound to the caller.")
 class CreateApiTokenInput:
     name: str
@@ -151,15 +171,18 @@ class Mutation:
         services = info.context.services
         # Sign-in runs in transactions of its own: the caller's organization (if any) must
         # not be switched under the request's other fields.
-        signed_in = await identity.login(
-            services.db,
-            services.passwords,
-            services.access_tokens,
-            email=input.email,
-            password=input.password,
-            meta=info.context.meta,
-            refresh_ttl=services.refresh_ttl,
-        )
+        with info.context.retry_after_header():
+            signed_in = await identity.login(
+                services.db,
+                services.passwords,
+                services.access_tokens,
+                services.secrets,
+                email=input.email,
+                password=input.password,
+                totp=input.totp,
+                meta=info.context.meta,
+                refresh_ttl=services.refresh_ttl,
+            )
         return AuthPayload.from_signed_in(signed_in)
 
     @strawberry.mutation(
@@ -183,6 +206,52 @@ class Mutation:
         return await identity.logout(
             info.context.services.db, refresh_token=refresh_token, meta=info.context.meta
         )
+
+    @strawberry.mutation(
+        description="Start MFA enrolment: a new TOTP secret for the caller's authenticator "
+        "app (signed-in session only)."
+    )
+    async def begin_mfa_enrollment(self, info: Info) -> MfaEnrollment:
+        principal = info.context.require_principal()
+        async with info.context.transaction.write() as session:
+            secret, uri = await mfa.begin_enrollment(
+                session, info.context.services.secrets, principal, meta=info.context.meta
+            )
+        return MfaEnrollment(secret=secret, otpauth_uri=uri)
+
+    @strawberry.mutation(
+        description="Turn MFA on with a code from the new authenticator; returns backup codes."
+    )
+    async def confirm_mfa_enrollment(self, info: Info, input: MfaCodeInput) -> MfaBackupCodes:
+        return await _with_backup_codes(info, mfa.confirm_enrollment, input.code)
+
+    @strawberry.mutation(
+        description="Replace the caller's backup codes (the old ones stop working)."
+    )
+    async def regenerate_mfa_backup_codes(self, info: Info, input: MfaCodeInput) -> MfaBackupCodes:
+        return await _with_backup_codes(info, mfa.regenerate_backup_codes, input.code)
+
+    @strawberry.mutation(description="Turn the caller's MFA off, with a current or backup code.")
+    async def disable_mfa(self, info: Info, input: MfaCodeInput) -> User:
+        principal = info.context.require_principal()
+        services = info.context.services
+        async with _code_attempt(info), info.context.transaction.write() as session:
+            row = await mfa.disable(
+                session, services.secrets, principal, code=input.code, meta=info.context.meta
+            )
+        return User.from_row(row)
+
+    @strawberry.mutation(
+        description="Turn off another user's MFA when their authenticator and backup codes "
+        "are lost (ADMIN, signed-in session only)."
+    )
+    async def reset_user_mfa(self, info: Info, user_id: strawberry.ID) -> User:
+        principal = info.context.require_principal()
+        async with info.context.transaction.write() as session:
+            row = await mfa.reset(
+                session, principal, user_id=expect_id(user_id, "User"), meta=info.context.meta
+            )
+        return User.from_row(row)
 
     @strawberry.mutation(
         description="Create an API token for the caller; the secret is in the answer only."
@@ -340,3 +409,31 @@ class Mutation:
             info.context, expect_id(input.id, "Feedback"), approve=input.approve
         )
         return Feedback.from_row(row)
+
+
+@asynccontextmanager
+async def _code_attempt(info: Info) -> AsyncIterator[None]:
+    """Codes checked in a session are throttled like sign-in: a stolen session must not be
+    able to guess its way past the second factor."""
+    context = info.context
+    principal = context.require_principal()
+    services = context.services
+    keys = throttle.SignInKeys.of(
+        services.secrets, f"user:{principal.user_id}", context.meta.ip_address
+    )
+    with context.retry_after_header():
+        await throttle.reserve(services.db, keys)
+    yield
+    await throttle.succeeded(services.db, keys)
+
+
+async def _with_backup_codes(
+    info: Info, operation: Callable[..., Awaitable[tuple[list[str], UserRow]]], code: str
+) -> MfaBackupCodes:
+    principal = info.context.require_principal()
+    services = info.context.services
+    async with _code_attempt(info), info.context.transaction.write() as session:
+        codes, row = await operation(
+            session, services.secrets, principal, code=code, meta=info.context.meta
+        )
+    return MfaBackupCodes(backup_codes=codes, user=User.from_row(row))
