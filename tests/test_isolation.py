@@ -6,10 +6,12 @@ import uuid
 
 import httpx
 import pytest
+from graphql import GraphQLInputObjectType, GraphQLInputType, get_named_type
 
 from prism.models.enums import Classification, Role
 from prism.resolvers.context import Services
-from tests.factories import Tenant, add_document, codes, gid, gql
+from prism.schema import build_schema
+from tests.factories import PASSWORD, Tenant, add_document, codes, gid, gql
 
 NODE = "query($id: ID!) { node(id: $id) { id } }"
 NODES = "query($ids: [ID!]!) { nodes(ids: $ids) { id } }"
@@ -129,7 +131,57 @@ MUTATIONS = {
         "mutation($id: ID!) { updateUser(input: {id: $id, role: ADMIN}) { id } }",
         "User",
     ),
+    "analyzeDocument": (
+        "mutation($id: ID!) { analyzeDocument(input: {documentId: $id}) { job { id } } }",
+        "Document",
+    ),
+    "resetUserMfa": ("mutation($id: ID!) { resetUserMfa(userId: $id) { id } }", "User"),
 }
+# Root query fields taking an ID, and the test that sends them another organization's.
+QUERIES = {
+    "node": "test_node_of_another_organization_is_not_found",
+    "nodes": "test_node_of_another_organization_is_not_found",
+    "document": "test_document_and_job_of_another_organization_are_not_found",
+    "job": "test_document_and_job_of_another_organization_are_not_found",
+    "documents": "test_filters_naming_another_organization_find_nothing",
+    "auditLog": "test_filters_naming_another_organization_find_nothing",
+    "explainAccess": "tests/test_policy.py::test_explain_access_answers_from_the_policy",
+}
+
+
+def _takes_an_id(argument_type: GraphQLInputType) -> bool:
+    named = get_named_type(argument_type)
+    if named.name == "ID":
+        return True
+    if isinstance(named, GraphQLInputObjectType):
+        return any(_takes_an_id(f.type) for f in named.fields.values())
+    return False
+
+
+def test_every_root_field_taking_an_id_is_tried_across_organizations() -> None:
+    schema = build_schema(production=False)._schema
+    for root, covered in ((schema.query_type, QUERIES), (schema.mutation_type, MUTATIONS)):
+        assert root is not None
+        taking_ids = {
+            name
+            for name, field in root.fields.items()
+            if any(_takes_an_id(arg.type) for arg in field.args.values())
+        }
+        assert taking_ids == set(covered), f"{root.name}: cover {taking_ids ^ set(covered)}"
+
+
+async def test_filters_naming_another_organization_find_nothing(
+    client: httpx.AsyncClient, tenant: Tenant, victim_ids: dict[str, str]
+) -> None:
+    body = await gql(
+        client,
+        """query($user: ID!, $doc: ID!) {
+          documents(filter: {uploadedBy: $user}) { totalCount }
+          auditLog(first: 10, filter: {resourceId: $doc}) { edges { node { id } } } }""",
+        {"user": victim_ids["User"], "doc": victim_ids["Document"]},
+        token=tenant.tokens[Role.ADMIN],
+    )
+    assert body["data"] == {"documents": {"totalCount": 0}, "auditLog": {"edges": []}}
 
 
 @pytest.mark.parametrize("mutation", sorted(MUTATIONS))
@@ -141,9 +193,15 @@ async def test_mutation_on_another_organization_is_not_found_and_changes_nothing
     mutation: str,
 ) -> None:
     document, type_name = MUTATIONS[mutation]
-    body = await gql(
-        client, document, {"id": victim_ids[type_name]}, token=tenant.tokens[Role.ADMIN]
+    # An ADMIN's signed-in session: it may do everything (API tokens may not manage MFA).
+    signed_in = await gql(
+        client,
+        "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { "
+        "accessToken } }",
+        {"e": tenant.email(Role.ADMIN), "p": PASSWORD},
     )
+    admin = signed_in["data"]["login"]["accessToken"]
+    body = await gql(client, document, {"id": victim_ids[type_name]}, token=admin)
     assert codes(body) == ["NOT_FOUND"], body
     # the victim's objects are untouched
     check = await gql(
