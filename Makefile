@@ -27,7 +27,9 @@ lint: install
 	$(VENV)/bin/ruff format --check prism tests
 	$(VENV)/bin/mypy
 
+# The services the tests need are installed here; the tests start their own instances.
 test: install lint
+	scripts/redis.sh ensure
 	$(VENV)/bin/pytest
 
 # Ingestion benchmarks (about 6 minutes); results in bench/results/.

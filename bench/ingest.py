@@ -649,7 +649,7 @@ async def bench_database(scratch: Path, pool_size: int) -> AsyncIterator[BenchDa
         )
     finally:
         if services is not None:
-            await services.db.dispose()
+            await services.close()
         if given:  # leave the given server as it was
             conn = await asyncpg.connect(admin)
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

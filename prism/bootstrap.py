@@ -10,12 +10,14 @@ import sqlalchemy as sa
 
 from prism import migrations
 from prism.authz.secrets import AccessTokens, Passwords, SecretBox, load_or_create_key
+from prism.cache.store import build_store
 from prism.config import Settings
 from prism.jobs.runtime import Pipeline
 from prism.jobs.worker import Worker
 from prism.models import embedded
 from prism.models.db import Database, create_engine
 from prism.resolvers.context import Services
+from prism.resolvers.operations import OperationRegistry
 
 AUDIT_MONTHS_AHEAD = 3
 # Tells `uvicorn --factory` worker processes of `prism serve` to run a job worker too.
@@ -73,6 +75,8 @@ def build_services(settings: Settings, url: str) -> Services:
         statement_timeout_ms=settings.database_statement_timeout_ms,
     )
     db = Database(engine)
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+    store = build_store(redis_url)
     return Services(
         settings=settings,
         db=db,
@@ -84,6 +88,8 @@ def build_services(settings: Settings, url: str) -> Services:
         ),
         access_tokens=access_tokens(settings),
         secrets=secret_box(settings),
+        store=store,
+        operations=OperationRegistry(db, store, apq_ttl_seconds=settings.apq_ttl_seconds),
     )
 
 

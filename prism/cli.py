@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 import uvicorn
 from rich.console import Console
+from rich.table import Table
 
 from prism import bootstrap, demo, operators
 from prism.config import Settings
@@ -38,7 +39,7 @@ def _run(work: Callable[[Services], Awaitable[T]], url: str | None = None) -> T:
         try:
             return await work(services)
         finally:
-            await services.db.dispose()
+            await services.close()
 
     try:
         return asyncio.run(main())
@@ -284,6 +285,63 @@ def token_create(
         as_json,
         created.secret,
     )
+
+
+@main.group()
+def operations() -> None:
+    """Registered operations: the safelist that BI tools and production clients call by hash."""
+
+
+@operations.command("push")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--json", "as_json", is_flag=True, help="Print name → sha256 as JSON.")
+def operations_push(files: tuple[Path, ...], as_json: bool) -> None:
+    """Register every named operation of FILES (validated against the schema)."""
+    from prism.models.operations import register_operations
+    from prism.schema import build_schema
+    from prism.schema.persisted import split_operations
+
+    graphql_schema = build_schema()._schema
+    found: list[tuple[str, str]] = []
+    for path in files:
+        try:
+            found.extend(split_operations(path.read_text(), graphql_schema))
+        except PrismError as error:
+            console.print(f"[red]error:[/red] {path}: {error.message}")
+            sys.exit(1)
+
+    async def work(services: Services) -> list[tuple[str, str, bool]]:
+        async with services.db.transaction(None) as session:
+            return await register_operations(session, found)
+
+    stored = _run(work)
+    if as_json:
+        click.echo(json.dumps({name: digest for name, digest, _ in stored}, indent=2))
+        return
+    table = Table("operation", "")
+    table.add_column("sha256", no_wrap=True, min_width=64)
+    for name, digest, new in stored:
+        table.add_row(name, "registered" if new else "already registered", digest)
+    Console().print(table)
+
+
+@operations.command("list")
+def operations_list() -> None:
+    """The registered operations."""
+    from prism.models.operations import list_operations
+
+    async def work(services: Services) -> list[tuple[str, str, str]]:
+        async with services.db.transaction(None) as session:
+            rows = await list_operations(session)
+        return [(r.name, r.sha256, r.created_at.isoformat()) for r in rows]
+
+    table = Table("operation", "registered at")
+    table.add_column("sha256", no_wrap=True, min_width=64)
+    for name, digest, created in _run(work):
+        table.add_row(name, created[:19], digest)
+    Console().print(table)
 
 
 @main.group()

@@ -133,9 +133,50 @@ class Settings(BaseSettings):
         768, ge=128, description="Address-space limit of the extraction child process."
     )
     max_pages: int = Field(2000, ge=1, description="PDFs with more pages are refused.")
+    redis_url: SecretStr | None = Field(
+        None,
+        description="redis:// URL for the response cache, persisted queries and rate limits; "
+        "unset keeps them in each process's memory.",
+    )
+    response_cache_ttl_seconds: int = Field(
+        60, ge=0, le=86_400, description="Life of a cached answer to a registered query (0: off)."
+    )
+    apq_ttl_seconds: int = Field(
+        7 * 86_400, ge=60, description="How long an automatic persisted query is remembered."
+    )
+    registered_operations_only: bool = Field(
+        False, description="Run registered operations only, for every caller (a safelist)."
+    )
+    max_query_cost: int = Field(
+        50_000, ge=1, description="Largest estimated answer (objects) a request may ask for."
+    )
+    max_root_fields: int = Field(20, ge=1, description="Most root fields in one operation.")
+    max_query_tokens: int = Field(5_000, ge=100, description="Most tokens in one document.")
+    rate_limit_capacity: int = Field(
+        100_000,
+        ge=1,
+        description="Cost a caller (API token, user, or IP when anonymous) may spend at once.",
+    )
+    rate_limit_refill_per_second: float = Field(
+        1_000, gt=0, description="Cost a caller's allowance regains per second."
+    )
+    introspection: bool | None = Field(
+        None, description="Serve introspection (default: in development mode only)."
+    )
+    graphiql: bool | None = Field(
+        None, description="Serve GraphiQL at /graphql (default: in development mode only)."
+    )
     log_level: str = Field("INFO", description="Log level of the JSON logs on stderr.")
     log_json: bool = Field(True, description="JSON logs (false: human-readable console logs).")
 
     @property
     def production(self) -> bool:
         return self.mode is Mode.PRODUCTION
+
+    @property
+    def serves_introspection(self) -> bool:
+        return not self.production if self.introspection is None else self.introspection
+
+    @property
+    def serves_graphiql(self) -> bool:
+        return not self.production if self.graphiql is None else self.graphiql

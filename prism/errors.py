@@ -53,6 +53,14 @@ class RateLimited(PrismError):
     code = "RATE_LIMITED"
 
 
+class PersistedQueryNotFound(PrismError):
+    code = "PERSISTED_QUERY_NOT_FOUND"
+
+
+class PersistedQueryRequired(PrismError):
+    code = "PERSISTED_QUERY_REQUIRED"
+
+
 class ServiceUnavailable(PrismError):
     code = "SERVICE_UNAVAILABLE"
 

@@ -11,8 +11,10 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
+import orjson
 import structlog
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from graphql import GraphQLError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.authentication import (
@@ -29,13 +31,15 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
 from prism import bootstrap
 from prism.authz import identity
 from prism.authz.principal import Principal
 from prism.config import Settings
-from prism.errors import Unauthenticated
+from prism.errors import PrismError, Unauthenticated
 from prism.jobs.pipeline import PROGRESS_CHANNEL
 from prism.models.audit import RequestMeta
 from prism.models.db import url_for_asyncpg
@@ -46,6 +50,8 @@ from prism.schema import build_schema
 
 log = structlog.get_logger("prism.http")
 ROUTES = frozenset({"/graphql", "/healthz", "/readyz", "/metrics"})
+# A token with no scope beyond these is a BI tool's: it runs registered operations only.
+BI_SCOPES = frozenset({"bi:read"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -237,6 +243,64 @@ class PrismGraphQL(GraphQL[Context, None]):
 
         return counted
 
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """Resolve a persisted query (registered or automatic) into its text first."""
+        principal = context.principal
+        bi_only = (
+            principal is not None
+            and principal.scopes is not None
+            and (principal.scopes <= BI_SCOPES)
+        )
+        try:
+            resolved = await context.services.operations.resolve(
+                request_data.query,
+                request_data.extensions,
+                registered_only=bi_only or context.services.settings.registered_operations_only,
+            )
+        except PrismError as exc:
+            return ExecutionResult(
+                data=None, errors=[GraphQLError(exc.message, extensions=exc.extensions)]
+            )
+        context.operation = resolved
+        return await super().execute_single(
+            request,
+            request_adapter,
+            sub_response,
+            context,
+            root_value,
+            replace(request_data, query=resolved.query),
+        )
+
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        """GraphiQL for a browser's bare GET, not for a persisted query sent over GET."""
+        return super().should_render_graphql_ide(request) and (
+            request.query_params.get("extensions") is None
+        )
+
+    def create_response(
+        self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse], sub_response: Response
+    ) -> Response:
+        if sub_response.status_code == 304:
+            # The client's copy is current: headers only (ETag, Cache-Control, limits).
+            response = Response(status_code=304)
+            response.headers.raw.extend(sub_response.headers.raw)
+            return response
+        response = Response(
+            orjson.dumps(response_data),
+            status_code=sub_response.status_code or 200,
+            media_type="application/json",
+        )
+        response.headers.raw.extend(sub_response.headers.raw)
+        return response
+
     async def on_ws_connect(self, context: Context) -> Any:
         """Subscriptions authenticate in connection_init (browsers cannot set headers on a
         WebSocket): `{"authorization": "Bearer …"}`."""
@@ -278,7 +342,8 @@ class PrismGraphQL(GraphQL[Context, None]):
                 services.db, principal.organization_id if principal else None
             ),
             request=request,
-            response=response,
+            # Headers go on HTTP responses; a WebSocket's handshake is long gone.
+            response=response if isinstance(response, Response) else None,
         )
 
 
@@ -341,11 +406,11 @@ def create_app(
             if background is not None:
                 await background.stop()
             await progress.stop()
-            await services.db.dispose()
+            await services.close()
 
     graphql = PrismGraphQL(
-        build_schema(production=settings.production),
-        graphql_ide=None if settings.production else "graphiql",
+        build_schema(settings),
+        graphql_ide="graphiql" if settings.serves_graphiql else None,
         allow_queries_via_get=True,
         multipart_uploads_enabled=True,
         max_upload_bytes=settings.max_upload_bytes,

@@ -7,9 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import socket
+import subprocess
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -87,7 +93,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
 async def services(settings: Settings, database_url: str) -> AsyncIterator[Services]:
     built = bootstrap.build_services(settings, database_url)
     yield built
-    await built.db.dispose()
+    await built.close()
 
 
 @pytest.fixture(scope="session")
@@ -112,6 +118,82 @@ async def tenant(services: Services) -> Tenant:
 @pytest.fixture
 async def other_tenant(services: Services) -> Tenant:
     return await make_tenant(services)
+
+
+class RedisServer:
+    """A real redis-server process of our own, on a free port, that tests may stop and
+    start again (the outage tests)."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary = binary
+        self.directory = directory
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = "redis-server is not installed (make test installs it: scripts/redis.sh)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@asynccontextmanager
+async def app_with(settings: Settings, database_url: str) -> AsyncIterator[Any]:
+    """Another app on the same database, with other settings."""
+    application = create_app(settings, database_url=database_url)
+    async with LifespanManager(application):
+        yield application
+
+
+def client_of(app: Any, ip: str = "203.0.113.7") -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(ip, 4711))
+    return httpx.AsyncClient(transport=transport, base_url="http://prism.test")
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +20,8 @@ import pytest
 import websockets
 from websockets.typing import Subprotocol
 
-from tests.factories import codes, gql
+from prism.models.enums import Role
+from tests.factories import Tenant, codes, gql
 
 PRISM = [sys.executable, "-m", "prism.cli"]
 FAST_HASH = {
@@ -106,6 +108,35 @@ async def test_operator_commands_print_json_and_the_token_works(
     )
     assert bad.returncode == 1
     assert "Unknown or missing scopes" in bad.stderr
+
+
+async def test_operations_push_registers_what_clients_call_by_hash(
+    client: httpx.AsyncClient, database_url: str, tenant: Tenant, tmp_path: Path
+) -> None:
+    env = _env(PRISM_DATABASE_URL=database_url, PRISM_JWT_SECRET="j" * 40)
+    source = tmp_path / "dashboard.graphql"
+    source.write_text(
+        f"# {tenant.org_id}\nquery DashboardCount {{ documents {{ totalCount }} }}\n"
+        "query DashboardMe { viewer { scopes } }\n"
+    )
+    pushed = json.loads(_prism("operations", "push", str(source), "--json", env=env).stdout)
+    assert set(pushed) == {"DashboardCount", "DashboardMe"}
+    listed = _prism("operations", "list", env=env).stdout
+    assert pushed["DashboardCount"] in listed
+    body = await client.post(
+        "/graphql",
+        json={
+            "extensions": {"persistedQuery": {"version": 1, "sha256Hash": pushed["DashboardCount"]}}
+        },
+        headers={"authorization": f"Bearer {tenant.tokens[Role.VIEWER]}"},
+    )
+    assert body.json()["data"] == {"documents": {"totalCount": 0}}
+    broken = tmp_path / "broken.graphql"
+    broken.write_text("query Broken { documentz { totalCount } }")
+    refused = _prism("operations", "push", str(broken), env=env, check=False)
+    assert refused.returncode == 1
+    assert "Does not validate" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def _free_port() -> int:

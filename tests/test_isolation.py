@@ -159,7 +159,7 @@ def _takes_an_id(argument_type: GraphQLInputType) -> bool:
 
 
 def test_every_root_field_taking_an_id_is_tried_across_organizations() -> None:
-    schema = build_schema(production=False)._schema
+    schema = build_schema()._schema
     for root, covered in ((schema.query_type, QUERIES), (schema.mutation_type, MUTATIONS)):
         assert root is not None
         taking_ids = {

@@ -12,12 +12,13 @@ ALLOWED: dict[str, set[str]] = {
     "models": {"config"},
     "migrations": {"models"},
     "ingest": {"config"},
+    "cache": {"config"},
     "authz": {"models", "config"},
     "jobs": {"models", "ingest", "config"},
-    "resolvers": {"authz", "models", "jobs", "ingest", "config"},
-    "schema": {"resolvers", "authz", "models", "ingest", "config"},
+    "resolvers": {"authz", "models", "jobs", "ingest", "cache", "config"},
+    "schema": {"resolvers", "authz", "models", "ingest", "cache", "config"},
 }
-BELOW_GRAPHQL = {"config", "models", "migrations", "ingest", "authz", "jobs"}
+BELOW_GRAPHQL = {"config", "models", "migrations", "ingest", "authz", "jobs", "cache"}
 WEB = ("strawberry", "starlette", "uvicorn")
 
 

@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
+from prism.migrations.rls import UNVERSIONED_TABLES
 from prism.models import TENANT_TABLES, Document
 from prism.models.db import Database
 from prism.models.enums import Classification
@@ -117,3 +118,19 @@ async def test_organization_setting_does_not_leak_into_the_next_transaction(
             assert await session.scalar(sa.text("SELECT count(*) FROM users")) == 0
     finally:
         await db.dispose()
+
+
+async def test_every_tenant_table_moves_the_data_version(services: Services) -> None:
+    """Cached answers are keyed on organizations.data_version: a tenant table written
+    without bumping it would serve stale answers (exceptions are listed, with reasons, in
+    prism/migrations/rls.py)."""
+    async with services.db.transaction(None) as session:
+        rows = await session.execute(
+            sa.text(
+                "SELECT DISTINCT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+                " JOIN pg_proc p ON p.oid = t.tgfoid"
+                " WHERE p.proname = 'prism_bump_data_version' AND NOT c.relispartition"
+            )
+        )
+        tracked = {r.relname for r in rows}
+    assert tracked == set(TENANT_TABLES) - UNVERSIONED_TABLES

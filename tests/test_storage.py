@@ -153,7 +153,7 @@ async def s3_world(
             async with httpx.AsyncClient(transport=transport, base_url="http://prism.test") as http:
                 yield http, services, await make_tenant(services)
     finally:
-        await services.db.dispose()
+        await services.close()
 
 
 async def test_uploads_land_in_s3_and_workers_read_them_back(

@@ -27,3 +27,33 @@ def disable_tenant_rls(table: str) -> None:
     op.execute(f"DROP POLICY IF EXISTS tenant_isolation ON {table}")
     op.execute(f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY")
     op.execute(f"REVOKE ALL ON {table} FROM {APP_ROLE}")
+
+
+# Tenant tables whose writes do not change what a cached answer shows (sign-in sessions, MFA
+# codes, the audit chain's bookkeeping, the job queue's leases): no data_version trigger.
+UNVERSIONED_TABLES = frozenset({"sessions", "mfa_backup_codes", "audit_chain_heads", "jobs"})
+
+
+def track_data_version(table: str, *, per_row: bool = False) -> None:
+    """Bump ``organizations.data_version`` on every write of ``table`` (once per statement
+    and organization; ``per_row`` for partitioned tables, which have no transition tables)."""
+    if per_row:
+        op.execute(
+            f"CREATE TRIGGER prism_data_version AFTER INSERT OR UPDATE OR DELETE ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION prism_bump_data_version()"
+        )
+        return
+    for event, transition in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")):
+        op.execute(
+            f"CREATE TRIGGER prism_data_version_{event.lower()} AFTER {event} ON {table} "
+            f"REFERENCING {transition} TABLE AS {transition.lower()}_rows "
+            "FOR EACH STATEMENT EXECUTE FUNCTION prism_bump_data_version()"
+        )
+
+
+def untrack_data_version(table: str) -> None:
+    for name in (
+        "prism_data_version",
+        *(f"prism_data_version_{e}" for e in ("insert", "update", "delete")),
+    ):
+        op.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}")

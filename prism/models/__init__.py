@@ -7,6 +7,7 @@ from prism.models.base import TENANT_TABLES, Base
 from prism.models.documents import Document, Section
 from prism.models.feedback import Feedback
 from prism.models.jobs import Job
+from prism.models.operations import RegisteredOperation
 from prism.models.organizations import Organization
 from prism.models.throttle import AuthThrottle
 from prism.models.users import ApiToken, MfaBackupCode, RefreshSession, User
@@ -27,6 +28,7 @@ __all__ = [
     "MfaBackupCode",
     "Organization",
     "RefreshSession",
+    "RegisteredOperation",
     "Section",
     "User",
     "metadata",

@@ -24,6 +24,10 @@ class Organization(Base):
     data_retention_days: Mapped[int] = mapped_column(
         sa.Integer, nullable=False, default=2555, server_default="2555"
     )
+    # Bumped by triggers on every committed write of the organization's data.
+    data_version: Mapped[int] = mapped_column(
+        sa.BigInteger, nullable=False, default=0, server_default="0"
+    )
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = updated_at()
 

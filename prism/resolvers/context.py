@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism.authz.principal import Principal
 from prism.authz.secrets import AccessTokens, Passwords, SecretBox
+from prism.cache.store import Bucket, Rate, Store
 from prism.config import Settings
 from prism.errors import RateLimited, ServiceUnavailable, Unauthenticated
 from prism.jobs.runtime import Pipeline
@@ -22,8 +23,10 @@ from prism.models.audit import Actor, RequestMeta, Subject, record_event
 from prism.models.db import Database, set_organization
 from prism.models.documents import Document
 from prism.models.notify import Notifications
+from prism.models.operations import data_version
 from prism.models.scope import Scope
 from prism.resolvers.loaders import Loaders
+from prism.resolvers.operations import OperationRegistry, ResolvedOperation
 
 log = structlog.get_logger("prism.audit")
 
@@ -38,8 +41,14 @@ class Services:
     access_tokens: AccessTokens
     pipeline: Pipeline
     secrets: SecretBox
+    store: Store
+    operations: OperationRegistry
     # Document progress events; None until the server's lifespan starts listening.
     progress: Notifications | None = None
+
+    async def close(self) -> None:
+        await self.store.close()
+        await self.db.dispose()
 
     @property
     def refresh_ttl(self) -> timedelta:
@@ -132,6 +141,10 @@ class Context:
 
     # RESTRICTED documents whose content this request returned (audited at its end).
     restricted_reads: dict[uuid.UUID, Document] = field(init=False, default_factory=dict)
+    # The persisted query the request named, if any; its estimated cost and root fields.
+    operation: ResolvedOperation | None = None
+    cost: Any = None
+    root_fields: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.loaders = Loaders(self.transaction, self.principal.scope() if self.principal else None)
@@ -180,6 +193,33 @@ class Context:
         await self.finish(commit=False)
         if self.principal is not None:
             self.authenticate(self.principal)
+
+    async def data_version(self) -> int:
+        """The caller's organization's data version (a short read of its own)."""
+        principal = self.require_principal()
+        async with self.services.db.transaction(principal.organization_id) as session:
+            return await data_version(session, principal.organization_id)
+
+    def set_validators(self, etag: str, *, cacheable: bool) -> None:
+        """ETag and Cache-Control of an answer to a registered query; 304 when the client's
+        copy is current."""
+        if self.response is None:
+            return
+        self.response.headers["ETag"] = etag
+        self.response.headers["Cache-Control"] = "private, no-cache"
+        self.response.headers["X-Prism-Cache"] = "cacheable" if cacheable else "uncacheable"
+        sent = self.request.headers.get("if-none-match") if self.request is not None else None
+        if sent is not None and etag in {tag.strip() for tag in sent.split(",")}:
+            self.response.status_code = 304
+
+    def rate_limit_headers(self, rate: Rate, bucket: Bucket) -> None:
+        if self.response is None:
+            return
+        self.response.headers["RateLimit-Limit"] = str(rate.capacity)
+        self.response.headers["RateLimit-Remaining"] = str(bucket.remaining)
+        self.response.headers["RateLimit-Reset"] = str(bucket.reset)
+        if not bucket.allowed:
+            self.response.headers["Retry-After"] = str(bucket.retry_after)
 
     @contextmanager
     def retry_after_header(self) -> Iterator[None]:

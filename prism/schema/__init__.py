@@ -6,19 +6,28 @@ from datetime import datetime
 
 import strawberry
 from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
-from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, QueryDepthLimiter
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    ValidationCache,
+)
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from prism.config import Settings
 from prism.schema.audit import AuditEvent, Job
 from prism.schema.documents import Analysis, Document, Feedback, Section
 from prism.schema.extensions import (
     ErrorCodes,
     Metrics,
     OneSecretCheckPerRequest,
+    ParseCache,
     RequestTransaction,
 )
 from prism.schema.identity import ApiToken, Organization, User
+from prism.schema.limits import OperationCost, RateLimit, ResponseCache
 from prism.schema.mutation import Mutation
 from prism.schema.query import Query
 from prism.schema.subscription import Subscription
@@ -43,6 +52,8 @@ DATETIME = strawberry.scalar(
 
 MAX_DEPTH = 12
 MAX_ALIASES = 30
+# Distinct documents whose validation is kept (an LRU shared by the process).
+PARSE_CACHE_SIZE = 1024
 
 
 class PrismSchema(strawberry.Schema):
@@ -52,20 +63,29 @@ class PrismSchema(strawberry.Schema):
         """Client errors are answers, not incidents: ErrorCodes logs the unexpected ones."""
 
 
-def build_schema(*, production: bool) -> strawberry.Schema:
-    # Order matters: Metrics wraps ErrorCodes so it counts the codes clients see.
+def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    """The schema as ``settings`` ask (None: development defaults, as exported)."""
+    settings = settings or Settings(_env_file=None)
+    # Order matters: Metrics wraps ErrorCodes so it counts the codes clients see; the cost
+    # is estimated before the cache is asked, which is asked before the rate limit charges.
     # Classes or factories: Strawberry builds fresh extensions for every request.
+    rules: list[type[ASTValidationRule]] = [OneSecretCheckPerRequest]
+    if not settings.serves_introspection:
+        rules.append(NoSchemaIntrospectionCustomRule)
     extensions: list[object] = [
         RequestTransaction,
         Metrics,
         ErrorCodes,
+        ParseCache,
+        lambda: ValidationCache(maxsize=PARSE_CACHE_SIZE),
+        lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        lambda: AddValidationRules(rules),
+        OperationCost,
+        ResponseCache,
+        RateLimit,
     ]
-    rules: list[type[ASTValidationRule]] = [OneSecretCheckPerRequest]
-    if production:
-        rules.append(NoSchemaIntrospectionCustomRule)
-    extensions.append(lambda: AddValidationRules(rules))
     return PrismSchema(
         query=Query,
         mutation=Mutation,
@@ -83,11 +103,11 @@ def build_schema(*, production: bool) -> strawberry.Schema:
         ],
         extensions=extensions,  # type: ignore[arg-type]
         config=StrawberryConfig(
-            disable_field_suggestions=production, scalar_map={datetime: DATETIME}
+            disable_field_suggestions=settings.production, scalar_map={datetime: DATETIME}
         ),
     )
 
 
 def export_sdl() -> str:
     """The public surface as SDL, as committed in ``schema.graphql``."""
-    return build_schema(production=False).as_str() + "\n"
+    return build_schema().as_str() + "\n"

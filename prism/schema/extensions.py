@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import suppress
+from functools import lru_cache
 from typing import Any
 
 import structlog
-from graphql import FieldNode, GraphQLError, ValidationRule
+from graphql import DocumentNode, FieldNode, GraphQLError, ValidationRule, parse
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.types.graphql import OperationType
@@ -141,8 +143,11 @@ def _sqlstate(error: BaseException) -> str:
     return ""
 
 
-# What Strawberry's depth and alias limiters say; they attach no code of their own.
-_LIMIT_MESSAGES = re.compile(r"exceeds maximum operation depth|aliases found\. Allowed")
+# What Strawberry's depth, alias and token limiters say; they attach no code of their own.
+_LIMIT_MESSAGES = re.compile(
+    r"exceeds maximum operation depth|aliases found\. Allowed"
+    r"|Document contains more than \d+ tokens"
+)
 
 
 class Metrics(SchemaExtension):
@@ -191,3 +196,20 @@ class OneSecretCheckPerRequest(ValidationRule):
                     node,
                 )
             )
+
+
+@lru_cache(maxsize=1024)
+def _parse(query: str, max_tokens: int | None) -> DocumentNode:
+    return parse(query, max_tokens=max_tokens)
+
+
+class ParseCache(SchemaExtension):
+    """Parse each distinct document once per process (an LRU of 1,024). A document that does
+    not parse is left to Strawberry, which reports the syntax error the usual way."""
+
+    def on_parse(self) -> Iterator[None]:
+        ctx = self.execution_context
+        if ctx.query is not None:
+            with suppress(GraphQLError):
+                ctx.graphql_document = _parse(ctx.query, ctx.parse_options.get("max_tokens"))
+        yield

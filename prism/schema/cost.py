@@ -1,0 +1,181 @@
+"""What an operation may cost, known before it runs, and what it did cost.
+
+The unit is one object in the answer. A field that returns objects costs one, plus its
+selection; a connection (a field with `first`) multiplies its selection by `first` (the
+default page size when omitted); a plain list by a fixed estimate, or by the number of IDs
+asked for. Scalars are free. The estimate is an upper bound of the answer's size, so a
+client that asks for 100 documents with 100 sections each is told so before anything runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLField,
+    GraphQLInterfaceType,
+    GraphQLList,
+    GraphQLNamedType,
+    GraphQLObjectType,
+    GraphQLSchema,
+    GraphQLUnionType,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    ValueNode,
+    VariableNode,
+    get_named_type,
+    get_nullable_type,
+    value_from_ast,
+)
+
+from prism.models.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+
+# Lists without `first` (a section's analyses, an analysis's items): their typical size.
+LIST_ESTIMATE = 10
+
+
+@dataclass(frozen=True)
+class Estimate:
+    cost: int
+    root_fields: list[str]
+
+
+def operation_of(document: DocumentNode, name: str | None) -> OperationDefinitionNode | None:
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if name is None:
+        return operations[0] if len(operations) == 1 else None
+    return next((o for o in operations if o.name and o.name.value == name), None)
+
+
+class _Estimator:
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        fragments: Mapping[str, FragmentDefinitionNode],
+        variables: Mapping[str, Any],
+    ) -> None:
+        self.schema = schema
+        self.fragments = fragments
+        self.variables = variables
+
+    def selection(self, parent: GraphQLNamedType, selection_set: SelectionSetNode | None) -> int:
+        if selection_set is None:
+            return 0
+        total = 0
+        for node in selection_set.selections:
+            if isinstance(node, FieldNode):
+                total += self.field(parent, node)
+            elif isinstance(node, InlineFragmentNode):
+                on = (
+                    self.schema.get_type(node.type_condition.name.value)
+                    if node.type_condition
+                    else parent
+                )
+                total += self.selection(on or parent, node.selection_set)
+            elif isinstance(node, FragmentSpreadNode):
+                fragment = self.fragments.get(node.name.value)
+                if fragment is not None:
+                    on = self.schema.get_type(fragment.type_condition.name.value)
+                    total += self.selection(on or parent, fragment.selection_set)
+        return total
+
+    def field(self, parent: GraphQLNamedType, node: FieldNode) -> int:
+        definition = _field_of(parent, node.name.value)
+        if definition is None:  # __typename and friends
+            return 0
+        returned = get_named_type(definition.type)
+        if not isinstance(returned, GraphQLObjectType | GraphQLInterfaceType | GraphQLUnionType):
+            return 0
+        return 1 + self.multiplier(parent, definition, node) * self.selection(
+            returned, node.selection_set
+        )
+
+    def multiplier(
+        self, parent: GraphQLNamedType, definition: GraphQLField, node: FieldNode
+    ) -> int:
+        if parent.name.endswith("Connection"):
+            return 1  # its edges: the connection's `first` already counted them
+        arguments = {a.name.value: a.value for a in node.arguments or []}
+        if "first" in definition.args:
+            first = self.value(arguments.get("first"), definition.args["first"].type)
+            if first is None:
+                first = definition.args["first"].default_value
+            if not isinstance(first, int):
+                return DEFAULT_PAGE_SIZE
+            return max(0, min(first, MAX_PAGE_SIZE))
+        if isinstance(get_nullable_type(definition.type), GraphQLList):
+            for name in ("ids",):
+                if name in definition.args:
+                    ids = self.value(arguments.get(name), definition.args[name].type)
+                    if isinstance(ids, list):
+                        return len(ids)
+            return LIST_ESTIMATE
+        return 1
+
+    def value(self, node: ValueNode | None, type_: Any) -> Any:
+        if node is None:
+            return None
+        if isinstance(node, VariableNode):
+            return self.variables.get(node.name.value)
+        return value_from_ast(node, type_, dict(self.variables))
+
+
+def _field_of(parent: GraphQLNamedType, name: str) -> GraphQLField | None:
+    if isinstance(parent, GraphQLObjectType | GraphQLInterfaceType):
+        found: GraphQLField | None = parent.fields.get(name)
+        return found
+    return None
+
+
+def estimate(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation: OperationDefinitionNode,
+    variables: Mapping[str, Any] | None,
+) -> Estimate:
+    root = schema.get_root_type(operation.operation)
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
+    estimator = _Estimator(schema, fragments, variables or {})
+    assert root is not None
+    return Estimate(
+        cost=estimator.selection(root, operation.selection_set),
+        root_fields=_root_fields(operation.selection_set, fragments),
+    )
+
+
+def _root_fields(
+    selection_set: SelectionSetNode, fragments: Mapping[str, FragmentDefinitionNode]
+) -> list[str]:
+    names: list[str] = []
+    for node in selection_set.selections:
+        if isinstance(node, FieldNode):
+            names.append(node.name.value)
+        elif isinstance(node, InlineFragmentNode):
+            names.extend(_root_fields(node.selection_set, fragments))
+        elif isinstance(node, FragmentSpreadNode) and node.name.value in fragments:
+            names.extend(_root_fields(fragments[node.name.value].selection_set, fragments))
+    return names
+
+
+def actual(data: object) -> int:
+    """Objects in an answer (the root excluded): what the estimate bounds."""
+    if isinstance(data, dict):
+        return sum(_objects(value) for value in data.values())
+    return 0
+
+
+def _objects(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + sum(_objects(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_objects(v) for v in value)
+    return 0

@@ -1,0 +1,223 @@
+"""What happens between validation and execution: the cost check, the response cache and the
+rate limit. Each may answer in place of the resolvers (Strawberry skips execution when an
+extension has set the result), so a refused or cached request runs no resolver at all."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from graphql import ExecutionResult as GraphQLExecutionResult
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
+
+from prism.authz.principal import Principal
+from prism.authz.throttle import source_of
+from prism.cache.store import Rate
+from prism.resolvers.context import Context
+from prism.schema.cost import actual, estimate, operation_of
+
+# Root fields whose answers depend only on the caller's organization and visibility (role,
+# clearance, department, scopes): callers alike share cached answers. PERSONAL ones also
+# depend on who asks (their own user, their own tokens). Any other root field (a job's
+# progress, an audit-chain check, ...) is never cached.
+SHARED = frozenset(
+    {"documents", "document", "users", "auditLog", "executiveSummary", "dailySummary", "search"}
+)
+PERSONAL = frozenset({"viewer", "apiTokens", "node", "nodes"})
+
+
+@dataclass
+class CostReport:
+    requested: int
+    actual: int | None = None
+    cached: bool = False
+
+
+def _refuse(message: str, code: str, **details: Any) -> GraphQLExecutionResult:
+    return GraphQLExecutionResult(
+        data=None, errors=[GraphQLError(message, extensions={"code": code, **details})]
+    )
+
+
+class OperationCost(SchemaExtension):
+    """Estimate the cost before execution; refuse what is too big; report both figures."""
+
+    def on_execute(self) -> Iterator[None]:
+        ctx = self.execution_context
+        context = ctx.context
+        document = ctx.graphql_document
+        operation = operation_of(document, ctx.operation_name) if document is not None else None
+        if not isinstance(context, Context) or document is None or operation is None:
+            yield
+            return
+        settings = context.services.settings
+        found = estimate(ctx.schema._schema, document, operation, ctx.variables)
+        context.cost = CostReport(requested=found.cost)
+        context.root_fields = found.root_fields
+        if len(found.root_fields) > settings.max_root_fields:
+            ctx.result = _refuse(
+                f"The operation has {len(found.root_fields)} root fields; the limit is "
+                f"{settings.max_root_fields}.",
+                "QUERY_TOO_COMPLEX",
+            )
+        elif found.cost > settings.max_query_cost:
+            ctx.result = _refuse(
+                f"The operation may return {found.cost} objects; the limit is "
+                f"{settings.max_query_cost}. Ask for smaller pages (`first`) or fewer levels.",
+                "QUERY_TOO_COMPLEX",
+                cost=found.cost,
+            )
+        yield
+        _count_actual(context, ctx.result)
+
+    def get_results(self) -> dict[str, Any]:
+        context = self.execution_context.context
+        report = context.cost if isinstance(context, Context) else None
+        if report is None:
+            return {}
+        return {
+            "cost": {
+                "requested": report.requested,
+                "actual": report.actual,
+                "cached": report.cached,
+            }
+        }
+
+
+def _count_actual(context: Context, result: object) -> None:
+    if context.cost is not None and context.cost.actual is None and result is not None:
+        context.cost.actual = actual(getattr(result, "data", None))
+
+
+def _visibility(principal: Principal) -> str:
+    scopes = ",".join(sorted(principal.scopes)) if principal.scopes is not None else "*"
+    return "|".join(
+        (
+            str(principal.organization_id),
+            principal.role.value,
+            principal.clearance.value,
+            principal.department or "",
+            scopes,
+        )
+    )
+
+
+def _cache_key(context: Context, variables: dict[str, Any] | None, version: int) -> str | None:
+    principal = context.principal
+    operation = context.operation
+    if principal is None or operation is None or operation.sha256 is None:
+        return None
+    roots = set(context.root_fields)
+    if not roots or not roots <= SHARED | PERSONAL:
+        return None
+    who = ""
+    if roots & PERSONAL:
+        who = f"{principal.user_id}|{principal.api_token_id}"
+    parts = (
+        _visibility(principal),
+        who,
+        str(version),
+        operation.sha256,
+        orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS).decode(),
+    )
+    return "rc:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _etag(data: object) -> str:
+    return 'W/"' + hashlib.sha256(orjson.dumps(data)).hexdigest()[:32] + '"'
+
+
+class ResponseCache(SchemaExtension):
+    """Answers to registered queries, cached per organization data version and visibility.
+
+    An answer is stored only when it has no errors and read no RESTRICTED content (reads of
+    which must be audited each time). Any committed write of the organization changes its
+    data version (database triggers), so no cached answer outlives the data it shows."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        ctx = self.execution_context
+        context = ctx.context
+        key = None
+        if (
+            isinstance(context, Context)
+            and ctx.result is None
+            and context.operation is not None
+            and context.operation.registered
+            and context.services.settings.response_cache_ttl_seconds > 0
+            and ctx.operation_type is OperationType.QUERY
+            and context.principal is not None
+        ):
+            version = await context.data_version()
+            key = _cache_key(context, ctx.variables, version)
+        if key is not None:
+            assert isinstance(context, Context)
+            hit = await context.services.store.get(key)
+            if hit is not None:
+                ctx.result = GraphQLExecutionResult(data=orjson.loads(hit))
+                if context.cost is not None:
+                    context.cost.cached = True
+        yield
+        if not isinstance(context, Context) or context.operation is None:
+            return
+        result = ctx.result
+        if result is None or result.errors or result.data is None:
+            return
+        cached = context.cost is not None and context.cost.cached
+        if key is not None and not cached and not context.restricted_reads:
+            await context.services.store.set(
+                key,
+                orjson.dumps(result.data),
+                context.services.settings.response_cache_ttl_seconds,
+            )
+        if context.operation.registered and ctx.operation_type is OperationType.QUERY:
+            context.set_validators(_etag(result.data), cacheable=key is not None)
+
+
+class RateLimit(SchemaExtension):
+    """A token bucket per API token, per user, or per source address when anonymous, charged
+    the estimated cost up front (1 for a cached answer) and refunded what the answer did not
+    use."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        ctx = self.execution_context
+        context = ctx.context
+        if not isinstance(context, Context) or context.cost is None:
+            yield
+            return
+        settings = context.services.settings
+        rate = Rate(settings.rate_limit_capacity, settings.rate_limit_refill_per_second)
+        key = _bucket_key(context)
+        charged = 1 if context.cost.cached else max(1, context.cost.requested)
+        refused = ctx.result is not None and not context.cost.cached
+        bucket = None if refused else await context.services.store.take(key, charged, rate)
+        if bucket is not None:
+            context.rate_limit_headers(rate, bucket)
+            if not bucket.allowed:
+                ctx.result = _refuse(
+                    f"Rate limit reached: this request costs {charged}; retry in "
+                    f"{bucket.retry_after} seconds.",
+                    "RATE_LIMITED",
+                    retryAfter=bucket.retry_after,
+                )
+                context.cost.cached = False
+        yield
+        _count_actual(context, ctx.result)
+        if bucket is None or not bucket.allowed or context.cost.cached:
+            return
+        unused = charged - max(1, context.cost.actual or 0)
+        if unused > 0:
+            await context.services.store.take(key, -unused, rate)
+
+
+def _bucket_key(context: Context) -> str:
+    principal = context.principal
+    if principal is None:
+        return f"rl:ip:{source_of(context.meta.ip_address)}"
+    if principal.api_token_id is not None:
+        return f"rl:token:{principal.api_token_id}"
+    return f"rl:user:{principal.user_id}"
