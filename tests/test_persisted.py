@@ -120,7 +120,11 @@ async def test_bi_tokens_run_registered_operations_only(
     from prism import operators
 
     bi = await operators.create_token(
-        services, tenant.org_id, name="grafana", scopes=["bi:read"], role=Role.AUDITOR
+        services,
+        tenant.org_id,
+        name="grafana",
+        scopes=["bi:read", "documents:read"],
+        role=Role.AUDITOR,
     )
     ad_hoc = await gql(client, "{ viewer { scopes } }", token=bi.secret)
     assert codes(ad_hoc) == ["PERSISTED_QUERY_REQUIRED"]
@@ -128,7 +132,14 @@ async def test_bi_tokens_run_registered_operations_only(
     apq = await _call(client, bi.secret, hashlib.sha256(query.encode()).hexdigest(), query=query)
     assert codes(apq) == ["PERSISTED_QUERY_REQUIRED"]
     ok = await _call(client, bi.secret, registered["Me"])
-    assert ok["data"] == {"viewer": {"user": None, "scopes": ["bi:read"]}}
+    assert ok["data"] == {"viewer": {"user": None, "scopes": ["bi:read", "documents:read"]}}
+    titles = await _call(client, bi.secret, registered["DocumentTitles"], {"first": 5})
+    assert titles.get("errors") is None, titles
+    # a token that can also write is not a BI token: it may send any query
+    writer = await operators.create_token(
+        services, tenant.org_id, name="etl", scopes=["bi:read", "documents:write"]
+    )
+    assert (await gql(client, "{ viewer { scopes } }", token=writer.secret)).get("errors") is None
     # over GET, as a BI tool or an HTTP cache would send it
     response = await client.get(
         "/graphql",

@@ -101,5 +101,5 @@ async def test_nested_list_runs_a_fixed_number_of_statements(
     # then the count does not move with the number of rows
     assert counts[1] == counts[5] == counts[50], counts
     assert counts[50] > 0, "the listener saw no statement: wrong engine?"
-    # and stays small: auth (3) + transaction setup + one statement per level
+    # and stays small: auth (1) + transaction setup + one statement per level
     assert counts[50] <= 16, counts

@@ -31,7 +31,7 @@ from prism.authz.secrets import (
 from prism.errors import BadUserInput, Conflict, Forbidden, Unauthenticated, not_found
 from prism.models import users as user_models
 from prism.models.audit import Actor, RequestMeta, record_event
-from prism.models.db import Database, set_organization
+from prism.models.db import Database
 from prism.models.enums import Classification, Role
 from prism.models.users import ApiToken, RefreshSession, User
 
@@ -101,29 +101,37 @@ def principal_for(
 
 
 async def _principal_of_api_token(db: Database, digest: bytes) -> Principal:
-    async with db.transaction(None) as session:
-        found: sa.Row[Any] | None = (
-            await session.execute(
-                sa.select(sa.column("token_id"), sa.column("organization_id")).select_from(
-                    sa.func.prism_api_token_lookup(digest).table_valued(
-                        "token_id", "organization_id"
-                    )
-                )
-            )
-        ).first()
-        if found is None:
-            raise Unauthenticated("The API token is invalid, expired or revoked.")
-        await set_organization(session, found.organization_id)
-        token = await session.get(ApiToken, found.token_id)
-        if token is None:
-            raise Unauthenticated("The API token is invalid, expired or revoked.")
-        scopes = frozenset(token.scopes)
-        if token.user_id is not None:
-            user = await session.get(User, token.user_id)
-            if user is None or not user.is_active:
-                raise Unauthenticated("The API token's user is no longer active.")
-            return _principal_of_user(user, scopes, token.id)
-        return service_principal(token)
+    """One statement (a SECURITY DEFINER function: the organization is not known yet)."""
+    found = await user_models.authenticate_api_token(db.engine, digest)
+    if found is None:
+        raise Unauthenticated("The API token is invalid, expired or revoked.")
+    scopes = frozenset(found.scopes)
+    if found.user_id is None:
+        return Principal(
+            organization_id=found.organization_id,
+            user_id=None,
+            api_token_id=found.token_id,
+            role=Role(found.token_role),
+            clearance=Classification(found.token_clearance),
+            department=found.token_department,
+            scopes=scopes,
+        )
+    if not found.user_active:
+        raise Unauthenticated("The API token's user is no longer active.")
+    expires = found.user_access_expires_at
+    if expires is not None and expires <= datetime.now(UTC):
+        raise Unauthenticated("Access has expired.")
+    # A token bound to a user acts with that user's current rights.
+    return Principal(
+        organization_id=found.organization_id,
+        user_id=found.user_id,
+        api_token_id=found.token_id,
+        role=Role(found.user_role),
+        clearance=Classification(found.user_clearance),
+        department=found.user_department,
+        scopes=scopes,
+        access_expires_at=expires,
+    )
 
 
 def service_principal(token: ApiToken) -> Principal:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -205,6 +205,16 @@ async def read_documents_by_ids(
         return []
     query = sa.select(Document).where(visible_documents(scope), Document.id.in_(ids))
     return list(await session.scalars(query))
+
+
+async def read_restricted_documents(
+    session: AsyncSession, ids: Iterable[uuid.UUID]
+) -> list[Document]:
+    """Which of ``ids`` are RESTRICTED (in the session's organization, by RLS)."""
+    query = sa.select(Document).where(
+        Document.id.in_(list(ids)), Document.classification == Classification.RESTRICTED
+    )
+    return list(await session.scalars(query.order_by(Document.id)))
 
 
 async def read_document_for_update(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from prism.models.base import Base, created_at, enum_column, org_fk, pk, updated_at, utcnow
@@ -206,6 +207,32 @@ async def mark_login(session: AsyncSession, user: User) -> None:
 
 
 # --- API tokens ----------------------------------------------------------------------------
+
+
+async def authenticate_api_token(engine: AsyncEngine, token_hash: bytes) -> sa.Row[Any] | None:
+    """The token with this hash (live: not revoked, not expired) and its user's rights, in one
+    statement on a connection of its own (see migration 0009)."""
+    columns = (
+        "token_id",
+        "organization_id",
+        "scopes",
+        "token_role",
+        "token_clearance",
+        "token_department",
+        "user_id",
+        "user_active",
+        "user_role",
+        "user_clearance",
+        "user_department",
+        "user_access_expires_at",
+    )
+    query = sa.select(*(sa.column(c) for c in columns)).select_from(
+        sa.func.prism_authenticate_api_token(token_hash).table_valued(*columns)
+    )
+    async with engine.connect() as conn:
+        row = (await conn.execute(query)).first()
+        await conn.commit()
+    return row
 
 
 async def read_api_tokens(

@@ -21,7 +21,8 @@ from prism.errors import RateLimited, ServiceUnavailable, Unauthenticated
 from prism.jobs.runtime import Pipeline
 from prism.models.audit import Actor, RequestMeta, Subject, record_event
 from prism.models.db import Database, set_organization
-from prism.models.documents import Document
+from prism.models.documents import read_restricted_documents
+from prism.models.enums import Classification
 from prism.models.notify import Notifications
 from prism.models.operations import data_version
 from prism.models.scope import Scope
@@ -139,8 +140,9 @@ class Context:
     # graphql-transport-ws: the connection_init payload (where a browser puts its token).
     connection_params: dict[str, Any] | None = None
 
-    # RESTRICTED documents whose content this request returned (audited at its end).
-    restricted_reads: dict[uuid.UUID, Document] = field(init=False, default_factory=dict)
+    # Documents whose text this request returned to a RESTRICTED-clearance caller: those
+    # that are RESTRICTED are audited at the request's end.
+    content_reads: set[uuid.UUID] = field(init=False, default_factory=set)
     # The persisted query the request named, if any; its estimated cost and root fields.
     operation: ResolvedOperation | None = None
     cost: Any = None
@@ -149,6 +151,14 @@ class Context:
     def __post_init__(self) -> None:
         self.loaders = Loaders(self.transaction, self.principal.scope() if self.principal else None)
 
+    def note_content_read(self, document_id: uuid.UUID) -> None:
+        """A document's text is being returned. Only RESTRICTED clearance can see RESTRICTED
+        documents, so nobody else's reads need a second look (and this stays a set insert on
+        the hot path: which documents are RESTRICTED is asked once, at the end)."""
+        principal = self.principal
+        if principal is not None and principal.clearance is Classification.RESTRICTED:
+            self.content_reads.add(document_id)
+
     async def finish(self, *, commit: bool) -> None:
         """End the request's transaction, then record its reads of restricted content.
 
@@ -156,12 +166,12 @@ class Context:
         or not (what a client was shown has been read). If they cannot be recorded, the
         request fails: restricted content is not handed out unaudited."""
         await self.transaction.finish(commit=commit)
-        reads, self.restricted_reads = self.restricted_reads, {}
+        reads, self.content_reads = self.content_reads, set()
         if not reads or self.principal is None:
             return
         try:
             async with self.services.db.transaction(self.principal.organization_id) as session:
-                for document in reads.values():
+                for document in await read_restricted_documents(session, reads):
                     await record_event(
                         session,
                         organization_id=document.organization_id,

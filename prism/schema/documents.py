@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
@@ -16,8 +15,10 @@ from prism.ingest.pii import mask, mask_all
 from prism.models import analyses as analysis_models
 from prism.models import documents as document_models
 from prism.models import feedback as feedback_models
+from prism.models import users as user_models
 from prism.models.pagination import Page, PageRequest
 from prism.resolvers.ids import to_global_id
+from prism.resolvers.loaders import now_or_later
 from prism.schema.base import Info, Node, PageInfo, edges_of
 from prism.schema.enums import (
     Classification,
@@ -102,35 +103,28 @@ class Document(Node):
         )
 
     @strawberry.field(description="Who uploaded the document.")
-    async def uploaded_by(self, info: Info) -> User | None:
+    def uploaded_by(self, info: Info) -> User | None:
         if self.row.uploaded_by is None:
             return None
-        user = await info.context.loaders.user.load(self.row.uploaded_by)
-        return User.from_row(user) if user else None
+        return now_or_later(info.context.loaders.user, self.row.uploaded_by, _user)
 
     @strawberry.field(description="The document's sections, in document order.")
-    async def sections(
-        self, info: Info, first: First = None, after: After = None
-    ) -> SectionConnection:
+    def sections(self, info: Info, first: First = None, after: After = None) -> SectionConnection:
         request = PageRequest.parse(first, after, ordering="sections")
-        page = await info.context.loaders.section_page.load((self.row.id, request))
-        return SectionConnection.from_page(page)
+        key = (self.row.id, request)
+        return now_or_later(info.context.loaders.section_page, key, SectionConnection.from_page)
 
     @strawberry.field(description="AI analyses of the document's sections, oldest first.")
-    async def analyses(
-        self, info: Info, first: First = None, after: After = None
-    ) -> AnalysisConnection:
+    def analyses(self, info: Info, first: First = None, after: After = None) -> AnalysisConnection:
         request = PageRequest.parse(first, after, ordering="analyses")
-        page = await info.context.loaders.analysis_page.load((self.row.id, request))
-        return AnalysisConnection.from_page(page)
+        key = (self.row.id, request)
+        return now_or_later(info.context.loaders.analysis_page, key, AnalysisConnection.from_page)
 
     @strawberry.field(description="Reviewer feedback on the document, oldest first.")
-    async def feedback(
-        self, info: Info, first: First = None, after: After = None
-    ) -> FeedbackConnection:
+    def feedback(self, info: Info, first: First = None, after: After = None) -> FeedbackConnection:
         request = PageRequest.parse(first, after, ordering="feedback")
-        page = await info.context.loaders.feedback_page.load((self.row.id, request))
-        return FeedbackConnection.from_page(page)
+        key = (self.row.id, request)
+        return now_or_later(info.context.loaders.feedback_page, key, FeedbackConnection.from_page)
 
     @strawberry.field(description="PII findings of all sections, counted by type.")
     async def pii_summary(self, info: Info) -> list[PiiCount]:
@@ -157,8 +151,8 @@ class Section(Node):
         return bool(self.row.pii_findings) and not sees_raw_pii(info.context.require_principal())
 
     @strawberry.field(description="The section's heading (PII masked below CONFIDENTIAL).")
-    async def name(self, info: Info) -> str:
-        await note_content_read(info, self.row.document_id)
+    def name(self, info: Info) -> str:
+        info.context.note_content_read(self.row.document_id)
         if sees_raw_pii(info.context.require_principal()):
             return self.row.name
         return mask_all(self.row.name)
@@ -166,8 +160,8 @@ class Section(Node):
     @strawberry.field(
         description="Text as the viewer may see it: PII masked below CONFIDENTIAL clearance."
     )
-    async def content(self, info: Info) -> str:
-        await note_content_read(info, self.row.document_id)
+    def content(self, info: Info) -> str:
+        info.context.note_content_read(self.row.document_id)
         if self._masked(info):
             return mask(self.row.content, self.row.pii_findings)
         return self.row.content
@@ -188,20 +182,16 @@ class Section(Node):
         return await _document(info, self.row.document_id)
 
     @strawberry.field(description="AI analyses of this section.")
-    async def analyses(self, info: Info) -> list[Analysis]:
-        rows = await info.context.loaders.analyses_by_section.load(self.row.id)
-        return [Analysis.from_row(r) for r in rows]
+    def analyses(self, info: Info) -> list[Analysis]:
+        return now_or_later(info.context.loaders.analyses_by_section, self.row.id, _analyses)
 
 
-async def note_content_read(info: Info, document_id: uuid.UUID) -> None:
-    """Reads of a RESTRICTED document's content are audited (once per document and request).
-    Only RESTRICTED clearance can see such a document, so nobody else pays for the check."""
-    principal = info.context.require_principal()
-    if principal.clearance is not Classification.RESTRICTED:
-        return
-    row = await info.context.loaders.document.load(document_id)
-    if row is not None and row.classification is Classification.RESTRICTED:
-        info.context.restricted_reads.setdefault(row.id, row)
+def _user(row: user_models.User | None) -> User | None:
+    return User.from_row(row) if row else None
+
+
+def _analyses(rows: list[analysis_models.Analysis]) -> list[Analysis]:
+    return [Analysis.from_row(r) for r in rows]
 
 
 async def _document(info: Info, document_id: Any) -> Document:
@@ -285,8 +275,8 @@ class Analysis(Node):
         return Section.from_row(row)
 
     @strawberry.field(description="What the analysis found (PII masked below CONFIDENTIAL).")
-    async def feedback_items(self, info: Info) -> list[FeedbackItem]:
-        await note_content_read(info, self.row.document_id)
+    def feedback_items(self, info: Info) -> list[FeedbackItem]:
+        info.context.note_content_read(self.row.document_id)
         masked = not sees_raw_pii(info.context.require_principal())
         return [FeedbackItem.from_json(item, masked=masked) for item in self.row.feedback_items]
 
@@ -339,11 +329,10 @@ class Feedback(Node):
         return Analysis.from_row(row) if row else None
 
     @strawberry.field(description="Who wrote the feedback.")
-    async def author(self, info: Info) -> User | None:
+    def author(self, info: Info) -> User | None:
         if self.row.user_id is None:
             return None
-        row = await info.context.loaders.user.load(self.row.user_id)
-        return User.from_row(row) if row else None
+        return now_or_later(info.context.loaders.user, self.row.user_id, _user)
 
     @strawberry.field(description="Who approved or rejected the feedback.")
     async def approved_by(self, info: Info) -> User | None:

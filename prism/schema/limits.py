@@ -168,7 +168,7 @@ class ResponseCache(SchemaExtension):
         if result is None or result.errors or result.data is None:
             return
         cached = context.cost is not None and context.cost.cached
-        if key is not None and not cached and not context.restricted_reads:
+        if key is not None and not cached and not context.content_reads:
             await context.services.store.set(
                 key,
                 orjson.dumps(result.data),

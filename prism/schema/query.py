@@ -36,6 +36,7 @@ from prism.schema.enums import (
     RiskLevel,
 )
 from prism.schema.identity import ApiToken, Organization, User, UserConnection, Viewer
+from prism.schema.prefetch import prefetch_documents, under
 
 First = Annotated[
     int | None, strawberry.argument(description=f"Page size (0-{MAX_PAGE_SIZE}, default 20).")
@@ -160,6 +161,9 @@ class Query:
             page = await document_models.read_documents(
                 session, principal.scope(), flt=flt, page=page_request, ordering=field
             )
+        await prefetch_documents(
+            info.context, page.items, under(info.selected_fields[0].selections, "edges", "node")
+        )
         return DocumentConnection.from_page(page, flt)
 
     @strawberry.field(description="One document; NOT_FOUND if it does not exist or is not visible.")
