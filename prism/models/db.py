@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -49,18 +52,45 @@ def create_engine(
         server_settings["role"] = role
     if statement_timeout_ms:
         server_settings["statement_timeout"] = str(statement_timeout_ms)
-    return create_async_engine(
+    engine = create_async_engine(
         async_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
-        # A replica restart or an idle-timeout proxy leaves dead sockets in the pool.
-        pool_pre_ping=True,
         # Recycle before common proxy/firewall idle limits (often 30-60 min).
         pool_recycle=1800,
         # Bound values (password hashes, token digests) never reach logs via error text.
         hide_parameters=True,
         connect_args={"server_settings": server_settings},
     )
+    _ping_when_idle(engine)
+    return engine
+
+
+# A connection back in use within this many seconds is trusted without a round trip.
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Check a pooled connection before use only when it sat idle for a while.
+
+    A database restart or an idle-timeout proxy leaves dead sockets in the pool; pinging
+    every checkout (SQLAlchemy's pool_pre_ping) finds them but costs a round trip on every
+    request, and a busy server's connections are never idle long enough to have died. A dead
+    one is replaced transparently (DisconnectionError makes the pool retry with a new one)."""
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            raise DisconnectionError("pooled connection is gone") from exc
 
 
 async def set_organization(session: AsyncSession, organization_id: uuid.UUID | None) -> None:

@@ -59,10 +59,15 @@ class PageRequest:
 @dataclass
 class Page(Generic[T]):
     items: list[T]
-    cursors: list[str]
+    # Each item's sort key; its cursor is made only when a client asks for it.
+    keys: list[tuple[Any, ...]]
+    ordering: str
     has_next_page: bool
     has_previous_page: bool
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def cursor(self, index: int) -> str:
+        return encode_cursor(self.ordering, self.keys[index])
 
 
 def _encode_value(value: Any) -> Any:
@@ -152,7 +157,8 @@ def make_page(rows: list[T], page: PageRequest, key_of: Callable[[T], tuple[Any,
     items = rows[: page.first]
     return Page(
         items=items,
-        cursors=[encode_cursor(page.ordering, key_of(item)) for item in items],
+        keys=[key_of(item) for item in items],
+        ordering=page.ordering,
         has_next_page=len(rows) > page.first,
         has_previous_page=page.after is not None,
     )

@@ -13,7 +13,7 @@ from prism.models import audit as audit_models
 from prism.models import jobs as job_models
 from prism.models.pagination import Page
 from prism.resolvers.ids import to_global_id
-from prism.schema.base import Info, Node, PageInfo, edges_of
+from prism.schema.base import Edge, Info, Node, PageInfo, edges_of
 from prism.schema.enums import JobState
 from prism.schema.identity import ApiToken, User
 
@@ -82,8 +82,7 @@ class AuditEvent(Node):
 
 
 @strawberry.type
-class AuditEventEdge:
-    cursor: str
+class AuditEventEdge(Edge):
     node: AuditEvent
 
 

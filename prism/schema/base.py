@@ -25,21 +25,36 @@ class Node:
 class PageInfo:
     has_next_page: bool
     has_previous_page: bool
-    start_cursor: str | None
-    end_cursor: str | None
+    page: strawberry.Private[Page[Any]]
 
     @classmethod
     def from_page(cls, page: Page[Any]) -> PageInfo:
         return cls(
             has_next_page=page.has_next_page,
             has_previous_page=page.has_previous_page,
-            start_cursor=page.cursors[0] if page.cursors else None,
-            end_cursor=page.cursors[-1] if page.cursors else None,
+            page=page,
         )
+
+    @strawberry.field
+    def start_cursor(self) -> str | None:
+        return self.page.cursor(0) if self.page.items else None
+
+    @strawberry.field
+    def end_cursor(self) -> str | None:
+        return self.page.cursor(len(self.page.items) - 1) if self.page.items else None
+
+
+@strawberry.type
+class Edge:
+    """What every edge has: its cursor, encoded only when selected."""
+
+    page: strawberry.Private[Page[Any]]
+    index: strawberry.Private[int]
+
+    @strawberry.field(description="Pass as `after` to continue after this edge.")
+    def cursor(self) -> str:
+        return self.page.cursor(self.index)
 
 
 def edges_of(page: Page[T], to_node: Callable[[T], N], edge: Callable[..., Any]) -> list[Any]:
-    return [
-        edge(cursor=cursor, node=to_node(item))
-        for cursor, item in zip(page.cursors, page.items, strict=True)
-    ]
+    return [edge(page=page, index=i, node=to_node(item)) for i, item in enumerate(page.items)]

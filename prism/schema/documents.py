@@ -19,7 +19,7 @@ from prism.models import users as user_models
 from prism.models.pagination import Page, PageRequest
 from prism.resolvers.ids import to_global_id
 from prism.resolvers.loaders import now_or_later
-from prism.schema.base import Info, Node, PageInfo, edges_of
+from prism.schema.base import Edge, Info, Node, PageInfo, edges_of
 from prism.schema.enums import (
     Classification,
     DocumentType,
@@ -343,8 +343,7 @@ class Feedback(Node):
 
 
 @strawberry.type
-class DocumentEdge:
-    cursor: str
+class DocumentEdge(Edge):
     node: Document
 
 
@@ -371,8 +370,7 @@ class DocumentConnection:
 
 
 @strawberry.type
-class SectionEdge:
-    cursor: str
+class SectionEdge(Edge):
     node: Section
 
 
@@ -389,8 +387,7 @@ class SectionConnection:
 
 
 @strawberry.type
-class AnalysisEdge:
-    cursor: str
+class AnalysisEdge(Edge):
     node: Analysis
 
 
@@ -408,8 +405,7 @@ class AnalysisConnection:
 
 
 @strawberry.type
-class FeedbackEdge:
-    cursor: str
+class FeedbackEdge(Edge):
     node: Feedback
 
 

@@ -10,7 +10,7 @@ from prism.models import organizations as org_models
 from prism.models import users as user_models
 from prism.models.pagination import Page
 from prism.resolvers.ids import to_global_id
-from prism.schema.base import Info, Node, PageInfo, edges_of
+from prism.schema.base import Edge, Info, Node, PageInfo, edges_of
 from prism.schema.enums import Classification, Role
 
 
@@ -91,8 +91,7 @@ class ApiToken(Node):
 
 
 @strawberry.type
-class UserEdge:
-    cursor: str
+class UserEdge(Edge):
     node: User
 
 
