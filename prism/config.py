@@ -160,6 +160,10 @@ class Settings(BaseSettings):
     rate_limit_refill_per_second: float = Field(
         1_000, gt=0, description="Cost a caller's allowance regains per second."
     )
+    compiled_operations: bool = Field(
+        True,
+        description="Answer registered queries with one planned SQL statement where possible.",
+    )
     introspection: bool | None = Field(
         None, description="Serve introspection (default: in development mode only)."
     )

@@ -18,6 +18,7 @@ from strawberry.types import ExecutionContext
 
 from prism.config import Settings
 from prism.schema.audit import AuditEvent, Job
+from prism.schema.compiled import CompiledOperations
 from prism.schema.documents import Analysis, Document, Feedback, Section
 from prism.schema.extensions import (
     ErrorCodes,
@@ -89,6 +90,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         OperationCost,
         ResponseCache,
         RateLimit,
+        CompiledOperations,
     ]
     return PrismSchema(
         query=Query,

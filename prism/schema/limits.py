@@ -94,7 +94,8 @@ def _count_actual(context: Context, result: object) -> None:
         context.cost.actual = actual(getattr(result, "data", None))
 
 
-def _visibility(principal: Principal) -> str:
+def visibility_key(principal: Principal) -> str:
+    """What decides what a principal sees, as a cache key part."""
     scopes = ",".join(sorted(principal.scopes)) if principal.scopes is not None else "*"
     return "|".join(
         (
@@ -119,7 +120,7 @@ def _cache_key(context: Context, variables: dict[str, Any] | None, version: int)
     if roots & PERSONAL:
         who = f"{principal.user_id}|{principal.api_token_id}"
     parts = (
-        _visibility(principal),
+        visibility_key(principal),
         who,
         str(version),
         operation.sha256,
