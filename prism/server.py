@@ -340,6 +340,7 @@ def create_app(
             if background is not None:
                 await background.stop()
             await progress.stop()
+            await services.search.close()
             await services.db.dispose()
 
     graphql = PrismGraphQL(

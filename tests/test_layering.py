@@ -13,11 +13,12 @@ ALLOWED: dict[str, set[str]] = {
     "migrations": {"models"},
     "ingest": {"config"},
     "authz": {"models", "config"},
-    "jobs": {"models", "ingest", "config"},
-    "resolvers": {"authz", "models", "jobs", "ingest", "config"},
-    "schema": {"resolvers", "authz", "models", "ingest", "config"},
+    "search": {"models", "config"},
+    "jobs": {"models", "ingest", "search", "config"},
+    "resolvers": {"authz", "models", "jobs", "search", "ingest", "config"},
+    "schema": {"resolvers", "authz", "models", "search", "ingest", "config"},
 }
-BELOW_GRAPHQL = {"config", "models", "migrations", "ingest", "authz", "jobs"}
+BELOW_GRAPHQL = {"config", "models", "migrations", "ingest", "authz", "search", "jobs"}
 WEB = ("strawberry", "starlette", "uvicorn")
 
 

@@ -63,6 +63,7 @@ ROLE_MAY = {
         "document:read",
         "user:read",
         "job:read",
+        "search:read",
         "token:create",
         "token:revoke",
     },

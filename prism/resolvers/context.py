@@ -22,6 +22,7 @@ from prism.models.db import Database, set_organization
 from prism.models.notify import Notifications
 from prism.models.scope import Scope
 from prism.resolvers.loaders import Loaders
+from prism.search import Search
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,10 @@ class Services:
     pipeline: Pipeline
     # Document progress events; None until the server's lifespan starts listening.
     progress: Notifications | None = None
+
+    @property
+    def search(self) -> Search:
+        return self.pipeline.search
 
     @property
     def refresh_ttl(self) -> timedelta:
@@ -122,6 +127,8 @@ class Context:
     request: Any = None
     # graphql-transport-ws: the connection_init payload (where a browser puts its token).
     connection_params: dict[str, Any] | None = None
+    # Merged into the response's `extensions` (e.g. which search backend answered).
+    response_extensions: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.loaders = Loaders(self.transaction, self.principal.scope() if self.principal else None)

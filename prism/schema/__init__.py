@@ -12,7 +12,7 @@ from strawberry.types import ExecutionContext
 
 from prism.schema.audit import AuditEvent, Job
 from prism.schema.documents import Analysis, Document, Feedback, Section
-from prism.schema.extensions import ErrorCodes, Metrics, RequestTransaction
+from prism.schema.extensions import ErrorCodes, Metrics, RequestTransaction, ResponseExtensions
 from prism.schema.identity import ApiToken, Organization, User
 from prism.schema.mutation import Mutation
 from prism.schema.query import Query
@@ -52,6 +52,7 @@ def build_schema(*, production: bool) -> strawberry.Schema:
     # Classes or factories: Strawberry builds fresh extensions for every request.
     extensions: list[object] = [
         RequestTransaction,
+        ResponseExtensions,
         Metrics,
         ErrorCodes,
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import structlog
 from graphql import GraphQLError
@@ -142,6 +143,16 @@ def _sqlstate(error: BaseException) -> str:
 
 # What Strawberry's depth and alias limiters say; they attach no code of their own.
 _LIMIT_MESSAGES = re.compile(r"exceeds maximum operation depth|aliases found\. Allowed")
+
+
+class ResponseExtensions(SchemaExtension):
+    """What resolvers tell the client beside the data (`Context.response_extensions`)."""
+
+    def get_results(self) -> dict[str, Any]:
+        context = self.execution_context.context
+        if isinstance(context, Context):
+            return dict(context.response_extensions)
+        return {}
 
 
 class Metrics(SchemaExtension):
