@@ -547,3 +547,20 @@ async def test_search_needs_the_search_read_scope(
 async def test_the_response_says_which_backend_answered(stack: Stack, corpus: Corpus) -> None:
     body = await stack.search(corpus.tokens["ADMIN"], "renewal", first=1)
     assert body["extensions"]["search"] == {"backend": stack.name}
+
+
+async def test_matching_through_the_index_sees_only_the_current_organization(
+    services: Services, corpus: Corpus
+) -> None:
+    # prism_match_sections runs as the owner (so the GIN index is usable under RLS): it must
+    # still answer only for the organization set on the transaction, and nothing without one
+    match = sa.text(
+        "SELECT count(*) FROM prism_match_sections(websearch_to_tsquery('english', 'liability'))"
+    )
+    async with services.db.transaction(None) as session:
+        assert await session.scalar(match) == 0
+    async with services.db.transaction(corpus.b.org_id) as session:
+        assert await session.scalar(match) == 1
+    async with services.db.transaction(corpus.a.org_id) as session:
+        mine = await session.scalar(match)
+    assert mine == 5  # every "liability" section of A, before any visibility rule

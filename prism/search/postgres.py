@@ -1,9 +1,10 @@
 """Search with PostgreSQL full-text search: the embedded default, and the fallback.
 
 Its index is ``document_sections.search_vector``, a stored tsvector of the masked search text
-that PostgreSQL keeps in the same transaction as the text, under a GIN index. Visibility is
-joined live from ``documents``, so a reclassified or deleted document is out of reach at once:
-this backend has no lag to catch up on."""
+that PostgreSQL keeps in the same transaction as the text, under a GIN index, matched by
+``prism_match_sections`` (the current organization's sections only). Visibility is joined
+live from ``documents``, so a reclassified or deleted document is out of reach at once: this
+backend has no lag to catch up on."""
 
 from __future__ import annotations
 
@@ -81,49 +82,81 @@ class PostgresBackend:
                 argument="after",
             )
         tsquery = sa.func.websearch_to_tsquery(_CONFIG, request.query)
-        matching = [
-            Section.search_vector.op("@@")(tsquery),
-            visibility.sql(),
-            *_user_filters(request),
-        ]
-        rank = sa.func.ts_rank(Section.search_vector, tsquery, RANK_NORMALIZATION, type_=sa.REAL)
-        page_query = (
-            sa.select(Section.id, Section.document_id, rank.label("rank"))
-            .select_from(Section)
-            .join(Document, Document.id == Section.document_id)
-            .where(*matching)
-            .order_by(rank.desc(), Section.id)
-            .limit(request.first + 1)
+        # Sections of the current organization matching the query, through the GIN index
+        # (see migration 0006: under row-level security `@@` could not use it).
+        match = (
+            sa.func.prism_match_sections(tsquery)
+            .table_valued(
+                sa.column("section_id", Section.id.type),
+                sa.column("document_id", Section.document_id.type),
+                sa.column("rank", sa.REAL),
+            )
+            .render_derived(name="m")
         )
+        # One statement, so the match runs once: the visible matches (a CTE used twice, so
+        # materialized), the page of them after the cursor, and the facet counts of all.
+        visible = (
+            sa.select(
+                match.c.section_id,
+                match.c.document_id,
+                match.c.rank,
+                sa.cast(Document.classification, sa.String).label("classification"),
+                sa.cast(Document.document_type, sa.String).label("document_type"),
+                sa.cast(Document.risk_level, sa.String).label("risk_level"),
+            )
+            .select_from(match)
+            .join(Document, Document.id == match.c.document_id)
+            .where(visibility.sql(), *_user_filters(request, match))
+            .cte("v")
+        )
+        page = sa.select(visible.c.section_id, visible.c.document_id, visible.c.rank)
         if request.after is not None:
             score = sa.literal(request.after.score, sa.REAL)
-            section_id = sa.literal(request.after.section_id, Section.id.type)
-            page_query = page_query.where(
-                sa.or_(rank < score, sa.and_(rank == score, Section.id > section_id))
-            )
-        facet_query = (
-            sa.select(
-                sa.func.grouping(
-                    Document.classification, Document.document_type, Document.risk_level
-                ),
-                Document.classification,
-                Document.document_type,
-                Document.risk_level,
-                sa.func.count(),
-            )
-            .select_from(Section)
-            .join(Document, Document.id == Section.document_id)
-            .where(*matching)
-            .group_by(
-                sa.text(
-                    "GROUPING SETS ((), (documents.classification), "
-                    "(documents.document_type), (documents.risk_level))"
+            after_id = sa.literal(request.after.section_id, Section.id.type)
+            page = page.where(
+                sa.or_(
+                    visible.c.rank < score,
+                    sa.and_(visible.c.rank == score, visible.c.section_id > after_id),
                 )
             )
+        paged = (
+            page.order_by(visible.c.rank.desc(), visible.c.section_id)
+            .limit(request.first + 1)
+            .subquery("p")
         )
+        no_text = sa.cast(sa.null(), sa.String)
+        hits_part = sa.select(
+            sa.literal(-1).label("grouping"),
+            paged.c.section_id,
+            paged.c.document_id,
+            paged.c.rank,
+            no_text.label("classification"),
+            no_text.label("document_type"),
+            no_text.label("risk_level"),
+            sa.literal(0, sa.BigInteger).label("hits"),
+        )
+        facets_part = sa.select(
+            sa.func.grouping(
+                visible.c.classification, visible.c.document_type, visible.c.risk_level
+            ),
+            sa.cast(sa.null(), Section.id.type),
+            sa.cast(sa.null(), Section.id.type),
+            sa.cast(sa.null(), sa.REAL),
+            visible.c.classification,
+            visible.c.document_type,
+            visible.c.risk_level,
+            sa.func.count(),
+        ).group_by(
+            sa.text("GROUPING SETS ((), (v.classification), (v.document_type), (v.risk_level))")
+        )
+        statement = sa.union_all(hits_part, facets_part)
         async with self.db.transaction(visibility.organization_id) as session:
-            rows = (await session.execute(page_query)).all()
-            counted = (await session.execute(facet_query)).all()
+            result = (await session.execute(statement)).all()
+            rows = sorted(
+                (r for r in result if r.grouping == -1),
+                key=lambda r: (-r.rank, r.section_id),
+            )
+            counted = [r for r in result if r.grouping != -1]
             page_rows = rows[: request.first]
             headlines: dict[uuid.UUID, str] = {}
             if page_rows:
@@ -134,19 +167,19 @@ class PostgresBackend:
                     sa.select(Section.id, headline)
                     .select_from(Section)
                     .join(Document, Document.id == Section.document_id)
-                    .where(visibility.sql(), Section.id.in_([r.id for r in page_rows]))
+                    .where(visibility.sql(), Section.id.in_([r.section_id for r in page_rows]))
                 )
                 headlines = dict((await session.execute(headline_query)).tuples().all())
         total, facets = _facets(counted)
         hits = [
             Hit(
-                section_id=row.id,
+                section_id=row.section_id,
                 document_id=row.document_id,
                 score=float(row.rank),
                 highlights=highlight_fragments(
-                    headlines.get(row.id, "").split(BETWEEN), START, END
+                    headlines.get(row.section_id, "").split(BETWEEN), START, END
                 ),
-                cursor=request.encode(self.name, float(row.rank), row.id),
+                cursor=request.encode(self.name, float(row.rank), row.section_id),
             )
             for row in page_rows
         ]
@@ -160,7 +193,7 @@ class PostgresBackend:
         )
 
 
-def _user_filters(request: SearchRequest) -> list[sa.ColumnElement[bool]]:
+def _user_filters(request: SearchRequest, match: Any) -> list[sa.ColumnElement[bool]]:
     f = request.filters
     clauses: list[sa.ColumnElement[bool]] = []
     if f.classification:
@@ -170,14 +203,21 @@ def _user_filters(request: SearchRequest) -> list[sa.ColumnElement[bool]]:
     if f.risk_level:
         clauses.append(Document.risk_level.in_(f.risk_level))
     if f.document_id is not None:
-        clauses.append(Section.document_id == f.document_id)
+        clauses.append(match.c.document_id == f.document_id)
     return clauses
 
 
 def _facets(rows: Sequence[Any]) -> tuple[int, list[Any]]:
     counts: dict[str, dict[str, int]] = {name: {} for name in FACET_FIELDS}
     total = 0
-    for grouping, classification, document_type, risk_level, count in rows:
+    for row in rows:
+        grouping, classification, document_type, risk_level, count = (
+            row.grouping,
+            row.classification,
+            row.document_type,
+            row.risk_level,
+            row.hits,
+        )
         which = _GROUPING[grouping]
         if which == "total":
             total = int(count)
@@ -188,5 +228,5 @@ def _facets(rows: Sequence[Any]) -> tuple[int, list[Any]]:
             "riskLevel": risk_level,
         }[which]
         if value is not None:
-            counts[which][value.value] = int(count)
+            counts[which][str(value)] = int(count)
     return total, facets_in_order(counts)

@@ -9,7 +9,7 @@ import html
 import math
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -171,7 +171,6 @@ class SearchPage:
     backend: str
     # Set when the configured backend was down and another one answered.
     fallback_reason: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def facets_in_order(counts: dict[str, dict[str, int]]) -> list[Facet]:
