@@ -25,7 +25,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,9 @@ def section_rows(
     """Documents and sections as COPY records."""
     documents: list[tuple[Any, ...]] = []
     sections: list[tuple[Any, ...]] = []
-    now = datetime.now(UTC)
+    # Written a day ago: the corpus exists before the reindex, whose catch-up pass then has
+    # nothing to redo (it re-reads documents changed while it ran).
+    now = datetime.now(UTC) - timedelta(days=1)
     for d in range(count // SECTIONS_PER_DOCUMENT):
         doc_id = uuid.uuid4()
         classification = rng.choice(list(Classification))
@@ -85,7 +87,9 @@ def section_rows(
                 rng.choice(list(DocumentType)).value,
                 classification.value,
                 "COMPLETED",
+                "HOT",
                 SECTIONS_PER_DOCUMENT,
+                0,
                 rng.choice(list(RiskLevel)).value,
                 now,
                 now,
@@ -137,7 +141,9 @@ async def load_corpus(bench: Any, sections: int, seed: int) -> dict[str, Any]:
                 "document_type",
                 "classification",
                 "processing_status",
+                "storage_tier",
                 "total_sections",
+                "total_feedback_items",
                 "risk_level",
                 "created_at",
                 "updated_at",
@@ -296,6 +302,7 @@ async def main(args: argparse.Namespace) -> None:
                             "backend": "opensearch",
                             "operation": "prism search reindex (read, mask, bulk, swap alias)",
                             "sections": progress.done,
+                            "caught up": progress.caught_up,
                             "seconds": seconds,
                             "sections/s": progress.done / seconds,
                         }
