@@ -9,7 +9,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint schema bench clean install
+.PHONY: run test lint schema bench bench-search opensearch-stop clean install
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -27,14 +27,27 @@ lint: install
 	$(VENV)/bin/ruff format --check prism tests
 	$(VENV)/bin/mypy
 
-# The services the tests need are installed here; the tests start their own instances.
+# The services the tests need: Redis is installed here (the tests start their own
+# instances); an OpenSearch node is started here (once; a running one is reused) and handed to
+# pytest as PRISM_TEST_OPENSEARCH_URL. Under CI=true a node that cannot start fails the run;
+# elsewhere its tests are skipped, saying why.
 test: install lint
 	scripts/redis.sh ensure
-	$(VENV)/bin/pytest
+	@url="$$(scripts/opensearch.sh start)" || { \
+	  if [ "$$CI" = true ]; then echo "make test: OpenSearch did not start" >&2; exit 1; fi; \
+	  echo "make test: no OpenSearch node; its tests will be skipped" >&2; url=; }; \
+	PRISM_TEST_OPENSEARCH_URL="$$url" $(VENV)/bin/pytest
+
+opensearch-stop:
+	scripts/opensearch.sh stop
 
 # Ingestion benchmarks (about 6 minutes); results in bench/results/.
 bench: install
 	$(VENV)/bin/python bench/ingest.py all
+
+# Search benchmarks at 100k sections, PostgreSQL and OpenSearch; results in bench/results/.
+bench-search: install
+	PRISM_BENCH_OPENSEARCH_URL="$$(scripts/opensearch.sh start)" $(VENV)/bin/python bench/search.py
 
 schema: install
 	$(VENV)/bin/prism schema export --output schema.graphql

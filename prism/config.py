@@ -23,6 +23,11 @@ class AnalyzerName(StrEnum):
     BEDROCK = "bedrock"
 
 
+class SearchFallback(StrEnum):
+    NONE = "none"
+    POSTGRES = "postgres"
+
+
 class Settings(BaseSettings):
     """All of Prism's configuration. Build it once at start-up and pass it down."""
 
@@ -169,6 +174,34 @@ class Settings(BaseSettings):
     )
     graphiql: bool | None = Field(
         None, description="Serve GraphiQL at /graphql (default: in development mode only)."
+    )
+    opensearch_url: SecretStr | None = Field(
+        None,
+        description="URL of an OpenSearch cluster (https://user:pass@host:9200) for search; "
+        "unset searches with PostgreSQL full-text search.",
+    )
+    opensearch_index: str = Field(
+        "prism-sections",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,80}$",
+        description="Alias searched and written; a reindex builds ALIAS-<timestamp> behind it.",
+    )
+    opensearch_shards: int = Field(1, ge=1, le=64, description="Primary shards of a new index.")
+    opensearch_replicas: int = Field(
+        1, ge=0, le=8, description="Replicas of a new index (0 on a single node)."
+    )
+    opensearch_timeout_seconds: float = Field(
+        10, gt=0, description="Timeout of one OpenSearch request."
+    )
+    search_fallback: SearchFallback = Field(
+        SearchFallback.NONE,
+        description="none: `search` answers SERVICE_UNAVAILABLE while OpenSearch is down; "
+        "postgres: it answers from PostgreSQL and says so in `extensions.search`.",
+    )
+    search_index_max_attempts: int = Field(
+        1000,
+        ge=1,
+        description="Attempts of one index job (10 min apart at most: 1000 is about a week of "
+        "OpenSearch outage) before it is DEAD and needs `prism search reindex`.",
     )
     log_level: str = Field("INFO", description="Log level of the JSON logs on stderr.")
     log_json: bool = Field(True, description="JSON logs (false: human-readable console logs).")

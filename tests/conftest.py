@@ -199,3 +199,23 @@ def client_of(app: Any, ip: str = "203.0.113.7") -> httpx.AsyncClient:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def opensearch_url() -> str:
+    """The OpenSearch node `make test` starts (scripts/opensearch.sh). In CI a missing node
+    fails the tests that need it; elsewhere they are skipped, saying why."""
+    url = os.environ.get("PRISM_TEST_OPENSEARCH_URL", "")
+    problem = "" if url else "PRISM_TEST_OPENSEARCH_URL is not set (`make test` sets it)"
+    if url:
+        try:
+            health = httpx.get(f"{url}/_cluster/health", timeout=10)
+            if health.status_code != 200:
+                problem = f"OpenSearch at {url} answered {health.status_code}"
+        except httpx.HTTPError as exc:
+            problem = f"OpenSearch at {url} is unreachable: {exc}"
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs a real OpenSearch node: {problem}")
+        pytest.skip(f"no OpenSearch node: {problem}; start one with scripts/opensearch.sh start")
+    return url

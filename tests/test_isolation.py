@@ -146,6 +146,7 @@ QUERIES = {
     "documents": "test_filters_naming_another_organization_find_nothing",
     "auditLog": "test_filters_naming_another_organization_find_nothing",
     "explainAccess": "tests/test_policy.py::test_explain_access_answers_from_the_policy",
+    "search": "tests/test_search.py::test_filters_narrow_within_the_visible",
 }
 
 

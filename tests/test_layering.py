@@ -14,11 +14,12 @@ ALLOWED: dict[str, set[str]] = {
     "ingest": {"config"},
     "cache": {"config"},
     "authz": {"models", "config"},
-    "jobs": {"models", "ingest", "config"},
-    "resolvers": {"authz", "models", "jobs", "ingest", "cache", "config"},
-    "schema": {"resolvers", "authz", "models", "ingest", "cache", "config"},
+    "search": {"models", "config"},
+    "jobs": {"models", "ingest", "search", "config"},
+    "resolvers": {"authz", "models", "jobs", "search", "ingest", "cache", "config"},
+    "schema": {"resolvers", "authz", "models", "search", "ingest", "cache", "config"},
 }
-BELOW_GRAPHQL = {"config", "models", "migrations", "ingest", "authz", "jobs", "cache"}
+BELOW_GRAPHQL = {"config", "models", "migrations", "ingest", "authz", "search", "jobs", "cache"}
 WEB = ("strawberry", "starlette", "uvicorn")
 
 

@@ -68,6 +68,7 @@ ROLE_MAY = {
         "document:read",
         "user:read",
         "job:read",
+        "search:read",
         "token:create",
         "token:revoke",
         "mfa:manage",

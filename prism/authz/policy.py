@@ -39,6 +39,7 @@ class Action(StrEnum):
     TOKEN_REVOKE = "token:revoke"
     AUDIT_READ = "audit:read"
     JOB_READ = "job:read"
+    SEARCH = "search:read"
 
 
 _READ = {
@@ -46,6 +47,7 @@ _READ = {
     Action.DOCUMENT_READ,
     Action.USER_READ,
     Action.JOB_READ,
+    Action.SEARCH,
     Action.TOKEN_CREATE,
     Action.TOKEN_REVOKE,
     Action.MFA_MANAGE,
@@ -91,6 +93,7 @@ ACTION_SCOPE: dict[Action, str | None] = {
     Action.TOKEN_READ_ALL: "tokens:admin",
     Action.TOKEN_REVOKE: "tokens:admin",
     Action.AUDIT_READ: "audit:read",
+    Action.SEARCH: "search:read",
 }
 
 # Actions whose resource is owned: the owner may act, others need ADMIN.

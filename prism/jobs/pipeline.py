@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prism.errors import BadUserInput, Conflict, PayloadTooLarge, UnsupportedMediaType
 from prism.ingest.detect import Kind, Unsupported, detect_stream
 from prism.ingest.extract import ExtractionError, extract_isolated
-from prism.ingest.pii import scan
+from prism.ingest.pii import mask, mask_all, scan
 from prism.ingest.storage import document_key
 from prism.ingest.text import TextSection, count_words
 from prism.jobs.analyzers import Analyzer
@@ -44,6 +44,9 @@ from prism.models.scope import Scope
 
 EXTRACT = "document.extract"
 ANALYZE = "document.analyze"
+INDEX = "search.index"
+# Private-use characters the PostgreSQL backend marks highlights with: never in search text.
+_HIGHLIGHT_MARKERS = dict.fromkeys(map(ord, "\ue000\ue001\ue002"))
 PROGRESS_CHANNEL = "prism_progress"
 CHUNK = 1024 * 1024
 
@@ -216,6 +219,28 @@ async def enqueue(
     )
 
 
+def search_text(name: str, content: str, findings: list[dict[str, Any]]) -> str:
+    """What every search index holds of a section: heading and text with PII masked, as a
+    viewer below CONFIDENTIAL sees them. Raw PII never reaches an index, so nobody can find
+    a section by a personal value, and highlights show masked text to every viewer."""
+    text = f"{mask_all(name)}\n{mask(content, findings)}"
+    return text.translate(_HIGHLIGHT_MARKERS)
+
+
+async def enqueue_index(session: AsyncSession, pipeline: Pipeline, document: Document) -> None:
+    """Tell an external search index (OpenSearch) that the document changed, in the same
+    transaction as the change; PostgreSQL's own index needs no job."""
+    if not pipeline.search.needs_index_jobs:
+        return
+    await job_models.enqueue_job(
+        session,
+        organization_id=document.organization_id,
+        kind=INDEX,
+        payload={"documentId": str(document.id)},
+        max_attempts=pipeline.settings.search_index_max_attempts,
+    )
+
+
 async def request_analysis(
     session: AsyncSession, pipeline: Pipeline, document: Document, analyzer: str | None
 ) -> Job:
@@ -270,6 +295,7 @@ async def store_sections(
             content=part.content,
             word_count=part.word_count,
             pii_findings=found,
+            search_text=search_text(part.name, part.content, found),
         )
         for index, (part, found) in enumerate(zip(parts, findings, strict=True))
     ]
@@ -382,7 +408,7 @@ class LeaseLost(Exception):
     """Another worker took the job over (this one's lease expired): its work is rolled back."""
 
 
-async def _complete(session: AsyncSession, run: JobRun) -> None:
+async def complete(session: AsyncSession, run: JobRun) -> None:
     """Mark the job done in the same transaction as its last writes, fenced on the lease."""
     finished = await job_models.finish_job(
         session,
@@ -400,7 +426,7 @@ async def handle_extract(run: JobRun) -> None:
     async with db.transaction(run.job.organization_id) as session:
         document = await _locked_document(session, run)
         if document is None or document.storage_key is None:
-            await _complete(session, run)  # deleted meanwhile: nothing to do
+            await complete(session, run)  # deleted meanwhile: nothing to do
             return
         document.processing_status = ProcessingStatus.EXTRACTING
         await notify_progress(session, document)
@@ -417,7 +443,7 @@ async def handle_extract(run: JobRun) -> None:
     async with db.transaction(run.job.organization_id) as session:
         document = await _locked_document(session, run)
         if document is None:
-            await _complete(session, run)
+            await complete(session, run)
             return
         await store_sections(session, document, extracted.sections, extracted.findings)
         document.page_count = extracted.page_count
@@ -426,7 +452,8 @@ async def handle_extract(run: JobRun) -> None:
             await request_analysis(session, run.pipeline, document, None)
         else:
             await notify_progress(session, document)
-        await _complete(session, run)
+        await enqueue_index(session, run.pipeline, document)
+        await complete(session, run)
 
 
 async def handle_analyze(run: JobRun) -> None:
@@ -435,7 +462,7 @@ async def handle_analyze(run: JobRun) -> None:
     async with db.transaction(run.job.organization_id) as session:
         document = await _locked_document(session, run)
         if document is None:
-            await _complete(session, run)
+            await complete(session, run)
             return
         document.processing_status = ProcessingStatus.ANALYZING
         sections = list(
@@ -461,7 +488,7 @@ async def handle_analyze(run: JobRun) -> None:
     async with db.transaction(run.job.organization_id) as session:
         locked = await _locked_document(session, run)
         if locked is None:
-            await _complete(session, run)
+            await complete(session, run)
             return
         results = await analyses_of_run(session, locked.id, run.job.id)
         apply_aggregates(locked, results)
@@ -484,11 +511,15 @@ async def handle_analyze(run: JobRun) -> None:
                 "jobId": str(run.job.id),
             },
         )
-        await _complete(session, run)
+        await enqueue_index(session, run.pipeline, locked)  # the risk level is a facet
+        await complete(session, run)
 
 
 async def fail_document(run: JobRun, error: str) -> None:
-    """The document ends FAILED with a message a person can act on, audited."""
+    """The document ends FAILED with a message a person can act on, audited (only for the
+    document's own processing: a failed index job leaves the document as it is)."""
+    if run.job.kind not in (EXTRACT, ANALYZE):
+        return
     async with run.pipeline.db.transaction(run.job.organization_id) as session:
         document = await _locked_document(session, run)
         if document is None:

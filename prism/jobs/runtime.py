@@ -1,4 +1,4 @@
-"""What jobs need to run: the database, the object store and the analyzers."""
+"""What jobs need to run: the database, the object store, search and the analyzers."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from prism.jobs.analyzers import Analyzer
 from prism.jobs.analyzers.bedrock import BedrockAnalyzer
 from prism.jobs.analyzers.rules import RulesAnalyzer
 from prism.models.db import Database
+from prism.search import Search, build_search
 
 
 def build_analyzer(settings: Settings, name: AnalyzerName) -> Analyzer:
@@ -32,11 +33,17 @@ class Pipeline:
     settings: Settings
     db: Database
     store: ObjectStore
+    search: Search
     _analyzers: dict[AnalyzerName, Analyzer] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, db: Database) -> Pipeline:
-        return cls(settings=settings, db=db, store=object_store(settings))
+        return cls(
+            settings=settings,
+            db=db,
+            store=object_store(settings),
+            search=build_search(settings, db),
+        )
 
     @property
     def limits(self) -> Limits:

@@ -17,7 +17,8 @@ import asyncpg
 import structlog
 from sqlalchemy.exc import DataError
 
-from prism.jobs.pipeline import HANDLERS, JobRun, LeaseLost, PermanentJobError, fail_document
+from prism.jobs import indexing, pipeline
+from prism.jobs.pipeline import JobRun, LeaseLost, PermanentJobError, fail_document
 from prism.jobs.runtime import Pipeline
 from prism.models import jobs as job_models
 from prism.models.base import utcnow
@@ -28,6 +29,7 @@ from prism.models.jobs import Job
 log = structlog.get_logger("prism.worker")
 JOBS_CHANNEL = "prism_jobs"
 Handler = Callable[[JobRun], Awaitable[None]]
+HANDLERS: dict[str, Handler] = {**pipeline.HANDLERS, **indexing.HANDLERS}
 BACKOFF_BASE_SECONDS = 10.0
 BACKOFF_MAX_SECONDS = 600.0
 IDLE_POLL_SECONDS = 5.0

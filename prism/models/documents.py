@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -96,6 +96,10 @@ class Document(Base):
     )
 
 
+# The text search configuration of the PostgreSQL index (stemming and stop words).
+SEARCH_CONFIG = "'english'::regconfig"
+
+
 class Section(Base):
     __tablename__ = "document_sections"
 
@@ -112,9 +116,22 @@ class Section(Base):
     pii_findings: Mapped[list[dict[str, Any]]] = mapped_column(
         JSONB, nullable=False, default=list, server_default=sa.text("'[]'::jsonb")
     )
+    # Heading and text with PII masked: the only text any search index holds (NULL until a
+    # section is (re)indexed: rows older than search, before `prism search reindex`).
+    search_text: Mapped[str | None] = mapped_column(sa.Text, deferred=True)
+    # PostgreSQL's full-text index of search_text, kept by the database in the same
+    # transaction as the text.
+    search_vector: Mapped[Any] = mapped_column(
+        TSVECTOR,
+        sa.Computed(f"to_tsvector({SEARCH_CONFIG}, coalesce(search_text, ''))", persisted=True),
+        deferred=True,
+    )
     created_at: Mapped[datetime] = created_at()
 
-    __table_args__ = (sa.UniqueConstraint("document_id", "ord"),)
+    __table_args__ = (
+        sa.UniqueConstraint("document_id", "ord"),
+        sa.Index("ix_document_sections_search_vector", "search_vector", postgresql_using="gin"),
+    )
 
 
 @dataclass(frozen=True)
@@ -296,3 +313,114 @@ async def read_pii_summaries(
     for document_id, pii_type, count in await session.execute(query):
         summaries[document_id].append((pii_type, count))
     return summaries
+
+
+# --- search indexing -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """A section with the fields of its document that search filters and facets on."""
+
+    section_id: uuid.UUID
+    document_id: uuid.UUID
+    organization_id: uuid.UUID
+    ord: int
+    name: str
+    content: str
+    pii_findings: list[dict[str, Any]]
+    search_text: str | None
+    classification: Classification
+    department: str | None
+    document_type: DocumentType
+    risk_level: RiskLevel | None
+    legal_hold: bool
+    document_created_at: datetime
+
+
+_INDEX_COLUMNS = (
+    Section.id,
+    Section.document_id,
+    Section.organization_id,
+    Section.ord,
+    Section.name,
+    Section.content,
+    Section.pii_findings,
+    Section.search_text,
+    Document.classification,
+    Document.department,
+    Document.document_type,
+    Document.risk_level,
+    Document.legal_hold,
+    Document.created_at,
+)
+
+
+async def read_index_rows(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    *,
+    document_ids: Sequence[uuid.UUID] | None = None,
+    after: uuid.UUID | None = None,
+    limit: int | None = None,
+) -> list[IndexRow]:
+    """Sections of live documents of one organization, in section id order (a keyset: pass
+    the last id as ``after``), optionally of some documents only."""
+    query = (
+        sa.select(*_INDEX_COLUMNS)
+        .join(Document, Document.id == Section.document_id)
+        .where(Section.organization_id == organization_id, Document.deleted_at.is_(None))
+        .order_by(Section.id)
+    )
+    if document_ids is not None:
+        query = query.where(Section.document_id.in_(document_ids))
+    if after is not None:
+        query = query.where(Section.id > after)
+    if limit is not None:
+        query = query.limit(limit)
+    return [IndexRow(*row) for row in await session.execute(query)]
+
+
+async def count_index_rows(session: AsyncSession, organization_id: uuid.UUID) -> int:
+    query = (
+        sa.select(sa.func.count())
+        .select_from(Section)
+        .join(Document, Document.id == Section.document_id)
+        .where(Section.organization_id == organization_id, Document.deleted_at.is_(None))
+    )
+    return int(await session.scalar(query) or 0)
+
+
+async def write_search_texts(session: AsyncSession, texts: dict[uuid.UUID, str]) -> None:
+    """Set the masked search text of sections (one executemany)."""
+    if texts:
+        await session.execute(
+            sa.update(Section), [{"id": k, "search_text": v} for k, v in texts.items()]
+        )
+
+
+async def read_document_any_state(
+    session: AsyncSession, organization_id: uuid.UUID, document_id: uuid.UUID
+) -> Document | None:
+    """A document whether deleted or not (indexing must learn about deletions too)."""
+    query = sa.select(Document).where(
+        Document.organization_id == organization_id, Document.id == document_id
+    )
+    return (await session.scalars(query)).one_or_none()
+
+
+async def read_changed_document_ids(
+    session: AsyncSession, organization_id: uuid.UUID, since: datetime
+) -> list[uuid.UUID]:
+    """Documents changed (or deleted) since ``since``."""
+    query = sa.select(Document.id).where(
+        Document.organization_id == organization_id, Document.updated_at >= since
+    )
+    return list(await session.scalars(query))
+
+
+async def lock_document_for_indexing(session: AsyncSession, document_id: uuid.UUID) -> None:
+    """Index runs of one document take turns (a transaction-scoped advisory lock), so an
+    older state is never written after a newer one; mutations are not blocked."""
+    key = int.from_bytes(document_id.bytes[:8], "big", signed=True)
+    await session.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))

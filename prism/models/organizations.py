@@ -59,3 +59,10 @@ async def create_organization(
     session.add(org)
     await session.flush()
     return org
+
+
+async def read_organization_ids(session: AsyncSession) -> list[uuid.UUID]:
+    """Every organization's id (operators' maintenance across tenants: a narrow SECURITY
+    DEFINER function, RLS stays on)."""
+    rows = await session.execute(sa.select(sa.func.prism_organization_ids()))
+    return [uuid.UUID(str(row[0])) for row in rows]

@@ -28,6 +28,7 @@ from prism.models.operations import data_version
 from prism.models.scope import Scope
 from prism.resolvers.loaders import Loaders
 from prism.resolvers.operations import OperationRegistry, ResolvedOperation
+from prism.search import Search
 
 log = structlog.get_logger("prism.audit")
 
@@ -48,8 +49,13 @@ class Services:
     progress: Notifications | None = None
 
     async def close(self) -> None:
+        await self.search.close()
         await self.store.close()
         await self.db.dispose()
+
+    @property
+    def search(self) -> Search:
+        return self.pipeline.search
 
     @property
     def refresh_ttl(self) -> timedelta:
@@ -139,6 +145,8 @@ class Context:
     response: Any = None
     # graphql-transport-ws: the connection_init payload (where a browser puts its token).
     connection_params: dict[str, Any] | None = None
+    # Merged into the response's `extensions` (e.g. which search backend answered).
+    response_extensions: dict[str, Any] = field(default_factory=dict)
 
     # Documents whose text this request returned to a RESTRICTED-clearance caller: those
     # that are RESTRICTED are audited at the request's end.

@@ -120,6 +120,7 @@ async def update_document(
                 # Readers must clear both the old and the new level to see the change.
                 subject=max(was, subject_of(document), key=_rank),
             )
+            await pipeline.enqueue_index(session, ctx.services.pipeline, document)
         return document
 
 
@@ -140,6 +141,7 @@ async def delete_document(ctx: Context, document_id: uuid.UUID) -> uuid.UUID:
             before=snapshot(document),
             subject=subject_of(document),
         )
+        await pipeline.enqueue_index(session, ctx.services.pipeline, document)
         return document.id
 
 

@@ -26,6 +26,7 @@ from prism.schema.extensions import (
     OneSecretCheckPerRequest,
     ParseCache,
     RequestTransaction,
+    ResponseExtensions,
 )
 from prism.schema.identity import ApiToken, Organization, User
 from prism.schema.limits import OperationCost, RateLimit, ResponseCache
@@ -81,6 +82,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         rules.append(NoSchemaIntrospectionCustomRule)
     extensions: list[object] = [
         RequestTransaction,
+        ResponseExtensions,
         Metrics,
         ErrorCodes,
         ParseCache,

@@ -25,23 +25,39 @@ class Node:
 class PageInfo:
     has_next_page: bool
     has_previous_page: bool
-    page: strawberry.Private[Page[Any]]
+    # The first and last cursors, made only if selected.
+    cursors: strawberry.Private[Callable[[], tuple[str | None, str | None]]]
 
     @classmethod
     def from_page(cls, page: Page[Any]) -> PageInfo:
+        def cursors() -> tuple[str | None, str | None]:
+            if not page.items:
+                return None, None
+            return page.cursor(0), page.cursor(len(page.items) - 1)
+
         return cls(
             has_next_page=page.has_next_page,
             has_previous_page=page.has_previous_page,
-            page=page,
+            cursors=cursors,
+        )
+
+    @classmethod
+    def of(
+        cls, *, has_next_page: bool, has_previous_page: bool, start: str | None, end: str | None
+    ) -> PageInfo:
+        return cls(
+            has_next_page=has_next_page,
+            has_previous_page=has_previous_page,
+            cursors=lambda: (start, end),
         )
 
     @strawberry.field
     def start_cursor(self) -> str | None:
-        return self.page.cursor(0) if self.page.items else None
+        return self.cursors()[0]
 
     @strawberry.field
     def end_cursor(self) -> str | None:
-        return self.page.cursor(len(self.page.items) - 1) if self.page.items else None
+        return self.cursors()[1]
 
 
 @strawberry.type

@@ -150,6 +150,16 @@ _LIMIT_MESSAGES = re.compile(
 )
 
 
+class ResponseExtensions(SchemaExtension):
+    """What resolvers tell the client beside the data (`Context.response_extensions`)."""
+
+    def get_results(self) -> dict[str, Any]:
+        context = self.execution_context.context
+        if isinstance(context, Context):
+            return dict(context.response_extensions)
+        return {}
+
+
 class Metrics(SchemaExtension):
     """Operation counts, latency and error codes for /metrics."""
 

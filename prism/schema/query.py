@@ -16,6 +16,7 @@ from prism.models import documents as document_models
 from prism.models import users as user_models
 from prism.models.pagination import MAX_PAGE_SIZE, PageRequest
 from prism.resolvers import access
+from prism.resolvers import search as search_resolvers
 from prism.resolvers.ids import expect_id, from_global_id
 from prism.resolvers.nodes import load_node
 from prism.schema.audit import AuditChainReport, AuditEvent, AuditEventConnection, Job
@@ -37,6 +38,8 @@ from prism.schema.enums import (
 )
 from prism.schema.identity import ApiToken, Organization, User, UserConnection, Viewer
 from prism.schema.prefetch import prefetch_documents, under
+from prism.schema.search import SearchConnection, SearchFilter
+from prism.search.types import MAX_QUERY_LENGTH
 
 First = Annotated[
     int | None, strawberry.argument(description=f"Page size (0-{MAX_PAGE_SIZE}, default 20).")
@@ -267,6 +270,26 @@ class Query:
         return AccessExplanation(
             allowed=decision.allowed, code=decision.code, reason=decision.reason
         )
+
+    @strawberry.field(
+        description="Full-text search over the sections the caller may read (`search:read`), "
+        "best first. `query` follows web-search syntax: words must all match, "
+        '`"a phrase"` in order, `OR` between two terms either, `-word` excludes. '
+        "Personal data is masked in what is searched and shown."
+    )
+    async def search(
+        self,
+        info: Info,
+        query: Annotated[
+            str, strawberry.argument(description=f"1 to {MAX_QUERY_LENGTH} characters.")
+        ],
+        filter: SearchFilter | None = None,
+        first: First = None,
+        after: After = None,
+    ) -> SearchConnection:
+        filters = filter.to_filters() if filter else None
+        found = await search_resolvers.search(info.context, query, filters, first, after)
+        return SearchConnection.from_found(found)
 
     @strawberry.field(description="A background job.")
     async def job(self, info: Info, id: strawberry.ID) -> Job | None:

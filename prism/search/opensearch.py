@@ -1,0 +1,403 @@
+"""Search with OpenSearch, through opensearch-py's async client.
+
+Documents are sections (``_id`` = section id) in an index behind an alias: searches and writes
+go through the alias, a full reindex builds ``<alias>-<timestamp>`` and swaps the alias in one
+atomic ``_aliases`` call, so searches never see a half-built index. An index template gives
+every such index explicit, strict mappings: keywords for what is filtered and counted, the
+``english`` analyzer for the (PII-masked) text."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from opensearchpy import AsyncOpenSearch
+from opensearchpy.exceptions import ConnectionError as OpenSearchConnectionError
+from opensearchpy.exceptions import NotFoundError, TransportError
+
+from prism.errors import BadUserInput
+from prism.search.backend import SearchUnavailable
+from prism.search.query import TEXT_FIELD, opensearch_query
+from prism.search.types import (
+    FACET_FIELDS,
+    HIGHLIGHT_FRAGMENTS,
+    HIGHLIGHT_START,
+    Hit,
+    SearchPage,
+    SearchRequest,
+    SectionDocument,
+    facets_in_order,
+)
+from prism.search.visibility import MandatoryFilter
+
+T = TypeVar("T")
+TEMPLATE_VERSION = 1
+KEYWORD = {"type": "keyword"}
+MAPPINGS: dict[str, Any] = {
+    # A field nobody declared is refused, not guessed: nothing unplanned reaches the index.
+    "dynamic": "strict",
+    "properties": {
+        "organization_id": KEYWORD,
+        "document_id": KEYWORD,
+        "section_id": KEYWORD,
+        "classification": KEYWORD,
+        "department": KEYWORD,
+        "document_type": KEYWORD,
+        "risk_level": KEYWORD,
+        "legal_hold": {"type": "boolean"},
+        "deleted": {"type": "boolean"},
+        "ord": {"type": "integer"},
+        TEXT_FIELD: {"type": "text", "analyzer": "english"},
+        "document_created_at": {"type": "date"},
+        "indexed_at": {"type": "date"},
+    },
+}
+# GraphQL facet name -> index field.
+FACET_SOURCE = {
+    "classification": "classification",
+    "documentType": "document_type",
+    "riskLevel": "risk_level",
+}
+FRAGMENT_SIZE = 160
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def source_of(doc: SectionDocument, indexed_at: str) -> dict[str, Any]:
+    return {
+        "organization_id": str(doc.organization_id),
+        "document_id": str(doc.document_id),
+        "section_id": str(doc.section_id),
+        "classification": doc.classification.value,
+        "department": doc.department,
+        "document_type": doc.document_type.value,
+        "risk_level": doc.risk_level.value if doc.risk_level else None,
+        "legal_hold": doc.legal_hold,
+        "deleted": False,
+        "ord": doc.ord,
+        TEXT_FIELD: doc.text,
+        "document_created_at": doc.document_created_at.isoformat(),
+        "indexed_at": indexed_at,
+    }
+
+
+class OpenSearchBackend:
+    name = "opensearch"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        alias: str,
+        shards: int = 1,
+        replicas: int = 1,
+        timeout_seconds: float = 10,
+    ) -> None:
+        self.alias = alias
+        self.shards = shards
+        self.replicas = replicas
+        # One node URL or a load balancer's; credentials and https come from the URL. No
+        # client-side retries: an index job retries through the queue, a search answers now.
+        self.client = AsyncOpenSearch(
+            hosts=[url], timeout=timeout_seconds, max_retries=0, retry_on_timeout=False
+        )
+        self._ready = False
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    # --- calls ----------------------------------------------------------------------------------
+
+    async def _call(self, call: Awaitable[T]) -> T:
+        """An outage (connection refused or lost, timeout, 5xx, 429) is SearchUnavailable;
+        anything else is a bug of ours and propagates."""
+        try:
+            return await call
+        except OpenSearchConnectionError as exc:
+            raise SearchUnavailable(f"OpenSearch is unreachable ({type(exc).__name__}).") from exc
+        except TransportError as exc:
+            status = exc.status_code
+            if isinstance(status, int) and (status >= 500 or status == 429):
+                raise SearchUnavailable(f"OpenSearch answered {status}.") from exc
+            raise
+
+    # --- indices and the alias -----------------------------------------------------------------
+
+    def template(self) -> dict[str, Any]:
+        return {
+            "index_patterns": [f"{self.alias}-*"],
+            "priority": 100,
+            "version": TEMPLATE_VERSION,
+            "_meta": {"owner": "prism", "about": "document sections, PII masked"},
+            "template": {
+                "settings": {
+                    "number_of_shards": self.shards,
+                    "number_of_replicas": self.replicas,
+                },
+                "mappings": MAPPINGS,
+            },
+        }
+
+    async def ensure_index(self) -> None:
+        """The template and, on first use, an index behind the alias."""
+        if self._ready:
+            return
+        await self._call(
+            self.client.indices.put_index_template(
+                name=f"{self.alias}-template", body=self.template()
+            )
+        )
+        if not await self._call(self.client.indices.exists_alias(name=self.alias)):
+            try:
+                await self._call(
+                    self.client.indices.create(
+                        index=f"{self.alias}-initial",
+                        body={"aliases": {self.alias: {"is_write_index": True}}},
+                    )
+                )
+            except TransportError as exc:
+                # Another process made it first: the alias is there now.
+                if "resource_already_exists" not in str(exc.error):
+                    raise
+        self._ready = True
+
+    async def indices_behind_alias(self) -> list[str]:
+        try:
+            found = await self._call(self.client.indices.get_alias(name=self.alias))
+        except NotFoundError:
+            return []
+        return sorted(found)
+
+    async def create_index(self) -> str:
+        """A new, empty index for a reindex, tuned for bulk loading until finish_index."""
+        await self._call(
+            self.client.indices.put_index_template(
+                name=f"{self.alias}-template", body=self.template()
+            )
+        )
+        name = f"{self.alias}-{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
+        await self._call(
+            self.client.indices.create(
+                index=name,
+                body={"settings": {"refresh_interval": "-1", "number_of_replicas": 0}},
+            )
+        )
+        return name
+
+    async def finish_index(self, name: str) -> None:
+        await self._call(
+            self.client.indices.put_settings(
+                index=name,
+                body={"index": {"refresh_interval": "1s", "number_of_replicas": self.replicas}},
+            )
+        )
+        await self._call(self.client.indices.refresh(index=name))
+
+    async def swap_alias(self, new_index: str) -> list[str]:
+        """Point the alias at ``new_index`` alone, atomically; delete the indices it left."""
+        old = [name for name in await self.indices_behind_alias() if name != new_index]
+        actions: list[dict[str, Any]] = [
+            {"remove": {"index": name, "alias": self.alias}} for name in old
+        ]
+        actions.append({"add": {"index": new_index, "alias": self.alias, "is_write_index": True}})
+        await self._call(self.client.indices.update_aliases(body={"actions": actions}))
+        for name in old:
+            await self._call(
+                self.client.indices.delete(index=name, params={"ignore_unavailable": "true"})
+            )
+        self._ready = True
+        return old
+
+    async def delete_stale(self, organization_id: uuid.UUID, before: datetime) -> int:
+        """Remove an organization's sections not written since ``before`` (after an in-place
+        reindex of that organization: what is left is gone from PostgreSQL)."""
+        await self.ensure_index()
+        result = await self._call(
+            self.client.delete_by_query(
+                index=self.alias,
+                body={
+                    "query": {
+                        "bool": {
+                            "filter": [
+                                {"term": {"organization_id": str(organization_id)}},
+                                {"range": {"indexed_at": {"lt": before.isoformat()}}},
+                            ]
+                        }
+                    }
+                },
+                params={"refresh": "true", "conflicts": "proceed"},
+            )
+        )
+        return int(result.get("deleted", 0))
+
+    # --- the protocol --------------------------------------------------------------------------
+
+    async def index(
+        self,
+        organization_id: uuid.UUID,
+        document_id: uuid.UUID,
+        sections: Sequence[SectionDocument],
+    ) -> None:
+        await self.ensure_index()
+        # No refresh wait: the index refreshes every second by itself, and a job waiting for
+        # it would hold its worker slot and the document's lock that long.
+        if sections:
+            await self._bulk(sections, index=self.alias)
+        # Sections of an earlier extraction (other ids) go.
+        await self._call(
+            self.client.delete_by_query(
+                index=self.alias,
+                body={
+                    "query": {
+                        "bool": {
+                            "filter": [
+                                {"term": {"organization_id": str(organization_id)}},
+                                {"term": {"document_id": str(document_id)}},
+                            ],
+                            "must_not": [
+                                {"ids": {"values": [str(s.section_id) for s in sections]}}
+                            ],
+                        }
+                    }
+                },
+                params={"conflicts": "proceed"},
+            )
+        )
+
+    async def delete(self, organization_id: uuid.UUID, document_id: uuid.UUID) -> None:
+        await self.ensure_index()
+        await self._call(
+            self.client.delete_by_query(
+                index=self.alias,
+                body={
+                    "query": {
+                        "bool": {
+                            "filter": [
+                                {"term": {"organization_id": str(organization_id)}},
+                                {"term": {"document_id": str(document_id)}},
+                            ]
+                        }
+                    }
+                },
+                params={"conflicts": "proceed"},
+            )
+        )
+
+    async def bulk(self, sections: Sequence[SectionDocument], index: str | None = None) -> int:
+        if index is None:
+            await self.ensure_index()
+        return await self._bulk(sections, index=index or self.alias)
+
+    async def _bulk(self, sections: Sequence[SectionDocument], *, index: str) -> int:
+        if not sections:
+            return 0
+        indexed_at = _now()
+        lines: list[dict[str, Any]] = []
+        for doc in sections:
+            lines.append({"index": {"_index": index, "_id": str(doc.section_id)}})
+            lines.append(source_of(doc, indexed_at))
+        result = await self._call(self.client.bulk(body=lines))
+        if result.get("errors"):
+            failures = [item["index"] for item in result["items"] if item["index"].get("error")]
+            statuses = {int(f.get("status", 0)) for f in failures}
+            if any(s == 429 or s >= 500 for s in statuses):
+                raise SearchUnavailable(f"OpenSearch refused {len(failures)} sections for now.")
+            reason = failures[0]["error"].get("reason", "unknown") if failures else "unknown"
+            raise RuntimeError(f"OpenSearch refused {len(failures)} sections: {reason}")
+        return len(sections)
+
+    async def refresh(self) -> None:
+        await self._call(self.client.indices.refresh(index=self.alias))
+
+    async def search(self, visibility: MandatoryFilter, request: SearchRequest) -> SearchPage:
+        if request.after is not None and request.after.backend != self.name:
+            raise BadUserInput(
+                "`after` was made by another search backend; search again without it.",
+                argument="after",
+            )
+        await self.ensure_index()
+        user = opensearch_query(request.query)
+        body: dict[str, Any] = {
+            "query": {
+                "bool": {
+                    # The mandatory filter first; the user's clauses can only narrow it.
+                    "filter": [*visibility.opensearch(), *_user_filters(request)],
+                    "must": user["must"],
+                    "must_not": user["must_not"],
+                }
+            },
+            "sort": [{"_score": {"order": "desc"}}, {"section_id": {"order": "asc"}}],
+            "size": request.first + 1,
+            "track_total_hits": True,
+            "_source": ["document_id"],
+            "highlight": {
+                "encoder": "html",
+                "pre_tags": ["<em>"],
+                "post_tags": ["</em>"],
+                "fields": {
+                    TEXT_FIELD: {
+                        "fragment_size": FRAGMENT_SIZE,
+                        "number_of_fragments": HIGHLIGHT_FRAGMENTS,
+                    }
+                },
+            },
+            "aggs": {
+                name: {"terms": {"field": FACET_SOURCE[name], "size": 10}} for name in FACET_FIELDS
+            },
+        }
+        if request.after is not None:
+            body["search_after"] = [request.after.score, str(request.after.section_id)]
+        try:
+            result = await self._call(self.client.search(index=self.alias, body=body))
+        except NotFoundError as exc:
+            self._ready = False
+            raise SearchUnavailable("The OpenSearch index is missing.") from exc
+        found = result["hits"]["hits"]
+        hits = []
+        for raw in found[: request.first]:
+            score = float(raw["sort"][0])
+            section_id = uuid.UUID(raw["_id"])
+            fragments = raw.get("highlight", {}).get(TEXT_FIELD, [])
+            hits.append(
+                Hit(
+                    section_id=section_id,
+                    document_id=uuid.UUID(raw["_source"]["document_id"]),
+                    score=score,
+                    highlights=[f for f in fragments if HIGHLIGHT_START in f],
+                    cursor=request.encode(self.name, score, section_id),
+                )
+            )
+        aggregations = result.get("aggregations", {})
+        counts = {
+            name: {
+                str(b["key"]): int(b["doc_count"])
+                for b in aggregations.get(name, {}).get("buckets", [])
+            }
+            for name in FACET_FIELDS
+        }
+        return SearchPage(
+            hits=hits,
+            has_next_page=len(found) > request.first,
+            has_previous_page=request.after is not None,
+            total_count=int(result["hits"]["total"]["value"]),
+            facets=facets_in_order(counts),
+            backend=self.name,
+        )
+
+
+def _user_filters(request: SearchRequest) -> list[dict[str, Any]]:
+    f = request.filters
+    clauses: list[dict[str, Any]] = []
+    if f.classification:
+        clauses.append({"terms": {"classification": [c.value for c in f.classification]}})
+    if f.document_type:
+        clauses.append({"terms": {"document_type": [t.value for t in f.document_type]}})
+    if f.risk_level:
+        clauses.append({"terms": {"risk_level": [r.value for r in f.risk_level]}})
+    if f.document_id is not None:
+        clauses.append({"term": {"document_id": str(f.document_id)}})
+    return clauses
