@@ -1,0 +1,292 @@
+"""The results: ``bench/results/perf.md`` (tables per query), ``perf.json`` (everything) and
+``latest.json`` (the c=10 figures, shaped ``{query: {server: {rps, p50_ms, p99_ms,
+cpu_ms_per_req, concurrency}}}``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.common import fmt, markdown_table
+from bench.perf.load import Run
+
+SERVERS = ("prism", "postgraphile", "raw")
+SERVER_NOTES = {
+    "prism": "`prism serve` of this checkout: uvicorn, 1 worker (`PRISM_WORKERS=1`), production "
+    "mode, log level WARNING, every request authenticated by its API token",
+    "postgraphile": "PostGraphile 4.14 (npm) in library mode on Node's http server "
+    "(`bench/perf/postgraphile.js`); `pgSettings` sets role `prism_app` and `prism.org_id` per "
+    "request; the token is checked by a map lookup",
+    "raw": "Starlette + asyncpg + orjson (`bench/perf/raw_app.py`), Prism's SQL statements in "
+    "one REPEATABLE READ transaction per request as `prism_app`; no GraphQL; the token is "
+    "resolved once, then a dictionary lookup: the limit",
+}
+TARGET_RATIO = 0.5
+TARGET_P99_MS = 100.0
+TARGET_RSS_MB = 300.0
+
+
+def latest(runs: list[Run], concurrency: int) -> dict[str, dict[str, dict[str, Any]]]:
+    """latest.json: the figures at one concurrency, in the shape issue 8 fixes."""
+    shaped: dict[str, dict[str, dict[str, Any]]] = {}
+    for run in runs:
+        if run.concurrency != concurrency:
+            continue
+        shaped.setdefault(run.query, {})[run.server] = {
+            "rps": round(run.rps, 1),
+            "p50_ms": round(run.p50_ms, 2),
+            "p99_ms": round(run.p99_ms, 2),
+            "cpu_ms_per_req": None if run.cpu_ms_per_req is None else round(run.cpu_ms_per_req, 3),
+            "concurrency": run.concurrency,
+        }
+    return shaped
+
+
+def _rps(runs: list[Run], query: str, server: str, concurrency: int) -> float | None:
+    for run in runs:
+        if (run.query, run.server, run.concurrency) == (query, server, concurrency):
+            return run.rps
+    return None
+
+
+def _ratio(value: float | None, reference: float | None) -> float | None:
+    if value is None or not reference:
+        return None
+    return value / reference
+
+
+def query_rows(runs: list[Run], query: str) -> list[dict[str, Any]]:
+    rows = []
+    for run in runs:
+        if run.query != query:
+            continue
+        pg = _rps(runs, query, "postgraphile", run.concurrency)
+        raw = _rps(runs, query, "raw", run.concurrency)
+        rows.append(
+            {
+                "server": run.server,
+                "c": run.concurrency,
+                "req/s": run.rps,
+                "p50 ms": run.p50_ms,
+                "p99 ms": run.p99_ms,
+                "CPU ms/req": run.cpu_ms_per_req,
+                "PostgreSQL CPU ms/req": run.db_cpu_ms_per_req,
+                "peak RSS MB": run.rss_mb,
+                "KiB/answer": run.kib_per_answer,
+                "bad answers": run.bad_answers + run.socket_errors,
+                "× PostGraphile": _ratio(run.rps, pg),
+                "× raw": _ratio(run.rps, raw),
+            }
+        )
+    return rows
+
+
+def summary_rows(runs: list[Run], queries: list[str], concurrency: int) -> list[dict[str, Any]]:
+    rows = []
+    for query in queries:
+        figures = {s: _rps(runs, query, s, concurrency) for s in SERVERS}
+        rows.append(
+            {
+                "query": query,
+                **{f"{s} req/s": figures[s] for s in SERVERS},
+                "prism ÷ PostGraphile": _ratio(figures["prism"], figures["postgraphile"]),
+                "prism ÷ raw": _ratio(figures["prism"], figures["raw"]),
+            }
+        )
+    return rows
+
+
+def targets(runs: list[Run], concurrency: int) -> list[dict[str, Any]]:
+    """Issue 8's targets, checked on this run's figures for Prism."""
+    prism = [r for r in runs if r.server == "prism"]
+    nested_ratio = _ratio(
+        _rps(runs, "nested", "prism", concurrency),
+        _rps(runs, "nested", "postgraphile", concurrency),
+    )
+    worst_p99 = max((r for r in prism if r.concurrency == concurrency), key=lambda r: r.p99_ms)
+    largest = max(prism, key=lambda r: r.rss_mb)
+
+    def verdict(ok: bool | None) -> str:
+        return "–" if ok is None else ("met" if ok else "**not met**")
+
+    return [
+        {
+            "target": f"nested list: Prism ≥ {TARGET_RATIO}× PostGraphile's req/s "
+            f"(c={concurrency})",
+            "this run": f"{fmt(nested_ratio)}×" if nested_ratio is not None else "–",
+            "verdict": verdict(None if nested_ratio is None else nested_ratio >= TARGET_RATIO),
+        },
+        {
+            "target": f"p99 at c={concurrency} < {TARGET_P99_MS:.0f} ms (every query)",
+            "this run": f"worst {fmt(worst_p99.p99_ms)} ms ({worst_p99.query})",
+            "verdict": verdict(worst_p99.p99_ms < TARGET_P99_MS),
+        },
+        {
+            "target": f"RSS per worker < {TARGET_RSS_MB:.0f} MB",
+            "this run": f"peak {fmt(largest.rss_mb)} MB ({largest.query}, c={largest.concurrency})",
+            "verdict": verdict(largest.rss_mb < TARGET_RSS_MB),
+        },
+    ]
+
+
+def sql_rows(statements: dict[str, dict[str, list[str]]]) -> list[dict[str, Any]]:
+    rows = []
+    for query, by_server in statements.items():
+        rows.append({"query": query, **{s: len(by_server.get(s, [])) for s in SERVERS}})
+    return rows
+
+
+def markdown(
+    *,
+    env: dict[str, Any],
+    command: str,
+    parameters: dict[str, Any],
+    dataset: dict[str, Any],
+    tools: dict[str, str],
+    descriptions: dict[str, str],
+    runs: list[Run],
+    statements: dict[str, dict[str, list[str]]] | None,
+    concurrency: int,
+    title: str,
+) -> str:
+    queries = list(dict.fromkeys(r.query for r in runs))
+    dirty = (
+        f" + uncommitted `prism/` changes (diff {env['prism_diff_sha256']})"
+        if env["prism_dirty"]
+        else ", no local changes to `prism/`"
+    )
+    lines = [
+        f"# {title}",
+        "",
+        "Issue 8: Prism beside PostGraphile and the raw-SQL limit, each one process on "
+        "127.0.0.1, on the same PostgreSQL and the same rows, driven by `wrk` over loopback. "
+        "Figures of one run: compare the ratios (measured minutes apart on the same machine), "
+        "not the absolute numbers, which move with whatever else runs on the machine.",
+        "",
+        f"- **Command:** `{command}`",
+        f"- **Recorded:** {env['date']}, commit `{env['commit']}`{dirty}.",
+        f"- **Machine:** {env['cpu']}, {env['cpus_usable']} CPUs usable, "
+        f"{env['memory_gib']} GiB, {env['platform']}, Python {env['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in tools.items())
+        + ".",
+        f"- **Load average (1 min):** {env['loadavg_1m_start']:.2f} at the start, "
+        f"{env['loadavg_1m_end']:.2f} at the end (the benchmark itself keeps about 2 busy).",
+        "- **Data:** "
+        + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in dataset["counts"].items())
+        + f"; loaded with COPY in {dataset['seconds']:.1f} s. The principal is an ADMIN user's "
+        "API token (every scope) with CONFIDENTIAL clearance; every document is at most "
+        "CONFIDENTIAL and none is deleted, so all three servers see the same rows, nothing is "
+        "masked, and no read is of RESTRICTED content (which Prism audits with a write).",
+        "- **Method:** per query and concurrency, each server in turn: "
+        f"{parameters['warmup']:g} s of warm-up, then {parameters['seconds']:g} s measured "
+        "(`wrk -t1 --latency`, a Lua script posting the JSON body with the bearer token; an "
+        "answer that is not 200 or carries `errors` counts as bad). CPU ms/req: the server "
+        "process tree's user + system CPU time over the run (psutil) divided by the requests; "
+        "PostgreSQL CPU likewise for the postmaster's tree. Peak RSS: the largest resident "
+        "size of one server process, sampled every 0.2 s. Before timing, every server's "
+        "answer to every query was reduced to ids, names and orders and found equal.",
+        "- **Files:** `latest.json` holds the c="
+        f"{concurrency} figures in the shape issue 8 fixes (`{{query: {{server: {{rps, p50_ms, "
+        "p99_ms, cpu_ms_per_req, concurrency}}}`); `perf.json` holds every run at every "
+        "concurrency (under `runs`), with memory, the data set and the environment; "
+        "`perf-sql.md` the SQL each server sent for one request of each query.",
+        "",
+        "## Servers",
+        "",
+        *[f"- **{s}**: {SERVER_NOTES[s]}." for s in SERVERS],
+        "",
+        f"## Summary: req/s at c={concurrency}",
+        "",
+        markdown_table(summary_rows(runs, queries, concurrency)),
+        "",
+        "## Targets of issue 8 (Prism, this run)",
+        "",
+        markdown_table(targets(runs, concurrency)),
+        "",
+    ]
+    if statements:
+        lines += [
+            "## SQL statements per request",
+            "",
+            "Counted in PostgreSQL's log (`log_statement = 'all'`, one request at a time, before "
+            "the timed runs), transaction control and connection checks included; Prism's "
+            "count includes the authentication of the request's token.",
+            "",
+            markdown_table(sql_rows(statements)),
+            "",
+        ]
+    for query in queries:
+        lines += [
+            f"## `{query}`: {descriptions.get(query, '')}",
+            "",
+            markdown_table(query_rows(runs, query)),
+            "",
+        ]
+    bad = [r for r in runs if r.bad_answers or r.socket_errors]
+    if bad:
+        lines += ["## Bad answers", ""]
+        lines += [
+            f"- {r.server} {r.query} c={r.concurrency}: {r.bad_answers} bad answers, "
+            f"{r.socket_errors} socket errors; first: `{r.bad_sample[:200]}`"
+            for r in bad
+        ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def sql_markdown(statements: dict[str, dict[str, list[str]]], commit: str) -> str:
+    lines = [
+        "# SQL per request, by server and query",
+        "",
+        f"Captured at commit `{commit}` by `python -m bench.perf` with PostgreSQL's "
+        "`log_statement = 'all'`, one request at a time. Parameters are left out. The raw "
+        "server (`bench/perf/raw_app.py`) sends Prism's read statements, without Prism's "
+        "per-request authentication (it resolves the token once).",
+        "",
+    ]
+    for query, by_server in statements.items():
+        lines += [f"## `{query}`", ""]
+        for server in SERVERS:
+            found = by_server.get(server)
+            if found is None:
+                continue
+            lines += [f"### {server}: {len(found)} statements", "", "```sql"]
+            lines += [s.rstrip() + ";" if not s.rstrip().endswith(";") else s for s in found]
+            lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def profile_markdown(summary: dict[str, Any], header: list[str]) -> str:
+    def table(key: str) -> str:
+        return markdown_table(
+            [{"where": r["where"], "%": r["%"], "samples": r["samples"]} for r in summary[key]]
+        )
+
+    wrk = summary.get("wrk") or {}
+    requests = wrk.get("requests")
+    lines = [
+        *header,
+        f"py-spy, {summary['rate_hz']} Hz for {summary['seconds']} s, "
+        f"{summary['samples']:,} samples of the busy `prism serve` process while wrk drove the "
+        f"query at c={summary['concurrency']}"
+        + (f" ({requests:,} requests)" if requests else "")
+        + ". Idle time (waiting on the network and PostgreSQL) is not sampled: the shares are "
+        "of the CPU the process spent.",
+        "",
+        "### By phase of the request (the innermost phase on the stack)",
+        "",
+        table("by_phase"),
+        "",
+        "### By layer (the innermost frame of a known package)",
+        "",
+        table("by_layer"),
+        "",
+        "### Functions by self time (top)",
+        "",
+        table("self_by_function"),
+        "",
+        "### Prism's functions by inclusive time (top)",
+        "",
+        table("prism_inclusive"),
+        "",
+    ]
+    return "\n".join(lines)
