@@ -10,8 +10,10 @@ documents × 5 sections with analyses and feedback in 4 organizations, loaded wi
 three servers started on 127.0.0.1; every server's answer to every query checked equal; the SQL
 each sends for one request counted (embedded PostgreSQL only: it reads the server's log); then
 wrk per query, concurrency and server. Results: bench/results/perf.md, perf.json, latest.json,
-perf-sql.md (and perf-profile.md with --profile). Needs wrk (installed from Debian when missing
-and root), Node.js with npm (PostGraphile is installed once into ~/.cache/prism/bench-node).
+perf-sql.md; with --profile, perf.md ends with the profile (the stacks are kept in
+bench/results/perf-profile.folded.txt, not committed). Needs wrk (installed from Debian when
+missing and root), Node.js with npm (PostGraphile is installed once into
+~/.cache/prism/bench-node).
 """
 
 from __future__ import annotations
@@ -212,36 +214,13 @@ async def main(args: argparse.Namespace) -> int:
                 check_answers(query_list, running, dataset.token)
                 print("counting SQL statements per request ...", flush=True)
                 statements = await capture_sql(bench, query_list, running, dataset.token)
-                total = len(query_list) * len(concurrencies) * len(running)
-                done = 0
                 started = time.monotonic()
                 for query in query_list:
                     for concurrency in concurrencies:
-                        for server in running:
-                            run = await asyncio.to_thread(
-                                load.measure,
-                                server=server.name,
-                                query=query.name,
-                                url=server.url,
-                                pid=server.pid,
-                                db_pid=bench.postmaster_pid,
-                                body=bodies / f"{query.name}-{server.name}.json",
-                                token=dataset.token,
-                                concurrency=concurrency,
-                                seconds=args.seconds,
-                                warmup=args.warmup,
-                            )
-                            runs.append(run)
-                            done += 1
-                            cpu = "–" if run.cpu_ms_per_req is None else f"{run.cpu_ms_per_req:.2f}"
-                            print(
-                                f"[{done}/{total} {time.monotonic() - started:4.0f}s] "
-                                f"{query.name:8} c={concurrency:<3} {server.name:12} "
-                                f"{run.rps:8.1f} req/s  p50 {run.p50_ms:7.2f} ms  "
-                                f"p99 {run.p99_ms:7.2f} ms  CPU {cpu} ms/req  "
-                                f"RSS {run.rss_mb:5.0f} MB  bad {run.bad_answers}",
-                                flush=True,
-                            )
+                        runs += await asyncio.to_thread(
+                            measure, args, query, concurrency, running, bodies, dataset, bench
+                        )
+                        print(f"  ({time.monotonic() - started:.0f} s)", flush=True)
                 if args.profile:
                     summary = run_profile(args, running, query_list, bodies, dataset)
             finally:
@@ -250,7 +229,64 @@ async def main(args: argparse.Namespace) -> int:
             env = environment()
             tools = tool_versions(bench, pg_version)
     write_results(args, env, command, dataset, tools, query_list, runs, statements, summary)
-    return 1 if any(r.bad_answers or r.socket_errors for r in runs) else 0
+    # A wrong or failed answer fails the run; timeouts and socket errors under overload are
+    # figures (reported in perf.md).
+    return 1 if any(r.bad_answers for r in runs) else 0
+
+
+def measure(
+    args: argparse.Namespace,
+    query: Query,
+    concurrency: int,
+    running: list[servers.Server],
+    bodies: Path,
+    dataset: Dataset,
+    bench: Any,
+) -> list[load.Run]:
+    """Each server warmed up, then measured in ``args.rounds`` rounds that take turns (the
+    order reversed every other round), so that a change in the machine's load while they run
+    weighs on all of them alike."""
+
+    def body(server: servers.Server) -> Path:
+        return bodies / f"{query.name}-{server.name}.json"
+
+    if args.warmup > 0:
+        for server in running:
+            load.wrk(
+                server.url,
+                body(server),
+                dataset.token,
+                concurrency=concurrency,
+                seconds=args.warmup,
+            )
+    samples: dict[str, list[load.Sample]] = {server.name: [] for server in running}
+    for round_number in range(args.rounds):
+        order = running if round_number % 2 == 0 else running[::-1]
+        for server in order:
+            samples[server.name].append(
+                load.sample(
+                    url=server.url,
+                    pid=server.pid,
+                    db_pid=bench.postmaster_pid,
+                    body=body(server),
+                    token=dataset.token,
+                    concurrency=concurrency,
+                    seconds=args.seconds / args.rounds,
+                )
+            )
+    runs = []
+    for server in running:
+        run = load.aggregate(server.name, query.name, concurrency, samples[server.name])
+        runs.append(run)
+        cpu = "–" if run.cpu_ms_per_req is None else f"{run.cpu_ms_per_req:.2f}"
+        others = "–" if run.other_cpus is None else f"{run.other_cpus:.2f}"
+        print(
+            f"{query.name:8} c={concurrency:<3} {server.name:12} {run.rps:8.1f} req/s  "
+            f"p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms  CPU {cpu} ms/req  "
+            f"RSS {run.rss_mb:4.0f} MB  other load {others} CPUs  bad {run.bad_answers}",
+            flush=True,
+        )
+    return runs
 
 
 def run_profile(
@@ -297,6 +333,7 @@ def write_results(
         "organizations": args.organizations,
         "seconds": args.seconds,
         "warmup": args.warmup,
+        "rounds": args.rounds,
         "concurrency": args.concurrency,
         "servers": args.servers,
         "queries": args.queries,
@@ -336,18 +373,6 @@ def write_results(
     write_json(RESULTS / "latest.json", report.latest(runs, concurrency))
     if statements:
         (RESULTS / "perf-sql.md").write_text(report.sql_markdown(statements, env["commit"]))
-    if summary is not None:
-        (RESULTS / "perf-profile.md").write_text(
-            report.profile_markdown(
-                summary,
-                [
-                    f"# Profile of Prism on `{summary['query']}` (commit `{env['commit']}`)",
-                    "",
-                    f"Command: `{command}`.",
-                    "",
-                ],
-            )
-        )
     written = [f"{args.output}.md", f"{args.output}.json", "latest.json"]
     print("written: " + ", ".join(str((RESULTS / w).relative_to(ROOT)) for w in written))
 
@@ -360,8 +385,16 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--documents", type=int, default=10_000, help="documents in all (10000)")
     p.add_argument("--organizations", type=int, default=4, help="organizations (4)")
-    p.add_argument("--seconds", type=float, default=15, help="measured seconds per run (15)")
+    p.add_argument(
+        "--seconds", type=float, default=15, help="measured seconds per server and run (15)"
+    )
     p.add_argument("--warmup", type=float, default=3, help="warm-up seconds per run (3)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="the measured seconds are split into rounds, servers taking turns (3)",
+    )
     p.add_argument(
         "--concurrency",
         default="10,50",

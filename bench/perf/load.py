@@ -3,8 +3,10 @@ sampled around and during the run (psutil)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import resource
 import shutil
 import subprocess
 import threading
@@ -98,10 +100,28 @@ class PeakMemory(threading.Thread):
 
 
 @dataclass
+class Sample:
+    """One wrk run of one server, with what the machine did meanwhile."""
+
+    wrk: dict[str, Any]
+    wall: float
+    server_cpu: float | None
+    db_cpu: float | None
+    machine_busy_cpu: float  # all processes, in CPU seconds
+    own_cpu: float  # this harness and its wrk
+    peaks: dict[int, int]
+
+    @property
+    def requests(self) -> int:
+        return int(self.wrk["requests"])
+
+
+@dataclass
 class Run:
     server: str
     query: str
     concurrency: int
+    rounds: int
     seconds: float
     requests: int
     rps: float
@@ -114,7 +134,10 @@ class Run:
     rss_mb: float  # the largest peak RSS of one process of the server
     rss_total_mb: float  # the sum of the peaks of all its processes
     kib_per_answer: float
+    machine_busy_cpus: float  # CPUs busy on the machine during the run, all processes
+    other_cpus: float | None  # of which neither the server, PostgreSQL nor the load generator
     socket_errors: int
+    timeouts: int
     bad_answers: int
     bad_sample: str
 
@@ -156,10 +179,19 @@ def wrk(
     raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
 
 
-def measure(
+def _machine_busy() -> float:
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+
+def _own_cpu() -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, once it has ended
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+def sample(
     *,
-    server: str,
-    query: str,
     url: str,
     pid: int,
     db_pid: int | None,
@@ -167,44 +199,116 @@ def measure(
     token: str,
     concurrency: int,
     seconds: float,
-    warmup: float,
-) -> Run:
-    """A warm-up run (not counted), then the measured run with CPU and memory sampled."""
-    if warmup > 0:
-        wrk(url, body, token, concurrency=concurrency, seconds=warmup)
+) -> Sample:
+    """One measured wrk run with the server's CPU time, PostgreSQL's and the machine's, and
+    the server's memory sampled during it."""
     memory = PeakMemory(pid)
     memory.start()
-    cpu0, db0 = cpu_seconds(pid), cpu_seconds(db_pid)
+    cpu0, db0, busy0, own0 = cpu_seconds(pid), cpu_seconds(db_pid), _machine_busy(), _own_cpu()
     started = time.perf_counter()
     result = wrk(url, body, token, concurrency=concurrency, seconds=seconds)
     wall = time.perf_counter() - started
-    cpu1, db1 = cpu_seconds(pid), cpu_seconds(db_pid)
+    cpu1, db1, busy1, own1 = cpu_seconds(pid), cpu_seconds(db_pid), _machine_busy(), _own_cpu()
     peaks = memory.stop()
-    requests = int(result["requests"])
-    duration = result["duration_us"] / 1e6 or wall
 
-    def per_request(before: float | None, after: float | None) -> float | None:
-        if before is None or after is None or requests == 0:
+    def delta(before: float | None, after: float | None) -> float | None:
+        return None if before is None or after is None else after - before
+
+    return Sample(
+        wrk=result,
+        wall=wall,
+        server_cpu=delta(cpu0, cpu1),
+        db_cpu=delta(db0, db1),
+        machine_busy_cpu=busy1 - busy0,
+        own_cpu=own1 - own0,
+        peaks=peaks,
+    )
+
+
+def merged_percentile(samples: list[Sample], q: float) -> float:
+    """The ``q`` percentile (microseconds) of the union of several runs' latencies, from each
+    run's percentile points: the runs' distributions mixed in proportion to their requests."""
+    curves = []
+    for s in samples:
+        if s.requests == 0:
+            continue
+        points = [(0.0, float(s.wrk["min_us"]))]
+        points += [(float(p), float(x)) for p, x in s.wrk["percentiles_us"]]
+        points.append((100.0, float(s.wrk["max_us"])))
+        curves.append((s.requests, points))
+    if not curves:
+        return 0.0
+    total = sum(w for w, _ in curves)
+
+    def cdf(x: float) -> float:
+        mixed = 0.0
+        for weight, points in curves:
+            share = 1.0
+            if x < points[0][1]:
+                share = 0.0
+            else:
+                for (p0, x0), (p1, x1) in itertools.pairwise(points):
+                    if x < x1:
+                        share = (p0 + (p1 - p0) * ((x - x0) / (x1 - x0) if x1 > x0 else 1)) / 100
+                        break
+            mixed += weight * share
+        return mixed / total
+
+    low = min(points[0][1] for _, points in curves)
+    high = max(points[-1][1] for _, points in curves)
+    for _ in range(60):
+        middle = (low + high) / 2
+        if cdf(middle) >= q / 100:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def aggregate(server: str, query: str, concurrency: int, samples: list[Sample]) -> Run:
+    """One row from a server's rounds: sums of requests, time and CPU; merged latencies."""
+    requests = sum(s.requests for s in samples)
+    duration = sum(s.wrk["duration_us"] for s in samples) / 1e6
+    wall = sum(s.wall for s in samples)
+
+    def per_request(values: list[float | None]) -> float | None:
+        if requests == 0 or any(v is None for v in values):
             return None
-        return (after - before) * 1000 / requests
+        return sum(v for v in values if v is not None) * 1000 / requests
 
+    server_cpu = [s.server_cpu for s in samples]
+    db_cpu = [s.db_cpu for s in samples]
+    others = None
+    if all(v is not None for v in server_cpu + db_cpu):
+        used = sum(s.server_cpu or 0.0 for s in samples) + sum(s.db_cpu or 0.0 for s in samples)
+        own = sum(s.own_cpu for s in samples)
+        others = max(0.0, sum(s.machine_busy_cpu for s in samples) - used - own) / wall
+    peaks: dict[int, int] = {}
+    for s in samples:
+        for pid, rss in s.peaks.items():
+            peaks[pid] = max(rss, peaks.get(pid, 0))
+    sample_of_bad = next((s.wrk["bad_sample"] for s in samples if s.wrk["bad_sample"]), "")
     return Run(
         server=server,
         query=query,
         concurrency=concurrency,
+        rounds=len(samples),
         seconds=duration,
         requests=requests,
-        rps=requests / duration,
-        p50_ms=result["p50_us"] / 1000,
-        p90_ms=result["p90_us"] / 1000,
-        p99_ms=result["p99_us"] / 1000,
-        max_ms=result["max_us"] / 1000,
-        cpu_ms_per_req=per_request(cpu0, cpu1),
-        db_cpu_ms_per_req=per_request(db0, db1),
+        rps=requests / duration if duration else 0.0,
+        p50_ms=merged_percentile(samples, 50) / 1000,
+        p90_ms=merged_percentile(samples, 90) / 1000,
+        p99_ms=merged_percentile(samples, 99) / 1000,
+        max_ms=max(s.wrk["max_us"] for s in samples) / 1000,
+        cpu_ms_per_req=per_request(server_cpu),
+        db_cpu_ms_per_req=per_request(db_cpu),
         rss_mb=max(peaks.values(), default=0) / 2**20,
         rss_total_mb=sum(peaks.values()) / 2**20,
-        kib_per_answer=result["bytes"] / max(requests, 1) / 1024,
-        socket_errors=int(result["socket_errors"]),
-        bad_answers=int(result["bad_answers"]),
-        bad_sample=str(result["bad_sample"]),
+        kib_per_answer=sum(s.wrk["bytes"] for s in samples) / max(requests, 1) / 1024,
+        machine_busy_cpus=sum(s.machine_busy_cpu for s in samples) / wall,
+        other_cpus=others,
+        socket_errors=sum(int(s.wrk["socket_errors"]) for s in samples),
+        timeouts=sum(int(s.wrk["timeouts"]) for s in samples),
+        bad_answers=sum(int(s.wrk["bad_answers"]) for s in samples),
+        bad_sample=str(sample_of_bad),
     )

@@ -43,12 +43,17 @@ function done(summary, latency, requests)
   end
   -- Plain characters only: the line is read as JSON.
   sample = string.gsub(sample, '[%c\\"]', " ")
+  -- The latency distribution at fixed percentiles: the harness merges several runs' with it.
+  local points = {}
+  for _, p in ipairs({1, 5, 10, 20, 25, 30, 40, 50, 60, 70, 75, 80, 90, 95, 97, 98, 99, 99.5, 99.9}) do
+    table.insert(points, string.format("[%g, %d]", p, latency:percentile(p)))
+  end
   local e = summary.errors
   io.write(string.format(
     '\nBENCH_RESULT {"requests": %d, "duration_us": %d, "bytes": %d, ' ..
-    '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d, "mean_us": %.1f, ' ..
-    '"socket_errors": %d, "bad_answers": %d, "bad_sample": "%s"}\n',
+    '"min_us": %d, "max_us": %d, "mean_us": %.1f, "percentiles_us": [%s], ' ..
+    '"socket_errors": %d, "timeouts": %d, "bad_answers": %d, "bad_sample": "%s"}\n',
     summary.requests, summary.duration, summary.bytes,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
-    latency.mean, e.connect + e.read + e.write + e.timeout, bad_total, sample))
+    latency.min, latency.max, latency.mean, table.concat(points, ", "),
+    e.connect + e.read + e.write, e.timeout, bad_total, sample))
 end

@@ -91,7 +91,8 @@ def is_prism(path: str) -> bool:
 PHASES = (
     ("authentication (a transaction per request)", "prism/authz/identity.py", None),
     ("parse", "prism/schema/extensions.py", "ParseCache.on_parse"),
-    ("parse", "graphql/language/", None),
+    ("parse", "graphql/language/parser.py", None),
+    ("parse", "graphql/language/lexer.py", None),
     ("validation", "graphql/validation/", None),
     ("cost estimate", "prism/schema/cost.py", None),
     ("rate limit, response cache", "prism/schema/limits.py", None),

@@ -72,7 +72,8 @@ def query_rows(runs: list[Run], query: str) -> list[dict[str, Any]]:
                 "PostgreSQL CPU ms/req": run.db_cpu_ms_per_req,
                 "peak RSS MB": run.rss_mb,
                 "KiB/answer": run.kib_per_answer,
-                "bad answers": run.bad_answers + run.socket_errors,
+                "other load (CPUs)": run.other_cpus,
+                "bad / timeouts": f"{run.bad_answers} / {run.timeouts + run.socket_errors}",
                 "× PostGraphile": _ratio(run.rps, pg),
                 "× raw": _ratio(run.rps, raw),
             }
@@ -128,6 +129,16 @@ def targets(runs: list[Run], concurrency: int) -> list[dict[str, Any]]:
     ]
 
 
+def _other_load(runs: list[Run], env: dict[str, Any]) -> str:
+    loads = [r.other_cpus for r in runs if r.other_cpus is not None]
+    if not loads:
+        return "."
+    return (
+        f"; other processes kept {sum(loads) / len(loads):.2f} of the {env['cpus_usable']} "
+        f"CPUs busy on average during the runs ({min(loads):.2f}–{max(loads):.2f})."
+    )
+
+
 def sql_rows(statements: dict[str, dict[str, list[str]]]) -> list[dict[str, Any]]:
     rows = []
     for query, by_server in statements.items():
@@ -169,21 +180,27 @@ def markdown(
         + ", ".join(f"{k} {v}" for k, v in tools.items())
         + ".",
         f"- **Load average (1 min):** {env['loadavg_1m_start']:.2f} at the start, "
-        f"{env['loadavg_1m_end']:.2f} at the end (the benchmark itself keeps about 2 busy).",
+        f"{env['loadavg_1m_end']:.2f} at the end (the benchmark itself keeps about 2 busy)"
+        + _other_load(runs, env),
         "- **Data:** "
         + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in dataset["counts"].items())
         + f"; loaded with COPY in {dataset['seconds']:.1f} s. The principal is an ADMIN user's "
         "API token (every scope) with CONFIDENTIAL clearance; every document is at most "
         "CONFIDENTIAL and none is deleted, so all three servers see the same rows, nothing is "
         "masked, and no read is of RESTRICTED content (which Prism audits with a write).",
-        "- **Method:** per query and concurrency, each server in turn: "
-        f"{parameters['warmup']:g} s of warm-up, then {parameters['seconds']:g} s measured "
-        "(`wrk -t1 --latency`, a Lua script posting the JSON body with the bearer token; an "
-        "answer that is not 200 or carries `errors` counts as bad). CPU ms/req: the server "
-        "process tree's user + system CPU time over the run (psutil) divided by the requests; "
-        "PostgreSQL CPU likewise for the postmaster's tree. Peak RSS: the largest resident "
-        "size of one server process, sampled every 0.2 s. Before timing, every server's "
-        "answer to every query was reduced to ids, names and orders and found equal.",
+        "- **Method:** per query and concurrency, each server gets "
+        f"{parameters['warmup']:g} s of warm-up, then {parameters['seconds']:g} s measured in "
+        f"{parameters['rounds']} rounds of {parameters['seconds'] / parameters['rounds']:g} s "
+        "in which the servers take turns (order reversed every other round), so a change in "
+        "the machine's load weighs on all three alike. Load: `wrk -t1 --latency` with a Lua "
+        "script posting the JSON body with the bearer token; an answer that is not 200 or "
+        "carries `errors` counts as bad; latency percentiles merge the rounds' distributions. "
+        "CPU ms/req: the server process tree's user + system CPU time (psutil) divided by the "
+        "requests; PostgreSQL CPU likewise for the postmaster's tree. Peak RSS: the largest "
+        "resident size of one server process, sampled every 0.2 s. Other load: CPUs busy on "
+        "the machine during the run beyond the server, PostgreSQL and the load generator "
+        "(other people's work on a shared machine). Before timing, every server's answer to "
+        "every query was reduced to ids, names and orders and found equal.",
         "- **Files:** `latest.json` holds the c="
         f"{concurrency} figures in the shape issue 8 fixes (`{{query: {{server: {{rps, p50_ms, "
         "p99_ms, cpu_ms_per_req, concurrency}}}`); `perf.json` holds every run at every "
@@ -221,12 +238,13 @@ def markdown(
             markdown_table(query_rows(runs, query)),
             "",
         ]
-    bad = [r for r in runs if r.bad_answers or r.socket_errors]
+    bad = [r for r in runs if r.bad_answers or r.socket_errors or r.timeouts]
     if bad:
-        lines += ["## Bad answers", ""]
+        lines += ["## Bad answers, timeouts (10 s) and socket errors", ""]
         lines += [
             f"- {r.server} {r.query} c={r.concurrency}: {r.bad_answers} bad answers, "
-            f"{r.socket_errors} socket errors; first: `{r.bad_sample[:200]}`"
+            f"{r.timeouts} timeouts, {r.socket_errors} socket errors"
+            + (f"; first bad answer: `{r.bad_sample[:200]}`" if r.bad_sample else "")
             for r in bad
         ]
         lines.append("")
