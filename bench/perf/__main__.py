@@ -32,7 +32,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, ROOT, bench_database, environment, write_json
+from bench.common import RESULTS, ROOT, bench_database, environment, read_json, write_json
 from bench.perf import load, profile, report, servers
 from bench.perf.data import Dataset, generate
 from bench.perf.queries import Query, queries
@@ -339,37 +339,19 @@ def write_results(
         "queries": args.queries,
         "workers": args.workers,
     }
-    descriptions = {q.name: q.description for q in query_list}
-    text = report.markdown(
-        env=env,
-        command=command,
-        parameters=parameters,
-        dataset=dataset.as_json(),
-        tools=tools,
-        descriptions=descriptions,
-        runs=runs,
-        statements=statements,
-        concurrency=concurrency,
-        title="Performance: Prism, PostGraphile and the raw-SQL limit",
-    )
-    if summary is not None:
-        header = [f"## Profile: where Prism's CPU goes on `{summary['query']}`", ""]
-        text += "\n" + report.profile_markdown(summary, header)
-    (RESULTS / f"{args.output}.md").write_text(text)
-    write_json(
-        RESULTS / f"{args.output}.json",
-        {
-            "command": command,
-            "environment": env,
-            "tools": tools,
-            "parameters": parameters,
-            "dataset": dataset.as_json(),
-            "queries": {q.name: {"description": q.description, **q.bodies} for q in query_list},
-            "statements_per_request": report.sql_rows(statements) if statements else None,
-            "runs": [r.as_json() for r in runs],
-            "profile": summary,
-        },
-    )
+    document = {
+        "command": command,
+        "environment": env,
+        "tools": tools,
+        "parameters": parameters,
+        "dataset": dataset.as_json(),
+        "queries": {q.name: {"description": q.description, **q.bodies} for q in query_list},
+        "statements_per_request": report.sql_rows(statements) if statements else None,
+        "runs": [r.as_json() for r in runs],
+        "profile": summary,
+    }
+    write_json(RESULTS / f"{args.output}.json", document)
+    (RESULTS / f"{args.output}.md").write_text(report.render(document))
     write_json(RESULTS / "latest.json", report.latest(runs, concurrency))
     if statements:
         (RESULTS / "perf-sql.md").write_text(report.sql_markdown(statements, env["commit"]))
@@ -412,9 +394,27 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--profile-query", default="nested", help="the query profiled (nested)")
     p.add_argument("--output", default="perf", help="results name: bench/results/NAME.md|json")
+    p.add_argument(
+        "--render",
+        action="store_true",
+        help="only rewrite NAME.md and latest.json from bench/results/NAME.json",
+    )
     p.add_argument("--make", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
+def render_only(args: argparse.Namespace) -> int:
+    document = read_json(RESULTS / f"{args.output}.json")
+    (RESULTS / f"{args.output}.md").write_text(report.render(document))
+    concurrency = int(str(document["parameters"]["concurrency"]).split(",")[0])
+    runs = [load.Run(**run) for run in document["runs"]]
+    write_json(RESULTS / "latest.json", report.latest(runs, concurrency))
+    print(f"rendered {args.output}.md and latest.json from {args.output}.json")
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(parser().parse_args())))
+    arguments = parser().parse_args()
+    if arguments.render:
+        sys.exit(render_only(arguments))
+    sys.exit(asyncio.run(main(arguments)))

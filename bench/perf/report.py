@@ -81,16 +81,25 @@ def query_rows(runs: list[Run], query: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _cpu(runs: list[Run], query: str, server: str, concurrency: int) -> float | None:
+    for run in runs:
+        if (run.query, run.server, run.concurrency) == (query, server, concurrency):
+            return run.cpu_ms_per_req
+    return None
+
+
 def summary_rows(runs: list[Run], queries: list[str], concurrency: int) -> list[dict[str, Any]]:
     rows = []
     for query in queries:
         figures = {s: _rps(runs, query, s, concurrency) for s in SERVERS}
+        cpu = {s: _cpu(runs, query, s, concurrency) for s in SERVERS}
         rows.append(
             {
                 "query": query,
                 **{f"{s} req/s": figures[s] for s in SERVERS},
                 "prism ÷ PostGraphile": _ratio(figures["prism"], figures["postgraphile"]),
                 "prism ÷ raw": _ratio(figures["prism"], figures["raw"]),
+                "CPU ms/req prism · PostGraphile · raw": " · ".join(fmt(cpu[s]) for s in SERVERS),
             }
         )
     return rows
@@ -155,7 +164,7 @@ def markdown(
     tools: dict[str, str],
     descriptions: dict[str, str],
     runs: list[Run],
-    statements: dict[str, dict[str, list[str]]] | None,
+    sql_counts: list[dict[str, Any]] | None,
     concurrency: int,
     title: str,
 ) -> str:
@@ -220,7 +229,7 @@ def markdown(
         markdown_table(targets(runs, concurrency)),
         "",
     ]
-    if statements:
+    if sql_counts:
         lines += [
             "## SQL statements per request",
             "",
@@ -228,7 +237,7 @@ def markdown(
             "the timed runs), transaction control and connection checks included; Prism's "
             "count includes the authentication of the request's token.",
             "",
-            markdown_table(sql_rows(statements)),
+            markdown_table(sql_counts),
             "",
         ]
     for query in queries:
@@ -271,6 +280,32 @@ def sql_markdown(statements: dict[str, dict[str, list[str]]], commit: str) -> st
             lines += [s.rstrip() + ";" if not s.rstrip().endswith(";") else s for s in found]
             lines += ["```", ""]
     return "\n".join(lines)
+
+
+TITLE = "Performance: Prism, PostGraphile and the raw-SQL limit"
+
+
+def render(document: dict[str, Any]) -> str:
+    """perf.md from the perf.json document (``python -m bench.perf --render`` redoes it)."""
+    parameters = document["parameters"]
+    runs = [Run(**run) for run in document["runs"]]
+    text = markdown(
+        env=document["environment"],
+        command=document["command"],
+        parameters=parameters,
+        dataset=document["dataset"],
+        tools=document["tools"],
+        descriptions={q: v["description"] for q, v in document["queries"].items()},
+        runs=runs,
+        sql_counts=document.get("statements_per_request"),
+        concurrency=int(str(parameters["concurrency"]).split(",")[0]),
+        title=TITLE,
+    )
+    summary = document.get("profile")
+    if summary:
+        header = [f"## Profile: where Prism's CPU goes on `{summary['query']}`", ""]
+        text += "\n" + profile_markdown(summary, header)
+    return text
 
 
 def profile_markdown(summary: dict[str, Any], header: list[str]) -> str:
