@@ -9,7 +9,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint schema bench bench-search opensearch-stop clean install
+.PHONY: run test lint schema bench bench-perf bench-search opensearch-stop clean install
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -23,8 +23,8 @@ run: install
 	$(VENV)/bin/prism serve --demo --with-worker
 
 lint: install
-	$(VENV)/bin/ruff check prism tests
-	$(VENV)/bin/ruff format --check prism tests
+	$(VENV)/bin/ruff check prism tests bench
+	$(VENV)/bin/ruff format --check prism tests bench
 	$(VENV)/bin/mypy
 
 # The services the tests need: Redis is installed here (the tests start their own
@@ -41,9 +41,17 @@ test: install lint
 opensearch-stop:
 	scripts/opensearch.sh stop
 
-# Ingestion benchmarks (about 6 minutes); results in bench/results/.
+# Benchmarks (about 15 minutes): the ingestion pipeline (about 6 minutes), then Prism beside
+# PostGraphile and the raw-SQL limit (bench-perf); results in bench/results/.
 bench: install
 	$(VENV)/bin/python bench/ingest.py all
+	$(VENV)/bin/python -m bench.perf --make
+
+# Prism, PostGraphile (npm, cached in ~/.cache/prism/bench-node) and a raw Starlette+asyncpg
+# endpoint on the same data, driven by wrk (about 9 minutes). Needs Node.js with npm, and wrk
+# (installed from Debian when missing and run as root).
+bench-perf: install
+	$(VENV)/bin/python -m bench.perf --make
 
 # Search benchmarks at 100k sections, PostgreSQL and OpenSearch; results in bench/results/.
 bench-search: install

@@ -18,11 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import io
-import json
 import os
-import platform
 import random
 import resource
 import statistics
@@ -31,15 +28,23 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 import zipfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.common import (
+    RESULTS,
+    ROOT,
+    BenchDatabase,
+    bench_database,
+    environment,
+    fmt,
+    markdown_table,
+    read_json,
+    write_json,
+)
 from prism.ingest.detect import Unsupported, detect
 from prism.ingest.extract import ExtractionError, Limits, extract_file, extract_isolated
 from prism.ingest.pii import scan
@@ -53,78 +58,11 @@ CLI_MAIN_ENV = "PRISM_BENCH_MAIN_IMPORTS_CLI"
 if os.environ.get(CLI_MAIN_ENV) == "1":
     import prism.cli  # noqa: F401
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 MIB = 1024 * 1024
 BENCH_KIND = "bench.ack"
-START_LOAD = os.getloadavg()[0]
 
 
 # --- reporting ---------------------------------------------------------------------------------
-
-
-def environment() -> dict[str, Any]:
-    """What the figures depend on: the machine, the interpreter and the code's commit."""
-    import psutil
-
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-
-    def git(*args: str) -> str:
-        done = subprocess.run(  # noqa: S603
-            ["git", "-C", str(ROOT), *args],  # noqa: S607
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        return done.stdout.strip()
-
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "memory_gib": round(psutil.virtual_memory().total / 1024**3, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "commit": git("rev-parse", "--short", "HEAD"),
-        # Another engineer may be editing prism/ while this runs: say whether the code measured
-        # is the commit's.
-        "prism_dirty": bool(git("status", "--porcelain", "--", "prism")),
-        "prism_diff_sha256": hashlib.sha256(git("diff", "--", "prism").encode()).hexdigest()[:12],
-        # Other processes on these two cores skew every figure: the load around the run.
-        "loadavg_1m_start": START_LOAD,
-        "loadavg_1m_end": os.getloadavg()[0],
-    }
-
-
-def fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if abs(value) >= 100:
-            return f"{value:,.0f}"
-        if abs(value) >= 10:
-            return f"{value:.1f}"
-        return f"{value:.2f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value).replace("|", "\\|")
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def record(
@@ -157,14 +95,6 @@ def record(
     }
     write_json(path, document)
     print(f"\nwritten to {path.relative_to(ROOT)}")
-
-
-def write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2, default=str) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
 
 
 def pct(values: list[float], q: float) -> float:
@@ -583,93 +513,6 @@ def bench_analysis(args: argparse.Namespace) -> None:
 
 
 # --- the database ------------------------------------------------------------------------------
-
-
-@dataclass
-class BenchDatabase:
-    url: str  # the fresh database, as the app's login user
-    server_url: str
-    services: Any  # prism.resolvers.context.Services
-    organization_id: uuid.UUID
-    data_dir: Path
-    postmaster_pid: int | None  # for PostgreSQL's CPU time (embedded server only)
-
-    async def owner(self) -> Any:
-        """A plain asyncpg connection as the login user (owner: bypasses RLS, for set-up)."""
-        import asyncpg
-
-        from prism.models.db import url_for_asyncpg
-
-        return await asyncpg.connect(url_for_asyncpg(self.url))
-
-
-@asynccontextmanager
-async def bench_database(scratch: Path, pool_size: int) -> AsyncIterator[BenchDatabase]:
-    """A fresh, migrated database with one organization, and the app's services on it."""
-    import asyncpg
-    from pydantic import SecretStr
-    from sqlalchemy.engine import make_url
-
-    from prism import bootstrap, migrations, operators
-    from prism.config import Settings
-    from prism.models import embedded
-    from prism.models.db import url_for_asyncpg
-    from prism.observability import configure_logging
-
-    # Production logs every finished job at INFO; WARNING keeps the terminal readable (the
-    # per-job log line costs tens of microseconds, noise next to the figures here).
-    configure_logging("WARNING")
-    given = os.environ.get("PRISM_DATABASE_URL")
-    server_url = given or await asyncio.to_thread(embedded.start, scratch)
-    name = f"prism_bench_{uuid.uuid4().hex[:10]}"
-    admin = url_for_asyncpg(make_url(server_url).set(database="postgres").render_as_string(False))
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    services = None
-    try:
-        await asyncio.to_thread(migrations.upgrade, url)
-        settings = Settings(
-            database_url=SecretStr(url),
-            data_dir=scratch / "data",
-            jwt_secret=SecretStr("bench-secret-" + "x" * 40),
-            database_pool_size=pool_size,
-            log_level="WARNING",
-        )
-        services = bootstrap.build_services(settings, url)
-        org = await operators.create_organization(services, f"Bench {name}")
-        yield BenchDatabase(
-            url=url,
-            server_url=server_url,
-            services=services,
-            organization_id=org.id,
-            data_dir=settings.data_dir,
-            postmaster_pid=None if given else postmaster_pid(scratch / "pg"),
-        )
-    finally:
-        if services is not None:
-            await services.close()
-        if given:  # leave the given server as it was
-            conn = await asyncpg.connect(admin)
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await conn.close()
-        else:
-            stop_embedded(scratch / "pg")
-
-
-def postmaster_pid(pgdata: Path) -> int | None:
-    pid_file = pgdata.resolve() / "postmaster.pid"
-    return int(pid_file.read_text().split()[0]) if pid_file.exists() else None
-
-
-def stop_embedded(pgdata: Path) -> None:
-    """Stop the embedded server embedded.start opened, and delete its data directory."""
-    import pgserver
-
-    server = pgserver.get_server(pgdata.resolve())
-    server.cleanup_mode = "delete"
-    server.cleanup()
 
 
 class SqlCounter:

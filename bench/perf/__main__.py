@@ -1,0 +1,420 @@
+"""Prism beside PostGraphile and the raw-SQL limit (issue 8): ``make bench-perf``.
+
+    .venv/bin/python -m bench.perf                      # the recorded run (about 9 minutes)
+    .venv/bin/python -m bench.perf --seconds 5 --warmup 1 --concurrency 10   # a quick look
+    .venv/bin/python -m bench.perf --profile 20         # and a py-spy profile of Prism
+
+Steps: a fresh database migrated by Prism's migrations (embedded PostgreSQL in a temporary
+directory, or a new database on PRISM_DATABASE_URL's server, dropped afterwards); 10,000
+documents × 5 sections with analyses and feedback in 4 organizations, loaded with COPY; the
+three servers started on 127.0.0.1; every server's answer to every query checked equal; the SQL
+each sends for one request counted (embedded PostgreSQL only: it reads the server's log); then
+wrk per query, concurrency and server. Results: bench/results/perf.md, perf.json, latest.json,
+perf-sql.md; with --profile, perf.md ends with the profile (the stacks are kept in
+bench/results/perf-profile.folded.txt, not committed). Needs wrk (installed from Debian when
+missing and root), Node.js with npm (PostGraphile is installed once into
+~/.cache/prism/bench-node).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench.common import RESULTS, ROOT, bench_database, environment, read_json, write_json
+from bench.perf import load, profile, report, servers
+from bench.perf.data import Dataset, generate
+from bench.perf.queries import Query, queries
+
+LOG_ENTRY = re.compile(r"^\S+ \S+ \S+ \[\d+\] (?P<level>[A-Z]+):  (?P<text>.*)$")
+STATEMENT = re.compile(r"^(?:statement|execute [^:]*): (?P<sql>.*)$", re.DOTALL)
+
+
+def post(url: str, body: dict[str, Any], token: str, timeout: float = 120) -> tuple[int, Any]:
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        url,
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", "authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+class Mismatch(RuntimeError):
+    pass
+
+
+def check_answers(
+    query_list: list[Query], running: list[servers.Server], token: str
+) -> dict[str, dict[str, Any]]:
+    """Every server answers every query without errors, and the same data once normalized."""
+    shown: dict[str, dict[str, Any]] = {}
+    for query in query_list:
+        normal: dict[str, Any] = {}
+        for server in running:
+            status, answer = post(server.url, query.bodies[server.name], token)
+            if status != 200 or not isinstance(answer, dict) or answer.get("errors"):
+                raise Mismatch(f"{server.name} {query.name}: HTTP {status}: {answer}")
+            normal[server.name] = query.normal[server.name](answer["data"])
+        reference_name = running[0].name
+        reference = normal[reference_name]
+        rows = query.expected_rows(reference)
+        if rows == 0:
+            raise Mismatch(f"{query.name}: the answer is empty; the comparison would prove nothing")
+        for name, value in normal.items():
+            if value != reference:
+                raise Mismatch(
+                    f"{query.name}: {name} differs from {reference_name}:\n"
+                    f"  {reference_name}: {str(reference)[:800]}\n  {name}: {str(value)[:800]}"
+                )
+        shown[query.name] = {"rows": rows, "servers": sorted(normal)}
+        print(f"  {query.name}: {rows} rows, the same from {', '.join(sorted(normal))}")
+    return shown
+
+
+def parse_statements(text: str) -> list[str]:
+    """The statements of a PostgreSQL log excerpt (``log_statement = 'all'``)."""
+    found: list[str] = []
+    current: list[str] | None = None
+    for line in text.splitlines():
+        entry = LOG_ENTRY.match(line)
+        if entry is None:
+            if current is not None and line.startswith("\t"):
+                current.append(line.strip())
+            continue
+        if current is not None:
+            found.append(" ".join(p for p in current if p))
+            current = None
+        statement = STATEMENT.match(entry["text"]) if entry["level"] == "LOG" else None
+        if statement is not None:
+            current = [statement["sql"].strip()]
+    if current is not None:
+        found.append(" ".join(p for p in current if p))
+    return found
+
+
+async def capture_sql(
+    bench: Any, query_list: list[Query], running: list[servers.Server], token: str
+) -> dict[str, dict[str, list[str]]] | None:
+    """The statements each server sends for one request of each query, from the log of the
+    embedded PostgreSQL (log_statement = 'all' for the moment, then reset)."""
+    if bench.pgdata is None:
+        print("  (PRISM_DATABASE_URL's server: its log is not readable here; skipped)")
+        return None
+    log = bench.pgdata / "log"
+    conn = await bench.owner()
+    captured: dict[str, dict[str, list[str]]] = {}
+    try:
+        await conn.execute("ALTER SYSTEM SET log_statement = 'all'")
+        await conn.execute("SELECT pg_reload_conf()")
+        await asyncio.sleep(1)
+        for query in query_list:
+            for server in running:
+                start = log.stat().st_size
+                await asyncio.to_thread(post, server.url, query.bodies[server.name], token)
+                await asyncio.sleep(0.5)  # the log is written by the backends, asynchronously
+                with log.open(errors="replace") as f:
+                    f.seek(start)
+                    text = f.read()
+                captured.setdefault(query.name, {})[server.name] = parse_statements(text)
+    finally:
+        await conn.execute("ALTER SYSTEM RESET log_statement")
+        await conn.execute("SELECT pg_reload_conf()")
+        await conn.close()
+    for query_name, by_server in captured.items():
+        counts = ", ".join(f"{s} {len(v)}" for s, v in by_server.items())
+        print(f"  {query_name}: {counts}")
+    return captured
+
+
+def tool_versions(bench: Any, pg_version: str) -> dict[str, str]:
+    def run(*command: str) -> str:
+        try:
+            done = subprocess.run(  # noqa: S603
+                command, capture_output=True, text=True, timeout=30, check=False
+            )
+        except OSError:
+            return "?"
+        # `wrk --version` prints its version with the usage and exits 1.
+        lines = (done.stdout or done.stderr).strip().splitlines()
+        return lines[0] if lines else "?"
+
+    package = servers.NODE_CACHE / "node_modules" / "postgraphile" / "package.json"
+    postgraphile = json.loads(package.read_text())["version"] if package.exists() else "?"
+    wrk_version = run(load.ensure_wrk(), "--version").split(" [")[0]
+    return {
+        "PostgreSQL": pg_version + (" (embedded)" if bench.pgdata else ""),
+        "Node.js": run(shutil.which("node") or "node", "--version"),
+        "PostGraphile": postgraphile,
+        "wrk": wrk_version.removeprefix("wrk "),
+    }
+
+
+async def main(args: argparse.Namespace) -> int:
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    wanted_servers = args.servers.split(",")
+    load.ensure_wrk()
+    if "postgraphile" in wanted_servers:
+        servers.ensure_postgraphile()
+    command = (
+        "make bench-perf"
+        if args.make
+        else ".venv/bin/python -m bench.perf " + " ".join(sys.argv[1:])
+    )
+    with tempfile.TemporaryDirectory(prefix="prism-perf-") as scratch_name:
+        scratch = Path(scratch_name)
+        async with bench_database(scratch, pool_size=2) as bench:
+            print(f"loading {args.documents:,} documents ...", flush=True)
+            dataset: Dataset = await generate(
+                bench, documents=args.documents, organizations=args.organizations
+            )
+            print(f"  {dataset.counts} in {dataset.seconds:.1f} s", flush=True)
+            conn = await bench.owner()
+            pg_version = await conn.fetchval("SHOW server_version")
+            await conn.close()
+            from prism.models.db import url_for_asyncpg
+
+            url = url_for_asyncpg(bench.url)
+            factories = {
+                "prism": lambda: servers.prism_server(url, scratch, workers=args.workers),
+                "postgraphile": lambda: servers.postgraphile_server(url, dataset, scratch),
+                "raw": lambda: servers.raw_server(url, dataset, scratch),
+            }
+            running = [factories[name]() for name in wanted_servers]
+            query_list = [q for q in queries(dataset) if q.name in args.queries.split(",")]
+            bodies = scratch / "bodies"
+            bodies.mkdir()
+            for query in query_list:
+                for name, body in query.bodies.items():
+                    (bodies / f"{query.name}-{name}.json").write_text(json.dumps(body))
+            runs: list[load.Run] = []
+            statements = None
+            summary = None
+            try:
+                for server in running:
+                    server.start()
+                for server in running:
+                    server.wait_ready()
+                    print(f"{server.name} ready at {server.url} (pid {server.pid})", flush=True)
+                print("checking that every server returns the same data ...", flush=True)
+                check_answers(query_list, running, dataset.token)
+                print("counting SQL statements per request ...", flush=True)
+                statements = await capture_sql(bench, query_list, running, dataset.token)
+                started = time.monotonic()
+                for query in query_list:
+                    for concurrency in concurrencies:
+                        runs += await asyncio.to_thread(
+                            measure, args, query, concurrency, running, bodies, dataset, bench
+                        )
+                        print(f"  ({time.monotonic() - started:.0f} s)", flush=True)
+                if args.profile:
+                    summary = run_profile(args, running, query_list, bodies, dataset)
+            finally:
+                for server in running:
+                    server.stop()
+            env = environment()
+            tools = tool_versions(bench, pg_version)
+    write_results(args, env, command, dataset, tools, query_list, runs, statements, summary)
+    # A wrong or failed answer fails the run; timeouts and socket errors under overload are
+    # figures (reported in perf.md).
+    return 1 if any(r.bad_answers for r in runs) else 0
+
+
+def measure(
+    args: argparse.Namespace,
+    query: Query,
+    concurrency: int,
+    running: list[servers.Server],
+    bodies: Path,
+    dataset: Dataset,
+    bench: Any,
+) -> list[load.Run]:
+    """Each server warmed up, then measured in ``args.rounds`` rounds that take turns (the
+    order reversed every other round), so that a change in the machine's load while they run
+    weighs on all of them alike."""
+
+    def body(server: servers.Server) -> Path:
+        return bodies / f"{query.name}-{server.name}.json"
+
+    if args.warmup > 0:
+        for server in running:
+            load.wrk(
+                server.url,
+                body(server),
+                dataset.token,
+                concurrency=concurrency,
+                seconds=args.warmup,
+            )
+    samples: dict[str, list[load.Sample]] = {server.name: [] for server in running}
+    for round_number in range(args.rounds):
+        order = running if round_number % 2 == 0 else running[::-1]
+        for server in order:
+            samples[server.name].append(
+                load.sample(
+                    url=server.url,
+                    pid=server.pid,
+                    db_pid=bench.postmaster_pid,
+                    body=body(server),
+                    token=dataset.token,
+                    concurrency=concurrency,
+                    seconds=args.seconds / args.rounds,
+                )
+            )
+    runs = []
+    for server in running:
+        run = load.aggregate(server.name, query.name, concurrency, samples[server.name])
+        runs.append(run)
+        cpu = "–" if run.cpu_ms_per_req is None else f"{run.cpu_ms_per_req:.2f}"
+        others = "–" if run.other_cpus is None else f"{run.other_cpus:.2f}"
+        print(
+            f"{query.name:8} c={concurrency:<3} {server.name:12} {run.rps:8.1f} req/s  "
+            f"p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms  CPU {cpu} ms/req  "
+            f"RSS {run.rss_mb:4.0f} MB  other load {others} CPUs  bad {run.bad_answers}",
+            flush=True,
+        )
+    return runs
+
+
+def run_profile(
+    args: argparse.Namespace,
+    running: list[servers.Server],
+    query_list: list[Query],
+    bodies: Path,
+    dataset: Dataset,
+) -> dict[str, Any] | None:
+    py_spy = profile.find_py_spy()
+    prism = next((s for s in running if s.name == "prism"), None)
+    query = next((q for q in query_list if q.name == args.profile_query), None)
+    if py_spy is None or prism is None or query is None:
+        print("profile skipped: needs py-spy (see bench/perf/profile.py), prism and the query")
+        return None
+    print(f"profiling prism on {query.name} for {args.profile} s ...", flush=True)
+    return profile.record(
+        py_spy=py_spy,
+        pid=prism.pid,
+        url=prism.url,
+        body=bodies / f"{query.name}-prism.json",
+        token=dataset.token,
+        concurrency=10,
+        seconds=args.profile,
+        output=RESULTS / "perf-profile.folded.txt",
+    ) | {"query": query.name}
+
+
+def write_results(
+    args: argparse.Namespace,
+    env: dict[str, Any],
+    command: str,
+    dataset: Dataset,
+    tools: dict[str, str],
+    query_list: list[Query],
+    runs: list[load.Run],
+    statements: dict[str, dict[str, list[str]]] | None,
+    summary: dict[str, Any] | None,
+) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    concurrency = int(args.concurrency.split(",")[0])
+    parameters = {
+        "documents": args.documents,
+        "organizations": args.organizations,
+        "seconds": args.seconds,
+        "warmup": args.warmup,
+        "rounds": args.rounds,
+        "concurrency": args.concurrency,
+        "servers": args.servers,
+        "queries": args.queries,
+        "workers": args.workers,
+    }
+    document = {
+        "command": command,
+        "environment": env,
+        "tools": tools,
+        "parameters": parameters,
+        "dataset": dataset.as_json(),
+        "queries": {q.name: {"description": q.description, **q.bodies} for q in query_list},
+        "statements_per_request": report.sql_rows(statements) if statements else None,
+        "runs": [r.as_json() for r in runs],
+        "profile": summary,
+    }
+    write_json(RESULTS / f"{args.output}.json", document)
+    (RESULTS / f"{args.output}.md").write_text(report.render(document))
+    write_json(RESULTS / "latest.json", report.latest(runs, concurrency))
+    if statements:
+        (RESULTS / "perf-sql.md").write_text(report.sql_markdown(statements, env["commit"]))
+    written = [f"{args.output}.md", f"{args.output}.json", "latest.json"]
+    print("written: " + ", ".join(str((RESULTS / w).relative_to(ROOT)) for w in written))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.perf",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
+    p.add_argument("--documents", type=int, default=10_000, help="documents in all (10000)")
+    p.add_argument("--organizations", type=int, default=4, help="organizations (4)")
+    p.add_argument(
+        "--seconds", type=float, default=15, help="measured seconds per server and run (15)"
+    )
+    p.add_argument("--warmup", type=float, default=3, help="warm-up seconds per run (3)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="the measured seconds are split into rounds, servers taking turns (3)",
+    )
+    p.add_argument(
+        "--concurrency",
+        default="10,50",
+        help="connections, a list; the first goes to latest.json (10,50)",
+    )
+    p.add_argument("--servers", default="prism,postgraphile,raw", help="a list (all three)")
+    p.add_argument("--queries", default="nested,node,filtered,viewer", help="a list (all four)")
+    p.add_argument("--workers", type=int, default=1, help="PRISM_WORKERS of prism serve (1)")
+    p.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="then profile prism with py-spy for SECONDS (0: no profile)",
+    )
+    p.add_argument("--profile-query", default="nested", help="the query profiled (nested)")
+    p.add_argument("--output", default="perf", help="results name: bench/results/NAME.md|json")
+    p.add_argument(
+        "--render",
+        action="store_true",
+        help="only rewrite NAME.md and latest.json from bench/results/NAME.json",
+    )
+    p.add_argument("--make", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def render_only(args: argparse.Namespace) -> int:
+    document = read_json(RESULTS / f"{args.output}.json")
+    (RESULTS / f"{args.output}.md").write_text(report.render(document))
+    concurrency = int(str(document["parameters"]["concurrency"]).split(",")[0])
+    runs = [load.Run(**run) for run in document["runs"]]
+    write_json(RESULTS / "latest.json", report.latest(runs, concurrency))
+    print(f"rendered {args.output}.md and latest.json from {args.output}.json")
+    return 0
+
+
+if __name__ == "__main__":
+    arguments = parser().parse_args()
+    if arguments.render:
+        sys.exit(render_only(arguments))
+    sys.exit(asyncio.run(main(arguments)))

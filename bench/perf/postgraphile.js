@@ -1,0 +1,55 @@
+// PostGraphile 4 in library mode on Node's http server: the comparison point of bench/perf.
+//
+// Started by bench/perf/servers.py with NODE_PATH pointing at the npm cache where
+// postgraphile@4.14 is installed (never a dependency of Prism). Environment:
+//   BENCH_PG      node-postgres connection settings (JSON) of the benchmark database
+//   BENCH_PORT    port on 127.0.0.1
+//   BENCH_TOKENS  {"<bearer token>": "<organization id>"}: the same API token Prism and the raw
+//                 server are sent; it is checked by a map lookup, no database round trip.
+//
+// Each request runs in a transaction that first sets role prism_app and prism.org_id
+// (pgSettings), so PostGraphile reads under the same row-level security as Prism.
+"use strict";
+
+const http = require("http");
+const { postgraphile } = require("postgraphile");
+
+const tokens = JSON.parse(process.env.BENCH_TOKENS || "{}");
+const port = Number(process.env.BENCH_PORT || 5678);
+
+function settingsFor(req) {
+  const header = req.headers.authorization || "";
+  const organization = header.startsWith("Bearer ") ? tokens[header.slice(7).trim()] : undefined;
+  if (!organization) {
+    const error = new Error("Unauthenticated: send the benchmark API token.");
+    error.statusCode = 401;
+    throw error;
+  }
+  return { role: "prism_app", "prism.org_id": organization };
+}
+
+const middleware = postgraphile(JSON.parse(process.env.BENCH_PG), "public", {
+  pgSettings: settingsFor,
+  disableDefaultMutations: true,
+  dynamicJson: true,
+  setofFunctionsContainNulls: false,
+  legacyRelations: "omit",
+  graphiql: false,
+  disableQueryLog: true,
+  enableQueryBatching: false,
+  retryOnInitFail: false,
+  watchPg: false,
+});
+
+http
+  .createServer((req, res) => {
+    if (req.url === "/healthz") {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end('{"status":"ok"}');
+      return;
+    }
+    middleware(req, res);
+  })
+  .listen(port, "127.0.0.1", () => {
+    console.log(`postgraphile listening on http://127.0.0.1:${port}/graphql`);
+  });

@@ -1,0 +1,345 @@
+"""The results: ``bench/results/perf.md`` (tables per query), ``perf.json`` (everything) and
+``latest.json`` (the c=10 figures, shaped ``{query: {server: {rps, p50_ms, p99_ms,
+cpu_ms_per_req, concurrency}}}``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.common import fmt, markdown_table
+from bench.perf.load import Run
+
+SERVERS = ("prism", "postgraphile", "raw")
+SERVER_NOTES = {
+    "prism": "`prism serve` of this checkout: uvicorn, 1 worker (`PRISM_WORKERS=1`), production "
+    "mode, log level WARNING, every request authenticated by its API token",
+    "postgraphile": "PostGraphile 4.14 (npm) in library mode on Node's http server "
+    "(`bench/perf/postgraphile.js`); `pgSettings` sets role `prism_app` and `prism.org_id` per "
+    "request; the token is checked by a map lookup",
+    "raw": "Starlette + asyncpg + orjson (`bench/perf/raw_app.py`), Prism's SQL statements in "
+    "one REPEATABLE READ transaction per request as `prism_app`; no GraphQL; the token is "
+    "resolved once, then a dictionary lookup: the limit",
+}
+TARGET_RATIO = 0.5
+TARGET_P99_MS = 100.0
+TARGET_RSS_MB = 300.0
+
+
+def latest(runs: list[Run], concurrency: int) -> dict[str, dict[str, dict[str, Any]]]:
+    """latest.json: the figures at one concurrency, in the shape issue 8 fixes."""
+    shaped: dict[str, dict[str, dict[str, Any]]] = {}
+    for run in runs:
+        if run.concurrency != concurrency:
+            continue
+        shaped.setdefault(run.query, {})[run.server] = {
+            "rps": round(run.rps, 1),
+            "p50_ms": round(run.p50_ms, 2),
+            "p99_ms": round(run.p99_ms, 2),
+            "cpu_ms_per_req": None if run.cpu_ms_per_req is None else round(run.cpu_ms_per_req, 3),
+            "concurrency": run.concurrency,
+        }
+    return shaped
+
+
+def _rps(runs: list[Run], query: str, server: str, concurrency: int) -> float | None:
+    for run in runs:
+        if (run.query, run.server, run.concurrency) == (query, server, concurrency):
+            return run.rps
+    return None
+
+
+def _ratio(value: float | None, reference: float | None) -> float | None:
+    if value is None or not reference:
+        return None
+    return value / reference
+
+
+def query_rows(runs: list[Run], query: str) -> list[dict[str, Any]]:
+    rows = []
+    for run in runs:
+        if run.query != query:
+            continue
+        pg = _rps(runs, query, "postgraphile", run.concurrency)
+        raw = _rps(runs, query, "raw", run.concurrency)
+        rows.append(
+            {
+                "server": run.server,
+                "c": run.concurrency,
+                "req/s": run.rps,
+                "p50 ms": run.p50_ms,
+                "p99 ms": run.p99_ms,
+                "CPU ms/req": run.cpu_ms_per_req,
+                "PostgreSQL CPU ms/req": run.db_cpu_ms_per_req,
+                "peak RSS MB": run.rss_mb,
+                "KiB/answer": run.kib_per_answer,
+                "other load (CPUs)": run.other_cpus,
+                "bad / timeouts": f"{run.bad_answers} / {run.timeouts + run.socket_errors}",
+                "× PostGraphile": _ratio(run.rps, pg),
+                "× raw": _ratio(run.rps, raw),
+            }
+        )
+    return rows
+
+
+def _cpu(runs: list[Run], query: str, server: str, concurrency: int) -> float | None:
+    for run in runs:
+        if (run.query, run.server, run.concurrency) == (query, server, concurrency):
+            return run.cpu_ms_per_req
+    return None
+
+
+def summary_rows(runs: list[Run], queries: list[str], concurrency: int) -> list[dict[str, Any]]:
+    rows = []
+    for query in queries:
+        figures = {s: _rps(runs, query, s, concurrency) for s in SERVERS}
+        cpu = {s: _cpu(runs, query, s, concurrency) for s in SERVERS}
+        rows.append(
+            {
+                "query": query,
+                **{f"{s} req/s": figures[s] for s in SERVERS},
+                "prism ÷ PostGraphile": _ratio(figures["prism"], figures["postgraphile"]),
+                "prism ÷ raw": _ratio(figures["prism"], figures["raw"]),
+                "CPU ms/req prism · PostGraphile · raw": " · ".join(fmt(cpu[s]) for s in SERVERS),
+            }
+        )
+    return rows
+
+
+def targets(runs: list[Run], concurrency: int) -> list[dict[str, Any]]:
+    """Issue 8's targets, checked on this run's figures for Prism."""
+    prism = [r for r in runs if r.server == "prism"]
+    nested_ratio = _ratio(
+        _rps(runs, "nested", "prism", concurrency),
+        _rps(runs, "nested", "postgraphile", concurrency),
+    )
+    worst_p99 = max((r for r in prism if r.concurrency == concurrency), key=lambda r: r.p99_ms)
+    largest = max(prism, key=lambda r: r.rss_mb)
+
+    def verdict(ok: bool | None) -> str:
+        return "–" if ok is None else ("met" if ok else "**not met**")
+
+    return [
+        {
+            "target": f"nested list: Prism ≥ {TARGET_RATIO}× PostGraphile's req/s "
+            f"(c={concurrency})",
+            "this run": f"{fmt(nested_ratio)}×" if nested_ratio is not None else "–",
+            "verdict": verdict(None if nested_ratio is None else nested_ratio >= TARGET_RATIO),
+        },
+        {
+            "target": f"p99 at c={concurrency} < {TARGET_P99_MS:.0f} ms (every query)",
+            "this run": f"worst {fmt(worst_p99.p99_ms)} ms ({worst_p99.query})",
+            "verdict": verdict(worst_p99.p99_ms < TARGET_P99_MS),
+        },
+        {
+            "target": f"RSS per worker < {TARGET_RSS_MB:.0f} MB",
+            "this run": f"peak {fmt(largest.rss_mb)} MB ({largest.query}, c={largest.concurrency})",
+            "verdict": verdict(largest.rss_mb < TARGET_RSS_MB),
+        },
+    ]
+
+
+def _other_load(runs: list[Run], env: dict[str, Any]) -> str:
+    loads = [r.other_cpus for r in runs if r.other_cpus is not None]
+    if not loads:
+        return "."
+    return (
+        f"; other processes kept {sum(loads) / len(loads):.2f} of the {env['cpus_usable']} "
+        f"CPUs busy on average during the runs ({min(loads):.2f}–{max(loads):.2f})."
+    )
+
+
+def sql_rows(statements: dict[str, dict[str, list[str]]]) -> list[dict[str, Any]]:
+    rows = []
+    for query, by_server in statements.items():
+        rows.append({"query": query, **{s: len(by_server.get(s, [])) for s in SERVERS}})
+    return rows
+
+
+def markdown(
+    *,
+    env: dict[str, Any],
+    command: str,
+    parameters: dict[str, Any],
+    dataset: dict[str, Any],
+    tools: dict[str, str],
+    descriptions: dict[str, str],
+    runs: list[Run],
+    sql_counts: list[dict[str, Any]] | None,
+    concurrency: int,
+    title: str,
+) -> str:
+    queries = list(dict.fromkeys(r.query for r in runs))
+    dirty = (
+        f" + uncommitted `prism/` changes (diff {env['prism_diff_sha256']})"
+        if env["prism_dirty"]
+        else ", no local changes to `prism/`"
+    )
+    lines = [
+        f"# {title}",
+        "",
+        "Issue 8: Prism beside PostGraphile and the raw-SQL limit, each one process on "
+        "127.0.0.1, on the same PostgreSQL and the same rows, driven by `wrk` over loopback. "
+        "Figures of one run: compare the ratios (measured minutes apart on the same machine), "
+        "not the absolute numbers, which move with whatever else runs on the machine.",
+        "",
+        f"- **Command:** `{command}`",
+        f"- **Recorded:** {env['date']}, commit `{env['commit']}`{dirty}.",
+        f"- **Machine:** {env['cpu']}, {env['cpus_usable']} CPUs usable, "
+        f"{env['memory_gib']} GiB, {env['platform']}, Python {env['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in tools.items())
+        + ".",
+        f"- **Load average (1 min):** {env['loadavg_1m_start']:.2f} at the start, "
+        f"{env['loadavg_1m_end']:.2f} at the end (the benchmark itself keeps about 2 busy)"
+        + _other_load(runs, env),
+        "- **Data:** "
+        + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in dataset["counts"].items())
+        + f"; loaded with COPY in {dataset['seconds']:.1f} s. The principal is an ADMIN user's "
+        "API token (every scope) with CONFIDENTIAL clearance; every document is at most "
+        "CONFIDENTIAL and none is deleted, so all three servers see the same rows, nothing is "
+        "masked, and no read is of RESTRICTED content (which Prism audits with a write).",
+        "- **Method:** per query and concurrency, each server gets "
+        f"{parameters['warmup']:g} s of warm-up, then {parameters['seconds']:g} s measured in "
+        f"{parameters['rounds']} rounds of {parameters['seconds'] / parameters['rounds']:g} s "
+        "in which the servers take turns (order reversed every other round), so a change in "
+        "the machine's load weighs on all three alike. Load: `wrk -t1 --latency` with a Lua "
+        "script posting the JSON body with the bearer token; an answer that is not 200 or "
+        "carries `errors` counts as bad; latency percentiles merge the rounds' distributions. "
+        "CPU ms/req: the server process tree's user + system CPU time (psutil) divided by the "
+        "requests; PostgreSQL CPU likewise for the postmaster's tree. Peak RSS: the largest "
+        "resident size of one server process, sampled every 0.2 s. Other load: CPUs busy on "
+        "the machine during the run beyond the server, PostgreSQL and the load generator "
+        "(other people's work on a shared machine). Before timing, every server's answer to "
+        "every query was reduced to ids, names and orders and found equal.",
+        "- **Files:** `latest.json` holds the c="
+        f"{concurrency} figures in the shape issue 8 fixes (`{{query: {{server: {{rps, p50_ms, "
+        "p99_ms, cpu_ms_per_req, concurrency}}}`); `perf.json` holds every run at every "
+        "concurrency (under `runs`), with memory, the data set and the environment; "
+        "`perf-sql.md` the SQL each server sent for one request of each query.",
+        "",
+        "## Servers",
+        "",
+        *[f"- **{s}**: {SERVER_NOTES[s]}." for s in SERVERS],
+        "",
+        f"## Summary: req/s at c={concurrency}",
+        "",
+        markdown_table(summary_rows(runs, queries, concurrency)),
+        "",
+        "## Targets of issue 8 (Prism, this run)",
+        "",
+        markdown_table(targets(runs, concurrency)),
+        "",
+    ]
+    if sql_counts:
+        lines += [
+            "## SQL statements per request",
+            "",
+            "Counted in PostgreSQL's log (`log_statement = 'all'`, one request at a time, before "
+            "the timed runs), transaction control and connection checks included; Prism's "
+            "count includes the authentication of the request's token.",
+            "",
+            markdown_table(sql_counts),
+            "",
+        ]
+    for query in queries:
+        lines += [
+            f"## `{query}`: {descriptions.get(query, '')}",
+            "",
+            markdown_table(query_rows(runs, query)),
+            "",
+        ]
+    bad = [r for r in runs if r.bad_answers or r.socket_errors or r.timeouts]
+    if bad:
+        lines += ["## Bad answers, timeouts (10 s) and socket errors", ""]
+        lines += [
+            f"- {r.server} {r.query} c={r.concurrency}: {r.bad_answers} bad answers, "
+            f"{r.timeouts} timeouts, {r.socket_errors} socket errors"
+            + (f"; first bad answer: `{r.bad_sample[:200]}`" if r.bad_sample else "")
+            for r in bad
+        ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def sql_markdown(statements: dict[str, dict[str, list[str]]], commit: str) -> str:
+    lines = [
+        "# SQL per request, by server and query",
+        "",
+        f"Captured at commit `{commit}` by `python -m bench.perf` with PostgreSQL's "
+        "`log_statement = 'all'`, one request at a time. Parameters are left out. The raw "
+        "server (`bench/perf/raw_app.py`) sends Prism's read statements, without Prism's "
+        "per-request authentication (it resolves the token once).",
+        "",
+    ]
+    for query, by_server in statements.items():
+        lines += [f"## `{query}`", ""]
+        for server in SERVERS:
+            found = by_server.get(server)
+            if found is None:
+                continue
+            lines += [f"### {server}: {len(found)} statements", "", "```sql"]
+            lines += [s.rstrip() + ";" if not s.rstrip().endswith(";") else s for s in found]
+            lines += ["```", ""]
+    return "\n".join(lines)
+
+
+TITLE = "Performance: Prism, PostGraphile and the raw-SQL limit"
+
+
+def render(document: dict[str, Any]) -> str:
+    """perf.md from the perf.json document (``python -m bench.perf --render`` redoes it)."""
+    parameters = document["parameters"]
+    runs = [Run(**run) for run in document["runs"]]
+    text = markdown(
+        env=document["environment"],
+        command=document["command"],
+        parameters=parameters,
+        dataset=document["dataset"],
+        tools=document["tools"],
+        descriptions={q: v["description"] for q, v in document["queries"].items()},
+        runs=runs,
+        sql_counts=document.get("statements_per_request"),
+        concurrency=int(str(parameters["concurrency"]).split(",")[0]),
+        title=TITLE,
+    )
+    summary = document.get("profile")
+    if summary:
+        header = [f"## Profile: where Prism's CPU goes on `{summary['query']}`", ""]
+        text += "\n" + profile_markdown(summary, header)
+    return text
+
+
+def profile_markdown(summary: dict[str, Any], header: list[str]) -> str:
+    def table(key: str) -> str:
+        return markdown_table(
+            [{"where": r["where"], "%": r["%"], "samples": r["samples"]} for r in summary[key]]
+        )
+
+    wrk = summary.get("wrk") or {}
+    requests = wrk.get("requests")
+    lines = [
+        *header,
+        f"py-spy, {summary['rate_hz']} Hz for {summary['seconds']} s, "
+        f"{summary['samples']:,} samples of the busy `prism serve` process while wrk drove the "
+        f"query at c={summary['concurrency']}"
+        + (f" ({requests:,} requests)" if requests else "")
+        + ". Idle time (waiting on the network and PostgreSQL) is not sampled: the shares are "
+        "of the CPU the process spent.",
+        "",
+        "### By phase of the request (the innermost phase on the stack)",
+        "",
+        table("by_phase"),
+        "",
+        "### By layer (the innermost frame of a known package)",
+        "",
+        table("by_layer"),
+        "",
+        "### Functions by self time (top)",
+        "",
+        table("self_by_function"),
+        "",
+        "### Prism's functions by inclusive time (top)",
+        "",
+        table("prism_inclusive"),
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,230 @@
+"""The three servers under test, one process each on 127.0.0.1, all on the same database:
+
+- ``prism``: ``prism serve`` of this checkout (uvicorn, one worker, production mode);
+- ``raw``: ``bench/perf/raw_app.py`` (Starlette + asyncpg + orjson, the same SQL as Prism);
+- ``postgraphile``: PostGraphile 4.14 from npm in library mode (``bench/perf/postgraphile.js``),
+  installed into a cache directory outside the repository, never a dependency of Prism.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from bench.common import ROOT
+from bench.perf.data import Dataset
+
+HERE = Path(__file__).resolve().parent
+POSTGRAPHILE_VERSION = "4.14"
+NODE_CACHE = Path(
+    os.environ.get("PRISM_BENCH_NODE_DIR", Path.home() / ".cache" / "prism" / "bench-node")
+)
+# A benchmark drives one token far past any sensible rate limit: the limiter still runs (its
+# cost is part of Prism's), it just never refuses.
+UNLIMITED = str(10**12)
+
+
+class ServerFailed(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    port: int
+    ready_path: str
+    log_path: Path
+    cwd: Path = ROOT
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/graphql"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> None:
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(  # noqa: S603 - our own command lines
+            self.command,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped without touching ours
+        )
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.port}{self.ready_path}"
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise ServerFailed(
+                    f"{self.name} exited ({self.process.returncode}):\n{self.tail()}"
+                )
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(url, timeout=2) as answer,
+            ):
+                if answer.status < 500:
+                    return
+            time.sleep(0.25)
+        raise ServerFailed(f"{self.name} not ready after {timeout:.0f} s:\n{self.tail()}")
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        # The group the server leads (uvicorn or node and anything they started), by its id.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+def _base_env() -> dict[str, str]:
+    """The caller's environment without Prism's settings: each server gets exactly its own."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PRISM_")}
+
+
+def prism_server(url: str, scratch: Path, workers: int = 1) -> Server:
+    port = free_port()
+    env = {
+        **_base_env(),
+        "PRISM_DATABASE_URL": url,
+        "PRISM_WORKERS": str(workers),
+        "PRISM_MODE": "production",
+        "PRISM_JWT_SECRET": "perf-bench-" + "k" * 40,
+        "PRISM_LOG_LEVEL": "WARNING",
+        "PRISM_HOST": "127.0.0.1",
+        "PRISM_PORT": str(port),
+        "PRISM_DATA_DIR": str(scratch / "prism-data"),
+        "PRISM_RATE_LIMIT_CAPACITY": UNLIMITED,
+        "PRISM_RATE_LIMIT_REFILL_PER_SECOND": UNLIMITED,
+    }
+    prism = Path(sys.executable).with_name("prism")
+    return Server("prism", [str(prism), "serve"], env, port, "/healthz", scratch / "prism.log")
+
+
+def raw_server(url: str, dataset: Dataset, scratch: Path) -> Server:
+    port = free_port()
+    env = {
+        **_base_env(),
+        "BENCH_DATABASE_URL": url,
+        "BENCH_TOKENS": json.dumps({dataset.token: dataset.token_id}),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.perf.raw_app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    return Server("raw", command, env, port, "/healthz", scratch / "raw.log")
+
+
+def pg_connection(url: str) -> dict[str, Any]:
+    """node-postgres settings for the same database (a Unix socket is a ``host`` directory)."""
+    parsed = make_url(url)
+    host = parsed.query.get("host") or parsed.host or "localhost"
+    if isinstance(host, tuple):
+        host = host[0]
+    return {
+        "host": host,
+        "port": parsed.port or 5432,
+        "database": parsed.database,
+        "user": parsed.username or "postgres",
+        "password": parsed.password or "",
+    }
+
+
+def ensure_postgraphile() -> Path:
+    """``npm install postgraphile@4.14`` into the cache directory, once; the module directory."""
+    modules = NODE_CACHE / "node_modules"
+    package = modules / "postgraphile" / "package.json"
+    if package.exists():
+        version = json.loads(package.read_text()).get("version", "")
+        if version.startswith(POSTGRAPHILE_VERSION + "."):
+            return modules
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        raise ServerFailed(
+            "PostGraphile needs Node.js and npm (Debian: apt-get install nodejs npm)."
+        )
+    NODE_CACHE.mkdir(parents=True, exist_ok=True)
+    manifest = NODE_CACHE / "package.json"
+    if not manifest.exists():
+        manifest.write_text('{"name": "prism-bench-node", "private": true}\n')
+    print(f"installing postgraphile@{POSTGRAPHILE_VERSION} into {NODE_CACHE} ...", flush=True)
+    subprocess.run(  # noqa: S603
+        [npm, "install", "--no-audit", "--no-fund", f"postgraphile@{POSTGRAPHILE_VERSION}"],
+        cwd=NODE_CACHE,
+        check=True,
+        timeout=600,
+    )
+    return modules
+
+
+def postgraphile_server(url: str, dataset: Dataset, scratch: Path) -> Server:
+    modules = ensure_postgraphile()
+    port = free_port()
+    node = shutil.which("node") or "node"
+    env = {
+        **_base_env(),
+        "NODE_PATH": str(modules),
+        "NODE_ENV": "production",
+        "BENCH_PG": json.dumps(pg_connection(url)),
+        "BENCH_PORT": str(port),
+        # The bearer token -> the organization its requests read, as pgSettings.
+        "BENCH_TOKENS": json.dumps({dataset.token: dataset.organization_id}),
+    }
+    return Server(
+        "postgraphile",
+        [node, str(HERE / "postgraphile.js")],
+        env,
+        port,
+        "/healthz",
+        scratch / "postgraphile.log",
+    )
