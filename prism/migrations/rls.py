@@ -30,8 +30,12 @@ def disable_tenant_rls(table: str) -> None:
 
 
 # Tenant tables whose writes do not change what a cached answer shows (sign-in sessions, MFA
-# codes, the audit chain's bookkeeping, the job queue's leases): no data_version trigger.
-UNVERSIONED_TABLES = frozenset({"sessions", "mfa_backup_codes", "audit_chain_heads", "jobs"})
+# codes, the audit chain's bookkeeping, the job queue's leases), or change too often for
+# caching to survive them and are never cached (API tokens: `last_used_at` every minute):
+# no data_version trigger.
+UNVERSIONED_TABLES = frozenset(
+    {"sessions", "mfa_backup_codes", "audit_chain_heads", "jobs", "api_tokens"}
+)
 
 
 def track_data_version(table: str, *, per_row: bool = False) -> None:

@@ -23,12 +23,12 @@ from prism.schema.cost import actual, estimate, operation_of
 
 # Root fields whose answers depend only on the caller's organization and visibility (role,
 # clearance, department, scopes): callers alike share cached answers. PERSONAL ones also
-# depend on who asks (their own user, their own tokens). Any other root field (a job's
-# progress, an audit-chain check, ...) is never cached.
+# depend on who asks. Any other root field (a job's progress, an audit-chain check, the API
+# tokens, whose use is stamped every minute, ...) is never cached.
 SHARED = frozenset(
     {"documents", "document", "users", "auditLog", "executiveSummary", "dailySummary", "search"}
 )
-PERSONAL = frozenset({"viewer", "apiTokens", "node", "nodes"})
+PERSONAL = frozenset({"viewer", "node", "nodes"})
 
 
 @dataclass
