@@ -39,6 +39,9 @@ class Action(StrEnum):
     TOKEN_REVOKE = "token:revoke"
     AUDIT_READ = "audit:read"
     JOB_READ = "job:read"
+    RETENTION_READ = "retention:read"
+    RETENTION_UPDATE = "retention:update"
+    QUALITY_READ = "quality:read"
 
 
 _READ = {
@@ -64,7 +67,9 @@ ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
     Role.VIEWER: frozenset(_READ),
     Role.REVIEWER: frozenset(_REVIEW),
     Role.APPROVER: frozenset(_APPROVE),
-    Role.AUDITOR: frozenset(_READ | {Action.AUDIT_READ, Action.USER_LIST, Action.TOKEN_READ_ALL}),
+    Role.AUDITOR: frozenset(
+        _READ | {Action.AUDIT_READ, Action.USER_LIST, Action.TOKEN_READ_ALL, Action.QUALITY_READ}
+    ),
     Role.ADMIN: frozenset(Action),
 }
 
@@ -91,6 +96,9 @@ ACTION_SCOPE: dict[Action, str | None] = {
     Action.TOKEN_READ_ALL: "tokens:admin",
     Action.TOKEN_REVOKE: "tokens:admin",
     Action.AUDIT_READ: "audit:read",
+    Action.RETENTION_READ: "audit:read",
+    Action.RETENTION_UPDATE: "users:admin",
+    Action.QUALITY_READ: "audit:read",
 }
 
 # Actions whose resource is owned: the owner may act, others need ADMIN.
