@@ -203,6 +203,20 @@ class Settings(BaseSettings):
         description="Attempts of one index job (10 min apart at most: 1000 is about a week of "
         "OpenSearch outage) before it is DEAD and needs `prism search reindex`.",
     )
+    lifecycle_interval_hours: float = Field(
+        24,
+        ge=0,
+        description="How often workers run the lifecycle and data-quality jobs of each "
+        "organization (0: never; `prism lifecycle run` still works).",
+    )
+    analysis_sla_seconds: float = Field(
+        300, gt=0, description="An analysis slower than this fails the timeliness check."
+    )
+    pg_bin_dir: Path | None = Field(
+        None,
+        description="Directory of pg_dump and pg_restore for backups; unset: the embedded "
+        "PostgreSQL's, else PATH.",
+    )
     log_level: str = Field("INFO", description="Log level of the JSON logs on stderr.")
     log_json: bool = Field(True, description="JSON logs (false: human-readable console logs).")
 

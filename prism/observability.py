@@ -23,6 +23,11 @@ GRAPHQL_LATENCY = Histogram(
 )
 GRAPHQL_ERRORS = Counter("prism_graphql_errors_total", "GraphQL errors by code.", ["code"])
 DB_POOL = Gauge("prism_db_pool_connections", "Database pool connections by state.", ["state"])
+DATA_QUALITY_SCORE = Gauge(
+    "prism_data_quality_score",
+    "Latest data-quality score (0-1) by organization, table, dimension and check.",
+    ["organization", "table", "dimension", "check"],
+)
 
 # Label values come from clients (paths, operation names): a bounded set keeps one client from
 # growing the metrics without end.

@@ -86,6 +86,8 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         password_hash_parallelism=1,
         log_json=True,
         log_level="WARNING",
+        # Workers of the suite run only the jobs a test queues; governance tests queue theirs.
+        lifecycle_interval_hours=0,
     )
 
 

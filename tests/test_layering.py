@@ -15,11 +15,23 @@ ALLOWED: dict[str, set[str]] = {
     "cache": {"config"},
     "authz": {"models", "config"},
     "search": {"models", "config"},
-    "jobs": {"models", "ingest", "search", "config"},
-    "resolvers": {"authz", "models", "jobs", "search", "ingest", "cache", "config"},
+    "governance": {"models", "ingest", "config"},
+    # The worker runs the governance jobs (lifecycle, data quality) and the index jobs.
+    "jobs": {"models", "ingest", "search", "config", "governance"},
+    "resolvers": {"authz", "models", "jobs", "search", "ingest", "cache", "config", "governance"},
     "schema": {"resolvers", "authz", "models", "search", "ingest", "cache", "config"},
 }
-BELOW_GRAPHQL = {"config", "models", "migrations", "ingest", "authz", "search", "jobs", "cache"}
+BELOW_GRAPHQL = {
+    "config",
+    "models",
+    "migrations",
+    "ingest",
+    "authz",
+    "search",
+    "jobs",
+    "cache",
+    "governance",
+}
 WEB = ("strawberry", "starlette", "uvicorn")
 
 

@@ -82,7 +82,12 @@ ROLE_MAY["REVIEWER"] = ROLE_MAY["VIEWER"] | {
     "analysis:run",
 }
 ROLE_MAY["APPROVER"] = ROLE_MAY["REVIEWER"] | {"feedback:review", "document:classify"}
-ROLE_MAY["AUDITOR"] = ROLE_MAY["VIEWER"] | {"audit:read", "user:list", "token:read-all"}
+ROLE_MAY["AUDITOR"] = ROLE_MAY["VIEWER"] | {
+    "audit:read",
+    "user:list",
+    "token:read-all",
+    "quality:read",
+}
 ROLE_MAY["ADMIN"] = {a.value for a in Action}
 
 

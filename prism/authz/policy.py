@@ -40,6 +40,9 @@ class Action(StrEnum):
     AUDIT_READ = "audit:read"
     JOB_READ = "job:read"
     SEARCH = "search:read"
+    RETENTION_READ = "retention:read"
+    RETENTION_UPDATE = "retention:update"
+    QUALITY_READ = "quality:read"
 
 
 _READ = {
@@ -66,7 +69,9 @@ ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
     Role.VIEWER: frozenset(_READ),
     Role.REVIEWER: frozenset(_REVIEW),
     Role.APPROVER: frozenset(_APPROVE),
-    Role.AUDITOR: frozenset(_READ | {Action.AUDIT_READ, Action.USER_LIST, Action.TOKEN_READ_ALL}),
+    Role.AUDITOR: frozenset(
+        _READ | {Action.AUDIT_READ, Action.USER_LIST, Action.TOKEN_READ_ALL, Action.QUALITY_READ}
+    ),
     Role.ADMIN: frozenset(Action),
 }
 
@@ -94,6 +99,9 @@ ACTION_SCOPE: dict[Action, str | None] = {
     Action.TOKEN_REVOKE: "tokens:admin",
     Action.AUDIT_READ: "audit:read",
     Action.SEARCH: "search:read",
+    Action.RETENTION_READ: "audit:read",
+    Action.RETENTION_UPDATE: "users:admin",
+    Action.QUALITY_READ: "audit:read",
 }
 
 # Actions whose resource is owned: the owner may act, others need ADMIN.

@@ -39,6 +39,14 @@ class ObjectStore(Protocol):
 
     async def exists(self, key: str) -> bool: ...
 
+    async def change_tier(self, key: str, tier: str) -> None:
+        """Move the object to the storage tier ``tier`` (HOT, WARM, COLD, ARCHIVE)."""
+
+
+# S3 storage classes of the lifecycle's tiers (HOT is the store's configured class). COLD is
+# Glacier Instant Retrieval: still readable at once; ARCHIVE needs a restore before a read.
+S3_TIER_CLASSES = {"WARM": "STANDARD_IA", "COLD": "GLACIER_IR", "ARCHIVE": "DEEP_ARCHIVE"}
+
 
 class LocalStore:
     """Files under a directory; written to a temporary name, then renamed into place, so a
@@ -80,6 +88,9 @@ class LocalStore:
 
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self._path(key).exists)
+
+    async def change_tier(self, key: str, tier: str) -> None:
+        """A directory has one tier: the document row records where the file would be."""
 
 
 class S3Store:
@@ -139,6 +150,29 @@ class S3Store:
                 Bucket=self.bucket, Prefix=self.prefix + key, MaxKeys=1
             )
         return any(o["Key"] == self.prefix + key for o in listed.get("Contents", []))
+
+    async def change_tier(self, key: str, tier: str) -> None:
+        """Copy the object onto itself with the tier's storage class (what S3 lifecycle
+        rules do, but decided by Prism's per-organization policy)."""
+        storage_class = S3_TIER_CLASSES.get(tier, self.storage_class)
+        full = self.prefix + key
+        extra: dict[str, str] = {}
+        if self.sse:
+            extra["ServerSideEncryption"] = self.sse
+        async with self._client() as s3:
+            await s3.copy_object(
+                Bucket=self.bucket,
+                Key=full,
+                CopySource={"Bucket": self.bucket, "Key": full},
+                StorageClass=storage_class,
+                MetadataDirective="COPY",
+                **extra,
+            )
+
+    async def read_storage_class(self, key: str) -> str:
+        async with self._client() as s3:
+            head = await s3.head_object(Bucket=self.bucket, Key=self.prefix + key)
+        return str(head.get("StorageClass", "STANDARD"))
 
 
 def object_store(settings: Settings) -> ObjectStore:

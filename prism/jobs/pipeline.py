@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism.errors import BadUserInput, Conflict, PayloadTooLarge, UnsupportedMediaType
+from prism.governance import lifecycle, quality
 from prism.ingest.detect import Kind, Unsupported, detect_stream
 from prism.ingest.extract import ExtractionError, extract_isolated
 from prism.ingest.pii import mask, mask_all, scan
@@ -37,9 +38,15 @@ from prism.models.analyses import Analysis
 from prism.models.audit import Actor, RequestMeta, Subject, record_event
 from prism.models.base import utcnow
 from prism.models.documents import Document, Section, visible_documents
-from prism.models.enums import Classification, DocumentType, JobState, ProcessingStatus
+from prism.models.enums import (
+    Classification,
+    DataCategory,
+    DocumentType,
+    JobState,
+    ProcessingStatus,
+)
+from prism.models.governance import read_retention_policy
 from prism.models.jobs import Job
-from prism.models.organizations import Organization
 from prism.models.scope import Scope
 
 EXTRACT = "document.extract"
@@ -47,6 +54,8 @@ ANALYZE = "document.analyze"
 INDEX = "search.index"
 # Private-use characters the PostgreSQL backend marks highlights with: never in search text.
 _HIGHLIGHT_MARKERS = dict.fromkeys(map(ord, "\ue000\ue001\ue002"))
+LIFECYCLE = "governance.lifecycle"
+QUALITY = "governance.quality"
 PROGRESS_CHANNEL = "prism_progress"
 CHUNK = 1024 * 1024
 
@@ -125,7 +134,8 @@ async def receive_upload(
         return Received(document=document, deduplicated=True, job=job)
     if existing is not None:
         return existing
-    org = await session.get(Organization, scope.organization_id)
+    policy = await read_retention_policy(session, scope.organization_id, DataCategory.DOCUMENTS)
+    now = utcnow()
     document = Document(
         id=uuid.uuid4(),
         organization_id=scope.organization_id,
@@ -138,7 +148,8 @@ async def receive_upload(
         document_type=document_type or DocumentType.GENERAL,
         classification=classification,
         processing_status=ProcessingStatus.UPLOADED,
-        retention_expires_at=utcnow() + timedelta(days=org.data_retention_days) if org else None,
+        created_at=now,
+        retention_expires_at=policy.expires_at(now),
     )
     document.storage_key = document_key(scope.organization_id, document.id)
     source.seek(0)
@@ -548,4 +559,32 @@ def _kind_of(mime_type: str) -> Kind:
     raise PermanentJobError(f"No extractor for {mime_type}.")
 
 
-HANDLERS = {EXTRACT: handle_extract, ANALYZE: handle_analyze}
+async def handle_lifecycle(run: JobRun) -> None:
+    """The organization's scheduled lifecycle run (idempotent: a re-run finds nothing left
+    to move or purge)."""
+    await lifecycle.run_lifecycle(
+        run.pipeline.db, run.pipeline.store, run.job.organization_id, dry_run=False
+    )
+    async with run.pipeline.db.transaction(run.job.organization_id) as session:
+        await complete(session, run)
+
+
+async def handle_quality(run: JobRun) -> None:
+    """The organization's scheduled data-quality assessment."""
+    await quality.assess(
+        run.pipeline.db,
+        run.job.organization_id,
+        analysis_sla_seconds=run.pipeline.settings.analysis_sla_seconds,
+    )
+    async with run.pipeline.db.transaction(run.job.organization_id) as session:
+        await complete(session, run)
+
+
+HANDLERS = {
+    EXTRACT: handle_extract,
+    ANALYZE: handle_analyze,
+    LIFECYCLE: handle_lifecycle,
+    QUALITY: handle_quality,
+}
+# Jobs the workers queue for every organization each PRISM_LIFECYCLE_INTERVAL_HOURS.
+PERIODIC = (LIFECYCLE, QUALITY)

@@ -18,8 +18,15 @@ import structlog
 from sqlalchemy.exc import DataError
 
 from prism.jobs import indexing, pipeline
-from prism.jobs.pipeline import JobRun, LeaseLost, PermanentJobError, fail_document
+from prism.jobs.pipeline import (
+    PERIODIC,
+    JobRun,
+    LeaseLost,
+    PermanentJobError,
+    fail_document,
+)
 from prism.jobs.runtime import Pipeline
+from prism.models import governance as governance_models
 from prism.models import jobs as job_models
 from prism.models.base import utcnow
 from prism.models.db import APP_ROLE, url_for_asyncpg
@@ -33,6 +40,9 @@ HANDLERS: dict[str, Handler] = {**pipeline.HANDLERS, **indexing.HANDLERS}
 BACKOFF_BASE_SECONDS = 10.0
 BACKOFF_MAX_SECONDS = 600.0
 IDLE_POLL_SECONDS = 5.0
+# How often a worker asks whether periodic jobs are due (the database decides, so any number
+# of workers schedule each organization's job once per interval).
+SCHEDULE_CHECK_SECONDS = 300.0
 
 
 def backoff(attempt: int) -> timedelta:
@@ -66,6 +76,7 @@ class Worker:
         give back the rest."""
         listener = await self._listen()
         heartbeat = asyncio.create_task(self._heartbeat())
+        scheduler = asyncio.create_task(self._schedule_periodic())
         log.info("worker started", worker=self.name, concurrency=self.concurrency)
         delay = 0.5
         try:
@@ -85,8 +96,11 @@ class Worker:
                 await self._shutdown(grace_seconds)
             finally:
                 heartbeat.cancel()
+                scheduler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await heartbeat
+                with contextlib.suppress(asyncio.CancelledError):
+                    await scheduler
                 if listener is not None:
                     await listener.close()
                 log.info("worker stopped", worker=self.name)
@@ -168,6 +182,22 @@ class Worker:
                         )
                 except Exception:
                     log.warning("lease renewal failed", exc_info=True)
+
+    async def _schedule_periodic(self) -> None:
+        """Queue the governance jobs (lifecycle, data quality) of every organization once per
+        PRISM_LIFECYCLE_INTERVAL_HOURS; the jobs themselves run like any other."""
+        hours = self.pipeline.settings.lifecycle_interval_hours
+        if hours <= 0:
+            return
+        every = timedelta(hours=hours)
+        while True:
+            try:
+                async with self.pipeline.db.transaction(None) as session:
+                    for kind in PERIODIC:
+                        await governance_models.schedule_jobs(session, kind=kind, every=every)
+            except Exception:
+                log.warning("scheduling periodic jobs failed", exc_info=True)
+            await asyncio.sleep(min(SCHEDULE_CHECK_SECONDS, every.total_seconds()))
 
     async def _shutdown(self, grace_seconds: float) -> None:
         if self._running:

@@ -6,6 +6,7 @@ from prism.models.audit import AuditChainHead, AuditEvent
 from prism.models.base import TENANT_TABLES, Base
 from prism.models.documents import Document, Section
 from prism.models.feedback import Feedback
+from prism.models.governance import QualityRun, RetentionPolicyRow
 from prism.models.jobs import Job
 from prism.models.operations import RegisteredOperation
 from prism.models.organizations import Organization
@@ -27,8 +28,10 @@ __all__ = [
     "Job",
     "MfaBackupCode",
     "Organization",
+    "QualityRun",
     "RefreshSession",
     "RegisteredOperation",
+    "RetentionPolicyRow",
     "Section",
     "User",
     "metadata",

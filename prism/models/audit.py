@@ -75,6 +75,8 @@ class AuditChainHead(Base):
     last_hash: Mapped[str | None] = mapped_column(sa.CHAR(64))
     last_event_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     events: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, default=0)
+    # The hash of the newest event retention purged: the oldest remaining event links to it.
+    purged_hash: Mapped[str | None] = mapped_column(sa.CHAR(64))
 
 
 @dataclass(frozen=True)
@@ -278,15 +280,18 @@ async def verify_chain(
     deleted or inserted behind Prism's back breaks the chain at the first event after it.
     Without ``before`` the newest event must also be the chain head's (a deleted tail)."""
     query = sa.select(AuditEvent).where(AuditEvent.organization_id == organization_id)
-    previous_hash: str | None = None
+    head = await session.get(AuditChainHead, organization_id)
+    # Events purged by retention leave their last hash behind as the chain's anchor.
+    previous_hash: str | None = head.purged_hash if head else None
     if after is not None:
         query = query.where(AuditEvent.created_at >= after)
-        previous_hash = await session.scalar(
+        earlier = await session.scalar(
             sa.select(AuditEvent.hash)
             .where(AuditEvent.organization_id == organization_id, AuditEvent.created_at < after)
             .order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
             .limit(1)
         )
+        previous_hash = earlier if earlier is not None else previous_hash
     if before is not None:
         query = query.where(AuditEvent.created_at < before)
     query = query.order_by(AuditEvent.created_at, AuditEvent.id).execution_options(yield_per=500)
@@ -297,7 +302,6 @@ async def verify_chain(
             return ChainReport(checked=checked, valid=False, first_broken_id=event.id)
         previous_hash = event.hash
     if before is None:
-        head = await session.get(AuditChainHead, organization_id)
         head_hash = head.last_hash if head else None
         if head_hash != previous_hash:
             return ChainReport(

@@ -38,6 +38,8 @@ TENANT_TABLES: tuple[str, ...] = (
     "audit_chain_heads",
     "jobs",
     "mfa_backup_codes",
+    "retention_policies",
+    "data_quality_runs",
 )
 
 

@@ -86,3 +86,13 @@ class StorageTier(StrEnum):
     WARM = "WARM"
     COLD = "COLD"
     ARCHIVE = "ARCHIVE"
+
+
+class DataCategory(StrEnum):
+    """What a retention policy governs."""
+
+    DOCUMENTS = "DOCUMENTS"
+    ANALYSES = "ANALYSES"
+    FEEDBACK = "FEEDBACK"
+    AUDIT_LOGS = "AUDIT_LOGS"
+    SYSTEM_METRICS = "SYSTEM_METRICS"

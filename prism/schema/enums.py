@@ -9,6 +9,7 @@ import strawberry
 
 from prism.models.enums import (
     Classification,
+    DataCategory,
     DocumentType,
     FeedbackAction,
     JobState,
@@ -29,6 +30,7 @@ for _enum, _description in (
     (WorkflowStatus, "Approval state of reviewer feedback."),
     (JobState, "State of a background job."),
     (StorageTier, "Storage tier of a document's file."),
+    (DataCategory, "What a retention policy governs."),
 ):
     strawberry.enum(_enum, description=_description)
 
@@ -49,6 +51,7 @@ class OrderDirection(Enum):
 
 __all__ = [
     "Classification",
+    "DataCategory",
     "DocumentOrderField",
     "DocumentType",
     "FeedbackAction",

@@ -14,11 +14,13 @@ from prism.authz import identity, mfa, throttle
 from prism.errors import BadUserInput
 from prism.models.users import User as UserRow
 from prism.resolvers import documents as document_resolvers
+from prism.resolvers import governance as governance_resolvers
 from prism.resolvers.ids import expect_id
 from prism.schema.audit import Job
 from prism.schema.base import Info
 from prism.schema.documents import Document, Feedback
 from prism.schema.enums import Classification, DocumentType, FeedbackAction, Role
+from prism.schema.governance import RetentionPolicy, UpdateRetentionPolicyInput
 from prism.schema.identity import ApiToken, User
 
 
@@ -409,6 +411,18 @@ class Mutation:
             info.context, expect_id(input.id, "Feedback"), approve=input.approve
         )
         return Feedback.from_row(row)
+
+    @strawberry.mutation(
+        description="Change one category's retention policy (ADMIN); a documents policy also "
+        "moves its documents' retentionExpiresAt."
+    )
+    async def update_retention_policy(
+        self, info: Info, input: UpdateRetentionPolicyInput
+    ) -> RetentionPolicy:
+        row = await governance_resolvers.update_retention_policy(
+            info.context, input.category, input.changes()
+        )
+        return RetentionPolicy.from_row(row)
 
 
 @asynccontextmanager

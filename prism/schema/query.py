@@ -16,6 +16,7 @@ from prism.models import documents as document_models
 from prism.models import users as user_models
 from prism.models.pagination import MAX_PAGE_SIZE, PageRequest
 from prism.resolvers import access
+from prism.resolvers import governance as governance_resolvers
 from prism.resolvers import search as search_resolvers
 from prism.resolvers.ids import expect_id, from_global_id
 from prism.resolvers.nodes import load_node
@@ -36,6 +37,7 @@ from prism.schema.enums import (
     ProcessingStatus,
     RiskLevel,
 )
+from prism.schema.governance import DataQualityReport, RetentionPolicy
 from prism.schema.identity import ApiToken, Organization, User, UserConnection, Viewer
 from prism.schema.prefetch import prefetch_documents, under
 from prism.schema.search import SearchConnection, SearchFilter
@@ -299,6 +301,21 @@ class Query:
         if row is None:
             raise NotFound("Job not found.")
         return Job.from_row(row)
+
+    @strawberry.field(
+        description="The organization's retention policy of every data category (ADMIN)."
+    )
+    async def retention_policies(self, info: Info) -> list[RetentionPolicy]:
+        rows = await governance_resolvers.retention_policies(info.context)
+        return [RetentionPolicy.from_row(r) for r in rows]
+
+    @strawberry.field(
+        description="The latest data-quality assessment (ADMIN, AUDITOR); null before the "
+        "first one."
+    )
+    async def data_quality_report(self, info: Info) -> DataQualityReport | None:
+        row = await governance_resolvers.data_quality_report(info.context)
+        return DataQualityReport.from_row(row) if row else None
 
 
 def _any_row_id(global_id: strawberry.ID | None) -> uuid.UUID | None:

@@ -1,0 +1,1 @@
+"""Data governance: retention and lifecycle, legal hold, data quality, verified backups."""

@@ -1,0 +1,203 @@
+"""The lifecycle: document files move to colder storage tiers as they age, and what a policy
+says to delete is purged, never anything under legal hold; every transition and purge is an
+audit event with its counts.
+
+Objects first, rows second: a tier change is applied to the object, then recorded; a purge
+deletes the rows (and commits) before the objects, so a crash leaves at worst an orphan
+object, never a row pointing at nothing."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+
+from prism.ingest.storage import ObjectStore
+from prism.models import governance as models
+from prism.models.audit import Actor, RequestMeta, record_event
+from prism.models.base import utcnow
+from prism.models.db import Database
+from prism.models.enums import DataCategory, StorageTier
+
+log = structlog.get_logger("prism.lifecycle")
+# Bounded work per organization and run; the next run continues.
+BATCH = 500
+
+
+@dataclass
+class LifecycleReport:
+    organization_id: uuid.UUID
+    dry_run: bool
+    # "HOT->WARM": count
+    transitions: Counter[str] = field(default_factory=Counter)
+    purged: Counter[str] = field(default_factory=Counter)
+    object_errors: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(sum(self.transitions.values()) or sum(self.purged.values()))
+
+
+async def run_lifecycle(
+    db: Database,
+    store: ObjectStore,
+    organization_id: uuid.UUID,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    actor: Actor | None = None,
+    meta: RequestMeta | None = None,
+) -> LifecycleReport:
+    now = now or utcnow()
+    actor = actor or Actor()
+    report = LifecycleReport(organization_id=organization_id, dry_run=dry_run)
+    async with db.transaction(organization_id) as session:
+        policies = await models.read_retention_policies(session, organization_id)
+    await _move_tiers(db, store, report, policies[DataCategory.DOCUMENTS], now, actor, meta)
+    await _purge_documents(db, store, report, policies[DataCategory.DOCUMENTS], now, actor, meta)
+    for category in (
+        DataCategory.ANALYSES,
+        DataCategory.FEEDBACK,
+        DataCategory.AUDIT_LOGS,
+        DataCategory.SYSTEM_METRICS,
+    ):
+        await _purge_rows(db, report, policies[category], now, actor, meta)
+    return report
+
+
+async def _move_tiers(
+    db: Database,
+    store: ObjectStore,
+    report: LifecycleReport,
+    policy: models.RetentionPolicy,
+    now: datetime,
+    actor: Actor,
+    meta: RequestMeta | None,
+) -> None:
+    org = report.organization_id
+    async with db.transaction(org) as session:
+        moves = await models.read_tier_moves(session, org, policy, now=now, limit=BATCH)
+    if report.dry_run:
+        report.transitions.update(f"{m.current.value}->{m.target.value}" for m in moves)
+        return
+    applied: dict[StorageTier, list[models.TierMove]] = {}
+    for move in moves:
+        try:
+            if move.storage_key is not None:
+                await store.change_tier(move.storage_key, move.target.value)
+        except Exception:
+            report.object_errors += 1
+            log.warning("tier change failed", document_id=str(move.document_id), exc_info=True)
+            continue
+        applied.setdefault(move.target, []).append(move)
+    if not applied:
+        return
+    async with db.transaction(org) as session:
+        counts: Counter[str] = Counter()
+        for tier, done in applied.items():
+            recorded = set(
+                await models.record_tier(session, org, [m.document_id for m in done], tier)
+            )
+            for move in done:
+                if move.document_id in recorded:
+                    counts[f"{move.current.value}->{tier.value}"] += 1
+        if counts:
+            await record_event(
+                session,
+                organization_id=org,
+                actor=actor,
+                event_type="lifecycle.transition",
+                category="governance",
+                description=f"Lifecycle moved {sum(counts.values())} document files to colder "
+                "storage tiers",
+                after={"transitions": dict(counts), "store": store.name},
+                meta=meta,
+            )
+    report.transitions.update(counts)
+
+
+async def _purge_documents(
+    db: Database,
+    store: ObjectStore,
+    report: LifecycleReport,
+    policy: models.RetentionPolicy,
+    now: datetime,
+    actor: Actor,
+    meta: RequestMeta | None,
+) -> None:
+    if policy.delete_after_days is None:
+        return
+    org = report.organization_id
+    async with db.transaction(org) as session:
+        if report.dry_run:
+            report.purged[DataCategory.DOCUMENTS.value] += await models.count_expired_documents(
+                session, org, now=now
+            )
+            return
+        expired = await models.read_expired_documents(session, org, now=now, limit=BATCH)
+        ids = [document_id for document_id, _ in expired]
+        purged = await models.purge_documents(session, org, ids)
+        if purged:
+            await record_event(
+                session,
+                organization_id=org,
+                actor=actor,
+                event_type="lifecycle.purge",
+                category="governance",
+                description=f"Lifecycle purged {purged} documents past retention",
+                after={
+                    "category": DataCategory.DOCUMENTS.value,
+                    "count": purged,
+                    "documentIds": [str(i) for i in ids],
+                    "deleteAfterDays": policy.delete_after_days,
+                },
+                meta=meta,
+            )
+    report.purged[DataCategory.DOCUMENTS.value] += purged
+    for _, key in expired:
+        if key is None:
+            continue
+        try:
+            await store.delete(key)
+        except Exception:
+            report.object_errors += 1
+            log.warning("object delete failed", key=key, exc_info=True)
+
+
+async def _purge_rows(
+    db: Database,
+    report: LifecycleReport,
+    policy: models.RetentionPolicy,
+    now: datetime,
+    actor: Actor,
+    meta: RequestMeta | None,
+) -> None:
+    if policy.delete_after_days is None:
+        return
+    org = report.organization_id
+    before = now - timedelta(days=policy.delete_after_days)
+    async with db.transaction(org) as session:
+        count = await models.purge_rows(
+            session, org, policy.category, before=before, dry_run=report.dry_run
+        )
+        if count and not report.dry_run:
+            await record_event(
+                session,
+                organization_id=org,
+                actor=actor,
+                event_type="lifecycle.purge",
+                category="governance",
+                description=f"Lifecycle purged {count} {policy.category.value.lower()} rows "
+                "past retention",
+                after={
+                    "category": policy.category.value,
+                    "count": count,
+                    "before": before.isoformat(),
+                    "deleteAfterDays": policy.delete_after_days,
+                },
+                meta=meta,
+            )
+    report.purged[policy.category.value] += count
