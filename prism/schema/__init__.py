@@ -69,7 +69,13 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     # Order matters: Metrics wraps ErrorCodes so it counts the codes clients see; the cost
     # is estimated before the cache is asked, which is asked before the rate limit charges.
     # Classes or factories: Strawberry builds fresh extensions for every request.
-    rules: list[type[ASTValidationRule]] = [OneSecretCheckPerRequest]
+    # The rule classes are made once: the validation cache is keyed on them, and limiters
+    # made per request would each bring a class of their own (and never hit the cache).
+    rules: list[type[ASTValidationRule]] = [
+        *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
+        OneSecretCheckPerRequest,
+    ]
     if not settings.serves_introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
     extensions: list[object] = [
@@ -79,8 +85,6 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         ParseCache,
         lambda: ValidationCache(maxsize=PARSE_CACHE_SIZE),
         lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
-        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
-        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
         lambda: AddValidationRules(rules),
         OperationCost,
         ResponseCache,
