@@ -60,5 +60,12 @@ bench-search: install
 schema: install
 	$(VENV)/bin/prism schema export --output schema.graphql
 
+# Response cache and limits (about 8 minutes; not part of `make bench`): real `prism serve`
+# processes with Redis, in-process and no cache, warm and cold; results in bench/results/.
+.PHONY: bench-cache
+bench-cache: install
+	scripts/redis.sh ensure
+	$(VENV)/bin/python bench/cache.py all
+
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

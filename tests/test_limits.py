@@ -83,8 +83,32 @@ async def test_cost_is_reported_requested_and_actual(
 async def test_shapes_over_a_limit_are_query_too_complex(
     client: httpx.AsyncClient, tenant: Tenant, query: str, why: str
 ) -> None:
-    body = await gql(client, query, token=tenant.tokens[Role.VIEWER])
-    assert codes(body) == ["QUERY_TOO_COMPLEX"], (why, body)
+    # twice: the second validation comes from the validation cache
+    for _ in range(2):
+        body = await gql(client, query, token=tenant.tokens[Role.VIEWER])
+        assert codes(body) == ["QUERY_TOO_COMPLEX"], (why, body)
+
+
+async def test_a_document_is_validated_once(
+    client: httpx.AsyncClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The validation cache finds a document seen before: its key (schema, document, rules)
+    must not change from one request to the next."""
+    import strawberry.schema.schema
+
+    validated = []
+    validate = strawberry.schema.schema.validate
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        validated.append(1)
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(strawberry.schema.schema, "validate", counting)
+    query = f"query Once {{ viewer {{ scopes }} }} # {tenant.org_id}"  # new to this process
+    for _ in range(3):
+        body = await gql(client, query, token=tenant.tokens[Role.VIEWER])
+        assert body.get("errors") is None, body
+    assert len(validated) == 1
 
 
 @pytest.fixture(params=["memory", "redis"])
