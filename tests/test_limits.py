@@ -59,6 +59,17 @@ async def test_cost_is_reported_requested_and_actual(
     )
     # 1 (connection) + 10 × (edge + node + uploadedBy); the answer holds 3 of the 10
     assert body["extensions"]["cost"] == {"requested": 31, "actual": 10, "cached": False}
+    # lists of objects count each element, so the estimate bounds what comes back
+    lists = await gql(
+        client,
+        """{ documents(first: 10) { edges { node { piiSummary { type count }
+          sections(first: 10) { edges { node { analyses { feedbackItems { category } } } } }
+        } } } }""",
+        token=tenant.tokens[Role.VIEWER],
+    )
+    cost = lists["extensions"]["cost"]
+    assert cost["actual"] > 10
+    assert cost["requested"] >= cost["actual"]
 
 
 @pytest.mark.parametrize(

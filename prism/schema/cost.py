@@ -1,9 +1,9 @@
 """What an operation may cost, known before it runs, and what it did cost.
 
-The unit is one object in the answer. A field that returns objects costs one, plus its
-selection; a connection (a field with `first`) multiplies its selection by `first` (the
-default page size when omitted); a plain list by a fixed estimate, or by the number of IDs
-asked for. Scalars are free. The estimate is an upper bound of the answer's size, so a
+The unit is one object in the answer. A field that returns an object costs one, plus its
+selection; a list of objects costs that for each element: a connection's edges are `first`
+of them (the default page size when omitted), another list a fixed estimate, or the number
+of IDs asked for. Scalars are free. The estimate is an upper bound of the answer's size, so a
 client that asks for 100 documents with 100 sections each is told so before anything runs.
 """
 
@@ -37,8 +37,10 @@ from graphql import (
 
 from prism.models.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
-# Lists without `first` (a section's analyses, an analysis's items): their typical size.
+# Lists without `first`: their usual size (a section is analysed once or twice; the analyzers
+# report a handful of items), else LIST_ESTIMATE.
 LIST_ESTIMATE = 10
+LIST_ESTIMATES = {("Section", "analyses"): 2, ("Analysis", "feedbackItems"): 10}
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class _Estimator:
         self.schema = schema
         self.fragments = fragments
         self.variables = variables
+        # `first` of the connections being walked (their edges are that many).
+        self.page_sizes: list[int] = []
 
     def selection(self, parent: GraphQLNamedType, selection_set: SelectionSetNode | None) -> int:
         if selection_set is None:
@@ -93,31 +97,37 @@ class _Estimator:
         returned = get_named_type(definition.type)
         if not isinstance(returned, GraphQLObjectType | GraphQLInterfaceType | GraphQLUnionType):
             return 0
-        return 1 + self.multiplier(parent, definition, node) * self.selection(
-            returned, node.selection_set
-        )
+        if "first" in definition.args:  # a connection: its page size sizes its edges
+            self.page_sizes.append(self.page_size(definition, node))
+            try:
+                return 1 + self.selection(returned, node.selection_set)
+            finally:
+                self.page_sizes.pop()
+        each = 1 + self.selection(returned, node.selection_set)
+        if isinstance(get_nullable_type(definition.type), GraphQLList):
+            return self.list_length(parent, definition, node) * each
+        return each
 
-    def multiplier(
+    def page_size(self, definition: GraphQLField, node: FieldNode) -> int:
+        arguments = {a.name.value: a.value for a in node.arguments or []}
+        first = self.value(arguments.get("first"), definition.args["first"].type)
+        if first is None:
+            first = definition.args["first"].default_value
+        if not isinstance(first, int):
+            return DEFAULT_PAGE_SIZE
+        return max(0, min(first, MAX_PAGE_SIZE))
+
+    def list_length(
         self, parent: GraphQLNamedType, definition: GraphQLField, node: FieldNode
     ) -> int:
-        if parent.name.endswith("Connection"):
-            return 1  # its edges: the connection's `first` already counted them
+        if parent.name.endswith("Connection") and self.page_sizes:
+            return self.page_sizes[-1]
         arguments = {a.name.value: a.value for a in node.arguments or []}
-        if "first" in definition.args:
-            first = self.value(arguments.get("first"), definition.args["first"].type)
-            if first is None:
-                first = definition.args["first"].default_value
-            if not isinstance(first, int):
-                return DEFAULT_PAGE_SIZE
-            return max(0, min(first, MAX_PAGE_SIZE))
-        if isinstance(get_nullable_type(definition.type), GraphQLList):
-            for name in ("ids",):
-                if name in definition.args:
-                    ids = self.value(arguments.get(name), definition.args[name].type)
-                    if isinstance(ids, list):
-                        return len(ids)
-            return LIST_ESTIMATE
-        return 1
+        if "ids" in definition.args:
+            ids = self.value(arguments.get("ids"), definition.args["ids"].type)
+            if isinstance(ids, list):
+                return len(ids)
+        return LIST_ESTIMATES.get((parent.name, node.name.value), LIST_ESTIMATE)
 
     def value(self, node: ValueNode | None, type_: Any) -> Any:
         if node is None:
