@@ -41,17 +41,18 @@ test: install lint
 opensearch-stop:
 	scripts/opensearch.sh stop
 
-# Benchmarks (about 15 minutes): the ingestion pipeline (about 6 minutes), then Prism beside
+# Benchmarks (about 18 minutes): the ingestion pipeline (about 6 minutes), then Prism beside
 # PostGraphile and the raw-SQL limit (bench-perf); results in bench/results/.
 bench: install
 	$(VENV)/bin/python bench/ingest.py all
 	$(VENV)/bin/python -m bench.perf --make
 
-# Prism, PostGraphile (npm, cached in ~/.cache/prism/bench-node) and a raw Starlette+asyncpg
-# endpoint on the same data, driven by wrk (about 9 minutes). Needs Node.js with npm, and wrk
-# (installed from Debian when missing and run as root).
+# Prism (interpreted, and compiled for registered operations), PostGraphile (npm, cached in
+# ~/.cache/prism/bench-node) and a raw Starlette+asyncpg endpoint on the same data, driven by
+# wrk (about 12 minutes). Needs Node.js with npm, and wrk (installed from Debian when missing
+# and run as root). More options in PERF_ARGS, e.g. PERF_ARGS="--profile 30" (needs py-spy).
 bench-perf: install
-	$(VENV)/bin/python -m bench.perf --make
+	$(VENV)/bin/python -m bench.perf --make $(PERF_ARGS)
 
 # Search benchmarks at 100k sections, PostgreSQL and OpenSearch; results in bench/results/.
 bench-search: install

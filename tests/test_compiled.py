@@ -160,6 +160,44 @@ async def test_registered_operations_answer_the_same_on_both_paths(
     assert paths["compiled"] >= 100, paths
 
 
+DEFAULTS = """
+query Small($first: Int = 2) { documents(first: $first) { totalCount edges { node { filename } } } }
+query Sized($first: Int = 2, $order: DocumentOrderField = FILENAME,
+            $filter: DocumentFilter = {classification: [INTERNAL, PUBLIC]}) {
+  documents(first: $first, orderBy: {field: $order, direction: ASC}, filter: $filter) {
+    totalCount edges { node { filename classification } } } }
+"""
+
+
+async def test_variables_left_out_take_the_operations_defaults_on_both_paths(
+    client: httpx.AsyncClient,
+    interpreted: httpx.AsyncClient,
+    services: Services,
+    world: dict[str, Any],
+) -> None:
+    """A variable the request leaves out has its default from the operation (GraphQL's
+    coercion gives it to the interpreted path); an explicit null stays null."""
+    registered = await _register(services, DEFAULTS)
+    token = world["tenant"].tokens[Role.ADMIN]
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("Small", {}),
+        ("Small", {"first": 3}),
+        ("Small", {"first": None}),
+        ("Sized", {}),
+        ("Sized", {"first": 3}),
+        ("Sized", {"order": "FILE_SIZE"}),
+        ("Sized", {"filter": None}),
+        ("Sized", {"filter": {"classification": ["CONFIDENTIAL"]}}),
+    ]
+    for name, variables in cases:
+        compiled, reference = await _both(client, interpreted, token, registered[name], variables)
+        assert compiled["data"] == reference["data"], (name, variables)
+        assert compiled["extensions"]["execution"] == {"path": "compiled"}, (name, variables)
+        if not variables:  # the defaults: 2 documents, not the page size's default (20)
+            page = compiled["data"]["documents"]
+            assert len(page["edges"]) == 2 < page["totalCount"], name
+
+
 DOCUMENT_SCALARS = [
     "id",
     "__typename",

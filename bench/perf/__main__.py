@@ -1,19 +1,21 @@
 """Prism beside PostGraphile and the raw-SQL limit (issue 8): ``make bench-perf``.
 
-    .venv/bin/python -m bench.perf                      # the recorded run (about 9 minutes)
+    .venv/bin/python -m bench.perf                      # the recorded run (about 12 minutes)
     .venv/bin/python -m bench.perf --seconds 5 --warmup 1 --concurrency 10   # a quick look
-    .venv/bin/python -m bench.perf --profile 20         # and a py-spy profile of Prism
+    .venv/bin/python -m bench.perf --profile 20         # and py-spy profiles of Prism
 
 Steps: a fresh database migrated by Prism's migrations (embedded PostgreSQL in a temporary
 directory, or a new database on PRISM_DATABASE_URL's server, dropped afterwards); 10,000
 documents × 5 sections with analyses and feedback in 4 organizations, loaded with COPY; the
-three servers started on 127.0.0.1; every server's answer to every query checked equal; the SQL
-each sends for one request counted (embedded PostgreSQL only: it reads the server's log); then
-wrk per query, concurrency and server. Results: bench/results/perf.md, perf.json, latest.json,
-perf-sql.md; with --profile, perf.md ends with the profile (the stacks are kept in
-bench/results/perf-profile.folded.txt, not committed). Needs wrk (installed from Debian when
-missing and root), Node.js with npm (PostGraphile is installed once into
-~/.cache/prism/bench-node).
+Prism text of the four queries registered (for prism-compiled, which sends their hashes); the
+four servers started on 127.0.0.1; every server's answer to every query checked equal, and
+prism-compiled's execution path checked (compiled where the planner covers the query); the
+SQL each sends for one request counted (embedded PostgreSQL only: it reads the server's log);
+then wrk per query, concurrency and server. Results: bench/results/perf.md, perf.json,
+latest.json, perf-sql.md; with --profile, perf.md ends with a profile of each of
+--profile-servers (the stacks are kept in bench/results/perf-profile-SERVER.folded.txt, not
+committed). Needs wrk (installed from Debian when missing and root), Node.js with npm
+(PostGraphile is installed once into ~/.cache/prism/bench-node).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any
 from bench.common import RESULTS, ROOT, bench_database, environment, read_json, write_json
 from bench.perf import load, profile, report, servers
 from bench.perf.data import Dataset, generate
-from bench.perf.queries import Query, queries
+from bench.perf.queries import EXPECTED_PATH, Query, queries
 
 LOG_ENTRY = re.compile(r"^\S+ \S+ \S+ \[\d+\] (?P<level>[A-Z]+):  (?P<text>.*)$")
 STATEMENT = re.compile(r"^(?:statement|execute [^:]*): (?P<sql>.*)$", re.DOTALL)
@@ -61,15 +63,27 @@ class Mismatch(RuntimeError):
 def check_answers(
     query_list: list[Query], running: list[servers.Server], token: str
 ) -> dict[str, dict[str, Any]]:
-    """Every server answers every query without errors, and the same data once normalized."""
+    """Every server answers every query without errors, and the same data once normalized;
+    prism-compiled runs the compiled path on the queries the planner covers (EXPECTED_PATH),
+    and says which path answered the others and why."""
     shown: dict[str, dict[str, Any]] = {}
     for query in query_list:
         normal: dict[str, Any] = {}
+        execution = None
         for server in running:
             status, answer = post(server.url, query.bodies[server.name], token)
             if status != 200 or not isinstance(answer, dict) or answer.get("errors"):
                 raise Mismatch(f"{server.name} {query.name}: HTTP {status}: {answer}")
             normal[server.name] = query.normal[server.name](answer["data"])
+            if server.name == "prism-compiled":
+                execution = (answer.get("extensions") or {}).get("execution")
+                path = (execution or {}).get("path")
+                expected = EXPECTED_PATH.get(query.name)
+                if expected is not None and path != expected:
+                    raise Mismatch(
+                        f"prism-compiled {query.name}: ran the {path} path, not {expected} "
+                        f"(extensions.execution: {execution})"
+                    )
         reference_name = running[0].name
         reference = normal[reference_name]
         rows = query.expected_rows(reference)
@@ -83,7 +97,20 @@ def check_answers(
                 )
         shown[query.name] = {"rows": rows, "servers": sorted(normal)}
         print(f"  {query.name}: {rows} rows, the same from {', '.join(sorted(normal))}")
+        if "prism-compiled" in normal:
+            shown[query.name]["prism-compiled execution"] = execution
+            print(f"    prism-compiled extensions.execution: {execution}")
     return shown
+
+
+async def register(bench: Any, query_list: list[Query]) -> dict[str, str]:
+    """Register the Prism text of the queries, as ``prism operations push`` does; name ->
+    sha256 (the hash prism-compiled's requests carry)."""
+    from prism.models.operations import register_operations
+
+    async with bench.services.db.transaction(None) as session:
+        stored = await register_operations(session, [q.registered for q in query_list])
+    return {name: digest for name, digest, _ in stored}
 
 
 def parse_statements(text: str) -> list[str]:
@@ -107,30 +134,53 @@ def parse_statements(text: str) -> list[str]:
     return found
 
 
+# The statement count of the interpreted path must not grow with rows: the nested list is
+# also sent with 10x fewer documents (5 documents and 25 sections instead of 50 and 250).
+SCALING = ("nested", "documents(first: 50)", "documents(first: 5)")
+
+
 async def capture_sql(
     bench: Any, query_list: list[Query], running: list[servers.Server], token: str
-) -> dict[str, dict[str, list[str]]] | None:
+) -> tuple[dict[str, dict[str, list[str]]], dict[str, Any] | None] | None:
     """The statements each server sends for one request of each query, from the log of the
-    embedded PostgreSQL (log_statement = 'all' for the moment, then reset)."""
+    embedded PostgreSQL (log_statement = 'all' for the moment, then reset); and prism's
+    statement count for the nested list at 50 and at 5 documents."""
     if bench.pgdata is None:
         print("  (PRISM_DATABASE_URL's server: its log is not readable here; skipped)")
         return None
     log = bench.pgdata / "log"
     conn = await bench.owner()
     captured: dict[str, dict[str, list[str]]] = {}
+
+    async def statements_of(url: str, body: dict[str, Any]) -> list[str]:
+        start = log.stat().st_size
+        await asyncio.to_thread(post, url, body, token)
+        await asyncio.sleep(0.5)  # the log is written by the backends, asynchronously
+        with log.open(errors="replace") as f:
+            f.seek(start)
+            return parse_statements(f.read())
+
+    scaling = None
     try:
         await conn.execute("ALTER SYSTEM SET log_statement = 'all'")
         await conn.execute("SELECT pg_reload_conf()")
         await asyncio.sleep(1)
         for query in query_list:
             for server in running:
-                start = log.stat().st_size
-                await asyncio.to_thread(post, server.url, query.bodies[server.name], token)
-                await asyncio.sleep(0.5)  # the log is written by the backends, asynchronously
-                with log.open(errors="replace") as f:
-                    f.seek(start)
-                    text = f.read()
-                captured.setdefault(query.name, {})[server.name] = parse_statements(text)
+                found = await statements_of(server.url, query.bodies[server.name])
+                captured.setdefault(query.name, {})[server.name] = found
+        name, many, few = SCALING
+        query = next((q for q in query_list if q.name == name), None)
+        prism = next((s for s in running if s.name == "prism"), None)
+        if query is not None and prism is not None:
+            body = dict(query.bodies["prism"])
+            body["query"] = body["query"].replace(many, few)
+            scaling = {
+                "query": name,
+                "server": "prism",
+                many: len(captured[name]["prism"]),
+                few: len(await statements_of(prism.url, body)),
+            }
     finally:
         await conn.execute("ALTER SYSTEM RESET log_statement")
         await conn.execute("SELECT pg_reload_conf()")
@@ -138,7 +188,9 @@ async def capture_sql(
     for query_name, by_server in captured.items():
         counts = ", ".join(f"{s} {len(v)}" for s, v in by_server.items())
         print(f"  {query_name}: {counts}")
-    return captured
+    if scaling is not None:
+        print(f"  prism nested: {scaling[few]} statements at {few}, {scaling[many]} at {many}")
+    return captured, scaling
 
 
 def tool_versions(bench: Any, pg_version: str) -> dict[str, str]:
@@ -170,11 +222,11 @@ async def main(args: argparse.Namespace) -> int:
     load.ensure_wrk()
     if "postgraphile" in wanted_servers:
         servers.ensure_postgraphile()
-    command = (
-        "make bench-perf"
-        if args.make
-        else ".venv/bin/python -m bench.perf " + " ".join(sys.argv[1:])
-    )
+    given = " ".join(a for a in sys.argv[1:] if a != "--make")
+    if args.make:
+        command = "make bench-perf" + (f' PERF_ARGS="{given}"' if given else "")
+    else:
+        command = ".venv/bin/python -m bench.perf " + given
     with tempfile.TemporaryDirectory(prefix="prism-perf-") as scratch_name:
         scratch = Path(scratch_name)
         async with bench_database(scratch, pool_size=2) as bench:
@@ -191,19 +243,27 @@ async def main(args: argparse.Namespace) -> int:
             url = url_for_asyncpg(bench.url)
             factories = {
                 "prism": lambda: servers.prism_server(url, scratch, workers=args.workers),
+                "prism-compiled": lambda: servers.prism_compiled_server(
+                    url, scratch, workers=args.workers
+                ),
                 "postgraphile": lambda: servers.postgraphile_server(url, dataset, scratch),
                 "raw": lambda: servers.raw_server(url, dataset, scratch),
             }
             running = [factories[name]() for name in wanted_servers]
             query_list = [q for q in queries(dataset) if q.name in args.queries.split(",")]
+            registered = None
+            if "prism-compiled" in wanted_servers:
+                registered = await register(bench, query_list)
+                print(f"  registered: {', '.join(registered)}", flush=True)
             bodies = scratch / "bodies"
             bodies.mkdir()
             for query in query_list:
                 for name, body in query.bodies.items():
                     (bodies / f"{query.name}-{name}.json").write_text(json.dumps(body))
             runs: list[load.Run] = []
-            statements = None
-            summary = None
+            statements = scaling = None
+            summary: list[dict[str, Any]] | None = None
+            checked: dict[str, dict[str, Any]] = {}
             try:
                 for server in running:
                     server.start()
@@ -211,9 +271,11 @@ async def main(args: argparse.Namespace) -> int:
                     server.wait_ready()
                     print(f"{server.name} ready at {server.url} (pid {server.pid})", flush=True)
                 print("checking that every server returns the same data ...", flush=True)
-                check_answers(query_list, running, dataset.token)
+                checked = check_answers(query_list, running, dataset.token)
                 print("counting SQL statements per request ...", flush=True)
-                statements = await capture_sql(bench, query_list, running, dataset.token)
+                captured = await capture_sql(bench, query_list, running, dataset.token)
+                if captured is not None:
+                    statements, scaling = captured
                 started = time.monotonic()
                 for query in query_list:
                     for concurrency in concurrencies:
@@ -228,7 +290,18 @@ async def main(args: argparse.Namespace) -> int:
                     server.stop()
             env = environment()
             tools = tool_versions(bench, pg_version)
-    write_results(args, env, command, dataset, tools, query_list, runs, statements, summary)
+    write_results(
+        args,
+        env,
+        command,
+        dataset,
+        tools,
+        query_list,
+        runs,
+        statements,
+        summary,
+        checks={"answers": checked, "registered": registered, "statement_scaling": scaling},
+    )
     # A wrong or failed answer fails the run; timeouts and socket errors under overload are
     # figures (reported in perf.md).
     return 1 if any(r.bad_answers for r in runs) else 0
@@ -295,24 +368,35 @@ def run_profile(
     query_list: list[Query],
     bodies: Path,
     dataset: Dataset,
-) -> dict[str, Any] | None:
+) -> list[dict[str, Any]] | None:
+    """A py-spy profile of each server of --profile-servers (Prism's processes) under the
+    query, one after the other."""
     py_spy = profile.find_py_spy()
-    prism = next((s for s in running if s.name == "prism"), None)
     query = next((q for q in query_list if q.name == args.profile_query), None)
-    if py_spy is None or prism is None or query is None:
-        print("profile skipped: needs py-spy (see bench/perf/profile.py), prism and the query")
+    if py_spy is None or query is None:
+        print("profile skipped: needs py-spy (see bench/perf/profile.py) and the query")
         return None
-    print(f"profiling prism on {query.name} for {args.profile} s ...", flush=True)
-    return profile.record(
-        py_spy=py_spy,
-        pid=prism.pid,
-        url=prism.url,
-        body=bodies / f"{query.name}-prism.json",
-        token=dataset.token,
-        concurrency=10,
-        seconds=args.profile,
-        output=RESULTS / "perf-profile.folded.txt",
-    ) | {"query": query.name}
+    summaries = []
+    for name in args.profile_servers.split(","):
+        server = next((s for s in running if s.name == name), None)
+        if server is None:
+            print(f"profile of {name} skipped: not running")
+            continue
+        print(f"profiling {name} on {query.name} for {args.profile} s ...", flush=True)
+        summaries.append(
+            profile.record(
+                py_spy=py_spy,
+                pid=server.pid,
+                url=server.url,
+                body=bodies / f"{query.name}-{name}.json",
+                token=dataset.token,
+                concurrency=10,
+                seconds=args.profile,
+                output=RESULTS / f"perf-profile-{name}.folded.txt",
+            )
+            | {"query": query.name, "server": name}
+        )
+    return summaries or None
 
 
 def write_results(
@@ -324,7 +408,8 @@ def write_results(
     query_list: list[Query],
     runs: list[load.Run],
     statements: dict[str, dict[str, list[str]]] | None,
-    summary: dict[str, Any] | None,
+    summary: list[dict[str, Any]] | None,
+    checks: dict[str, Any],
 ) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     concurrency = int(args.concurrency.split(",")[0])
@@ -347,6 +432,7 @@ def write_results(
         "dataset": dataset.as_json(),
         "queries": {q.name: {"description": q.description, **q.bodies} for q in query_list},
         "statements_per_request": report.sql_rows(statements) if statements else None,
+        "checks": checks,
         "runs": [r.as_json() for r in runs],
         "profile": summary,
     }
@@ -382,7 +468,11 @@ def parser() -> argparse.ArgumentParser:
         default="10,50",
         help="connections, a list; the first goes to latest.json (10,50)",
     )
-    p.add_argument("--servers", default="prism,postgraphile,raw", help="a list (all three)")
+    p.add_argument(
+        "--servers",
+        default="prism,prism-compiled,postgraphile,raw",
+        help="a list (all four; the first is the reference of the equality check)",
+    )
     p.add_argument("--queries", default="nested,node,filtered,viewer", help="a list (all four)")
     p.add_argument("--workers", type=int, default=1, help="PRISM_WORKERS of prism serve (1)")
     p.add_argument(
@@ -390,22 +480,33 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="SECONDS",
-        help="then profile prism with py-spy for SECONDS (0: no profile)",
+        help="then profile Prism's servers with py-spy for SECONDS each (0: no profile)",
     )
     p.add_argument("--profile-query", default="nested", help="the query profiled (nested)")
+    p.add_argument(
+        "--profile-servers",
+        default="prism,prism-compiled",
+        help="the servers profiled, a list (prism,prism-compiled)",
+    )
     p.add_argument("--output", default="perf", help="results name: bench/results/NAME.md|json")
     p.add_argument(
         "--render",
         action="store_true",
-        help="only rewrite NAME.md and latest.json from bench/results/NAME.json",
+        help="only rewrite NAME.md (keeping its analysis block) and latest.json from "
+        "bench/results/NAME.json",
     )
     p.add_argument("--make", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
 def render_only(args: argparse.Namespace) -> int:
+    """Rewrite NAME.md from NAME.json, keeping the hand-written analysis of the current NAME.md
+    (between ``<!-- analysis -->`` and ``<!-- /analysis -->``); a new run drops it, since it
+    describes the figures it replaces."""
     document = read_json(RESULTS / f"{args.output}.json")
-    (RESULTS / f"{args.output}.md").write_text(report.render(document))
+    markdown = RESULTS / f"{args.output}.md"
+    analysis = report.analysis_of(markdown.read_text()) if markdown.exists() else None
+    markdown.write_text(report.render(document, analysis))
     concurrency = int(str(document["parameters"]["concurrency"]).split(",")[0])
     runs = [load.Run(**run) for run in document["runs"]]
     write_json(RESULTS / "latest.json", report.latest(runs, concurrency))

@@ -4,7 +4,15 @@ function (anywhere on the stack: "inclusive").
 
 py-spy is not a dependency of Prism: install it for a profile, e.g.
 ``.tools/bin/uv pip install --python .venv/bin/python py-spy`` (``make install`` removes it
-again)."""
+again).
+
+py-spy counts a thread as active when the kernel says it is runnable, whether it runs or
+waits for a CPU: on a machine with more runnable threads than CPUs, the samples include the
+time the process waited in the run queue, charged to whatever frame it was in (typically
+just after a system call that woke another process, such as PostgreSQL's backend). The
+kernel's scheduler statistics of the process's main thread (``/proc/PID/task/PID/schedstat``:
+time on a CPU, time waiting for one) are recorded beside the samples, so the report can say
+how much of them is waiting."""
 
 from __future__ import annotations
 
@@ -49,6 +57,16 @@ COMPONENTS = (
     ("orjson", "JSON"),
 )
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+
+
+def schedstat(pid: int) -> tuple[float, float] | None:
+    """Seconds the process's main thread (the event loop, where the requests run) has spent
+    on a CPU and waiting in the run queue."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
+    except OSError:
+        return None
+    return int(fields[0]) / 1e9, int(fields[1]) / 1e9
 
 
 def find_py_spy() -> str | None:
@@ -96,6 +114,8 @@ PHASES = (
     ("validation", "graphql/validation/", None),
     ("cost estimate", "prism/schema/cost.py", None),
     ("rate limit, response cache", "prism/schema/limits.py", None),
+    ("compiled path: the plan, its statement, the JSON parsed", "prism/schema/compiled.py", None),
+    ("persisted operation lookup", "prism/resolvers/operations.py", None),
     ("execution: resolvers, loaders, their SQL", "graphql/execution/", None),
     ("transaction end (commit)", "prism/resolvers/context.py", "finish"),
     ("response encoding", "prism/server.py", "PrismGraphQL.create_response"),
@@ -187,6 +207,7 @@ def record(
 
     driver = threading.Thread(target=drive)
     driver.start()
+    before = schedstat(pid)
     subprocess.run(  # noqa: S603 - our own command line
         [
             py_spy,
@@ -206,8 +227,12 @@ def record(
         capture_output=True,
         timeout=seconds + 60,
     )
+    after = schedstat(pid)
     driver.join()
     summary = summarize(output)
+    if before is not None and after is not None:
+        summary["on_cpu_s"] = after[0] - before[0]
+        summary["runqueue_wait_s"] = after[1] - before[1]
     summary["wrk"] = holder.get("wrk")
     summary["seconds"] = seconds
     summary["rate_hz"] = rate

@@ -1,10 +1,13 @@
 """The benchmark's queries, as each server spells them, and how to compare the answers.
 
 Prism and the raw server get the same request body (the raw server picks its handler by
-``operationName`` and does not parse GraphQL). PostGraphile gets the equivalent query in its
-own schema: ids are plain UUIDs there, enum-like columns are strings, and JSON columns are
-returned whole (``dynamicJson``). Before any timing, every server's answer is reduced to the
-same plain structure and compared.
+``operationName`` and does not parse GraphQL). ``prism-compiled`` gets the same Prism text as
+a registered operation: the harness registers it at set-up (as ``prism operations push``
+does: one canonical document per named operation) and sends only its sha256 in
+``extensions.persistedQuery``, with the same operation name and variables. PostGraphile gets
+the equivalent query in its own schema: ids are plain UUIDs there, enum-like columns are
+strings, and JSON columns are returned whole (``dynamicJson``). Before any timing, every
+server's answer is reduced to the same plain structure and compared.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import base64
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from bench.perf.data import Dataset
@@ -218,6 +222,30 @@ def viewer_pg(data: dict[str, Any]) -> Any:
     }
 
 
+@cache
+def _schema() -> Any:
+    from prism.schema import build_schema
+
+    return build_schema()._schema
+
+
+def registered_document(text: str) -> tuple[str, str, str]:
+    """(name, canonical document, sha256) of a one-operation text, as ``prism operations
+    push`` registers it (``prism.schema.persisted.split_operations``, validated against the
+    schema): the hash a client sends is the canonical document's, not the source text's."""
+    from prism.models.operations import operation_hash
+    from prism.schema.persisted import split_operations
+
+    [(name, document)] = split_operations(text, _schema())
+    return name, document, operation_hash(document)
+
+
+# What extensions.execution.path prism-compiled must report for each query: the planner
+# covers documents, node (of a Document) and their nested connections; `viewer` has logic of
+# its own (the caller) and is interpreted by design (docs/decisions/0011).
+EXPECTED_PATH = {"nested": "compiled", "node": "compiled", "filtered": "compiled"}
+
+
 @dataclass(frozen=True)
 class Query:
     name: str
@@ -225,6 +253,8 @@ class Query:
     bodies: dict[str, dict[str, Any]]  # server -> JSON request body
     normal: dict[str, Callable[[dict[str, Any]], Any]]  # server -> normal form of `data`
     expected_rows: Callable[[Any], int]  # how many rows the normal form holds (a sanity check)
+    # (name, canonical document) of the Prism text, registered for prism-compiled.
+    registered: tuple[str, str]
 
 
 def queries(dataset: Dataset) -> list[Query]:
@@ -238,17 +268,35 @@ def queries(dataset: Dataset) -> list[Query]:
     def prism_body(query: str, name: str, variables: dict[str, Any] | None = None) -> Any:
         return {"query": query, "operationName": name, "variables": variables or {}}
 
+    def compiled_body(query: str, variables: dict[str, Any] | None = None) -> Any:
+        name, _, digest = registered_document(query)
+        return {
+            "operationName": name,
+            "variables": variables or {},
+            "extensions": {"persistedQuery": {"version": 1, "sha256Hash": digest}},
+        }
+
     def both(query: str, name: str, variables: dict[str, Any] | None = None) -> Any:
+        """Prism's body (also the raw server's) and prism-compiled's (the hash of the same
+        text, registered)."""
         body = prism_body(query, name, variables)
-        return {"prism": body, "raw": body}
+        return {"prism": body, "prism-compiled": compiled_body(query, variables), "raw": body}
+
+    def prism_normal(normal: Callable[[dict[str, Any]], Any]) -> Any:
+        return {"prism": normal, "prism-compiled": normal, "raw": normal}
+
+    def registered(query: str) -> tuple[str, str]:
+        name, document, _ = registered_document(query)
+        return name, document
 
     return [
         Query(
             "nested",
             "`documents(first: 50)` with `sections(first: 5) { id order }` each (a 2-level list)",
             {**both(NESTED, "Nested"), "postgraphile": prism_body(NESTED_PG, "Nested")},
-            {"prism": nested_prism, "raw": nested_prism, "postgraphile": nested_pg},
+            {**prism_normal(nested_prism), "postgraphile": nested_pg},
             lambda n: len(n) + sum(len(d[2]) for d in n),
+            registered(NESTED),
         ),
         Query(
             "node",
@@ -258,15 +306,17 @@ def queries(dataset: Dataset) -> list[Query]:
                 **both(NODE, "Node", {"id": node_id}),
                 "postgraphile": prism_body(NODE_PG, "Node", {"id": dataset.node_document_id}),
             },
-            {"prism": node_prism, "raw": node_prism, "postgraphile": node_pg},
+            {**prism_normal(node_prism), "postgraphile": node_pg},
             lambda n: 1 + len(n["analyses"]) + len(n["feedback"]),
+            registered(NODE),
         ),
         Query(
             "filtered",
             "`documents(first: 20, filter: 3 conditions, orderBy: FILENAME ASC) { totalCount }`",
             {**both(FILTERED, "Filtered"), "postgraphile": prism_body(FILTERED_PG, "Filtered")},
-            {"prism": filtered_prism, "raw": filtered_prism, "postgraphile": filtered_pg},
+            {**prism_normal(filtered_prism), "postgraphile": filtered_pg},
             lambda n: len(n["rows"]),
+            registered(FILTERED),
         ),
         Query(
             "viewer",
@@ -275,7 +325,8 @@ def queries(dataset: Dataset) -> list[Query]:
                 **both(VIEWER, "Viewer"),
                 "postgraphile": prism_body(VIEWER_PG, "Viewer", viewer_ids),
             },
-            {"prism": viewer_prism, "raw": viewer_prism, "postgraphile": viewer_pg},
+            {**prism_normal(viewer_prism), "postgraphile": viewer_pg},
             lambda n: 3,
+            registered(VIEWER),
         ),
     ]

@@ -4,15 +4,23 @@ cpu_ms_per_req, concurrency}}}``)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from bench.common import fmt, markdown_table
 from bench.perf.load import Run
 
-SERVERS = ("prism", "postgraphile", "raw")
+SERVERS = ("prism", "prism-compiled", "postgraphile", "raw")
 SERVER_NOTES = {
     "prism": "`prism serve` of this checkout: uvicorn, 1 worker (`PRISM_WORKERS=1`), production "
-    "mode, log level WARNING, every request authenticated by its API token",
+    "mode, log level WARNING, every request authenticated by its API token; sent the query "
+    "text, so it runs the interpreted path",
+    "prism-compiled": "the same `prism serve` in a second process of its own (same settings, "
+    "plus `PRISM_RESPONSE_CACHE_TTL_SECONDS=0` and `PRISM_COMPILED_OPERATIONS=true`), sent "
+    "the same operations registered at set-up, by their sha256 "
+    "(`extensions.persistedQuery`): the compiled path, one SQL statement building the answer, "
+    "where the planner covers the query (see the execution paths below); the response cache "
+    "is off, so every request runs the statement",
     "postgraphile": "PostGraphile 4.14 (npm) in library mode on Node's http server "
     "(`bench/perf/postgraphile.js`); `pgSettings` sets role `prism_app` and `prism.org_id` per "
     "request; the token is checked by a map lookup",
@@ -23,6 +31,10 @@ SERVER_NOTES = {
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 100.0
 TARGET_RSS_MB = 300.0
+# Issue 9: the compiled nested list against PostGraphile and the limit.
+TARGET_COMPILED_PG = 1.5
+TARGET_COMPILED_RAW = 0.5
+TARGET_COMPILED_P99_MS = 40.0
 
 
 def latest(runs: list[Run], concurrency: int) -> dict[str, dict[str, dict[str, Any]]]:
@@ -88,54 +100,123 @@ def _cpu(runs: list[Run], query: str, server: str, concurrency: int) -> float | 
     return None
 
 
+def _run(runs: list[Run], query: str, server: str, concurrency: int) -> Run | None:
+    for run in runs:
+        if (run.query, run.server, run.concurrency) == (query, server, concurrency):
+            return run
+    return None
+
+
 def summary_rows(runs: list[Run], queries: list[str], concurrency: int) -> list[dict[str, Any]]:
+    present = [s for s in SERVERS if any(r.server == s for r in runs)]
     rows = []
     for query in queries:
-        figures = {s: _rps(runs, query, s, concurrency) for s in SERVERS}
-        cpu = {s: _cpu(runs, query, s, concurrency) for s in SERVERS}
-        rows.append(
-            {
-                "query": query,
-                **{f"{s} req/s": figures[s] for s in SERVERS},
-                "prism ÷ PostGraphile": _ratio(figures["prism"], figures["postgraphile"]),
-                "prism ÷ raw": _ratio(figures["prism"], figures["raw"]),
-                "CPU ms/req prism · PostGraphile · raw": " · ".join(fmt(cpu[s]) for s in SERVERS),
-            }
-        )
+        figures = {s: _rps(runs, query, s, concurrency) for s in present}
+        cpu = {s: _cpu(runs, query, s, concurrency) for s in present}
+        row: dict[str, Any] = {"query": query, **{f"{s} req/s": figures[s] for s in present}}
+        for s in ("prism", "prism-compiled"):
+            if s in present:
+                row[f"{s} ÷ PostGraphile"] = _ratio(figures[s], figures.get("postgraphile"))
+                row[f"{s} ÷ raw"] = _ratio(figures[s], figures.get("raw"))
+        row["CPU ms/req " + " · ".join(present)] = " · ".join(fmt(cpu[s]) for s in present)
+        rows.append(row)
     return rows
 
 
-def targets(runs: list[Run], concurrency: int) -> list[dict[str, Any]]:
-    """Issue 8's targets, checked on this run's figures for Prism."""
+def _verdict(ok: bool | None) -> str:
+    return "–" if ok is None else ("met" if ok else "**not met**")
+
+
+def targets(
+    runs: list[Run], concurrency: int, scaling: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Issue 8's targets, checked on this run's figures for Prism's interpreted path."""
     prism = [r for r in runs if r.server == "prism"]
     nested_ratio = _ratio(
         _rps(runs, "nested", "prism", concurrency),
         _rps(runs, "nested", "postgraphile", concurrency),
     )
     worst_p99 = max((r for r in prism if r.concurrency == concurrency), key=lambda r: r.p99_ms)
-    largest = max(prism, key=lambda r: r.rss_mb)
-
-    def verdict(ok: bool | None) -> str:
-        return "–" if ok is None else ("met" if ok else "**not met**")
-
-    return [
+    prisms = [r for r in runs if r.server in ("prism", "prism-compiled")]
+    largest = max(prisms, key=lambda r: r.rss_mb)
+    rows = [
         {
-            "target": f"nested list: Prism ≥ {TARGET_RATIO}× PostGraphile's req/s "
+            "target": f"nested list: Prism (interpreted) ≥ {TARGET_RATIO}× PostGraphile's req/s "
             f"(c={concurrency})",
             "this run": f"{fmt(nested_ratio)}×" if nested_ratio is not None else "–",
-            "verdict": verdict(None if nested_ratio is None else nested_ratio >= TARGET_RATIO),
+            "verdict": _verdict(None if nested_ratio is None else nested_ratio >= TARGET_RATIO),
         },
+    ]
+    if scaling:
+        counts = {k: v for k, v in scaling.items() if k not in ("query", "server")}
+        shown = ", ".join(f"{v} statements at `{k}`" for k, v in counts.items())
+        rows.append(
+            {
+                "target": "no query's SQL statement count grows with rows",
+                "this run": f"{scaling['server']} {scaling['query']}: {shown} (10× the rows); "
+                "every query's count is below",
+                "verdict": _verdict(len(set(counts.values())) == 1),
+            }
+        )
+    rows += [
         {
-            "target": f"p99 at c={concurrency} < {TARGET_P99_MS:.0f} ms (every query)",
+            "target": f"p99 at c={concurrency} < {TARGET_P99_MS:.0f} ms (every query, prism)",
             "this run": f"worst {fmt(worst_p99.p99_ms)} ms ({worst_p99.query})",
-            "verdict": verdict(worst_p99.p99_ms < TARGET_P99_MS),
+            "verdict": _verdict(worst_p99.p99_ms < TARGET_P99_MS),
         },
         {
             "target": f"RSS per worker < {TARGET_RSS_MB:.0f} MB",
-            "this run": f"peak {fmt(largest.rss_mb)} MB ({largest.query}, c={largest.concurrency})",
-            "verdict": verdict(largest.rss_mb < TARGET_RSS_MB),
+            "this run": f"peak {fmt(largest.rss_mb)} MB ({largest.server}, {largest.query}, "
+            f"c={largest.concurrency})",
+            "verdict": _verdict(largest.rss_mb < TARGET_RSS_MB),
         },
     ]
+    return rows
+
+
+def compiled_targets(runs: list[Run], concurrency: int) -> list[dict[str, Any]]:
+    """Issue 9's targets, on prism-compiled's nested list."""
+    nested = _run(runs, "nested", "prism-compiled", concurrency)
+    if nested is None:
+        return []
+    pg = _ratio(nested.rps, _rps(runs, "nested", "postgraphile", concurrency))
+    raw = _ratio(nested.rps, _rps(runs, "nested", "raw", concurrency))
+    return [
+        {
+            "target": f"nested list compiled ≥ {TARGET_COMPILED_PG}× PostGraphile's req/s "
+            f"(c={concurrency})",
+            "this run": "–" if pg is None else f"{fmt(pg)}×",
+            "verdict": _verdict(None if pg is None else pg >= TARGET_COMPILED_PG),
+        },
+        {
+            "target": f"nested list compiled ≥ {TARGET_COMPILED_RAW}× the raw limit's req/s "
+            f"(c={concurrency})",
+            "this run": "–" if raw is None else f"{fmt(raw)}×",
+            "verdict": _verdict(None if raw is None else raw >= TARGET_COMPILED_RAW),
+        },
+        {
+            "target": f"nested list compiled: p99 at c={concurrency} < "
+            f"{TARGET_COMPILED_P99_MS:.0f} ms",
+            "this run": f"{fmt(nested.p99_ms)} ms",
+            "verdict": _verdict(nested.p99_ms < TARGET_COMPILED_P99_MS),
+        },
+    ]
+
+
+def execution_rows(answers: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for query, checked in answers.items():
+        if "prism-compiled execution" not in checked:
+            continue
+        execution = checked["prism-compiled execution"] or {}
+        rows.append(
+            {
+                "query": query,
+                "extensions.execution.path": execution.get("path", "–"),
+                "reason": execution.get("reason", ""),
+            }
+        )
+    return rows
 
 
 def _other_load(runs: list[Run], env: dict[str, Any]) -> str:
@@ -151,7 +232,7 @@ def _other_load(runs: list[Run], env: dict[str, Any]) -> str:
 def sql_rows(statements: dict[str, dict[str, list[str]]]) -> list[dict[str, Any]]:
     rows = []
     for query, by_server in statements.items():
-        rows.append({"query": query, **{s: len(by_server.get(s, [])) for s in SERVERS}})
+        rows.append({"query": query, **{s: len(v) for s in SERVERS if (v := by_server.get(s))}})
     return rows
 
 
@@ -167,8 +248,11 @@ def markdown(
     sql_counts: list[dict[str, Any]] | None,
     concurrency: int,
     title: str,
+    checks: dict[str, Any] | None = None,
 ) -> str:
+    checks = checks or {}
     queries = list(dict.fromkeys(r.query for r in runs))
+    present = [s for s in SERVERS if any(r.server == s for r in runs)]
     dirty = (
         f" + uncommitted `prism/` changes (diff {env['prism_diff_sha256']})"
         if env["prism_dirty"]
@@ -177,7 +261,8 @@ def markdown(
     lines = [
         f"# {title}",
         "",
-        "Issue 8: Prism beside PostGraphile and the raw-SQL limit, each one process on "
+        "Issues 8 and 9: Prism (its interpreted path, and its compiled path for registered "
+        "operations) beside PostGraphile and the raw-SQL limit, each one process on "
         "127.0.0.1, on the same PostgreSQL and the same rows, driven by `wrk` over loopback. "
         "Figures of one run: compare the ratios (measured minutes apart on the same machine), "
         "not the absolute numbers, which move with whatever else runs on the machine.",
@@ -195,13 +280,13 @@ def markdown(
         + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in dataset["counts"].items())
         + f"; loaded with COPY in {dataset['seconds']:.1f} s. The principal is an ADMIN user's "
         "API token (every scope) with CONFIDENTIAL clearance; every document is at most "
-        "CONFIDENTIAL and none is deleted, so all three servers see the same rows, nothing is "
+        "CONFIDENTIAL and none is deleted, so all servers see the same rows, nothing is "
         "masked, and no read is of RESTRICTED content (which Prism audits with a write).",
         "- **Method:** per query and concurrency, each server gets "
         f"{parameters['warmup']:g} s of warm-up, then {parameters['seconds']:g} s measured in "
         f"{parameters['rounds']} rounds of {parameters['seconds'] / parameters['rounds']:g} s "
         "in which the servers take turns (order reversed every other round), so a change in "
-        "the machine's load weighs on all three alike. Load: `wrk -t1 --latency` with a Lua "
+        "the machine's load weighs on all of them alike. Load: `wrk -t1 --latency` with a Lua "
         "script posting the JSON body with the bearer token; an answer that is not 200 or "
         "carries `errors` counts as bad; latency percentiles merge the rounds' distributions. "
         "CPU ms/req: the server process tree's user + system CPU time (psutil) divided by the "
@@ -209,7 +294,8 @@ def markdown(
         "resident size of one server process, sampled every 0.2 s. Other load: CPUs busy on "
         "the machine during the run beyond the server, PostgreSQL and the load generator "
         "(other people's work on a shared machine). Before timing, every server's answer to "
-        "every query was reduced to ids, names and orders and found equal.",
+        "every query was reduced to ids, names and orders and found equal, and "
+        "prism-compiled's `extensions.execution` checked (below).",
         "- **Files:** `latest.json` holds the c="
         f"{concurrency} figures in the shape issue 8 fixes (`{{query: {{server: {{rps, p50_ms, "
         "p99_ms, cpu_ms_per_req, concurrency}}}`); `perf.json` holds every run at every "
@@ -218,17 +304,36 @@ def markdown(
         "",
         "## Servers",
         "",
-        *[f"- **{s}**: {SERVER_NOTES[s]}." for s in SERVERS],
+        *[f"- **{s}**: {SERVER_NOTES[s]}." for s in present],
         "",
         f"## Summary: req/s at c={concurrency}",
         "",
         markdown_table(summary_rows(runs, queries, concurrency)),
         "",
-        "## Targets of issue 8 (Prism, this run)",
+        "## Targets of issue 8 (Prism's interpreted path, this run)",
         "",
-        markdown_table(targets(runs, concurrency)),
+        markdown_table(targets(runs, concurrency, checks.get("statement_scaling"))),
         "",
     ]
+    compiled = compiled_targets(runs, concurrency)
+    if compiled:
+        lines += [
+            "## Targets of issue 9 (the compiled path, this run)",
+            "",
+            markdown_table(compiled),
+            "",
+        ]
+    execution = execution_rows(checks.get("answers") or {})
+    if execution:
+        lines += [
+            "## prism-compiled: which path answered",
+            "",
+            "`extensions.execution` of prism-compiled's answer to each query, checked before "
+            "timing (the run stops if a query the planner covers is not compiled).",
+            "",
+            markdown_table(execution),
+            "",
+        ]
     if sql_counts:
         lines += [
             "## SQL statements per request",
@@ -283,10 +388,19 @@ def sql_markdown(statements: dict[str, dict[str, list[str]]], commit: str) -> st
 
 
 TITLE = "Performance: Prism, PostGraphile and the raw-SQL limit"
+# A hand-written analysis between these markers, just under the title, survives --render.
+ANALYSIS = re.compile(r"<!-- analysis -->\n.*?<!-- /analysis -->\n", re.DOTALL)
 
 
-def render(document: dict[str, Any]) -> str:
-    """perf.md from the perf.json document (``python -m bench.perf --render`` redoes it)."""
+def analysis_of(markdown_text: str) -> str | None:
+    """The analysis block of a perf.md, markers included, if it has one."""
+    found = ANALYSIS.search(markdown_text)
+    return found.group(0) if found else None
+
+
+def render(document: dict[str, Any], analysis: str | None = None) -> str:
+    """perf.md from the perf.json document (``python -m bench.perf --render`` redoes it),
+    with ``analysis`` (a block between the markers) under the title."""
     parameters = document["parameters"]
     runs = [Run(**run) for run in document["runs"]]
     text = markdown(
@@ -300,12 +414,39 @@ def render(document: dict[str, Any]) -> str:
         sql_counts=document.get("statements_per_request"),
         concurrency=int(str(parameters["concurrency"]).split(",")[0]),
         title=TITLE,
+        checks=document.get("checks"),
     )
-    summary = document.get("profile")
-    if summary:
-        header = [f"## Profile: where Prism's CPU goes on `{summary['query']}`", ""]
+    if analysis:
+        head, _, rest = text.partition("\n\n")
+        text = f"{head}\n\n{analysis}\n{rest}"
+    profiles = document.get("profile") or []
+    if isinstance(profiles, dict):  # one profile, of prism (before prism-compiled existed)
+        profiles = [profiles | {"server": profiles.get("server", "prism")}]
+    for summary in profiles:
+        header = [
+            f"## Profile: where {summary['server']}'s CPU goes on `{summary['query']}`",
+            "",
+        ]
         text += "\n" + profile_markdown(summary, header)
     return text
+
+
+def _schedule_note(summary: dict[str, Any]) -> str:
+    """How much of the samples is time on a CPU, from the kernel's scheduler statistics."""
+    on_cpu, waiting = summary.get("on_cpu_s"), summary.get("runqueue_wait_s")
+    if on_cpu is None or waiting is None:
+        return " The shares are of the time the process was runnable."
+    sampled = summary["samples"] / summary["rate_hz"]
+    return (
+        f" Meanwhile the kernel counted {on_cpu:.1f} s of the process's main thread (the "
+        f"event loop) on a CPU and "
+        f"{waiting:.1f} s waiting in the run queue for one (of {summary['seconds']} s): py-spy "
+        "counts a runnable thread as active whether it runs or waits, so the "
+        f"{sampled:.1f} s of samples are about {100 * on_cpu / max(on_cpu + waiting, 1e-9):.0f} % "
+        "CPU time and the rest waiting for a CPU, charged to the frame the process was in "
+        "at the time: read the shares as approximate, and CPU ms/req in the tables above as "
+        "the measure of cost."
+    )
 
 
 def profile_markdown(summary: dict[str, Any], header: list[str]) -> str:
@@ -319,25 +460,26 @@ def profile_markdown(summary: dict[str, Any], header: list[str]) -> str:
     lines = [
         *header,
         f"py-spy, {summary['rate_hz']} Hz for {summary['seconds']} s, "
-        f"{summary['samples']:,} samples of the busy `prism serve` process while wrk drove the "
+        f"{summary['samples']:,} samples of the busy `prism serve` process "
+        f"({summary['server']}) while wrk drove the "
         f"query at c={summary['concurrency']}"
         + (f" ({requests:,} requests)" if requests else "")
-        + ". Idle time (waiting on the network and PostgreSQL) is not sampled: the shares are "
-        "of the CPU the process spent.",
+        + ". Idle time (waiting on the network and PostgreSQL) is not sampled."
+        + _schedule_note(summary),
         "",
-        "### By phase of the request (the innermost phase on the stack)",
+        f"### {summary['server']}: by phase of the request (the innermost phase on the stack)",
         "",
         table("by_phase"),
         "",
-        "### By layer (the innermost frame of a known package)",
+        f"### {summary['server']}: by layer (the innermost frame of a known package)",
         "",
         table("by_layer"),
         "",
-        "### Functions by self time (top)",
+        f"### {summary['server']}: functions by self time (top)",
         "",
         table("self_by_function"),
         "",
-        "### Prism's functions by inclusive time (top)",
+        f"### {summary['server']}: Prism's functions by inclusive time (top)",
         "",
         table("prism_inclusive"),
         "",

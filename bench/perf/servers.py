@@ -1,6 +1,10 @@
-"""The three servers under test, one process each on 127.0.0.1, all on the same database:
+"""The servers under test, one process each on 127.0.0.1, all on the same database:
 
-- ``prism``: ``prism serve`` of this checkout (uvicorn, one worker, production mode);
+- ``prism``: ``prism serve`` of this checkout (uvicorn, one worker, production mode), sent
+  the query text: the interpreted path;
+- ``prism-compiled``: the same ``prism serve`` in a process of its own, sent registered
+  operations by hash: the compiled path (one SQL statement builds the answer), with the
+  response cache off so that every request runs it;
 - ``raw``: ``bench/perf/raw_app.py`` (Starlette + asyncpg + orjson, the same SQL as Prism);
 - ``postgraphile``: PostGraphile 4.14 from npm in library mode (``bench/perf/postgraphile.js``),
   installed into a cache directory outside the repository, never a dependency of Prism.
@@ -123,7 +127,10 @@ def _base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PRISM_")}
 
 
-def prism_server(url: str, scratch: Path, workers: int = 1) -> Server:
+def prism_server(
+    url: str, scratch: Path, workers: int = 1, *, name: str = "prism", **settings: str
+) -> Server:
+    """``prism serve`` on a free port; ``settings`` are more PRISM_* variables."""
     port = free_port()
     env = {
         **_base_env(),
@@ -134,12 +141,27 @@ def prism_server(url: str, scratch: Path, workers: int = 1) -> Server:
         "PRISM_LOG_LEVEL": "WARNING",
         "PRISM_HOST": "127.0.0.1",
         "PRISM_PORT": str(port),
-        "PRISM_DATA_DIR": str(scratch / "prism-data"),
+        "PRISM_DATA_DIR": str(scratch / f"{name}-data"),
         "PRISM_RATE_LIMIT_CAPACITY": UNLIMITED,
         "PRISM_RATE_LIMIT_REFILL_PER_SECOND": UNLIMITED,
+        **settings,
     }
     prism = Path(sys.executable).with_name("prism")
-    return Server("prism", [str(prism), "serve"], env, port, "/healthz", scratch / "prism.log")
+    return Server(name, [str(prism), "serve"], env, port, "/healthz", scratch / f"{name}.log")
+
+
+def prism_compiled_server(url: str, scratch: Path, workers: int = 1) -> Server:
+    """The same ``prism serve``, for registered operations: the compiled path on (its
+    default, said explicitly) and the response cache off (``0``), so that each request runs
+    the compiled statement instead of being answered from the cache."""
+    return prism_server(
+        url,
+        scratch,
+        workers,
+        name="prism-compiled",
+        PRISM_COMPILED_OPERATIONS="true",
+        PRISM_RESPONSE_CACHE_TTL_SECONDS="0",
+    )
 
 
 def raw_server(url: str, dataset: Dataset, scratch: Path) -> Server:

@@ -665,6 +665,19 @@ class Compiled:
     must_exist: tuple[str, ...] = ()
 
 
+def with_defaults(
+    operation: OperationDefinitionNode, variables: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The request's variables, plus the operation's default for each one it leaves out, as
+    GraphQL's coercion gives them to the interpreted path (an explicit null stays null)."""
+    values = dict(variables)
+    for definition in operation.variable_definitions or ():
+        name = definition.variable.name.value
+        if name not in values and definition.default_value is not None:
+            values[name] = value_from_ast_untyped(definition.default_value)
+    return values
+
+
 def plan(
     document: DocumentNode,
     operation: OperationDefinitionNode,
@@ -677,7 +690,7 @@ def plan(
     fragments = {
         d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
     }
-    planner = Planner(principal, fragments, variables or {})
+    planner = Planner(principal, fragments, with_defaults(operation, variables or {}))
     pairs = []
     must_exist = []
     for node in planner.fields(operation.selection_set, "Query"):
