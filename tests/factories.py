@@ -136,7 +136,9 @@ async def add_document(
         )
         session.add(document)
         await session.flush()
-        sections = await store_sections(session, document, split_sections(text))
+        sections = await store_sections(
+            session, document, split_sections(text), envelope=services.pipeline.envelope
+        )
         await analyze_sections(session, document, sections, RulesAnalyzer())
     return document
 

@@ -14,11 +14,13 @@ ALLOWED: dict[str, set[str]] = {
     "ingest": {"config"},
     "cache": {"config"},
     "authz": {"models", "config"},
-    "jobs": {"models", "ingest", "config"},
-    "resolvers": {"authz", "models", "jobs", "ingest", "cache", "config"},
+    "governance": {"models", "ingest", "config"},
+    # Job handlers run governance work (export bundles) and seal RESTRICTED sections.
+    "jobs": {"models", "ingest", "governance", "config"},
+    "resolvers": {"authz", "models", "jobs", "ingest", "cache", "governance", "config"},
     "schema": {"resolvers", "authz", "models", "ingest", "cache", "config"},
 }
-BELOW_GRAPHQL = {"config", "models", "migrations", "ingest", "authz", "jobs", "cache"}
+BELOW_GRAPHQL = {"config", "models", "migrations", "ingest", "authz", "jobs", "cache", "governance"}
 WEB = ("strawberry", "starlette", "uvicorn")
 
 

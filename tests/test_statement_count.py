@@ -70,7 +70,7 @@ async def _fill(services: Services, tenant: Tenant, documents: int, sections: in
             parts = [
                 TextSection(f"S{s}", f"Clause {s}: automatically renews.") for s in range(sections)
             ]
-            rows = await store_sections(session, doc, parts)
+            rows = await store_sections(session, doc, parts, envelope=services.pipeline.envelope)
             analyses = await analyze_sections(session, doc, rows, RulesAnalyzer())
             session.add(
                 Feedback(

@@ -24,6 +24,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism.errors import BadUserInput, Conflict, PayloadTooLarge, UnsupportedMediaType
+from prism.governance import gdpr
+from prism.governance.encryption import Envelope
 from prism.ingest.detect import Kind, Unsupported, detect_stream
 from prism.ingest.extract import ExtractionError, extract_isolated
 from prism.ingest.pii import scan
@@ -254,9 +256,13 @@ async def store_sections(
     document: Document,
     parts: list[TextSection],
     findings: list[list[dict[str, Any]]] | None = None,
+    *,
+    envelope: Envelope,
 ) -> list[Section]:
     """Sections with their PII findings (offsets only), replacing any earlier extraction.
-    ``findings`` come from the extraction child; without them the text is scanned here."""
+    ``findings`` come from the extraction child; without them the text is scanned here.
+    A RESTRICTED document's sections are sealed with the organization's data key; the rows
+    returned hold the text in the clear for the rest of this transaction only."""
     if findings is None:
         findings = [[f.as_json() for f in scan(part.content)] for part in parts]
     await session.execute(sa.delete(Section).where(Section.document_id == document.id))
@@ -273,7 +279,12 @@ async def store_sections(
         )
         for index, (part, found) in enumerate(zip(parts, findings, strict=True))
     ]
+    restricted = document.classification is Classification.RESTRICTED
+    if restricted:
+        await envelope.seal_sections(session, sections)
     await document_models.add_sections(session, sections)
+    if restricted:
+        await envelope.open_sections(session, sections)
     document.total_sections = len(sections)
     document.word_count = sum(count_words(p.content) for p in parts)
     document.processing_status = ProcessingStatus.EXTRACTED
@@ -419,7 +430,13 @@ async def handle_extract(run: JobRun) -> None:
         if document is None:
             await _complete(session, run)
             return
-        await store_sections(session, document, extracted.sections, extracted.findings)
+        await store_sections(
+            session,
+            document,
+            extracted.sections,
+            extracted.findings,
+            envelope=run.pipeline.envelope,
+        )
         document.page_count = extracted.page_count
         document.processing_error = None
         if run.job.payload.get("analyze", True):
@@ -443,6 +460,7 @@ async def handle_analyze(run: JobRun) -> None:
                 sa.select(Section).where(Section.document_id == document.id).order_by(Section.ord)
             )
         )
+        await run.pipeline.envelope.open_sections(session, sections)
         done = set(
             await session.scalars(
                 sa.select(Analysis.section_id).where(Analysis.job_id == run.job.id)
@@ -488,7 +506,10 @@ async def handle_analyze(run: JobRun) -> None:
 
 
 async def fail_document(run: JobRun, error: str) -> None:
-    """The document ends FAILED with a message a person can act on, audited."""
+    """The document ends FAILED with a message a person can act on, audited (jobs that are
+    not about a document have nothing to mark)."""
+    if "documentId" not in run.job.payload:
+        return
     async with run.pipeline.db.transaction(run.job.organization_id) as session:
         document = await _locked_document(session, run)
         if document is None:
@@ -517,4 +538,33 @@ def _kind_of(mime_type: str) -> Kind:
     raise PermanentJobError(f"No extractor for {mime_type}.")
 
 
-HANDLERS = {EXTRACT: handle_extract, ANALYZE: handle_analyze}
+async def handle_export(run: JobRun) -> None:
+    """Build a personal-data export bundle (prism.governance.gdpr)."""
+    settings = run.pipeline.settings
+    await gdpr.build_export(
+        run.pipeline.db,
+        run.pipeline.store,
+        run.pipeline.envelope,
+        organization_id=run.job.organization_id,
+        export_id=uuid.UUID(run.job.payload["exportId"]),
+        link_ttl=timedelta(seconds=settings.export_link_ttl_seconds),
+        complete=lambda session: _complete(session, run),
+    )
+
+
+async def handle_erase_cleanup(run: JobRun) -> None:
+    """After an erasure committed: remove what lives outside the database (every hook)."""
+    cleanup = gdpr.Cleanup(
+        organization_id=run.job.organization_id, payload=run.job.payload, store=run.pipeline.store
+    )
+    await gdpr.run_erase_hooks(cleanup)
+    async with run.pipeline.db.transaction(run.job.organization_id) as session:
+        await _complete(session, run)
+
+
+HANDLERS = {
+    EXTRACT: handle_extract,
+    ANALYZE: handle_analyze,
+    gdpr.EXPORT: handle_export,
+    gdpr.ERASE_CLEANUP: handle_erase_cleanup,
+}

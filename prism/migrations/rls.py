@@ -30,8 +30,11 @@ def disable_tenant_rls(table: str) -> None:
 
 
 # Tenant tables whose writes do not change what a cached answer shows (sign-in sessions, MFA
-# codes, the audit chain's bookkeeping, the job queue's leases): no data_version trigger.
-UNVERSIONED_TABLES = frozenset({"sessions", "mfa_backup_codes", "audit_chain_heads", "jobs"})
+# codes, the audit chain's bookkeeping, the job queue's leases, wrapped data keys (a re-wrap
+# changes no plaintext), the lake export's watermarks): no data_version trigger.
+UNVERSIONED_TABLES = frozenset(
+    {"sessions", "mfa_backup_codes", "audit_chain_heads", "jobs", "data_keys", "lake_watermarks"}
+)
 
 
 def track_data_version(table: str, *, per_row: bool = False) -> None:

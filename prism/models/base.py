@@ -38,6 +38,9 @@ TENANT_TABLES: tuple[str, ...] = (
     "audit_chain_heads",
     "jobs",
     "mfa_backup_codes",
+    "data_keys",
+    "data_exports",
+    "lake_watermarks",
 )
 
 

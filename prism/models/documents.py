@@ -112,6 +112,9 @@ class Section(Base):
     pii_findings: Mapped[list[dict[str, Any]]] = mapped_column(
         JSONB, nullable=False, default=list, server_default=sa.text("'[]'::jsonb")
     )
+    # RESTRICTED documents: name and content sealed with the organization's data key
+    # (AES-GCM); ``name``/``content`` then hold empty strings (see prism.governance.encryption).
+    sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
     created_at: Mapped[datetime] = created_at()
 
     __table_args__ = (sa.UniqueConstraint("document_id", "ord"),)

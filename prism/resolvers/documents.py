@@ -101,6 +101,8 @@ async def update_document(
             document.document_type = changes.document_type
         if changes.classification is not None:
             document.classification = changes.classification
+            # RESTRICTED text is sealed at rest; text of any other level is not.
+            await ctx.services.pipeline.envelope.apply_classification(session, document)
         if changes.legal_hold is not None:
             document.legal_hold = changes.legal_hold
         after = snapshot(document)

@@ -27,6 +27,7 @@ from prism.schema.extensions import (
     ParseCache,
     RequestTransaction,
 )
+from prism.schema.governance import DataExport
 from prism.schema.identity import ApiToken, Organization, User
 from prism.schema.limits import OperationCost, RateLimit, ResponseCache
 from prism.schema.mutation import Mutation
@@ -106,6 +107,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
             Feedback,
             AuditEvent,
             Job,
+            DataExport,
         ],
         extensions=extensions,  # type: ignore[arg-type]
         config=StrawberryConfig(

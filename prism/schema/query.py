@@ -35,6 +35,7 @@ from prism.schema.enums import (
     ProcessingStatus,
     RiskLevel,
 )
+from prism.schema.governance import DataExport
 from prism.schema.identity import ApiToken, Organization, User, UserConnection, Viewer
 from prism.schema.prefetch import prefetch_documents, under
 
@@ -53,6 +54,7 @@ NODE_TYPES = {
     "Feedback": Feedback,
     "AuditEvent": AuditEvent,
     "Job": Job,
+    "DataExport": DataExport,
 }
 
 
