@@ -68,9 +68,9 @@ def retired_keys(settings: Settings) -> tuple[bytes, ...]:
     return tuple(_hex_key(k, "PRISM_ENCRYPTION_RETIRED_KEYS") for k in old if k)
 
 
-def envelope(settings: Settings) -> Envelope:
+def envelope(settings: Settings, db: Database) -> Envelope:
     keks = key_encryption_keys(settings, server_key(settings), retired_keys(settings))
-    return Envelope(keks)
+    return Envelope(keks, db)
 
 
 def secret_box(settings: Settings) -> SecretBox:
@@ -100,7 +100,7 @@ def build_services(settings: Settings, url: str) -> Services:
     return Services(
         settings=settings,
         db=db,
-        pipeline=Pipeline.build(settings, db, envelope(settings)),
+        pipeline=Pipeline.build(settings, db, envelope(settings, db)),
         passwords=Passwords(
             time_cost=settings.password_hash_time_cost,
             memory_kib=settings.password_hash_memory_kib,

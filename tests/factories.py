@@ -139,7 +139,9 @@ async def add_document(
         sections = await store_sections(
             session, document, split_sections(text), envelope=services.pipeline.envelope
         )
-        await analyze_sections(session, document, sections, RulesAnalyzer())
+        await analyze_sections(
+            session, document, sections, RulesAnalyzer(), envelope=services.pipeline.envelope
+        )
     return document
 
 

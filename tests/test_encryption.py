@@ -38,6 +38,8 @@ from tests.test_storage import s3_endpoint  # noqa: F401 - the moto server (KMS 
 
 SECTIONS = """query($id: ID!) { document(id: $id) {
   classification sections(first: 20) { edges { node { name content } } } } }"""
+FINDINGS = """query($id: ID!) { document(id: $id) {
+  analyses(first: 20) { edges { node { feedbackItems { category quote } } } } } }"""
 RECLASSIFY = """mutation($id: ID!, $c: Classification!) {
   updateDocument(input: {id: $id, classification: $c}) { classification } }"""
 
@@ -78,17 +80,29 @@ async def test_restricted_text_is_ciphertext_at_rest_and_plain_through_the_api(
     names = [e["node"]["name"] for e in body["data"]["document"]["sections"]["edges"]]
     assert any("unlimited liability" in t for t in texts)
     assert "2. Liability" in names
-    # The analysis ran on the clear text (the rules analyzer found the liability clause).
+    # The analysis ran on the clear text; its findings (which quote it) are sealed too.
     async with services.db.transaction(tenant.org_id) as session:
-        items = await session.scalar(
-            sa.text(
-                "SELECT sum(jsonb_array_length(feedback_items)) FROM analysis_results"
-                " WHERE document_id = :d"
-            ),
-            {"d": document.id},
-        )
-    assert items
-    assert items > 0
+        analyses = (
+            await session.execute(
+                sa.text(
+                    "SELECT feedback_items::text AS items, sealed FROM analysis_results"
+                    " WHERE document_id = :d"
+                ),
+                {"d": document.id},
+            )
+        ).all()
+    assert analyses
+    assert all(a.items == "[]" and a.sealed for a in analyses)
+    assert not any(b"liability" in a.sealed for a in analyses)
+    body = await gql(
+        client, FINDINGS, {"id": gid("Document", document.id)}, token=tenant.tokens[Role.ADMIN]
+    )
+    quotes = [
+        item["quote"] or ""
+        for edge in body["data"]["document"]["analyses"]["edges"]
+        for item in edge["node"]["feedbackItems"]
+    ]
+    assert any("liability" in q.lower() for q in quotes), body
 
 
 async def test_other_classifications_stay_in_the_clear(services: Services, tenant: Tenant) -> None:
@@ -117,6 +131,18 @@ async def test_reclassification_seals_and_unseals(
     rows = await _raw_sections(services, tenant, document.id)
     assert all(r.sealed is None for r in rows)
     assert any("unlimited liability" in r.content for r in rows)
+    async with services.db.transaction(tenant.org_id) as session:
+        sealed, items = (
+            await session.execute(
+                sa.text(
+                    "SELECT count(sealed), sum(jsonb_array_length(feedback_items))"
+                    " FROM analysis_results WHERE document_id = :d"
+                ),
+                {"d": document.id},
+            )
+        ).one()
+    assert sealed == 0
+    assert items > 0
 
 
 def test_keyring_file_is_private_and_keeps_old_keys(tmp_path: Path) -> None:
@@ -221,3 +247,18 @@ async def _clear_text(services: Services, tenant: Tenant, document_id: uuid.UUID
         await services.pipeline.envelope.open_sections(session, sections)
     names = {s.name for s in sections}
     return any("unlimited liability" in s.content for s in sections) and "2. Liability" in names
+
+
+async def test_a_data_key_first_used_in_a_rolled_back_transaction_still_opens(
+    services: Services, settings: Settings, tenant: Tenant
+) -> None:
+    envelope = services.pipeline.envelope
+    with pytest.raises(RuntimeError):
+        async with services.db.transaction(tenant.org_id) as session:
+            await envelope.seal(session, tenant.org_id, b"first", b"c")
+            raise RuntimeError("the caller's transaction fails")
+    async with services.db.transaction(tenant.org_id) as session:
+        sealed = await envelope.seal(session, tenant.org_id, b"second", b"c")
+    restarted = bootstrap.envelope(settings, services.db)  # another process, nothing cached
+    async with services.db.transaction(tenant.org_id) as session:
+        assert await restarted.open(session, tenant.org_id, sealed, b"c") == b"second"

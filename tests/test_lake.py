@@ -20,11 +20,13 @@ from pydantic import SecretStr
 
 from prism import bootstrap, migrations
 from prism.config import Settings
-from prism.governance import lake
+from prism.governance import gdpr, lake
 from prism.ingest.storage import S3Store
+from prism.jobs.worker import Worker
 from prism.models.base import utcnow
-from prism.models.enums import Classification, FeedbackAction
+from prism.models.enums import Classification, FeedbackAction, Role
 from prism.models.feedback import Feedback, create_feedback
+from prism.models.users import User
 from prism.resolvers.context import Services
 from tests.conftest import NewDatabase
 from tests.factories import Tenant, add_document, make_tenant
@@ -166,5 +168,31 @@ async def test_lake_export_to_s3_reads_back(
             partitioning="hive",
         )
         assert gold.to_table().column("documents_uploaded").to_pylist() == [2]
+    finally:
+        await services.close()
+
+
+async def test_erasure_rewrites_the_lake_partitions_that_held_the_person(
+    world: tuple[Services, Settings, Tenant],
+) -> None:
+    services, own, tenant = world
+    root = own.data_dir / "objects" / "lake"
+    try:
+        await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+        assert bronze_count(root) == 2
+        # when: the uploader of both documents is erased, and the cleanup job runs
+        uploader = tenant.users[Role.REVIEWER]
+        async with services.db.transaction(tenant.org_id) as session:
+            subject = await session.get(User, uploader.id, with_for_update=True)
+            assert subject is not None
+            erasure = await gdpr.erase_user(session, subject)
+            await gdpr.schedule_cleanup(session, erasure, tenant.org_id, max_attempts=3)
+        await Worker(services.pipeline).drain()
+        # then: their documents (and the feedback on them) are gone from every layer
+        assert bronze_count(root) == 0
+        for layer in ("bronze", "silver"):
+            for name in ("documents", "analyses", "feedback"):
+                assert not list((root / layer / name).rglob("*.parquet")), (layer, name)
+        assert not list((root / "gold").rglob("*.parquet"))
     finally:
         await services.close()

@@ -1,6 +1,7 @@
 """Envelope encryption by classification: each organization has one data key (AES-256-GCM),
 stored only wrapped by a key-encryption key (``prism.governance.keyring``). RESTRICTED
-sections and export bundles are sealed with it.
+sections, the findings of their analyses (which quote them) and export bundles are sealed
+with it.
 
 A sealed value is ``version (1) | data key id (16) | nonce (12) | ciphertext+tag``; the
 associated data binds it to its row and purpose (a section's ciphertext copied onto another
@@ -14,6 +15,7 @@ import os
 import secrets
 import uuid
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -24,6 +26,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from prism.governance.keyring import KeyEncryptionKeys
 from prism.models import governance as governance_models
+from prism.models.analyses import Analysis
 from prism.models.db import Database
 from prism.models.documents import Document, Section
 from prism.models.enums import Classification
@@ -33,8 +36,9 @@ _HEADER = 1 + 16 + 12
 
 
 class Envelope:
-    def __init__(self, keks: KeyEncryptionKeys) -> None:
+    def __init__(self, keks: KeyEncryptionKeys, db: Database) -> None:
         self.keks = keks
+        self.db = db
         self._keys: dict[uuid.UUID, tuple[uuid.UUID, AESGCM]] = {}
 
     @staticmethod
@@ -50,11 +54,15 @@ class Envelope:
             return cached
         row = await governance_models.read_data_key(session, organization_id)
         if row is None:
+            # Created and committed in a transaction of its own: if the caller's rolled back
+            # after sealing, a key cached here but never stored would seal data nobody could
+            # open again.
             fresh = secrets.token_bytes(32)
             kek_id, wrapped = await self.keks.wrap(fresh, self._wrap_context(organization_id))
-            row = await governance_models.insert_data_key(
-                session, organization_id=organization_id, kek_id=kek_id, wrapped_key=wrapped
-            )
+            async with self.db.transaction(organization_id) as own:
+                row = await governance_models.insert_data_key(
+                    own, organization_id=organization_id, kek_id=kek_id, wrapped_key=wrapped
+                )
         plain = await self.keks.unwrap(
             row.kek_id, row.wrapped_key, self._wrap_context(organization_id)
         )
@@ -71,9 +79,21 @@ class Envelope:
     async def open(
         self, session: AsyncSession, organization_id: uuid.UUID, sealed: bytes, context: bytes
     ) -> bytes:
+        return self._decrypt(await self.data_key(session, organization_id), sealed, context)
+
+    def open_cached(self, organization_id: uuid.UUID, sealed: bytes, context: bytes) -> bytes:
+        """``open`` with a data key this process already holds (loaded by ``data_key``): for
+        long reads that should not keep a database connection, such as a bundle download."""
+        cached = self._keys.get(organization_id)
+        if cached is None:
+            raise ValueError("the organization's data key is not loaded")
+        return self._decrypt(cached, sealed, context)
+
+    @staticmethod
+    def _decrypt(data_key: tuple[uuid.UUID, AESGCM], sealed: bytes, context: bytes) -> bytes:
+        key_id, key = data_key
         if len(sealed) < _HEADER + 16 or sealed[:1] != VERSION:
             raise ValueError("not a sealed value")
-        key_id, key = await self.data_key(session, organization_id)
         if sealed[1:17] != key_id.bytes:
             raise ValueError("sealed with another organization's data key")
         try:
@@ -128,15 +148,57 @@ class Envelope:
         )
         return str(plain["name"]), str(plain["content"])
 
+    # --- analysis findings -------------------------------------------------------------------
+
+    @staticmethod
+    def _findings_context(analysis_id: uuid.UUID) -> bytes:
+        return b"prism-analysis:" + analysis_id.bytes
+
+    async def seal_findings(
+        self,
+        session: AsyncSession,
+        organization_id: uuid.UUID,
+        analysis_id: uuid.UUID,
+        items: list[dict[str, Any]],
+    ) -> bytes:
+        context = self._findings_context(analysis_id)
+        return await self.seal(session, organization_id, orjson.dumps(items), context)
+
+    async def _findings(self, session: AsyncSession, analysis: Analysis) -> list[dict[str, Any]]:
+        context = self._findings_context(analysis.id)
+        plain = await self.open(session, analysis.organization_id, analysis.sealed or b"", context)
+        items: list[dict[str, Any]] = orjson.loads(plain)
+        return items
+
+    async def open_analyses(self, session: AsyncSession, analyses: Iterable[Analysis]) -> None:
+        """Decrypt loaded analyses' findings for this read (never flushed back)."""
+        for analysis in analyses:
+            if analysis.sealed is not None:
+                items = await self._findings(session, analysis)
+                set_committed_value(analysis, "feedback_items", items)
+
     async def apply_classification(self, session: AsyncSession, document: Document) -> None:
-        """Seal a RESTRICTED document's sections, unseal any other's."""
+        """Seal a RESTRICTED document's sections and analysis findings, unseal any other's."""
         sections = list(
             await session.scalars(sa.select(Section).where(Section.document_id == document.id))
         )
+        analyses = list(
+            await session.scalars(sa.select(Analysis).where(Analysis.document_id == document.id))
+        )
         if document.classification is Classification.RESTRICTED:
             await self.seal_sections(session, sections)
+            for analysis in analyses:
+                if analysis.sealed is None:
+                    analysis.sealed = await self.seal_findings(
+                        session, analysis.organization_id, analysis.id, analysis.feedback_items
+                    )
+                    analysis.feedback_items = []
         else:
             await self.unseal_sections(session, sections)
+            for analysis in analyses:
+                if analysis.sealed is not None:
+                    analysis.feedback_items = await self._findings(session, analysis)
+                    analysis.sealed = None
         await session.flush()
 
 

@@ -8,9 +8,9 @@ name people by user id (which now points at the pseudonym), but some older event
 an address or a name in their text (``user.create`` records the e-mail). Those are counted
 and listed in the receipt as kept, with the reason, rather than silently left behind.
 
-Work outside the database (stored objects; the search index once it exists) runs after the
-commit, in a job whose handler calls every hook of ``ERASE_HOOKS``: a new store of personal
-data adds its hook there.
+Work outside the database (stored objects, lake partitions; the search index once it exists)
+runs after the commit, in a job whose handler calls every hook of ``ERASE_HOOKS``: a new store
+of personal data adds its hook there.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import uuid
 import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -31,9 +31,11 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism.errors import Conflict
+from prism.governance import lake
 from prism.governance.encryption import Envelope
 from prism.ingest.storage import ObjectStore
 from prism.models import jobs as job_models
+from prism.models.analyses import Analysis
 from prism.models.audit import Actor, AuditEvent, RequestMeta, record_event
 from prism.models.base import utcnow
 from prism.models.db import Database
@@ -246,13 +248,13 @@ async def seal_frames(
 
 
 async def open_frames(
-    session: AsyncSession,
     envelope: Envelope,
     organization_id: uuid.UUID,
     export_id: uuid.UUID,
     chunks: AsyncIterator[bytes],
 ) -> AsyncIterator[bytes]:
-    """The bundle's plaintext, frame by frame, from the stored object's chunks."""
+    """The bundle's plaintext, frame by frame, from the stored object's chunks (with the data
+    key already loaded: no database connection is held while a client downloads)."""
     buffer = b""
     index = 0
     finished = False
@@ -266,12 +268,12 @@ async def open_frames(
                 break
             sealed, buffer = buffer[4 : 4 + length], buffer[4 + length :]
             try:
-                plain = await envelope.open(
-                    session, organization_id, sealed, _frame_context(export_id, index, False)
+                plain = envelope.open_cached(
+                    organization_id, sealed, _frame_context(export_id, index, False)
                 )
             except ValueError:
-                plain = await envelope.open(
-                    session, organization_id, sealed, _frame_context(export_id, index, True)
+                plain = envelope.open_cached(
+                    organization_id, sealed, _frame_context(export_id, index, True)
                 )
                 finished = True
             index += 1
@@ -405,14 +407,7 @@ async def open_download(
         )
         key = export.storage_key
 
-    async def stream() -> AsyncIterator[bytes]:
-        async with db.transaction(organization_id) as session:
-            async for chunk in open_frames(
-                session, envelope, organization_id, export_id, store.open_stream(key)
-            ):
-                yield chunk
-
-    return stream()
+    return open_frames(envelope, organization_id, export_id, store.open_stream(key))
 
 
 # --- erasure ---------------------------------------------------------------------------------
@@ -428,6 +423,8 @@ class Erasure:
     retained: list[str]
     objects: list[str] = field(default_factory=list)
     deleted_document_ids: list[uuid.UUID] = field(default_factory=list)
+    # Creation days (UTC) of the rows deleted or changed: their lake partitions are rewritten.
+    days: set[date] = field(default_factory=set)
     audit_event_id: uuid.UUID | None = None
 
 
@@ -450,6 +447,7 @@ async def erase_user(session: AsyncSession, subject: User) -> Erasure:
     exports = list(
         await session.scalars(sa.select(DataExport).where(DataExport.subject_id == subject.id))
     )
+    days = await _days_touched(session, subject.id, [d.id for d in doomed])
     objects = [d.storage_key for d in doomed if d.storage_key]
     objects += [e.storage_key for e in exports if e.storage_key]
     # Sections, analyses and everyone's feedback on these documents go with them (cascade).
@@ -520,7 +518,29 @@ async def erase_user(session: AsyncSession, subject: User) -> Erasure:
         retained=retained,
         objects=objects,
         deleted_document_ids=[d.id for d in doomed],
+        days=days,
     )
+
+
+async def _days_touched(
+    session: AsyncSession, subject_id: uuid.UUID, document_ids: list[uuid.UUID]
+) -> set[date]:
+    """The UTC creation days of the documents to delete, their analyses and feedback, and of
+    the person's feedback elsewhere: the lake partitions that hold them."""
+
+    def day(column: Any) -> Any:
+        return sa.cast(sa.func.timezone(sa.literal_column("'UTC'"), column), sa.Date)
+
+    queries = [
+        sa.select(day(Feedback.created_at)).where(Feedback.user_id == subject_id),
+    ]
+    if document_ids:
+        queries += [
+            sa.select(day(Document.created_at)).where(Document.id.in_(document_ids)),
+            sa.select(day(Analysis.created_at)).where(Analysis.document_id.in_(document_ids)),
+            sa.select(day(Feedback.created_at)).where(Feedback.document_id.in_(document_ids)),
+        ]
+    return set(await session.scalars(sa.union(*queries)))
 
 
 async def schedule_cleanup(
@@ -535,6 +555,7 @@ async def schedule_cleanup(
             "subjectId": str(erasure.subject_id),
             "objects": erasure.objects,
             "documentIds": [str(d) for d in erasure.deleted_document_ids],
+            "days": sorted(d.isoformat() for d in erasure.days),
         },
         max_attempts=max_attempts,
     )
@@ -544,6 +565,7 @@ async def schedule_cleanup(
 class Cleanup:
     organization_id: uuid.UUID
     payload: dict[str, Any]
+    db: Database
     store: ObjectStore
 
 
@@ -552,9 +574,15 @@ async def delete_objects(cleanup: Cleanup) -> None:
         await cleanup.store.delete(key)  # deleting a missing object succeeds: reruns are safe
 
 
+async def rewrite_lake(cleanup: Cleanup) -> None:
+    days = {date.fromisoformat(d) for d in cleanup.payload.get("days", [])}
+    if days:
+        await lake.rewrite_days(cleanup.db, cleanup.store, cleanup.organization_id, days)
+
+
 # Run, in order, by the erase-cleanup job; each hook must be idempotent (a job may rerun).
 # The search index adds its hook here (removing `documentIds` from the index).
-ERASE_HOOKS: list[Callable[[Cleanup], Awaitable[None]]] = [delete_objects]
+ERASE_HOOKS: list[Callable[[Cleanup], Awaitable[None]]] = [delete_objects, rewrite_lake]
 
 
 async def run_erase_hooks(cleanup: Cleanup) -> None:

@@ -47,6 +47,7 @@ from prism.models.documents import Document
 from prism.models.feedback import Feedback
 
 PREFIX = "lake"
+PARQUET = "application/vnd.apache.parquet"
 
 
 @dataclass(frozen=True)
@@ -279,6 +280,66 @@ async def write_schemas(store: ObjectStore) -> None:
         await _put(store, key, body, "application/json")
 
 
+async def _write_day(
+    session: AsyncSession,
+    store: ObjectStore,
+    organization_id: uuid.UUID,
+    day: date,
+    datasets: list[Dataset],
+    report: LakeReport,
+) -> dict[str, int]:
+    """Rewrite one organization's partitions of ``day`` for ``datasets`` (and gold) from the
+    rows as they are now; a partition left with no rows is removed. Rows written, by dataset."""
+    rows = {d.name: await _rows_of_day(session, d, organization_id, day) for d in DATASETS}
+    written: dict[str, int] = {}
+    for dataset in datasets:
+        schema = schema_of(dataset)
+        bronze = rows[dataset.name]
+        silver = [
+            _silver(dataset, r)
+            for r in bronze
+            if not (dataset.name == "documents" and r["deleted_at"] is not None)
+        ]
+        for layer, layer_rows in (("bronze", bronze), ("silver", silver)):
+            key = partition(layer, dataset.name, day, organization_id)
+            if not layer_rows:
+                await store.delete(key)
+                continue
+            table = pa.Table.from_pylist(layer_rows, schema=schema)
+            await _put(store, key, _parquet(table), PARQUET)
+            report.files += 1
+            report.partitions[f"{layer}/{dataset.name}"] += 1
+        report.rows += len(bronze)
+        written[dataset.name] = len(bronze)
+    key = partition("gold", "daily_activity", day, organization_id)
+    if not any(rows.values()):
+        await store.delete(key)
+        return written
+    gold = pa.Table.from_pylist([_gold_row(organization_id, day, rows)], schema=GOLD_SCHEMA)
+    await _put(store, key, _parquet(gold), PARQUET)
+    report.files += 1
+    report.partitions["gold/daily_activity"] += 1
+    return written
+
+
+async def rewrite_days(
+    db: Database, store: ObjectStore, organization_id: uuid.UUID, days: set[date]
+) -> LakeReport:
+    """Rewrite an organization's partitions of ``days`` from the current rows (after an
+    erasure deleted rows the watermark cannot see). Nothing, if the lake was never written."""
+    report = LakeReport()
+    async with db.transaction(organization_id) as session:
+        exported = [
+            await governance_models.read_watermark(session, organization_id, d.name)
+            for d in DATASETS
+        ]
+        if not any(exported):
+            return report
+        for day in sorted(days):
+            await _write_day(session, store, organization_id, day, list(DATASETS), report)
+    return report
+
+
 async def export(
     db: Database,
     store: ObjectStore,
@@ -308,34 +369,16 @@ async def export(
             days: set[date] = set().union(*touched.values())
             exported: dict[str, int] = defaultdict(int)
             for day in sorted(days):
-                rows = {
-                    d.name: await _rows_of_day(session, d, organization_id, day) for d in DATASETS
-                }
-                for dataset in DATASETS:
-                    if day not in touched[dataset.name]:
-                        continue
-                    schema = schema_of(dataset)
-                    bronze = rows[dataset.name]
-                    silver = [
-                        _silver(dataset, r)
-                        for r in bronze
-                        if not (dataset.name == "documents" and r["deleted_at"] is not None)
-                    ]
-                    for layer, layer_rows in (("bronze", bronze), ("silver", silver)):
-                        table = pa.Table.from_pylist(layer_rows, schema=schema)
-                        key = partition(layer, dataset.name, day, organization_id)
-                        await _put(store, key, _parquet(table), "application/vnd.apache.parquet")
-                        report.files += 1
-                        report.partitions[f"{layer}/{dataset.name}"] += 1
-                    report.rows += len(bronze)
-                    exported[dataset.name] += len(bronze)
-                gold = pa.Table.from_pylist(
-                    [_gold_row(organization_id, day, rows)], schema=GOLD_SCHEMA
+                written = await _write_day(
+                    session,
+                    store,
+                    organization_id,
+                    day,
+                    [d for d in DATASETS if day in touched[d.name]],
+                    report,
                 )
-                key = partition("gold", "daily_activity", day, organization_id)
-                await _put(store, key, _parquet(gold), "application/vnd.apache.parquet")
-                report.files += 1
-                report.partitions["gold/daily_activity"] += 1
+                for name, count in written.items():
+                    exported[name] += count
             for dataset in DATASETS:
                 mark = newest[dataset.name]
                 if mark is not None:

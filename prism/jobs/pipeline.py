@@ -320,12 +320,30 @@ async def run_analyzer(document: Document, section: Section, analyzer: Analyzer)
 
 
 async def store_analysis(
-    session: AsyncSession, values: dict[str, Any], job_id: uuid.UUID | None
+    session: AsyncSession,
+    values: dict[str, Any],
+    job_id: uuid.UUID | None,
+    *,
+    envelope: Envelope,
 ) -> None:
-    """One analysis row; a second run of the same job for the same section adds nothing."""
+    """One analysis row; a second run of the same job for the same section adds nothing.
+    The findings of a RESTRICTED document (their quotes are excerpts of its text) are sealed.
+    The document row is share-locked, so a reclassification waits for this row (and then
+    seals or unseals it) instead of missing it."""
+    classification = await session.scalar(
+        sa.select(Document.classification)
+        .where(Document.id == values["document_id"])
+        .with_for_update(read=True)
+    )
+    analysis_id = uuid.uuid4()
+    if classification is Classification.RESTRICTED:
+        sealed = await envelope.seal_findings(
+            session, values["organization_id"], analysis_id, values["feedback_items"]
+        )
+        values = {**values, "feedback_items": [], "sealed": sealed}
     await session.execute(
         insert(Analysis)
-        .values(id=uuid.uuid4(), job_id=job_id, **values)
+        .values(id=analysis_id, job_id=job_id, **values)
         .on_conflict_do_nothing(index_elements=[Analysis.section_id, Analysis.job_id])
     )
 
@@ -336,11 +354,15 @@ async def analyze_sections(
     sections: list[Section],
     analyzer: Analyzer,
     job_id: uuid.UUID | None = None,
+    *,
+    envelope: Envelope,
 ) -> list[Analysis]:
     """Analyse every section in this transaction, then set the document's aggregates."""
     for section in sections:
-        await store_analysis(session, await run_analyzer(document, section, analyzer), job_id)
+        values = await run_analyzer(document, section, analyzer)
+        await store_analysis(session, values, job_id, envelope=envelope)
     results = await analyses_of_run(session, document.id, job_id)
+    await envelope.open_analyses(session, results)
     apply_aggregates(document, results)
     return results
 
@@ -473,7 +495,7 @@ async def handle_analyze(run: JobRun) -> None:
             continue
         values = await run_analyzer(document, section, analyzer)
         async with db.transaction(run.job.organization_id) as session:
-            await store_analysis(session, values, run.job.id)
+            await store_analysis(session, values, run.job.id, envelope=run.pipeline.envelope)
             done.add(section.id)
             await notify_progress(session, document, len(done))
     async with db.transaction(run.job.organization_id) as session:
@@ -482,6 +504,7 @@ async def handle_analyze(run: JobRun) -> None:
             await _complete(session, run)
             return
         results = await analyses_of_run(session, locked.id, run.job.id)
+        await run.pipeline.envelope.open_analyses(session, results)
         apply_aggregates(locked, results)
         risk = locked.risk_level.value if locked.risk_level else None
         await notify_progress(session, locked, len(results))
@@ -555,7 +578,10 @@ async def handle_export(run: JobRun) -> None:
 async def handle_erase_cleanup(run: JobRun) -> None:
     """After an erasure committed: remove what lives outside the database (every hook)."""
     cleanup = gdpr.Cleanup(
-        organization_id=run.job.organization_id, payload=run.job.payload, store=run.pipeline.store
+        organization_id=run.job.organization_id,
+        payload=run.job.payload,
+        db=run.pipeline.db,
+        store=run.pipeline.store,
     )
     await gdpr.run_erase_hooks(cleanup)
     async with run.pipeline.db.transaction(run.job.organization_id) as session:

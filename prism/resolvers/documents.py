@@ -182,6 +182,7 @@ async def submit_feedback(ctx: Context, data: FeedbackInput) -> Feedback:
         if not found:
             raise not_found("Analysis")
         analysis = found[0]
+        await ctx.services.pipeline.envelope.open_analyses(session, found)
         category = None
         if data.item_id is not None:
             item = next(

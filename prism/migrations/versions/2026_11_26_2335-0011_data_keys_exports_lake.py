@@ -1,4 +1,5 @@
-"""Data governance: wrapped per-organization data keys, sealed RESTRICTED sections, personal
+"""Data governance: wrapped per-organization data keys, sealed RESTRICTED sections and
+analysis findings, personal
 data exports, erased users, and the lake export's watermarks.
 
 Revision ID: 0011
@@ -41,6 +42,7 @@ $$"""
 def upgrade() -> None:
     op.add_column("users", sa.Column("erased_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("document_sections", sa.Column("sealed", sa.LargeBinary(), nullable=True))
+    op.add_column("analysis_results", sa.Column("sealed", sa.LargeBinary(), nullable=True))
 
     op.create_table(
         "data_keys",
@@ -145,5 +147,6 @@ def downgrade() -> None:
     op.drop_table("data_exports")
     disable_tenant_rls("data_keys")
     op.drop_table("data_keys")
+    op.drop_column("analysis_results", "sealed")
     op.drop_column("document_sections", "sealed")
     op.drop_column("users", "erased_at")
