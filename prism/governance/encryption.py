@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from prism.governance.keyring import KeyEncryptionKeys
-from prism.models import governance as governance_models
+from prism.models import governance_data as governance_models
 from prism.models.analyses import Analysis
 from prism.models.db import Database
 from prism.models.documents import Document, Section

@@ -42,7 +42,7 @@ from prism.models.db import Database
 from prism.models.documents import Document
 from prism.models.enums import JobState
 from prism.models.feedback import Feedback
-from prism.models.governance import DataExport, create_data_export
+from prism.models.governance_data import DataExport, create_data_export
 from prism.models.users import ApiToken, MfaBackupCode, RefreshSession, User
 
 EXPORT = "gdpr.export"

@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism.ingest.pii import mask_all
 from prism.ingest.storage import ObjectStore
-from prism.models import governance as governance_models
+from prism.models import governance_data as governance_models
 from prism.models.analyses import Analysis
 from prism.models.base import Base, utcnow
 from prism.models.db import Database

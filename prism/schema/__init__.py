@@ -27,7 +27,7 @@ from prism.schema.extensions import (
     ParseCache,
     RequestTransaction,
 )
-from prism.schema.governance import DataExport
+from prism.schema.governance_data import DataExport
 from prism.schema.identity import ApiToken, Organization, User
 from prism.schema.limits import OperationCost, RateLimit, ResponseCache
 from prism.schema.mutation import Mutation

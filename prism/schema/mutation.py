@@ -14,13 +14,13 @@ from prism.authz import identity, mfa, throttle
 from prism.errors import BadUserInput
 from prism.models.users import User as UserRow
 from prism.resolvers import documents as document_resolvers
-from prism.resolvers import governance as governance_resolvers
+from prism.resolvers import governance_data as governance_resolvers
 from prism.resolvers.ids import expect_id
 from prism.schema.audit import Job
 from prism.schema.base import Info
 from prism.schema.documents import Document, Feedback
 from prism.schema.enums import Classification, DocumentType, FeedbackAction, Role
-from prism.schema.governance import DataExport, ErasureReceipt
+from prism.schema.governance_data import DataExport, ErasureReceipt
 from prism.schema.identity import ApiToken, User
 
 

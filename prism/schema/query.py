@@ -35,7 +35,7 @@ from prism.schema.enums import (
     ProcessingStatus,
     RiskLevel,
 )
-from prism.schema.governance import DataExport
+from prism.schema.governance_data import DataExport
 from prism.schema.identity import ApiToken, Organization, User, UserConnection, Viewer
 from prism.schema.prefetch import prefetch_documents, under
 

@@ -12,7 +12,7 @@ from prism.errors import BadUserInput, Conflict, NotFound
 from prism.governance import gdpr
 from prism.governance.gdpr import Erasure as Erasure  # the receipt the schema maps
 from prism.models import users as user_models
-from prism.models.governance import DataExport
+from prism.models.governance_data import DataExport
 from prism.models.users import User
 from prism.resolvers.context import Context
 

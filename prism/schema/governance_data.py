@@ -6,10 +6,10 @@ from datetime import datetime
 
 import strawberry
 
-from prism.models import governance as governance_models
+from prism.models import governance_data as governance_models
 from prism.models.base import utcnow
 from prism.models.enums import JobState as JobStateValue
-from prism.resolvers.governance import Erasure
+from prism.resolvers.governance_data import Erasure
 from prism.resolvers.ids import to_global_id
 from prism.schema.base import Info, Node
 from prism.schema.enums import JobState
