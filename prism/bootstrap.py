@@ -12,6 +12,9 @@ from prism import migrations
 from prism.authz.secrets import AccessTokens, Passwords, SecretBox, load_or_create_key
 from prism.cache.store import build_store
 from prism.config import Settings
+from prism.governance.encryption import Envelope
+from prism.governance.gdpr import ExportLinks
+from prism.governance.keyring import key_encryption_keys
 from prism.jobs.runtime import Pipeline
 from prism.jobs.worker import Worker
 from prism.models import embedded
@@ -35,26 +38,43 @@ async def prepare_database(settings: Settings) -> str:
     return url
 
 
-def access_tokens(settings: Settings) -> AccessTokens:
+def jwt_key(settings: Settings) -> bytes:
     if settings.jwt_secret is not None:
-        key = settings.jwt_secret.get_secret_value().encode()
-    elif settings.production:
+        return settings.jwt_secret.get_secret_value().encode()
+    if settings.production:
         raise RuntimeError("PRISM_JWT_SECRET must be set in production mode.")
-    else:
-        key = load_or_create_key(settings.data_dir / "jwt.key")
+    return load_or_create_key(settings.data_dir / "jwt.key")
+
+
+def access_tokens(settings: Settings) -> AccessTokens:
     return AccessTokens(
-        key, key_id=settings.jwt_key_id, ttl=timedelta(seconds=settings.access_token_ttl_seconds)
+        jwt_key(settings),
+        key_id=settings.jwt_key_id,
+        ttl=timedelta(seconds=settings.access_token_ttl_seconds),
     )
 
 
-def secret_box(settings: Settings) -> SecretBox:
+def server_key(settings: Settings) -> bytes:
+    """PRISM_ENCRYPTION_KEY, or the 0600 key file: it seals MFA secrets (SecretBox) and is the
+    first key-encryption key of the local keyring."""
     if settings.encryption_key is not None:
-        current = _hex_key(settings.encryption_key.get_secret_value(), "PRISM_ENCRYPTION_KEY")
-    else:
-        current = load_or_create_key(settings.data_dir / "encryption.key")
+        return _hex_key(settings.encryption_key.get_secret_value(), "PRISM_ENCRYPTION_KEY")
+    return load_or_create_key(settings.data_dir / "encryption.key")
+
+
+def retired_keys(settings: Settings) -> tuple[bytes, ...]:
     retired = settings.encryption_retired_keys
     old = [k.strip() for k in retired.get_secret_value().split(",")] if retired else []
-    return SecretBox(current, tuple(_hex_key(k, "PRISM_ENCRYPTION_RETIRED_KEYS") for k in old if k))
+    return tuple(_hex_key(k, "PRISM_ENCRYPTION_RETIRED_KEYS") for k in old if k)
+
+
+def envelope(settings: Settings, db: Database) -> Envelope:
+    keks = key_encryption_keys(settings, server_key(settings), retired_keys(settings))
+    return Envelope(keks, db)
+
+
+def secret_box(settings: Settings) -> SecretBox:
+    return SecretBox(server_key(settings), retired_keys(settings))
 
 
 def _hex_key(text: str, name: str) -> bytes:
@@ -80,7 +100,7 @@ def build_services(settings: Settings, url: str) -> Services:
     return Services(
         settings=settings,
         db=db,
-        pipeline=Pipeline.build(settings, db),
+        pipeline=Pipeline.build(settings, db, envelope(settings, db)),
         passwords=Passwords(
             time_cost=settings.password_hash_time_cost,
             memory_kib=settings.password_hash_memory_kib,
@@ -90,6 +110,8 @@ def build_services(settings: Settings, url: str) -> Services:
         secrets=secret_box(settings),
         store=store,
         operations=OperationRegistry(db, store, apq_ttl_seconds=settings.apq_ttl_seconds),
+        # Links are signed with a key derived from the JWT key (kept as secret as it).
+        export_links=ExportLinks(jwt_key(settings)),
     )
 
 

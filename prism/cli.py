@@ -648,6 +648,92 @@ def backup_verify(name: str | None, as_json: bool) -> None:
 
 
 @main.group()
+def keys() -> None:
+    """Encryption keys: organizations' data keys and the keys that wrap them."""
+
+
+@keys.command("rotate")
+@click.option(
+    "--new-kek",
+    is_flag=True,
+    help="First add a new key-encryption key to PRISM_DATA_DIR/keyring.json and make it "
+    "current (the local keyring file only; with PRISM_ENCRYPTION_KEY or PRISM_KMS_KEY_ID, "
+    "change the setting instead).",
+)
+def keys_rotate(new_kek: bool) -> None:
+    """Re-wrap every organization's data key with the current key-encryption key. Data stays
+    as it is and servers keep running: old and new keys both unwrap until this finishes."""
+    from prism.governance import encryption, keyring
+
+    settings = Settings()
+    if new_kek:
+        if settings.encryption_key is not None or settings.kms_key_id:
+            console.print(
+                "[red]error:[/red] --new-kek manages the keyring file; with "
+                "PRISM_ENCRYPTION_KEY set, move it to PRISM_ENCRYPTION_RETIRED_KEYS and set a "
+                "new one (with PRISM_KMS_KEY_ID, name the new KMS key) before rotating."
+            )
+            sys.exit(1)
+        keyring.file_keyring(
+            settings.data_dir / keyring.KEYRING_FILE, bootstrap.server_key(settings)
+        )
+        added = keyring.add_key(settings.data_dir / keyring.KEYRING_FILE)
+        console.print(f"New key-encryption key {added} is current.")
+
+    async def work(services: Services) -> list[tuple[Any, str, str]]:
+        return await encryption.rotate(services.db, services.pipeline.envelope)
+
+    changed = _run(work)
+    for organization_id, old, new in changed:
+        click.echo(f"{organization_id}: {old} -> {new}")
+    console.print(f"Re-wrapped {len(changed)} data keys.")
+
+
+@main.group()
+def lake() -> None:
+    """The data lake: Parquet datasets in the object store."""
+
+
+@lake.command("export")
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    default=None,
+    help="Export rows changed from this UTC date on (default: from each table's watermark).",
+)
+@click.option(
+    "--settle-seconds",
+    type=click.FloatRange(0, 3600),
+    default=60,
+    show_default=True,
+    help="Leave rows younger than this for the next run (transactions still in flight).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def lake_export(since: Any, settle_seconds: float, as_json: bool) -> None:
+    """Write bronze (raw), silver (PII-masked) and gold (daily aggregates) Parquet datasets
+    partitioned year=/month=/day=, incrementally from the last watermark."""
+    from datetime import UTC
+
+    from prism.governance import lake as lake_module
+
+    async def work(services: Services) -> lake_module.LakeReport:
+        return await lake_module.export(
+            services.db,
+            services.pipeline.store,
+            since=since.replace(tzinfo=UTC) if since else None,
+            settle_seconds=settle_seconds,
+        )
+
+    report = _run(work)
+    _emit(
+        report.as_json(),
+        as_json,
+        f"Lake export: {report.rows} rows in {report.files} files "
+        f"({report.organizations} organizations).",
+    )
+
+
+@main.group()
 def schema() -> None:
     """The GraphQL schema."""
 

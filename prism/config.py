@@ -82,6 +82,21 @@ class Settings(BaseSettings):
         description="Comma-separated retired keys (hex) that still open older values after "
         "a rotation.",
     )
+    kms_key_id: str | None = Field(
+        None,
+        description="AWS KMS key (id, ARN or alias) that wraps organizations' data keys; unset: "
+        "the local keyring (PRISM_ENCRYPTION_KEY, or PRISM_DATA_DIR/keyring.json).",
+    )
+    kms_region: str = Field("us-east-1", description="AWS region of PRISM_KMS_KEY_ID.")
+    kms_endpoint_url: str | None = Field(
+        None, description="Endpoint of a KMS-compatible service; unset: AWS."
+    )
+    export_link_ttl_seconds: int = Field(
+        86_400,
+        ge=60,
+        le=30 * 86_400,
+        description="How long a personal-data export's download link works.",
+    )
     password_hash_time_cost: int = Field(
         3, ge=1, le=20, description="argon2id passes; raise it on fast CPUs."
     )

@@ -27,7 +27,7 @@ from starlette.authentication import (
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
@@ -41,6 +41,7 @@ from prism.authz import identity
 from prism.authz.principal import Principal
 from prism.config import Settings
 from prism.errors import PrismError, Unauthenticated
+from prism.governance import gdpr
 from prism.jobs.pipeline import PROGRESS_CHANNEL
 from prism.models.audit import RequestMeta
 from prism.models.db import url_for_asyncpg
@@ -356,6 +357,45 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     return response
 
 
+async def download_export(request: Request) -> Response:
+    """A personal-data export bundle, for a link signed by ``exportUserData``'s DataExport
+    (the link is the credential, like a presigned URL); decrypted on the way out, audited."""
+    services: Services = request.app.state.services
+    try:
+        organization_id = uuid.UUID(request.path_params["organization"])
+        export_id = uuid.UUID(request.path_params["export"])
+        expires = int(request.query_params.get("expires", ""))
+    except ValueError:
+        return error_response(404, "NOT_FOUND", "No such export.")
+    token = request.query_params.get("token", "")
+    if not services.export_links.verify(organization_id, export_id, expires, token):
+        return error_response(404, "NOT_FOUND", "No such export, or its link has expired.")
+    meta = RequestMeta(
+        ip_address=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent"),
+        request_id=request.scope.get("state", {}).get("request_id"),
+    )
+    pipeline = services.pipeline
+    body = await gdpr.open_download(
+        services.db,
+        pipeline.store,
+        pipeline.envelope,
+        organization_id=organization_id,
+        export_id=export_id,
+        meta=meta,
+    )
+    if body is None:
+        return error_response(404, "NOT_FOUND", "No such export, or its link has expired.")
+    return StreamingResponse(
+        body,
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="prism-export-{export_id}.zip"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -436,6 +476,7 @@ def create_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            Route("/exports/{organization}/{export}", download_export),
         ],
         middleware=[
             Middleware(RequestIdMiddleware),

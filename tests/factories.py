@@ -136,8 +136,12 @@ async def add_document(
         )
         session.add(document)
         await session.flush()
-        sections = await store_sections(session, document, split_sections(text))
-        await analyze_sections(session, document, sections, RulesAnalyzer())
+        sections = await store_sections(
+            session, document, split_sections(text), envelope=services.pipeline.envelope
+        )
+        await analyze_sections(
+            session, document, sections, RulesAnalyzer(), envelope=services.pipeline.envelope
+        )
     return document
 
 

@@ -136,6 +136,8 @@ MUTATIONS = {
         "Document",
     ),
     "resetUserMfa": ("mutation($id: ID!) { resetUserMfa(userId: $id) { id } }", "User"),
+    "exportUserData": ("mutation($id: ID!) { exportUserData(userId: $id) { id } }", "User"),
+    "eraseUser": ("mutation($id: ID!) { eraseUser(userId: $id) { subjectId } }", "User"),
 }
 # Root query fields taking an ID, and the test that sends them another organization's.
 QUERIES = {

@@ -72,6 +72,7 @@ ROLE_MAY = {
         "token:create",
         "token:revoke",
         "mfa:manage",
+        "user:export",
     },
 }
 ROLE_MAY["REVIEWER"] = ROLE_MAY["VIEWER"] | {
@@ -110,12 +111,13 @@ def reference(p: Principal, action: Action, r: Resource | None) -> tuple[bool, s
             return False, "NOT_FOUND"
     if action.value not in ROLE_MAY[p.role.value]:
         return False, "FORBIDDEN"
-    if action.value in ("mfa:manage", "user:mfa-reset") and p.api_token_id is not None:
+    interactive = ("mfa:manage", "user:mfa-reset", "user:erase")
+    if action.value in interactive and p.api_token_id is not None:
         return False, "FORBIDDEN"
     scope = ACTION_SCOPE[action]
     if p.scopes is not None and scope is not None and scope not in p.scopes:
         return False, "FORBIDDEN"
-    if r is not None and action.value in ("document:delete", "token:revoke"):
+    if r is not None and action.value in ("document:delete", "token:revoke", "user:export"):
         owner = r.owner_id is not None and p.user_id is not None and r.owner_id == p.user_id
         if p.role.value != "ADMIN" and not owner:
             return False, "FORBIDDEN"

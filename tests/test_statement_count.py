@@ -70,8 +70,10 @@ async def _fill(services: Services, tenant: Tenant, documents: int, sections: in
             parts = [
                 TextSection(f"S{s}", f"Clause {s}: automatically renews.") for s in range(sections)
             ]
-            rows = await store_sections(session, doc, parts)
-            analyses = await analyze_sections(session, doc, rows, RulesAnalyzer())
+            rows = await store_sections(session, doc, parts, envelope=services.pipeline.envelope)
+            analyses = await analyze_sections(
+                session, doc, rows, RulesAnalyzer(), envelope=services.pipeline.envelope
+            )
             session.add(
                 Feedback(
                     organization_id=tenant.org_id,

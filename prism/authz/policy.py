@@ -33,6 +33,8 @@ class Action(StrEnum):
     USER_CREATE = "user:create"
     USER_UPDATE = "user:update"
     USER_MFA_RESET = "user:mfa-reset"
+    USER_EXPORT = "user:export"
+    USER_ERASE = "user:erase"
     MFA_MANAGE = "mfa:manage"
     TOKEN_CREATE = "token:create"
     TOKEN_READ_ALL = "token:read-all"
@@ -54,6 +56,7 @@ _READ = {
     Action.TOKEN_CREATE,
     Action.TOKEN_REVOKE,
     Action.MFA_MANAGE,
+    Action.USER_EXPORT,
 }
 # DOCUMENT_DELETE is owned: a reviewer deletes only what they uploaded.
 _REVIEW = _READ | {
@@ -93,6 +96,8 @@ ACTION_SCOPE: dict[Action, str | None] = {
     Action.USER_CREATE: "users:admin",
     Action.USER_UPDATE: "users:admin",
     Action.USER_MFA_RESET: None,
+    Action.USER_EXPORT: "users:admin",
+    Action.USER_ERASE: None,
     Action.MFA_MANAGE: None,
     Action.TOKEN_CREATE: "tokens:admin",
     Action.TOKEN_READ_ALL: "tokens:admin",
@@ -105,10 +110,12 @@ ACTION_SCOPE: dict[Action, str | None] = {
 }
 
 # Actions whose resource is owned: the owner may act, others need ADMIN.
-_OWNED = {Action.DOCUMENT_DELETE, Action.TOKEN_REVOKE}
+# USER_EXPORT: people export their own data; an ADMIN anyone's.
+_OWNED = {Action.DOCUMENT_DELETE, Action.TOKEN_REVOKE, Action.USER_EXPORT}
 # Second factors are managed from a signed-in session, never with an API token: a leaked
-# token must not be able to turn off (or take over) someone's MFA.
-_INTERACTIVE = {Action.MFA_MANAGE, Action.USER_MFA_RESET}
+# token must not be able to turn off (or take over) someone's MFA. Erasure cannot be undone:
+# a person asks for it, not an automation holding a token.
+_INTERACTIVE = {Action.MFA_MANAGE, Action.USER_MFA_RESET, Action.USER_ERASE}
 # Actions that change a document's content or existence, refused under legal hold.
 _HELD = {Action.DOCUMENT_DELETE}
 

@@ -24,8 +24,13 @@ CATCH_UP_MARGIN = timedelta(seconds=60)
 
 
 def section_document(row: IndexRow) -> tuple[SectionDocument, bool]:
-    """The section as indexes hold it, and whether its stored search text was stale."""
-    text = search_text(row.name, row.content, row.pii_findings)
+    """The section as indexes hold it, and whether its stored search text was stale. Sealed
+    (RESTRICTED) text is not readable here: its masked search text, made from the clear text
+    when it was stored or sealed, stands."""
+    if row.sealed:
+        text = row.search_text or ""
+    else:
+        text = search_text(row.name, row.content, row.pii_findings)
     return (
         SectionDocument(
             section_id=row.section_id,

@@ -24,7 +24,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism.errors import BadUserInput, Conflict, PayloadTooLarge, UnsupportedMediaType
-from prism.governance import lifecycle, quality
+from prism.governance import gdpr, lifecycle, quality
+from prism.governance.encryption import Envelope
 from prism.ingest.detect import Kind, Unsupported, detect_stream
 from prism.ingest.extract import ExtractionError, extract_isolated
 from prism.ingest.pii import mask, mask_all, scan
@@ -290,9 +291,13 @@ async def store_sections(
     document: Document,
     parts: list[TextSection],
     findings: list[list[dict[str, Any]]] | None = None,
+    *,
+    envelope: Envelope,
 ) -> list[Section]:
     """Sections with their PII findings (offsets only), replacing any earlier extraction.
-    ``findings`` come from the extraction child; without them the text is scanned here."""
+    ``findings`` come from the extraction child; without them the text is scanned here.
+    A RESTRICTED document's sections are sealed with the organization's data key; the rows
+    returned hold the text in the clear for the rest of this transaction only."""
     if findings is None:
         findings = [[f.as_json() for f in scan(part.content)] for part in parts]
     await session.execute(sa.delete(Section).where(Section.document_id == document.id))
@@ -310,7 +315,12 @@ async def store_sections(
         )
         for index, (part, found) in enumerate(zip(parts, findings, strict=True))
     ]
+    restricted = document.classification is Classification.RESTRICTED
+    if restricted:
+        await envelope.seal_sections(session, sections)
     await document_models.add_sections(session, sections)
+    if restricted:
+        await envelope.open_sections(session, sections)
     document.total_sections = len(sections)
     document.word_count = sum(count_words(p.content) for p in parts)
     document.processing_status = ProcessingStatus.EXTRACTED
@@ -346,12 +356,30 @@ async def run_analyzer(document: Document, section: Section, analyzer: Analyzer)
 
 
 async def store_analysis(
-    session: AsyncSession, values: dict[str, Any], job_id: uuid.UUID | None
+    session: AsyncSession,
+    values: dict[str, Any],
+    job_id: uuid.UUID | None,
+    *,
+    envelope: Envelope,
 ) -> None:
-    """One analysis row; a second run of the same job for the same section adds nothing."""
+    """One analysis row; a second run of the same job for the same section adds nothing.
+    The findings of a RESTRICTED document (their quotes are excerpts of its text) are sealed.
+    The document row is share-locked, so a reclassification waits for this row (and then
+    seals or unseals it) instead of missing it."""
+    classification = await session.scalar(
+        sa.select(Document.classification)
+        .where(Document.id == values["document_id"])
+        .with_for_update(read=True)
+    )
+    analysis_id = uuid.uuid4()
+    if classification is Classification.RESTRICTED:
+        sealed = await envelope.seal_findings(
+            session, values["organization_id"], analysis_id, values["feedback_items"]
+        )
+        values = {**values, "feedback_items": [], "sealed": sealed}
     await session.execute(
         insert(Analysis)
-        .values(id=uuid.uuid4(), job_id=job_id, **values)
+        .values(id=analysis_id, job_id=job_id, **values)
         .on_conflict_do_nothing(index_elements=[Analysis.section_id, Analysis.job_id])
     )
 
@@ -362,11 +390,15 @@ async def analyze_sections(
     sections: list[Section],
     analyzer: Analyzer,
     job_id: uuid.UUID | None = None,
+    *,
+    envelope: Envelope,
 ) -> list[Analysis]:
     """Analyse every section in this transaction, then set the document's aggregates."""
     for section in sections:
-        await store_analysis(session, await run_analyzer(document, section, analyzer), job_id)
+        values = await run_analyzer(document, section, analyzer)
+        await store_analysis(session, values, job_id, envelope=envelope)
     results = await analyses_of_run(session, document.id, job_id)
+    await envelope.open_analyses(session, results)
     apply_aggregates(document, results)
     return results
 
@@ -456,7 +488,13 @@ async def handle_extract(run: JobRun) -> None:
         if document is None:
             await complete(session, run)
             return
-        await store_sections(session, document, extracted.sections, extracted.findings)
+        await store_sections(
+            session,
+            document,
+            extracted.sections,
+            extracted.findings,
+            envelope=run.pipeline.envelope,
+        )
         document.page_count = extracted.page_count
         document.processing_error = None
         if run.job.payload.get("analyze", True):
@@ -481,6 +519,7 @@ async def handle_analyze(run: JobRun) -> None:
                 sa.select(Section).where(Section.document_id == document.id).order_by(Section.ord)
             )
         )
+        await run.pipeline.envelope.open_sections(session, sections)
         done = set(
             await session.scalars(
                 sa.select(Analysis.section_id).where(Analysis.job_id == run.job.id)
@@ -493,7 +532,7 @@ async def handle_analyze(run: JobRun) -> None:
             continue
         values = await run_analyzer(document, section, analyzer)
         async with db.transaction(run.job.organization_id) as session:
-            await store_analysis(session, values, run.job.id)
+            await store_analysis(session, values, run.job.id, envelope=run.pipeline.envelope)
             done.add(section.id)
             await notify_progress(session, document, len(done))
     async with db.transaction(run.job.organization_id) as session:
@@ -502,6 +541,7 @@ async def handle_analyze(run: JobRun) -> None:
             await complete(session, run)
             return
         results = await analyses_of_run(session, locked.id, run.job.id)
+        await run.pipeline.envelope.open_analyses(session, results)
         apply_aggregates(locked, results)
         risk = locked.risk_level.value if locked.risk_level else None
         await notify_progress(session, locked, len(results))
@@ -580,9 +620,49 @@ async def handle_quality(run: JobRun) -> None:
         await complete(session, run)
 
 
+async def handle_export(run: JobRun) -> None:
+    """Build a personal-data export bundle (prism.governance.gdpr)."""
+    settings = run.pipeline.settings
+    await gdpr.build_export(
+        run.pipeline.db,
+        run.pipeline.store,
+        run.pipeline.envelope,
+        organization_id=run.job.organization_id,
+        export_id=uuid.UUID(run.job.payload["exportId"]),
+        link_ttl=timedelta(seconds=settings.export_link_ttl_seconds),
+        complete=lambda session: complete(session, run),
+    )
+
+
+async def handle_erase_cleanup(run: JobRun) -> None:
+    """After an erasure committed: remove what lives outside the database (every hook)."""
+    cleanup = gdpr.Cleanup(
+        organization_id=run.job.organization_id,
+        payload=run.job.payload,
+        db=run.pipeline.db,
+        store=run.pipeline.store,
+    )
+    await gdpr.run_erase_hooks(cleanup)
+    async with run.pipeline.db.transaction(run.job.organization_id) as session:
+        # The erased documents leave the external search index too (an index job of a
+        # document that no longer exists removes it), in the transaction that ends this job.
+        if run.pipeline.search.needs_index_jobs:
+            for document_id in run.job.payload.get("documentIds", []):
+                await job_models.enqueue_job(
+                    session,
+                    organization_id=run.job.organization_id,
+                    kind=INDEX,
+                    payload={"documentId": str(document_id)},
+                    max_attempts=run.pipeline.settings.search_index_max_attempts,
+                )
+        await complete(session, run)
+
+
 HANDLERS = {
     EXTRACT: handle_extract,
     ANALYZE: handle_analyze,
+    gdpr.EXPORT: handle_export,
+    gdpr.ERASE_CLEANUP: handle_erase_cleanup,
     LIFECYCLE: handle_lifecycle,
     QUALITY: handle_quality,
 }

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from prism.config import AnalyzerName, Settings
 from prism.errors import BadUserInput
+from prism.governance.encryption import Envelope
 from prism.ingest.extract import Limits
 from prism.ingest.storage import ObjectStore, object_store
 from prism.jobs.analyzers import Analyzer
@@ -34,15 +35,18 @@ class Pipeline:
     db: Database
     store: ObjectStore
     search: Search
+    # Seals RESTRICTED sections and export bundles with organizations' data keys.
+    envelope: Envelope
     _analyzers: dict[AnalyzerName, Analyzer] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, settings: Settings, db: Database) -> Pipeline:
+    def build(cls, settings: Settings, db: Database, envelope: Envelope) -> Pipeline:
         return cls(
             settings=settings,
             db=db,
             store=object_store(settings),
             search=build_search(settings, db),
+            envelope=envelope,
         )
 
     @property

@@ -30,11 +30,20 @@ def disable_tenant_rls(table: str) -> None:
 
 
 # Tenant tables whose writes do not change what a cached answer shows (sign-in sessions, MFA
-# codes, the audit chain's bookkeeping, the job queue's leases), or change too often for
-# caching to survive them and are never cached (API tokens: `last_used_at` every minute):
-# no data_version trigger.
+# codes, the audit chain's bookkeeping, the job queue's leases, wrapped data keys (a re-wrap
+# changes no plaintext), the lake export's watermarks), or change too often for caching to
+# survive them and are never cached (API tokens: `last_used_at` every minute): no
+# data_version trigger.
 UNVERSIONED_TABLES = frozenset(
-    {"sessions", "mfa_backup_codes", "audit_chain_heads", "jobs", "api_tokens"}
+    {
+        "sessions",
+        "mfa_backup_codes",
+        "audit_chain_heads",
+        "jobs",
+        "api_tokens",
+        "data_keys",
+        "lake_watermarks",
+    }
 )
 
 

@@ -7,6 +7,7 @@ from prism.models.base import TENANT_TABLES, Base
 from prism.models.documents import Document, Section
 from prism.models.feedback import Feedback
 from prism.models.governance import QualityRun, RetentionPolicyRow
+from prism.models.governance_data import DataExport, DataKey, LakeWatermark
 from prism.models.jobs import Job
 from prism.models.operations import RegisteredOperation
 from prism.models.organizations import Organization
@@ -23,9 +24,12 @@ __all__ = [
     "AuditEvent",
     "AuthThrottle",
     "Base",
+    "DataExport",
+    "DataKey",
     "Document",
     "Feedback",
     "Job",
+    "LakeWatermark",
     "MfaBackupCode",
     "Organization",
     "QualityRun",

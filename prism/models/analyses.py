@@ -46,6 +46,9 @@ class Analysis(Base):
     feedback_items: Mapped[list[dict[str, Any]]] = mapped_column(
         JSONB, nullable=False, default=list, server_default=sa.text("'[]'::jsonb")
     )
+    # RESTRICTED documents: feedback_items sealed with the organization's data key (its
+    # quotes are excerpts of the text); ``feedback_items`` then holds [].
+    sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
     # The job that produced the row: a re-run of the same job skips sections it already did,
     # so a worker killed mid-document resumes without duplicates.
     job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))

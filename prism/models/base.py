@@ -40,6 +40,9 @@ TENANT_TABLES: tuple[str, ...] = (
     "mfa_backup_codes",
     "retention_policies",
     "data_quality_runs",
+    "data_keys",
+    "data_exports",
+    "lake_watermarks",
 )
 
 

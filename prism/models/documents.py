@@ -126,6 +126,9 @@ class Section(Base):
         sa.Computed(f"to_tsvector({SEARCH_CONFIG}, coalesce(search_text, ''))", persisted=True),
         deferred=True,
     )
+    # RESTRICTED documents: name and content sealed with the organization's data key
+    # (AES-GCM); ``name``/``content`` then hold empty strings (see prism.governance.encryption).
+    sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
     created_at: Mapped[datetime] = created_at()
 
     __table_args__ = (
@@ -336,6 +339,9 @@ class IndexRow:
     risk_level: RiskLevel | None
     legal_hold: bool
     document_created_at: datetime
+    # The text is sealed (RESTRICTED): name and content read '', search_text was made from
+    # the clear text when it was stored or sealed.
+    sealed: bool
 
 
 _INDEX_COLUMNS = (
@@ -353,6 +359,7 @@ _INDEX_COLUMNS = (
     Document.risk_level,
     Document.legal_hold,
     Document.created_at,
+    Section.sealed.is_not(None),
 )
 
 

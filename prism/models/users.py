@@ -39,6 +39,8 @@ class User(Base):
     mfa_last_step: Mapped[int | None] = mapped_column(sa.BigInteger)
     access_expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     last_login_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    # Set by eraseUser: the row stays as a pseudonym that other rows (audit, feedback) name.
+    erased_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = updated_at()
 
@@ -132,11 +134,17 @@ class MfaBackupCode(Base):
 
 
 async def read_users_by_ids(
-    session: AsyncSession, organization_id: uuid.UUID, ids: Sequence[uuid.UUID]
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    ids: Sequence[uuid.UUID],
+    *,
+    for_update: bool = False,
 ) -> list[User]:
     if not ids:
         return []
     query = sa.select(User).where(User.organization_id == organization_id, User.id.in_(ids))
+    if for_update:
+        query = query.with_for_update()
     return list(await session.scalars(query))
 
 

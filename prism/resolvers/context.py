@@ -18,8 +18,9 @@ from prism.authz.secrets import AccessTokens, Passwords, SecretBox
 from prism.cache.store import Bucket, Rate, Store
 from prism.config import Settings
 from prism.errors import RateLimited, ServiceUnavailable, Unauthenticated
+from prism.governance.gdpr import ExportLinks
 from prism.jobs.runtime import Pipeline
-from prism.models.audit import Actor, RequestMeta, Subject, record_event
+from prism.models.audit import Actor, AuditEvent, RequestMeta, Subject, record_event
 from prism.models.db import Database, set_organization
 from prism.models.documents import read_restricted_documents
 from prism.models.enums import Classification
@@ -45,6 +46,8 @@ class Services:
     secrets: SecretBox
     store: Store
     operations: OperationRegistry
+    # Signs and checks the download links of personal-data exports.
+    export_links: ExportLinks
     # Document progress events; None until the server's lifespan starts listening.
     progress: Notifications | None = None
 
@@ -157,7 +160,11 @@ class Context:
     root_fields: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.loaders = Loaders(self.transaction, self.principal.scope() if self.principal else None)
+        self.loaders = Loaders(
+            self.transaction,
+            self.principal.scope() if self.principal else None,
+            self.services.pipeline.envelope,
+        )
 
     def note_content_read(self, document_id: uuid.UUID) -> None:
         """A document's text is being returned. Only RESTRICTED clearance can see RESTRICTED
@@ -203,7 +210,7 @@ class Context:
         """Adopt the principal of a WebSocket's connection_init."""
         self.principal = principal
         self.transaction = RequestTransaction(self.services.db, principal.organization_id)
-        self.loaders = Loaders(self.transaction, principal.scope())
+        self.loaders = Loaders(self.transaction, principal.scope(), self.services.pipeline.envelope)
 
     async def renew(self) -> None:
         """A fresh transaction and loaders (each event of a long subscription reads current
@@ -265,8 +272,12 @@ class Context:
 
     async def audit(self, session: AsyncSession, **event: Any) -> None:
         """Record an audit event for the caller, in the mutation's transaction."""
+        await self.audit_event(session, **event)
+
+    async def audit_event(self, session: AsyncSession, **event: Any) -> AuditEvent:
+        """``audit``, returning the event (when its id is part of the answer)."""
         principal = self.require_principal()
-        await record_event(
+        return await record_event(
             session,
             organization_id=principal.organization_id,
             actor=self.actor,

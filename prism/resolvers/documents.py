@@ -101,6 +101,8 @@ async def update_document(
             document.document_type = changes.document_type
         if changes.classification is not None:
             document.classification = changes.classification
+            # RESTRICTED text is sealed at rest; text of any other level is not.
+            await ctx.services.pipeline.envelope.apply_classification(session, document)
         if changes.legal_hold is not None:
             document.legal_hold = changes.legal_hold
         after = snapshot(document)
@@ -182,6 +184,7 @@ async def submit_feedback(ctx: Context, data: FeedbackInput) -> Feedback:
         if not found:
             raise not_found("Analysis")
         analysis = found[0]
+        await ctx.services.pipeline.envelope.open_analyses(session, found)
         category = None
         if data.item_id is not None:
             item = next(

@@ -12,8 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 
 from prism.errors import Unauthenticated
-from prism.models import analyses, audit, documents, feedback, jobs, users
+from prism.governance.encryption import Envelope
+from prism.models import analyses, audit, documents, feedback, governance_data, jobs, users
 from prism.models.analyses import Analysis
+from prism.models.documents import Section
 from prism.models.pagination import Page, PageRequest
 from prism.models.scope import Scope
 
@@ -25,12 +27,15 @@ PageKey = tuple[uuid.UUID, PageRequest]
 
 
 class Loaders:
-    def __init__(self, transaction: RequestTransaction, scope: Scope | None) -> None:
+    def __init__(
+        self, transaction: RequestTransaction, scope: Scope | None, envelope: Envelope
+    ) -> None:
         self._tx = transaction
         self._scope = scope
+        self._envelope = envelope
         self.document = self._by_id(documents.read_documents_by_ids)
-        self.section = self._by_id(documents.read_sections_by_ids)
-        self.analysis = self._by_id(analyses.read_analyses_by_ids)
+        self.section = self._by_id(self._sections_by_ids)
+        self.analysis = self._by_id(self._analyses_by_ids)
         self.feedback = self._by_id(feedback.read_feedback_by_ids)
         self.user = self._by_id(
             lambda s, sc, ids: users.read_users_by_ids(s, sc.organization_id, ids)
@@ -40,15 +45,54 @@ class Loaders:
         )
         self.job = self._by_id(lambda s, sc, ids: jobs.read_jobs_by_ids(s, sc.organization_id, ids))
         self.audit_event = self._by_id(audit.read_audit_events_by_ids)
+        self.data_export = self._by_id(
+            lambda s, sc, ids: governance_data.read_data_exports_by_ids(s, sc.organization_id, ids)
+        )
         self.analyses_by_section: DataLoader[uuid.UUID, list[Analysis]] = DataLoader(
             self._analyses_by_section
         )
         self.pii_summary: DataLoader[uuid.UUID, list[tuple[str, int]]] = DataLoader(
             self._pii_summary
         )
-        self.section_page = self._pages(documents.read_section_pages)
-        self.analysis_page = self._pages(analyses.read_analysis_pages)
+        self.section_page = self._pages(self._section_pages)
+        self.analysis_page = self._pages(self._analysis_pages)
         self.feedback_page = self._pages(feedback.read_feedback_pages)
+
+    async def _sections_by_ids(
+        self, session: AsyncSession, scope: Scope, ids: Sequence[uuid.UUID]
+    ) -> list[Section]:
+        rows = await documents.read_sections_by_ids(session, scope, ids)
+        await self._envelope.open_sections(session, rows)  # RESTRICTED text, decrypted
+        return rows
+
+    async def _section_pages(
+        self,
+        session: AsyncSession,
+        scope: Scope,
+        document_ids: Sequence[uuid.UUID],
+        page: PageRequest,
+    ) -> dict[uuid.UUID, Page[Section]]:
+        pages = await documents.read_section_pages(session, scope, document_ids, page)
+        await self._envelope.open_sections(session, (s for p in pages.values() for s in p.items))
+        return pages
+
+    async def _analyses_by_ids(
+        self, session: AsyncSession, scope: Scope, ids: Sequence[uuid.UUID]
+    ) -> list[Analysis]:
+        rows = await analyses.read_analyses_by_ids(session, scope, ids)
+        await self._envelope.open_analyses(session, rows)
+        return rows
+
+    async def _analysis_pages(
+        self,
+        session: AsyncSession,
+        scope: Scope,
+        document_ids: Sequence[uuid.UUID],
+        page: PageRequest,
+    ) -> dict[uuid.UUID, Page[Analysis]]:
+        pages = await analyses.read_analysis_pages(session, scope, document_ids, page)
+        await self._envelope.open_analyses(session, (a for p in pages.values() for a in p.items))
+        return pages
 
     @property
     def scope(self) -> Scope:
@@ -93,6 +137,7 @@ class Loaders:
     async def _analyses_by_section(self, section_ids: list[uuid.UUID]) -> list[list[Analysis]]:
         async with self._tx.read() as session:
             rows = await analyses.read_analyses_by_section_ids(session, self.scope, section_ids)
+            await self._envelope.open_analyses(session, rows)
         grouped: dict[uuid.UUID, list[Analysis]] = defaultdict(list)
         for row in rows:
             grouped[row.section_id].append(row)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prism.authz.policy import Action, may_read_token, require
+from prism.authz.policy import Action, Resource, decide, may_read_token, require
 from prism.errors import NotFound
 from prism.models import organizations
 from prism.resolvers.context import Context
@@ -20,6 +20,7 @@ _READABLE: dict[str, tuple[Action, str]] = {
     "Job": (Action.JOB_READ, "job"),
     "AuditEvent": (Action.AUDIT_READ, "audit_event"),
     "ApiToken": (Action.TOKEN_CREATE, "api_token"),
+    "DataExport": (Action.USER_EXPORT, "data_export"),
 }
 
 
@@ -45,4 +46,11 @@ async def load_node(ctx: Context, global_id: str) -> tuple[str, Any]:
         raise NotFound(f"{type_name} not found.")
     if type_name == "ApiToken" and not may_read_token(principal, row.user_id, row.created_by):
         raise NotFound("ApiToken not found.")
+    if type_name == "DataExport":
+        # The person it is about, or an ADMIN: anyone else is told it does not exist.
+        owner = Resource(
+            organization_id=row.organization_id, kind="DataExport", owner_id=row.subject_id
+        )
+        if not decide(principal, Action.USER_EXPORT, owner).allowed:
+            raise NotFound("DataExport not found.")
     return type_name, row

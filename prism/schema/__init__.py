@@ -28,6 +28,7 @@ from prism.schema.extensions import (
     RequestTransaction,
     ResponseExtensions,
 )
+from prism.schema.governance_data import DataExport
 from prism.schema.identity import ApiToken, Organization, User
 from prism.schema.limits import OperationCost, RateLimit, ResponseCache
 from prism.schema.mutation import Mutation
@@ -108,6 +109,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
             Feedback,
             AuditEvent,
             Job,
+            DataExport,
         ],
         extensions=extensions,  # type: ignore[arg-type]
         config=StrawberryConfig(

@@ -15,12 +15,14 @@ from prism.errors import BadUserInput
 from prism.models.users import User as UserRow
 from prism.resolvers import documents as document_resolvers
 from prism.resolvers import governance as governance_resolvers
+from prism.resolvers import governance_data as governance_data_resolvers
 from prism.resolvers.ids import expect_id
 from prism.schema.audit import Job
 from prism.schema.base import Info
 from prism.schema.documents import Document, Feedback
 from prism.schema.enums import Classification, DocumentType, FeedbackAction, Role
 from prism.schema.governance import RetentionPolicy, UpdateRetentionPolicyInput
+from prism.schema.governance_data import DataExport, ErasureReceipt
 from prism.schema.identity import ApiToken, User
 
 
@@ -389,6 +391,27 @@ class Mutation:
     async def delete_document(self, info: Info, id: strawberry.ID) -> DeleteDocumentPayload:
         await document_resolvers.delete_document(info.context, expect_id(id, "Document"))
         return DeleteDocumentPayload(deleted_id=id)
+
+    @strawberry.mutation(
+        description="Export a person's data (GDPR access): a job builds an encrypted bundle "
+        "with an expiring download link. The person themself or an ADMIN."
+    )
+    async def export_user_data(self, info: Info, user_id: strawberry.ID) -> DataExport:
+        row = await governance_data_resolvers.export_user_data(
+            info.context, expect_id(user_id, "User")
+        )
+        return DataExport.from_row(row)
+
+    @strawberry.mutation(
+        description="Erase a person (GDPR): identity pseudonymized, documents deleted unless "
+        "under legal hold, sessions and tokens revoked; the receipt is an audit event (ADMIN, "
+        "signed-in session only; cannot be undone)."
+    )
+    async def erase_user(self, info: Info, user_id: strawberry.ID) -> ErasureReceipt:
+        erasure = await governance_data_resolvers.erase_user(
+            info.context, expect_id(user_id, "User")
+        )
+        return ErasureReceipt.from_erasure(erasure)
 
     @strawberry.mutation(description="Accept, reject or rewrite AI feedback (REVIEWER and up).")
     async def submit_feedback(self, info: Info, input: SubmitFeedbackInput) -> Feedback:

@@ -38,6 +38,7 @@ from prism.schema.enums import (
     RiskLevel,
 )
 from prism.schema.governance import DataQualityReport, RetentionPolicy
+from prism.schema.governance_data import DataExport
 from prism.schema.identity import ApiToken, Organization, User, UserConnection, Viewer
 from prism.schema.prefetch import prefetch_documents, under
 from prism.schema.search import SearchConnection, SearchFilter
@@ -58,6 +59,7 @@ NODE_TYPES = {
     "Feedback": Feedback,
     "AuditEvent": AuditEvent,
     "Job": Job,
+    "DataExport": DataExport,
 }
 
 

@@ -1,0 +1,591 @@
+"""GDPR: a person's data exported as an encrypted bundle with an expiring link, and erasure
+by pseudonymization.
+
+Erasure keeps the rows other records need (the user row, now a pseudonym; feedback on other
+people's documents; documents under legal hold) and removes what identifies the person. The
+audit log is append-only and hash-chained, so its rows are never rewritten: audit events
+name people by user id (which now points at the pseudonym), but some older events also carry
+an address or a name in their text (``user.create`` records the e-mail). Those are counted
+and listed in the receipt as kept, with the reason, rather than silently left behind.
+
+Work outside the database (stored objects, lake partitions, the search index) runs after the
+commit, in a job whose handler calls every hook of ``ERASE_HOOKS`` and then queues index
+jobs for the erased documents: a new store of personal data adds its hook there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+import tempfile
+import uuid
+import zipfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prism.errors import Conflict
+from prism.governance import lake
+from prism.governance.encryption import Envelope
+from prism.ingest.storage import ObjectStore
+from prism.models import jobs as job_models
+from prism.models.analyses import Analysis
+from prism.models.audit import Actor, AuditEvent, RequestMeta, record_event
+from prism.models.base import utcnow
+from prism.models.db import Database
+from prism.models.documents import Document
+from prism.models.enums import JobState
+from prism.models.feedback import Feedback
+from prism.models.governance_data import DataExport, create_data_export
+from prism.models.users import ApiToken, MfaBackupCode, RefreshSession, User
+
+EXPORT = "gdpr.export"
+ERASE_CLEANUP = "gdpr.erase_cleanup"
+ERASED_DOMAIN = "erased.invalid"
+# Bundles are sealed in frames: a large bundle never sits in memory whole.
+FRAME = 1024 * 1024
+
+
+def export_key(organization_id: uuid.UUID, export_id: uuid.UUID) -> str:
+    return f"org/{organization_id}/exports/{export_id}.zip.sealed"
+
+
+# --- export ----------------------------------------------------------------------------------
+
+
+async def request_export(
+    session: AsyncSession,
+    *,
+    organization_id: uuid.UUID,
+    subject_id: uuid.UUID,
+    requested_by: uuid.UUID | None,
+    max_attempts: int,
+) -> DataExport:
+    export = DataExport(
+        id=uuid.uuid4(),
+        organization_id=organization_id,
+        subject_id=subject_id,
+        requested_by=requested_by,
+        state=JobState.QUEUED,
+    )
+    job = await job_models.enqueue_job(
+        session,
+        organization_id=organization_id,
+        kind=EXPORT,
+        payload={"exportId": str(export.id)},
+        max_attempts=max_attempts,
+    )
+    export.job_id = job.id
+    return await create_data_export(session, export)
+
+
+def _row(obj: Any, columns: list[str]) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in columns}
+
+
+async def collect(session: AsyncSession, subject: User) -> tuple[dict[str, Any], list[Document]]:
+    """The person's data as JSON-ready dicts, and the documents whose files go along."""
+    profile = _row(
+        subject,
+        [
+            "id",
+            "email",
+            "first_name",
+            "last_name",
+            "role",
+            "department",
+            "clearance",
+            "is_active",
+            "mfa_enabled",
+            "access_expires_at",
+            "last_login_at",
+            "created_at",
+            "updated_at",
+        ],
+    )
+    tokens = await session.scalars(sa.select(ApiToken).where(ApiToken.user_id == subject.id))
+    sessions = await session.scalars(
+        sa.select(RefreshSession).where(RefreshSession.user_id == subject.id)
+    )
+    feedback = await session.scalars(
+        sa.select(Feedback).where(Feedback.user_id == subject.id).order_by(Feedback.created_at)
+    )
+    events = await session.scalars(
+        sa.select(AuditEvent)
+        .where(sa.or_(AuditEvent.actor_id == subject.id, AuditEvent.resource_id == subject.id))
+        .order_by(AuditEvent.created_at, AuditEvent.id)
+    )
+    documents = list(
+        await session.scalars(
+            sa.select(Document)
+            .where(Document.uploaded_by == subject.id)
+            .order_by(Document.created_at, Document.id)
+        )
+    )
+    data = {
+        "profile": profile,
+        "apiTokens": [
+            _row(t, ["id", "name", "prefix", "scopes", "created_at", "expires_at", "revoked_at"])
+            for t in tokens
+        ],
+        "sessions": [
+            _row(s, ["created_at", "expires_at", "revoked_at", "ip_address", "user_agent"])
+            for s in sessions
+        ],
+        "feedback": [
+            _row(
+                f,
+                [
+                    "id",
+                    "document_id",
+                    "item_id",
+                    "action",
+                    "category",
+                    "rating",
+                    "custom_text",
+                    "highlighted_text",
+                    "workflow_status",
+                    "created_at",
+                ],
+            )
+            for f in feedback
+        ],
+        "auditEvents": [
+            _row(
+                e,
+                [
+                    "id",
+                    "created_at",
+                    "event_type",
+                    "description",
+                    "resource_type",
+                    "resource_id",
+                    "before",
+                    "after",
+                    "ip_address",
+                    "user_agent",
+                ],
+            )
+            for e in events
+        ],
+        "documents": [
+            {
+                **_row(
+                    d,
+                    [
+                        "id",
+                        "filename",
+                        "mime_type",
+                        "file_size",
+                        "sha256",
+                        "document_type",
+                        "classification",
+                        "created_at",
+                        "deleted_at",
+                        "legal_hold",
+                    ],
+                ),
+                "file": f"files/{d.id}" if d.storage_key else None,
+            }
+            for d in documents
+        ],
+    }
+    return data, documents
+
+
+async def build_bundle(
+    store: ObjectStore, data: dict[str, Any], documents: list[Document], target: Any
+) -> None:
+    """A zip of ``person.json`` and the stored files, written to the file ``target``."""
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(
+            "person.json",
+            orjson.dumps(data, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS),
+        )
+        for document in documents:
+            if document.storage_key is None or not await store.exists(document.storage_key):
+                continue
+            with archive.open(f"files/{document.id}", "w") as member:
+                async for chunk in store.open_stream(document.storage_key):
+                    member.write(chunk)
+
+
+def _frame_context(export_id: uuid.UUID, index: int, last: bool) -> bytes:
+    # The index and the last-frame flag are authenticated: frames cannot be reordered,
+    # dropped or the bundle cut short without the download failing.
+    return b"prism-export:" + export_id.bytes + struct.pack(">Q?", index, last)
+
+
+async def seal_frames(
+    session: AsyncSession,
+    envelope: Envelope,
+    organization_id: uuid.UUID,
+    export_id: uuid.UUID,
+    source: Any,
+    target: Any,
+) -> int:
+    """``source`` sealed frame by frame (``length (4) | sealed``) into ``target``."""
+    written = 0
+    index = 0
+    chunk = source.read(FRAME)
+    while True:
+        following = source.read(FRAME)
+        last = not following
+        sealed = await envelope.seal(
+            session, organization_id, chunk, _frame_context(export_id, index, last)
+        )
+        target.write(struct.pack(">I", len(sealed)) + sealed)
+        written += 4 + len(sealed)
+        if last:
+            return written
+        chunk, index = following, index + 1
+
+
+async def open_frames(
+    envelope: Envelope,
+    organization_id: uuid.UUID,
+    export_id: uuid.UUID,
+    chunks: AsyncIterator[bytes],
+) -> AsyncIterator[bytes]:
+    """The bundle's plaintext, frame by frame, from the stored object's chunks (with the data
+    key already loaded: no database connection is held while a client downloads)."""
+    buffer = b""
+    index = 0
+    finished = False
+    async for chunk in chunks:
+        buffer += chunk
+        while len(buffer) >= 4:
+            if finished:
+                raise ValueError("the export bundle has frames after its last one")
+            (length,) = struct.unpack(">I", buffer[:4])
+            if len(buffer) < 4 + length:
+                break
+            sealed, buffer = buffer[4 : 4 + length], buffer[4 + length :]
+            try:
+                plain = envelope.open_cached(
+                    organization_id, sealed, _frame_context(export_id, index, False)
+                )
+            except ValueError:
+                plain = envelope.open_cached(
+                    organization_id, sealed, _frame_context(export_id, index, True)
+                )
+                finished = True
+            index += 1
+            yield plain
+    if not finished or buffer:
+        raise ValueError("the export bundle is truncated")
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    export_id: uuid.UUID
+    organization_id: uuid.UUID
+    data: dict[str, Any]
+    documents: list[Document]
+
+
+async def build_export(
+    db: Database,
+    store: ObjectStore,
+    envelope: Envelope,
+    *,
+    organization_id: uuid.UUID,
+    export_id: uuid.UUID,
+    link_ttl: timedelta,
+    complete: Callable[[AsyncSession], Awaitable[None]],
+) -> None:
+    """The export job: collect, bundle, seal, store; then the row says where and until when.
+    A retried run overwrites the same object: nothing is left behind twice."""
+    async with db.transaction(organization_id) as session:
+        export = await session.get(DataExport, export_id, with_for_update=True)
+        subject = (
+            await session.get(User, export.subject_id) if export and export.subject_id else None
+        )
+        if export is None or subject is None or export.state is JobState.SUCCEEDED:
+            if export is not None and export.state is not JobState.SUCCEEDED:
+                export.state = JobState.DEAD  # the person was removed meanwhile
+            await complete(session)
+            return
+        export.state = JobState.RUNNING
+        data, documents = await collect(session, subject)
+    key = export_key(organization_id, export_id)
+    with tempfile.TemporaryFile() as plain, tempfile.TemporaryFile() as sealed:
+        await build_bundle(store, data, documents, plain)
+        plain.seek(0)
+        async with db.transaction(organization_id) as session:
+            size = await seal_frames(session, envelope, organization_id, export_id, plain, sealed)
+        sealed.seek(0)
+        await store.put_file(key, sealed, size=size, content_type="application/octet-stream")
+    async with db.transaction(organization_id) as session:
+        export = await session.get(DataExport, export_id, with_for_update=True)
+        if export is None:  # erased meanwhile: the bundle must not outlive the row
+            await store.delete(key)
+            await complete(session)
+            return
+        export.state = JobState.SUCCEEDED
+        export.storage_key = key
+        export.size_bytes = size
+        export.finished_at = utcnow()
+        export.expires_at = export.finished_at + link_ttl
+        await record_event(
+            session,
+            organization_id=organization_id,
+            actor=Actor(),
+            event_type="user.export_ready",
+            category="governance",
+            description=f"Data export {export_id} of user {export.subject_id} is ready",
+            resource_type="User",
+            resource_id=export.subject_id,
+            after={"exportId": str(export_id), "bytes": size, "documents": len(documents)},
+        )
+        await complete(session)
+
+
+class ExportLinks:
+    """Signed, expiring download links served by Prism (``/exports/<org>/<id>``): the bundle
+    is sealed with the organization's data key at rest, so it is decrypted on the way out
+    (an S3 presigned URL would hand out ciphertext, or need the bundle stored in the clear)."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = hmac.new(key, b"prism-export-links", hashlib.sha256).digest()
+
+    def _mac(self, organization_id: uuid.UUID, export_id: uuid.UUID, expires: int) -> str:
+        message = f"{organization_id}/{export_id}/{expires}".encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def path(self, organization_id: uuid.UUID, export_id: uuid.UUID, expires_at: datetime) -> str:
+        expires = int(expires_at.timestamp())
+        token = self._mac(organization_id, export_id, expires)
+        return f"/exports/{organization_id}/{export_id}?expires={expires}&token={token}"
+
+    def verify(
+        self, organization_id: uuid.UUID, export_id: uuid.UUID, expires: int, token: str
+    ) -> bool:
+        expected = self._mac(organization_id, export_id, expires)
+        return hmac.compare_digest(expected, token) and expires > utcnow().timestamp()
+
+
+async def open_download(
+    db: Database,
+    store: ObjectStore,
+    envelope: Envelope,
+    *,
+    organization_id: uuid.UUID,
+    export_id: uuid.UUID,
+    meta: RequestMeta,
+) -> AsyncIterator[bytes] | None:
+    """The bundle's bytes for a verified link, or None if it is gone or expired. The download
+    is audited before the first byte leaves."""
+    async with db.transaction(organization_id) as session:
+        export = await session.get(DataExport, export_id)
+        if (
+            export is None
+            or export.state is not JobState.SUCCEEDED
+            or export.storage_key is None
+            or export.expires_at is None
+            or export.expires_at <= utcnow()
+        ):
+            return None
+        await envelope.data_key(session, organization_id)  # cached for the stream below
+        await record_event(
+            session,
+            organization_id=organization_id,
+            actor=Actor(),
+            event_type="user.export_download",
+            category="governance",
+            description=f"Data export {export_id} of user {export.subject_id} downloaded",
+            resource_type="User",
+            resource_id=export.subject_id,
+            after={"exportId": str(export_id)},
+            meta=meta,
+        )
+        key = export.storage_key
+
+    return open_frames(envelope, organization_id, export_id, store.open_stream(key))
+
+
+# --- erasure ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Erasure:
+    subject_id: uuid.UUID
+    erased_at: datetime
+    documents_deleted: int
+    documents_kept_for_legal_hold: int
+    audit_events_retained: int
+    retained: list[str]
+    objects: list[str] = field(default_factory=list)
+    deleted_document_ids: list[uuid.UUID] = field(default_factory=list)
+    # Creation days (UTC) of the rows deleted or changed: their lake partitions are rewritten.
+    days: set[date] = field(default_factory=set)
+    audit_event_id: uuid.UUID | None = None
+
+
+def pseudonym(user_id: uuid.UUID) -> str:
+    return f"erased-{user_id.hex}@{ERASED_DOMAIN}"
+
+
+async def erase_user(session: AsyncSession, subject: User) -> Erasure:
+    """Erase ``subject`` (locked by the caller) in the caller's transaction."""
+    if subject.erased_at is not None:
+        raise Conflict("The user has already been erased.")
+    identifiers = [v for v in (subject.email, subject.first_name, subject.last_name) if v]
+    documents = list(
+        await session.scalars(
+            sa.select(Document).where(Document.uploaded_by == subject.id).with_for_update()
+        )
+    )
+    held = [d for d in documents if d.legal_hold]
+    doomed = [d for d in documents if not d.legal_hold]
+    exports = list(
+        await session.scalars(sa.select(DataExport).where(DataExport.subject_id == subject.id))
+    )
+    days = await _days_touched(session, subject.id, [d.id for d in doomed])
+    objects = [d.storage_key for d in doomed if d.storage_key]
+    objects += [e.storage_key for e in exports if e.storage_key]
+    # Sections, analyses and everyone's feedback on these documents go with them (cascade).
+    if doomed:
+        await session.execute(sa.delete(Document).where(Document.id.in_([d.id for d in doomed])))
+    if exports:
+        await session.execute(
+            sa.delete(DataExport).where(DataExport.id.in_([e.id for e in exports]))
+        )
+    # Their words on other people's documents may identify them; the decision stays.
+    await session.execute(
+        sa.update(Feedback)
+        .where(Feedback.user_id == subject.id)
+        .values(custom_text=None, highlighted_text=None)
+    )
+    await session.execute(sa.delete(RefreshSession).where(RefreshSession.user_id == subject.id))
+    await session.execute(sa.delete(ApiToken).where(ApiToken.user_id == subject.id))
+    await session.execute(sa.delete(MfaBackupCode).where(MfaBackupCode.user_id == subject.id))
+    now = utcnow()
+    subject.email = pseudonym(subject.id)
+    subject.first_name = None
+    subject.last_name = None
+    subject.department = None
+    # Not an argon2 hash: no password verifies against it.
+    subject.password_hash = "!erased"
+    subject.is_active = False
+    subject.mfa_enabled = False
+    subject.mfa_secret = None
+    subject.mfa_last_step = None
+    subject.last_login_at = None
+    subject.access_expires_at = now
+    subject.erased_at = now
+    await session.flush()
+    mentions = [
+        sa.or_(
+            AuditEvent.description.ilike(f"%{value}%"),
+            sa.cast(AuditEvent.before, sa.Text).ilike(f"%{value}%"),
+            sa.cast(AuditEvent.after, sa.Text).ilike(f"%{value}%"),
+        )
+        for value in identifiers
+    ]
+    retained_events = int(
+        await session.scalar(
+            sa.select(sa.func.count())
+            .select_from(AuditEvent)
+            .where(sa.or_(AuditEvent.actor_id == subject.id, *mentions))
+        )
+        or 0
+    )
+    retained = [
+        "user row: kept as a pseudonym (id, role, dates) that audit events and feedback name",
+        "audit events: append-only and hash-chained, never rewritten; events acted by the "
+        "person keep their IP address and user agent, and events written before the erasure "
+        "may carry the address or name in their text (counted in auditEventsRetained)",
+        "feedback on other people's documents: action, rating and workflow under the pseudonym "
+        "(their own text removed)",
+    ]
+    if held:
+        retained.append(
+            "documents under legal hold: kept whole (metadata, text, file) until the hold lifts"
+        )
+    return Erasure(
+        subject_id=subject.id,
+        erased_at=now,
+        documents_deleted=len(doomed),
+        documents_kept_for_legal_hold=len(held),
+        audit_events_retained=retained_events,
+        retained=retained,
+        objects=objects,
+        deleted_document_ids=[d.id for d in doomed],
+        days=days,
+    )
+
+
+async def _days_touched(
+    session: AsyncSession, subject_id: uuid.UUID, document_ids: list[uuid.UUID]
+) -> set[date]:
+    """The UTC creation days of the documents to delete, their analyses and feedback, and of
+    the person's feedback elsewhere: the lake partitions that hold them."""
+
+    def day(column: Any) -> Any:
+        return sa.cast(sa.func.timezone(sa.literal_column("'UTC'"), column), sa.Date)
+
+    queries = [
+        sa.select(day(Feedback.created_at)).where(Feedback.user_id == subject_id),
+    ]
+    if document_ids:
+        queries += [
+            sa.select(day(Document.created_at)).where(Document.id.in_(document_ids)),
+            sa.select(day(Analysis.created_at)).where(Analysis.document_id.in_(document_ids)),
+            sa.select(day(Feedback.created_at)).where(Feedback.document_id.in_(document_ids)),
+        ]
+    return set(await session.scalars(sa.union(*queries)))
+
+
+async def schedule_cleanup(
+    session: AsyncSession, erasure: Erasure, organization_id: uuid.UUID, max_attempts: int
+) -> None:
+    """After the commit, a job removes what lives outside the database."""
+    await job_models.enqueue_job(
+        session,
+        organization_id=organization_id,
+        kind=ERASE_CLEANUP,
+        payload={
+            "subjectId": str(erasure.subject_id),
+            "objects": erasure.objects,
+            "documentIds": [str(d) for d in erasure.deleted_document_ids],
+            "days": sorted(d.isoformat() for d in erasure.days),
+        },
+        max_attempts=max_attempts,
+    )
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    organization_id: uuid.UUID
+    payload: dict[str, Any]
+    db: Database
+    store: ObjectStore
+
+
+async def delete_objects(cleanup: Cleanup) -> None:
+    for key in cleanup.payload.get("objects", []):
+        await cleanup.store.delete(key)  # deleting a missing object succeeds: reruns are safe
+
+
+async def rewrite_lake(cleanup: Cleanup) -> None:
+    days = {date.fromisoformat(d) for d in cleanup.payload.get("days", [])}
+    if days:
+        await lake.rewrite_days(cleanup.db, cleanup.store, cleanup.organization_id, days)
+
+
+# Run, in order, by the erase-cleanup job; each hook must be idempotent (a job may rerun).
+# The job then queues search index jobs for `documentIds` (prism.jobs.pipeline): an index
+# job of a document that no longer exists removes it from OpenSearch.
+ERASE_HOOKS: list[Callable[[Cleanup], Awaitable[None]]] = [delete_objects, rewrite_lake]
+
+
+async def run_erase_hooks(cleanup: Cleanup) -> None:
+    for hook in ERASE_HOOKS:
+        await hook(cleanup)

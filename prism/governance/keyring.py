@@ -1,0 +1,217 @@
+"""Key-encryption keys (KEKs): they wrap each organization's data key and nothing else.
+
+Two providers behind one protocol:
+
+- ``LocalKeyring`` (default): AES-256 keys with ids. Either from the environment
+  (``PRISM_ENCRYPTION_KEY`` current, ``PRISM_ENCRYPTION_RETIRED_KEYS`` still able to unwrap),
+  or from ``PRISM_DATA_DIR/keyring.json``, created on first run with 0600 permissions and
+  seeded with the server key (``encryption.key``) so that there is one key store, not two.
+  ``prism keys rotate --new-kek`` adds a key to the file and makes it current.
+- ``KmsKeys``: AWS KMS (``PRISM_KMS_KEY_ID``) through aioboto3: the data key is encrypted by
+  KMS with the organization as encryption context; the key never leaves KMS.
+
+A wrapped data key names the KEK that wrapped it (``kek_id``), so old and new KEKs unwrap
+side by side while ``prism keys rotate`` re-wraps: no downtime, no re-encryption of data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Protocol
+
+import aioboto3
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from prism.config import Settings
+
+KEYRING_FILE = "keyring.json"
+
+
+class KeyUnavailable(Exception):
+    """The KEK a data key was wrapped with is not configured (or refuses to unwrap it)."""
+
+
+class KeyEncryptionKeys(Protocol):
+    @property
+    def current_id(self) -> str: ...
+
+    async def wrap(self, data_key: bytes, context: bytes) -> tuple[str, bytes]:
+        """Wrap with the current KEK: (its id, the wrapped key)."""
+        ...
+
+    async def unwrap(self, kek_id: str, wrapped: bytes, context: bytes) -> bytes: ...
+
+
+def key_id(key: bytes) -> str:
+    """Derived from the key (the same derivation as SecretBox's key ids), so a key has one id
+    whether it comes from the environment or the keyring file."""
+    return "local:" + hashlib.sha256(b"prism-key-id:" + key).digest()[:4].hex()
+
+
+class LocalKeyring:
+    """AES-256-GCM KEKs held by this process. ``path`` is None for an environment keyring."""
+
+    def __init__(self, current: bytes, others: tuple[bytes, ...] = (), path: Path | None = None):
+        for key in (current, *others):
+            if len(key) != 32:
+                raise ValueError("key-encryption keys are 32 bytes")
+        self.path = path
+        self._current = key_id(current)
+        self._keys = {key_id(k): AESGCM(k) for k in (*others, current)}
+
+    @property
+    def current_id(self) -> str:
+        return self._current
+
+    @property
+    def key_ids(self) -> list[str]:
+        return list(self._keys)
+
+    async def wrap(self, data_key: bytes, context: bytes) -> tuple[str, bytes]:
+        nonce = os.urandom(12)
+        return self._current, nonce + self._keys[self._current].encrypt(nonce, data_key, context)
+
+    async def unwrap(self, kek_id: str, wrapped: bytes, context: bytes) -> bytes:
+        kek = self._keys.get(kek_id)
+        if kek is None:
+            raise KeyUnavailable(f"key-encryption key {kek_id} is not in the keyring")
+        try:
+            return kek.decrypt(wrapped[:12], wrapped[12:], context)
+        except InvalidTag as exc:
+            raise KeyUnavailable(f"data key does not unwrap with {kek_id}") from exc
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with 0600 permissions, atomically (rename into place)."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    partial.replace(path)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def file_keyring(path: Path, seed: bytes) -> LocalKeyring:
+    """The keyring file, created (seeded with ``seed``, the server key) if missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        body = json.dumps({"current": key_id(seed), "keys": {key_id(seed): seed.hex()}})
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(body)
+        try:
+            os.link(partial, path)  # of processes starting at once, one file wins
+        except FileExistsError:
+            pass
+        finally:
+            partial.unlink()
+    data = _read_file(path)
+    keys = {kid: bytes.fromhex(hexkey) for kid, hexkey in data["keys"].items()}
+    current = keys[data["current"]]
+    others = tuple(k for kid, k in keys.items() if kid != data["current"])
+    return LocalKeyring(current, others, path=path)
+
+
+def add_key(path: Path) -> str:
+    """A new current KEK in the keyring file (the old ones stay, to unwrap until re-wrapped
+    and to open MFA secrets sealed under the server key). Returns its id."""
+    data = _read_file(path)
+    key = secrets.token_bytes(32)
+    data["keys"][key_id(key)] = key.hex()
+    data["current"] = key_id(key)
+    _write_private(path, json.dumps(data))
+    return key_id(key)
+
+
+class KmsKeys:
+    """AWS KMS as the KEK: Encrypt/Decrypt of the 32-byte data key, with the organization in
+    the encryption context (a wrapped key copied to another organization does not decrypt)."""
+
+    def __init__(self, key_id: str, *, region: str, endpoint_url: str | None = None) -> None:
+        self.key_id = key_id
+        self.region = region
+        self.endpoint_url = endpoint_url
+        self._session = aioboto3.Session()
+
+    @property
+    def current_id(self) -> str:
+        return "kms:" + self.key_id
+
+    def _client(self) -> Any:
+        return self._session.client("kms", region_name=self.region, endpoint_url=self.endpoint_url)
+
+    @staticmethod
+    def _context(context: bytes) -> dict[str, str]:
+        return {"prism": context.hex()}
+
+    async def wrap(self, data_key: bytes, context: bytes) -> tuple[str, bytes]:
+        async with self._client() as kms:
+            answer = await kms.encrypt(
+                KeyId=self.key_id, Plaintext=data_key, EncryptionContext=self._context(context)
+            )
+        return self.current_id, bytes(answer["CiphertextBlob"])
+
+    async def unwrap(self, kek_id: str, wrapped: bytes, context: bytes) -> bytes:
+        if not kek_id.startswith("kms:"):
+            raise KeyUnavailable(f"{kek_id} is not a KMS key; unwrap it with the local keyring")
+        async with self._client() as kms:
+            answer = await kms.decrypt(
+                KeyId=kek_id[len("kms:") :],
+                CiphertextBlob=wrapped,
+                EncryptionContext=self._context(context),
+            )
+        return bytes(answer["Plaintext"])
+
+
+class ChainedKeys:
+    """KMS for new wraps, the local keyring for keys wrapped before KMS was switched on (so
+    moving from the local keyring to KMS is one `prism keys rotate`)."""
+
+    def __init__(self, primary: KmsKeys, fallback: LocalKeyring) -> None:
+        self.primary = primary
+        self.fallback = fallback
+
+    @property
+    def current_id(self) -> str:
+        return self.primary.current_id
+
+    async def wrap(self, data_key: bytes, context: bytes) -> tuple[str, bytes]:
+        return await self.primary.wrap(data_key, context)
+
+    async def unwrap(self, kek_id: str, wrapped: bytes, context: bytes) -> bytes:
+        if kek_id.startswith("kms:"):
+            return await self.primary.unwrap(kek_id, wrapped, context)
+        return await self.fallback.unwrap(kek_id, wrapped, context)
+
+
+def local_keyring(
+    settings: Settings, server_key: bytes, retired: tuple[bytes, ...] = ()
+) -> LocalKeyring:
+    """From the environment when PRISM_ENCRYPTION_KEY is set, else the keyring file."""
+    if settings.encryption_key is not None:
+        return LocalKeyring(server_key, retired)
+    return file_keyring(settings.data_dir / KEYRING_FILE, server_key)
+
+
+def key_encryption_keys(
+    settings: Settings, server_key: bytes, retired: tuple[bytes, ...] = ()
+) -> KeyEncryptionKeys:
+    local = local_keyring(settings, server_key, retired)
+    if settings.kms_key_id:
+        kms = KmsKeys(
+            settings.kms_key_id, region=settings.kms_region, endpoint_url=settings.kms_endpoint_url
+        )
+        return ChainedKeys(kms, local)
+    return local

@@ -1,0 +1,389 @@
+"""The lake export: Parquet datasets in the object store, for analytics outside Prism.
+
+- bronze: raw rows of documents, analyses and feedback (no section text, no secrets);
+- silver: the same rows cleaned (soft-deleted documents dropped) with PII masked in every
+  free-text column (``prism.ingest.pii.mask_all``);
+- gold: daily aggregates per organization.
+
+Layout: ``lake/<layer>/<dataset>/year=YYYY/month=M/day=D/org-<organization>.parquet``
+(hive partitions, by the row's creation day in UTC), and ``lake/_schemas/<layer>/<dataset>
+.json`` with each dataset's Arrow schema.
+
+Incremental and idempotent: each (organization, table) has a watermark on its change column;
+a run rewrites, whole, only the day partitions that hold rows changed since, from the rows as
+they are now. A partition's file is a function of the database, so a re-run (or an
+overlapping ``--since``) writes the same bytes, and a run with nothing new writes nothing.
+Rows are read only up to ``settle_seconds`` ago, so a transaction still in flight with an
+older timestamp is not skipped by the watermark.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from enum import Enum
+from typing import Any, cast
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prism.ingest.pii import mask_all
+from prism.ingest.storage import ObjectStore
+from prism.models import governance_data as governance_models
+from prism.models.analyses import Analysis
+from prism.models.base import Base, utcnow
+from prism.models.db import Database
+from prism.models.documents import Document
+from prism.models.feedback import Feedback
+from prism.models.organizations import read_organization_ids
+
+PREFIX = "lake"
+PARQUET = "application/vnd.apache.parquet"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    model: type[Base]
+    # The column a change moves forward (the watermark's).
+    changed: str
+    # Free-text columns masked in silver.
+    masked: tuple[str, ...] = ()
+
+
+DATASETS = (
+    Dataset("documents", Document, "updated_at", ("filename", "processing_error")),
+    Dataset("analyses", Analysis, "created_at", ("feedback_items",)),
+    Dataset("feedback", Feedback, "updated_at", ("custom_text", "highlighted_text")),
+)
+# Never leaves Prism: sealed or personal columns with no analytic use.
+EXCLUDED = {"storage_key"}
+
+GOLD_SCHEMA = pa.schema(
+    [
+        ("organization_id", pa.string()),
+        ("activity_date", pa.date32()),
+        ("documents_uploaded", pa.int64()),
+        ("bytes_uploaded", pa.int64()),
+        ("analyses", pa.int64()),
+        ("high_risk_analyses", pa.int64()),
+        ("tokens_used", pa.int64()),
+        ("cost_usd", pa.float64()),
+        ("mean_confidence", pa.float64()),
+        ("feedback", pa.int64()),
+        ("feedback_accepted", pa.int64()),
+    ]
+)
+
+
+def _arrow_type(column: sa.Column[Any]) -> pa.DataType:
+    kind = column.type
+    if isinstance(kind, sa.DateTime):
+        return pa.timestamp("us", tz="UTC")
+    if isinstance(kind, sa.Boolean):
+        return pa.bool_()
+    if isinstance(kind, sa.Integer):  # SmallInteger and BigInteger included
+        return pa.int64()
+    if isinstance(kind, sa.Float):
+        return pa.float64()
+    if isinstance(kind, sa.Numeric):
+        return pa.decimal128(20, 6)
+    if isinstance(kind, ARRAY):
+        return pa.list_(pa.string())
+    if isinstance(kind, sa.String | sa.Enum | PG_UUID | JSONB | INET | sa.Text):
+        return pa.string()
+    raise TypeError(f"no Arrow type for {column.name}: {kind!r}")
+
+
+def _columns(dataset: Dataset) -> list[sa.Column[Any]]:
+    table = cast(sa.Table, dataset.model.__table__)
+    return [
+        c
+        for c in table.columns
+        if c.name not in EXCLUDED and not isinstance(c.type, sa.LargeBinary)
+    ]
+
+
+def schema_of(dataset: Dataset) -> pa.Schema:
+    return pa.schema([(c.name, _arrow_type(c)) for c in _columns(dataset)])
+
+
+def _value(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict | list) and not (
+        isinstance(value, list) and all(isinstance(v, str) for v in value)
+    ):
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return value
+
+
+def _mask_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_all(value)
+    if isinstance(value, list):
+        return [_mask_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _mask_json(v) for k, v in value.items()}
+    return value
+
+
+def _silver(dataset: Dataset, row: dict[str, Any]) -> dict[str, Any]:
+    cleaned = dict(row)
+    for name in dataset.masked:
+        value = cleaned.get(name)
+        if value is None:
+            continue
+        if name == "feedback_items":
+            cleaned[name] = orjson.dumps(
+                _mask_json(orjson.loads(value)), option=orjson.OPT_SORT_KEYS
+            ).decode()
+        else:
+            cleaned[name] = mask_all(value)
+    return cleaned
+
+
+def _parquet(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    # No statistics timestamps or random ids in the file: the same rows give the same bytes.
+    pq.write_table(table, sink, compression="zstd", write_statistics=True)
+    return sink.getvalue()
+
+
+def partition(layer: str, dataset: str, day: date, organization_id: uuid.UUID) -> str:
+    return (
+        f"{PREFIX}/{layer}/{dataset}/year={day.year}/month={day.month}/day={day.day}/"
+        f"org-{organization_id}.parquet"
+    )
+
+
+def _day_column(model: type[Base]) -> sa.ColumnElement[date]:
+    created = model.__table__.c.created_at
+    # A literal zone (not a bound parameter): GROUP BY must see the same expression.
+    return sa.cast(sa.func.timezone(sa.literal_column("'UTC'"), created), sa.Date)
+
+
+@dataclass
+class LakeReport:
+    organizations: int = 0
+    files: int = 0
+    rows: int = 0
+    partitions: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "organizations": self.organizations,
+            "files": self.files,
+            "rows": self.rows,
+            "partitions": dict(self.partitions),
+        }
+
+
+async def _changed_days(
+    session: AsyncSession,
+    dataset: Dataset,
+    organization_id: uuid.UUID,
+    lower: datetime | None,
+    upper: datetime,
+) -> tuple[set[date], datetime | None]:
+    table = dataset.model.__table__
+    changed = table.c[dataset.changed]
+    query = (
+        sa.select(_day_column(dataset.model), sa.func.max(changed))
+        .where(table.c.organization_id == organization_id, changed < upper)
+        .group_by(_day_column(dataset.model))
+    )
+    if lower is not None:
+        query = query.where(changed > lower)
+    rows = (await session.execute(query)).all()
+    newest = max((r[1] for r in rows), default=None)
+    return {r[0] for r in rows}, newest
+
+
+async def _rows_of_day(
+    session: AsyncSession, dataset: Dataset, organization_id: uuid.UUID, day: date
+) -> list[dict[str, Any]]:
+    table = dataset.model.__table__
+    columns = _columns(dataset)
+    query = (
+        sa.select(*columns)
+        .where(table.c.organization_id == organization_id, _day_column(dataset.model) == day)
+        .order_by(table.c.created_at, table.c.id)
+    )
+    return [
+        {c.name: _value(v) for c, v in zip(columns, row, strict=True)}
+        for row in await session.execute(query)
+    ]
+
+
+def _gold_row(
+    organization_id: uuid.UUID, day: date, rows: dict[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
+    documents = rows["documents"]
+    analyses = rows["analyses"]
+    feedback = rows["feedback"]
+    confidences = [a["confidence"] for a in analyses if a["confidence"] is not None]
+    return {
+        "organization_id": str(organization_id),
+        "activity_date": day,
+        "documents_uploaded": len(documents),
+        "bytes_uploaded": sum(d["file_size"] for d in documents),
+        "analyses": len(analyses),
+        "high_risk_analyses": sum(1 for a in analyses if a["risk_level"] == "HIGH"),
+        "tokens_used": sum(a["tokens_used"] for a in analyses),
+        "cost_usd": float(sum((Decimal(a["cost_usd"]) for a in analyses), Decimal(0))),
+        "mean_confidence": sum(confidences) / len(confidences) if confidences else None,
+        "feedback": len(feedback),
+        "feedback_accepted": sum(1 for f in feedback if f["action"] == "ACCEPTED"),
+    }
+
+
+async def _put(store: ObjectStore, key: str, body: bytes, content_type: str) -> None:
+    await store.put_file(key, io.BytesIO(body), size=len(body), content_type=content_type)
+
+
+async def write_schemas(store: ObjectStore) -> None:
+    """Each dataset's Arrow schema as JSON (written only when it changed)."""
+    layouts: list[tuple[str, str, pa.Schema]] = []
+    for dataset in DATASETS:
+        layouts += [("bronze", dataset.name, schema_of(dataset))]
+        layouts += [("silver", dataset.name, schema_of(dataset))]
+    layouts.append(("gold", "daily_activity", GOLD_SCHEMA))
+    for layer, name, schema in layouts:
+        body = orjson.dumps(
+            {
+                "layer": layer,
+                "dataset": name,
+                "partitioning": ["year", "month", "day"],
+                "fields": [{"name": f.name, "type": str(f.type)} for f in schema],
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+        key = f"{PREFIX}/_schemas/{layer}/{name}.json"
+        if await store.exists(key):
+            current = b"".join([chunk async for chunk in store.open_stream(key)])
+            if current == body:
+                continue
+        await _put(store, key, body, "application/json")
+
+
+async def _write_day(
+    session: AsyncSession,
+    store: ObjectStore,
+    organization_id: uuid.UUID,
+    day: date,
+    datasets: list[Dataset],
+    report: LakeReport,
+) -> dict[str, int]:
+    """Rewrite one organization's partitions of ``day`` for ``datasets`` (and gold) from the
+    rows as they are now; a partition left with no rows is removed. Rows written, by dataset."""
+    rows = {d.name: await _rows_of_day(session, d, organization_id, day) for d in DATASETS}
+    written: dict[str, int] = {}
+    for dataset in datasets:
+        schema = schema_of(dataset)
+        bronze = rows[dataset.name]
+        silver = [
+            _silver(dataset, r)
+            for r in bronze
+            if not (dataset.name == "documents" and r["deleted_at"] is not None)
+        ]
+        for layer, layer_rows in (("bronze", bronze), ("silver", silver)):
+            key = partition(layer, dataset.name, day, organization_id)
+            if not layer_rows:
+                await store.delete(key)
+                continue
+            table = pa.Table.from_pylist(layer_rows, schema=schema)
+            await _put(store, key, _parquet(table), PARQUET)
+            report.files += 1
+            report.partitions[f"{layer}/{dataset.name}"] += 1
+        report.rows += len(bronze)
+        written[dataset.name] = len(bronze)
+    key = partition("gold", "daily_activity", day, organization_id)
+    if not any(rows.values()):
+        await store.delete(key)
+        return written
+    gold = pa.Table.from_pylist([_gold_row(organization_id, day, rows)], schema=GOLD_SCHEMA)
+    await _put(store, key, _parquet(gold), PARQUET)
+    report.files += 1
+    report.partitions["gold/daily_activity"] += 1
+    return written
+
+
+async def rewrite_days(
+    db: Database, store: ObjectStore, organization_id: uuid.UUID, days: set[date]
+) -> LakeReport:
+    """Rewrite an organization's partitions of ``days`` from the current rows (after an
+    erasure deleted rows the watermark cannot see). Nothing, if the lake was never written."""
+    report = LakeReport()
+    async with db.transaction(organization_id) as session:
+        exported = [
+            await governance_models.read_watermark(session, organization_id, d.name)
+            for d in DATASETS
+        ]
+        if not any(exported):
+            return report
+        for day in sorted(days):
+            await _write_day(session, store, organization_id, day, list(DATASETS), report)
+    return report
+
+
+async def export(
+    db: Database,
+    store: ObjectStore,
+    *,
+    since: datetime | None = None,
+    settle_seconds: float = 60,
+    now: Callable[[], datetime] = utcnow,
+) -> LakeReport:
+    """Export every organization's changes since its watermarks (or since ``since``)."""
+    report = LakeReport()
+    await write_schemas(store)
+    upper = now() - timedelta(seconds=settle_seconds)
+    async with db.transaction(None) as session:
+        organizations = await read_organization_ids(session)
+    for organization_id in organizations:
+        report.organizations += 1
+        async with db.transaction(organization_id) as session:
+            touched: dict[str, set[date]] = {}
+            newest: dict[str, datetime | None] = {}
+            for dataset in DATASETS:
+                lower = since or await governance_models.read_watermark(
+                    session, organization_id, dataset.name
+                )
+                touched[dataset.name], newest[dataset.name] = await _changed_days(
+                    session, dataset, organization_id, lower, upper
+                )
+            days: set[date] = set().union(*touched.values())
+            exported: dict[str, int] = defaultdict(int)
+            for day in sorted(days):
+                written = await _write_day(
+                    session,
+                    store,
+                    organization_id,
+                    day,
+                    [d for d in DATASETS if day in touched[d.name]],
+                    report,
+                )
+                for name, count in written.items():
+                    exported[name] += count
+            for dataset in DATASETS:
+                mark = newest[dataset.name]
+                if mark is not None:
+                    await governance_models.advance_watermark(
+                        session, organization_id, dataset.name, mark, exported[dataset.name]
+                    )
+    return report
