@@ -39,6 +39,7 @@ class Action(StrEnum):
     TOKEN_REVOKE = "token:revoke"
     AUDIT_READ = "audit:read"
     JOB_READ = "job:read"
+    BI_READ = "bi:read"
 
 
 _READ = {
@@ -58,13 +59,17 @@ _REVIEW = _READ | {
     Action.DOCUMENT_UPLOAD,
     Action.ANALYSIS_RUN,
 }
-_APPROVE = _REVIEW | {Action.FEEDBACK_REVIEW, Action.DOCUMENT_CLASSIFY}
+# BI numbers (cost, throughput, satisfaction, activity) are for those who run the review work
+# or oversee it, and for BI tools acting for them; always within the reader's clearance.
+_APPROVE = _REVIEW | {Action.FEEDBACK_REVIEW, Action.DOCUMENT_CLASSIFY, Action.BI_READ}
 
 ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
     Role.VIEWER: frozenset(_READ),
     Role.REVIEWER: frozenset(_REVIEW),
     Role.APPROVER: frozenset(_APPROVE),
-    Role.AUDITOR: frozenset(_READ | {Action.AUDIT_READ, Action.USER_LIST, Action.TOKEN_READ_ALL}),
+    Role.AUDITOR: frozenset(
+        _READ | {Action.AUDIT_READ, Action.USER_LIST, Action.TOKEN_READ_ALL, Action.BI_READ}
+    ),
     Role.ADMIN: frozenset(Action),
 }
 
@@ -91,6 +96,7 @@ ACTION_SCOPE: dict[Action, str | None] = {
     Action.TOKEN_READ_ALL: "tokens:admin",
     Action.TOKEN_REVOKE: "tokens:admin",
     Action.AUDIT_READ: "audit:read",
+    Action.BI_READ: "bi:read",
 }
 
 # Actions whose resource is owned: the owner may act, others need ADMIN.

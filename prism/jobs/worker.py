@@ -17,6 +17,7 @@ import asyncpg
 import structlog
 from sqlalchemy.exc import DataError
 
+from prism.jobs import bi
 from prism.jobs.pipeline import HANDLERS, JobRun, LeaseLost, PermanentJobError, fail_document
 from prism.jobs.runtime import Pipeline
 from prism.models import jobs as job_models
@@ -52,7 +53,8 @@ class Worker:
         self.pipeline = pipeline
         self.concurrency = concurrency or settings.worker_concurrency
         self.lease_seconds = settings.job_lease_seconds
-        self.handlers = handlers or HANDLERS
+        self.handlers = handlers or {**HANDLERS, **bi.HANDLERS}
+        self.bi_refresh_seconds = settings.bi_refresh_seconds
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
@@ -64,6 +66,7 @@ class Worker:
         give back the rest."""
         listener = await self._listen()
         heartbeat = asyncio.create_task(self._heartbeat())
+        scheduler = asyncio.create_task(self._schedule_bi_refreshes())
         log.info("worker started", worker=self.name, concurrency=self.concurrency)
         delay = 0.5
         try:
@@ -82,9 +85,10 @@ class Worker:
             try:
                 await self._shutdown(grace_seconds)
             finally:
-                heartbeat.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await heartbeat
+                for task in (heartbeat, scheduler):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 if listener is not None:
                     await listener.close()
                 log.info("worker stopped", worker=self.name)
@@ -166,6 +170,18 @@ class Worker:
                         )
                 except Exception:
                     log.warning("lease renewal failed", exc_info=True)
+
+    async def _schedule_bi_refreshes(self) -> None:
+        """Queue BI refreshes for organizations whose rollups went stale (any worker may; the
+        database lets one at a time and never queues two for one organization)."""
+        if bi.REFRESH not in self.handlers:
+            return
+        while True:
+            await asyncio.sleep(self.bi_refresh_seconds)
+            try:
+                await bi.schedule_refreshes(self.pipeline.db, self.pipeline.settings)
+            except Exception:
+                log.warning("scheduling BI refreshes failed", exc_info=True)
 
     async def _shutdown(self, grace_seconds: float) -> None:
         if self._running:

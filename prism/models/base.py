@@ -38,6 +38,13 @@ TENANT_TABLES: tuple[str, ...] = (
     "audit_chain_heads",
     "jobs",
     "mfa_backup_codes",
+    "bi_document_daily",
+    "bi_analysis_daily",
+    "bi_feedback_daily",
+    "bi_reviewer_daily",
+    "bi_activity_hourly",
+    "bi_activity_daily",
+    "bi_invalidations",
 )
 
 

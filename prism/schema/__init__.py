@@ -11,6 +11,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from prism.schema.audit import AuditEvent, Job
+from prism.schema.bi import SCALARS as BI_SCALARS
 from prism.schema.documents import Analysis, Document, Feedback, Section
 from prism.schema.extensions import (
     ErrorCodes,
@@ -83,7 +84,8 @@ def build_schema(*, production: bool) -> strawberry.Schema:
         ],
         extensions=extensions,  # type: ignore[arg-type]
         config=StrawberryConfig(
-            disable_field_suggestions=production, scalar_map={datetime: DATETIME}
+            disable_field_suggestions=production,
+            scalar_map={datetime: DATETIME, **BI_SCALARS},
         ),
     )
 
