@@ -19,7 +19,7 @@ Text dimensions use '' for "none" (they are part of primary keys).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -246,9 +246,12 @@ def utc_hour(timestamp: Any) -> sa.ColumnElement[datetime]:
     return sa.func.timezone("UTC", sa.func.date_trunc("hour", sa.func.timezone("UTC", timestamp)))
 
 
-def _day_slices(days: Sequence[date]) -> tuple[Any, sa.ColumnElement[Any], Any, Any]:
-    """The days as a relation, with each day's [start, end) in UTC: joined to a base table's
-    (organization_id, timestamp) index, one range scan per day."""
+def _per_day(days: Sequence[date], groups: Callable[[Any, Any], sa.Select[Any]]) -> tuple[Any, Any]:
+    """The days as a relation, and ``groups(start, end)`` (one day's aggregate) joined to each
+    as a LATERAL subquery. Aggregating inside keeps PostgreSQL from flattening it: each day is
+    one index range scan of (organization_id, timestamp), whatever the row estimates (the
+    planner cannot see through the array and would otherwise join the organization's every
+    row, then filter by day)."""
     slices = (
         sa.func.unnest(sa.literal(list(days), ARRAY(sa.Date)))
         .table_valued("day")
@@ -256,7 +259,17 @@ def _day_slices(days: Sequence[date]) -> tuple[Any, sa.ColumnElement[Any], Any, 
     )
     start = sa.func.timezone("UTC", sa.cast(slices.c.day, sa.DateTime))
     end = sa.func.timezone("UTC", sa.cast(slices.c.day, sa.DateTime) + timedelta(days=1))
-    return slices, slices.c.day, start, end
+    return slices, groups(start, end).lateral("r")
+
+
+def _rollup_rows(
+    org: uuid.UUID, days: Sequence[date], groups: Callable[[Any, Any], sa.Select[Any]]
+) -> sa.Select[Any]:
+    """(organization, day, every column of the day's groups), for INSERT ... SELECT."""
+    slices, r = _per_day(days, groups)
+    return sa.select(sa.literal(org, UUID(as_uuid=True)), slices.c.day, *r.c).select_from(
+        slices.join(r, sa.true())
+    )
 
 
 def _first_columns(n: int) -> list[sa.ColumnElement[Any]]:
@@ -292,76 +305,89 @@ async def _replace(
     await session.execute(sa.insert(table).from_select(columns, query))
 
 
+def _bucket(classification: Any, department: Any) -> list[sa.ColumnElement[Any]]:
+    return [
+        classification.label("classification"),
+        department_bucket(classification, department).label("department"),
+    ]
+
+
 async def _refresh_documents(session: AsyncSession, org: uuid.UUID, days: Sequence[date]) -> None:
-    slices, day, start, end = _day_slices(days)
     d = Document
-    query = (
-        sa.select(
-            d.organization_id,
-            day,
-            d.classification,
-            department_bucket(d.classification, d.department),
-            d.document_type,
-            d.processing_status,
-            sa.func.coalesce(sa.cast(d.risk_level, sa.String), ""),
-            sa.func.count(),
+
+    def groups(start: Any, end: Any) -> sa.Select[Any]:
+        return (
+            sa.select(
+                *_bucket(d.classification, d.department),
+                d.document_type,
+                d.processing_status,
+                sa.func.coalesce(sa.cast(d.risk_level, sa.String), ""),
+                sa.func.count(),
+            )
+            .where(
+                d.organization_id == org,
+                d.created_at >= start,
+                d.created_at < end,
+                d.deleted_at.is_(None),
+            )
+            .group_by(*_first_columns(5))
         )
-        .select_from(slices)
-        .join(
-            d,
-            sa.and_(d.organization_id == org, d.created_at >= start, d.created_at < end),
-        )
-        .where(d.deleted_at.is_(None))
-        .group_by(*_first_columns(7))
-    )
-    await _replace(session, DocumentRollup, org, days, query)
+
+    await _replace(session, DocumentRollup, org, days, _rollup_rows(org, days, groups))
 
 
 async def _refresh_analyses(session: AsyncSession, org: uuid.UUID, days: Sequence[date]) -> None:
-    slices, day, start, end = _day_slices(days)
     a, d = Analysis, Document
-    query = (
-        sa.select(
-            a.organization_id,
-            day,
-            d.classification,
-            department_bucket(d.classification, d.department),
-            d.document_type,
-            a.model,
-            sa.func.count(),
-            sa.func.sum(a.duration_seconds),
-            sa.func.sum(a.cost_usd),
-            sa.func.sum(a.tokens_used),
-            sa.func.coalesce(sa.func.sum(a.confidence), 0.0),
-            sa.func.count(a.confidence),
-            sa.func.sum(sa.func.jsonb_array_length(a.feedback_items)),
+
+    def groups(start: Any, end: Any) -> sa.Select[Any]:
+        return (
+            sa.select(
+                *_bucket(d.classification, d.department),
+                d.document_type,
+                a.model,
+                sa.func.count(),
+                sa.func.sum(a.duration_seconds),
+                sa.func.sum(a.cost_usd),
+                sa.func.sum(a.tokens_used),
+                sa.func.coalesce(sa.func.sum(a.confidence), 0.0),
+                sa.func.count(a.confidence),
+                sa.func.sum(sa.func.jsonb_array_length(a.feedback_items)),
+            )
+            .join(d, d.id == a.document_id)
+            .where(
+                a.organization_id == org,
+                a.completed_at >= start,
+                a.completed_at < end,
+                d.deleted_at.is_(None),
+            )
+            .group_by(*_first_columns(4))
         )
-        .select_from(slices)
-        .join(a, sa.and_(a.organization_id == org, a.completed_at >= start, a.completed_at < end))
-        .join(d, d.id == a.document_id)
-        .where(d.deleted_at.is_(None))
-        .group_by(*_first_columns(6))
-    )
-    await _replace(session, AnalysisRollup, org, days, query)
+
+    await _replace(session, AnalysisRollup, org, days, _rollup_rows(org, days, groups))
 
 
 async def _refresh_feedback(session: AsyncSession, org: uuid.UUID, days: Sequence[date]) -> None:
     f, d, a = Feedback, Document, Analysis
     satisfied = sa.func.count().filter(f.rating >= 4)
 
-    def base(*columns: Any) -> sa.Select[Any]:
-        slices, day, start, end = _day_slices(days)
-        return (
-            sa.select(f.organization_id, day, *columns)
-            .select_from(slices)
-            .join(f, sa.and_(f.organization_id == org, f.created_at >= start, f.created_at < end))
-            .join(d, d.id == f.document_id)
-            .outerjoin(a, a.id == f.analysis_id)
-            .where(d.deleted_at.is_(None))
-        )
+    def feedback(*columns: Any) -> Callable[[Any, Any], sa.Select[Any]]:
+        def groups(start: Any, end: Any) -> sa.Select[Any]:
+            return (
+                sa.select(*columns)
+                .join(d, d.id == f.document_id)
+                .outerjoin(a, a.id == f.analysis_id)
+                .where(
+                    f.organization_id == org,
+                    f.created_at >= start,
+                    f.created_at < end,
+                    d.deleted_at.is_(None),
+                )
+            )
 
-    bucket = (d.classification, department_bucket(d.classification, d.department))
-    by_kind = base(
+        return groups
+
+    bucket = _bucket(d.classification, d.department)
+    by_kind = feedback(
         *bucket,
         sa.func.coalesce(f.category, ""),
         sa.func.coalesce(a.model, ""),
@@ -371,47 +397,58 @@ async def _refresh_feedback(session: AsyncSession, org: uuid.UUID, days: Sequenc
         sa.func.count(f.rating),
         sa.func.coalesce(sa.func.sum(f.rating), 0),
         satisfied,
-    ).group_by(*_first_columns(8))
-    await _replace(session, FeedbackRollup, org, days, by_kind)
-    by_author = (
-        base(f.user_id, *bucket, sa.func.count(), satisfied)
-        .where(f.user_id.is_not(None))
-        .group_by(*_first_columns(5))
     )
-    await _replace(session, ReviewerRollup, org, days, by_author)
+    await _replace(
+        session,
+        FeedbackRollup,
+        org,
+        days,
+        _rollup_rows(org, days, lambda s, e: by_kind(s, e).group_by(*_first_columns(6))),
+    )
+    by_author = feedback(f.user_id, *bucket, sa.func.count(), satisfied)
+    await _replace(
+        session,
+        ReviewerRollup,
+        org,
+        days,
+        _rollup_rows(
+            org,
+            days,
+            lambda s, e: by_author(s, e).where(f.user_id.is_not(None)).group_by(*_first_columns(3)),
+        ),
+    )
 
 
 async def _refresh_activity(session: AsyncSession, org: uuid.UUID, days: Sequence[date]) -> None:
     e = AuditEvent
     classification = sa.func.coalesce(e.classification, Classification.PUBLIC.value)
 
-    def base(when: Any) -> sa.Select[Any]:
-        slices, _, start, end = _day_slices(days)
-        return (
-            sa.select(
-                e.organization_id,
-                when,
-                e.actor_id,
-                e.category,
-                classification,
-                department_bucket(classification, e.department),
-                sa.func.count(),
+    def events(*when: Any) -> Callable[[Any, Any], sa.Select[Any]]:
+        def groups(start: Any, end: Any) -> sa.Select[Any]:
+            return (
+                sa.select(
+                    *when,
+                    e.actor_id,
+                    e.category,
+                    *_bucket(classification, e.department),
+                    sa.func.count(),
+                )
+                .where(
+                    e.organization_id == org,
+                    e.created_at >= start,
+                    e.created_at < end,
+                    e.actor_id.is_not(None),
+                )
+                .group_by(*_first_columns(len(when) + 4))
             )
-            .select_from(slices)
-            .join(e, sa.and_(e.organization_id == org, e.created_at >= start, e.created_at < end))
-            .where(e.actor_id.is_not(None))
-            .group_by(*_first_columns(6))
-        )
 
-    await _replace(
-        session,
-        ActivityHourlyRollup,
-        org,
-        days,
-        base(utc_hour(e.created_at)),
-        time_column="hour",
-    )
-    await _replace(session, ActivityDailyRollup, org, days, base(utc_day(e.created_at)))
+        return groups
+
+    hourly = _rollup_rows(org, days, events(utc_hour(e.created_at)))
+    # (organization, day, hour, ...): the hourly table has no day column
+    hourly = hourly.with_only_columns(*[c for i, c in enumerate(hourly.selected_columns) if i != 1])
+    await _replace(session, ActivityHourlyRollup, org, days, hourly, time_column="hour")
+    await _replace(session, ActivityDailyRollup, org, days, _rollup_rows(org, days, events()))
 
 
 _REFRESH = {
