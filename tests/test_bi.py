@@ -24,12 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism import migrations, operators
 from prism.authz.principal import Principal
+from prism.demo import scale as scale_corpus
 from prism.jobs import bi as bi_jobs
 from prism.jobs.runtime import Pipeline
 from prism.jobs.worker import Worker
 from prism.models import bi as bi_models
 from prism.models.analyses import Analysis
-from prism.models.audit import AuditEvent
+from prism.models.audit import AuditEvent, verify_chain
 from prism.models.base import utcnow
 from prism.models.db import Database, create_engine
 from prism.models.documents import Document, Section
@@ -926,3 +927,27 @@ async def test_a_deleted_organization_leaves_nothing_to_refresh(
         )
     finally:
         await owner.close()
+
+
+async def test_a_generated_corpus_chains_its_audit_trail_and_rolls_up_exactly(
+    services: Services, database_url: str
+) -> None:
+    # given a small corpus written with COPY, as `prism demo --scale` does
+    corpus = await scale_corpus.generate(
+        database_url, documents=120, password_hash="not-used", days=21, seed=3
+    )
+    assert corpus.rows["documents"] == 120
+    assert corpus.rows["analysis_results"] >= corpus.rows["document_sections"] * 0.9
+    assert corpus.rows["user_feedback"] > 0
+    for org_id, _, _ in corpus.organizations:
+        # then each organization's audit trail is a valid hash chain
+        async with services.db.transaction(org_id) as session:
+            report = await verify_chain(session, organization_id=org_id)
+        assert report.valid, report
+        assert report.checked > 120 // len(corpus.organizations)
+        # and its rollups, once refreshed, are exactly the base aggregates
+        await refresh(services, org_id)
+        base = await oracle.base_rows(services, org_id)
+        oracle.assert_same_tables(
+            await oracle.actual_rollups(services, org_id), oracle.expected_rollups(base)
+        )
