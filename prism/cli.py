@@ -229,11 +229,15 @@ def _print_scale(result: demo.ScaleDemo) -> None:
     console.print(
         f"Generated in {corpus.seconds:.0f} s: "
         + ", ".join(f"{n:,} {table}" for table, n in corpus.rows.items())
-        + f"; BI rollups built in {result.rollup_seconds:.1f} s."
+        + f"; BI rollups built in {result.rollup_seconds:.1f} s.",
+        soft_wrap=True,
     )
     for _, name, admin in corpus.organizations:
-        console.print(f"  {name}: ADMIN {admin} (password {demo.DEMO_PASSWORD!r})")
-    console.print(f"API token of {corpus.organizations[0][1]}'s ADMIN (every scope; shown once):")
+        console.print(f"  {name}: ADMIN {admin} (password {demo.DEMO_PASSWORD!r})", soft_wrap=True)
+    console.print(
+        f"API token of {corpus.organizations[0][1]}'s ADMIN (every scope; shown once):",
+        soft_wrap=True,
+    )
     click.echo(result.token)
 
 
