@@ -9,7 +9,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint schema bench clean install
+.PHONY: run test lint schema bench bench-bi clean install
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -33,6 +33,10 @@ test: install lint
 # Ingestion benchmarks (about 6 minutes); results in bench/results/.
 bench: install
 	$(VENV)/bin/python bench/ingest.py all
+
+# BI benchmarks at a million analyses (about 15 minutes); results in bench/results/bi.*.
+bench-bi: install
+	$(VENV)/bin/python bench/bi.py all --documents 100000
 
 schema: install
 	$(VENV)/bin/prism schema export --output schema.graphql
