@@ -9,7 +9,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint schema bench bench-perf bench-search opensearch-stop clean install
+.PHONY: run test lint schema bench bench-bi bench-perf bench-search opensearch-stop clean install
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -57,6 +57,10 @@ bench-perf: install
 # Search benchmarks at 100k sections, PostgreSQL and OpenSearch; results in bench/results/.
 bench-search: install
 	PRISM_BENCH_OPENSEARCH_URL="$$(scripts/opensearch.sh start)" $(VENV)/bin/python bench/search.py
+
+# BI benchmarks at a million analyses (about 15 minutes); results in bench/results/bi.*.
+bench-bi: install
+	$(VENV)/bin/python bench/bi.py all --documents 100000
 
 schema: install
 	$(VENV)/bin/prism schema export --output schema.graphql

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -141,9 +142,104 @@ def migrate() -> None:
 
 
 @main.command("demo")
-def demo_command() -> None:
-    """Load the demo data (idempotent) and print a fresh demo token."""
-    _print_demo(_run(demo.seed))
+@click.option(
+    "--scale",
+    type=click.IntRange(1, 20_000_000),
+    default=None,
+    help="Also generate this many documents (about 10 analysed sections each) in new "
+    "organizations, with feedback and audit trails, written with COPY.",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(1, 3650),
+    default=365,
+    show_default=True,
+    help="Days of history the generated documents spread over.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Seed of the generated distributions (ids and names are always new).",
+)
+def demo_command(scale: int | None, days: int, seed: int) -> None:
+    """Load the demo data (idempotent) and print a fresh demo token; with --scale, also a
+    large multi-organization corpus and a token for its largest organization."""
+    url = asyncio.run(bootstrap.prepare_database(Settings()))
+    _print_demo(_run(demo.seed, url))
+    if scale is not None:
+        _print_scale(_run(lambda services: _scale(services, url, scale, days, seed), url))
+
+
+async def _scale(services: Services, url: str, documents: int, days: int, seed: int) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    labels = {
+        "documents": "documents",
+        "document_sections": "sections",
+        "analysis_results": "analyses",
+        "user_feedback": "feedback",
+        "audit_logs": "audit events",
+        "slices": "BI rollup day slices",
+    }
+    with Progress(
+        TextColumn("{task.description:>22}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        tasks = {
+            table: progress.add_task(label, total=None, rate="") for table, label in labels.items()
+        }
+        started: dict[str, float] = {}
+
+        def planned(table: str, rows: int) -> None:
+            progress.update(tasks[table], total=rows)
+
+        def advance(table: str, rows: int) -> None:
+            now = time.perf_counter()
+            begun = started.setdefault(table, now)
+            progress.advance(tasks[table], rows)
+            done = progress.tasks[tasks[table]].completed
+            if now > begun:
+                progress.update(tasks[table], rate=f"{done / (now - begun):,.0f}/s")
+
+        return await demo.load_scale(
+            services,
+            url,
+            documents=documents,
+            days=days,
+            seed=seed,
+            advance=advance,
+            planned=planned,
+            on_rollups=advance,
+        )
+
+
+def _print_scale(result: demo.ScaleDemo) -> None:
+    corpus = result.corpus
+    console.print(
+        f"Generated in {corpus.seconds:.0f} s: "
+        + ", ".join(f"{n:,} {table}" for table, n in corpus.rows.items())
+        + f"; BI rollups built in {result.rollup_seconds:.1f} s.",
+        soft_wrap=True,
+    )
+    for _, name, admin in corpus.organizations:
+        console.print(f"  {name}: ADMIN {admin} (password {demo.DEMO_PASSWORD!r})", soft_wrap=True)
+    console.print(
+        f"API token of {corpus.organizations[0][1]}'s ADMIN (every scope; shown once):",
+        soft_wrap=True,
+    )
+    click.echo(result.token)
 
 
 @main.group()

@@ -146,6 +146,12 @@ class Settings(BaseSettings):
         description="A claimed job is reclaimed when its worker stops renewing for this long.",
     )
     job_max_attempts: int = Field(5, ge=1, le=50, description="Attempts before a job is DEAD.")
+    bi_refresh_seconds: float = Field(
+        5,
+        gt=0,
+        le=3600,
+        description="How often workers queue refreshes of stale BI rollups (their staleness).",
+    )
     extract_timeout_seconds: float = Field(
         60, gt=0, description="Wall-clock limit of one extraction (a child process is killed)."
     )

@@ -322,3 +322,26 @@ async def test_subscriptions_need_authentication_at_connection_init(
         await _subscribe(url, None, "RG9jdW1lbnQ6MDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAw")
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4403
+
+
+def test_demo_at_scale_answers_bi_queries(served: tuple[str, str, dict[str, str]]) -> None:
+    # Last in the module: running the demo again revokes the demo token of `served`.
+    url, _, env = served
+    done = _prism("demo", "--scale", "60", "--days", "30", env=env)
+    assert "Generated in" in done.stderr, done.stderr
+    token = done.stdout.strip().splitlines()[-1]
+    body = httpx.post(
+        f"{url}/graphql",
+        json={
+            "query": "{ executiveSummary { totalDocumentsProcessed totalActiveUsers }"
+            " verifyAuditChain { valid checked } viewer { organization { name } } }"
+        },
+        headers={"authorization": f"Bearer {token}"},
+        timeout=10,
+    ).json()
+    assert body.get("errors") is None, body
+    data = body["data"]
+    assert "Acme" not in data["viewer"]["organization"]["name"]
+    assert data["verifyAuditChain"]["valid"] is True
+    assert data["executiveSummary"]["totalDocumentsProcessed"] > 0
+    assert data["executiveSummary"]["totalActiveUsers"] > 0

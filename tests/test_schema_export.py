@@ -21,6 +21,8 @@ CONTRACT_V1 = {
         "auditLog",
         "job",
         "verifyAuditChain",
+        "executiveSummary",
+        "dailySummary",
     },
     "Mutation": {
         "login",
@@ -157,6 +159,29 @@ CONTRACT_V1 = {
         "createdAt",
     },
     "Job": {"id", "kind", "state", "attempts", "lastError", "createdAt", "startedAt", "finishedAt"},
+    "ExecutiveSummary": {
+        "periodDays",
+        "totalDocumentsProcessed",
+        "totalActiveUsers",
+        "averageProcessingTimeSeconds",
+        "totalAiFeedbackItems",
+        "averageUserSatisfaction",
+        "totalProcessingCostUsd",
+        "highRiskDocumentsCount",
+        "documentsPerDay",
+        "costPerDocument",
+        "highRiskPercentage",
+        "userProductivityScore",
+    },
+    "DailySummary": {
+        "date",
+        "totalAnalyses",
+        "avgProcessingTimeSeconds",
+        "totalCostUsd",
+        "avgConfidence",
+        "totalFeedbackItems",
+        "satisfiedUsersCount",
+    },
 }
 
 # The governance fields of the contract served by this release (retention, legal hold, data

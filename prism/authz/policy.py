@@ -45,6 +45,7 @@ class Action(StrEnum):
     RETENTION_READ = "retention:read"
     RETENTION_UPDATE = "retention:update"
     QUALITY_READ = "quality:read"
+    BI_READ = "bi:read"
 
 
 _READ = {
@@ -66,14 +67,23 @@ _REVIEW = _READ | {
     Action.DOCUMENT_UPLOAD,
     Action.ANALYSIS_RUN,
 }
-_APPROVE = _REVIEW | {Action.FEEDBACK_REVIEW, Action.DOCUMENT_CLASSIFY}
+# BI numbers (cost, throughput, satisfaction, activity) are for those who run the review work
+# or oversee it, and for BI tools acting for them; always within the reader's clearance.
+_APPROVE = _REVIEW | {Action.FEEDBACK_REVIEW, Action.DOCUMENT_CLASSIFY, Action.BI_READ}
 
 ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
     Role.VIEWER: frozenset(_READ),
     Role.REVIEWER: frozenset(_REVIEW),
     Role.APPROVER: frozenset(_APPROVE),
     Role.AUDITOR: frozenset(
-        _READ | {Action.AUDIT_READ, Action.USER_LIST, Action.TOKEN_READ_ALL, Action.QUALITY_READ}
+        _READ
+        | {
+            Action.AUDIT_READ,
+            Action.USER_LIST,
+            Action.TOKEN_READ_ALL,
+            Action.QUALITY_READ,
+            Action.BI_READ,
+        }
     ),
     Role.ADMIN: frozenset(Action),
 }
@@ -107,6 +117,7 @@ ACTION_SCOPE: dict[Action, str | None] = {
     Action.RETENTION_READ: "audit:read",
     Action.RETENTION_UPDATE: "users:admin",
     Action.QUALITY_READ: "audit:read",
+    Action.BI_READ: "bi:read",
 }
 
 # Actions whose resource is owned: the owner may act, others need ADMIN.

@@ -5,6 +5,7 @@ only issues a fresh demo token (the previous one is revoked: tokens are shown on
 from __future__ import annotations
 
 import io
+import time
 import uuid
 from dataclasses import dataclass
 from importlib import resources
@@ -13,7 +14,9 @@ import sqlalchemy as sa
 
 from prism import operators
 from prism.authz.principal import SCOPES
+from prism.demo import scale as scale_corpus
 from prism.errors import NotFound
+from prism.jobs import bi as bi_jobs
 from prism.jobs.pipeline import receive_upload
 from prism.jobs.worker import Worker
 from prism.models import users as user_models
@@ -79,7 +82,53 @@ async def seed(services: Services) -> DemoResult:
         await _seed_organization(services, OTHER_ORGANIZATION, GLOBEX_USERS, GLOBEX_DOCUMENTS)
         created = True
     token = await _fresh_token(services, org_id)
+    # BI numbers at once, without waiting for a worker's next refresh
+    await bi_jobs.refresh_organization(services.db, org_id)
     return DemoResult(organization_id=org_id, token=token, created=created)
+
+
+@dataclass(frozen=True)
+class ScaleDemo:
+    corpus: scale_corpus.ScaleResult
+    token: str
+    rollup_seconds: float
+
+
+async def load_scale(
+    services: Services,
+    owner_url: str,
+    *,
+    documents: int,
+    days: int,
+    seed: int,
+    advance: scale_corpus.Advance | None = None,
+    planned: scale_corpus.Advance | None = None,
+    on_rollups: scale_corpus.Advance | None = None,
+) -> ScaleDemo:
+    """Generate ``documents`` documents in new organizations (`prism demo --scale`), build
+    their BI rollups and issue a token for the largest one's ADMIN. Every generated user
+    signs in with the demo password."""
+    password_hash = await services.passwords.hash_async(DEMO_PASSWORD)
+    corpus = await scale_corpus.generate(
+        owner_url,
+        documents=documents,
+        password_hash=password_hash,
+        days=days,
+        seed=seed,
+        advance=advance,
+        planned=planned,
+    )
+    started = time.perf_counter()
+    for org_id, _, _ in corpus.organizations:
+        slices = await bi_jobs.refresh_organization(services.db, org_id)
+        if on_rollups is not None:
+            on_rollups("slices", slices)
+    rollup_seconds = time.perf_counter() - started
+    org_id, _, admin = corpus.organizations[0]
+    created = await operators.create_token(
+        services, org_id, name=DEMO_TOKEN_NAME, scopes=sorted(SCOPES), user_email=admin
+    )
+    return ScaleDemo(corpus=corpus, token=created.secret, rollup_seconds=rollup_seconds)
 
 
 async def _seed_organization(

@@ -17,7 +17,7 @@ import asyncpg
 import structlog
 from sqlalchemy.exc import DataError
 
-from prism.jobs import indexing, pipeline
+from prism.jobs import bi, indexing, pipeline
 from prism.jobs.pipeline import (
     PERIODIC,
     JobRun,
@@ -36,7 +36,7 @@ from prism.models.jobs import Job
 log = structlog.get_logger("prism.worker")
 JOBS_CHANNEL = "prism_jobs"
 Handler = Callable[[JobRun], Awaitable[None]]
-HANDLERS: dict[str, Handler] = {**pipeline.HANDLERS, **indexing.HANDLERS}
+HANDLERS: dict[str, Handler] = {**pipeline.HANDLERS, **indexing.HANDLERS, **bi.HANDLERS}
 BACKOFF_BASE_SECONDS = 10.0
 BACKOFF_MAX_SECONDS = 600.0
 IDLE_POLL_SECONDS = 5.0
@@ -65,6 +65,7 @@ class Worker:
         self.concurrency = concurrency or settings.worker_concurrency
         self.lease_seconds = settings.job_lease_seconds
         self.handlers = handlers or HANDLERS
+        self.bi_refresh_seconds = settings.bi_refresh_seconds
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
@@ -77,6 +78,7 @@ class Worker:
         listener = await self._listen()
         heartbeat = asyncio.create_task(self._heartbeat())
         scheduler = asyncio.create_task(self._schedule_periodic())
+        bi_scheduler = asyncio.create_task(self._schedule_bi_refreshes())
         log.info("worker started", worker=self.name, concurrency=self.concurrency)
         delay = 0.5
         try:
@@ -95,12 +97,10 @@ class Worker:
             try:
                 await self._shutdown(grace_seconds)
             finally:
-                heartbeat.cancel()
-                scheduler.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await heartbeat
-                with contextlib.suppress(asyncio.CancelledError):
-                    await scheduler
+                for task in (heartbeat, scheduler, bi_scheduler):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 if listener is not None:
                     await listener.close()
                 log.info("worker stopped", worker=self.name)
@@ -198,6 +198,18 @@ class Worker:
             except Exception:
                 log.warning("scheduling periodic jobs failed", exc_info=True)
             await asyncio.sleep(min(SCHEDULE_CHECK_SECONDS, every.total_seconds()))
+
+    async def _schedule_bi_refreshes(self) -> None:
+        """Queue BI refreshes for organizations whose rollups went stale (any worker may; the
+        database lets one at a time and never queues two for one organization)."""
+        if bi.REFRESH not in self.handlers:
+            return
+        while True:
+            await asyncio.sleep(self.bi_refresh_seconds)
+            try:
+                await bi.schedule_refreshes(self.pipeline.db, self.pipeline.settings)
+            except Exception:
+                log.warning("scheduling BI refreshes failed", exc_info=True)
 
     async def _shutdown(self, grace_seconds: float) -> None:
         if self._running:

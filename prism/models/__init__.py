@@ -4,6 +4,7 @@ organization id), flush but never commit: the caller owns the transaction."""
 from prism.models.analyses import Analysis
 from prism.models.audit import AuditChainHead, AuditEvent
 from prism.models.base import TENANT_TABLES, Base
+from prism.models.bi import ROLLUPS, Invalidation
 from prism.models.documents import Document, Section
 from prism.models.feedback import Feedback
 from prism.models.governance import QualityRun, RetentionPolicyRow
@@ -17,6 +18,7 @@ from prism.models.users import ApiToken, MfaBackupCode, RefreshSession, User
 metadata = Base.metadata
 
 __all__ = [
+    "ROLLUPS",
     "TENANT_TABLES",
     "Analysis",
     "ApiToken",
@@ -28,6 +30,7 @@ __all__ = [
     "DataKey",
     "Document",
     "Feedback",
+    "Invalidation",
     "Job",
     "LakeWatermark",
     "MfaBackupCode",

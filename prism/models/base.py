@@ -43,6 +43,13 @@ TENANT_TABLES: tuple[str, ...] = (
     "data_keys",
     "data_exports",
     "lake_watermarks",
+    "bi_document_daily",
+    "bi_analysis_daily",
+    "bi_feedback_daily",
+    "bi_reviewer_daily",
+    "bi_activity_hourly",
+    "bi_activity_daily",
+    "bi_invalidations",
 )
 
 

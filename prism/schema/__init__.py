@@ -18,6 +18,7 @@ from strawberry.types import ExecutionContext
 
 from prism.config import Settings
 from prism.schema.audit import AuditEvent, Job
+from prism.schema.bi import SCALARS as BI_SCALARS
 from prism.schema.compiled import CompiledOperations
 from prism.schema.documents import Analysis, Document, Feedback, Section
 from prism.schema.extensions import (
@@ -113,7 +114,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         ],
         extensions=extensions,  # type: ignore[arg-type]
         config=StrawberryConfig(
-            disable_field_suggestions=settings.production, scalar_map={datetime: DATETIME}
+            disable_field_suggestions=settings.production,
+            scalar_map={datetime: DATETIME, **BI_SCALARS},
         ),
     )
 

@@ -26,7 +26,21 @@ from prism.schema.cost import actual, estimate, operation_of
 # depend on who asks. Any other root field (a job's progress, an audit-chain check, the API
 # tokens, whose use is stamped every minute, ...) is never cached.
 SHARED = frozenset(
-    {"documents", "document", "users", "auditLog", "executiveSummary", "dailySummary", "search"}
+    {
+        "documents",
+        "document",
+        "users",
+        "auditLog",
+        "search",
+        # BI fields: rollups summed over the buckets the caller's clearance sees
+        "executiveSummary",
+        "dailySummary",
+        "aiUsage",
+        "riskDistribution",
+        "feedbackAcceptance",
+        "userActivity",
+        "activityByHourOfDay",
+    }
 )
 PERSONAL = frozenset({"viewer", "node", "nodes"})
 

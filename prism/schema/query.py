@@ -22,6 +22,7 @@ from prism.resolvers.ids import expect_id, from_global_id
 from prism.resolvers.nodes import load_node
 from prism.schema.audit import AuditChainReport, AuditEvent, AuditEventConnection, Job
 from prism.schema.base import Info, Node
+from prism.schema.bi import BiQuery
 from prism.schema.documents import (
     Analysis,
     Document,
@@ -110,7 +111,7 @@ class AccessExplanation:
 
 
 @strawberry.type
-class Query:
+class Query(BiQuery):
     @strawberry.field(description="Any object by its global ID.")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
         type_name, row = await load_node(info.context, id)

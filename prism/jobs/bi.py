@@ -1,0 +1,62 @@
+"""BI rollup maintenance: the ``bi.refresh`` job recomputes an organization's stale day slices
+(marked by triggers in the writers' transactions); workers queue such jobs every
+``PRISM_BI_REFRESH_SECONDS`` for organizations with stale slices."""
+
+from __future__ import annotations
+
+import uuid
+
+from prism.config import Settings
+from prism.jobs.pipeline import JobRun, LeaseLost
+from prism.models import bi as bi_models
+from prism.models import jobs as job_models
+from prism.models.db import Database
+from prism.models.enums import JobState
+
+REFRESH = bi_models.REFRESH_JOB
+# Day slices recomputed per transaction: keeps each transaction (and its statements) short
+# when a bulk load or the first build after the migration marks years of days at once.
+SLICES_PER_TRANSACTION = 32
+
+
+async def refresh_organization(db: Database, organization_id: uuid.UUID) -> int:
+    """Recompute every stale slice of one organization now; the number of slices."""
+    total = 0
+    while True:
+        async with db.transaction(organization_id) as session:
+            done = await bi_models.refresh_rollups(
+                session, organization_id, limit=SLICES_PER_TRANSACTION
+            )
+        total += done
+        if done < SLICES_PER_TRANSACTION:
+            return total
+
+
+async def handle_refresh(run: JobRun) -> None:
+    db, organization_id = run.pipeline.db, run.job.organization_id
+    while True:
+        async with db.transaction(organization_id) as session:
+            done = await bi_models.refresh_rollups(
+                session, organization_id, limit=SLICES_PER_TRANSACTION
+            )
+            if done < SLICES_PER_TRANSACTION:
+                # Finished with the last slices, in their transaction, fenced on the lease.
+                finished = await job_models.finish_job(
+                    session,
+                    job_id=run.job.id,
+                    worker=run.worker,
+                    attempt=run.job.attempts,
+                    state=JobState.SUCCEEDED,
+                )
+                if not finished:
+                    raise LeaseLost(str(run.job.id))
+                return
+
+
+async def schedule_refreshes(db: Database, settings: Settings) -> int:
+    """Queue a refresh for each organization with stale slices (none twice); how many."""
+    async with db.transaction(None) as session:
+        return await bi_models.schedule_refreshes(session, max_attempts=settings.job_max_attempts)
+
+
+HANDLERS = {REFRESH: handle_refresh}
