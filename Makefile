@@ -50,7 +50,8 @@ bench: install
 # Prism (interpreted, and compiled for registered operations), PostGraphile (npm, cached in
 # ~/.cache/prism/bench-node) and a raw Starlette+asyncpg endpoint on the same data, driven by
 # wrk (about 12 minutes). Needs Node.js with npm, and wrk (installed from Debian when missing
-# and run as root). More options in PERF_ARGS, e.g. PERF_ARGS="--profile 30" (needs py-spy).
+# and run as root). More options in PERF_ARGS, e.g. PERF_ARGS="--profile 30" (needs py-spy on
+# PATH: `install` removes it from the virtualenv; see bench/perf/profile.py).
 bench-perf: install
 	$(VENV)/bin/python -m bench.perf --make $(PERF_ARGS)
 

@@ -3,8 +3,10 @@ drives one query, and the stacks are summed by component (the innermost frame: "
 function (anywhere on the stack: "inclusive").
 
 py-spy is not a dependency of Prism: install it for a profile, e.g.
-``.tools/bin/uv pip install --python .venv/bin/python py-spy`` (``make install`` removes it
-again).
+``.tools/bin/uv pip install --python .venv/bin/python py-spy`` for ``python -m bench.perf``.
+``make install`` (and so ``make bench-perf``) removes it from the virtualenv again: for
+``make bench-perf PERF_ARGS="--profile 30"`` put it on PATH instead, e.g.
+``.tools/bin/uv pip install --target /tmp/py-spy py-spy`` and ``PATH=/tmp/py-spy/bin:$PATH``.
 
 py-spy counts a thread as active when the kernel says it is runnable, whether it runs or
 waits for a CPU: on a machine with more runnable threads than CPUs, the samples include the
