@@ -562,13 +562,7 @@ async def update_user(
 ) -> User:
     """Apply ``changes`` (role, department, clearance, access_expires_at) to a user."""
     require(principal, Action.USER_UPDATE)
-    user = (
-        await session.scalars(
-            sa.select(User)
-            .where(User.id == user_id, User.organization_id == principal.organization_id)
-            .with_for_update()
-        )
-    ).one_or_none()
+    user = await user_models.lock_user(session, principal.organization_id, user_id)
     if user is None:
         raise not_found("User")
     if user.id == principal.user_id and changes.get("role", Role.ADMIN) is not Role.ADMIN:

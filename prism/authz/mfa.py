@@ -15,7 +15,6 @@ import uuid
 from datetime import UTC, datetime
 
 import pyotp
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism.authz.policy import Action, require
@@ -89,9 +88,9 @@ async def verify_second_factor(
 
 async def _own_user(session: AsyncSession, principal: Principal) -> User:
     require(principal, Action.MFA_MANAGE)
-    user = (
-        await session.scalars(sa.select(User).where(User.id == principal.user_id).with_for_update())
-    ).one_or_none()
+    user = None
+    if principal.user_id is not None:
+        user = await user_models.lock_user(session, principal.organization_id, principal.user_id)
     if user is None:
         raise not_found("User")
     return user
@@ -198,13 +197,7 @@ async def reset(
 ) -> User:
     """An ADMIN turns off another user's MFA (a lost authenticator and no backup codes)."""
     require(principal, Action.USER_MFA_RESET)
-    user = (
-        await session.scalars(
-            sa.select(User)
-            .where(User.id == user_id, User.organization_id == principal.organization_id)
-            .with_for_update()
-        )
-    ).one_or_none()
+    user = await user_models.lock_user(session, principal.organization_id, user_id)
     if user is None:
         raise not_found("User")
     await _clear(session, user)

@@ -184,6 +184,19 @@ async def create_user(
     return user
 
 
+async def lock_user(
+    session: AsyncSession, organization_id: uuid.UUID, user_id: uuid.UUID
+) -> User | None:
+    """The user, row-locked until the transaction ends (None: not in this organization)."""
+    query = (
+        sa.select(User)
+        .where(User.id == user_id, User.organization_id == organization_id)
+        .with_for_update()
+    )
+    found: User | None = (await session.scalars(query)).one_or_none()
+    return found
+
+
 async def user_of_live_session(
     session: AsyncSession, user_id: uuid.UUID, family_id: uuid.UUID
 ) -> User | None:
