@@ -59,15 +59,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench import common
 from bench.common import (
-    RESULTS,
     ROOT,
     BenchDatabase,
     bench_database,
-    environment,
     fmt,
-    markdown_table,
-    write_json,
 )
 from bench.ingest import CpuClock, contract_sections, ms, parse_ints, pct
 
@@ -119,28 +116,7 @@ def record(
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Print the tables as Markdown and write everything to bench/results/<name>.json."""
-    env = environment()
-    print(f"\n## {title}\n")
-    print(f"{env['date']} · {env['cpu']} · {env['cpus_usable']} CPUs · Python {env['python']}")
-    dirty = f" + uncommitted prism/ diff {env['prism_diff_sha256']}" if env["prism_dirty"] else ""
-    load = f"load average {env['loadavg_1m_start']:.2f} → {env['loadavg_1m_end']:.2f}"
-    print(f"commit {env['commit']}{dirty} · {load}")
-    print("parameters: " + ", ".join(f"{k}={v}" for k, v in parameters.items()))
-    for caption, rows in tables.items():
-        print(f"\n### {caption}\n\n{markdown_table(rows)}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    document = {
-        "benchmark": name,
-        "title": title,
-        "command": ".venv/bin/python bench/cache.py " + " ".join(sys.argv[1:]),
-        "environment": env,
-        "parameters": parameters,
-        "tables": tables,
-        **(extra or {}),
-    }
-    write_json(path, document)
-    print(f"\nwritten to {path.relative_to(ROOT)}")
+    common.record(name, title, parameters, tables, extra, script="bench/cache.py", file_name=name)
 
 
 # --- the organization ----------------------------------------------------------------------------

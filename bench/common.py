@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -191,3 +192,39 @@ def stop_embedded(pgdata: Path) -> None:
     server = pgserver.get_server(pgdata.resolve())
     server.cleanup_mode = "delete"
     server.cleanup()
+
+
+def record(
+    name: str,
+    title: str,
+    parameters: dict[str, Any],
+    tables: dict[str, list[dict[str, Any]]],
+    extra: dict[str, Any] | None = None,
+    *,
+    script: str,
+    file_name: str,
+) -> None:
+    """Print the tables as Markdown and write everything to bench/results/<file_name>.json;
+    ``script`` is the bench file the recorded command runs."""
+    env = environment()
+    print(f"\n## {title}\n")
+    print(f"{env['date']} · {env['cpu']} · {env['cpus_usable']} CPUs · Python {env['python']}")
+    dirty = f" + uncommitted prism/ diff {env['prism_diff_sha256']}" if env["prism_dirty"] else ""
+    load = f"load average {env['loadavg_1m_start']:.2f} → {env['loadavg_1m_end']:.2f}"
+    print(f"commit {env['commit']}{dirty} · {load}")
+    print("parameters: " + ", ".join(f"{k}={v}" for k, v in parameters.items()))
+    for caption, rows in tables.items():
+        print(f"\n### {caption}\n\n{markdown_table(rows)}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{file_name}.json"
+    document = {
+        "benchmark": name,
+        "title": title,
+        "command": f".venv/bin/python {script} " + " ".join(sys.argv[1:]),
+        "environment": env,
+        "parameters": parameters,
+        "tables": tables,
+        **(extra or {}),
+    }
+    write_json(path, document)
+    print(f"\nwritten to {path.relative_to(ROOT)}")
