@@ -218,19 +218,33 @@ async def login(
             user.password_hash = rehashed
         await user_models.mark_login(session, user)
         signed_in = await _start_session(session, access, user, meta, refresh_ttl, uuid.uuid4())
-        await record_event(
-            session,
-            organization_id=user.organization_id,
-            actor=Actor(user_id=user.id),
-            event_type="auth.login",
-            category="authentication",
-            description=f"{user.email} signed in",
-            resource_type="User",
-            resource_id=user.id,
-            meta=meta,
+        await _auth_event(
+            session, user.organization_id, user.id, "auth.login", f"{user.email} signed in", meta
         )
     await throttle.succeeded(db, keys)
     return signed_in
+
+
+async def _auth_event(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    user_id: uuid.UUID,
+    event_type: str,
+    description: str,
+    meta: RequestMeta,
+) -> None:
+    """A sign-in, refresh or sign-out event: by the user, about the user."""
+    await record_event(
+        session,
+        organization_id=organization_id,
+        actor=Actor(user_id=user_id),
+        event_type=event_type,
+        category="authentication",
+        description=description,
+        resource_type="User",
+        resource_id=user_id,
+        meta=meta,
+    )
 
 
 def _expired(user: User) -> bool:
@@ -303,16 +317,13 @@ async def refresh(
         replayed = current.rotated_at is not None
         if replayed:
             await user_models.revoke_session_family(session, current.family_id)
-            await record_event(
+            await _auth_event(
                 session,
-                organization_id=organization_id,
-                actor=Actor(user_id=current.user_id),
-                event_type="auth.refresh_reused",
-                category="authentication",
-                description="A rotated refresh token was replayed; its session family is revoked",
-                resource_type="User",
-                resource_id=current.user_id,
-                meta=meta,
+                organization_id,
+                current.user_id,
+                "auth.refresh_reused",
+                "A rotated refresh token was replayed; its session family is revoked",
+                meta,
             )
         else:
             user = await session.get(User, current.user_id)
@@ -322,16 +333,13 @@ async def refresh(
             signed_in = await _start_session(
                 session, access, user, meta, refresh_ttl, current.family_id
             )
-            await record_event(
+            await _auth_event(
                 session,
-                organization_id=organization_id,
-                actor=Actor(user_id=user.id),
-                event_type="auth.refresh",
-                category="authentication",
-                description=f"{user.email} refreshed a session",
-                resource_type="User",
-                resource_id=user.id,
-                meta=meta,
+                organization_id,
+                user.id,
+                "auth.refresh",
+                f"{user.email} refreshed a session",
+                meta,
             )
     # Outside the transaction: the revocation above is committed before we refuse.
     if replayed:
@@ -349,16 +357,8 @@ async def logout(db: Database, *, refresh_token: str, meta: RequestMeta) -> bool
         if current is None or current.revoked_at is not None:
             return False
         await user_models.revoke_session_family(session, current.family_id)
-        await record_event(
-            session,
-            organization_id=organization_id,
-            actor=Actor(user_id=current.user_id),
-            event_type="auth.logout",
-            category="authentication",
-            description="Signed out",
-            resource_type="User",
-            resource_id=current.user_id,
-            meta=meta,
+        await _auth_event(
+            session, organization_id, current.user_id, "auth.logout", "Signed out", meta
         )
     return True
 
