@@ -3,7 +3,7 @@ caller's scope."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import TypeVar
 
@@ -48,6 +48,7 @@ MAX_CATEGORIES = 20
 MAX_GROUP_BY = 5
 
 D = TypeVar("D")
+R = TypeVar("R")
 
 
 def today() -> date:
@@ -113,6 +114,25 @@ async def daily_summaries(ctx: Context, start: date, end: date) -> list[DailyFig
         return await bi_models.read_daily_figures(session, principal.scope(), start=start, end=end)
 
 
+async def _breakdown(
+    ctx: Context,
+    start: date,
+    end: date,
+    interval: Interval,
+    group_by: Sequence[D] | None,
+    read: Callable[..., Awaitable[list[R]]],
+) -> list[R]:
+    """A breakdown over periods and dimensions, read from the rollups within the caller's
+    scope (the date range checked against the interval's limit)."""
+    principal = _reader(ctx)
+    check_range(start, end, MAX_DAYS[interval])
+    dimensions = _dimensions(group_by, "groupBy")
+    async with ctx.transaction.read() as session:
+        return await read(
+            session, principal.scope(), start=start, end=end, interval=interval, group_by=dimensions
+        )
+
+
 async def ai_usage(
     ctx: Context,
     start: date,
@@ -120,18 +140,7 @@ async def ai_usage(
     interval: Interval,
     group_by: Sequence[UsageDimension] | None,
 ) -> list[UsageRow]:
-    principal = _reader(ctx)
-    check_range(start, end, MAX_DAYS[interval])
-    dimensions = _dimensions(group_by, "groupBy")
-    async with ctx.transaction.read() as session:
-        return await bi_models.read_ai_usage(
-            session,
-            principal.scope(),
-            start=start,
-            end=end,
-            interval=interval,
-            group_by=dimensions,
-        )
+    return await _breakdown(ctx, start, end, interval, group_by, bi_models.read_ai_usage)
 
 
 async def risk_distribution(
@@ -141,18 +150,7 @@ async def risk_distribution(
     interval: Interval,
     group_by: Sequence[DocumentDimension] | None,
 ) -> list[RiskRow]:
-    principal = _reader(ctx)
-    check_range(start, end, MAX_DAYS[interval])
-    dimensions = _dimensions(group_by, "groupBy")
-    async with ctx.transaction.read() as session:
-        return await bi_models.read_risk_distribution(
-            session,
-            principal.scope(),
-            start=start,
-            end=end,
-            interval=interval,
-            group_by=dimensions,
-        )
+    return await _breakdown(ctx, start, end, interval, group_by, bi_models.read_risk_distribution)
 
 
 async def feedback_acceptance(
@@ -162,18 +160,7 @@ async def feedback_acceptance(
     interval: Interval,
     group_by: Sequence[FeedbackDimension] | None,
 ) -> list[FeedbackRow]:
-    principal = _reader(ctx)
-    check_range(start, end, MAX_DAYS[interval])
-    dimensions = _dimensions(group_by, "groupBy")
-    async with ctx.transaction.read() as session:
-        return await bi_models.read_feedback_acceptance(
-            session,
-            principal.scope(),
-            start=start,
-            end=end,
-            interval=interval,
-            group_by=dimensions,
-        )
+    return await _breakdown(ctx, start, end, interval, group_by, bi_models.read_feedback_acceptance)
 
 
 async def user_activity(
