@@ -220,9 +220,11 @@ class Context:
             self.authenticate(self.principal)
 
     async def data_version(self) -> int:
-        """The caller's organization's data version (a short read of its own)."""
+        """The caller's organization's data version, read in the request's transaction: the
+        rows the answer then reads are of that same snapshot (a query's transaction is one
+        REPEATABLE READ snapshot), so a cached answer is filed under the version it shows."""
         principal = self.require_principal()
-        async with self.services.db.transaction(principal.organization_id) as session:
+        async with self.transaction.read() as session:
             return await data_version(session, principal.organization_id)
 
     def set_validators(self, etag: str, *, cacheable: bool) -> None:
