@@ -240,8 +240,7 @@ def analyse(document: DocumentNode, limits: Limits) -> Analysis:
     elif nesting > MAX_FRAGMENT_NESTING:
         errors.append(
             _too_complex(
-                f"Fragments spread one another {nesting} deep; the limit is "
-                f"{MAX_FRAGMENT_NESTING}."
+                f"Fragments spread one another {nesting} deep; the limit is {MAX_FRAGMENT_NESTING}."
             )
         )
     else:
@@ -316,8 +315,7 @@ def validate_document(
 
 def _rate_limited(charge: int, bucket: Bucket) -> GraphQLError:
     return GraphQLError(
-        f"Rate limit reached: this request costs {charge}; retry in "
-        f"{bucket.retry_after} seconds.",
+        f"Rate limit reached: this request costs {charge}; retry in {bucket.retry_after} seconds.",
         extensions={"code": "RATE_LIMITED", "retryAfter": bucket.retry_after},
     )
 
