@@ -300,6 +300,13 @@ MISSPELLED = [
     ("input field", "{ documents(filter: { documentTyp: [REPORT] }) { totalCount } }", None),
     ("enum value", "{ documents(filter: { documentType: [REPORTS] }) { totalCount } }", None),
     ("type name", "query($f: DocumentFiltr) { documents(filter: $f) { totalCount } }", None),
+    ("directive argument", "{ viewer @include(iff: true) { scopes } }", None),
+    (
+        "input field in a default value",
+        "query($f: DocumentFilter = { documentTyp: [REPORT] }) { documents(filter: $f) "
+        "{ totalCount } }",
+        None,
+    ),
     (
         "enum value in a variable",
         "query($f: DocumentFilter) { documents(filter: $f) { totalCount } }",
