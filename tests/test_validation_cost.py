@@ -140,6 +140,29 @@ def test_every_shape_is_measured_in_linear_work(
         assert all(e.extensions == {"code": "QUERY_TOO_COMPLEX"} for e in found.errors)
 
 
+def test_cycles_and_unknown_fragments_are_found_by_the_same_pass() -> None:
+    """Invalid anyway; graphql-core's rules would compare every two of these spreads."""
+    cycles = (
+        "{ "
+        + " ".join(f"...F{i}" for i in range(450))
+        + " } "
+        + " ".join(f"fragment F{i} on Query {{ ...F{i} }}" for i in range(450))
+    )
+    unknown = "{ " + "...Nowhere " * 1000 + " ...Elsewhere }"
+    for query, first in [
+        (cycles, "Cannot spread fragment 'F0' within itself."),
+        (unknown, "Unknown fragment 'Nowhere'."),
+    ]:
+        found = analysed(query)
+        assert found.work <= 3 * written(query)
+        assert messages(found)[0] == first
+        assert len(found.errors) <= 100
+    assert messages(analysed(unknown)) == [
+        "Unknown fragment 'Nowhere'.",
+        "Unknown fragment 'Elsewhere'.",
+    ]
+
+
 def test_depth_and_aliases_are_counted_through_fragments_as_before() -> None:
     # depth: fields that select something, through spreads and inline fragments
     twelve = (
@@ -220,6 +243,14 @@ async def test_the_audit_document_is_refused_before_the_standard_rules(
     # the same-place bound too: graphql-core compares such fields pairwise
     repeated = "{ " + "viewer { scopes } " * (MAX_FIELD_PAIRS // 10) + "}"
     assert codes(await gql(client, repeated)) == ["QUERY_TOO_COMPLEX"]
+    assert standard_rules == []
+    # spreads of fragments that spread themselves, or of none: invalid, and refused first
+    cycles = (
+        "{ " + "...F ...G " * 300 + "} fragment F on Query { ...G } fragment G on Query { ...F }"
+    )
+    body = await gql(client, cycles)
+    assert set(codes(body)) == {"BAD_USER_INPUT"}
+    assert "within itself" in body["errors"][0]["message"]
     assert standard_rules == []
     # a document within the limits is validated by them as usual
     fresh = f"{{ viewer {{ scopez }} }} # {uuid.uuid4()}"

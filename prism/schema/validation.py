@@ -57,6 +57,8 @@ MAX_FRAGMENT_NESTING = 50
 # (two fragments both selecting `id`); repeating a field hundreds of times is not asking for
 # more data.
 MAX_FIELD_PAIRS = 1_000
+# Errors reported for one document (graphql-core's default too).
+MAX_ERRORS = 100
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,11 @@ def _too_complex(message: str) -> GraphQLError:
 class _Walker:
     def __init__(self) -> None:
         self.work = 0
+        # Spreads that close a cycle, of fragments no definition names: errors graphql-core
+        # would report too, found here at no cost, before its rules (whose fragment-pair
+        # comparisons are quadratic in the number of spreads) run.
+        self.cycles: dict[str, None] = {}
+        self.unknown: dict[str, None] = {}
 
     def local(self, selection_set: SelectionSetNode) -> _Local:
         found = _Local()
@@ -136,10 +143,13 @@ class _Walker:
                 found.spreads.append((node.name.value, None if ignored else above))
         return depth
 
+    fragments: Mapping[str, _Local] = {}
+
     def expand(self, fragments: Mapping[str, _Local]) -> dict[str, _Expanded]:
         """Every fragment's measures, each fragment computed once, spreads after the
         fragments they spread (iteratively: a long chain cannot exhaust the stack). A spread
         that closes a cycle counts nothing here; NoFragmentCyclesRule reports it."""
+        self.fragments = fragments
         done: dict[str, _Expanded] = {}
         for start in fragments:
             if start in done:
@@ -150,7 +160,9 @@ class _Walker:
                 name, pending = stack[-1]
                 for spread, _ in pending:
                     self.work += 1
-                    if spread in fragments and spread not in done and spread not in in_progress:
+                    if spread in in_progress:
+                        self.cycles[spread] = None
+                    elif spread in fragments and spread not in done:
                         in_progress.add(spread)
                         stack.append((spread, iter(fragments[spread].spreads)))
                         break
@@ -164,7 +176,11 @@ class _Walker:
         selections, aliases, depth, nesting = local.selections, local.aliases, local.depth, 0
         for spread, above in local.spreads:
             self.work += 1
-            inner = done.get(spread, _ZERO)
+            inner = done.get(spread)
+            if inner is None:
+                if spread not in self.fragments:
+                    self.unknown[spread] = None
+                inner = _ZERO
             selections += inner.selections
             aliases += inner.aliases
             nesting = max(nesting, 1 + inner.nesting)
@@ -216,7 +232,10 @@ def analyse(document: DocumentNode, limits: Limits) -> Analysis:
     }
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     fragments = walker.expand({n: walker.local(d.selection_set) for n, d in fragment_nodes.items()})
-    errors: list[GraphQLError] = []
+    errors: list[GraphQLError] = [
+        GraphQLError(f"Cannot spread fragment '{name}' within itself.")
+        for name in list(walker.cycles)[:MAX_ERRORS]
+    ]
     selections = aliases = nesting = 0
     for operation in operations:
         measured = walker.combine(walker.local(operation.selection_set), fragments)
@@ -228,6 +247,12 @@ def analyse(document: DocumentNode, limits: Limits) -> Analysis:
             errors.append(
                 _too_complex(f"'{name}' exceeds maximum operation depth of {limits.max_depth}")
             )
+    errors.extend(
+        GraphQLError(f"Unknown fragment '{name}'.")
+        for name in list(walker.unknown)[: MAX_ERRORS - len(errors)]
+    )
+    if errors:  # invalid: the standard rules would say so, at a cost
+        return Analysis(errors=errors, work=walker.work, selections=selections)
     if aliases > limits.max_aliases:
         errors.append(_too_complex(f"{aliases} aliases found. Allowed: {limits.max_aliases}"))
     if selections > limits.max_selections:
