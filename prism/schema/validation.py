@@ -108,9 +108,10 @@ def _too_complex(message: str) -> GraphQLError:
 class _Walker:
     def __init__(self) -> None:
         self.work = 0
-        # Spreads that close a cycle, of fragments no definition names: errors graphql-core
-        # would report too, found here at no cost, before its rules (whose fragment-pair
-        # comparisons are quadratic in the number of spreads) run.
+        self.fragments: Mapping[str, _Local] = {}
+        # Fragments whose spreads close a cycle, and spreads of fragments nothing defines:
+        # errors graphql-core would report too, found here on the way, before its rules
+        # (whose fragment-pair comparisons are quadratic in the number of spreads) run.
         self.cycles: dict[str, None] = {}
         self.unknown: dict[str, None] = {}
 
@@ -142,8 +143,6 @@ class _Walker:
             elif isinstance(node, FragmentSpreadNode):
                 found.spreads.append((node.name.value, None if ignored else above))
         return depth
-
-    fragments: Mapping[str, _Local] = {}
 
     def expand(self, fragments: Mapping[str, _Local]) -> dict[str, _Expanded]:
         """Every fragment's measures, each fragment computed once, spreads after the
