@@ -178,6 +178,11 @@ class Settings(BaseSettings):
     )
     max_root_fields: int = Field(20, ge=1, description="Most root fields in one operation.")
     max_query_tokens: int = Field(5_000, ge=100, description="Most tokens in one document.")
+    max_query_selections: int = Field(
+        5_000,
+        ge=100,
+        description="Most selections in one document once its fragments are expanded.",
+    )
     rate_limit_capacity: int = Field(
         100_000,
         ge=1,
@@ -185,6 +190,11 @@ class Settings(BaseSettings):
     )
     rate_limit_refill_per_second: float = Field(
         1_000, gt=0, description="Cost a caller's allowance regains per second."
+    )
+    rate_limit_refusal_cost: int = Field(
+        1,
+        ge=0,
+        description="What a refused request (unparsable, invalid, too complex) costs its caller.",
     )
     compiled_operations: bool = Field(
         True,

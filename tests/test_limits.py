@@ -105,16 +105,16 @@ async def test_a_document_is_validated_once(
 ) -> None:
     """The validation cache finds a document seen before: its key (schema, document, rules)
     must not change from one request to the next."""
-    import strawberry.schema.schema
+    import prism.schema.validation
 
     validated = []
-    validate = strawberry.schema.schema.validate
+    validate = prism.schema.validation.validate
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         validated.append(1)
         return validate(*args, **kwargs)
 
-    monkeypatch.setattr(strawberry.schema.schema, "validate", counting)
+    monkeypatch.setattr(prism.schema.validation, "validate", counting)
     query = f"query Once {{ viewer {{ scopes }} }} # {tenant.org_id}"  # new to this process
     for _ in range(3):
         body = await gql(client, query, token=tenant.tokens[Role.VIEWER])

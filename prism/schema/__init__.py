@@ -6,13 +6,7 @@ from datetime import datetime
 
 import strawberry
 from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    QueryDepthLimiter,
-    ValidationCache,
-)
+from strawberry.extensions import MaxTokensLimiter
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
@@ -35,6 +29,7 @@ from prism.schema.limits import OperationCost, RateLimit, ResponseCache
 from prism.schema.mutation import Mutation
 from prism.schema.query import Query
 from prism.schema.subscription import Subscription
+from prism.schema.validation import CheckedValidation, Limits, NoSuggestionsExecutionContext
 
 
 def _parse_datetime(value: object) -> datetime:
@@ -73,24 +68,29 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     # Order matters: Metrics wraps ErrorCodes so it counts the codes clients see; the cost
     # is estimated before the cache is asked, which is asked before the rate limit charges.
     # Classes or factories: Strawberry builds fresh extensions for every request.
-    # The rule classes are made once: the validation cache is keyed on them, and limiters
-    # made per request would each bring a class of their own (and never hit the cache).
-    rules: list[type[ASTValidationRule]] = [
-        *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
-        OneSecretCheckPerRequest,
-    ]
+    # Depth, aliases and expanded size are measured in one linear pass before the standard
+    # rules (prism.schema.validation); refused requests are charged to the caller's bucket.
+    rules: list[type[ASTValidationRule]] = [OneSecretCheckPerRequest]
     if not settings.serves_introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
+    limits = Limits(
+        max_depth=MAX_DEPTH,
+        max_aliases=MAX_ALIASES,
+        max_selections=settings.max_query_selections,
+    )
     extensions: list[object] = [
         RequestTransaction,
         ResponseExtensions,
         Metrics,
         ErrorCodes,
         ParseCache,
-        lambda: ValidationCache(maxsize=PARSE_CACHE_SIZE),
+        lambda: CheckedValidation(
+            tuple(rules),
+            limits,
+            hide_suggestions=settings.production,
+            cache_size=PARSE_CACHE_SIZE,
+        ),
         lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
-        lambda: AddValidationRules(rules),
         OperationCost,
         ResponseCache,
         RateLimit,
@@ -113,6 +113,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
             DataExport,
         ],
         extensions=extensions,  # type: ignore[arg-type]
+        # production: variable coercion suggests no names either
+        execution_context_class=NoSuggestionsExecutionContext if settings.production else None,
         config=StrawberryConfig(
             disable_field_suggestions=settings.production,
             scalar_map={datetime: DATETIME, **BI_SCALARS},

@@ -46,7 +46,12 @@ LIST_ESTIMATES = {("Section", "analyses"): 2, ("Analysis", "feedbackItems"): 10}
 @dataclass(frozen=True)
 class Estimate:
     cost: int
+    # The root fields' names (each once) and how many there are, fragments expanded.
     root_fields: list[str]
+    root_field_count: int
+    # Selections walked: each fragment once per type and enclosing page size, whatever the
+    # number of its spreads.
+    work: int = 0
 
 
 def operation_of(document: DocumentNode, name: str | None) -> OperationDefinitionNode | None:
@@ -68,12 +73,17 @@ class _Estimator:
         self.variables = variables
         # `first` of the connections being walked (their edges are that many).
         self.page_sizes: list[int] = []
+        # Each fragment's cost, per type it is spread on and enclosing page size (all the
+        # state its walk reads): a fragment spread many times is walked once.
+        self.spread_costs: dict[tuple[str, str, int | None], int] = {}
+        self.walked = 0  # selections walked: the work, for tests to bound
 
     def selection(self, parent: GraphQLNamedType, selection_set: SelectionSetNode | None) -> int:
         if selection_set is None:
             return 0
         total = 0
         for node in selection_set.selections:
+            self.walked += 1
             if isinstance(node, FieldNode):
                 total += self.field(parent, node)
             elif isinstance(node, InlineFragmentNode):
@@ -84,11 +94,20 @@ class _Estimator:
                 )
                 total += self.selection(on or parent, node.selection_set)
             elif isinstance(node, FragmentSpreadNode):
-                fragment = self.fragments.get(node.name.value)
-                if fragment is not None:
-                    on = self.schema.get_type(fragment.type_condition.name.value)
-                    total += self.selection(on or parent, fragment.selection_set)
+                total += self.spread(parent, node.name.value)
         return total
+
+    def spread(self, parent: GraphQLNamedType, name: str) -> int:
+        fragment = self.fragments.get(name)
+        if fragment is None:
+            return 0
+        on = self.schema.get_type(fragment.type_condition.name.value) or parent
+        key = (name, on.name, self.page_sizes[-1] if self.page_sizes else None)
+        found = self.spread_costs.get(key)
+        if found is None:
+            self.spread_costs[key] = 0  # a cycle (refused by validation) adds nothing
+            found = self.spread_costs[key] = self.selection(on, fragment.selection_set)
+        return found
 
     def field(self, parent: GraphQLNamedType, node: FieldNode) -> int:
         definition = _field_of(parent, node.name.value)
@@ -156,24 +175,47 @@ def estimate(
     }
     estimator = _Estimator(schema, fragments, variables or {})
     assert root is not None
+    cost = estimator.selection(root, operation.selection_set)
+    roots = _RootFields(fragments)
+    names, count = roots.of(operation.selection_set)
     return Estimate(
-        cost=estimator.selection(root, operation.selection_set),
-        root_fields=_root_fields(operation.selection_set, fragments),
+        cost=cost,
+        root_fields=list(names),
+        root_field_count=count,
+        work=estimator.walked + roots.walked,
     )
 
 
-def _root_fields(
-    selection_set: SelectionSetNode, fragments: Mapping[str, FragmentDefinitionNode]
-) -> list[str]:
-    names: list[str] = []
-    for node in selection_set.selections:
-        if isinstance(node, FieldNode):
-            names.append(node.name.value)
-        elif isinstance(node, InlineFragmentNode):
-            names.extend(_root_fields(node.selection_set, fragments))
-        elif isinstance(node, FragmentSpreadNode) and node.name.value in fragments:
-            names.extend(_root_fields(fragments[node.name.value].selection_set, fragments))
-    return names
+class _RootFields:
+    """The root fields' names and number, through fragments; each fragment looked at once."""
+
+    def __init__(self, fragments: Mapping[str, FragmentDefinitionNode]) -> None:
+        self.fragments = fragments
+        self.spread: dict[str, tuple[dict[str, None], int]] = {}
+        self.walked = 0
+
+    def of(self, selection_set: SelectionSetNode) -> tuple[dict[str, None], int]:
+        names: dict[str, None] = {}  # ordered, each once
+        count = 0
+        for node in selection_set.selections:
+            self.walked += 1
+            if isinstance(node, FieldNode):
+                names[node.name.value] = None
+                count += 1
+                continue
+            if isinstance(node, InlineFragmentNode):
+                inner_names, inner_count = self.of(node.selection_set)
+            elif isinstance(node, FragmentSpreadNode) and node.name.value in self.fragments:
+                name = node.name.value
+                if name not in self.spread:
+                    self.spread[name] = ({}, 0)  # a cycle (refused by validation) adds nothing
+                    self.spread[name] = self.of(self.fragments[name].selection_set)
+                inner_names, inner_count = self.spread[name]
+            else:
+                continue
+            names.update(inner_names)
+            count += inner_count
+        return names, count
 
 
 def actual(data: object) -> int:

@@ -73,9 +73,9 @@ class OperationCost(SchemaExtension):
         found = estimate(ctx.schema._schema, document, operation, ctx.variables)
         context.cost = CostReport(requested=found.cost)
         context.root_fields = found.root_fields
-        if len(found.root_fields) > settings.max_root_fields:
+        if found.root_field_count > settings.max_root_fields:
             ctx.result = _refuse(
-                f"The operation has {len(found.root_fields)} root fields; the limit is "
+                f"The operation has {found.root_field_count} root fields; the limit is "
                 f"{settings.max_root_fields}.",
                 "QUERY_TOO_COMPLEX",
             )
@@ -206,7 +206,7 @@ class RateLimit(SchemaExtension):
             return
         settings = context.services.settings
         rate = Rate(settings.rate_limit_capacity, settings.rate_limit_refill_per_second)
-        key = _bucket_key(context)
+        key = bucket_key(context)
         charged = 1 if context.cost.cached else max(1, context.cost.requested)
         refused = ctx.result is not None and not context.cost.cached
         bucket = None if refused else await context.services.store.take(key, charged, rate)
@@ -229,7 +229,7 @@ class RateLimit(SchemaExtension):
             await context.services.store.take(key, -unused, rate)
 
 
-def _bucket_key(context: Context) -> str:
+def bucket_key(context: Context) -> str:
     principal = context.principal
     if principal is None:
         return f"rl:ip:{source_of(context.meta.ip_address)}"
