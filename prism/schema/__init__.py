@@ -34,6 +34,7 @@ from prism.schema.identity import ApiToken, Organization, User
 from prism.schema.limits import OperationCost, RateLimit, ResponseCache
 from prism.schema.mutation import Mutation
 from prism.schema.query import Query
+from prism.schema.safelist import RegisteredOperationsOnly
 from prism.schema.subscription import Subscription
 
 
@@ -91,6 +92,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         lambda: ValidationCache(maxsize=PARSE_CACHE_SIZE),
         lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
         lambda: AddValidationRules(rules),
+        RegisteredOperationsOnly,
         OperationCost,
         ResponseCache,
         RateLimit,
