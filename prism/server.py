@@ -173,12 +173,12 @@ class BodyTooLarge(Exception):
 
 
 class PrismGraphQL(GraphQL[Context, None]):
-    # One WebSocket protocol, whose every operation is authenticated and authorized as an
-    # HTTP request (the legacy `graphql-ws` handler shares one context per socket).
-    protocols = (GRAPHQL_TRANSPORT_WS_PROTOCOL,)
     graphql_transport_ws_handler_class = PrismTransportWS
 
     def __init__(self, *args: Any, max_upload_bytes: int, **kwargs: Any) -> None:
+        # One WebSocket protocol, whose every operation is authenticated and authorized as
+        # an HTTP request (the legacy `graphql-ws` handler shares one context per socket).
+        kwargs.setdefault("subscription_protocols", (GRAPHQL_TRANSPORT_WS_PROTOCOL,))
         super().__init__(*args, **kwargs)
         self.max_body = max_upload_bytes + MULTIPART_OVERHEAD
 
@@ -279,33 +279,6 @@ class PrismGraphQL(GraphQL[Context, None]):
             context,
             root_value,
             replace(request_data, query=resolved.query),
-        )
-
-    async def execute_operation(
-        self,
-        request: Request,
-        request_adapter: AsyncHTTPRequestAdapter,
-        request_data: GraphQLRequestData | list[GraphQLRequestData],
-        context: Context,
-        root_value: None,
-        sub_response: Response,
-    ) -> Any:
-        """A subscription streamed over HTTP (SSE, multipart) skips `execute_single`: its
-        persisted query is resolved, and the safelist applied, here."""
-        if isinstance(request_data, GraphQLRequestData) and self._get_stream_transport(
-            request_data.protocol
-        ):
-            try:
-                resolved = await context.resolve_operation(
-                    request_data.query, request_data.extensions
-                )
-            except PrismError as exc:
-                return ExecutionResult(
-                    data=None, errors=[GraphQLError(exc.message, extensions=exc.extensions)]
-                )
-            request_data = replace(request_data, query=resolved.query)
-        return await super().execute_operation(
-            request, request_adapter, request_data, context, root_value, sub_response
         )
 
     def should_render_graphql_ide(self, request: Any) -> bool:

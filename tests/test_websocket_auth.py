@@ -494,3 +494,63 @@ async def test_request_limits_apply_to_websocket_operations(
         limited = await ws.run(page)
         assert codes(limited) == ["RATE_LIMITED"], limited
         assert limited["errors"][0]["extensions"]["retryAfter"] >= 1
+
+
+async def test_a_document_the_transport_did_not_resolve_is_refused_by_the_schema(
+    services: Services, tenant: Tenant
+) -> None:
+    """The schema's own check (fail closed): a caller held to registered operations whose
+    document is not the registered one its transport resolved runs nothing."""
+    from prism.authz.identity import authenticate_bearer
+    from prism.models.audit import RequestMeta
+    from prism.resolvers.context import Context, RequestTransaction
+
+    registered = await _register(services, ME)
+    bi = await operators.create_token(
+        services, tenant.org_id, name="bi-schema", scopes=["bi:read", "documents:read"]
+    )
+    principal = await authenticate_bearer(services.db, services.access_tokens, bi.secret)
+    schema = build_schema(services.settings)
+
+    def context() -> Context:
+        return Context(
+            services=services,
+            principal=principal,
+            meta=RequestMeta(ip_address=None, user_agent=None, request_id=None),
+            transaction=RequestTransaction(services.db, tenant.org_id),
+        )
+
+    unresolved = await schema.execute(ME, context_value=context())
+    assert unresolved.data is None
+    assert [e.extensions["code"] for e in unresolved.errors or []] == ["PERSISTED_QUERY_REQUIRED"]
+    # resolved by the registry, then swapped for another document: refused as well
+    swapped = context()
+    await swapped.resolve_operation(None, _persisted(registered["WsMe"]))
+    other = await schema.execute("{ viewer { scopes } }", context_value=swapped)
+    assert [e.extensions["code"] for e in other.errors or []] == ["PERSISTED_QUERY_REQUIRED"]
+    resolved = context()
+    operation = await resolved.resolve_operation(None, _persisted(registered["WsMe"]))
+    ran = await schema.execute(operation.query, context_value=resolved)
+    assert ran.errors is None
+    assert ran.data == {"viewer": {"scopes": ["bi:read", "documents:read"]}}
+
+
+async def test_the_legacy_graphql_ws_protocol_is_not_served(plain: str, tenant: Tenant) -> None:
+    """Only graphql-transport-ws, whose operations are each authenticated: the legacy
+    protocol's handler would run every operation in the connection's one context."""
+    with pytest.raises((websockets.InvalidHandshake, websockets.ConnectionClosed)) as refused:
+        async with websockets.connect(
+            f"ws://{plain}/graphql", subprotocols=[Subprotocol("graphql-ws")]
+        ) as ws:
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "connection_init",
+                        "payload": {"authorization": f"Bearer {tenant.tokens[Role.VIEWER]}"},
+                    }
+                )
+            )
+            await asyncio.wait_for(ws.recv(), 10)
+    if isinstance(refused.value, websockets.ConnectionClosed):
+        assert refused.value.rcvd is not None
+        assert refused.value.rcvd.code == 4406

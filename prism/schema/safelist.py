@@ -1,11 +1,11 @@
 """The registered-operations rule, enforced where every transport's documents pass.
 
 Transports resolve persisted queries before they execute (`Context.resolve_operation`: HTTP
-in `PrismGraphQL.execute_single` and `execute_operation`, WebSocket in
-`PrismTransportWS.run_operation`). This extension is the fail-closed half: a caller held to
-registered operations (a BI token; everyone under PRISM_REGISTERED_OPERATIONS_ONLY) whose
-document is not the registered operation its transport resolved is refused before
-execution, so a transport that forgets the resolution cannot run arbitrary documents."""
+in `PrismGraphQL.execute_single`, WebSocket in `PrismTransportWS.run_operation`). This
+extension is the fail-closed half: a caller held to registered operations (a BI token;
+everyone under PRISM_REGISTERED_OPERATIONS_ONLY) whose document is not the registered
+operation its transport resolved is refused before validation, so a transport that forgets
+the resolution cannot run arbitrary documents."""
 
 from __future__ import annotations
 
@@ -25,12 +25,14 @@ REFUSAL = PersistedQueryRequired(
 
 class RegisteredOperationsOnly(SchemaExtension):
     def on_validate(self) -> Iterator[None]:
-        yield
+        # Before validation (whose errors would describe the schema to a caller that may
+        # not send documents at all): a refusal here is the request's only error.
         ctx = self.execution_context
         context = ctx.context
-        if not isinstance(context, Context) or not context.registered_only:
-            return
-        operation = context.operation
-        if operation is not None and operation.registered and operation.query == ctx.query:
-            return
-        ctx.pre_execution_errors = [GraphQLError(REFUSAL.message, extensions=REFUSAL.extensions)]
+        if isinstance(context, Context) and context.registered_only:
+            operation = context.operation
+            if operation is None or not operation.registered or operation.query != ctx.query:
+                ctx.pre_execution_errors = [
+                    GraphQLError(REFUSAL.message, extensions=REFUSAL.extensions)
+                ]
+        yield
