@@ -28,12 +28,13 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 )
 from strawberry.utils.aio import aclosing
 
-from prism.errors import PrismError, Unauthenticated
+from prism.errors import PrismError, ServiceUnavailable, Unauthenticated
 from prism.resolvers.context import Context
 
 log = structlog.get_logger("prism.websocket")
 
 UNAUTHORIZED = 4401
+UNAVAILABLE = ServiceUnavailable("The operation could not be started; try again.")
 
 
 class PrismOperation(Operation[Context, None]):
@@ -131,15 +132,19 @@ class PrismTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         assert isinstance(operation, PrismOperation)
         try:
             principal = await self.context.reauthenticate()
+            context = self.context.for_operation(principal)
+            resolved = await context.resolve_operation(operation.query, operation.extensions)
         except Unauthenticated as exc:
             await operation.send_initial_errors([_error(exc)])
             await self.websocket.close(code=UNAUTHORIZED, reason="Unauthorized")
             return
-        context = self.context.for_operation(principal)
-        try:
-            resolved = await context.resolve_operation(operation.query, operation.extensions)
         except PrismError as exc:
             await operation.send_initial_errors([_error(exc)])
+            return
+        except Exception as exc:
+            # The database or the cache store is away: refused, like an HTTP request would be.
+            log.warning("websocket operation not started", exc_info=exc)
+            await operation.send_initial_errors([_error(UNAVAILABLE)])
             return
         try:
             result_source = await self.schema.stream(
