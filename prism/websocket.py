@@ -110,11 +110,11 @@ class PrismTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
                 {"id": message["id"], "type": "error", "payload": [error.formatted]}
             )
             return
-        payload: dict[str, Any] = dict(message["payload"])
-        extensions = payload.get("extensions")
-        if not isinstance(payload.get("query"), str | None):
-            await self.handle_invalid_message("The subscribe payload's query is not a string")
+        payload: Any = message["payload"]
+        if not isinstance(payload, dict) or not isinstance(payload.get("query"), str | None):
+            await self.handle_invalid_message("Invalid subscribe payload")
             return
+        extensions = payload.get("extensions")
         operation = PrismOperation(
             self,
             message["id"],
