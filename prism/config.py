@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     refresh_token_ttl_seconds: int = Field(
         30 * 86_400, ge=3_600, description="Lifetime of a refresh token (rotated on each use)."
     )
+    websocket_recheck_seconds: float = Field(
+        5,
+        gt=0,
+        le=300,
+        description="How often an open WebSocket's credential is checked again: a revoked "
+        "token, a signed-out session or an expired JWT closes it (4401).",
+    )
     encryption_key: SecretStr | None = Field(
         None,
         description="64 hex characters: the AES-256 key of secrets at rest (MFA secrets); unset "

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
@@ -49,12 +50,10 @@ from prism.models.notify import Notifications
 from prism.observability import DB_POOL, HTTP_REQUESTS, configure_logging
 from prism.resolvers.context import Context, RequestTransaction, Services
 from prism.schema import build_schema
+from prism.websocket import PrismTransportWS
 
 log = structlog.get_logger("prism.http")
 ROUTES = frozenset({"/graphql", "/healthz", "/readyz", "/metrics"})
-# A token holding `bi:read` and nothing beyond these read scopes is a BI tool's: it runs
-# registered operations only (what it may read is still what its other scopes allow).
-BI_SCOPES = frozenset({"bi:read", "documents:read", "search:read", "audit:read"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -136,6 +135,12 @@ class BearerAuthentication(AuthenticationBackend):
         return AuthCredentials(sorted(principal.granted_scopes)), PrincipalUser(principal)
 
 
+def bearer_of(conn: HTTPConnection) -> str | None:
+    """The credential of an `Authorization: Bearer` header (already authenticated)."""
+    scheme, _, value = conn.headers.get("authorization", "").partition(" ")
+    return (value.strip() or None) if scheme.lower() == "bearer" else None
+
+
 def unauthenticated(conn: HTTPConnection, exc: Exception) -> Response:
     return JSONResponse(
         {
@@ -168,7 +173,12 @@ class BodyTooLarge(Exception):
 
 
 class PrismGraphQL(GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = PrismTransportWS
+
     def __init__(self, *args: Any, max_upload_bytes: int, **kwargs: Any) -> None:
+        # One WebSocket protocol, whose every operation is authenticated and authorized as
+        # an HTTP request (the legacy `graphql-ws` handler shares one context per socket).
+        kwargs.setdefault("subscription_protocols", (GRAPHQL_TRANSPORT_WS_PROTOCOL,))
         super().__init__(*args, **kwargs)
         self.max_body = max_upload_bytes + MULTIPART_OVERHEAD
 
@@ -256,20 +266,12 @@ class PrismGraphQL(GraphQL[Context, None]):
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
         """Resolve a persisted query (registered or automatic) into its text first."""
-        principal = context.principal
-        scopes = principal.scopes if principal is not None else None
-        bi_only = scopes is not None and "bi:read" in scopes and scopes <= BI_SCOPES
         try:
-            resolved = await context.services.operations.resolve(
-                request_data.query,
-                request_data.extensions,
-                registered_only=bi_only or context.services.settings.registered_operations_only,
-            )
+            resolved = await context.resolve_operation(request_data.query, request_data.extensions)
         except PrismError as exc:
             return ExecutionResult(
                 data=None, errors=[GraphQLError(exc.message, extensions=exc.extensions)]
             )
-        context.operation = resolved
         return await super().execute_single(
             request,
             request_adapter,
@@ -322,7 +324,7 @@ class PrismGraphQL(GraphQL[Context, None]):
             raise ConnectionRejectionError(
                 {"message": exc.message, "code": "UNAUTHENTICATED"}
             ) from exc
-        context.authenticate(principal)
+        context.authenticate(principal, bearer)
         return UNSET
 
     async def get_context(self, request: Any, response: Any) -> Context:
@@ -344,6 +346,7 @@ class PrismGraphQL(GraphQL[Context, None]):
             request=request,
             # Headers go on HTTP responses; a WebSocket's handshake is long gone.
             response=response if isinstance(response, Response) else None,
+            credential=bearer_of(request) if principal is not None else None,
         )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from prism.authz import identity
 from prism.authz.principal import Principal
 from prism.authz.secrets import AccessTokens, Passwords, SecretBox
 from prism.cache.store import Bucket, Rate, Store
@@ -32,6 +33,9 @@ from prism.resolvers.operations import OperationRegistry, ResolvedOperation
 from prism.search import Search
 
 log = structlog.get_logger("prism.audit")
+# A token holding `bi:read` and nothing beyond these read scopes is a BI tool's: it runs
+# registered operations only (what it may read is still what its other scopes allow).
+BI_SCOPES = frozenset({"bi:read", "documents:read", "search:read", "audit:read"})
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,9 @@ class Context:
     response: Any = None
     # graphql-transport-ws: the connection_init payload (where a browser puts its token).
     connection_params: dict[str, Any] | None = None
+    # The bearer credential the principal was authenticated from (a JWT or an API token):
+    # a long-lived operation or connection checks it again, as a new request would.
+    credential: str | None = field(default=None, repr=False)
     # Merged into the response's `extensions` (e.g. which search backend answered).
     response_extensions: dict[str, Any] = field(default_factory=dict)
 
@@ -206,18 +213,67 @@ class Context:
                 "Try again."
             ) from exc
 
-    def authenticate(self, principal: Principal) -> None:
-        """Adopt the principal of a WebSocket's connection_init."""
+    def authenticate(self, principal: Principal, credential: str | None = None) -> None:
+        """Adopt a principal (a WebSocket's connection_init, or the same credential checked
+        again): a fresh transaction and loaders scoped to it."""
         self.principal = principal
+        if credential is not None:
+            self.credential = credential
         self.transaction = RequestTransaction(self.services.db, principal.organization_id)
         self.loaders = Loaders(self.transaction, principal.scope(), self.services.pipeline.envelope)
 
+    async def reauthenticate(self) -> Principal:
+        """Who the credential is now, by the HTTP requests' path (`authenticate_bearer`): a
+        revoked token, a signed-out session or an expired JWT raise Unauthenticated; a
+        changed role, clearance or department comes back as it is now."""
+        if self.credential is None:
+            return self.require_principal()
+        return await identity.authenticate_bearer(
+            self.services.db, self.services.access_tokens, self.credential
+        )
+
+    def for_operation(self, principal: Principal) -> Context:
+        """The context of one operation on a long-lived connection: its own principal (just
+        authenticated), transaction, loaders and persisted query; nothing of the connection's
+        earlier operations carries over."""
+        return Context(
+            services=self.services,
+            principal=principal,
+            meta=self.meta,
+            transaction=RequestTransaction(self.services.db, principal.organization_id),
+            request=self.request,
+            connection_params=self.connection_params,
+            credential=self.credential,
+        )
+
     async def renew(self) -> None:
-        """A fresh transaction and loaders (each event of a long subscription reads current
-        rows and holds no connection in between)."""
+        """A fresh transaction and loaders, for the caller as they are now (each event of a
+        long subscription reads current rows, under current rights, and holds no connection
+        in between). Raises Unauthenticated when the credential no longer holds."""
         await self.finish(commit=False)
         if self.principal is not None:
-            self.authenticate(self.principal)
+            self.authenticate(await self.reauthenticate())
+
+    @property
+    def registered_only(self) -> bool:
+        """Whether this caller may run registered operations only: a BI token always, and
+        everyone under PRISM_REGISTERED_OPERATIONS_ONLY."""
+        principal = self.principal
+        scopes = principal.scopes if principal is not None else None
+        bi_only = scopes is not None and "bi:read" in scopes and scopes <= BI_SCOPES
+        return bi_only or self.services.settings.registered_operations_only
+
+    async def resolve_operation(
+        self, query: str | None, extensions: dict[str, Any] | None
+    ) -> ResolvedOperation:
+        """The document this request runs: its text, or the persisted query its extensions
+        name; a caller held to registered operations gets PERSISTED_QUERY_REQUIRED for
+        anything else. Every transport calls this before executing."""
+        resolved = await self.services.operations.resolve(
+            query, extensions, registered_only=self.registered_only
+        )
+        self.operation = resolved
+        return resolved
 
     async def data_version(self) -> int:
         """The caller's organization's data version, read in the request's transaction: the

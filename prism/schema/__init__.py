@@ -28,6 +28,7 @@ from prism.schema.identity import ApiToken, Organization, User
 from prism.schema.limits import OperationCost, RateLimit, ResponseCache
 from prism.schema.mutation import Mutation
 from prism.schema.query import Query
+from prism.schema.safelist import RegisteredOperationsOnly
 from prism.schema.subscription import Subscription
 from prism.schema.validation import CheckedValidation, Limits, NoSuggestionsExecutionContext
 
@@ -84,6 +85,9 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         Metrics,
         ErrorCodes,
         ParseCache,
+        # Before validation: a caller held to registered operations learns nothing of the
+        # schema from a document it may not send.
+        RegisteredOperationsOnly,
         lambda: CheckedValidation(
             tuple(rules),
             limits,

@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator
 import strawberry
 
 from prism.authz.policy import Action, require
+from prism.authz.principal import Principal
 from prism.errors import NotFound, ServiceUnavailable
 from prism.models import documents as document_models
 from prism.models.enums import ProcessingStatus
@@ -41,9 +42,10 @@ class Subscription:
         if services.progress is None:
             raise ServiceUnavailable("Progress events are not available on this server.")
 
-        async def visible() -> document_models.Document:
-            # Fresh each time: a document reclassified above the viewer's clearance, or
-            # deleted, stops its stream.
+        async def visible(principal: Principal) -> document_models.Document:
+            # Fresh each time, for the caller as they are now: a document reclassified above
+            # the viewer's clearance, or deleted, or a viewer demoted, stops its stream.
+            require(principal, Action.DOCUMENT_READ)
             async with services.db.transaction(principal.organization_id) as session:
                 rows = await document_models.read_documents_by_ids(
                     session, principal.scope(), [document_id]
@@ -53,7 +55,7 @@ class Subscription:
             return rows[0]
 
         async with services.progress.subscribe(str(document_id)) as events:
-            row = await visible()
+            row = await visible(principal)
             status = row.processing_status
             done = row.total_sections if status is ProcessingStatus.COMPLETED else 0
             yield DocumentProgress(
@@ -66,8 +68,11 @@ class Subscription:
                 event = await events.get()
                 if event.get("o") != str(principal.organization_id):
                     continue
+                # The credential is checked again and the principal re-read (a revoked
+                # token ends the stream UNAUTHENTICATED; a demotion narrows what it shows).
                 await info.context.renew()
-                row = await visible()
+                principal = info.context.require_principal()
+                row = await visible(principal)
                 # The row, read now, decides: an event may be stale or one may have been lost.
                 status = row.processing_status
                 yield DocumentProgress(
