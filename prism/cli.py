@@ -80,6 +80,9 @@ def serve(with_demo: bool, with_worker: bool) -> None:
         "port": settings.port,
         "log_config": None,
         "access_log": False,
+        # The client address is derived by the app from PRISM_TRUSTED_PROXIES alone
+        # (prism/edge.py): uvicorn must not rewrite it from X-Forwarded-For first.
+        "proxy_headers": False,
     }
     if settings.workers > 1:
         # Worker processes build their own app; the resolved URL spares them the embedded
