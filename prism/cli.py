@@ -264,6 +264,25 @@ def org_create(name: str, domain: str | None, as_json: bool) -> None:
     )
 
 
+@org.command("domain")
+@click.argument("organization")
+@click.argument("domain")
+@click.option("--json", "as_json", is_flag=True, help="Print the organization as JSON.")
+def org_domain(organization: str, domain: str, as_json: bool) -> None:
+    """Set ORGANIZATION's e-mail domain (its ADMINs create users in it, nobody else can)."""
+
+    async def work(services: Services) -> Any:
+        org_id = await operators.find_organization(services, organization)
+        return await operators.set_domain(services, org_id, domain)
+
+    org_row = _run(work)
+    _emit(
+        {"id": str(org_row.id), "name": org_row.name, "domain": org_row.domain},
+        as_json,
+        f"Organization {org_row.name!r} now has the e-mail domain {org_row.domain}",
+    )
+
+
 def _choice(enum: type[Role] | type[Classification]) -> click.Choice[str]:
     return click.Choice([m.value for m in enum], case_sensitive=False)
 
