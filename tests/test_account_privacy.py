@@ -5,19 +5,23 @@ users in a domain another organization owns (docs/decisions/0012)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
-from prism import operators
+from prism import migrations, operators
 from prism.errors import BadUserInput, Conflict
 from prism.models.enums import Classification, Role
 from prism.models.users import User
 from prism.resolvers.context import Services
 from prism.resolvers.ids import to_global_id
+from tests.conftest import NewDatabase
 from tests.factories import PASSWORD, Tenant, codes, gql
 from tests.test_cli import _env, _prism
 from tests.test_statement_count import count_statements
@@ -225,3 +229,20 @@ async def test_the_domain_command(database_url: str, tenant: Tenant, other_tenan
     refused = _prism("org", "domain", other_tenant.name, fresh, env=env, check=False)
     assert refused.returncode == 1
     assert "another organization" in refused.stderr
+
+
+async def test_the_migration_refuses_a_domain_shared_by_two_organizations(
+    new_database: NewDatabase,
+) -> None:
+    url = await new_database()
+    await asyncio.to_thread(migrations.upgrade, url, "0013")
+    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(plain)
+    try:
+        await conn.execute(
+            "INSERT INTO organizations (name, domain) VALUES ('a', 'same.test'), ('b', 'SAME.test')"
+        )
+    finally:
+        await conn.close()
+    with pytest.raises(RuntimeError, match=r"same\.test"):
+        await asyncio.to_thread(migrations.upgrade, url)
