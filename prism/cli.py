@@ -80,6 +80,9 @@ def serve(with_demo: bool, with_worker: bool) -> None:
         "port": settings.port,
         "log_config": None,
         "access_log": False,
+        # The client address is derived by the app from PRISM_TRUSTED_PROXIES alone
+        # (prism/edge.py): uvicorn must not rewrite it from X-Forwarded-For first.
+        "proxy_headers": False,
     }
     if settings.workers > 1:
         # Worker processes build their own app; the resolved URL spares them the embedded
@@ -258,6 +261,25 @@ def org_create(name: str, domain: str | None, as_json: bool) -> None:
         {"id": str(org_row.id), "name": org_row.name, "domain": org_row.domain},
         as_json,
         f"Organization {org_row.name!r} created: {org_row.id}",
+    )
+
+
+@org.command("domain")
+@click.argument("organization")
+@click.argument("domain")
+@click.option("--json", "as_json", is_flag=True, help="Print the organization as JSON.")
+def org_domain(organization: str, domain: str, as_json: bool) -> None:
+    """Set ORGANIZATION's e-mail domain (its ADMINs create users in it, nobody else can)."""
+
+    async def work(services: Services) -> Any:
+        org_id = await operators.find_organization(services, organization)
+        return await operators.set_domain(services, org_id, domain)
+
+    org_row = _run(work)
+    _emit(
+        {"id": str(org_row.id), "name": org_row.name, "domain": org_row.domain},
+        as_json,
+        f"Organization {org_row.name!r} now has the e-mail domain {org_row.domain}",
     )
 
 

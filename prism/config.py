@@ -6,10 +6,11 @@ settings are flat so that the README's table stays short.
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -255,8 +256,53 @@ class Settings(BaseSettings):
         description="Directory of pg_dump and pg_restore for backups; unset: the embedded "
         "PostgreSQL's, else PATH.",
     )
+    trusted_proxies: str = Field(
+        "",
+        description="Comma-separated addresses or CIDRs of reverse proxies whose "
+        "X-Forwarded-For is believed (the client is the rightmost hop not in the list); empty: "
+        "none, the TCP peer is the client.",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token that /metrics on the public port asks for (or "
+        "`sha256:<hex>`, its digest); unset: /metrics is public in development only.",
+    )
+    metrics_address: str | None = Field(
+        None,
+        description="host:port of a separate listener that serves /metrics alone (an internal "
+        "network); the public port then serves it only with PRISM_METRICS_TOKEN.",
+    )
     log_level: str = Field("INFO", description="Log level of the JSON logs on stderr.")
     log_json: bool = Field(True, description="JSON logs (false: human-readable console logs).")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            ipaddress.ip_network(item, strict=False)  # ValueError names the bad entry
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _token_digest_is_sha256(cls, value: SecretStr | None) -> SecretStr | None:
+        secret = value.get_secret_value() if value else ""
+        if value is not None and not secret.strip():
+            raise ValueError("PRISM_METRICS_TOKEN is empty: unset it or give a token")
+        if secret.startswith("sha256:"):
+            if len(bytes.fromhex(secret[7:])) != 32:
+                raise ValueError("sha256: needs 64 hex characters")
+        elif value is not None and len(secret) < 16:
+            raise ValueError("PRISM_METRICS_TOKEN needs at least 16 characters")
+        return value
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _address_has_a_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError("PRISM_METRICS_ADDRESS is host:port")
+        return value
 
     @property
     def production(self) -> bool:

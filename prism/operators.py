@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism.authz import identity
 from prism.authz.principal import SCOPES, Principal
@@ -31,20 +33,44 @@ async def find_organization(services: Services, ref: str) -> uuid.UUID:
     return uuid.UUID(str(found))
 
 
+async def _check_domain_free(session: AsyncSession, domain: str, org_id: uuid.UUID) -> None:
+    """An organization's domain is its own: no other organization owns it or has users in it
+    (what keeps an ADMIN's createUser from learning anything about other organizations)."""
+    owner = await org_models.domain_owner(session, domain)
+    if owner is not None and owner != org_id:
+        raise Conflict(f"{domain} is the e-mail domain of another organization.")
+    if await org_models.domain_used_elsewhere(session, domain, org_id):
+        raise Conflict(
+            f"Users of other organizations have addresses in {domain}: it cannot become "
+            "this organization's domain until they are moved or erased."
+        )
+
+
 async def create_organization(
     services: Services, name: str, *, domain: str | None = None, tier: str = "standard"
 ) -> Organization:
     name = name.strip()
     if not 1 <= len(name) <= 200:
         raise BadUserInput("An organization name is 1 to 200 characters.")
+    domain = identity.normalize_domain(domain) if domain is not None else None
+    org_id = uuid.uuid4()
     async with services.db.transaction(None) as session:
         if await session.scalar(sa.select(sa.func.prism_find_organization(name))) is not None:
             raise Conflict(f"An organization named {name!r} exists already.")
-    org_id = uuid.uuid4()
+        if domain is not None:
+            await _check_domain_free(session, domain, org_id)
     async with services.db.transaction(org_id) as session:
-        org = await org_models.create_organization(
-            session, organization_id=org_id, name=name, domain=domain, subscription_tier=tier
-        )
+        try:
+            async with session.begin_nested():
+                org = await org_models.create_organization(
+                    session,
+                    organization_id=org_id,
+                    name=name,
+                    domain=domain,
+                    subscription_tier=tier,
+                )
+        except IntegrityError as exc:  # a concurrent claim of the same name or domain
+            raise Conflict("That organization name or domain was taken meanwhile.") from exc
         await record_event(
             session,
             organization_id=org_id,
@@ -55,6 +81,38 @@ async def create_organization(
             resource_type="Organization",
             resource_id=org_id,
             after={"name": name},
+            meta=CLI,
+        )
+    return org
+
+
+async def set_domain(services: Services, organization_id: uuid.UUID, domain: str) -> Organization:
+    """Give an organization its e-mail domain (after checking, outside Prism, that it holds
+    it): its ADMINs then create users in it, and nobody else can."""
+    domain = identity.normalize_domain(domain)
+    async with services.db.transaction(organization_id) as session:
+        await _check_domain_free(session, domain, organization_id)
+        org = await session.get(Organization, organization_id, with_for_update=True)
+        if org is None:
+            raise NotFound("No such organization.")
+        before = org.domain
+        try:
+            async with session.begin_nested():
+                org.domain = domain
+                await session.flush()
+        except IntegrityError as exc:
+            raise Conflict(f"{domain} was claimed by another organization meanwhile.") from exc
+        await record_event(
+            session,
+            organization_id=organization_id,
+            actor=Actor(),
+            event_type="organization.domain",
+            category="administration",
+            description=f"E-mail domain set to {domain}",
+            resource_type="Organization",
+            resource_id=organization_id,
+            before={"domain": before},
+            after={"domain": domain},
             meta=CLI,
         )
     return org

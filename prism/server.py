@@ -41,6 +41,15 @@ from prism import bootstrap
 from prism.authz import identity
 from prism.authz.principal import Principal
 from prism.config import Settings
+from prism.edge import (
+    ClientAddressMiddleware,
+    MetricsGate,
+    TrustedProxies,
+    bind_listener,
+    serve_alone,
+    split_host_port,
+    token_digest_of,
+)
 from prism.errors import PrismError, Unauthenticated
 from prism.governance import gdpr
 from prism.jobs.pipeline import PROGRESS_CHANNEL
@@ -120,7 +129,8 @@ class BearerAuthentication(AuthenticationBackend):
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         header = conn.headers.get("authorization")
-        if not header:
+        if not header or conn.scope.get("path") == "/metrics":
+            # /metrics has its own bearer (PRISM_METRICS_TOKEN), checked by its route.
             return None
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
@@ -413,11 +423,54 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ok", "database": "up"})
 
 
-async def metrics(request: Request) -> Response:
-    services: Services = request.app.state.services
+def render_metrics(services: Services) -> Response:
     for state, value in services.db.pool_status().items():
         DB_POOL.labels(state).set(value)
     return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def metrics_gate(settings: Settings) -> MetricsGate:
+    token = settings.metrics_token
+    return MetricsGate(
+        digest=token_digest_of(token.get_secret_value()) if token else None,
+        open=not settings.production and settings.metrics_address is None,
+    )
+
+
+def public_metrics(gate: MetricsGate) -> Any:
+    """/metrics on the public port, as ``gate`` allows."""
+
+    async def metrics(request: Request) -> Response:
+        decision = gate.decide(request.headers.get("authorization"))
+        if decision == 404:
+            return error_response(404, "NOT_FOUND", "Not found.")
+        if decision == 401:
+            response = error_response(401, "UNAUTHENTICATED", "/metrics needs its bearer token.")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        return render_metrics(request.app.state.services)
+
+    return metrics
+
+
+def metrics_only_app(services: Services) -> Starlette:
+    """The separate listener of PRISM_METRICS_ADDRESS: /metrics and nothing else."""
+
+    async def metrics(request: Request) -> Response:
+        return render_metrics(services)
+
+    return Starlette(routes=[Route("/metrics", metrics)])
+
+
+@asynccontextmanager
+async def metrics_listener(settings: Settings, services: Services) -> AsyncIterator[None]:
+    if settings.metrics_address is None:
+        yield
+        return
+    host, port = split_host_port(settings.metrics_address)
+    async with serve_alone(metrics_only_app(services), [bind_listener(host, port)]):
+        log.info("metrics listener started", address=settings.metrics_address)
+        yield
 
 
 def settle_garbage_collector() -> None:
@@ -458,7 +511,8 @@ def create_app(
         settle_garbage_collector()
         log.info("prism started", mode=settings.mode.value, worker=with_worker)
         try:
-            yield
+            async with metrics_listener(settings, services):
+                yield
         finally:
             if background is not None:
                 await background.stop()
@@ -478,10 +532,11 @@ def create_app(
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Route("/metrics", metrics),
+            Route("/metrics", public_metrics(metrics_gate(settings))),
             Route("/exports/{organization}/{export}", download_export),
         ],
         middleware=[
+            Middleware(ClientAddressMiddleware, TrustedProxies.parse(settings.trusted_proxies)),
             Middleware(RequestIdMiddleware),
             Middleware(
                 AuthenticationMiddleware,

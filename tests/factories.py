@@ -59,7 +59,9 @@ class Tenant:
 
 async def make_tenant(services: Services, *, department: str = "legal") -> Tenant:
     suffix = uuid.uuid4().hex[:8]
-    org = await operators.create_organization(services, f"Org {suffix}")
+    org = await operators.create_organization(
+        services, f"Org {suffix}", domain=f"org-{suffix}.test"
+    )
     tenant = Tenant(org_id=org.id, name=org.name, domain=f"org-{suffix}.test")
     for role in Role:
         tenant.users[role] = await operators.create_user(

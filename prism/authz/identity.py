@@ -29,6 +29,7 @@ from prism.authz.secrets import (
     token_digest,
 )
 from prism.errors import BadUserInput, Conflict, Forbidden, Unauthenticated, not_found
+from prism.models import organizations as org_models
 from prism.models import users as user_models
 from prism.models.audit import Actor, RequestMeta, record_event
 from prism.models.db import Database
@@ -36,6 +37,9 @@ from prism.models.enums import Classification, Role
 from prism.models.users import ApiToken, RefreshSession, User
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}\.[^@\s]{2,63}$")
+_DOMAIN = re.compile(
+    r"^(?=.{4,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])$"
+)
 _INVALID_LOGIN = "Invalid email or password."
 
 
@@ -481,6 +485,50 @@ def normalize_email(email: str) -> str:
     return email
 
 
+def domain_of(email: str) -> str:
+    return email.rsplit("@", 1)[1].lower()
+
+
+def normalize_domain(domain: str) -> str:
+    domain = domain.strip().lower().removeprefix("@")
+    if not _DOMAIN.match(domain):
+        raise BadUserInput("Not a valid e-mail domain.", argument="domain")
+    return domain
+
+
+async def check_address_owner(
+    session: AsyncSession, principal: Principal | None, organization_id: uuid.UUID, email: str
+) -> None:
+    """Whether ``email`` may be given to a user of ``organization_id``.
+
+    An ADMIN (or a token) creates users only in its organization's own e-mail domain, and an
+    organization's domain has no users of any other organization (``prism org domain`` and
+    operators' ``create_user`` keep it so). So what an ADMIN learns here, and from the
+    uniqueness check after it, depends only on its own organization: an address elsewhere is
+    refused with the same answer, after the same single read, whether or not it has an
+    account (docs/decisions/0012). Operators (no principal) are the platform's own staff:
+    they may use any domain that no other organization owns."""
+    domain = domain_of(email)
+    if principal is None:
+        owner = await org_models.domain_owner(session, domain)
+        if owner is not None and owner != organization_id:
+            raise Conflict(f"{domain} is the e-mail domain of another organization.")
+        return
+    org = await org_models.read_organization(session, organization_id)
+    own = org.domain.lower() if org is not None and org.domain else None
+    if own is None:
+        raise BadUserInput(
+            "This organization has no e-mail domain yet: an operator sets it "
+            "(`prism org domain`) before its users can be created here.",
+            argument="email",
+        )
+    if domain != own:
+        raise BadUserInput(
+            f"Users of this organization have addresses in its domain, {own}.",
+            argument="email",
+        )
+
+
 def _check_profile(**fields: str | None) -> None:
     for name, value in fields.items():
         if value is not None and (len(value) > 100 or "\x00" in value):
@@ -517,8 +565,12 @@ async def create_user(
     if principal is not None:
         require(principal, Action.USER_CREATE)
     email = normalize_email(email)
+    # Before anything else is looked at: an address outside the caller's domain is refused
+    # the same way whether or not it exists anywhere.
+    await check_address_owner(session, principal, organization_id, email)
     _check_profile(firstName=first_name, lastName=last_name, department=department)
     _check_clearance(principal, clearance or Classification.INTERNAL)
+    # Inside the organization's own domain, the only holder can be this organization.
     if await user_models.email_in_use(session, email):
         raise Conflict("A user with this e-mail address already exists.")
     try:

@@ -19,7 +19,10 @@ from prism.models.db import Database
 from prism.models.throttle import Limit, record_success, reserve_attempt
 
 FIFTEEN_MINUTES = 15 * 60
-# (free failures per hour, first lock in seconds); locks double up to fifteen minutes.
+# (failures within an hour after which further attempts wait, first wait in seconds); waits
+# double with each further failure up to fifteen minutes. "After 5 failures" means the 5th
+# failure sets the lock and the 6th attempt is refused (the README's and the threat model's
+# numbers are these).
 PAIR = (5, 2)
 ACCOUNT = (10, 30)
 SOURCE = (50, 10)
@@ -57,10 +60,17 @@ class SignInKeys:
     def limits(self) -> list[Limit]:
         # Always in this order: the SQL function locks rows in the order it is given.
         return [
-            Limit(self.pair, *PAIR, FIFTEEN_MINUTES),
-            Limit(self.account, *ACCOUNT, FIFTEEN_MINUTES, skip_when_known=True),
-            Limit(self.source, *SOURCE, FIFTEEN_MINUTES),
+            _limit(self.pair, PAIR),
+            _limit(self.account, ACCOUNT, skip_when_known=True),
+            _limit(self.source, SOURCE),
         ]
+
+
+def _limit(key: bytes, rule: tuple[int, int], *, skip_when_known: bool = False) -> Limit:
+    """``Limit.free`` failures pass without a lock and the next one sets it: for "wait after
+    N failures" that is N - 1 (the attempt is counted before it is checked)."""
+    locks_after, first_wait = rule
+    return Limit(key, locks_after - 1, first_wait, FIFTEEN_MINUTES, skip_when_known)
 
 
 async def reserve(db: Database, keys: SignInKeys) -> None:

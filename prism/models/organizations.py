@@ -34,6 +34,8 @@ class Organization(Base):
     __table_args__ = (
         sa.CheckConstraint("data_retention_days > 0", name="retention_positive"),
         sa.Index("uq_organizations_name", sa.func.lower(sa.column("name")), unique=True),
+        # An e-mail domain belongs to one organization (docs/decisions/0012).
+        sa.Index("uq_organizations_domain", sa.func.lower(sa.column("domain")), unique=True),
     )
 
 
@@ -66,3 +68,20 @@ async def read_organization_ids(session: AsyncSession) -> list[uuid.UUID]:
     DEFINER function, RLS stays on)."""
     rows = await session.execute(sa.select(sa.func.prism_organization_ids()))
     return [uuid.UUID(str(row[0])) for row in rows]
+
+
+async def domain_owner(session: AsyncSession, domain: str) -> uuid.UUID | None:
+    """The organization that owns an e-mail domain, whichever it is (operators only: a narrow
+    SECURITY DEFINER function, RLS stays on)."""
+    found = await session.scalar(sa.select(sa.func.prism_domain_owner(domain)))
+    return None if found is None else uuid.UUID(str(found))
+
+
+async def domain_used_elsewhere(
+    session: AsyncSession, domain: str, organization_id: uuid.UUID
+) -> bool:
+    """Whether users of other organizations have addresses in ``domain`` (operators only)."""
+    used = await session.scalar(
+        sa.select(sa.func.prism_domain_used_elsewhere(domain, organization_id))
+    )
+    return bool(used)
