@@ -1,7 +1,7 @@
 """An organization learns nothing about another's users: every path an ADMIN of organization A
 can take with an e-mail address or a user id answers the same (same code, same message, same
 statements) whether or not that address or user exists in organization B, and nobody creates
-users in a domain another organization owns (docs/decisions/0012)."""
+users in a domain another organization owns (docs/decisions/0014)."""
 
 from __future__ import annotations
 

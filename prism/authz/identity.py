@@ -506,7 +506,7 @@ async def check_address_owner(
     operators' ``create_user`` keep it so). So what an ADMIN learns here, and from the
     uniqueness check after it, depends only on its own organization: an address elsewhere is
     refused with the same answer, after the same single read, whether or not it has an
-    account (docs/decisions/0012). Operators (no principal) are the platform's own staff:
+    account (docs/decisions/0014). Operators (no principal) are the platform's own staff:
     they may use any domain that no other organization owns."""
     domain = domain_of(email)
     if principal is None:

@@ -34,7 +34,7 @@ class Organization(Base):
     __table_args__ = (
         sa.CheckConstraint("data_retention_days > 0", name="retention_positive"),
         sa.Index("uq_organizations_name", sa.func.lower(sa.column("name")), unique=True),
-        # An e-mail domain belongs to one organization (docs/decisions/0012).
+        # An e-mail domain belongs to one organization (docs/decisions/0014).
         sa.Index("uq_organizations_domain", sa.func.lower(sa.column("domain")), unique=True),
     )
 
