@@ -27,6 +27,7 @@ from prism import migrations, operators
 from prism.authz.principal import Principal
 from prism.demo import scale as scale_corpus
 from prism.jobs import bi as bi_jobs
+from prism.jobs.pipeline import store_analysis
 from prism.jobs.worker import Worker
 from prism.models import bi as bi_models
 from prism.models.analyses import Analysis
@@ -147,24 +148,28 @@ class World:
             s.add(section)
             await s.flush()
             when = self.moment()
-            s.add(
-                Analysis(
-                    organization_id=self.org,
-                    document_id=document_id,
-                    section_id=section.id,
-                    model=r.choice(MODELS),
-                    started_at=when,
-                    completed_at=when,
-                    duration_seconds=r.uniform(0.01, 30),
-                    risk_level=r.choice([None, *RiskLevel]),
-                    confidence=r.choice([None, round(r.random(), 3)]),
-                    tokens_used=r.randrange(5_000),
-                    cost_usd=Decimal(r.randrange(100_000)) / Decimal(1_000_000),
-                    feedback_items=[
+            # As the pipeline stores it: a RESTRICTED document's findings are sealed.
+            await store_analysis(
+                s,
+                {
+                    "organization_id": self.org,
+                    "document_id": document_id,
+                    "section_id": section.id,
+                    "model": r.choice(MODELS),
+                    "started_at": when,
+                    "completed_at": when,
+                    "duration_seconds": r.uniform(0.01, 30),
+                    "risk_level": r.choice([None, *RiskLevel]),
+                    "confidence": r.choice([None, round(r.random(), 3)]),
+                    "tokens_used": r.randrange(5_000),
+                    "cost_usd": Decimal(r.randrange(100_000)) / Decimal(1_000_000),
+                    "feedback_items": [
                         {"id": str(i), "category": r.choice(CATEGORIES)}
                         for i in range(r.randrange(4))
                     ],
-                )
+                },
+                None,
+                envelope=self.services.pipeline.envelope,
             )
 
     async def feedback(self, s: AsyncSession) -> None:
@@ -215,11 +220,15 @@ class World:
             )
 
     async def reclassify(self, s: AsyncSession) -> None:
-        await self._change_document(
-            s,
-            classification=self.rng.choice(list(Classification)),
-            department=self.rng.choice(DEPARTMENTS),
-        )
+        # As updateDocument does: the new level seals or unseals the findings.
+        document_id = await self.pick(s, Document.id)
+        document = await s.get(Document, document_id) if document_id else None
+        if document is None:
+            return
+        document.classification = self.rng.choice(list(Classification))
+        document.department = self.rng.choice(DEPARTMENTS)
+        await s.flush()
+        await self.services.pipeline.envelope.apply_classification(s, document)
 
     async def retype(self, s: AsyncSession) -> None:
         await self._change_document(s, document_type=self.rng.choice(list(DocumentType)))

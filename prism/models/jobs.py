@@ -53,6 +53,8 @@ class Job(Base):
         sa.Index("ix_jobs_organization_id_created_at", "organization_id", "created_at"),
         # Expired leases (a worker died) are found without scanning finished jobs.
         sa.Index("ix_jobs_leases", "locked_until", postgresql_where=sa.text("state = 'RUNNING'")),
+        # The jobs gauge and the DEAD-job views count only what has not succeeded.
+        sa.Index("ix_jobs_unfinished", "state", "kind", postgresql_where=sa.text("state <> 'SUCCEEDED'")),
     )
 
 
