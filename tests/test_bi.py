@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -20,10 +21,11 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prism import migrations, operators
+from prism import bootstrap, migrations, operators
 from prism.authz.principal import Principal
 from prism.demo import scale as scale_corpus
 from prism.jobs import bi as bi_jobs
@@ -50,7 +52,16 @@ from prism.models.jobs import Job
 from prism.resolvers.context import Services
 from tests import bi_oracle as oracle
 from tests.conftest import NewDatabase
-from tests.factories import PASSWORD, Tenant, add_document, add_user, codes, gid, gql
+from tests.factories import (
+    PASSWORD,
+    Tenant,
+    add_document,
+    add_user,
+    codes,
+    gid,
+    gql,
+    make_tenant,
+)
 from tests.test_persisted import _call, _register
 
 DEPARTMENTS = ["legal", "hr", None]
@@ -915,6 +926,64 @@ async def test_existing_data_is_marked_stale_by_the_migration(
         assert (figures.analyses, figures.cost_usd) == (1, Decimal("0.25"))
     finally:
         await owner.close()
+
+
+async def test_the_finding_count_migration_counts_clear_and_sealed_findings(
+    new_database: NewDatabase, settings: Any, tmp_path: Path
+) -> None:
+    # given analyses stored before finding_count existed: clear (INTERNAL) and sealed
+    # (RESTRICTED, whose JSON column holds [])
+    url = await new_database()
+    await asyncio.to_thread(migrations.upgrade, url)
+    own = settings.model_copy(update={"database_url": SecretStr(url), "data_dir": tmp_path})
+    services = bootstrap.build_services(own, url)
+    tenant = await make_tenant(services)
+    await add_document(services, tenant, classification=Classification.INTERNAL)
+    await add_document(
+        services, tenant, classification=Classification.RESTRICTED, department="legal"
+    )
+    await services.close()
+    await asyncio.to_thread(migrations.downgrade, url, "0013")
+    # when the revision is applied
+    await asyncio.to_thread(migrations.upgrade, url)
+    owner = await asyncpg.connect(
+        make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    try:
+        counted = await owner.fetch(
+            "SELECT sealed IS NOT NULL AS sealed, finding_count FROM analysis_results"
+        )
+        jobs = await owner.fetch("SELECT organization_id, kind FROM jobs WHERE state = 'QUEUED'")
+    finally:
+        await owner.close()
+    # then clear rows are counted at once, sealed ones by one job of their organization
+    assert {r["sealed"] for r in counted} == {True, False}
+    assert all((r["finding_count"] is None) == r["sealed"] for r in counted)
+    assert [(r["organization_id"], r["kind"]) for r in jobs if r["kind"].startswith("bi.")] == [
+        (tenant.org_id, bi_jobs.COUNT_FINDINGS)
+    ]
+    services = bootstrap.build_services(own, url)
+    try:
+        await Worker(services.pipeline).drain()
+        await refresh(services, tenant.org_id)
+        # and the rollups add up every finding, the sealed ones included
+        base = await oracle.base_rows(services, tenant.org_id)
+        assert sum(len(a.feedback_items) for a in base.analyses.values()) > 0
+        assert any(a.sealed is not None and a.feedback_items for a in base.analyses.values())
+        oracle.assert_same_tables(
+            await oracle.actual_rollups(services, tenant.org_id), oracle.expected_rollups(base)
+        )
+        reader = principal(tenant.org_id, Role.ADMIN, Classification.RESTRICTED, "legal")
+        start, end = today() - timedelta(days=29), today()
+        async with services.db.transaction(tenant.org_id) as session:
+            figures = await bi_models.read_executive_figures(
+                session, reader.scope(), start=start, end=end
+            )
+        oracle.assert_close(
+            oracle.executive_of(figures), oracle.expected_executive(base, reader, start, end)
+        )
+    finally:
+        await services.close()
 
 
 async def test_a_deleted_organization_leaves_nothing_to_refresh(
