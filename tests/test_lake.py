@@ -257,7 +257,9 @@ async def test_the_demo_data_exports_whole_in_every_layer(
                     assert items == []
         documents = _layer(root, "bronze", "documents")
         assert {d["classification"] for d in documents} == {c.value for c in Classification}
-        gold = [g for g in _layer(root, "gold", "daily_activity") if g["organization_id"] == str(org)]
+        gold = [
+            g for g in _layer(root, "gold", "daily_activity") if g["organization_id"] == str(org)
+        ]
         assert sum(int(str(g["findings"])) for g in gold) == sum(findings.values())
         assert sum(int(str(g["analyses"])) for g in gold) == len(analyses)
     finally:

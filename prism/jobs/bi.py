@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from prism.config import Settings
 from prism.jobs.pipeline import JobRun, LeaseLost
 from prism.models import bi as bi_models
-from prism.models.analyses import Analysis
 from prism.models import jobs as job_models
+from prism.models.analyses import Analysis
 from prism.models.db import Database
 from prism.models.enums import JobState
 
