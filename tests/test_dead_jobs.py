@@ -22,6 +22,7 @@ from prism.models import jobs as job_models
 from prism.models.audit import Actor, AuditEvent, RequestMeta
 from prism.models.enums import JobState, Role
 from prism.models.jobs import Job
+from prism.models.users import User
 from prism.resolvers.context import Services
 from prism.resolvers.ids import from_global_id
 from tests.factories import PASSWORD, Tenant, add_document, codes, gid, gql
@@ -246,3 +247,21 @@ async def test_an_erasure_says_whether_its_cleanup_is_done(
         client, STATUS, {"id": gid("User", person.id)}, token=tenant.tokens[Role.AUDITOR]
     )
     assert codes(denied) == ["FORBIDDEN"]
+
+
+async def test_erasure_status_of_another_organization_is_not_found(
+    client: httpx.AsyncClient, services: Services, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    # given a person of the other organization, erased
+    victim = other_tenant.users[Role.REVIEWER]
+    async with services.db.transaction(other_tenant.org_id) as session:
+        subject = await session.get(User, victim.id, with_for_update=True)
+        assert subject is not None
+        erasure = await gdpr.erase_user(session, subject)
+        await gdpr.schedule_cleanup(session, erasure, other_tenant.org_id, max_attempts=3)
+    # then this organization's ADMIN learns nothing of it
+    body = await gql(
+        client, STATUS, {"id": gid("User", victim.id)}, token=tenant.tokens[Role.ADMIN]
+    )
+    assert codes(body) == ["NOT_FOUND"]
+    assert body["data"]["erasureStatus"] is None
