@@ -13,11 +13,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import aioboto3
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 import sqlalchemy as sa
 from pyarrow import fs
 from pydantic import SecretStr
+from sqlalchemy.dialects.postgresql import JSONB
 
 from prism import bootstrap, demo, migrations
 from prism.config import Settings
@@ -331,3 +333,32 @@ async def test_a_failed_export_leaves_the_lake_as_it_was(
         assert bronze_count(root) == 3
     finally:
         await services.close()
+
+
+def _edge_values(column: sa.Column[object]) -> list[object]:
+    """The values a column can hold that converters trip on: NULL, empty, and JSON of each
+    shape (a list of strings looks like an ARRAY; [] looks like both)."""
+    if isinstance(column.type, JSONB):
+        return [[], {}, ["a", "b"], [{"quote": "jane.doe@example.com"}], {"k": None}]
+    return [None] if column.nullable else []
+
+
+def test_every_exported_column_takes_its_null_empty_and_json_values() -> None:
+    # Every dataset's every column, each in turn at each awkward value (the rest left NULL or
+    # at a plain value): bronze and silver rows convert, mask and encode.
+    plain: dict[str, object] = {"created_at": utcnow(), "id": uuid.uuid4()}
+    for dataset in lake.DATASETS:
+        columns = lake._columns(dataset)
+        schema = lake.schema_of(dataset)
+        for column in columns:
+            for value in _edge_values(column):
+                raw = {c.name: plain.get(c.name) for c in columns}
+                raw[column.name] = value
+                row = {c.name: lake._converter(c)(raw[c.name]) for c in columns}
+                silver = lake._silver(dataset, row)
+                for kept in (row, silver):
+                    table = pa.Table.from_pylist([kept], schema=schema)
+                    assert table.num_rows == 1
+                if isinstance(column.type, JSONB):
+                    assert json.loads(str(row[column.name])) == value
+                    assert "jane.doe@example.com" not in str(silver[column.name])
