@@ -25,7 +25,7 @@ from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prism import bootstrap, migrations, operators
+from prism import bootstrap, demo, migrations, operators
 from prism.authz.principal import Principal
 from prism.demo import scale as scale_corpus
 from prism.jobs import bi as bi_jobs
@@ -981,6 +981,36 @@ async def test_the_finding_count_migration_counts_clear_and_sealed_findings(
             )
         oracle.assert_close(
             oracle.executive_of(figures), oracle.expected_executive(base, reader, start, end)
+        )
+    finally:
+        await services.close()
+
+
+async def test_the_demo_counts_every_finding_its_documents_count(
+    new_database: NewDatabase, settings: Any, tmp_path: Path
+) -> None:
+    # given the demo (a RESTRICTED document among them, its findings sealed)
+    url = await new_database()
+    await asyncio.to_thread(migrations.upgrade, url)
+    own = settings.model_copy(update={"database_url": SecretStr(url), "data_dir": tmp_path})
+    services = bootstrap.build_services(own, url)
+    try:
+        org = (await demo.seed(services)).organization_id
+        async with services.db.transaction(org) as session:
+            documents = list(await session.scalars(sa.select(Document)))
+            sealed = await session.scalar(
+                sa.select(sa.func.count()).where(Analysis.sealed.is_not(None))
+            )
+            reader = principal(org, Role.ADMIN, Classification.RESTRICTED, None)
+            figures = await bi_models.read_executive_figures(
+                session, reader.scope(), start=today() - timedelta(days=29), end=today()
+            )
+        assert sealed
+        # then the executive summary's findings are the documents' own counts, added up
+        assert figures.feedback_items == sum(d.total_feedback_items for d in documents)
+        base = await oracle.base_rows(services, org)
+        oracle.assert_same_tables(
+            await oracle.actual_rollups(services, org), oracle.expected_rollups(base)
         )
     finally:
         await services.close()
