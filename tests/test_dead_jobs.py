@@ -33,7 +33,8 @@ JOBS = """query($filter: JobFilter, $first: Int, $after: String) {
     edges { cursor node { id kind state attempts maxAttempts lastError finishedAt } }
     pageInfo { hasNextPage endCursor } } }"""
 ERASE = """mutation($id: ID!) { eraseUser(userId: $id) {
-  documentsDeleted cleanupComplete cleanupJobs { id kind state } } }"""
+  documentsDeleted cleanupComplete cleanupJobs { id kind state attempts maxAttempts
+  lastError createdAt updatedAt runAt startedAt finishedAt } } }"""
 STATUS = """query($id: ID!) { erasureStatus(userId: $id) {
   subjectId erasedAt cleanupComplete cleanupJobs { id state lastError } } }"""
 LOGIN = """mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) {
