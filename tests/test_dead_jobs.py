@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from prism.governance import gdpr
-from prism.jobs.pipeline import PermanentJobError
+from prism.jobs.pipeline import INDEX, PermanentJobError
 from prism.jobs.watch import retry_dead
 from prism.models import jobs as job_models
 from prism.models.audit import Actor, AuditEvent, RequestMeta
@@ -198,7 +198,7 @@ async def test_an_erasure_says_whether_its_cleanup_is_done(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     person = tenant.users[Role.REVIEWER]
-    await add_document(services, tenant, uploader=Role.REVIEWER)
+    document = await add_document(services, tenant, uploader=Role.REVIEWER)
     login = await gql(client, LOGIN, {"e": tenant.email(Role.ADMIN), "p": PASSWORD})
     admin = login["data"]["login"]["accessToken"]
 
@@ -241,6 +241,24 @@ async def test_an_erasure_says_whether_its_cleanup_is_done(
     status = await gql(client, STATUS, {"id": gid("User", person.id)}, token=admin)
     assert status["data"]["erasureStatus"]["cleanupComplete"] is True
     assert [j["state"] for j in status["data"]["erasureStatus"]["cleanupJobs"]] == ["SUCCEEDED"]
+    # what the cleanup queues for the erased documents (removal from an external search
+    # index) is part of it: not complete until that has run too
+    async with services.db.transaction(tenant.org_id) as session:
+        follow_up = await job_models.enqueue_job(
+            session,
+            organization_id=tenant.org_id,
+            kind=INDEX,
+            payload={"documentId": str(document.id)},
+        )
+    status = await gql(client, STATUS, {"id": gid("User", person.id)}, token=admin)
+    assert status["data"]["erasureStatus"]["cleanupComplete"] is False
+    jobs = status["data"]["erasureStatus"]["cleanupJobs"]
+    assert [(from_global_id(j["id"])[1], j["state"]) for j in jobs][1:] == [
+        (follow_up.id, "QUEUED")
+    ]
+    await run_jobs(services)
+    status = await gql(client, STATUS, {"id": gid("User", person.id)}, token=admin)
+    assert status["data"]["erasureStatus"]["cleanupComplete"] is True
     # someone never erased has no erasure status; non-ADMINs may not ask
     never = await gql(client, STATUS, {"id": tenant.user_gid(Role.VIEWER)}, token=admin)
     assert never["data"]["erasureStatus"] is None

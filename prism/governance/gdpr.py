@@ -569,7 +569,8 @@ async def schedule_cleanup(
 async def read_cleanup_jobs(
     session: AsyncSession, organization_id: uuid.UUID, subject_id: uuid.UUID
 ) -> list[Job]:
-    """The cleanup jobs of a person's erasure, oldest first."""
+    """The cleanup jobs of a person's erasure, oldest first: the cleanup itself, then what it
+    queued for the erased documents (their removal from an external search index)."""
     query = (
         sa.select(Job)
         .where(
@@ -579,7 +580,22 @@ async def read_cleanup_jobs(
         )
         .order_by(Job.created_at, Job.id)
     )
-    return list(await session.scalars(query))
+    cleanups = list(await session.scalars(query))
+    documents = sorted({str(d) for j in cleanups for d in j.payload.get("documentIds", [])})
+    if not documents:
+        return cleanups
+    # A deleted document has no jobs but those its erasure queued after the cleanup began.
+    follow_ups = (
+        sa.select(Job)
+        .where(
+            Job.organization_id == organization_id,
+            Job.kind != ERASE_CLEANUP,
+            Job.payload["documentId"].astext.in_(documents),
+            Job.created_at >= cleanups[0].created_at,
+        )
+        .order_by(Job.created_at, Job.id)
+    )
+    return cleanups + list(await session.scalars(follow_ups))
 
 
 def cleanup_complete(jobs: list[Job]) -> bool:
