@@ -23,6 +23,13 @@ GRAPHQL_LATENCY = Histogram(
 )
 GRAPHQL_ERRORS = Counter("prism_graphql_errors_total", "GraphQL errors by code.", ["code"])
 DB_POOL = Gauge("prism_db_pool_connections", "Database pool connections by state.", ["state"])
+JOBS = Gauge(
+    "prism_jobs",
+    "Background jobs not succeeded, by state (QUEUED, RUNNING, FAILED: retrying, DEAD: given "
+    "up) and kind, over every organization; read from the database at scrape time. Alert when "
+    "a DEAD series is above 0 (`prism jobs list --state DEAD`, `prism jobs retry`).",
+    ["state", "kind"],
+)
 DATA_QUALITY_SCORE = Gauge(
     "prism_data_quality_score",
     "Latest data-quality score (0-1) by organization, table, dimension and check.",

@@ -53,6 +53,7 @@ from prism.edge import (
 from prism.errors import PrismError, Unauthenticated
 from prism.governance import gdpr
 from prism.jobs.pipeline import PROGRESS_CHANNEL
+from prism.jobs.watch import observe_jobs
 from prism.models.audit import RequestMeta
 from prism.models.db import url_for_asyncpg
 from prism.models.notify import Notifications
@@ -426,6 +427,10 @@ async def readyz(request: Request) -> Response:
 def render_metrics(services: Services) -> Response:
     for state, value in services.db.pool_status().items():
         DB_POOL.labels(state).set(value)
+    try:
+        await observe_jobs(services.db)
+    except Exception:  # the other metrics still answer when the database does not
+        log.warning("job counts unavailable", exc_info=True)
     return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -20,13 +21,15 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prism import migrations, operators
+from prism import bootstrap, demo, migrations, operators
 from prism.authz.principal import Principal
 from prism.demo import scale as scale_corpus
 from prism.jobs import bi as bi_jobs
+from prism.jobs.pipeline import store_analysis
 from prism.jobs.worker import Worker
 from prism.models import bi as bi_models
 from prism.models.analyses import Analysis
@@ -49,7 +52,16 @@ from prism.models.jobs import Job
 from prism.resolvers.context import Services
 from tests import bi_oracle as oracle
 from tests.conftest import NewDatabase
-from tests.factories import PASSWORD, Tenant, add_document, add_user, codes, gid, gql
+from tests.factories import (
+    PASSWORD,
+    Tenant,
+    add_document,
+    add_user,
+    codes,
+    gid,
+    gql,
+    make_tenant,
+)
 from tests.test_persisted import _call, _register
 
 DEPARTMENTS = ["legal", "hr", None]
@@ -147,24 +159,28 @@ class World:
             s.add(section)
             await s.flush()
             when = self.moment()
-            s.add(
-                Analysis(
-                    organization_id=self.org,
-                    document_id=document_id,
-                    section_id=section.id,
-                    model=r.choice(MODELS),
-                    started_at=when,
-                    completed_at=when,
-                    duration_seconds=r.uniform(0.01, 30),
-                    risk_level=r.choice([None, *RiskLevel]),
-                    confidence=r.choice([None, round(r.random(), 3)]),
-                    tokens_used=r.randrange(5_000),
-                    cost_usd=Decimal(r.randrange(100_000)) / Decimal(1_000_000),
-                    feedback_items=[
+            # As the pipeline stores it: a RESTRICTED document's findings are sealed.
+            await store_analysis(
+                s,
+                {
+                    "organization_id": self.org,
+                    "document_id": document_id,
+                    "section_id": section.id,
+                    "model": r.choice(MODELS),
+                    "started_at": when,
+                    "completed_at": when,
+                    "duration_seconds": r.uniform(0.01, 30),
+                    "risk_level": r.choice([None, *RiskLevel]),
+                    "confidence": r.choice([None, round(r.random(), 3)]),
+                    "tokens_used": r.randrange(5_000),
+                    "cost_usd": Decimal(r.randrange(100_000)) / Decimal(1_000_000),
+                    "feedback_items": [
                         {"id": str(i), "category": r.choice(CATEGORIES)}
                         for i in range(r.randrange(4))
                     ],
-                )
+                },
+                None,
+                envelope=self.services.pipeline.envelope,
             )
 
     async def feedback(self, s: AsyncSession) -> None:
@@ -215,11 +231,15 @@ class World:
             )
 
     async def reclassify(self, s: AsyncSession) -> None:
-        await self._change_document(
-            s,
-            classification=self.rng.choice(list(Classification)),
-            department=self.rng.choice(DEPARTMENTS),
-        )
+        # As updateDocument does: the new level seals or unseals the findings.
+        document_id = await self.pick(s, Document.id)
+        document = await s.get(Document, document_id) if document_id else None
+        if document is None:
+            return
+        document.classification = self.rng.choice(list(Classification))
+        document.department = self.rng.choice(DEPARTMENTS)
+        await s.flush()
+        await self.services.pipeline.envelope.apply_classification(s, document)
 
     async def retype(self, s: AsyncSession) -> None:
         await self._change_document(s, document_type=self.rng.choice(list(DocumentType)))
@@ -906,6 +926,94 @@ async def test_existing_data_is_marked_stale_by_the_migration(
         assert (figures.analyses, figures.cost_usd) == (1, Decimal("0.25"))
     finally:
         await owner.close()
+
+
+async def test_the_finding_count_migration_counts_clear_and_sealed_findings(
+    new_database: NewDatabase, settings: Any, tmp_path: Path
+) -> None:
+    # given analyses stored before finding_count existed: clear (INTERNAL) and sealed
+    # (RESTRICTED, whose JSON column holds [])
+    url = await new_database()
+    await asyncio.to_thread(migrations.upgrade, url)
+    own = settings.model_copy(update={"database_url": SecretStr(url), "data_dir": tmp_path})
+    services = bootstrap.build_services(own, url)
+    tenant = await make_tenant(services)
+    await add_document(services, tenant, classification=Classification.INTERNAL)
+    await add_document(
+        services, tenant, classification=Classification.RESTRICTED, department="legal"
+    )
+    await services.close()
+    await asyncio.to_thread(migrations.downgrade, url, "0014")
+    # when the revision is applied
+    await asyncio.to_thread(migrations.upgrade, url)
+    owner = await asyncpg.connect(
+        make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    try:
+        counted = await owner.fetch(
+            "SELECT sealed IS NOT NULL AS sealed, finding_count FROM analysis_results"
+        )
+        jobs = await owner.fetch("SELECT organization_id, kind FROM jobs WHERE state = 'QUEUED'")
+    finally:
+        await owner.close()
+    # then clear rows are counted at once, sealed ones by one job of their organization
+    assert {r["sealed"] for r in counted} == {True, False}
+    assert all((r["finding_count"] is None) == r["sealed"] for r in counted)
+    assert [(r["organization_id"], r["kind"]) for r in jobs if r["kind"].startswith("bi.")] == [
+        (tenant.org_id, bi_jobs.COUNT_FINDINGS)
+    ]
+    services = bootstrap.build_services(own, url)
+    try:
+        await Worker(services.pipeline).drain()
+        await refresh(services, tenant.org_id)
+        # and the rollups add up every finding, the sealed ones included
+        base = await oracle.base_rows(services, tenant.org_id)
+        assert sum(len(a.feedback_items) for a in base.analyses.values()) > 0
+        assert any(a.sealed is not None and a.feedback_items for a in base.analyses.values())
+        oracle.assert_same_tables(
+            await oracle.actual_rollups(services, tenant.org_id), oracle.expected_rollups(base)
+        )
+        reader = principal(tenant.org_id, Role.ADMIN, Classification.RESTRICTED, "legal")
+        start, end = today() - timedelta(days=29), today()
+        async with services.db.transaction(tenant.org_id) as session:
+            figures = await bi_models.read_executive_figures(
+                session, reader.scope(), start=start, end=end
+            )
+        oracle.assert_close(
+            oracle.executive_of(figures), oracle.expected_executive(base, reader, start, end)
+        )
+    finally:
+        await services.close()
+
+
+async def test_the_demo_counts_every_finding_its_documents_count(
+    new_database: NewDatabase, settings: Any, tmp_path: Path
+) -> None:
+    # given the demo (a RESTRICTED document among them, its findings sealed)
+    url = await new_database()
+    await asyncio.to_thread(migrations.upgrade, url)
+    own = settings.model_copy(update={"database_url": SecretStr(url), "data_dir": tmp_path})
+    services = bootstrap.build_services(own, url)
+    try:
+        org = (await demo.seed(services)).organization_id
+        async with services.db.transaction(org) as session:
+            documents = list(await session.scalars(sa.select(Document)))
+            sealed = await session.scalar(
+                sa.select(sa.func.count()).where(Analysis.sealed.is_not(None))
+            )
+            reader = principal(org, Role.ADMIN, Classification.RESTRICTED, None)
+            figures = await bi_models.read_executive_figures(
+                session, reader.scope(), start=today() - timedelta(days=29), end=today()
+            )
+        assert sealed
+        # then the executive summary's findings are the documents' own counts, added up
+        assert figures.feedback_items == sum(d.total_feedback_items for d in documents)
+        base = await oracle.base_rows(services, org)
+        oracle.assert_same_tables(
+            await oracle.actual_rollups(services, org), oracle.expected_rollups(base)
+        )
+    finally:
+        await services.close()
 
 
 async def test_a_deleted_organization_leaves_nothing_to_refresh(

@@ -149,6 +149,7 @@ QUERIES = {
     "auditLog": "test_filters_naming_another_organization_find_nothing",
     "explainAccess": "tests/test_policy.py::test_explain_access_answers_from_the_policy",
     "search": "tests/test_search.py::test_filters_narrow_within_the_visible",
+    "erasureStatus": "tests/test_dead_jobs.py::test_erasure_status_of_another_organization",
 }
 
 

@@ -13,19 +13,25 @@ from datetime import timedelta
 from pathlib import Path
 
 import aioboto3
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
+import sqlalchemy as sa
 from pyarrow import fs
 from pydantic import SecretStr
+from sqlalchemy.dialects.postgresql import JSONB
 
-from prism import bootstrap, migrations
+from prism import bootstrap, demo, migrations
 from prism.config import Settings
 from prism.governance import gdpr, lake
 from prism.ingest.storage import S3Store
 from prism.jobs.worker import Worker
+from prism.models.analyses import Analysis
 from prism.models.base import utcnow
-from prism.models.enums import Classification, FeedbackAction, Role
+from prism.models.documents import Document
+from prism.models.enums import Classification, FeedbackAction, JobState, Role
 from prism.models.feedback import Feedback, create_feedback
+from prism.models.jobs import Job
 from prism.models.users import User
 from prism.resolvers.context import Services
 from tests.conftest import NewDatabase
@@ -196,3 +202,163 @@ async def test_erasure_rewrites_the_lake_partitions_that_held_the_person(
         assert not list((root / "gold").rglob("*.parquet"))
     finally:
         await services.close()
+
+
+# --- the demo's own data: every classification, analyses without findings, sealed findings ---
+
+
+def _layer(root: Path, layer: str, name: str) -> list[dict[str, object]]:
+    found = ds.dataset(root / layer / name, format="parquet", partitioning="hive")
+    return list(found.to_table().to_pylist())
+
+
+@pytest.fixture
+async def demo_world(
+    new_database: NewDatabase, settings: Settings, tmp_path: Path
+) -> tuple[Services, Settings, uuid.UUID]:
+    url = await new_database()
+    await asyncio.to_thread(migrations.upgrade, url)
+    own = settings.model_copy(update={"database_url": SecretStr(url), "data_dir": tmp_path})
+    services = bootstrap.build_services(own, url)
+    seeded = await demo.seed(services)
+    return services, own, seeded.organization_id
+
+
+async def test_the_demo_data_exports_whole_in_every_layer(
+    demo_world: tuple[Services, Settings, uuid.UUID],
+) -> None:
+    services, own, org = demo_world
+    root = own.data_dir / "objects" / "lake"
+    try:
+        async with services.db.transaction(org) as session:
+            analyses = list(await session.scalars(sa.select(Analysis)))
+            classifications = dict(
+                (await session.execute(sa.select(Document.id, Document.classification))).all()
+            )
+            await services.pipeline.envelope.open_analyses(session, analyses)
+        # given the demo: every level, analyses without findings, RESTRICTED (sealed) findings
+        assert set(classifications.values()) == set(Classification)
+        assert any(not a.feedback_items for a in analyses)
+        assert any(a.sealed is not None and a.feedback_items for a in analyses)
+        findings = {str(a.id): len(a.feedback_items) for a in analyses}
+
+        # when the lake is exported, as an operator does
+        report = await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+        assert report.files > 0
+
+        # then every analysis is in bronze and silver, with its true number of findings
+        # (sealed ones included), and no sealed finding's text
+        for layer in ("bronze", "silver"):
+            rows = [r for r in _layer(root, layer, "analyses") if r["organization_id"] == str(org)]
+            assert {str(r["id"]): r["finding_count"] for r in rows} == findings, layer
+            for r in rows:
+                assert isinstance(r["feedback_items"], str)
+                items = json.loads(str(r["feedback_items"]))
+                assert isinstance(items, list)
+                if classifications[uuid.UUID(str(r["document_id"]))] is Classification.RESTRICTED:
+                    assert items == []
+        documents = _layer(root, "bronze", "documents")
+        assert {d["classification"] for d in documents} == {c.value for c in Classification}
+        gold = [
+            g for g in _layer(root, "gold", "daily_activity") if g["organization_id"] == str(org)
+        ]
+        assert sum(int(str(g["findings"])) for g in gold) == sum(findings.values())
+        assert sum(int(str(g["analyses"])) for g in gold) == len(analyses)
+    finally:
+        await services.close()
+
+
+async def test_erasing_the_demo_uploader_cleans_the_lake_and_the_job_succeeds(
+    demo_world: tuple[Services, Settings, uuid.UUID],
+) -> None:
+    services, own, org = demo_world
+    root = own.data_dir / "objects" / "lake"
+    try:
+        await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+        async with services.db.transaction(org) as session:
+            uploader = await session.scalar(
+                sa.select(User).where(User.email == "admin@acme.example").with_for_update()
+            )
+            assert uploader is not None
+            names = set(
+                await session.scalars(
+                    sa.select(Document.filename).where(Document.uploaded_by == uploader.id)
+                )
+            )
+            assert names
+            erasure = await gdpr.erase_user(session, uploader)
+            await gdpr.schedule_cleanup(session, erasure, org, max_attempts=5)
+        await Worker(services.pipeline).drain()
+        async with services.db.transaction(org) as session:
+            (state, error) = (
+                await session.execute(
+                    sa.select(Job.state, Job.last_error).where(Job.kind == gdpr.ERASE_CLEANUP)
+                )
+            ).one()
+        assert state is JobState.SUCCEEDED, error
+        left = [
+            r
+            for layer in ("bronze", "silver")
+            for r in _layer(root, layer, "documents")
+            if r["organization_id"] == str(org)
+        ]
+        assert not names & {str(r["filename"]) for r in left}
+    finally:
+        await services.close()
+
+
+async def test_a_failed_export_leaves_the_lake_as_it_was(
+    world: tuple[Services, Settings, Tenant], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services, own, tenant = world
+    root = own.data_dir / "objects" / "lake"
+    try:
+        await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+        before = _files(root)
+        # given a new document, and an export that fails part-way through its day (gold)
+        await add_document(services, tenant, classification=Classification.RESTRICTED)
+
+        def broken(*args: object) -> dict[str, object]:
+            raise RuntimeError("gold failed")
+
+        monkeypatch.setattr(lake, "_gold_row", broken)
+        with pytest.raises(RuntimeError):
+            await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+        # then no partition of that day was rewritten, and no partial file is left
+        assert _files(root) == before
+        monkeypatch.undo()
+        # and the next run exports the day whole (the watermark did not move)
+        again = await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+        assert again.files > 0
+        assert bronze_count(root) == 3
+    finally:
+        await services.close()
+
+
+def _edge_values(column: sa.Column[object]) -> list[object]:
+    """The values a column can hold that converters trip on: NULL, empty, and JSON of each
+    shape (a list of strings looks like an ARRAY; [] looks like both)."""
+    if isinstance(column.type, JSONB):
+        return [[], {}, ["a", "b"], [{"quote": "jane.doe@example.com"}], {"k": None}]
+    return [None] if column.nullable else []
+
+
+def test_every_exported_column_takes_its_null_empty_and_json_values() -> None:
+    # Every dataset's every column, each in turn at each awkward value (the rest left NULL or
+    # at a plain value): bronze and silver rows convert, mask and encode.
+    plain: dict[str, object] = {"created_at": utcnow(), "id": uuid.uuid4()}
+    for dataset in lake.DATASETS:
+        columns = lake._columns(dataset)
+        schema = lake.schema_of(dataset)
+        for column in columns:
+            for value in _edge_values(column):
+                raw = {c.name: plain.get(c.name) for c in columns}
+                raw[column.name] = value
+                row = {c.name: lake._converter(c)(raw[c.name]) for c in columns}
+                silver = lake._silver(dataset, row)
+                for kept in (row, silver):
+                    table = pa.Table.from_pylist([kept], schema=schema)
+                    assert table.num_rows == 1
+                if isinstance(column.type, JSONB):
+                    assert json.loads(str(row[column.name])) == value
+                    assert "jane.doe@example.com" not in str(silver[column.name])

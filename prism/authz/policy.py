@@ -41,6 +41,7 @@ class Action(StrEnum):
     TOKEN_REVOKE = "token:revoke"
     AUDIT_READ = "audit:read"
     JOB_READ = "job:read"
+    JOB_ADMIN = "job:admin"
     SEARCH = "search:read"
     RETENTION_READ = "retention:read"
     RETENTION_UPDATE = "retention:update"
@@ -94,6 +95,7 @@ ACTION_SCOPE: dict[Action, str | None] = {
     Action.DOCUMENT_READ: "documents:read",
     Action.USER_READ: "documents:read",
     Action.JOB_READ: "documents:read",
+    Action.JOB_ADMIN: "users:admin",
     Action.DOCUMENT_UPDATE: "documents:write",
     Action.DOCUMENT_CLASSIFY: "documents:write",
     Action.DOCUMENT_LEGAL_HOLD: "documents:write",

@@ -43,6 +43,7 @@ from prism.models.documents import Document
 from prism.models.enums import JobState
 from prism.models.feedback import Feedback
 from prism.models.governance_data import DataExport, create_data_export
+from prism.models.jobs import Job
 from prism.models.users import ApiToken, MfaBackupCode, RefreshSession, User
 
 EXPORT = "gdpr.export"
@@ -426,6 +427,9 @@ class Erasure:
     # Creation days (UTC) of the rows deleted or changed: their lake partitions are rewritten.
     days: set[date] = field(default_factory=set)
     audit_event_id: uuid.UUID | None = None
+    # The job that removes what lives outside the database (stored files, lake partitions,
+    # search index entries): the erasure is complete only once it has SUCCEEDED.
+    cleanup_job: Job | None = None
 
 
 def pseudonym(user_id: uuid.UUID) -> str:
@@ -545,9 +549,9 @@ async def _days_touched(
 
 async def schedule_cleanup(
     session: AsyncSession, erasure: Erasure, organization_id: uuid.UUID, max_attempts: int
-) -> None:
+) -> Job:
     """After the commit, a job removes what lives outside the database."""
-    await job_models.enqueue_job(
+    erasure.cleanup_job = await job_models.enqueue_job(
         session,
         organization_id=organization_id,
         kind=ERASE_CLEANUP,
@@ -559,6 +563,45 @@ async def schedule_cleanup(
         },
         max_attempts=max_attempts,
     )
+    return erasure.cleanup_job
+
+
+async def read_cleanup_jobs(
+    session: AsyncSession, organization_id: uuid.UUID, subject_id: uuid.UUID
+) -> list[Job]:
+    """The cleanup jobs of a person's erasure, oldest first: the cleanup itself, then what it
+    queued for the erased documents (their removal from an external search index)."""
+    query = (
+        sa.select(Job)
+        .where(
+            Job.organization_id == organization_id,
+            Job.kind == ERASE_CLEANUP,
+            Job.payload["subjectId"].astext == str(subject_id),
+        )
+        .order_by(Job.created_at, Job.id)
+    )
+    cleanups = list(await session.scalars(query))
+    documents = sorted({str(d) for j in cleanups for d in j.payload.get("documentIds", [])})
+    if not documents:
+        return cleanups
+    # A deleted document has no jobs but those its erasure queued after the cleanup began.
+    follow_ups = (
+        sa.select(Job)
+        .where(
+            Job.organization_id == organization_id,
+            Job.kind != ERASE_CLEANUP,
+            Job.payload["documentId"].astext.in_(documents),
+            Job.created_at >= cleanups[0].created_at,
+        )
+        .order_by(Job.created_at, Job.id)
+    )
+    return cleanups + list(await session.scalars(follow_ups))
+
+
+def cleanup_complete(jobs: list[Job]) -> bool:
+    """Done only when there is a cleanup and every run of it has SUCCEEDED: a QUEUED, RUNNING,
+    FAILED (retrying) or DEAD one means files, lake rows or index entries may remain."""
+    return bool(jobs) and all(j.state is JobState.SUCCEEDED for j in jobs)
 
 
 @dataclass(frozen=True)

@@ -66,8 +66,12 @@ DATASETS = (
     Dataset("analyses", Analysis, "created_at", ("feedback_items",)),
     Dataset("feedback", Feedback, "updated_at", ("custom_text", "highlighted_text")),
 )
-# Never leaves Prism: sealed or personal columns with no analytic use.
+# Never leaves Prism: sealed or personal columns with no analytic use. (Sealed columns are
+# binary and never exported either: a RESTRICTED analysis's findings are in the lake as the
+# empty ``feedback_items`` its row holds, and counted by ``finding_count``.)
 EXCLUDED = {"storage_key"}
+# Free-text columns that hold JSON documents (masked value by value in silver).
+JSON_COLUMNS = {"feedback_items"}
 
 GOLD_SCHEMA = pa.schema(
     [
@@ -77,6 +81,8 @@ GOLD_SCHEMA = pa.schema(
         ("bytes_uploaded", pa.int64()),
         ("analyses", pa.int64()),
         ("high_risk_analyses", pa.int64()),
+        # From the analyses' finding_count: sealed (RESTRICTED) findings are counted too.
+        ("findings", pa.int64()),
         ("tokens_used", pa.int64()),
         ("cost_usd", pa.float64()),
         ("mean_confidence", pa.float64()),
@@ -118,15 +124,26 @@ def schema_of(dataset: Dataset) -> pa.Schema:
     return pa.schema([(c.name, _arrow_type(c)) for c in _columns(dataset)])
 
 
+def _converter(column: sa.Column[Any]) -> Callable[[Any], Any]:
+    """How a column's database value becomes its Arrow value, chosen by the column's type
+    (never by the value's shape: an empty JSON list and a list of strings look alike)."""
+    if isinstance(column.type, JSONB):
+        # Always a JSON document in a string column, whatever the value ([] and {} too).
+        return lambda v: None if v is None else _json(v)
+    if isinstance(column.type, ARRAY):
+        return lambda v: None if v is None else [None if x is None else str(x) for x in v]
+    return _value
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
 def _value(value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, Enum):
         return value.value
-    if isinstance(value, dict | list) and not (
-        isinstance(value, list) and all(isinstance(v, str) for v in value)
-    ):
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
     if isinstance(value, datetime):
         return value.astimezone(UTC)
     return value
@@ -148,10 +165,9 @@ def _silver(dataset: Dataset, row: dict[str, Any]) -> dict[str, Any]:
         value = cleaned.get(name)
         if value is None:
             continue
-        if name == "feedback_items":
-            cleaned[name] = orjson.dumps(
-                _mask_json(orjson.loads(value)), option=orjson.OPT_SORT_KEYS
-            ).decode()
+        if name in JSON_COLUMNS:
+            # Stored as a JSON document (see _converter): masked inside, written back as one.
+            cleaned[name] = _json(_mask_json(orjson.loads(value)))
         else:
             cleaned[name] = mask_all(value)
     return cleaned
@@ -219,13 +235,14 @@ async def _rows_of_day(
 ) -> list[dict[str, Any]]:
     table = dataset.model.__table__
     columns = _columns(dataset)
+    converters = [_converter(c) for c in columns]
     query = (
         sa.select(*columns)
         .where(table.c.organization_id == organization_id, _day_column(dataset.model) == day)
         .order_by(table.c.created_at, table.c.id)
     )
     return [
-        {c.name: _value(v) for c, v in zip(columns, row, strict=True)}
+        {c.name: convert(v) for c, convert, v in zip(columns, converters, row, strict=True)}
         for row in await session.execute(query)
     ]
 
@@ -244,6 +261,7 @@ def _gold_row(
         "bytes_uploaded": sum(d["file_size"] for d in documents),
         "analyses": len(analyses),
         "high_risk_analyses": sum(1 for a in analyses if a["risk_level"] == "HIGH"),
+        "findings": sum(a["finding_count"] or 0 for a in analyses),
         "tokens_used": sum(a["tokens_used"] for a in analyses),
         "cost_usd": float(sum((Decimal(a["cost_usd"]) for a in analyses), Decimal(0))),
         "mean_confidence": sum(confidences) / len(confidences) if confidences else None,
@@ -290,8 +308,13 @@ async def _write_day(
     report: LakeReport,
 ) -> dict[str, int]:
     """Rewrite one organization's partitions of ``day`` for ``datasets`` (and gold) from the
-    rows as they are now; a partition left with no rows is removed. Rows written, by dataset."""
+    rows as they are now; a partition left with no rows is removed. Rows written, by dataset.
+
+    Every file of the day is built (converted, masked, encoded) before the first one is
+    written, so a row that cannot be exported fails the run with the lake as it was; each
+    file is then put whole (a temporary name renamed into place, or one S3 PUT)."""
     rows = {d.name: await _rows_of_day(session, d, organization_id, day) for d in DATASETS}
+    writes: list[tuple[str, bytes | None, str | None]] = []  # (key, body or None: delete)
     written: dict[str, int] = {}
     for dataset in datasets:
         schema = schema_of(dataset)
@@ -304,22 +327,25 @@ async def _write_day(
         for layer, layer_rows in (("bronze", bronze), ("silver", silver)):
             key = partition(layer, dataset.name, day, organization_id)
             if not layer_rows:
-                await store.delete(key)
+                writes.append((key, None, None))
                 continue
             table = pa.Table.from_pylist(layer_rows, schema=schema)
-            await _put(store, key, _parquet(table), PARQUET)
-            report.files += 1
-            report.partitions[f"{layer}/{dataset.name}"] += 1
-        report.rows += len(bronze)
+            writes.append((key, _parquet(table), f"{layer}/{dataset.name}"))
         written[dataset.name] = len(bronze)
     key = partition("gold", "daily_activity", day, organization_id)
-    if not any(rows.values()):
-        await store.delete(key)
-        return written
-    gold = pa.Table.from_pylist([_gold_row(organization_id, day, rows)], schema=GOLD_SCHEMA)
-    await _put(store, key, _parquet(gold), PARQUET)
-    report.files += 1
-    report.partitions["gold/daily_activity"] += 1
+    if any(rows.values()):
+        gold = pa.Table.from_pylist([_gold_row(organization_id, day, rows)], schema=GOLD_SCHEMA)
+        writes.append((key, _parquet(gold), "gold/daily_activity"))
+    else:
+        writes.append((key, None, None))
+    for key, body, name in writes:
+        if body is None:
+            await store.delete(key)
+            continue
+        await _put(store, key, body, PARQUET)
+        report.files += 1
+        report.partitions[str(name)] += 1
+    report.rows += sum(written.values())
     return written
 
 

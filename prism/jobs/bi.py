@@ -6,14 +6,21 @@ from __future__ import annotations
 
 import uuid
 
+import sqlalchemy as sa
+
 from prism.config import Settings
 from prism.jobs.pipeline import JobRun, LeaseLost
 from prism.models import bi as bi_models
 from prism.models import jobs as job_models
+from prism.models.analyses import Analysis
 from prism.models.db import Database
 from prism.models.enums import JobState
 
 REFRESH = bi_models.REFRESH_JOB
+# Counts the findings of analyses sealed before ``finding_count`` existed (queued by
+# migration 0015, one per organization): their JSON column is empty, so only the data key
+# can tell how many there are.
+COUNT_FINDINGS = "bi.count_findings"
 # Day slices recomputed per transaction: keeps each transaction (and its statements) short
 # when a bulk load or the first build after the migration marks years of days at once.
 SLICES_PER_TRANSACTION = 32
@@ -59,4 +66,40 @@ async def schedule_refreshes(db: Database, settings: Settings) -> int:
         return await bi_models.schedule_refreshes(session, max_attempts=settings.job_max_attempts)
 
 
-HANDLERS = {REFRESH: handle_refresh}
+async def handle_count_findings(run: JobRun) -> None:
+    """Open each sealed analysis without a count, store its count (the row's update marks its
+    BI day slice stale, so the next refresh counts it), a batch per transaction."""
+    db, organization_id = run.pipeline.db, run.job.organization_id
+    envelope = run.pipeline.envelope
+    while True:
+        async with db.transaction(organization_id) as session:
+            rows = list(
+                await session.scalars(
+                    sa.select(Analysis)
+                    .where(Analysis.sealed.is_not(None), Analysis.finding_count.is_(None))
+                    .limit(SLICES_PER_TRANSACTION * 8)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            await envelope.open_analyses(session, rows)
+            for row in rows:
+                await session.execute(
+                    sa.update(Analysis)
+                    .where(Analysis.id == row.id)
+                    .values(finding_count=len(row.feedback_items))
+                )
+            if rows:
+                continue
+            finished = await job_models.finish_job(
+                session,
+                job_id=run.job.id,
+                worker=run.worker,
+                attempt=run.job.attempts,
+                state=JobState.SUCCEEDED,
+            )
+            if not finished:
+                raise LeaseLost(str(run.job.id))
+            return
+
+
+HANDLERS = {REFRESH: handle_refresh, COUNT_FINDINGS: handle_count_findings}

@@ -372,6 +372,8 @@ async def store_analysis(
         .with_for_update(read=True)
     )
     analysis_id = uuid.uuid4()
+    # Counted before sealing: the count is what BI and the lake read (never the sealed column).
+    values = {**values, "finding_count": len(values["feedback_items"])}
     if classification is Classification.RESTRICTED:
         sealed = await envelope.seal_findings(
             session, values["organization_id"], analysis_id, values["feedback_items"]

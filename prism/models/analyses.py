@@ -49,6 +49,11 @@ class Analysis(Base):
     # RESTRICTED documents: feedback_items sealed with the organization's data key (its
     # quotes are excerpts of the text); ``feedback_items`` then holds [].
     sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    # How many findings: never sealed, so counts (BI, the lake) hold for RESTRICTED rows too.
+    # A database trigger sets it from ``feedback_items`` whenever they are in clear; a sealed
+    # row keeps the count its writer gave (NULL: a row sealed before the column existed, until
+    # the ``bi.count_findings`` job has opened it).
+    finding_count: Mapped[int | None] = mapped_column(sa.Integer)
     # The job that produced the row: a re-run of the same job skips sections it already did,
     # so a worker killed mid-document resumes without duplicates.
     job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
@@ -58,6 +63,9 @@ class Analysis(Base):
         sa.UniqueConstraint("section_id", "job_id"),
         sa.CheckConstraint("confidence IS NULL OR confidence BETWEEN 0 AND 1", name="confidence"),
         sa.CheckConstraint("tokens_used >= 0 AND cost_usd >= 0", name="usage_nonnegative"),
+        sa.CheckConstraint(
+            "finding_count IS NULL OR finding_count >= 0", name="finding_count_nonnegative"
+        ),
         sa.Index("ix_analysis_results_section_id", "section_id"),
         sa.Index("ix_analysis_results_document_id_created_at", "document_id", "created_at", "id"),
         sa.Index(

@@ -351,7 +351,8 @@ async def _refresh_analyses(session: AsyncSession, org: uuid.UUID, days: Sequenc
                 sa.func.sum(a.tokens_used),
                 sa.func.coalesce(sa.func.sum(a.confidence), 0.0),
                 sa.func.count(a.confidence),
-                sa.func.sum(sa.func.jsonb_array_length(a.feedback_items)),
+                # The stored count, never the JSON: sealed (RESTRICTED) rows hold [] there.
+                sa.func.coalesce(sa.func.sum(a.finding_count), 0),
             )
             .join(d, d.id == a.document_id)
             .where(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from prism.models.base import Base, created_at, enum_column, org_fk, pk, updated_at, utcnow
 from prism.models.enums import JobState
+from prism.models.pagination import Page, PageRequest, keyset_page
 
 
 class Job(Base):
@@ -53,6 +55,10 @@ class Job(Base):
         sa.Index("ix_jobs_organization_id_created_at", "organization_id", "created_at"),
         # Expired leases (a worker died) are found without scanning finished jobs.
         sa.Index("ix_jobs_leases", "locked_until", postgresql_where=sa.text("state = 'RUNNING'")),
+        # The jobs gauge and the DEAD-job views count only what has not succeeded.
+        sa.Index(
+            "ix_jobs_unfinished", "state", "kind", postgresql_where=sa.text("state <> 'SUCCEEDED'")
+        ),
     )
 
 
@@ -150,3 +156,67 @@ async def release_jobs(session: AsyncSession, *, worker: str, ids: Sequence[uuid
     """Give claimed jobs back (graceful shutdown): runnable again at once, attempt refunded."""
     if ids:
         await session.scalar(sa.select(sa.func.prism_release_jobs(worker, list(ids))))
+
+
+# --- the operators' view: listing, retrying and counting jobs -------------------------------
+
+JOB_KEY = (Job.created_at, Job.id)
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Jobs in any of ``states`` and of any of ``kinds`` (None: any)."""
+
+    states: Sequence[JobState] | None = None
+    kinds: Sequence[str] | None = None
+
+
+async def read_jobs(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    *,
+    flt: JobFilter | None = None,
+    page: PageRequest,
+) -> Page[Job]:
+    """One organization's jobs, newest first."""
+    query = sa.select(Job).where(Job.organization_id == organization_id)
+    if flt is not None and flt.states:
+        query = query.where(Job.state.in_(list(flt.states)))
+    if flt is not None and flt.kinds:
+        query = query.where(Job.kind.in_(list(flt.kinds)))
+    return await keyset_page(session, query, JOB_KEY, page)
+
+
+async def retry_dead_jobs(
+    session: AsyncSession, organization_id: uuid.UUID, ids: Sequence[uuid.UUID] | None
+) -> list[Job]:
+    """Make DEAD jobs runnable again (``ids``, or all of the organization's when None): queued
+    now, with their attempts counted from zero; the last error stays until the next outcome.
+    Jobs in any other state are left alone. The jobs retried."""
+    conditions = [Job.organization_id == organization_id, Job.state == JobState.DEAD]
+    if ids is not None:
+        if not ids:
+            return []
+        conditions.append(Job.id.in_(list(ids)))
+    query = (
+        sa.update(Job)
+        .where(*conditions)
+        .values(
+            state=JobState.QUEUED,
+            attempts=0,
+            run_at=utcnow(),
+            finished_at=None,
+            locked_by=None,
+            locked_until=None,
+        )
+        .returning(Job)
+    )
+    return list(await session.scalars(sa.select(Job).from_statement(query)))
+
+
+async def count_jobs(session: AsyncSession) -> list[tuple[JobState, str, int]]:
+    """(state, kind, jobs) of every organization's jobs not SUCCEEDED (a SECURITY DEFINER
+    function: any transaction may count, none sees a row)."""
+    counts = sa.func.prism_job_counts().table_valued("state", "kind", "jobs")
+    rows = await session.execute(sa.select(counts.c.state, counts.c.kind, counts.c.jobs))
+    return [(JobState(state), str(kind), int(jobs)) for state, kind, jobs in rows]

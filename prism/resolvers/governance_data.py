@@ -11,8 +11,10 @@ from prism.authz.policy import Action, Resource, require
 from prism.errors import BadUserInput, Conflict, NotFound
 from prism.governance import gdpr
 from prism.governance.gdpr import Erasure as Erasure  # the receipt the schema maps
+from prism.governance.gdpr import cleanup_complete as cleanup_complete
 from prism.models import users as user_models
 from prism.models.governance_data import DataExport
+from prism.models.jobs import Job
 from prism.models.users import User
 from prism.resolvers.context import Context
 
@@ -81,7 +83,22 @@ async def erase_user(ctx: Context, user_id: uuid.UUID) -> Erasure:
                 "documentsKeptForLegalHold": erasure.documents_kept_for_legal_hold,
                 "auditEventsRetained": erasure.audit_events_retained,
                 "retained": erasure.retained,
+                "cleanupJobId": str(erasure.cleanup_job.id) if erasure.cleanup_job else None,
             },
         )
         erasure.audit_event_id = event.id
         return erasure
+
+
+async def erasure_status(ctx: Context, user_id: uuid.UUID) -> tuple[User, list[Job]] | None:
+    """A person's erasure and its cleanup jobs (ADMIN); None if they were never erased."""
+    principal = ctx.require_principal()
+    require(principal, Action.JOB_ADMIN)
+    async with ctx.transaction.read() as session:
+        rows = await user_models.read_users_by_ids(session, principal.organization_id, [user_id])
+        if not rows:
+            raise NotFound("User not found.")
+        if rows[0].erased_at is None:
+            return None
+        jobs = await gdpr.read_cleanup_jobs(session, principal.organization_id, user_id)
+    return rows[0], jobs

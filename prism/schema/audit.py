@@ -102,10 +102,16 @@ class AuditEventConnection:
 @strawberry.type(description="A background job (extraction, analysis, indexing, ...).")
 class Job(Node):
     kind: str
-    state: JobState
+    state: JobState = strawberry.field(
+        description="FAILED: retried after a backoff; DEAD: gave up after `maxAttempts` (or on "
+        "an error retrying cannot fix) and waits for an operator (`prism jobs retry`)."
+    )
     attempts: int
+    max_attempts: int
     last_error: str | None
     created_at: datetime
+    updated_at: datetime
+    run_at: datetime = strawberry.field(description="When it may run (next).")
     started_at: datetime | None
     finished_at: datetime | None
 
@@ -116,11 +122,29 @@ class Job(Node):
             kind=row.kind,
             state=row.state,
             attempts=row.attempts,
+            max_attempts=row.max_attempts,
             last_error=row.last_error,
             created_at=row.created_at,
+            updated_at=row.updated_at,
+            run_at=row.run_at,
             started_at=row.started_at,
             finished_at=row.finished_at,
         )
+
+
+@strawberry.type
+class JobEdge(Edge):
+    node: Job
+
+
+@strawberry.type(description="A page of jobs, newest first.")
+class JobConnection:
+    edges: list[JobEdge]
+    page_info: PageInfo
+
+    @classmethod
+    def from_page(cls, page: Page[job_models.Job]) -> JobConnection:
+        return cls(edges=edges_of(page, Job.from_row, JobEdge), page_info=PageInfo.from_page(page))
 
 
 @strawberry.type(description="The result of re-verifying the audit hash chain.")

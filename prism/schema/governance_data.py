@@ -7,10 +7,13 @@ from datetime import datetime
 import strawberry
 
 from prism.models import governance_data as governance_models
+from prism.models import jobs as job_models
+from prism.models import users as user_models
 from prism.models.base import utcnow
 from prism.models.enums import JobState as JobStateValue
-from prism.resolvers.governance_data import Erasure
+from prism.resolvers.governance_data import Erasure, cleanup_complete
 from prism.resolvers.ids import to_global_id
+from prism.schema.audit import Job
 from prism.schema.base import Info, Node
 from prism.schema.enums import JobState
 from prism.schema.identity import User
@@ -82,11 +85,23 @@ class ErasureReceipt:
         "them in their text): the log is append-only and hash-chained."
     )
     retained: list[str] = strawberry.field(description="What was kept of the person, and why.")
+    cleanup_complete: bool = strawberry.field(
+        description="False until the cleanup job (stored files, lake partitions, search "
+        "index) has SUCCEEDED: always false in the `eraseUser` answer; follow it with "
+        "`erasureStatus`."
+    )
+    cleanup_jobs: list[Job] = strawberry.field(
+        description="The cleanup job(s): DEAD means personal data may remain outside the "
+        "database until an operator retries it (`prism jobs retry`)."
+    )
 
     @classmethod
     def from_erasure(cls, erasure: Erasure) -> ErasureReceipt:
         assert erasure.audit_event_id is not None
+        jobs = [erasure.cleanup_job] if erasure.cleanup_job else []
         return cls(
+            cleanup_complete=cleanup_complete(jobs),
+            cleanup_jobs=[Job.from_row(j) for j in jobs],
             subject_id=strawberry.ID(to_global_id("User", erasure.subject_id)),
             erased_at=erasure.erased_at,
             documents_deleted=erasure.documents_deleted,
@@ -94,4 +109,25 @@ class ErasureReceipt:
             audit_event_id=strawberry.ID(to_global_id("AuditEvent", erasure.audit_event_id)),
             audit_events_retained=erasure.audit_events_retained,
             retained=erasure.retained,
+        )
+
+
+@strawberry.type(description="Where a person's erasure stands (ADMIN).")
+class ErasureStatus:
+    subject_id: strawberry.ID
+    erased_at: datetime
+    cleanup_complete: bool = strawberry.field(
+        description="True once every cleanup job has SUCCEEDED: nothing of the person is "
+        "left in stored files, the lake or the search index."
+    )
+    cleanup_jobs: list[Job] = strawberry.field(description="Oldest first.")
+
+    @classmethod
+    def from_rows(cls, subject: user_models.User, jobs: list[job_models.Job]) -> ErasureStatus:
+        assert subject.erased_at is not None
+        return cls(
+            subject_id=strawberry.ID(to_global_id("User", subject.id)),
+            erased_at=subject.erased_at,
+            cleanup_complete=cleanup_complete(jobs),
+            cleanup_jobs=[Job.from_row(j) for j in jobs],
         )

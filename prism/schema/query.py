@@ -13,14 +13,22 @@ from prism.authz.policy import Action, may_read_token, require
 from prism.errors import BadUserInput, NotFound, PrismError
 from prism.models import audit as audit_models
 from prism.models import documents as document_models
+from prism.models import jobs as job_models
 from prism.models import users as user_models
 from prism.models.pagination import MAX_PAGE_SIZE, PageRequest
 from prism.resolvers import access
 from prism.resolvers import governance as governance_resolvers
+from prism.resolvers import governance_data as governance_data_resolvers
 from prism.resolvers import search as search_resolvers
 from prism.resolvers.ids import expect_id, from_global_id
 from prism.resolvers.nodes import load_node
-from prism.schema.audit import AuditChainReport, AuditEvent, AuditEventConnection, Job
+from prism.schema.audit import (
+    AuditChainReport,
+    AuditEvent,
+    AuditEventConnection,
+    Job,
+    JobConnection,
+)
 from prism.schema.base import Info, Node
 from prism.schema.bi import BiQuery
 from prism.schema.documents import (
@@ -34,12 +42,13 @@ from prism.schema.enums import (
     Classification,
     DocumentOrderField,
     DocumentType,
+    JobState,
     OrderDirection,
     ProcessingStatus,
     RiskLevel,
 )
 from prism.schema.governance import DataQualityReport, RetentionPolicy
-from prism.schema.governance_data import DataExport
+from prism.schema.governance_data import DataExport, ErasureStatus
 from prism.schema.identity import ApiToken, Organization, User, UserConnection, Viewer
 from prism.schema.prefetch import prefetch_documents, under
 from prism.schema.search import SearchConnection, SearchFilter
@@ -101,6 +110,14 @@ class AuditFilter:
     actor_id: strawberry.ID | None = strawberry.field(default=None, description="A User ID.")
     after: datetime | None = None
     before: datetime | None = None
+
+
+@strawberry.input(description="Narrows the job list; all given conditions must hold.")
+class JobFilter:
+    state: list[JobState] | None = None
+    kind: list[str] | None = strawberry.field(
+        default=None, description="e.g. gdpr.erase_cleanup, document.analyze."
+    )
 
 
 @strawberry.type(description="A decision of the access policy.")
@@ -304,6 +321,41 @@ class Query(BiQuery):
         if row is None:
             raise NotFound("Job not found.")
         return Job.from_row(row)
+
+    @strawberry.field(
+        description="The organization's background jobs, newest first (ADMIN). "
+        "`filter: {state: [DEAD]}` lists the jobs that gave up: what they should have done "
+        "is not done (an erasure's cleanup, an index update, ...)."
+    )
+    async def jobs(
+        self,
+        info: Info,
+        filter: JobFilter | None = None,
+        first: First = None,
+        after: After = None,
+    ) -> JobConnection:
+        principal = info.context.require_principal()
+        require(principal, Action.JOB_ADMIN)
+        flt = job_models.JobFilter(
+            states=filter.state if filter else None, kinds=filter.kind if filter else None
+        )
+        page_request = PageRequest.parse(first, after, ordering="jobs", descending=True)
+        async with info.context.transaction.read() as session:
+            page = await job_models.read_jobs(
+                session, principal.organization_id, flt=flt, page=page_request
+            )
+        return JobConnection.from_page(page)
+
+    @strawberry.field(
+        description="Where a person's erasure stands: whether its cleanup (stored files, "
+        "lake, search index) is complete, and its jobs (ADMIN). Null if the user was never "
+        "erased."
+    )
+    async def erasure_status(self, info: Info, user_id: strawberry.ID) -> ErasureStatus | None:
+        found = await governance_data_resolvers.erasure_status(
+            info.context, expect_id(user_id, "User")
+        )
+        return ErasureStatus.from_rows(*found) if found else None
 
     @strawberry.field(
         description="The organization's retention policy of every data category (ADMIN)."

@@ -1,0 +1,54 @@
+"""Watching the job queue: the ``prism_jobs`` gauge (jobs by state and kind, counted at scrape
+time), and the operators' retry of DEAD jobs (audited in the job's organization)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from prism.models import jobs as job_models
+from prism.models.audit import Actor, RequestMeta, record_event
+from prism.models.db import Database
+from prism.models.jobs import Job
+from prism.observability import JOBS
+
+# Series shown once stay, at 0 when their jobs are gone: an alert on DEAD > 0 resolves.
+_shown: set[tuple[str, str]] = set()
+
+
+async def observe_jobs(db: Database) -> None:
+    """Set the gauge from the database: one aggregate over the partial index of jobs not
+    SUCCEEDED (its cost follows the backlog, not the history)."""
+    async with db.transaction(None) as session:
+        counts = await job_models.count_jobs(session)
+    current = {(state.value, kind): jobs for state, kind, jobs in counts}
+    for labels in _shown - current.keys():
+        JOBS.labels(*labels).set(0)
+    for labels, jobs in current.items():
+        JOBS.labels(*labels).set(jobs)
+        _shown.add(labels)
+
+
+async def retry_dead(
+    db: Database,
+    organization_id: uuid.UUID,
+    ids: Sequence[uuid.UUID] | None,
+    *,
+    actor: Actor,
+    meta: RequestMeta,
+) -> list[Job]:
+    """Queue DEAD jobs of one organization again (``ids``, or all when None); audited."""
+    async with db.transaction(organization_id) as session:
+        retried = await job_models.retry_dead_jobs(session, organization_id, ids)
+        if retried:
+            await record_event(
+                session,
+                organization_id=organization_id,
+                actor=actor,
+                event_type="job.retry",
+                category="administration",
+                description=f"{len(retried)} dead job(s) queued again",
+                after={"jobs": [{"id": str(j.id), "kind": j.kind} for j in retried]},
+                meta=meta,
+            )
+    return retried
