@@ -16,12 +16,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jwt
+import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from prism.errors import BadUserInput, Unauthenticated
+from prism.errors import BadUserInput, ServiceUnavailable, Unauthenticated
+
+log = structlog.get_logger("prism.secrets")
 
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024
@@ -216,6 +219,10 @@ def load_or_create_key(path: Path) -> bytes:
     return key
 
 
+class SecretKeyUnavailable(ServiceUnavailable, ValueError):
+    """A value sealed with a key this process does not hold (SERVICE_UNAVAILABLE)."""
+
+
 class SecretBox:
     """AES-256-GCM for secrets stored in the database (MFA secrets).
 
@@ -249,7 +256,12 @@ class SecretBox:
             raise ValueError("not a sealed value")
         key = self._keys.get(sealed[1:5])
         if key is None:
-            raise ValueError("sealed with a key that is not configured")
+            # A key rotated on another process first (PRISM_ENCRYPTION_RETIRED_KEYS not yet
+            # rolled out here): an outage to report, not a bug and not bad input.
+            log.error("secret sealed with a key that is not configured", key_id=sealed[1:5].hex())
+            raise SecretKeyUnavailable(
+                "Encrypted data cannot be opened right now; try again later."
+            )
         try:
             return key.decrypt(sealed[5:17], sealed[17:], context)
         except InvalidTag as exc:

@@ -19,12 +19,13 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from prism.governance.keyring import KeyEncryptionKeys
+from prism.governance.keyring import KeyEncryptionKeys, KeyUnavailable
 from prism.models import governance_data as governance_models
 from prism.models.analyses import Analysis
 from prism.models.db import Database
@@ -34,6 +35,7 @@ from prism.models.organizations import read_organization_ids
 
 VERSION = b"\x02"
 _HEADER = 1 + 16 + 12
+log = structlog.get_logger("prism.encryption")
 
 
 class Envelope:
@@ -41,6 +43,7 @@ class Envelope:
         self.keks = keks
         self.db = db
         self._keys: dict[uuid.UUID, tuple[uuid.UUID, AESGCM]] = {}
+        self._raw: dict[uuid.UUID, bytes] = {}
 
     @staticmethod
     def _wrap_context(organization_id: uuid.UUID) -> bytes:
@@ -64,10 +67,21 @@ class Envelope:
                 row = await governance_models.insert_data_key(
                     own, organization_id=organization_id, kek_id=kek_id, wrapped_key=wrapped
                 )
-        plain = await self.keks.unwrap(
-            row.kek_id, row.wrapped_key, self._wrap_context(organization_id)
-        )
+        try:
+            plain = await self.keks.unwrap(
+                row.kek_id, row.wrapped_key, self._wrap_context(organization_id)
+            )
+        except KeyUnavailable as exc:
+            # The client sees SERVICE_UNAVAILABLE; the operator reads why here.
+            log.error(
+                "data key unavailable",
+                organization_id=str(organization_id),
+                kek_id=row.kek_id,
+                reason=exc.reason,
+            )
+            raise
         self._keys[organization_id] = (row.id, AESGCM(plain))
+        self._raw[organization_id] = plain
         return self._keys[organization_id]
 
     async def seal(
