@@ -1,7 +1,8 @@
 """Envelope encryption by classification: each organization has one data key (AES-256-GCM),
 stored only wrapped by a key-encryption key (``prism.governance.keyring``). RESTRICTED
 sections, the findings of their analyses (which quote them) and export bundles are sealed
-with it.
+with it, and so are the stored originals of CONFIDENTIAL and RESTRICTED documents
+(``prism.governance.originals``).
 
 A sealed value is ``version (1) | data key id (16) | nonce (12) | ciphertext+tag``; the
 associated data binds it to its row and purpose (a section's ciphertext copied onto another
@@ -83,6 +84,18 @@ class Envelope:
         self._keys[organization_id] = (row.id, AESGCM(plain))
         self._raw[organization_id] = plain
         return self._keys[organization_id]
+
+    async def stream_key(
+        self, session: AsyncSession, organization_id: uuid.UUID
+    ) -> tuple[uuid.UUID, bytes]:
+        """The organization's data key (its id and bytes) for sealed objects, which derive a
+        key per object from it (``prism.ingest.sealed``)."""
+        key_id, _ = await self.data_key(session, organization_id)
+        return key_id, self._raw[organization_id]
+
+    def cached_stream_key(self, organization_id: uuid.UUID) -> tuple[uuid.UUID, bytes] | None:
+        cached = self._keys.get(organization_id)
+        return None if cached is None else (cached[0], self._raw[organization_id])
 
     async def seal(
         self, session: AsyncSession, organization_id: uuid.UUID, plaintext: bytes, context: bytes
