@@ -35,8 +35,9 @@ from prism.governance.keyring import (
 from prism.models.documents import Section
 from prism.models.enums import Classification, Role
 from prism.resolvers.context import Services
-from tests.conftest import NewDatabase
-from tests.factories import Tenant, add_document, gid, gql, make_tenant
+from tests.conftest import NewDatabase, app_with, client_of
+from tests.factories import Tenant, add_document, codes, gid, gql, make_tenant
+from tests.test_mfa import _code, _enrol, _login
 from tests.test_storage import s3_endpoint  # noqa: F401 - the moto server (KMS too)
 
 SECTIONS = """query($id: ID!) { document(id: $id) {
@@ -409,3 +410,27 @@ def test_an_mfa_secret_sealed_with_an_unknown_key_is_service_unavailable() -> No
     assert SecretBox(old, (new,)).open(sealed, b"ctx") == b"totp secret"  # retired opens
     with pytest.raises(ServiceUnavailable):
         SecretBox(old).open(sealed, b"ctx")
+
+
+async def test_mfa_keeps_working_after_the_encryption_key_is_rotated(
+    client: httpx.AsyncClient, settings: Settings, database_url: str, tenant: Tenant
+) -> None:
+    """PRISM_ENCRYPTION_KEY rotated (the old key moved to PRISM_ENCRYPTION_RETIRED_KEYS): the
+    TOTP secret sealed under the old key opens, and backup codes hashed under it still work."""
+    # given: MFA turned on under the server's current key
+    email = tenant.email(Role.REVIEWER)
+    secret, backup = await _enrol(client, email)
+    old = bootstrap.server_key(settings)
+    rotated = settings.model_copy(
+        update={
+            "encryption_key": SecretStr(os.urandom(32).hex()),
+            "encryption_retired_keys": SecretStr(old.hex()),
+        }
+    )
+    # when: a process configured with the new key signs the user in
+    async with app_with(rotated, database_url) as app, client_of(app) as after:
+        # then: a backup code issued before the rotation is accepted (once) ...
+        assert (await _login(after, email, backup[0])).get("errors") is None
+        assert codes(await _login(after, email, backup[0])) == ["UNAUTHENTICATED"]
+        # ... and so is a TOTP code (the secret opens with the retired key)
+        assert (await _login(after, email, _code(secret, 1))).get("errors") is None

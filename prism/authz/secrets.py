@@ -241,6 +241,10 @@ class SecretBox:
         self._current_id = self.key_id(current)
         self._keys = {self.key_id(key): AESGCM(key) for key in (*retired, current)}
         self._digest_key = hmac.new(current, b"prism-digest", hashlib.sha256).digest()
+        # Digests made before a rotation still match (MFA backup codes outlive a key).
+        self._digest_keys = [
+            hmac.new(key, b"prism-digest", hashlib.sha256).digest() for key in (current, *retired)
+        ]
 
     @staticmethod
     def key_id(key: bytes) -> bytes:
@@ -266,6 +270,12 @@ class SecretBox:
             return key.decrypt(sealed[5:17], sealed[17:], context)
         except InvalidTag as exc:
             raise ValueError("the sealed value was altered or belongs elsewhere") from exc
+
+    def digests(self, purpose: bytes, value: str) -> list[bytes]:
+        """``digest`` under the current key, then under each retired key: what a value
+        stored before the last rotation of PRISM_ENCRYPTION_KEY may have been hashed with."""
+        message = purpose + b"\x00" + value.encode()
+        return [hmac.new(key, message, hashlib.sha256).digest() for key in self._digest_keys]
 
     def digest(self, purpose: bytes, value: str) -> bytes:
         """A keyed hash (HMAC-SHA256) for lookups that must not reveal their input."""
