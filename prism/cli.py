@@ -807,8 +807,11 @@ def originals_seal(as_json: bool) -> None:
         report.as_json(),
         as_json,
         f"Originals: {report.sealed} sealed now, {report.already} sealed already, "
-        f"{report.missing} missing, of {report.examined} ({report.organizations} organizations).",
+        f"{report.missing} missing, {report.failed} failed (see the log; run again), of "
+        f"{report.examined} ({report.organizations} organizations).",
     )
+    if report.failed:
+        sys.exit(1)
 
 
 @main.group()

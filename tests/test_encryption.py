@@ -183,6 +183,13 @@ async def test_kms_wraps_and_unwraps_at_its_http_boundary(s3_endpoint: str) -> N
     assert kek.startswith("kms:")
     assert b"d" * 32 not in wrapped
     assert await kms_keys.unwrap(kek, wrapped, b"org-a") == b"d" * 32
+    # KMS refusing (another organization's context, an unknown key) is an unavailable key
+    with pytest.raises(KeyUnavailable):
+        await kms_keys.unwrap(kek, wrapped, b"org-b")
+    with pytest.raises(KeyUnavailable):
+        await KmsKeys(str(uuid.uuid4()), region="us-east-1", endpoint_url=s3_endpoint).wrap(
+            b"d" * 32, b"org-a"
+        )
 
 
 def _prism(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -307,6 +307,7 @@ async def test_originals_seal_seals_clear_objects_resumes_and_a_rerun_changes_no
     assert report["sealed"] == 1
     assert report["alreadySealed"] == 1
     assert report["missing"] == 0
+    assert report["failed"] == 0
     assert await world.raw(keys[0]) == first
     second = await world.raw(keys[1])
     assert second.startswith(MAGIC)

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import sqlalchemy as sa
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism.governance.encryption import Envelope
@@ -40,6 +42,7 @@ from prism.models.documents import Document
 from prism.models.enums import Classification
 from prism.models.organizations import read_organization_ids
 
+log = structlog.get_logger("prism.originals")
 SEALED_CLASSIFICATIONS = frozenset({Classification.CONFIDENTIAL, Classification.RESTRICTED})
 SEALED_CONTENT_TYPE = "application/octet-stream"
 
@@ -166,6 +169,7 @@ class SealReport:
     sealed: int = 0
     already: int = 0
     missing: int = 0
+    failed: int = 0
     organizations: int = 0
     sealed_keys: list[str] = field(default_factory=list)
 
@@ -176,6 +180,7 @@ class SealReport:
             "sealed": self.sealed,
             "alreadySealed": self.already,
             "missing": self.missing,
+            "failed": self.failed,
         }
 
 
@@ -215,12 +220,22 @@ async def seal_existing(db: Database, store: ObjectStore, envelope: Envelope) ->
                 if storage_key is None:
                     continue  # erased or reclassified meanwhile
                 report.examined += 1
-                outcome = await seal_stored(session, store, envelope, organization_id, storage_key)
+                try:
+                    outcome = await seal_stored(
+                        session, store, envelope, organization_id, storage_key
+                    )
+                except (OSError, BotoCoreError, ClientError) as exc:
+                    # An archived object (restore it first) or a store error: the others go
+                    # on; a re-run picks this one up.
+                    log.warning("original not sealed", key=storage_key, error=str(exc))
+                    outcome = "failed"
             if outcome == "sealed":
                 report.sealed += 1
                 report.sealed_keys.append(storage_key)
             elif outcome == "already":
                 report.already += 1
+            elif outcome == "failed":
+                report.failed += 1
             else:
                 report.missing += 1
     return report
