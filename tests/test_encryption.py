@@ -13,6 +13,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aioboto3
 import httpx
@@ -37,6 +38,9 @@ from prism.models.enums import Classification, Role
 from prism.resolvers.context import Services
 from tests.conftest import NewDatabase, app_with, client_of
 from tests.factories import Tenant, add_document, codes, gid, gql, make_tenant
+from tests.pipeline_helpers import run_jobs
+from tests.test_gdpr import _export, _person
+from tests.test_gdpr import _upload as _upload_for_export
 from tests.test_mfa import _code, _enrol, _login
 from tests.test_storage import s3_endpoint  # noqa: F401 - the moto server (KMS too)
 
@@ -441,3 +445,31 @@ async def test_mfa_keeps_working_after_the_encryption_key_is_rotated(
         assert codes(await _login(after, email, backup[0])) == ["UNAUTHENTICATED"]
         # ... and so is a TOTP code (the secret opens with the retired key)
         assert (await _login(after, email, _code(secret, 1))).get("errors") is None
+
+
+async def test_an_export_download_whose_key_cannot_be_found_is_service_unavailable(
+    client: httpx.AsyncClient,
+    services: Services,
+    settings: Settings,
+    database_url: str,
+    tenant: Tenant,
+) -> None:
+    # given: a finished personal-data export (the bundle sealed with the data key) ...
+    user, token, _ = await _person(services, tenant)
+    await _upload_for_export(client, token, f"Notice {uuid.uuid4()}\n", "notice.txt")
+    await run_jobs(services)
+    export = await _export(client, services, token, gid("User", user.id))
+    url = urlsplit(export["downloadUrl"])
+    # ... whose data key now names a KEK nobody holds
+    async with services.db.transaction(tenant.org_id) as session:
+        await session.execute(
+            sa.text("UPDATE data_keys SET kek_id = 'local:00000000' WHERE organization_id = :o"),
+            {"o": tenant.org_id},
+        )
+    # when: a process that has not opened that key serves the link
+    async with app_with(settings, database_url) as app, client_of(app) as fresh:
+        response = await fresh.get(f"{url.path}?{url.query}")
+    # then: an outage, said as such, without the reason
+    assert response.status_code == 503
+    assert response.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+    assert "local:" not in response.text
