@@ -41,7 +41,7 @@ from prism.ingest.sealed import (
     open_sealed,
     sealed_size,
 )
-from prism.ingest.storage import LocalStore, ObjectStore
+from prism.ingest.storage import LocalStore, ObjectStore, S3Store
 from prism.models.documents import Document
 from prism.models.enums import Classification, Role
 from prism.resolvers.context import Services
@@ -441,3 +441,28 @@ async def test_sealing_and_opening_stream_in_constant_memory(tmp_path: Path) -> 
     assert total == size
     assert sealing_peak < 8 * 1024 * 1024, sealing_peak
     assert opening_peak < 8 * 1024 * 1024, opening_peak
+
+
+# aiohttp warns about every multipart part aioboto3 sends as bytes (clear files too): not
+# what this test is about.
+@pytest.mark.filterwarnings("ignore:Sending a large body directly with raw bytes")
+async def test_a_file_larger_than_a_multipart_part_is_sealed_into_s3_and_opens(
+    s3_endpoint: str,  # noqa: F811
+    bucket: str,  # noqa: F811
+) -> None:
+    """Above 8 MiB the S3 client uploads in parts, pulling from the sealing reader as it goes."""
+    store = S3Store(bucket=bucket, prefix="multipart/", endpoint_url=s3_endpoint)
+    plain = os.urandom(9 * 1024 * 1024 + 333)
+    key, key_id, name = os.urandom(32), os.urandom(16), f"org/x/documents/{uuid.uuid4()}"
+    reader: Any = SealingReader(
+        io.BytesIO(plain), Sealer(data_key_id=key_id, data_key=key, context=name.encode())
+    )
+    await store.put_file(name, reader, size=sealed_size(len(plain)), content_type="x")
+
+    async def key_for(_found: bytes) -> bytes:
+        return key
+
+    opened = b"".join(
+        [p async for p in open_sealed(store.open_stream(name), key_for, name.encode())]
+    )
+    assert opened == plain
