@@ -50,7 +50,7 @@ from prism.edge import (
     split_host_port,
     token_digest_of,
 )
-from prism.errors import PrismError, Unauthenticated
+from prism.errors import PrismError, ServiceUnavailable, Unauthenticated
 from prism.governance import gdpr
 from prism.jobs.pipeline import PROGRESS_CHANNEL
 from prism.jobs.watch import observe_jobs
@@ -390,14 +390,17 @@ async def download_export(request: Request) -> Response:
         request_id=request.scope.get("state", {}).get("request_id"),
     )
     pipeline = services.pipeline
-    body = await gdpr.open_download(
-        services.db,
-        pipeline.store,
-        pipeline.envelope,
-        organization_id=organization_id,
-        export_id=export_id,
-        meta=meta,
-    )
+    try:
+        body = await gdpr.open_download(
+            services.db,
+            pipeline.store,
+            pipeline.envelope,
+            organization_id=organization_id,
+            export_id=export_id,
+            meta=meta,
+        )
+    except ServiceUnavailable as exc:  # the data key cannot be opened now (logged)
+        return error_response(503, exc.code, exc.message)
     if body is None:
         return error_response(404, "NOT_FOUND", "No such export, or its link has expired.")
     return StreamingResponse(

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aioboto3
 import httpx
@@ -20,7 +22,9 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 
 from prism import bootstrap, migrations
+from prism.authz.secrets import SecretBox
 from prism.config import Settings
+from prism.errors import ServiceUnavailable
 from prism.governance.keyring import (
     KeyUnavailable,
     KmsKeys,
@@ -32,8 +36,12 @@ from prism.governance.keyring import (
 from prism.models.documents import Section
 from prism.models.enums import Classification, Role
 from prism.resolvers.context import Services
-from tests.conftest import NewDatabase
-from tests.factories import Tenant, add_document, gid, gql, make_tenant
+from tests.conftest import NewDatabase, app_with, client_of
+from tests.factories import Tenant, add_document, codes, gid, gql, make_tenant
+from tests.pipeline_helpers import run_jobs
+from tests.test_gdpr import _export, _person
+from tests.test_gdpr import _upload as _upload_for_export
+from tests.test_mfa import _code, _enrol, _login
 from tests.test_storage import s3_endpoint  # noqa: F401 - the moto server (KMS too)
 
 SECTIONS = """query($id: ID!) { document(id: $id) {
@@ -179,6 +187,13 @@ async def test_kms_wraps_and_unwraps_at_its_http_boundary(s3_endpoint: str) -> N
     assert kek.startswith("kms:")
     assert b"d" * 32 not in wrapped
     assert await kms_keys.unwrap(kek, wrapped, b"org-a") == b"d" * 32
+    # KMS refusing (another organization's context, an unknown key) is an unavailable key
+    with pytest.raises(KeyUnavailable):
+        await kms_keys.unwrap(kek, wrapped, b"org-b")
+    with pytest.raises(KeyUnavailable):
+        await KmsKeys(str(uuid.uuid4()), region="us-east-1", endpoint_url=s3_endpoint).wrap(
+            b"d" * 32, b"org-a"
+        )
 
 
 def _prism(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -262,3 +277,199 @@ async def test_a_data_key_first_used_in_a_rolled_back_transaction_still_opens(
     restarted = bootstrap.envelope(settings, services.db)  # another process, nothing cached
     async with services.db.transaction(tenant.org_id) as session:
         assert await restarted.open(session, tenant.org_id, sealed, b"c") == b"second"
+
+
+# --- online rotation: running processes follow the keyring -----------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:  # a file, not a pipe: a full pipe would stall the server
+        return subprocess.Popen(
+            [sys.executable, "-m", "prism.cli", "serve"],
+            env={**env, "PRISM_PORT": str(port)},
+            stdout=out,
+            stderr=out,
+        )
+
+
+async def _ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=2) as http:
+        for _ in range(300):
+            assert process.poll() is None, log.read_text()  # noqa: ASYNC240 - a failed start
+            try:
+                if (await http.get("/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"server did not start: {log.read_text()}")  # noqa: ASYNC240
+
+
+async def _served_text(url: str, token: str, document_id: uuid.UUID) -> dict[str, object]:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        return await gql(http, SECTIONS, {"id": gid("Document", document_id)}, token=token)
+
+
+def _readable(body: dict[str, object]) -> bool:
+    data = body.get("data") or {}
+    document = data.get("document") if isinstance(data, dict) else None
+    if not isinstance(document, dict):
+        return False
+    edges = document["sections"]["edges"]
+    return any("unlimited liability" in e["node"]["content"] for e in edges)
+
+
+async def test_rotation_is_online_for_two_running_server_processes(
+    new_database: NewDatabase, settings: Settings, tmp_path: Path
+) -> None:
+    # given: two `prism serve` processes on one database and one keyring file, and three
+    # organizations with RESTRICTED documents; each process has read one organization
+    url = await new_database()
+    await asyncio.to_thread(migrations.upgrade, url)
+    own = settings.model_copy(update={"database_url": SecretStr(url), "data_dir": tmp_path})
+    setup = bootstrap.build_services(own, url)
+    servers: list[subprocess.Popen[bytes]] = []
+    try:
+        tenants = [await make_tenant(setup) for _ in range(3)]
+        documents = [
+            await add_document(setup, t, classification=Classification.RESTRICTED) for t in tenants
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PRISM_")}
+        env.update(
+            PRISM_DATABASE_URL=url,
+            PRISM_DATA_DIR=str(tmp_path),
+            PRISM_LOG_LEVEL="WARNING",
+            PRISM_JWT_SECRET="j" * 40,
+        )
+        urls = []
+        for n in range(2):
+            port = _free_port()
+            log = tmp_path / f"serve-{n}.log"
+            servers.append(_serve(env, port, log))
+            urls.append(f"http://127.0.0.1:{port}")
+        for n, server_url in enumerate(urls):
+            await _ready(server_url, servers[n], tmp_path / f"serve-{n}.log")
+        admin = [t.tokens[Role.ADMIN] for t in tenants]
+        for n, server_url in enumerate(urls):
+            assert _readable(await _served_text(server_url, admin[n], documents[n].id))
+
+        # when: a new KEK is made current and every data key re-wrapped with it, twice
+        for _ in range(2):
+            _prism("keys", "rotate", "--new-kek", env=env)
+
+            # then: both processes read every organization's RESTRICTED text, without a
+            # restart (keys neither had cached are unwrapped with the KEK just added)
+            for server_url in urls:
+                for tenant, document in zip(tenants, documents, strict=True):
+                    body = await _served_text(server_url, tenant.tokens[Role.ADMIN], document.id)
+                    assert _readable(body), (server_url, body)
+
+        # and: data sealed after the rotation (a new organization's first data key, wrapped
+        # by a process that read the keyring before the rotation) is readable by both
+        late = await make_tenant(setup)
+        late_document = await add_document(setup, late, classification=Classification.RESTRICTED)
+        async with setup.db.transaction(late.org_id) as session:
+            kek = await session.scalar(
+                sa.text("SELECT kek_id FROM data_keys WHERE organization_id = :o"),
+                {"o": late.org_id},
+            )
+        current = json.loads((tmp_path / "keyring.json").read_text())["current"]
+        assert kek == current
+        for server_url in urls:
+            body = await _served_text(server_url, late.tokens[Role.ADMIN], late_document.id)
+            assert _readable(body), body
+        for n in range(2):
+            assert "Traceback" not in (tmp_path / f"serve-{n}.log").read_text()
+    finally:
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            server.wait(timeout=30)
+        await setup.close()
+
+
+async def test_a_key_that_cannot_be_found_is_service_unavailable_not_internal(
+    services: Services, client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    # given: RESTRICTED text whose data key names a KEK nobody holds (the API process has
+    # not opened this organization's key before: the tenant is new)
+    document = await add_document(services, tenant, classification=Classification.RESTRICTED)
+    async with services.db.transaction(tenant.org_id) as session:
+        await session.execute(
+            sa.text("UPDATE data_keys SET kek_id = 'local:00000000' WHERE organization_id = :o"),
+            {"o": tenant.org_id},
+        )
+    admin = tenant.tokens[Role.ADMIN]
+    for query in (SECTIONS, FINDINGS):
+        body = await gql(client, query, {"id": gid("Document", document.id)}, token=admin)
+        assert body.get("errors"), body
+        assert {e["extensions"]["code"] for e in body["errors"]} == {"SERVICE_UNAVAILABLE"}
+        assert "local:" not in json.dumps(body)  # the reason is logged, not told
+
+
+def test_an_mfa_secret_sealed_with_an_unknown_key_is_service_unavailable() -> None:
+    """The MFA box's key (PRISM_ENCRYPTION_KEY) rotates by restarting with the old key in
+    PRISM_ENCRYPTION_RETIRED_KEYS; a process that does not hold a key answers with an outage."""
+    old, new = os.urandom(32), os.urandom(32)
+    sealed = SecretBox(new, (old,)).seal(b"totp secret", b"ctx")
+    assert SecretBox(old, (new,)).open(sealed, b"ctx") == b"totp secret"  # retired opens
+    with pytest.raises(ServiceUnavailable):
+        SecretBox(old).open(sealed, b"ctx")
+
+
+async def test_mfa_keeps_working_after_the_encryption_key_is_rotated(
+    client: httpx.AsyncClient, settings: Settings, database_url: str, tenant: Tenant
+) -> None:
+    """PRISM_ENCRYPTION_KEY rotated (the old key moved to PRISM_ENCRYPTION_RETIRED_KEYS): the
+    TOTP secret sealed under the old key opens, and backup codes hashed under it still work."""
+    # given: MFA turned on under the server's current key
+    email = tenant.email(Role.REVIEWER)
+    secret, backup = await _enrol(client, email)
+    old = bootstrap.server_key(settings)
+    rotated = settings.model_copy(
+        update={
+            "encryption_key": SecretStr(os.urandom(32).hex()),
+            "encryption_retired_keys": SecretStr(old.hex()),
+        }
+    )
+    # when: a process configured with the new key signs the user in
+    async with app_with(rotated, database_url) as app, client_of(app) as after:
+        # then: a backup code issued before the rotation is accepted (once) ...
+        assert (await _login(after, email, backup[0])).get("errors") is None
+        assert codes(await _login(after, email, backup[0])) == ["UNAUTHENTICATED"]
+        # ... and so is a TOTP code (the secret opens with the retired key)
+        assert (await _login(after, email, _code(secret, 1))).get("errors") is None
+
+
+async def test_an_export_download_whose_key_cannot_be_found_is_service_unavailable(
+    client: httpx.AsyncClient,
+    services: Services,
+    settings: Settings,
+    database_url: str,
+    tenant: Tenant,
+) -> None:
+    # given: a finished personal-data export (the bundle sealed with the data key) ...
+    user, token, _ = await _person(services, tenant)
+    await _upload_for_export(client, token, f"Notice {uuid.uuid4()}\n", "notice.txt")
+    await run_jobs(services)
+    export = await _export(client, services, token, gid("User", user.id))
+    url = urlsplit(export["downloadUrl"])
+    # ... whose data key now names a KEK nobody holds
+    async with services.db.transaction(tenant.org_id) as session:
+        await session.execute(
+            sa.text("UPDATE data_keys SET kek_id = 'local:00000000' WHERE organization_id = :o"),
+            {"o": tenant.org_id},
+        )
+    # when: a process that has not opened that key serves the link
+    async with app_with(settings, database_url) as app, client_of(app) as fresh:
+        response = await fresh.get(f"{url.path}?{url.query}")
+    # then: an outage, said as such, without the reason
+    assert response.status_code == 503
+    assert response.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+    assert "local:" not in response.text

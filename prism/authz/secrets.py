@@ -16,12 +16,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jwt
+import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from prism.errors import BadUserInput, Unauthenticated
+from prism.errors import BadUserInput, ServiceUnavailable, Unauthenticated
+
+log = structlog.get_logger("prism.secrets")
 
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024
@@ -216,6 +219,10 @@ def load_or_create_key(path: Path) -> bytes:
     return key
 
 
+class SecretKeyUnavailable(ServiceUnavailable, ValueError):
+    """A value sealed with a key this process does not hold (SERVICE_UNAVAILABLE)."""
+
+
 class SecretBox:
     """AES-256-GCM for secrets stored in the database (MFA secrets).
 
@@ -234,6 +241,10 @@ class SecretBox:
         self._current_id = self.key_id(current)
         self._keys = {self.key_id(key): AESGCM(key) for key in (*retired, current)}
         self._digest_key = hmac.new(current, b"prism-digest", hashlib.sha256).digest()
+        # Digests made before a rotation still match (MFA backup codes outlive a key).
+        self._digest_keys = [
+            hmac.new(key, b"prism-digest", hashlib.sha256).digest() for key in (current, *retired)
+        ]
 
     @staticmethod
     def key_id(key: bytes) -> bytes:
@@ -249,11 +260,22 @@ class SecretBox:
             raise ValueError("not a sealed value")
         key = self._keys.get(sealed[1:5])
         if key is None:
-            raise ValueError("sealed with a key that is not configured")
+            # A key rotated on another process first (PRISM_ENCRYPTION_RETIRED_KEYS not yet
+            # rolled out here): an outage to report, not a bug and not bad input.
+            log.error("secret sealed with a key that is not configured", key_id=sealed[1:5].hex())
+            raise SecretKeyUnavailable(
+                "Encrypted data cannot be opened right now; try again later."
+            )
         try:
             return key.decrypt(sealed[5:17], sealed[17:], context)
         except InvalidTag as exc:
             raise ValueError("the sealed value was altered or belongs elsewhere") from exc
+
+    def digests(self, purpose: bytes, value: str) -> list[bytes]:
+        """``digest`` under the current key, then under each retired key: what a value
+        stored before the last rotation of PRISM_ENCRYPTION_KEY may have been hashed with."""
+        message = purpose + b"\x00" + value.encode()
+        return [hmac.new(key, message, hashlib.sha256).digest() for key in self._digest_keys]
 
     def digest(self, purpose: bytes, value: str) -> bytes:
         """A keyed hash (HMAC-SHA256) for lookups that must not reveal their input."""

@@ -1,7 +1,8 @@
 """Envelope encryption by classification: each organization has one data key (AES-256-GCM),
 stored only wrapped by a key-encryption key (``prism.governance.keyring``). RESTRICTED
 sections, the findings of their analyses (which quote them) and export bundles are sealed
-with it.
+with it, and so are the stored originals of CONFIDENTIAL and RESTRICTED documents
+(``prism.governance.originals``).
 
 A sealed value is ``version (1) | data key id (16) | nonce (12) | ciphertext+tag``; the
 associated data binds it to its row and purpose (a section's ciphertext copied onto another
@@ -19,12 +20,13 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from prism.governance.keyring import KeyEncryptionKeys
+from prism.governance.keyring import KeyEncryptionKeys, KeyUnavailable
 from prism.models import governance_data as governance_models
 from prism.models.analyses import Analysis
 from prism.models.db import Database
@@ -34,6 +36,7 @@ from prism.models.organizations import read_organization_ids
 
 VERSION = b"\x02"
 _HEADER = 1 + 16 + 12
+log = structlog.get_logger("prism.encryption")
 
 
 class Envelope:
@@ -41,6 +44,7 @@ class Envelope:
         self.keks = keks
         self.db = db
         self._keys: dict[uuid.UUID, tuple[uuid.UUID, AESGCM]] = {}
+        self._raw: dict[uuid.UUID, bytes] = {}
 
     @staticmethod
     def _wrap_context(organization_id: uuid.UUID) -> bytes:
@@ -64,11 +68,34 @@ class Envelope:
                 row = await governance_models.insert_data_key(
                     own, organization_id=organization_id, kek_id=kek_id, wrapped_key=wrapped
                 )
-        plain = await self.keks.unwrap(
-            row.kek_id, row.wrapped_key, self._wrap_context(organization_id)
-        )
+        try:
+            plain = await self.keks.unwrap(
+                row.kek_id, row.wrapped_key, self._wrap_context(organization_id)
+            )
+        except KeyUnavailable as exc:
+            # The client sees SERVICE_UNAVAILABLE; the operator reads why here.
+            log.error(
+                "data key unavailable",
+                organization_id=str(organization_id),
+                kek_id=row.kek_id,
+                reason=exc.reason,
+            )
+            raise
         self._keys[organization_id] = (row.id, AESGCM(plain))
+        self._raw[organization_id] = plain
         return self._keys[organization_id]
+
+    async def stream_key(
+        self, session: AsyncSession, organization_id: uuid.UUID
+    ) -> tuple[uuid.UUID, bytes]:
+        """The organization's data key (its id and bytes) for sealed objects, which derive a
+        key per object from it (``prism.ingest.sealed``)."""
+        key_id, _ = await self.data_key(session, organization_id)
+        return key_id, self._raw[organization_id]
+
+    def cached_stream_key(self, organization_id: uuid.UUID) -> tuple[uuid.UUID, bytes] | None:
+        cached = self._keys.get(organization_id)
+        return None if cached is None else (cached[0], self._raw[organization_id])
 
     async def seal(
         self, session: AsyncSession, organization_id: uuid.UUID, plaintext: bytes, context: bytes

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism.errors import Conflict
-from prism.governance import lake
+from prism.governance import lake, originals
 from prism.governance.encryption import Envelope
 from prism.ingest.storage import ObjectStore
 from prism.models import jobs as job_models
@@ -201,9 +201,14 @@ async def collect(session: AsyncSession, subject: User) -> tuple[dict[str, Any],
 
 
 async def build_bundle(
-    store: ObjectStore, data: dict[str, Any], documents: list[Document], target: Any
+    store: ObjectStore,
+    data: dict[str, Any],
+    documents: list[Document],
+    target: Any,
+    opened: Callable[[Document], AsyncIterator[bytes]] | None = None,
 ) -> None:
-    """A zip of ``person.json`` and the stored files, written to the file ``target``."""
+    """A zip of ``person.json`` and the stored files, written to the file ``target``;
+    ``opened`` reads a document's file (sealed originals opened on the way)."""
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(
             "person.json",
@@ -212,8 +217,9 @@ async def build_bundle(
         for document in documents:
             if document.storage_key is None or not await store.exists(document.storage_key):
                 continue
+            chunks = opened(document) if opened else store.open_stream(document.storage_key)
             with archive.open(f"files/{document.id}", "w") as member:
-                async for chunk in store.open_stream(document.storage_key):
+                async for chunk in chunks:
                     member.write(chunk)
 
 
@@ -317,7 +323,15 @@ async def build_export(
         data, documents = await collect(session, subject)
     key = export_key(organization_id, export_id)
     with tempfile.TemporaryFile() as plain, tempfile.TemporaryFile() as sealed:
-        await build_bundle(store, data, documents, plain)
+        await build_bundle(
+            store,
+            data,
+            documents,
+            plain,
+            lambda d: originals.open_original(
+                db, store, envelope, organization_id, d.storage_key or ""
+            ),
+        )
         plain.seek(0)
         async with db.transaction(organization_id) as session:
             size = await seal_frames(session, envelope, organization_id, export_id, plain, sealed)

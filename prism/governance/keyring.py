@@ -12,6 +12,12 @@ Two providers behind one protocol:
 
 A wrapped data key names the KEK that wrapped it (``kek_id``), so old and new KEKs unwrap
 side by side while ``prism keys rotate`` re-wraps: no downtime, no re-encryption of data.
+
+Rotation is online: a file keyring re-reads its file when it changed (a cheap ``stat`` before
+each wrap and whenever a data key names a KEK this process does not hold), so running API and
+worker processes pick up ``prism keys rotate --new-kek`` without a restart. A key that truly
+cannot be found is ``KeyUnavailable``: a ``SERVICE_UNAVAILABLE`` answer with the reason logged,
+never an internal error.
 """
 
 from __future__ import annotations
@@ -24,16 +30,25 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aioboto3
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from prism.config import Settings
+from prism.errors import ServiceUnavailable
 
 KEYRING_FILE = "keyring.json"
+log = structlog.get_logger("prism.keyring")
 
 
-class KeyUnavailable(Exception):
-    """The KEK a data key was wrapped with is not configured (or refuses to unwrap it)."""
+class KeyUnavailable(ServiceUnavailable):
+    """The KEK a data key was wrapped with is not configured (or refuses to unwrap it). The
+    client sees SERVICE_UNAVAILABLE with a generic message; ``reason`` is for the log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("Encrypted data cannot be opened right now; try again later.")
+        self.reason = reason
 
 
 class KeyEncryptionKeys(Protocol):
@@ -53,16 +68,47 @@ def key_id(key: bytes) -> str:
     return "local:" + hashlib.sha256(b"prism-key-id:" + key).digest()[:4].hex()
 
 
+def _stamp(path: Path) -> tuple[int, int, int]:
+    """What changes when the keyring file is replaced (``add_key`` renames a new file in)."""
+    found = path.stat()
+    return found.st_ino, found.st_mtime_ns, found.st_size
+
+
 class LocalKeyring:
-    """AES-256-GCM KEKs held by this process. ``path`` is None for an environment keyring."""
+    """AES-256-GCM KEKs held by this process. ``path`` is None for an environment keyring
+    (changed only by a restart); a file keyring follows its file (``refresh``)."""
 
     def __init__(self, current: bytes, others: tuple[bytes, ...] = (), path: Path | None = None):
+        self.path = path
+        self._stamp = _stamp(path) if path is not None else None
+        self._use(current, others)
+
+    def _use(self, current: bytes, others: tuple[bytes, ...]) -> None:
         for key in (current, *others):
             if len(key) != 32:
                 raise ValueError("key-encryption keys are 32 bytes")
-        self.path = path
         self._current = key_id(current)
         self._keys = {key_id(k): AESGCM(k) for k in (*others, current)}
+
+    def refresh(self) -> bool:
+        """Re-read the keyring file if it changed since it was read (True if it did). Keys
+        are only ever added to the file, but a key this process held stays usable anyway."""
+        if self.path is None:
+            return False
+        try:
+            stamp = _stamp(self.path)
+            if stamp == self._stamp:
+                return False
+            current, others = _parse(_read_file(self.path))
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("keyring file unreadable; keeping the keys held", error=str(exc))
+            return False
+        kept = self._keys
+        self._use(current, others)
+        self._keys = {**kept, **self._keys}
+        self._stamp = stamp
+        log.info("keyring reloaded", current=self._current, keys=len(self._keys))
+        return True
 
     @property
     def current_id(self) -> str:
@@ -73,11 +119,14 @@ class LocalKeyring:
         return list(self._keys)
 
     async def wrap(self, data_key: bytes, context: bytes) -> tuple[str, bytes]:
+        self.refresh()  # a new data key is wrapped with the KEK that is current now
         nonce = os.urandom(12)
         return self._current, nonce + self._keys[self._current].encrypt(nonce, data_key, context)
 
     async def unwrap(self, kek_id: str, wrapped: bytes, context: bytes) -> bytes:
         kek = self._keys.get(kek_id)
+        if kek is None and self.refresh():
+            kek = self._keys.get(kek_id)  # rotated by another process since this one read it
         if kek is None:
             raise KeyUnavailable(f"key-encryption key {kek_id} is not in the keyring")
         try:
@@ -117,11 +166,14 @@ def file_keyring(path: Path, seed: bytes) -> LocalKeyring:
             pass
         finally:
             partial.unlink()
-    data = _read_file(path)
+    current, others = _parse(_read_file(path))
+    return LocalKeyring(current, others, path=path)
+
+
+def _parse(data: dict[str, Any]) -> tuple[bytes, tuple[bytes, ...]]:
     keys = {kid: bytes.fromhex(hexkey) for kid, hexkey in data["keys"].items()}
     current = keys[data["current"]]
-    others = tuple(k for kid, k in keys.items() if kid != data["current"])
-    return LocalKeyring(current, others, path=path)
+    return current, tuple(k for kid, k in keys.items() if kid != data["current"])
 
 
 def add_key(path: Path) -> str:
@@ -157,21 +209,27 @@ class KmsKeys:
         return {"prism": context.hex()}
 
     async def wrap(self, data_key: bytes, context: bytes) -> tuple[str, bytes]:
-        async with self._client() as kms:
-            answer = await kms.encrypt(
-                KeyId=self.key_id, Plaintext=data_key, EncryptionContext=self._context(context)
-            )
+        try:
+            async with self._client() as kms:
+                answer = await kms.encrypt(
+                    KeyId=self.key_id, Plaintext=data_key, EncryptionContext=self._context(context)
+                )
+        except (BotoCoreError, ClientError) as exc:
+            raise KeyUnavailable(f"KMS refused to wrap with {self.key_id}: {exc}") from exc
         return self.current_id, bytes(answer["CiphertextBlob"])
 
     async def unwrap(self, kek_id: str, wrapped: bytes, context: bytes) -> bytes:
         if not kek_id.startswith("kms:"):
             raise KeyUnavailable(f"{kek_id} is not a KMS key; unwrap it with the local keyring")
-        async with self._client() as kms:
-            answer = await kms.decrypt(
-                KeyId=kek_id[len("kms:") :],
-                CiphertextBlob=wrapped,
-                EncryptionContext=self._context(context),
-            )
+        try:
+            async with self._client() as kms:
+                answer = await kms.decrypt(
+                    KeyId=kek_id[len("kms:") :],
+                    CiphertextBlob=wrapped,
+                    EncryptionContext=self._context(context),
+                )
+        except (BotoCoreError, ClientError) as exc:
+            raise KeyUnavailable(f"KMS refused to unwrap with {kek_id}: {exc}") from exc
         return bytes(answer["Plaintext"])
 
 

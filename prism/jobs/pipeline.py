@@ -24,11 +24,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism.errors import BadUserInput, Conflict, PayloadTooLarge, UnsupportedMediaType
-from prism.governance import gdpr, lifecycle, quality
+from prism.governance import gdpr, lifecycle, originals, quality
 from prism.governance.encryption import Envelope
 from prism.ingest.detect import Kind, Unsupported, detect_stream
 from prism.ingest.extract import ExtractionError, extract_isolated
 from prism.ingest.pii import mask, mask_all, scan
+from prism.ingest.sealed import SealedObjectError
 from prism.ingest.storage import document_key
 from prism.ingest.text import TextSection, count_words
 from prism.jobs.analyzers import Analyzer
@@ -154,8 +155,17 @@ async def receive_upload(
     )
     document.storage_key = document_key(scope.organization_id, document.id)
     source.seek(0)
-    await pipeline.store.put_file(
-        document.storage_key, source, size=size, content_type=kind.mime_type
+    # CONFIDENTIAL and RESTRICTED files are sealed on their way to the store.
+    await originals.put_original(
+        session,
+        pipeline.store,
+        pipeline.envelope,
+        organization_id=scope.organization_id,
+        classification=classification,
+        storage_key=document.storage_key,
+        source=source,
+        size=size,
+        content_type=kind.mime_type,
     )
     try:
         try:
@@ -478,9 +488,17 @@ async def handle_extract(run: JobRun) -> None:
         key, kind = document.storage_key, _kind_of(document.mime_type)
     with tempfile.TemporaryDirectory(prefix="prism-extract-") as scratch:
         path = Path(scratch) / "source"
+        stored = originals.open_original(
+            db, run.pipeline.store, run.pipeline.envelope, run.job.organization_id, key
+        )
         with path.open("wb") as out:
-            async for chunk in run.pipeline.store.open_stream(key):
-                out.write(chunk)
+            try:
+                async for chunk in stored:  # a sealed original is opened on the fly
+                    out.write(chunk)
+            except SealedObjectError as exc:
+                raise PermanentJobError(
+                    "The stored file fails its integrity check (altered or cut short)."
+                ) from exc
         try:
             extracted = await extract_isolated(path, kind, run.pipeline.limits)
         except ExtractionError as exc:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prism.authz.policy import Action, Resource, require
 from prism.authz.principal import Principal
 from prism.errors import BadUserInput, Conflict, Forbidden, not_found
+from prism.governance import originals
 from prism.jobs import pipeline
 from prism.models import analyses as analysis_models
 from prism.models import documents as document_models
@@ -103,6 +104,10 @@ async def update_document(
             document.classification = changes.classification
             # RESTRICTED text is sealed at rest; text of any other level is not.
             await ctx.services.pipeline.envelope.apply_classification(session, document)
+            # A stored original of CONFIDENTIAL or above is sealed too (never unsealed).
+            await originals.apply_classification(
+                session, ctx.services.pipeline.store, ctx.services.pipeline.envelope, document
+            )
         if changes.legal_hold is not None:
             document.legal_hold = changes.legal_hold
         after = snapshot(document)
