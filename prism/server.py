@@ -427,7 +427,7 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ok", "database": "up"})
 
 
-def render_metrics(services: Services) -> Response:
+async def render_metrics(services: Services) -> Response:
     for state, value in services.db.pool_status().items():
         DB_POOL.labels(state).set(value)
     try:
@@ -456,7 +456,7 @@ def public_metrics(gate: MetricsGate) -> Any:
             response = error_response(401, "UNAUTHENTICATED", "/metrics needs its bearer token.")
             response.headers["WWW-Authenticate"] = "Bearer"
             return response
-        return render_metrics(request.app.state.services)
+        return await render_metrics(request.app.state.services)
 
     return metrics
 
@@ -465,7 +465,7 @@ def metrics_only_app(services: Services) -> Starlette:
     """The separate listener of PRISM_METRICS_ADDRESS: /metrics and nothing else."""
 
     async def metrics(request: Request) -> Response:
-        return render_metrics(services)
+        return await render_metrics(services)
 
     return Starlette(routes=[Route("/metrics", metrics)])
 
