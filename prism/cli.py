@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from prism import bootstrap, demo, operators
+from prism.cli_errors import FailsInOneLine
 from prism.config import Settings
 from prism.errors import PrismError
 from prism.models.enums import Classification, Role
@@ -56,7 +57,7 @@ def _emit(obj: dict[str, Any], as_json: bool, text: str) -> None:
         click.echo(text)
 
 
-@click.group()
+@click.group(cls=FailsInOneLine)
 def main() -> None:
     """Prism: the GraphQL data-platform API of AI document review."""
     settings = Settings()
