@@ -59,6 +59,8 @@ def expected_failure(exc: BaseException) -> str | None:
         return f"database: {_first_line(str(exc)) or type(exc).__name__}"
     if isinstance(exc, OSError):
         return _os_error(exc)
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a file is not {exc.encoding.upper()} text (byte {exc.start})"
     return _service_error(exc)
 
 

@@ -9,6 +9,9 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import orjson
 import pytest
 import sqlalchemy.exc
@@ -279,3 +283,141 @@ async def test_the_worker_is_woken_by_notify_after_a_postgresql_restart(
         stop.set()
         await asyncio.wait_for(running, timeout=30)
         await services.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRISM_")}
+    # PYTHONWARNINGS: libraries' own warnings (platformdirs on this machine) are not the
+    # command's output.
+    return {
+        **env,
+        "PYTHONWARNINGS": "ignore",
+        "PRISM_LOG_LEVEL": "WARNING",
+        "PRISM_JWT_SECRET": "j" * 40,
+        **extra,
+    }
+
+
+def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:  # a file, not a pipe: a full pipe would stall the process
+        return subprocess.Popen([*PRISM, *args], env=env, stdout=out, stderr=out)
+
+
+async def test_sigterm_drains_serve_and_worker_and_they_exit_0(
+    database_url: str, settings: Settings, tmp_path: Path
+) -> None:
+    port = _free_port()
+    env = _env(
+        PRISM_DATABASE_URL=database_url,
+        PRISM_DATA_DIR=str(settings.data_dir),
+        PRISM_PORT=str(port),
+    )
+    processes = {
+        name: _start(args, env, tmp_path / f"{name}.log")
+        for name, args in (("serve", ["serve", "--with-worker"]), ("worker", ["worker"]))
+    }
+    try:
+        deadline = time.monotonic() + 90
+        ready = False
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            while not ready and time.monotonic() < deadline:
+                assert processes["serve"].poll() is None, (tmp_path / "serve.log").read_text()
+                try:
+                    ready = (await client.get("/readyz", timeout=1)).status_code == 200
+                except httpx.TransportError:
+                    await asyncio.sleep(0.3)
+        assert ready
+        assert processes["worker"].poll() is None, (tmp_path / "worker.log").read_text()
+        # when the platform stops them
+        for process in processes.values():
+            process.send_signal(signal.SIGTERM)
+        # then both drain and exit 0 (not 143: the signal is not raised again after the drain)
+        for name, process in processes.items():
+            code = await asyncio.to_thread(process.wait, 40)
+            assert code == 0, (name, code, (tmp_path / f"{name}.log").read_text()[-2000:])
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def _prism(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*PRISM, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def _one_line_failure(done: subprocess.CompletedProcess[str]) -> str:
+    """An expected failure: exit 1, nothing on stdout, and one `error:` line on stderr."""
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def test_expected_failures_of_commands_are_one_line(
+    database_url: str, settings: Settings, tmp_path: Path
+) -> None:
+    env = _env(PRISM_DATABASE_URL=database_url, PRISM_DATA_DIR=str(tmp_path / "var"))
+    # a backup whose dump file is gone (the local store: a file under the data directory)
+    made = _prism("backup", "create", env=env)
+    assert made.returncode == 0, made.stderr
+    name = made.stdout.strip().splitlines()[-1]
+    dump = tmp_path / "var" / "objects" / "backups" / name / "prism.dump"
+    if not dump.exists():
+        dump = next((tmp_path / "var").rglob("prism.dump"))
+    dump.unlink()
+    said = _one_line_failure(_prism("backup", "verify", "--name", name, env=env))
+    assert "prism.dump" in said or "dump" in said
+    # a backup that does not exist
+    said = _one_line_failure(_prism("backup", "verify", "--name", "no-such-backup", env=env))
+    assert "manifest" in said
+    # an output file that cannot be written
+    said = _one_line_failure(
+        _prism("schema", "export", "--output", str(tmp_path / "missing" / "s.graphql"), env=env)
+    )
+    assert "No such file or directory" in said
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    said = _one_line_failure(
+        _prism("policy", "table", "--output", str(a_file / "policy.md"), env=env)
+    )
+    assert "Not a directory" in said
+    # bad arguments are click's usage error (exit 2), no traceback either
+    usage = _prism("policy", "table", "--output", str(tmp_path), env=env)  # a directory
+    assert usage.returncode == 2
+    assert "Traceback" not in usage.stderr
+    assert "is a directory" in usage.stderr
+    # an operations file that cannot be read
+    unreadable = tmp_path / "ops.graphql"
+    unreadable.write_bytes(b"\xff\xfe not text")
+    said = _one_line_failure(_prism("operations", "push", str(unreadable), env=env))
+    assert str(unreadable) in said
+    assert "UTF-8" in said
+    # the database unreachable, for every kind of command that needs it
+    closed = f"postgresql://prism@127.0.0.1:{_free_port()}/prism"
+    down = _env(PRISM_DATABASE_URL=closed, PRISM_DATA_DIR=str(tmp_path / "var"))
+    for args in (
+        ["migrate"],
+        ["org", "create", "Nobody"],
+        ["backup", "verify"],
+        ["worker", "--drain"],
+        ["serve"],
+    ):
+        said = _one_line_failure(_prism(*args, env=down))
+        assert "connect" in said, (args, said)
+    # a setting that is refused
+    said = _one_line_failure(_prism("migrate", env={**env, "PRISM_PORT": "not-a-port"}))
+    assert "PRISM_PORT" in said
+    # an unknown organization (a domain error) is one line too
+    said = _one_line_failure(_prism("search", "reindex", "--org", "no such org", env=env))
