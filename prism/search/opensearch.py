@@ -174,8 +174,10 @@ class OpenSearchBackend:
         await self._put_template()
         if not await self._call(self.client.indices.exists_alias(name=self.alias)):
             if await self._call(self.client.indices.exists(index=self.alias)):
-                log.error("an index squats the search alias's name", alias=self.alias)
-                raise SearchUnavailable(f"The OpenSearch index is damaged; {REPAIR_HINT}.")
+                log.error(
+                    f"an index squats the search alias's name; {REPAIR_HINT}", alias=self.alias
+                )
+                raise SearchUnavailable("The OpenSearch index is damaged.")
             initial = f"{self.alias}-initial"
             try:
                 await self._call(
@@ -186,9 +188,10 @@ class OpenSearchBackend:
                 )
             except TransportError as exc:
                 if "invalid_alias_name" in str(exc.error):
-                    raise SearchUnavailable(
-                        f"The OpenSearch index is damaged; {REPAIR_HINT}."
-                    ) from exc
+                    log.error(
+                        f"an index squats the search alias's name; {REPAIR_HINT}", alias=self.alias
+                    )
+                    raise SearchUnavailable("The OpenSearch index is damaged.") from exc
                 if "resource_already_exists" not in str(exc.error):
                     raise
                 # Another process made it first (then the alias is there), or it was left
