@@ -196,21 +196,22 @@ class OpenSearchBackend:
                     raise
                 # Another process made it first (then the alias is there), or it was left
                 # without the alias: put the alias (back) on it.
-                await self._call(
-                    self.client.indices.update_aliases(
-                        body={
-                            "actions": [
-                                {
-                                    "add": {
-                                        "index": initial,
-                                        "alias": self.alias,
-                                        "is_write_index": True,
+                if not await self.alias_in_place():
+                    await self._call(
+                        self.client.indices.update_aliases(
+                            body={
+                                "actions": [
+                                    {
+                                        "add": {
+                                            "index": initial,
+                                            "alias": self.alias,
+                                            "is_write_index": True,
+                                        }
                                     }
-                                }
-                            ]
-                        }
+                                ]
+                            }
+                        )
                     )
-                )
             else:
                 log.warning(
                     "search index created empty behind its alias; if documents were indexed "
