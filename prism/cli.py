@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from prism import bootstrap, demo, operators
+from prism.cli_errors import FailsInOneLine
 from prism.config import Settings
 from prism.errors import PrismError
 from prism.models.enums import Classification, Role
@@ -45,7 +46,7 @@ def _run(work: Callable[[Services], Awaitable[T]], url: str | None = None) -> T:
     try:
         return asyncio.run(main())
     except PrismError as error:
-        console.print(f"[red]error:[/red] {error.message}")
+        console.print(f"[red]error:[/red] {error.message}", soft_wrap=True)
         sys.exit(1)
 
 
@@ -56,7 +57,7 @@ def _emit(obj: dict[str, Any], as_json: bool, text: str) -> None:
         click.echo(text)
 
 
-@click.group()
+@click.group(cls=FailsInOneLine)
 def main() -> None:
     """Prism: the GraphQL data-platform API of AI document review."""
     settings = Settings()
@@ -93,9 +94,10 @@ def serve(with_demo: bool, with_worker: bool) -> None:
             "prism.server:app_from_environment", factory=True, workers=settings.workers, **options
         )
     else:
+        from prism import serving  # a drained SIGTERM exits 0, not 143
         from prism.server import create_app  # keep `prism --help` and operator commands light
 
-        uvicorn.run(create_app(settings, database_url=url, with_worker=with_worker), **options)
+        serving.run(create_app(settings, database_url=url, with_worker=with_worker), **options)
 
 
 def _print_demo(result: demo.DemoResult) -> None:
@@ -427,7 +429,10 @@ def operations_push(files: tuple[Path, ...], as_json: bool) -> None:
         try:
             found.extend(split_operations(path.read_text(), graphql_schema))
         except PrismError as error:
-            console.print(f"[red]error:[/red] {path}: {error.message}")
+            console.print(f"[red]error:[/red] {path}: {error.message}", soft_wrap=True)
+            sys.exit(1)
+        except UnicodeDecodeError:
+            console.print(f"[red]error:[/red] {path}: not UTF-8 text", soft_wrap=True)
             sys.exit(1)
 
     async def work(services: Services) -> list[tuple[str, str, bool]]:
@@ -695,7 +700,7 @@ def backup_create(as_json: bool) -> None:
     try:
         result = _run(work)
     except BackupError as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         sys.exit(1)
     if as_json:
         click.echo(json.dumps(result.manifest))
@@ -726,7 +731,7 @@ def backup_verify(name: str | None, as_json: bool) -> None:
     try:
         report = _run(work)
     except BackupError as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         sys.exit(1)
     if as_json:
         click.echo(
@@ -749,6 +754,9 @@ def backup_verify(name: str | None, as_json: bool) -> None:
                 }
             )
         )
+    elif report.error and not report.restored and not report.tables:
+        # Nothing was restored to compare (manifest or dump missing): one line says it.
+        console.print(f"[red]error:[/red] backup {report.name}: {report.error}", soft_wrap=True)
     else:
         table = Table("table", "manifest rows", "restored rows", "checksum", title=report.name)
         for t in report.tables:

@@ -21,6 +21,7 @@ from prism.models.jobs import Job
 from prism.models.scope import Scope
 from prism.resolvers.context import Services
 from prism.search import SearchRequest, mandatory_filter
+from prism.search.opensearch import OpenSearchBackend
 from tests.factories import Tenant, add_document, codes, gid, gql, make_tenant
 from tests.search_helpers import opensearch_settings, running
 
@@ -298,3 +299,179 @@ async def test_reindex_gives_sections_from_before_search_their_text(services: Se
             )
         )
     assert any(t and word in t and "[EMAIL]" in t and "ann@" not in t for t in texts), texts
+
+
+async def _lose_everything(backend: OpenSearchBackend) -> None:
+    """The node restarted empty, for this test's alias only: its indices (the alias goes with
+    them) and its template are gone. Other people's indices on the shared node are untouched."""
+    await backend.client.indices.delete(
+        index=f"{backend.alias}-*", params={"ignore_unavailable": "true"}
+    )
+    await backend.client.indices.delete_index_template(
+        name=f"{backend.alias}-template", params={"ignore": 404}
+    )
+    if await backend.client.indices.exists(index=backend.alias):
+        await backend.client.indices.delete(index=backend.alias)
+
+
+async def _concrete_indices(backend: OpenSearchBackend) -> dict[str, list[str]]:
+    """Every index named after the alias (its own name included), with the aliases on it."""
+    found = await backend.client.indices.get(
+        index=f"{backend.alias},{backend.alias}-*",
+        params={"ignore_unavailable": "true", "allow_no_indices": "true"},
+    )
+    return {name: sorted(value.get("aliases", {})) for name, value in found.items()}
+
+
+async def test_a_node_restarted_empty_recovers_without_a_squatting_index(
+    opensearch_url: str, settings: Settings, database_url: str, services: Services
+) -> None:
+    tenant = await make_tenant(services)
+    word = f"restart{uuid.uuid4().hex[:8]}"
+    text = f"NOTICE\n\n1. Clause\nThe {word} clause applies.\n"
+    changed, untouched = [await add_document(services, tenant, text=text) for _ in range(2)]
+    alias = f"prism-test-{uuid.uuid4().hex[:10]}"
+    strict = opensearch_settings(settings, opensearch_url, alias=alias)
+    lenient = opensearch_settings(
+        settings, opensearch_url, alias=alias, fallback=SearchFallback.POSTGRES
+    )
+    admin = tenant.tokens[Role.ADMIN]
+    async with (
+        running(strict, database_url, "opensearch") as stack,
+        running(lenient, database_url, "opensearch") as fallback,
+    ):
+        backend = stack.services.search.opensearch
+        assert backend is not None
+        await stack.index([changed, untouched])
+        for client in (stack.client, fallback.client):
+            found = await gql(client, SEARCH, {"q": word}, token=admin)
+            assert found["data"]["search"]["totalCount"] == 2, found
+        # when the node comes back empty
+        await _lose_everything(backend)
+        # then search gives a coded answer, or PostgreSQL's with the fallback
+        down = await gql(stack.client, SEARCH, {"q": word}, token=admin)
+        assert codes(down) == ["SERVICE_UNAVAILABLE"], down
+        answered = await gql(fallback.client, SEARCH, {"q": word}, token=admin)
+        assert answered.get("errors") is None, answered
+        assert answered["data"]["search"]["totalCount"] == 2
+        assert answered["extensions"]["search"]["fallback"] is True
+        # one organization cannot refill a lost index: said in one line, nothing made
+        in_place = await asyncio.to_thread(
+            _reindex, strict, database_url, "--org", str(tenant.org_id)
+        )
+        assert in_place.returncode == 1
+        assert "Traceback" not in in_place.stderr
+        assert "prism search reindex" in in_place.stderr
+        assert await _concrete_indices(backend) == {}
+        # and the next index job rebuilds the template and the alias, never a plain index
+        # named like the alias
+        edited = await gql(
+            stack.client,
+            UPDATE,
+            {"input": {"id": gid("Document", changed.id), "classification": "PUBLIC"}},
+            token=admin,
+        )
+        assert edited.get("errors") is None, edited
+        await stack.run_jobs()
+        jobs = await _index_jobs(services, tenant)
+        assert [j.state for j in jobs] == [JobState.SUCCEEDED], [j.last_error for j in jobs]
+        indices = await _concrete_indices(backend)
+        assert indices == {f"{alias}-initial": [alias]}
+        assert await backend.client.indices.exists_index_template(name=f"{alias}-template")
+        mapping = await backend.client.indices.get_mapping(index=alias)
+        assert mapping[f"{alias}-initial"]["mappings"]["dynamic"] == "strict"
+        # search answers again, from what was indexed since
+        partial = await gql(stack.client, SEARCH, {"q": word}, token=admin)
+        assert partial.get("errors") is None, partial
+        assert partial["data"]["search"]["totalCount"] == 1
+        # a reindex left halfway long ago (an orphan index of this alias) ...
+        orphan = f"{alias}-20200101000000000000"
+        await backend.client.indices.create(index=orphan)
+        # the full reindex refills it and leaves only the new index behind the alias
+        done = await asyncio.to_thread(_reindex, strict, database_url)
+        assert done.returncode == 0, done.stderr
+        indices = await _concrete_indices(backend)
+        assert len(indices) == 1
+        ((name, aliases),) = indices.items()
+        assert name.startswith(f"{alias}-2")
+        assert name != orphan
+        assert aliases == [alias]
+        complete = await gql(stack.client, SEARCH, {"q": word}, token=admin)
+        assert complete["data"]["search"]["totalCount"] == 2
+
+
+async def test_reindex_replaces_an_index_squatting_the_alias_name(
+    opensearch_url: str, settings: Settings, database_url: str, services: Services
+) -> None:
+    tenant = await make_tenant(services)
+    word = f"squat{uuid.uuid4().hex[:8]}"
+    documents = [
+        await add_document(services, tenant, text=f"NOTE\n\n1. Clause\nThe {word} clause {i}.\n")
+        for i in range(2)
+    ]
+    alias = f"prism-test-{uuid.uuid4().hex[:10]}"
+    strict = opensearch_settings(settings, opensearch_url, alias=alias)
+    lenient = opensearch_settings(
+        settings, opensearch_url, alias=alias, fallback=SearchFallback.POSTGRES
+    )
+    admin = tenant.tokens[Role.ADMIN]
+    async with (
+        running(strict, database_url, "opensearch") as stack,
+        running(lenient, database_url, "opensearch") as fallback,
+    ):
+        backend = stack.services.search.opensearch
+        assert backend is not None
+        try:
+            await stack.index(documents)
+            for client in (stack.client, fallback.client):
+                found = await gql(client, SEARCH, {"q": word}, token=admin)
+                assert found["data"]["search"]["totalCount"] == 2, found
+            # given the damage a write without require_alias did after the node lost its
+            # data: a plain, dynamically mapped index named like the alias
+            await _lose_everything(backend)
+            await backend.client.index(
+                index=alias,
+                id=str(uuid.uuid4()),
+                body={"section_id": str(uuid.uuid4()), "organization_id": str(tenant.org_id)},
+                params={"refresh": "true"},
+            )
+            assert await _concrete_indices(backend) == {alias: []}
+            # then search gives a coded answer (not INTERNAL), or PostgreSQL's
+            down = await gql(stack.client, SEARCH, {"q": word}, token=admin)
+            assert codes(down) == ["SERVICE_UNAVAILABLE"], down
+            answered = await gql(fallback.client, SEARCH, {"q": word}, token=admin)
+            assert answered.get("errors") is None, answered
+            assert answered["data"]["search"]["totalCount"] == 2
+            # and index jobs wait (to be retried), writing nothing into the squatter
+            edited = await gql(
+                stack.client,
+                UPDATE,
+                {"input": {"id": gid("Document", documents[0].id), "classification": "PUBLIC"}},
+                token=admin,
+            )
+            assert edited.get("errors") is None, edited
+            await stack.run_jobs(refresh=False)
+            jobs = await _index_jobs(services, tenant)
+            assert [j.state for j in jobs] == [JobState.FAILED]
+            assert "SearchUnavailable" in (jobs[0].last_error or "")
+            assert (await backend.client.count(index=alias))["count"] == 1
+            # when the operator reindexes, the squatter is replaced by a proper index
+            done = await asyncio.to_thread(_reindex, strict, database_url)
+            assert done.returncode == 0, done.stderr
+            indices = await _concrete_indices(backend)
+            assert alias not in indices
+            assert list(indices.values()) == [[alias]]
+            # and search and index jobs work again
+            after = await gql(stack.client, SEARCH, {"q": word}, token=admin)
+            assert after.get("errors") is None, after
+            assert after["data"]["search"]["totalCount"] == 2
+            await _due_now(services, tenant)
+            await stack.run_jobs()
+            jobs = await _index_jobs(services, tenant)
+            assert [j.state for j in jobs] == [JobState.SUCCEEDED]
+            public = await gql(
+                stack.client, SEARCH, {"q": word, "f": {"classification": ["PUBLIC"]}}, token=admin
+            )
+            assert public["data"]["search"]["totalCount"] == 1
+        finally:
+            await _lose_everything(backend)

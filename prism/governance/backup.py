@@ -175,6 +175,15 @@ async def _read(store: ObjectStore, key: str) -> bytes:
     return b"".join(chunks)
 
 
+def _reason(exc: BaseException) -> str:
+    """Why an object could not be read, without the store's paths or the client's text."""
+    if isinstance(exc, FileNotFoundError) or "NoSuchKey" in str(exc) or "404" in str(exc):
+        return "not found"
+    if isinstance(exc, PermissionError) or "AccessDenied" in str(exc):
+        return "access denied"
+    return type(exc).__name__
+
+
 @dataclass(frozen=True)
 class TableCheck:
     table: str
@@ -222,14 +231,18 @@ async def verify_backup(
         manifest = json.loads(await _read(store, f"{PREFIX}{name}/manifest.json"))
         expected: dict[str, dict[str, Any]] = manifest["tables"]
     except Exception as exc:  # noqa: BLE001 - a missing or unreadable manifest is the report
-        report.error = f"manifest unreadable: {type(exc).__name__}"
+        report.error = f"manifest of {name} unreadable: {_reason(exc)}"
         return report
     scratch_db = f"prism_verify_{uuid.uuid4().hex[:12]}"
     with tempfile.TemporaryDirectory(prefix="prism-verify-") as scratch:
         dump = Path(scratch) / "prism.dump"
-        with dump.open("wb") as out:
-            async for chunk in store.open_stream(manifest["dump"]["key"]):
-                out.write(chunk)
+        try:
+            with dump.open("wb") as out:
+                async for chunk in store.open_stream(manifest["dump"]["key"]):
+                    out.write(chunk)
+        except Exception as exc:  # noqa: BLE001 - a missing or unreadable dump is the report
+            report.error = f"dump {manifest['dump']['key']} unreadable: {_reason(exc)}"
+            return report
         report.dump_checksum_matches = (
             await asyncio.to_thread(_sha256, dump) == manifest["dump"]["sha256"]
         )

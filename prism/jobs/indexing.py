@@ -15,7 +15,7 @@ from prism.models import organizations as org_models
 from prism.models.base import utcnow
 from prism.models.db import Database
 from prism.models.documents import IndexRow
-from prism.search import Search, SectionDocument
+from prism.search import Search, SearchUnavailable, SectionDocument
 
 BATCH = 1000
 # A reindex re-reads documents changed since it began, minus this margin (clock skew of the
@@ -116,7 +116,9 @@ async def reindex(
     """Re-mask every section's search text (PostgreSQL's index follows) and, with OpenSearch,
     rebuild its index. All organizations: into a new index, then the alias swaps to it and the
     old index is deleted. One organization (``organization_id``): in place, then that
-    organization's sections left over from before are deleted."""
+    organization's sections left over from before are deleted. The full rebuild also repairs
+    whatever state the index is in (alias lost, an index squatting its name, template gone,
+    indices of an interrupted reindex); in place needs the alias to be there."""
     progress = ReindexProgress()
     started = utcnow()
     async with db.transaction(None) as session:
@@ -131,6 +133,12 @@ async def reindex(
             progress.total += await document_models.count_index_rows(session, org)
     backend = search.opensearch
     target: str | None = None
+    if backend is not None and organization_id is not None and not await backend.alias_in_place():
+        # In place needs the index in place: one organization cannot refill a lost index.
+        raise SearchUnavailable(
+            "The OpenSearch index is missing or damaged; run `prism search reindex` for all "
+            "organizations to rebuild it."
+        )
     if backend is not None and organization_id is None:
         target = await backend.create_index()
         progress.index = target

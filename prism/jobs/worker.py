@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-import asyncpg
 import structlog
 from sqlalchemy.exc import DataError
 
@@ -29,9 +28,10 @@ from prism.jobs.runtime import Pipeline
 from prism.models import governance as governance_models
 from prism.models import jobs as job_models
 from prism.models.base import utcnow
-from prism.models.db import APP_ROLE, url_for_asyncpg
+from prism.models.db import url_for_asyncpg
 from prism.models.enums import JobState
 from prism.models.jobs import Job
+from prism.models.notify import Listener
 
 log = structlog.get_logger("prism.worker")
 JOBS_CHANNEL = "prism_jobs"
@@ -101,8 +101,7 @@ class Worker:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-                if listener is not None:
-                    await listener.close()
+                await listener.stop()
                 log.info("worker stopped", worker=self.name)
 
     async def drain(self) -> int:
@@ -156,16 +155,16 @@ class Worker:
             for waiter in waiters[:2]:
                 waiter.cancel()
 
-    async def _listen(self) -> asyncpg.Connection | None:
-        """A dedicated connection for LISTEN; without it the worker still polls."""
+    async def _listen(self) -> Listener:
+        """A kept LISTEN connection: a NOTIFY wakes the loop; PostgreSQL restarting costs a
+        reconnect (with backoff), after which the loop looks for what was queued meanwhile.
+        While it is down the worker still polls."""
         url = url_for_asyncpg(self.pipeline.db.engine.url.render_as_string(hide_password=False))
-        try:
-            conn = await asyncpg.connect(url, server_settings={"role": APP_ROLE})
-            await conn.add_listener(JOBS_CHANNEL, lambda *_: self._wake.set())
-        except (OSError, asyncpg.PostgresError):
-            log.warning("LISTEN unavailable, polling only", exc_info=True)
-            return None
-        return conn
+        listener = Listener(
+            url, JOBS_CHANNEL, lambda _payload: self._wake.set(), on_connect=self._wake.set
+        )
+        await listener.start()
+        return listener
 
     async def _heartbeat(self) -> None:
         interval = self.lease_seconds / 3

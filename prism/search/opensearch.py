@@ -4,15 +4,23 @@ Documents are sections (``_id`` = section id) in an index behind an alias: searc
 go through the alias, a full reindex builds ``<alias>-<timestamp>`` and swaps the alias in one
 atomic ``_aliases`` call, so searches never see a half-built index. An index template gives
 every such index explicit, strict mappings: keywords for what is filtered and counted, the
-``english`` analyzer for the (PII-masked) text."""
+``english`` analyzer for the (PII-masked) text.
+
+Writes never create an index by themselves (``require_alias`` on every write through the
+alias): a node that lost its data (restarted empty) would otherwise get a plain, dynamically
+mapped index squatting the alias's name. A write that finds the alias gone rebuilds the
+template and the alias (empty; ``prism search reindex`` refills it) and is tried once more;
+a search that finds it gone is SearchUnavailable; and a full reindex repairs any state."""
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import structlog
 from opensearchpy import AsyncOpenSearch
 from opensearchpy.exceptions import ConnectionError as OpenSearchConnectionError
 from opensearchpy.exceptions import NotFoundError, TransportError
@@ -33,6 +41,7 @@ from prism.search.types import (
 from prism.search.visibility import MandatoryFilter
 
 T = TypeVar("T")
+log = structlog.get_logger("prism.search")
 TEMPLATE_VERSION = 1
 KEYWORD = {"type": "keyword"}
 MAPPINGS: dict[str, Any] = {
@@ -61,6 +70,20 @@ FACET_SOURCE = {
     "riskLevel": "risk_level",
 }
 FRAGMENT_SIZE = 160
+# The names Prism gives the indices behind an alias: ensure_index's first one and a reindex's
+# ``<alias>-<%Y%m%d%H%M%S%f>``. Only these are ever cleaned up (the template's pattern could
+# match other people's indices).
+OWN_INDEX = r"-(?:initial|\d{20})"
+REPAIR_HINT = "run `prism search reindex` to rebuild it"
+
+
+class AliasMissing(Exception):
+    """A write through the alias found no alias (and, with ``require_alias``, created
+    nothing)."""
+
+
+def _index_missing(exc: TransportError) -> bool:
+    return exc.status_code == 404 and "index_not_found" in str(exc.error)
 
 
 def _now() -> str:
@@ -143,27 +166,84 @@ class OpenSearchBackend:
         }
 
     async def ensure_index(self) -> None:
-        """The template and, on first use, an index behind the alias."""
+        """The template and, when the alias is missing (first use, or a node that lost its
+        data), an empty index behind it. An index squatting the alias's name is not touched
+        here: that is SearchUnavailable until ``prism search reindex`` replaces it."""
         if self._ready:
             return
+        await self._put_template()
+        if not await self._call(self.client.indices.exists_alias(name=self.alias)):
+            if await self._call(self.client.indices.exists(index=self.alias)):
+                log.error(
+                    f"an index squats the search alias's name; {REPAIR_HINT}", alias=self.alias
+                )
+                raise SearchUnavailable("The OpenSearch index is damaged.")
+            initial = f"{self.alias}-initial"
+            try:
+                await self._call(
+                    self.client.indices.create(
+                        index=initial,
+                        body={"aliases": {self.alias: {"is_write_index": True}}},
+                    )
+                )
+            except TransportError as exc:
+                if "invalid_alias_name" in str(exc.error):
+                    log.error(
+                        f"an index squats the search alias's name; {REPAIR_HINT}", alias=self.alias
+                    )
+                    raise SearchUnavailable("The OpenSearch index is damaged.") from exc
+                if "resource_already_exists" not in str(exc.error):
+                    raise
+                # Another process made it first (then the alias is there), or it was left
+                # without the alias: put the alias (back) on it.
+                if not await self.alias_in_place():
+                    await self._call(
+                        self.client.indices.update_aliases(
+                            body={
+                                "actions": [
+                                    {
+                                        "add": {
+                                            "index": initial,
+                                            "alias": self.alias,
+                                            "is_write_index": True,
+                                        }
+                                    }
+                                ]
+                            }
+                        )
+                    )
+            else:
+                log.warning(
+                    "search index created empty behind its alias; if documents were indexed "
+                    "before (a node that lost its data), run `prism search reindex`",
+                    alias=self.alias,
+                    index=initial,
+                )
+        self._ready = True
+
+    async def _put_template(self) -> None:
         await self._call(
             self.client.indices.put_index_template(
                 name=f"{self.alias}-template", body=self.template()
             )
         )
-        if not await self._call(self.client.indices.exists_alias(name=self.alias)):
+
+    async def _through_alias(self, write: Callable[[], Awaitable[T]]) -> T:
+        """A write through the alias. When the alias is gone (the node restarted empty),
+        the template and alias are rebuilt and the write tried once more."""
+        await self.ensure_index()
+        try:
+            return await write()
+        except (AliasMissing, NotFoundError) as exc:
+            if isinstance(exc, NotFoundError) and not _index_missing(exc):
+                raise
+            log.warning("search alias missing on write; rebuilding it", alias=self.alias)
+            self._ready = False
+            await self.ensure_index()
             try:
-                await self._call(
-                    self.client.indices.create(
-                        index=f"{self.alias}-initial",
-                        body={"aliases": {self.alias: {"is_write_index": True}}},
-                    )
-                )
-            except TransportError as exc:
-                # Another process made it first: the alias is there now.
-                if "resource_already_exists" not in str(exc.error):
-                    raise
-        self._ready = True
+                return await write()
+            except AliasMissing as again:
+                raise SearchUnavailable("The OpenSearch index is missing.") from again
 
     async def indices_behind_alias(self) -> list[str]:
         try:
@@ -174,11 +254,7 @@ class OpenSearchBackend:
 
     async def create_index(self) -> str:
         """A new, empty index for a reindex, tuned for bulk loading until finish_index."""
-        await self._call(
-            self.client.indices.put_index_template(
-                name=f"{self.alias}-template", body=self.template()
-            )
-        )
+        await self._put_template()
         name = f"{self.alias}-{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
         await self._call(
             self.client.indices.create(
@@ -198,38 +274,78 @@ class OpenSearchBackend:
         await self._call(self.client.indices.refresh(index=name))
 
     async def swap_alias(self, new_index: str) -> list[str]:
-        """Point the alias at ``new_index`` alone, atomically; delete the indices it left."""
+        """Point the alias at ``new_index`` alone, atomically; delete the indices it left and
+        Prism's indices of this alias that nothing points at (an index squatting the alias's
+        name goes in the same atomic call)."""
         old = [name for name in await self.indices_behind_alias() if name != new_index]
         actions: list[dict[str, Any]] = [
             {"remove": {"index": name, "alias": self.alias}} for name in old
         ]
+        if not old and await self._call(self.client.indices.exists(index=self.alias)):
+            log.warning("replacing an index that squats the search alias", alias=self.alias)
+            actions.append({"remove_index": {"index": self.alias}})
+            old.append(self.alias)
         actions.append({"add": {"index": new_index, "alias": self.alias, "is_write_index": True}})
         await self._call(self.client.indices.update_aliases(body={"actions": actions}))
         for name in old:
             await self._call(
                 self.client.indices.delete(index=name, params={"ignore_unavailable": "true"})
             )
+        orphans = await self._orphans(new_index)
+        for name in orphans:
+            await self._call(
+                self.client.indices.delete(index=name, params={"ignore_unavailable": "true"})
+            )
         self._ready = True
-        return old
+        return [*old, *orphans]
+
+    async def _orphans(self, current: str) -> list[str]:
+        """Prism's indices of this alias created before ``current`` that the alias does not
+        point at: left by a reindex that stopped halfway, or by a lost alias. (Younger ones
+        may be another reindex's, still loading.)"""
+        found = await self._call(
+            self.client.indices.get_settings(
+                index=f"{self.alias}-*",
+                name="index.creation_date",
+                params={"ignore_unavailable": "true", "allow_no_indices": "true"},
+            )
+        )
+        created = {
+            name: int(value["settings"]["index"]["creation_date"])
+            for name, value in found.items()
+            if re.fullmatch(re.escape(self.alias) + OWN_INDEX, name)
+        }
+        if current not in created:
+            return []
+        behind = set(await self.indices_behind_alias())
+        return sorted(
+            name
+            for name, at in created.items()
+            if name != current and name not in behind and at <= created[current]
+        )
+
+    async def alias_in_place(self) -> bool:
+        return bool(await self._call(self.client.indices.exists_alias(name=self.alias)))
 
     async def delete_stale(self, organization_id: uuid.UUID, before: datetime) -> int:
         """Remove an organization's sections not written since ``before`` (after an in-place
         reindex of that organization: what is left is gone from PostgreSQL)."""
-        await self.ensure_index()
-        result = await self._call(
-            self.client.delete_by_query(
-                index=self.alias,
-                body={
-                    "query": {
-                        "bool": {
-                            "filter": [
-                                {"term": {"organization_id": str(organization_id)}},
-                                {"range": {"indexed_at": {"lt": before.isoformat()}}},
-                            ]
+        result = await self._through_alias(
+            lambda: self._call(
+                self.client.delete_by_query(
+                    index=self.alias,
+                    body={
+                        "query": {
+                            "bool": {
+                                "filter": [
+                                    {"term": {"organization_id": str(organization_id)}},
+                                    {"range": {"indexed_at": {"lt": before.isoformat()}}},
+                                ]
+                            }
                         }
-                    }
-                },
-                params={"refresh": "true", "conflicts": "proceed"},
+                    },
+                    params={"refresh": "true", "conflicts": "proceed"},
+                )
             )
         )
         return int(result.get("deleted", 0))
@@ -242,68 +358,77 @@ class OpenSearchBackend:
         document_id: uuid.UUID,
         sections: Sequence[SectionDocument],
     ) -> None:
-        await self.ensure_index()
         # No refresh wait: the index refreshes every second by itself, and a job waiting for
         # it would hold its worker slot and the document's lock that long.
         if sections:
-            await self._bulk(sections, index=self.alias)
+            await self._through_alias(lambda: self._bulk(sections, index=self.alias))
         # Sections of an earlier extraction (other ids) go.
-        await self._call(
-            self.client.delete_by_query(
-                index=self.alias,
-                body={
-                    "query": {
-                        "bool": {
-                            "filter": [
-                                {"term": {"organization_id": str(organization_id)}},
-                                {"term": {"document_id": str(document_id)}},
-                            ],
-                            "must_not": [
-                                {"ids": {"values": [str(s.section_id) for s in sections]}}
-                            ],
+        await self._through_alias(
+            lambda: self._call(
+                self.client.delete_by_query(
+                    index=self.alias,
+                    body={
+                        "query": {
+                            "bool": {
+                                "filter": [
+                                    {"term": {"organization_id": str(organization_id)}},
+                                    {"term": {"document_id": str(document_id)}},
+                                ],
+                                "must_not": [
+                                    {"ids": {"values": [str(s.section_id) for s in sections]}}
+                                ],
+                            }
                         }
-                    }
-                },
-                params={"conflicts": "proceed"},
+                    },
+                    params={"conflicts": "proceed"},
+                )
             )
         )
 
     async def delete(self, organization_id: uuid.UUID, document_id: uuid.UUID) -> None:
-        await self.ensure_index()
-        await self._call(
-            self.client.delete_by_query(
-                index=self.alias,
-                body={
-                    "query": {
-                        "bool": {
-                            "filter": [
-                                {"term": {"organization_id": str(organization_id)}},
-                                {"term": {"document_id": str(document_id)}},
-                            ]
+        await self._through_alias(
+            lambda: self._call(
+                self.client.delete_by_query(
+                    index=self.alias,
+                    body={
+                        "query": {
+                            "bool": {
+                                "filter": [
+                                    {"term": {"organization_id": str(organization_id)}},
+                                    {"term": {"document_id": str(document_id)}},
+                                ]
+                            }
                         }
-                    }
-                },
-                params={"conflicts": "proceed"},
+                    },
+                    params={"conflicts": "proceed"},
+                )
             )
         )
 
     async def bulk(self, sections: Sequence[SectionDocument], index: str | None = None) -> int:
         if index is None:
-            await self.ensure_index()
-        return await self._bulk(sections, index=index or self.alias)
+            return await self._through_alias(lambda: self._bulk(sections, index=self.alias))
+        return await self._bulk(sections, index=index)
 
     async def _bulk(self, sections: Sequence[SectionDocument], *, index: str) -> int:
+        """Through the alias, ``require_alias``: a missing alias is AliasMissing, never a new
+        index of that name."""
         if not sections:
             return 0
         indexed_at = _now()
         lines: list[dict[str, Any]] = []
         for doc in sections:
-            lines.append({"index": {"_index": index, "_id": str(doc.section_id)}})
+            action: dict[str, Any] = {"_index": index, "_id": str(doc.section_id)}
+            if index == self.alias:
+                action["require_alias"] = True
+            lines.append({"index": action})
             lines.append(source_of(doc, indexed_at))
         result = await self._call(self.client.bulk(body=lines))
         if result.get("errors"):
             failures = [item["index"] for item in result["items"] if item["index"].get("error")]
             statuses = {int(f.get("status", 0)) for f in failures}
+            if any(f["error"].get("type") == "index_not_found_exception" for f in failures):
+                raise AliasMissing(index)
             if any(s == 429 or s >= 500 for s in statuses):
                 raise SearchUnavailable(f"OpenSearch refused {len(failures)} sections for now.")
             reason = failures[0]["error"].get("reason", "unknown") if failures else "unknown"
@@ -354,8 +479,16 @@ class OpenSearchBackend:
         try:
             result = await self._call(self.client.search(index=self.alias, body=body))
         except NotFoundError as exc:
+            # The node lost the index (restarted empty): the next call rebuilds the alias.
             self._ready = False
+            log.warning("search alias missing", alias=self.alias)
             raise SearchUnavailable("The OpenSearch index is missing.") from exc
+        except TransportError as exc:
+            # A query we built refused: a bug of ours, unless the alias's name now holds
+            # something else (then ensure_index says SearchUnavailable).
+            self._ready = False
+            await self.ensure_index()
+            raise exc
         found = result["hits"]["hits"]
         hits = []
         for raw in found[: request.first]:
