@@ -48,7 +48,7 @@ from prism.models.db import url_for_asyncpg
 from prism.models.notify import Notifications
 from prism.observability import DB_POOL, HTTP_REQUESTS, configure_logging
 from prism.resolvers.context import Context, RequestTransaction, Services
-from prism.schema import build_schema
+from prism.schema import build_schema, inputs
 
 log = structlog.get_logger("prism.http")
 ROUTES = frozenset({"/graphql", "/healthz", "/readyz", "/metrics"})
@@ -278,6 +278,16 @@ class PrismGraphQL(GraphQL[Context, None]):
             root_value,
             replace(request_data, query=resolved.query),
         )
+
+    def decode_json(self, data: str | bytes) -> object:
+        """Every JSON the view and the WebSocket handler read: strict and shallow."""
+        return inputs.decode_json(data)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        try:
+            return self.decode_json(data)
+        except inputs.JsonRefused as exc:
+            raise HTTPException(400, exc.msg) from exc
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         """GraphiQL for a browser's bare GET, not for a persisted query sent over GET."""

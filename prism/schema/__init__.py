@@ -31,6 +31,7 @@ from prism.schema.extensions import (
 )
 from prism.schema.governance_data import DataExport
 from prism.schema.identity import ApiToken, Organization, User
+from prism.schema.inputs import InputBounds
 from prism.schema.limits import OperationCost, RateLimit, ResponseCache
 from prism.schema.mutation import Mutation
 from prism.schema.query import Query
@@ -89,6 +90,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         ErrorCodes,
         ParseCache,
         lambda: ValidationCache(maxsize=PARSE_CACHE_SIZE),
+        InputBounds,  # after the validation cache: its refusal replaces validation
         lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
         lambda: AddValidationRules(rules),
         OperationCost,

@@ -1,0 +1,212 @@
+"""Bounds on every input value, at the edge, for every field at once.
+
+Two places see what a client sends before any resolver does:
+
+- ``decode_json``: every JSON the HTTP view and the WebSocket handler decode (a POST body,
+  GET's ``variables`` and ``extensions``, multipart ``operations`` and ``map``, a
+  graphql-transport-ws message). Strict JSON (no NaN or Infinity, no lone surrogates, valid
+  UTF-8), nested at most ``MAX_NESTING`` levels.
+- ``InputBounds``: before validation and execution, one walk over the variable values and the
+  literal values of the document (arguments, input fields, defaults, directives): lists of at
+  most ``MAX_LIST_LENGTH`` elements, strings of at most ``MAX_STRING_LENGTH`` characters with
+  no NUL (PostgreSQL cannot store it) and no lone surrogate (no encoding can), at most
+  ``MAX_NESTING`` levels. The walk is iterative and linear in the size of the input.
+
+A field that needs less declares it where it is resolved (``nodes(ids:)``: 100 ids).
+What breaks a bound is BAD_USER_INPUT, saying which variable or argument and why.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from graphql import (
+    ArgumentNode,
+    DocumentNode,
+    GraphQLError,
+    ListValueNode,
+    Node,
+    ObjectValueNode,
+    StringValueNode,
+    ValueNode,
+    VariableDefinitionNode,
+)
+from strawberry.extensions import SchemaExtension
+
+from prism.errors import BadUserInput
+
+MAX_LIST_LENGTH = 1_000
+MAX_STRING_LENGTH = 100_000
+MAX_NESTING = 32
+
+# NUL, and UTF-16 surrogate code points (valid only in pairs, which Python holds as one).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+class JsonRefused(json.JSONDecodeError):
+    """A JSON text refused whole; the standard library's base keeps Strawberry's handlers
+    (HTTP 400, WebSocket close 4400) working."""
+
+    def __init__(self, message: str) -> None:
+        ValueError.__init__(self, message)
+        self.msg = message
+        self.doc = ""
+        self.pos = self.lineno = self.colno = 0
+
+    def __str__(self) -> str:
+        return self.msg
+
+
+def decode_json(data: str | bytes) -> object:
+    """Strict JSON, nested at most ``MAX_NESTING`` levels."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise JsonRefused(f"The request is not valid JSON: {exc}") from exc
+    if _nesting(value) > MAX_NESTING:
+        raise JsonRefused(f"The request's JSON nests deeper than {MAX_NESTING} levels.")
+    return value
+
+
+def _nesting(value: object) -> int:
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_NESTING:
+                break
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def _string_problem(text: str, what: str = "a string") -> str | None:
+    if len(text) > MAX_STRING_LENGTH:
+        return f"{what} of {len(text)} characters; the limit is {MAX_STRING_LENGTH}"
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return f"{what} holding a NUL character (U+0000)"
+    return f"{what} holding a lone UTF-16 surrogate (not a character)"
+
+
+def _list_problem(length: int) -> str | None:
+    if length > MAX_LIST_LENGTH:
+        return f"a list of {length} elements; the limit is {MAX_LIST_LENGTH}"
+    return None
+
+
+def value_problem(value: object) -> tuple[str, str] | None:
+    """The first bound a decoded value (a variable's) breaks: (path below it, problem)."""
+    stack: list[tuple[object, int, str]] = [(value, 1, "")]
+    while stack:
+        item, depth, path = stack.pop()
+        if depth > MAX_NESTING:
+            return path, f"values nested deeper than {MAX_NESTING} levels"
+        problem: str | None = None
+        if isinstance(item, str):
+            problem = _string_problem(item)
+        elif isinstance(item, list):
+            problem = _list_problem(len(item))
+            stack.extend((child, depth + 1, f"{path}[{i}]") for i, child in enumerate(item))
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                problem = _string_problem(str(key), "a field name")
+                if problem is not None:
+                    break
+                stack.append((child, depth + 1, f"{path}.{key}"))
+        elif isinstance(item, float) and not math.isfinite(item):
+            problem = "a number that is not finite"
+        if problem is not None:
+            return path, problem
+    return None
+
+
+def _literal_problem(node: ValueNode) -> tuple[str, str] | None:
+    stack: list[tuple[ValueNode, int, str]] = [(node, 1, "")]
+    while stack:
+        item, depth, path = stack.pop()
+        if depth > MAX_NESTING:
+            return path, f"values nested deeper than {MAX_NESTING} levels"
+        problem: str | None = None
+        if isinstance(item, StringValueNode):
+            problem = _string_problem(item.value)
+        elif isinstance(item, ListValueNode):
+            problem = _list_problem(len(item.values))
+            stack.extend(
+                (child, depth + 1, f"{path}[{i}]") for i, child in enumerate(item.values)
+            )
+        elif isinstance(item, ObjectValueNode):
+            stack.extend(
+                (field.value, depth + 1, f"{path}.{field.name.value}") for field in item.fields
+            )
+        if problem is not None:
+            return path, problem
+    return None
+
+
+def _literals(document: DocumentNode) -> Iterator[tuple[str, ValueNode]]:
+    """Each outermost literal value in the document with the name it is given to: argument
+    values (of fields and directives) and variable defaults. Iterative: the document's own
+    nesting is bounded by the depth and token limits, not by Python's stack."""
+    stack: list[Any] = list(document.definitions)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ArgumentNode):
+            yield node.name.value, node.value
+            continue
+        if isinstance(node, VariableDefinitionNode):
+            if node.default_value is not None:
+                yield f"${node.variable.name.value}", node.default_value
+            stack.extend(node.directives or ())
+            continue
+        if isinstance(node, ValueNode):
+            continue
+        for key in node.keys:
+            child = getattr(node, key, None)
+            if isinstance(child, tuple | list):
+                stack.extend(c for c in child if isinstance(c, Node))
+            elif isinstance(child, Node):
+                stack.append(child)
+
+
+def input_problem(document: DocumentNode | None, variables: dict[str, Any] | None) -> str | None:
+    """What the request's input breaks, as a message for the client; None when it fits."""
+    if variables:
+        found = value_problem(variables)
+        if found is not None:
+            path, problem = found
+            return f"Variable ${path.lstrip('.')} holds {problem}."
+    if document is not None:
+        for name, literal in _literals(document):
+            found = _literal_problem(literal)
+            if found is not None:
+                path, problem = found
+                return f"Argument `{name}{path}` holds {problem}."
+    return None
+
+
+class InputBounds(SchemaExtension):
+    """Refuse a request whose input breaks a bound, before it is validated or executed
+    (queries, mutations and subscriptions alike). Listed after the validation cache: an
+    error set here takes the place of validation."""
+
+    def on_validate(self) -> Iterator[None]:
+        ctx = self.execution_context
+        problem = input_problem(ctx.graphql_document, ctx.variables)
+        if problem is not None:
+            error = BadUserInput(problem)
+            ctx.pre_execution_errors = [
+                GraphQLError(problem, original_error=error, extensions=error.extensions)
+            ]
+        yield
