@@ -203,6 +203,8 @@ class PrismGraphQL(GraphQL[Context, None]):
             response = error_response(
                 413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {limit} bytes."
             )
+        finally:
+            await request.close()  # the spooled files of a multipart form, however it ended
         await response(scope, receive, send)
 
     def _refuse(self, request: Request) -> Response | None:

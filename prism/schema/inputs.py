@@ -64,12 +64,16 @@ class JsonRefused(json.JSONDecodeError):
 
 def decode_json(data: str | bytes) -> object:
     """Strict JSON, nested at most ``MAX_NESTING`` levels."""
+    too_deep = f"The request's JSON nests deeper than {MAX_NESTING} levels."
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
+        # orjson stops at 1,024 levels itself, without recursing.
+        if str(exc).startswith("depth limit exceeded"):
+            raise JsonRefused(too_deep) from exc
         raise JsonRefused(f"The request is not valid JSON: {exc}") from exc
     if _nesting(value) > MAX_NESTING:
-        raise JsonRefused(f"The request's JSON nests deeper than {MAX_NESTING} levels.")
+        raise JsonRefused(too_deep)
     return value
 
 
@@ -143,9 +147,7 @@ def _literal_problem(node: ValueNode) -> tuple[str, str] | None:
             problem = _string_problem(item.value)
         elif isinstance(item, ListValueNode):
             problem = _list_problem(len(item.values))
-            stack.extend(
-                (child, depth + 1, f"{path}[{i}]") for i, child in enumerate(item.values)
-            )
+            stack.extend((child, depth + 1, f"{path}[{i}]") for i, child in enumerate(item.values))
         elif isinstance(item, ObjectValueNode):
             stack.extend(
                 (field.value, depth + 1, f"{path}.{field.name.value}") for field in item.fields
