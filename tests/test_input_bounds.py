@@ -14,12 +14,13 @@ import httpx
 import pytest
 import uvicorn
 import websockets
+from graphql import GraphQLNonNull
 from websockets.typing import Subprotocol
 
 from prism.models.enums import Role
 from prism.schema.inputs import MAX_LIST_LENGTH, MAX_NESTING, MAX_STRING_LENGTH
 from tests.factories import Tenant, codes, gql
-from tests.schema_inputs import Position, list_positions, string_positions
+from tests.schema_inputs import SCHEMA, Position, list_positions, string_positions, valid_value
 
 AUDIT_BY_TYPE = "query($e: [String!]) { auditLog(filter: {eventType: $e}) { edges { cursor } } }"
 
@@ -174,8 +175,6 @@ async def test_an_int_out_of_range_is_bad_input(
 
 
 def _element(position: Position) -> Any:
-    from tests.schema_inputs import valid_value
-
     return valid_value(position.leaf)[0]  # type: ignore[arg-type]
 
 
@@ -271,8 +270,6 @@ GARBAGE = [
 EXTREME = [
     ("query($v: DateTime) { verifyAuditChain(after: $v) { valid } }", "0001-01-01T00:00-14:00"),
     ("query($v: DateTime) { verifyAuditChain(before: $v) { valid } }", "9999-12-31T23:59+14:00"),
-    ("query($v: Date!) { dailySummary(from: $v, to: $v) { date } }", "9999-12-31"),
-    ("query($v: Date!) { dailySummary(from: $v, to: $v) { date } }", "0001-01-01"),
 ]
 
 
@@ -293,6 +290,32 @@ async def test_times_at_the_ends_of_the_calendar_are_answered(
     body = await send(client, query, {"v": value}, tenant.tokens[Role.ADMIN])
     assert body["_status"] == 200, body
     assert "errors" not in body, body
+
+
+BI_RANGES = sorted(
+    name
+    for name, field in SCHEMA.query_type.fields.items()  # type: ignore[union-attr]
+    if {"from", "to"} <= set(field.args)
+)
+
+
+@pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01"])
+@pytest.mark.parametrize("field", BI_RANGES)
+async def test_bi_ranges_at_the_ends_of_the_calendar_are_bad_input(
+    client: httpx.AsyncClient, tenant: Tenant, field: str, day: str
+) -> None:
+    """Found by the fuzz run: a period one day, week or month past 9999-12-31 overflowed."""
+    arguments = SCHEMA.query_type.fields[field].args  # type: ignore[union-attr]
+    variables = {
+        name: day if name in ("from", "to") else valid_value(argument.type)
+        for name, argument in arguments.items()
+        if isinstance(argument.type, GraphQLNonNull) or name in ("from", "to")
+    }
+    definitions = ", ".join(f"${name}: {arguments[name].type}" for name in variables)
+    passed = ", ".join(f"{name}: ${name}" for name in variables)
+    document = f"query({definitions}) {{ {field}({passed}) {{ __typename }} }}"
+    body = await send(client, document, variables, tenant.tokens[Role.ADMIN])
+    assert refused(body, "outside"), body
 
 
 # --- WebSocket subscriptions: the same rules -----------------------------------------------
