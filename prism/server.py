@@ -286,10 +286,33 @@ class PrismGraphQL(GraphQL[Context, None]):
         return inputs.decode_json(data)
 
     def parse_json(self, data: str | bytes) -> Any:
+        """A request's JSON (a body, GET's variables and extensions, multipart's operations
+        and map): an object or an array; null is taken for an empty object."""
         try:
-            return self.decode_json(data)
+            value = self.decode_json(data)
         except inputs.JsonRefused as exc:
             raise HTTPException(400, exc.msg) from exc
+        if value is None:
+            return {}
+        if not isinstance(value, dict | list):
+            raise HTTPException(400, "The request's JSON must be an object.")
+        return value
+
+    async def parse_multipart(self, request: AsyncHTTPRequestAdapter) -> dict[str, str]:
+        """Strawberry's multipart parsing, with the spec's `map` applied strictly."""
+        try:
+            form = await request.get_form_data()
+        except ValueError as exc:
+            raise HTTPException(400, "Unable to parse the multipart body") from exc
+        fields = [form.form.get("operations", "{}"), form.form.get("map", "{}")]
+        if not all(isinstance(field, str | bytes) for field in fields):
+            raise HTTPException(400, "`operations` and `map` are form fields, not files.")
+        operations, files_map = (self.parse_json(field) for field in fields)
+        try:
+            placed: dict[str, str] = inputs.place_files(operations, files_map, form.files)
+        except inputs.MultipartRefused as exc:
+            raise HTTPException(400, str(exc)) from exc
+        return placed
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         """GraphiQL for a browser's bare GET, not for a persisted query sent over GET."""

@@ -145,6 +145,69 @@ async def test_deep_json_in_multipart_fields_is_bad_input(
     assert refused({**response.json(), "_status": 400}, "JSON"), response.text
 
 
+@pytest.mark.parametrize("body", ["5", '"x"', "true", "null"])
+async def test_a_body_that_is_not_an_object_is_bad_input(
+    client: httpx.AsyncClient, body: str
+) -> None:
+    response = await client.post(
+        "/graphql", content=body.encode(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert refused({**response.json(), "_status": 400}), response.text
+
+
+UPLOAD = "mutation($f: Upload!) { uploadDocument(input: {file: $f}) { document { id } } }"
+OPERATIONS = json.dumps({"query": UPLOAD, "variables": {"f": None}})
+
+
+async def _multipart(
+    client: httpx.AsyncClient, token: str, operations: str, files_map: str
+) -> dict[str, Any]:
+    response = await client.post(
+        "/graphql",
+        data={"operations": operations, "map": files_map},
+        files={"0": ("a.txt", b"hello", "text/plain")},
+        headers={"authorization": f"Bearer {token}", "apollo-require-preflight": "true"},
+    )
+    return {**response.json(), "_status": response.status_code}
+
+
+@pytest.mark.parametrize(
+    ("operations", "files_map"),
+    [
+        ("5", '{"0": ["variables.f"]}'),
+        ("[]", '{"0": ["variables.f"]}'),
+        (OPERATIONS, "[]"),
+        (OPERATIONS, '{"0": 5}'),
+        (OPERATIONS, '{"0": [5]}'),
+        (OPERATIONS, '{"0": ["variables.f.x.y"]}'),
+        (OPERATIONS, '{"0": ["variables.f.0"]}'),
+        (OPERATIONS, '{"0": ["variables.f", "variables.f"]}'),
+        (OPERATIONS, '{"1": ["variables.f"]}'),
+        (json.dumps({"query": UPLOAD, "variables": {"f": [None]}}), '{"0": ["variables.f.5"]}'),
+        (json.dumps({"query": UPLOAD, "variables": {"f": "s"}}), '{"0": ["variables.f.0"]}'),
+    ],
+)
+async def test_multipart_operations_and_map_that_do_not_fit_are_bad_input(
+    client: httpx.AsyncClient, tenant: Tenant, operations: str, files_map: str
+) -> None:
+    body = await _multipart(client, tenant.tokens[Role.ADMIN], operations, files_map)
+    assert body["_status"] == 400, body
+    assert refused(body), body
+
+
+async def test_multipart_variables_are_bounded_like_any_others(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    query = (
+        "mutation($f: Upload!, $t: DocumentType) { uploadDocument(input: {file: $f, "
+        "documentType: $t}) { document { id } } }"
+    )
+    operations = json.dumps({"query": query, "variables": {"f": None, "t": "CONTRACT\x00"}})
+    body = await _multipart(client, tenant.tokens[Role.ADMIN], operations, '{"0": ["variables.f"]}')
+    assert refused(body, "$t", "NUL"), body
+
+
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
 async def test_json_numbers_that_are_not_numbers_are_bad_input(
     client: httpx.AsyncClient, tenant: Tenant, number: str

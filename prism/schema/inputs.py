@@ -18,10 +18,11 @@ What breaks a bound is BAD_USER_INPUT, saying which variable or argument and why
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -188,13 +189,13 @@ def input_problem(document: DocumentNode | None, variables: dict[str, Any] | Non
         found = value_problem(variables)
         if found is not None:
             path, problem = found
-            return f"Variable ${path.lstrip('.')} holds {problem}."
+            return f"Variable ${path.lstrip('.')}: {problem}."
     if document is not None:
         for name, literal in _literals(document):
             found = _literal_problem(literal)
             if found is not None:
                 path, problem = found
-                return f"Argument `{name}{path}` holds {problem}."
+                return f"Argument `{name}{path}`: {problem}."
     return None
 
 
@@ -212,3 +213,51 @@ class InputBounds(SchemaExtension):
                 GraphQLError(problem, original_error=error, extensions=error.extensions)
             ]
         yield
+
+
+class MultipartRefused(ValueError):
+    """A multipart request whose ``operations`` and ``map`` do not fit together."""
+
+
+def place_files(operations: object, files_map: object, files: Mapping[str, Any]) -> Any:
+    """The GraphQL multipart request spec: each path of ``map`` names a null in
+    ``operations`` (the file's placeholder), which becomes the file. Anything else is refused
+    by name, where a lenient walk would fail on the shape a client made up."""
+    if not (
+        isinstance(operations, dict)
+        or (isinstance(operations, list) and all(isinstance(o, dict) for o in operations))
+    ):
+        raise MultipartRefused("`operations` is a GraphQL request: a JSON object.")
+    if not isinstance(files_map, dict) or not all(
+        isinstance(paths, list) and all(isinstance(path, str) for path in paths)
+        for paths in files_map.values()
+    ):
+        raise MultipartRefused(
+            '`map` is a JSON object of file fields to lists of paths: {"0": ["variables.file"]}.'
+        )
+    placed = copy.deepcopy(operations)
+    for field, paths in files_map.items():
+        if field not in files:
+            raise MultipartRefused(f"`map` names the file field {field!r}, which was not sent.")
+        for path in paths:
+            keys = path.split(".")
+            target: Any = placed
+            for key in keys[:-1]:
+                step = _slot(target, key)
+                if step is None:
+                    raise MultipartRefused(f"`map` path {path!r} is not in `operations`.")
+                target = target[step]
+            slot = _slot(target, keys[-1])
+            if slot is None or target[slot] is not None:
+                raise MultipartRefused(f"`map` path {path!r} does not name a null in `operations`.")
+            target[slot] = files[field]
+    return placed
+
+
+def _slot(container: Any, key: str) -> str | int | None:
+    """Where ``key`` points in a JSON container, if it exists there."""
+    if isinstance(container, dict):
+        return key if key in container else None
+    if isinstance(container, list) and key.isdigit() and int(key) < len(container):
+        return int(key)
+    return None
