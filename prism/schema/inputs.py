@@ -22,20 +22,20 @@ import copy
 import json
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
 from graphql import (
-    ArgumentNode,
     DocumentNode,
+    FieldNode,
     GraphQLError,
     ListValueNode,
-    Node,
     ObjectValueNode,
+    OperationDefinitionNode,
     StringValueNode,
     ValueNode,
-    VariableDefinitionNode,
 )
 from strawberry.extensions import SchemaExtension
 
@@ -159,43 +159,68 @@ def _literal_problem(node: ValueNode) -> tuple[str, str] | None:
 
 
 def _literals(document: DocumentNode) -> Iterator[tuple[str, ValueNode]]:
-    """Each outermost literal value in the document with the name it is given to: argument
-    values (of fields and directives) and variable defaults. Iterative: the document's own
-    nesting is bounded by the depth and token limits, not by Python's stack."""
+    """Each outermost literal value in the document with the name it is given to: arguments
+    of fields and directives, and variable defaults. Iterative: the document's own nesting is
+    bounded by the depth and token limits, not by Python's stack."""
     stack: list[Any] = list(document.definitions)
     while stack:
         node = stack.pop()
-        if isinstance(node, ArgumentNode):
-            yield node.name.value, node.value
-            continue
-        if isinstance(node, VariableDefinitionNode):
-            if node.default_value is not None:
-                yield f"${node.variable.name.value}", node.default_value
-            stack.extend(node.directives or ())
-            continue
-        if isinstance(node, ValueNode):
-            continue
-        for key in node.keys:
-            child = getattr(node, key, None)
-            if isinstance(child, tuple | list):
-                stack.extend(c for c in child if isinstance(c, Node))
-            elif isinstance(child, Node):
-                stack.append(child)
+        directives = list(getattr(node, "directives", None) or ())
+        if isinstance(node, OperationDefinitionNode):
+            for definition in node.variable_definitions or ():
+                if definition.default_value is not None:
+                    yield f"${definition.variable.name.value}", definition.default_value
+                directives.extend(definition.directives or ())
+        if isinstance(node, FieldNode):
+            for argument in node.arguments or ():
+                yield argument.name.value, argument.value
+        for directive in directives:
+            for argument in directive.arguments or ():
+                yield argument.name.value, argument.value
+        selection_set = getattr(node, "selection_set", None)
+        if selection_set is not None:
+            stack.extend(selection_set.selections)
 
 
-def input_problem(document: DocumentNode | None, variables: dict[str, Any] | None) -> str | None:
-    """What the request's input breaks, as a message for the client; None when it fits."""
+def _document_problem(document: DocumentNode) -> str | None:
+    for name, literal in _literals(document):
+        found = _literal_problem(literal)
+        if found is not None:
+            path, problem = found
+            return f"Argument `{name}{path}`: {problem}."
+    return None
+
+
+# Documents whose literals fit, by text (clients send the same few documents over and over).
+_FITTING: OrderedDict[str, None] = OrderedDict()
+FITTING_CACHE_SIZE = 1024
+
+
+def _document_problem_cached(query: str | None, document: DocumentNode) -> str | None:
+    if query is not None and query in _FITTING:
+        _FITTING.move_to_end(query)
+        return None
+    problem = _document_problem(document)
+    if problem is None and query is not None:
+        _FITTING[query] = None
+        if len(_FITTING) > FITTING_CACHE_SIZE:
+            _FITTING.popitem(last=False)
+    return problem
+
+
+def input_problem(
+    document: DocumentNode | None, variables: dict[str, Any] | None, query: str | None = None
+) -> str | None:
+    """What the request's input breaks, as a message for the client; None when it fits.
+    ``query`` is the document's text, when known: the literals of a text seen to fit are not
+    walked again."""
     if variables:
         found = value_problem(variables)
         if found is not None:
             path, problem = found
             return f"Variable ${path.lstrip('.')}: {problem}."
     if document is not None:
-        for name, literal in _literals(document):
-            found = _literal_problem(literal)
-            if found is not None:
-                path, problem = found
-                return f"Argument `{name}{path}`: {problem}."
+        return _document_problem_cached(query, document)
     return None
 
 
@@ -206,7 +231,7 @@ class InputBounds(SchemaExtension):
 
     def on_validate(self) -> Iterator[None]:
         ctx = self.execution_context
-        problem = input_problem(ctx.graphql_document, ctx.variables)
+        problem = input_problem(ctx.graphql_document, ctx.variables, ctx.query)
         if problem is not None:
             error = BadUserInput(problem)
             ctx.pre_execution_errors = [
