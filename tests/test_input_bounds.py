@@ -18,6 +18,7 @@ from graphql import GraphQLNonNull
 from websockets.typing import Subprotocol
 
 from prism.models.enums import Role
+from prism.schema import build_schema
 from prism.schema.inputs import MAX_LIST_LENGTH, MAX_NESTING, MAX_STRING_LENGTH
 from tests.factories import Tenant, codes, gql
 from tests.schema_inputs import SCHEMA, Position, list_positions, string_positions, valid_value
@@ -302,16 +303,37 @@ async def test_literals_in_the_document_are_bounded_too(
     assert refused(body, *words), body
 
 
-async def test_values_nested_deeper_than_the_bound_are_bad_input(
-    client: httpx.AsyncClient, tenant: Tenant
+@pytest.mark.parametrize("extra", [0, 1])
+async def test_json_nested_to_the_bound_is_read_and_past_it_refused(
+    client: httpx.AsyncClient, tenant: Tenant, extra: int
 ) -> None:
-    """Within the JSON bound, a variable still may not nest deeper than the schema could."""
+    """The body is level 1 and `variables` level 2: lists around "x" fill the rest."""
     nested: Any = "x"
-    for _ in range(MAX_NESTING - 3):
+    for _ in range(MAX_NESTING - 3 + extra):
         nested = [nested]
     body = await send(client, AUDIT_BY_TYPE, {"e": nested}, tenant.tokens[Role.ADMIN])
-    assert body["_status"] < 500, body
     assert codes(body) == ["BAD_USER_INPUT"], body
+    refused_for_depth = f"deeper than {MAX_NESTING}" in body["errors"][0]["message"]
+    assert refused_for_depth == bool(extra), body
+
+
+async def test_the_bounds_hold_without_any_transport() -> None:
+    """The schema itself refuses (for callers that execute it directly, not through JSON)."""
+    deep: Any = "x"
+    for _ in range(MAX_NESTING + 5):
+        deep = [deep]
+    schema = build_schema()
+    for variables, words in [
+        ({"e": deep}, ("$e", "nested deeper")),
+        ({"e": ["x"] * (MAX_LIST_LENGTH + 1)}, ("$e", str(MAX_LIST_LENGTH))),
+        ({"e": ["\ud800"]}, ("$e[0]", "surrogate")),
+        ({"e": [float("nan")]}, ("$e[0]", "not finite")),
+    ]:
+        result = await schema.execute(AUDIT_BY_TYPE, variable_values=variables)
+        assert result.errors, variables
+        (error,) = result.errors
+        assert error.extensions == {"code": "BAD_USER_INPUT"}
+        assert all(word in error.message for word in words), error.message
 
 
 # --- Identifiers, cursors and times clients make up ----------------------------------------
