@@ -475,31 +475,31 @@ def fuzz_settings(examples: int) -> Any:
 # --- The runs ---------------------------------------------------------------------------------
 
 
-@fuzz_settings(examples=300)
+@fuzz_settings(examples=600)
 @given(document=operations("query"), via_get=st.booleans())
 async def test_generated_queries_as_an_admin(as_admin: Fuzz, document: str, via_get: bool) -> None:
     await as_admin.send(document, via_get=via_get)
 
 
-@fuzz_settings(examples=300)
+@fuzz_settings(examples=600)
 @given(document=operations("mutation"))
 async def test_generated_mutations_as_an_admin(as_admin: Fuzz, document: str) -> None:
     await as_admin.send(document)
 
 
-@fuzz_settings(examples=150)
+@fuzz_settings(examples=300)
 @given(document=invalid_operations("query") | invalid_operations("mutation"))
 async def test_generated_invalid_operations_as_an_admin(as_admin: Fuzz, document: str) -> None:
     await as_admin.send(document)
 
 
-@fuzz_settings(examples=150)
+@fuzz_settings(examples=300)
 @given(document=operations("query") | operations("mutation"))
 async def test_generated_operations_anonymously(anonymous: Fuzz, document: str) -> None:
     await anonymous.send(document)
 
 
-@fuzz_settings(examples=400)
+@fuzz_settings(examples=800)
 @given(request=HOSTILE_REQUESTS, via_get=st.booleans())
 async def test_hostile_variables_as_an_admin(
     as_admin: Fuzz, request: tuple[str, dict[str, Any]], via_get: bool
@@ -508,7 +508,7 @@ async def test_hostile_variables_as_an_admin(
     await as_admin.send(document, variables, via_get=via_get and document.startswith("query"))
 
 
-@fuzz_settings(examples=150)
+@fuzz_settings(examples=300)
 @given(envelope=ENVELOPES, via=st.sampled_from(["get", "post"]))
 async def test_generated_request_envelopes(as_admin: Fuzz, envelope: Any, via: str) -> None:
     """Whatever shape the request itself has (query, variables, operationName, extensions of
@@ -516,7 +516,7 @@ async def test_generated_request_envelopes(as_admin: Fuzz, envelope: Any, via: s
     await as_admin.send_envelope(envelope, via)
 
 
-@fuzz_settings(examples=100)
+@fuzz_settings(examples=200)
 @given(envelope=MULTIPART)
 async def test_generated_multipart_requests(as_admin: Fuzz, envelope: Any) -> None:
     """Multipart `operations` and `map` of any shape, with one file part."""
