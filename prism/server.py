@@ -59,7 +59,7 @@ from prism.models.db import url_for_asyncpg
 from prism.models.notify import Notifications
 from prism.observability import DB_POOL, HTTP_REQUESTS, configure_logging
 from prism.resolvers.context import Context, RequestTransaction, Services
-from prism.schema import build_schema
+from prism.schema import build_schema, inputs
 from prism.websocket import PrismTransportWS
 
 log = structlog.get_logger("prism.http")
@@ -224,6 +224,8 @@ class PrismGraphQL(GraphQL[Context, None]):
             response = error_response(
                 413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {limit} bytes."
             )
+        finally:
+            await request.close()  # the spooled files of a multipart form, however it ended
         await response(scope, receive, send)
 
     def _refuse(self, request: Request) -> Response | None:
@@ -291,6 +293,39 @@ class PrismGraphQL(GraphQL[Context, None]):
             root_value,
             replace(request_data, query=resolved.query),
         )
+
+    def decode_json(self, data: str | bytes) -> object:
+        """Every JSON the view and the WebSocket handler read: strict and shallow."""
+        return inputs.decode_json(data)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        """A request's JSON (a body, GET's variables and extensions, multipart's operations
+        and map): an object or an array; null is taken for an empty object."""
+        try:
+            value = self.decode_json(data)
+        except inputs.JsonRefused as exc:
+            raise HTTPException(400, exc.msg) from exc
+        if value is None:
+            return {}
+        if not isinstance(value, dict | list):
+            raise HTTPException(400, "The request's JSON must be an object.")
+        return value
+
+    async def parse_multipart(self, request: AsyncHTTPRequestAdapter) -> dict[str, str]:
+        """Strawberry's multipart parsing, with the spec's `map` applied strictly."""
+        try:
+            form = await request.get_form_data()
+        except ValueError as exc:
+            raise HTTPException(400, "Unable to parse the multipart body") from exc
+        fields = [form.form.get("operations", "{}"), form.form.get("map", "{}")]
+        if not all(isinstance(field, str | bytes) for field in fields):
+            raise HTTPException(400, "`operations` and `map` are form fields, not files.")
+        operations, files_map = (self.parse_json(field) for field in fields)
+        try:
+            placed: dict[str, str] = inputs.place_files(operations, files_map, form.files)
+        except inputs.MultipartRefused as exc:
+            raise HTTPException(400, str(exc)) from exc
+        return placed
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         """GraphiQL for a browser's bare GET, not for a persisted query sent over GET."""

@@ -62,7 +62,20 @@ def _reader(ctx: Context) -> Principal:
     return principal
 
 
+# The calendar BI answers over: periods are computed a day, week or month past their ends,
+# which the ends of Python's calendar (0001-01-01, 9999-12-31) do not have.
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date(9998, 12, 31)
+
+
 def check_range(start: date, end: date, max_days: int) -> None:
+    for name, day in (("from", start), ("to", end)):
+        if not FIRST_DAY <= day <= LAST_DAY:
+            raise BadUserInput(
+                f"`{name}` ({day.isoformat()}) is outside {FIRST_DAY.isoformat()} to "
+                f"{LAST_DAY.isoformat()}.",
+                argument=name,
+            )
     if start > end:
         raise BadUserInput(
             f"`from` ({start.isoformat()}) is after `to` ({end.isoformat()}).", argument="from"

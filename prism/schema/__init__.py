@@ -25,6 +25,7 @@ from prism.schema.extensions import (
 )
 from prism.schema.governance_data import DataExport
 from prism.schema.identity import ApiToken, Organization, User
+from prism.schema.inputs import InputBounds
 from prism.schema.limits import OperationCost, RateLimit, ResponseCache
 from prism.schema.mutation import Mutation
 from prism.schema.query import Query
@@ -86,8 +87,10 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         ErrorCodes,
         ParseCache,
         # Before validation: a caller held to registered operations learns nothing of the
-        # schema from a document it may not send.
+        # schema from a document it may not send; input past its bounds is refused before
+        # anything walks it further.
         RegisteredOperationsOnly,
+        InputBounds,
         lambda: CheckedValidation(
             tuple(rules),
             limits,
