@@ -485,7 +485,7 @@ async def test_reclassification_and_deletion_reach_the_index(
         ({"q": ""}, "query", "must not be empty"),
         ({"q": "   "}, "query", "must not be empty"),
         ({"q": "x" * 501}, "query", "at most 500"),
-        ({"q": "a\x00b"}, "query", "control characters"),
+        ({"q": "a\x01b"}, "query", "control characters"),
         ({"q": "renewal", "first": 101}, "first", "between 0 and 100"),
         ({"q": "renewal", "first": -1}, "first", "between 0 and 100"),
         ({"q": "renewal", "after": "not-a-cursor"}, "after", "not a valid cursor"),
