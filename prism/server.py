@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import re
@@ -42,9 +43,11 @@ from prism.authz.principal import Principal
 from prism.config import Settings
 from prism.errors import PrismError, Unauthenticated
 from prism.governance import gdpr
+from prism.guard import TRANSACTION_KEY, RequestGuard, error_answer
 from prism.jobs.pipeline import PROGRESS_CHANNEL
 from prism.models.audit import RequestMeta
 from prism.models.db import url_for_asyncpg
+from prism.models.faults import RETRY_AFTER_SECONDS, unavailable
 from prism.models.notify import Notifications
 from prism.observability import DB_POOL, HTTP_REQUESTS, configure_logging
 from prism.resolvers.context import Context, RequestTransaction, Services
@@ -299,6 +302,12 @@ class PrismGraphQL(GraphQL[Context, None]):
             media_type="application/json",
         )
         response.headers.raw.extend(sub_response.headers.raw)
+        outage = _outage(response_data)
+        if outage is not None:
+            # A dependency that is down: 503 when nothing was answered, and when to come back.
+            if outage:
+                response.status_code = 503
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 
     async def on_ws_connect(self, context: Context) -> Any:
@@ -322,6 +331,17 @@ class PrismGraphQL(GraphQL[Context, None]):
             raise ConnectionRejectionError(
                 {"message": exc.message, "code": "UNAUTHENTICATED"}
             ) from exc
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            log.warning("database unavailable", error=type(exc).__name__)
+            raise ConnectionRejectionError(
+                {
+                    "message": "The database is unavailable; try again shortly.",
+                    "code": "SERVICE_UNAVAILABLE",
+                    "retryAfter": RETRY_AFTER_SECONDS,
+                }
+            ) from exc
         context.authenticate(principal)
         return UNSET
 
@@ -330,6 +350,11 @@ class PrismGraphQL(GraphQL[Context, None]):
         user = request.scope.get("user")
         principal = user.principal if isinstance(user, PrincipalUser) else None
         client = request.client
+        transaction = RequestTransaction(
+            services.db, principal.organization_id if principal else None
+        )
+        # The request's deadline (RequestGuard) asks whether it was caught committing.
+        request.scope.setdefault("state", {})[TRANSACTION_KEY] = transaction
         return Context(
             services=services,
             principal=principal,
@@ -338,20 +363,33 @@ class PrismGraphQL(GraphQL[Context, None]):
                 user_agent=request.headers.get("user-agent"),
                 request_id=request.scope.get("state", {}).get("request_id"),
             ),
-            transaction=RequestTransaction(
-                services.db, principal.organization_id if principal else None
-            ),
+            transaction=transaction,
             request=request,
             # Headers go on HTTP responses; a WebSocket's handshake is long gone.
             response=response if isinstance(response, Response) else None,
         )
 
 
+_OUTAGE_CODES = frozenset({"SERVICE_UNAVAILABLE", "OUTCOME_UNKNOWN"})
+
+
+def _outage(response_data: object) -> bool | None:
+    """None: no error says a dependency is down; True: one does and no root field has data
+    (the whole answer is that error); False: one does beside some data."""
+    if not isinstance(response_data, dict):
+        return None
+    errors = response_data.get("errors") or []
+    if not any((e.get("extensions") or {}).get("code") in _OUTAGE_CODES for e in errors):
+        return None
+    data = response_data.get("data")
+    return not data or all(value is None for value in data.values())
+
+
 async def internal_error(request: Request, exc: Exception) -> Response:
-    """Whatever escapes: logged with its stack, answered without it."""
+    """Whatever escapes RequestGuard (WebSocket handshakes): logged with its stack, answered
+    without it; a database that is down is 503 SERVICE_UNAVAILABLE."""
     request_id = request.scope.get("state", {}).get("request_id")
-    log.error("unhandled error", request_id=request_id, exc_info=exc)
-    response = error_response(500, "INTERNAL", "Unexpected error.")
+    response = error_answer(exc, request_id)
     if request_id:
         response.headers["x-request-id"] = request_id
     return response
@@ -400,13 +438,22 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+# /readyz answers within this, whatever the database does (a frozen one never answers).
+READY_TIMEOUT_SECONDS = 2.0
+
+
 async def readyz(request: Request) -> Response:
     services: Services = request.app.state.services
     try:
-        await services.db.ping()
-    except Exception:
-        log.warning("database not ready", exc_info=True)
-        return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
+        async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+            await services.db.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        log.warning("database not ready", error=type(exc).__name__)
+        return JSONResponse(
+            {"status": "unavailable", "database": "down"},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     return JSONResponse({"status": "ok", "database": "up"})
 
 
@@ -480,6 +527,7 @@ def create_app(
         ],
         middleware=[
             Middleware(RequestIdMiddleware),
+            Middleware(RequestGuard, timeout_seconds=settings.request_timeout_seconds),
             Middleware(
                 AuthenticationMiddleware,
                 backend=BearerAuthentication(),
