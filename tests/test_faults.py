@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +30,23 @@ import httpx
 import orjson
 import psutil
 import pytest
+import sqlalchemy as sa
 import uvicorn
 from pydantic import SecretStr
 
 from prism import bootstrap, migrations
 from prism.config import Settings
 from prism.models import embedded
+from prism.models.audit import Actor, record_event, verify_chain
+from prism.models.db import url_for_asyncpg
 from prism.models.enums import Role
+from prism.models.users import User
+from prism.resolvers.context import Services
 from prism.server import create_app
-from tests.factories import PASSWORD, Tenant, make_tenant
+from tests.conftest import client_of
+from tests.factories import PASSWORD, Tenant, codes, gql, make_tenant
+from tests.pipeline_helpers import run_jobs, upload
+from tests.test_pipeline import CONTRACT_TXT
 
 pgserver = pytest.importorskip("pgserver")
 from pgserver import _commands as pg_commands  # noqa: E402
@@ -493,3 +502,193 @@ async def test_outages_answer_coded_errors_in_bounded_time_and_lose_nothing(
         f"max_elapsed={max(a.elapsed for a in answers):.2f}s probes={probes} "
         f"connections={traffic.connections}"
     )
+
+
+# --- a commit cut short ----------------------------------------------------------------------
+
+# A deferred constraint trigger runs at COMMIT: tokens named `slow-<seconds>-…` keep their
+# transaction's COMMIT busy for that long, so a test can cut it short at that moment.
+SLOW_COMMIT = """
+CREATE OR REPLACE FUNCTION faults_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.name LIKE 'slow-%' THEN
+        PERFORM pg_sleep(split_part(NEW.name, '-', 2)::float);
+    END IF;
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS faults_slow_commit ON api_tokens;
+CREATE CONSTRAINT TRIGGER faults_slow_commit AFTER INSERT ON api_tokens
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION faults_slow_commit();
+"""
+CREATE_TOKEN = """mutation($name: String!) {
+  createApiToken(input: {name: $name, scopes: ["documents:read"]}) { apiToken { name } }
+}"""
+
+
+@pytest.mark.parametrize("cut", ["connection-lost", "deadline"])
+async def test_a_mutation_cut_short_at_commit_answers_outcome_unknown(
+    own_postgres: OwnPostgres, faults_setup: tuple[Settings, str, Tenant], cut: str
+) -> None:
+    """The COMMIT was sent and no answer came back: the change may or may not have been
+    saved, and the client is told exactly that (not a success, not a plain error)."""
+    settings, url, tenant = faults_setup
+    if cut == "connection-lost":
+        settings = settings.model_copy(
+            update={"database_command_timeout_seconds": 30, "request_timeout_seconds": 30}
+        )
+    else:
+        settings = settings.model_copy(
+            update={"database_command_timeout_seconds": 0, "request_timeout_seconds": 2}
+        )
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute(SLOW_COMMIT)
+        name = f"slow-4-{uuid.uuid4().hex[:8]}"
+        with ServedApp(settings, url) as served:
+            async with httpx.AsyncClient(base_url=served.url, timeout=30) as http:
+                sent = asyncio.create_task(
+                    http.post(
+                        "/graphql",
+                        json={"query": CREATE_TOKEN, "variables": {"name": name}},
+                        headers={"authorization": f"Bearer {tenant.tokens[Role.ADMIN]}"},
+                    )
+                )
+                if cut == "connection-lost":
+                    # The server process of the request's connection ends mid-COMMIT.
+                    deadline = time.monotonic() + 10
+                    killed = 0
+                    while not killed and time.monotonic() < deadline:
+                        killed = await admin.fetchval(
+                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            "WHERE application_name = 'prism' AND state = 'active' "
+                            "AND query ILIKE 'COMMIT%'"
+                        )
+                        await asyncio.sleep(0.05)
+                    assert killed == 1
+                started = time.monotonic()
+                response = await sent
+                elapsed = time.monotonic() - started
+        body = response.json()
+        assert response.status_code == 503
+        assert response.headers["retry-after"]
+        assert [e["extensions"]["code"] for e in body["errors"]] == ["OUTCOME_UNKNOWN"]
+        assert body["data"] is None
+        assert "Check before retrying" in body["errors"][0]["message"]
+        # The answer did not wait for the COMMIT (4 s) to end.
+        assert elapsed < 4
+    finally:
+        await admin.execute("DROP TRIGGER IF EXISTS faults_slow_commit ON api_tokens")
+        await admin.close()
+
+
+# --- sign-in beside background writers -----------------------------------------------------
+
+
+async def _blocked_on_a_lock(database_url: str, within: float = 5.0) -> bool:
+    """Whether some transaction of the database waits on a row lock (polled, as the owner:
+    the app's role does not see other sessions' waits)."""
+    conn = await asyncpg.connect(url_for_asyncpg(database_url))
+    try:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            waiting = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()"
+            )
+            if waiting:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+    finally:
+        await conn.close()
+
+
+async def test_audit_events_lock_the_organization_before_the_chain_head(
+    services: Services, tenant: Tenant, database_url: str
+) -> None:
+    """The lock order every writer of an organization follows: its row (which every data
+    change takes through the data-version triggers), then its audit chain head. A sign-in
+    writes the user first and its event second; a worker recording `document.analyzed`
+    recorded the event before its (unflushed) document change reached the database. In
+    opposite orders, the two deadlocked and the sign-in answered CONFLICT."""
+    admin = tenant.users[Role.ADMIN]
+    reviewer = tenant.users[Role.REVIEWER]
+    first_event = asyncio.Event()
+
+    async def event_first() -> None:
+        # Like the worker: a change pending in the session, then the event.
+        async with services.db.transaction(tenant.org_id) as session:
+            user = await session.get(User, reviewer.id)
+            assert user is not None
+            user.last_login_at = datetime.now(UTC)
+            first_event.set()
+            await record_event(
+                session,
+                organization_id=tenant.org_id,
+                actor=Actor(),
+                event_type="test.event_first",
+                category="processing",
+                description="event recorded before its change is flushed",
+            )
+
+    async with services.db.transaction(tenant.org_id) as session:
+        # Like a sign-in: the change first (the organization's row is now locked) ...
+        await session.execute(
+            sa.update(User).where(User.id == admin.id).values(last_login_at=datetime.now(UTC))
+        )
+        other = asyncio.create_task(event_first())
+        await first_event.wait()
+        assert await _blocked_on_a_lock(database_url)
+        # ... then the event, while the other transaction waits.
+        await record_event(
+            session,
+            organization_id=tenant.org_id,
+            actor=Actor(user_id=admin.id),
+            event_type="test.change_first",
+            category="authentication",
+            description="event recorded after its change",
+        )
+    await other  # no deadlock: it waited for the organization's row and then went ahead
+    async with services.db.transaction(tenant.org_id) as session:
+        report = await verify_chain(session, organization_id=tenant.org_id)
+    assert report.valid
+
+
+async def test_sign_ins_never_conflict_with_the_worker_of_their_organization(
+    app: Any, services: Services, tenant: Tenant
+) -> None:
+    """Many parallel sign-ins of one organization while its worker processes uploads: every
+    sign-in succeeds (collisions of the server's own bookkeeping are the server's to retry;
+    CONFLICT is for clients' changes)."""
+    users = [tenant.users[role] for role in Role]
+    async with client_of(app) as uploader:
+        for i in range(6):
+            body = CONTRACT_TXT + f"\n{uuid.uuid4()} {i}\n".encode() * (i + 1)
+            response = await upload(
+                uploader, tenant.tokens[Role.REVIEWER], f"c{i}.txt", body, content_type="text/plain"
+            )
+            assert response.status_code == 200, response.text
+    worker = asyncio.create_task(run_jobs(services))
+    outcomes: list[list[str]] = []
+
+    async def sign_in(n: int) -> None:
+        user = users[n % len(users)]
+        async with client_of(app, ip=f"198.51.100.{n % 250 + 1}") as http:
+            body = await gql(
+                http,
+                "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) "
+                "{ accessToken } }",
+                {"e": user.email, "p": PASSWORD},
+            )
+        outcomes.append(codes(body))
+
+    n = 0
+    while not worker.done() or n < 40:
+        await asyncio.gather(*(sign_in(n + k) for k in range(8)))
+        n += 8
+        if n >= 400:
+            break
+    processed = await worker
+    assert processed >= 6
+    assert len(outcomes) >= 40
+    assert all(outcome == [] for outcome in outcomes), [o for o in outcomes if o][:5]
