@@ -130,11 +130,11 @@ def own_postgres() -> Iterator[OwnPostgres]:
 class ServedApp:
     """Prism under uvicorn in a thread of its own: real sockets, real keep-alive."""
 
-    def __init__(self, settings: Settings, database_url: str) -> None:
+    def __init__(self, settings: Settings, database_url: str, *, with_worker: bool = False) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        app = create_app(settings, database_url=database_url)
+        app = create_app(settings, database_url=database_url, with_worker=with_worker)
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", timeout_keep_alive=60
         )
@@ -370,7 +370,8 @@ async def test_outages_answer_coded_errors_in_bounded_time_and_lose_nothing(
     settings, url, tenant = faults_setup
     phases: dict[str, tuple[float, float]] = {}
     probes: list[tuple[str, int, float, str | None]] = []
-    with ServedApp(settings, url) as served:
+    # With a job worker in the process: its loops meet the outage too.
+    with ServedApp(settings, url, with_worker=True) as served:
         traffic = Traffic(served.url, tenant)
         pat = tenant.tokens[Role.ADMIN]
         workers = [
