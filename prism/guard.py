@@ -15,12 +15,9 @@ import structlog
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from prism.models.faults import RETRY_AFTER_SECONDS, unavailable
+from prism.models.faults import COMMIT_WATCH, RETRY_AFTER_SECONDS, CommitWatch, unavailable
 
 log = structlog.get_logger("prism.http")
-# Where get_context leaves the request's transaction (the deadline asks whether it was
-# committing when time ran out).
-TRANSACTION_KEY = "prism.transaction"
 
 
 def coded_response(status: int, code: str, message: str, **extensions: Any) -> JSONResponse:
@@ -82,7 +79,13 @@ class RequestGuard:
             await send(message)
 
         request_id = scope.get("state", {}).get("request_id")
-        task = asyncio.ensure_future(self.app(scope, receive, guarded_send))
+        watch = CommitWatch()
+        # The request's task starts with a copy of this context: it reports its commits.
+        token = COMMIT_WATCH.set(watch)
+        try:
+            task = asyncio.ensure_future(self.app(scope, receive, guarded_send))
+        finally:
+            COMMIT_WATCH.reset(token)
         try:
             done, _ = await asyncio.wait({task}, timeout=self.timeout_seconds or None)
         except asyncio.CancelledError:
@@ -107,8 +110,7 @@ class RequestGuard:
         task.cancel()
         self._abandoned.add(task)
         task.add_done_callback(self._forget)
-        transaction = scope.get("state", {}).get(TRANSACTION_KEY)
-        if transaction is not None and transaction.writes and transaction.commit_pending:
+        if watch.pending:
             code = "OUTCOME_UNKNOWN"
             message = (
                 "The request ran out of time while its change was being committed: it may or "

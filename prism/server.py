@@ -43,7 +43,7 @@ from prism.authz.principal import Principal
 from prism.config import Settings
 from prism.errors import PrismError, Unauthenticated
 from prism.governance import gdpr
-from prism.guard import TRANSACTION_KEY, RequestGuard, error_answer
+from prism.guard import RequestGuard, error_answer
 from prism.jobs.pipeline import PROGRESS_CHANNEL
 from prism.models.audit import RequestMeta
 from prism.models.db import url_for_asyncpg
@@ -350,11 +350,6 @@ class PrismGraphQL(GraphQL[Context, None]):
         user = request.scope.get("user")
         principal = user.principal if isinstance(user, PrincipalUser) else None
         client = request.client
-        transaction = RequestTransaction(
-            services.db, principal.organization_id if principal else None
-        )
-        # The request's deadline (RequestGuard) asks whether it was caught committing.
-        request.scope.setdefault("state", {})[TRANSACTION_KEY] = transaction
         return Context(
             services=services,
             principal=principal,
@@ -363,7 +358,9 @@ class PrismGraphQL(GraphQL[Context, None]):
                 user_agent=request.headers.get("user-agent"),
                 request_id=request.scope.get("state", {}).get("request_id"),
             ),
-            transaction=transaction,
+            transaction=RequestTransaction(
+                services.db, principal.organization_id if principal else None
+            ),
             request=request,
             # Headers go on HTTP responses; a WebSocket's handshake is long gone.
             response=response if isinstance(response, Response) else None,

@@ -507,28 +507,48 @@ async def test_outages_answer_coded_errors_in_bounded_time_and_lose_nothing(
 
 # --- a commit cut short ----------------------------------------------------------------------
 
-# A deferred constraint trigger runs at COMMIT: tokens named `slow-<seconds>-…` keep their
-# transaction's COMMIT busy for that long, so a test can cut it short at that moment.
+# Deferred constraint triggers run at COMMIT: an API token named `slow-<seconds>-…`, or a
+# sign-in session whose client sent `User-Agent: slow-<seconds>-…`, keeps its transaction's
+# COMMIT busy that long, so that a test can cut the COMMIT short.
 SLOW_COMMIT = """
 CREATE OR REPLACE FUNCTION faults_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    label text := coalesce(to_jsonb(NEW) ->> 'user_agent', to_jsonb(NEW) ->> 'name');
 BEGIN
-    IF NEW.name LIKE 'slow-%' THEN
-        PERFORM pg_sleep(split_part(NEW.name, '-', 2)::float);
+    IF label LIKE 'slow-%' THEN
+        PERFORM pg_sleep(split_part(label, '-', 2)::float);
     END IF;
     RETURN NULL;
 END $$;
 DROP TRIGGER IF EXISTS faults_slow_commit ON api_tokens;
 CREATE CONSTRAINT TRIGGER faults_slow_commit AFTER INSERT ON api_tokens
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION faults_slow_commit();
+DROP TRIGGER IF EXISTS faults_slow_commit ON sessions;
+CREATE CONSTRAINT TRIGGER faults_slow_commit AFTER INSERT ON sessions
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION faults_slow_commit();
 """
 CREATE_TOKEN = """mutation($name: String!) {
   createApiToken(input: {name: $name, scopes: ["documents:read"]}) { apiToken { name } }
 }"""
+LOGIN = """mutation($email: String!, $password: String!) {
+  login(input: {email: $email, password: $password}) { accessToken }
+}"""
 
 
 @pytest.mark.parametrize("cut", ["connection-lost", "deadline"])
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        # A mutation of the request's transaction, and a sign-in's transaction of its own.
+        "createApiToken",
+        "login",
+    ],
+)
 async def test_a_mutation_cut_short_at_commit_answers_outcome_unknown(
-    own_postgres: OwnPostgres, faults_setup: tuple[Settings, str, Tenant], cut: str
+    own_postgres: OwnPostgres,
+    faults_setup: tuple[Settings, str, Tenant],
+    cut: str,
+    mutation: str,
 ) -> None:
     """The COMMIT was sent and no answer came back: the change may or may not have been
     saved, and the client is told exactly that (not a success, not a plain error)."""
@@ -541,19 +561,24 @@ async def test_a_mutation_cut_short_at_commit_answers_outcome_unknown(
         settings = settings.model_copy(
             update={"database_command_timeout_seconds": 0, "request_timeout_seconds": 2}
         )
+    slow = f"slow-4-{uuid.uuid4().hex[:8]}"
+    if mutation == "createApiToken":
+        request: dict[str, Any] = {
+            "json": {"query": CREATE_TOKEN, "variables": {"name": slow}},
+            "headers": {"authorization": f"Bearer {tenant.tokens[Role.ADMIN]}"},
+        }
+    else:
+        variables = {"email": tenant.email(Role.VIEWER), "password": PASSWORD}
+        request = {
+            "json": {"query": LOGIN, "variables": variables},
+            "headers": {"user-agent": slow},
+        }
     admin = await asyncpg.connect(url)
     try:
         await admin.execute(SLOW_COMMIT)
-        name = f"slow-4-{uuid.uuid4().hex[:8]}"
         with ServedApp(settings, url) as served:
             async with httpx.AsyncClient(base_url=served.url, timeout=30) as http:
-                sent = asyncio.create_task(
-                    http.post(
-                        "/graphql",
-                        json={"query": CREATE_TOKEN, "variables": {"name": name}},
-                        headers={"authorization": f"Bearer {tenant.tokens[Role.ADMIN]}"},
-                    )
-                )
+                sent = asyncio.create_task(http.post("/graphql", **request))
                 if cut == "connection-lost":
                     # The server process of the request's connection ends mid-COMMIT.
                     deadline = time.monotonic() + 10
@@ -578,7 +603,8 @@ async def test_a_mutation_cut_short_at_commit_answers_outcome_unknown(
         # The answer did not wait for the COMMIT (4 s) to end.
         assert elapsed < 4
     finally:
-        await admin.execute("DROP TRIGGER IF EXISTS faults_slow_commit ON api_tokens")
+        for table in ("api_tokens", "sessions"):
+            await admin.execute(f"DROP TRIGGER IF EXISTS faults_slow_commit ON {table}")
         await admin.close()
 
 

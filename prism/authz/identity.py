@@ -202,7 +202,7 @@ async def login(
     )
 
     async def start() -> SignedIn:
-        async with db.transaction(found.organization_id) as session:
+        async with db.transaction(found.organization_id, answers_client=True) as session:
             user = await session.get(User, found.user_id)
             if user is None or _expired(user):
                 # Same answer as a wrong password: a right password must not be confirmed.
@@ -325,7 +325,7 @@ async def refresh(
     session_id, organization_id = found
 
     async def rotate() -> SignedIn | None:
-        async with db.transaction(organization_id) as session:
+        async with db.transaction(organization_id, answers_client=True) as session:
             current = await session.get(RefreshSession, session_id, with_for_update=True)
             now = datetime.now(UTC)
             if current is None or current.expires_at <= now or current.revoked_at is not None:
@@ -372,7 +372,7 @@ async def logout(db: Database, *, refresh_token: str, meta: RequestMeta) -> bool
     session_id, organization_id = found
 
     async def end() -> bool:
-        async with db.transaction(organization_id) as session:
+        async with db.transaction(organization_id, answers_client=True) as session:
             current = await session.get(RefreshSession, session_id, with_for_update=True)
             if current is None or current.revoked_at is not None:
                 return False

@@ -21,7 +21,13 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from prism.models.faults import DatabaseUnavailable, unavailable
+from prism.errors import OutcomeUnknown
+from prism.models.faults import (
+    RETRY_AFTER_SECONDS,
+    DatabaseUnavailable,
+    committing_writes,
+    unavailable,
+)
 
 APP_ROLE = "prism_app"
 
@@ -155,11 +161,36 @@ class Database:
         self.sessionmaker = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
     @asynccontextmanager
-    async def transaction(self, organization_id: uuid.UUID | None) -> AsyncIterator[AsyncSession]:
-        """A session in one transaction, committed on success, rolled back on error."""
-        async with self.sessionmaker() as session, session.begin():
-            await set_organization(session, organization_id)
-            yield session
+    async def transaction(
+        self, organization_id: uuid.UUID | None, *, answers_client: bool = False
+    ) -> AsyncIterator[AsyncSession]:
+        """A session in one transaction, committed on success, rolled back on error.
+
+        ``answers_client``: the transaction writes what a client is waiting for (a sign-in's
+        session); losing the connection during its COMMIT raises OutcomeUnknown, since the
+        change may have been saved and a blind retry could act twice."""
+        async with self.sessionmaker() as session:
+            await session.begin()
+            try:
+                await set_organization(session, organization_id)
+                yield session
+            except BaseException:
+                await session.rollback()
+                raise
+            if not answers_client:
+                await session.commit()
+                return
+            try:
+                async with committing_writes():
+                    await session.commit()
+            except Exception as exc:
+                if unavailable(exc):
+                    raise OutcomeUnknown(
+                        "The connection to the database was lost while the change was being "
+                        "committed: it may or may not have been saved. Check before retrying.",
+                        retryAfter=RETRY_AFTER_SECONDS,
+                    ) from exc
+                raise
 
     async def ping(self) -> bool:
         async with self.engine.connect() as conn:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TypeVar
 
 import asyncpg
@@ -109,3 +112,29 @@ async def retry_collisions(
             log.info("transaction collided; retrying", what=what, attempt=attempt)
             await asyncio.sleep(random.uniform(0.01, 0.05) * attempt)  # noqa: S311 - not crypto
     raise AssertionError("unreachable")
+
+
+@dataclass
+class CommitWatch:
+    """How many COMMITs of writes are in flight for one request (its deadline asks)."""
+
+    pending: int = 0
+
+
+# Set by the request's deadline (prism.guard) for the request's task and what it runs.
+COMMIT_WATCH: ContextVar[CommitWatch | None] = ContextVar("prism_commit_watch", default=None)
+
+
+@asynccontextmanager
+async def committing_writes() -> AsyncIterator[None]:
+    """Around a COMMIT of writes: a request whose deadline passes meanwhile is told its
+    change may or may not have been saved (OUTCOME_UNKNOWN), not that nothing happened."""
+    watch = COMMIT_WATCH.get()
+    if watch is None:
+        yield
+        return
+    watch.pending += 1
+    try:
+        yield
+    finally:
+        watch.pending -= 1

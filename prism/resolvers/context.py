@@ -24,7 +24,7 @@ from prism.models.audit import Actor, AuditEvent, RequestMeta, Subject, record_e
 from prism.models.db import Database, set_organization
 from prism.models.documents import read_restricted_documents
 from prism.models.enums import Classification
-from prism.models.faults import unavailable
+from prism.models.faults import committing_writes, unavailable
 from prism.models.notify import Notifications
 from prism.models.operations import data_version
 from prism.models.scope import Scope
@@ -85,9 +85,6 @@ class RequestTransaction:
         self._session: AsyncSession | None = None
         self._on_rollback: list[Callable[[], Awaitable[None]]] = []
         self.isolation = "REPEATABLE READ"
-        # A COMMIT was sent and its answer has not arrived (or never will): the outcome of
-        # the request's writes is unknown until it has.
-        self.commit_pending = False
 
     @property
     def writes(self) -> bool:
@@ -136,13 +133,15 @@ class RequestTransaction:
         try:
             if session is not None:
                 if commit:
-                    self.commit_pending = True
                     try:
-                        await session.commit()
+                        if self.writes:
+                            async with committing_writes():
+                                await session.commit()
+                        else:
+                            await session.commit()
                     except Exception as exc:
                         unknown = self.writes and unavailable(exc)
                         raise
-                    self.commit_pending = False
                     committed = True
                 else:
                     await session.rollback()
