@@ -64,6 +64,9 @@ class RequestGuard:
         self._abandoned: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -128,6 +131,40 @@ class RequestGuard:
         )
         response = coded_response(503, code, message, retryAfter=RETRY_AFTER_SECONDS)
         await response(scope, receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket whose authentication (the Authorization header, or connection_init)
+        finds the database down: refused with 503 and Retry-After during the handshake
+        where the server can send a response, else closed with 1013 (try again later)."""
+        state = "connecting"
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal state
+            if message["type"] == "websocket.accept":
+                state = "open"
+            elif message["type"] in ("websocket.close", "websocket.http.response.start"):
+                state = "closed"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except Exception as exc:
+            if not unavailable(exc) or state == "closed":
+                raise
+            request_id = scope.get("state", {}).get("request_id")
+            log.warning("database unavailable", request_id=request_id, error=type(exc).__name__)
+            if state == "connecting" and "websocket.http.response" in scope.get("extensions", {}):
+                response = unavailable_response()
+                await send(
+                    {
+                        "type": "websocket.http.response.start",
+                        "status": response.status_code,
+                        "headers": response.raw_headers,
+                    }
+                )
+                await send({"type": "websocket.http.response.body", "body": response.body})
+            else:
+                await send({"type": "websocket.close", "code": 1013, "reason": "Try again later"})
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._abandoned.discard(task)

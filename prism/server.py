@@ -47,7 +47,7 @@ from prism.guard import RequestGuard, error_answer
 from prism.jobs.pipeline import PROGRESS_CHANNEL
 from prism.models.audit import RequestMeta
 from prism.models.db import url_for_asyncpg
-from prism.models.faults import RETRY_AFTER_SECONDS, unavailable
+from prism.models.faults import RETRY_AFTER_SECONDS
 from prism.models.notify import Notifications
 from prism.observability import DB_POOL, HTTP_REQUESTS, configure_logging
 from prism.resolvers.context import Context, RequestTransaction, Services
@@ -323,6 +323,8 @@ class PrismGraphQL(GraphQL[Context, None]):
                 {"message": "Authentication required.", "code": "UNAUTHENTICATED"}
             )
         services = context.services
+        # A database that is down is not a rejection (4403): its error goes on to
+        # RequestGuard, which closes the socket with 1013 (try again later).
         try:
             principal = await identity.authenticate_bearer(
                 services.db, services.access_tokens, bearer
@@ -330,17 +332,6 @@ class PrismGraphQL(GraphQL[Context, None]):
         except Unauthenticated as exc:
             raise ConnectionRejectionError(
                 {"message": exc.message, "code": "UNAUTHENTICATED"}
-            ) from exc
-        except Exception as exc:
-            if not unavailable(exc):
-                raise
-            log.warning("database unavailable", error=type(exc).__name__)
-            raise ConnectionRejectionError(
-                {
-                    "message": "The database is unavailable; try again shortly.",
-                    "code": "SERVICE_UNAVAILABLE",
-                    "retryAfter": RETRY_AFTER_SECONDS,
-                }
             ) from exc
         context.authenticate(principal)
         return UNSET

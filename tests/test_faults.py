@@ -32,7 +32,10 @@ import psutil
 import pytest
 import sqlalchemy as sa
 import uvicorn
+import websockets
 from pydantic import SecretStr
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
 from prism import bootstrap, migrations
 from prism.config import Settings
@@ -349,6 +352,32 @@ async def faults_setup(
     return settings, url, tenant
 
 
+async def _websockets_while_down(base_url: str, token: str) -> dict[str, Any]:
+    url = base_url.replace("http://", "ws://") + "/graphql"
+    seen: dict[str, Any] = {}
+    try:
+        async with websockets.connect(
+            url,
+            subprotocols=[Subprotocol("graphql-transport-ws")],
+            additional_headers={"authorization": f"Bearer {token}"},
+        ):
+            seen["header"] = "accepted"
+    except InvalidStatus as exc:
+        seen["header"] = (exc.response.status_code, exc.response.headers.get("retry-after"))
+    async with websockets.connect(url, subprotocols=[Subprotocol("graphql-transport-ws")]) as ws:
+        await ws.send(
+            orjson.dumps(
+                {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}
+            ).decode()
+        )
+        try:
+            await asyncio.wait_for(ws.recv(), timeout=DEADLINE + SLACK)
+            seen["connection_init"] = "acknowledged"
+        except ConnectionClosed as exc:
+            seen["connection_init"] = exc.rcvd.code if exc.rcvd else None
+    return seen
+
+
 async def _wait_ready(http: httpx.AsyncClient, within: float) -> float:
     """Seconds until /readyz says the database is back (fails after ``within``)."""
     started = time.monotonic()
@@ -401,7 +430,8 @@ async def test_outages_answer_coded_errors_in_bounded_time_and_lose_nothing(
                 await asyncio.to_thread(own_postgres.stop)
                 await asyncio.sleep(0.5)
                 await readyz("down")
-                await asyncio.sleep(3)
+                sockets = await _websockets_while_down(served.url, pat)
+                await asyncio.sleep(2)
                 await asyncio.to_thread(own_postgres.start)
                 phases["down"] = (began, time.monotonic())
                 await _wait_ready(probe, 15)
@@ -459,6 +489,9 @@ async def test_outages_answer_coded_errors_in_bounded_time_and_lose_nothing(
         unavailable = [a for a in answers if within(phase, a) and a.status == 503]
         assert len(unavailable) >= 3, (phase, len(unavailable))
     assert [p[:2] for p in probes] == [("down", 503), ("frozen", 503)]
+    # WebSockets: a handshake authenticated by header is refused with 503 and Retry-After,
+    # one authenticated in connection_init is closed with 1013 (try again later).
+    assert sockets == {"header": (503, "2"), "connection_init": 1013}
     assert all(elapsed <= READY_DEADLINE + SLACK and retry for _, _, elapsed, retry in probes)
 
     # Recovered without a restart: every kind of request succeeds again.
