@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from websockets.typing import Subprotocol
 
 from prism import bootstrap, migrations
 from prism.config import Settings
+from prism.governance.gdpr import ExportLinks
 from prism.models import embedded
 from prism.models.audit import Actor, record_event, verify_chain
 from prism.models.db import url_for_asyncpg
@@ -431,6 +432,11 @@ async def test_outages_answer_coded_errors_in_bounded_time_and_lose_nothing(
                 await asyncio.sleep(0.5)
                 await readyz("down")
                 sockets = await _websockets_while_down(served.url, pat)
+                # A signed download link: the signature is checked, then the database asked.
+                link = ExportLinks(bootstrap.jwt_key(settings)).path(
+                    tenant.org_id, uuid.uuid4(), datetime.now(UTC) + timedelta(hours=1)
+                )
+                download = await probe.get(link)
                 await asyncio.sleep(2)
                 await asyncio.to_thread(own_postgres.start)
                 phases["down"] = (began, time.monotonic())
@@ -492,6 +498,9 @@ async def test_outages_answer_coded_errors_in_bounded_time_and_lose_nothing(
     # WebSockets: a handshake authenticated by header is refused with 503 and Retry-After,
     # one authenticated in connection_init is closed with 1013 (try again later).
     assert sockets == {"header": (503, "2"), "connection_init": 1013}
+    assert download.status_code == 503
+    assert download.headers["retry-after"]
+    assert download.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
     assert all(elapsed <= READY_DEADLINE + SLACK and retry for _, _, elapsed, retry in probes)
 
     # Recovered without a restart: every kind of request succeeds again.
