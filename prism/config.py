@@ -72,7 +72,7 @@ class Settings(BaseSettings):
         20,
         ge=0,
         description="Client-side cap on one SQL statement or COMMIT, for a server that does not "
-        "answer at all (0 disables).",
+        "answer at all; keep it above the statement timeout (0 disables).",
     )
     request_timeout_seconds: float = Field(
         30,

@@ -42,8 +42,9 @@ from prism.config import Settings
 from prism.governance.gdpr import ExportLinks
 from prism.models import embedded
 from prism.models.audit import Actor, record_event, verify_chain
-from prism.models.db import url_for_asyncpg
+from prism.models.db import create_engine, url_for_asyncpg
 from prism.models.enums import Role
+from prism.models.faults import DatabaseUnavailable, unavailable
 from prism.models.users import User
 from prism.resolvers.context import Services
 from prism.server import create_app
@@ -761,3 +762,54 @@ async def test_sign_ins_never_conflict_with_the_worker_of_their_organization(
     assert processed >= 6
     assert len(outcomes) >= 40
     assert all(outcome == [] for outcome in outcomes), [o for o in outcomes if o][:5]
+
+
+# --- which driver errors mean "the database is away" -----------------------------------------
+
+
+async def _error_of(engine: Any, statement: str) -> BaseException:
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text(statement))
+    except Exception as exc:  # noqa: BLE001 - the error is what is examined
+        return exc
+    raise AssertionError(f"{statement!r} did not fail")
+
+
+async def test_unavailable_means_the_database_is_away_not_that_the_request_is_wrong(
+    database_url: str,
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    nowhere = create_engine(
+        f"postgresql://prism@127.0.0.1:{closed_port}/prism", connect_timeout_seconds=1
+    )
+    here = create_engine(database_url, statement_timeout_ms=50, pool_timeout_seconds=0.2)
+    try:
+        refused = await _error_of(nowhere, "SELECT 1")
+        timed_out = await _error_of(here, "SELECT pg_sleep(1)")
+        divided = await _error_of(here, "SELECT 1 / 0")
+        wrong = await _error_of(here, "SELECT * FROM no_such_table")
+        async with here.connect() as conn:
+            backend = await conn.scalar(sa.text("SELECT pg_backend_pid()"))
+            owner = await asyncpg.connect(url_for_asyncpg(database_url))
+            try:
+                await owner.execute("SELECT pg_terminate_backend($1)", backend)
+            finally:
+                await owner.close()
+            try:
+                await conn.execute(sa.text("SELECT 1"))
+            except Exception as exc:  # noqa: BLE001 - the error is what is examined
+                terminated: BaseException = exc
+            else:
+                raise AssertionError("a terminated connection answered")
+    finally:
+        await nowhere.dispose()
+        await here.dispose()
+    assert unavailable(refused)
+    assert isinstance(refused, DatabaseUnavailable)
+    assert unavailable(timed_out)  # the server could not answer in time
+    assert unavailable(terminated)
+    assert not unavailable(divided)
+    assert not unavailable(wrong)
