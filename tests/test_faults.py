@@ -15,13 +15,15 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,6 @@ import orjson
 import psutil
 import pytest
 import sqlalchemy as sa
-import uvicorn
 import websockets
 from pydantic import SecretStr
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -47,7 +48,6 @@ from prism.models.enums import Role
 from prism.models.faults import DatabaseUnavailable, unavailable
 from prism.models.users import User
 from prism.resolvers.context import Services
-from prism.server import create_app
 from tests.conftest import client_of
 from tests.factories import PASSWORD, Tenant, codes, gql, make_tenant
 from tests.pipeline_helpers import run_jobs, upload
@@ -133,35 +133,74 @@ def own_postgres() -> Iterator[OwnPostgres]:
 
 
 class ServedApp:
-    """Prism under uvicorn in a thread of its own: real sockets, real keep-alive."""
+    """Prism served by uvicorn in a process of its own (as `prism serve` runs it): real
+    sockets, real keep-alive, its log in a file."""
 
-    def __init__(self, settings: Settings, database_url: str, *, with_worker: bool = False) -> None:
+    def __init__(self, settings: Settings, *, with_worker: bool = False) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        app = create_app(settings, database_url=database_url, with_worker=with_worker)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", timeout_keep_alive=60
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.directory = Path(tempfile.mkdtemp(prefix="prism-served-"))
+        self.log_path = self.directory / "stderr.log"
+        self.env = {**os.environ, **_environment(settings)}
+        if with_worker:
+            self.env[bootstrap.WITH_WORKER_ENV] = "1"
+        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def logs(self) -> str:
+        return self.log_path.read_text()
+
     def __enter__(self) -> ServedApp:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        return self
+        command = [
+            *(sys.executable, "-m", "uvicorn", "--factory", "prism.server:app_from_environment"),
+            *("--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"),
+            *("--timeout-keep-alive", "60"),
+        ]
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                command, env=self.env, cwd=self.directory, stderr=log, stdout=log
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"uvicorn exited: {self.logs[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("uvicorn did not start")
 
     def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _environment(settings: Settings) -> dict[str, str]:
+    """The settings as the PRISM_* variables a server process reads."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, Enum):
+            value = value.value
+        env[f"PRISM_{name.upper()}"] = str(value)
+    return env
 
 
 @dataclass
@@ -320,6 +359,7 @@ class Traffic:
 
 def _settings(url: str, data_dir: Path) -> Settings:
     return Settings(
+        _env_file=None,
         database_url=SecretStr(url),
         data_dir=data_dir,
         jwt_secret=SecretStr("fault-secret-" + "x" * 40),
@@ -396,13 +436,12 @@ async def _wait_ready(http: httpx.AsyncClient, within: float) -> float:
 async def test_outages_answer_coded_errors_in_bounded_time_and_lose_nothing(
     own_postgres: OwnPostgres,
     faults_setup: tuple[Settings, str, Tenant],
-    capfd: pytest.CaptureFixture[str],
 ) -> None:
     settings, url, tenant = faults_setup
     phases: dict[str, tuple[float, float]] = {}
     probes: list[tuple[str, int, float, str | None]] = []
     # With a job worker in the process: its loops meet the outage too.
-    with ServedApp(settings, url, with_worker=True) as served:
+    with ServedApp(settings, with_worker=True) as served:
         traffic = Traffic(served.url, tenant)
         pat = tenant.tokens[Role.ADMIN]
         workers = [
@@ -461,7 +500,7 @@ async def test_outages_answer_coded_errors_in_bounded_time_and_lose_nothing(
                     own_postgres.thaw()
                 traffic.stop.set()
                 await asyncio.gather(*workers)
-    logs = capfd.readouterr().err
+    logs = served.logs
 
     answers = traffic.answers
     # Every answer arrived, within the deadline (readyz within its own), with a code.
@@ -619,7 +658,7 @@ async def test_a_mutation_cut_short_at_commit_answers_outcome_unknown(
     admin = await asyncpg.connect(url)
     try:
         await admin.execute(SLOW_COMMIT)
-        with ServedApp(settings, url) as served:
+        with ServedApp(settings) as served:
             async with httpx.AsyncClient(base_url=served.url, timeout=30) as http:
                 sent = asyncio.create_task(http.post("/graphql", **request))
                 if cut == "connection-lost":
