@@ -93,6 +93,9 @@ def build_services(settings: Settings, url: str) -> Services:
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
         statement_timeout_ms=settings.database_statement_timeout_ms,
+        pool_timeout_seconds=settings.database_pool_timeout_seconds,
+        connect_timeout_seconds=settings.database_connect_timeout_seconds,
+        command_timeout_seconds=settings.database_command_timeout_seconds,
     )
     db = Database(engine)
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None

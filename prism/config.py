@@ -61,6 +61,26 @@ class Settings(BaseSettings):
     database_statement_timeout_ms: int = Field(
         15_000, ge=0, description="Server-side cap on one SQL statement (0 disables)."
     )
+    database_pool_timeout_seconds: float = Field(
+        5,
+        gt=0,
+        description="Longest wait for a pooled connection before answering SERVICE_UNAVAILABLE.",
+    )
+    database_connect_timeout_seconds: float = Field(
+        5, gt=0, description="Longest wait for a new connection to PostgreSQL."
+    )
+    database_command_timeout_seconds: float = Field(
+        20,
+        ge=0,
+        description="Client-side cap on one SQL statement or COMMIT, for a server that does not "
+        "answer at all; keep it above the statement timeout (0 disables).",
+    )
+    request_timeout_seconds: float = Field(
+        30,
+        ge=0,
+        description="Deadline of one HTTP request (uploads included): past it the answer is 503 "
+        "SERVICE_UNAVAILABLE, or OUTCOME_UNKNOWN for a mutation caught committing (0 disables).",
+    )
     jwt_secret: SecretStr | None = Field(
         None,
         description="HMAC key for access tokens; unset generates one in PRISM_DATA_DIR/jwt.key "

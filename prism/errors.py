@@ -68,3 +68,10 @@ class ServiceUnavailable(PrismError):
 def not_found(kind: str) -> NotFound:
     """The one message for a missing row *and* a row the caller may not see."""
     return NotFound(f"{kind} not found.")
+
+
+class OutcomeUnknown(PrismError):
+    """The connection was lost while a mutation committed: it may or may not have happened.
+    Read the state back before retrying."""
+
+    code = "OUTCOME_UNKNOWN"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import re
@@ -52,10 +53,12 @@ from prism.edge import (
 )
 from prism.errors import PrismError, ServiceUnavailable, Unauthenticated
 from prism.governance import gdpr
+from prism.guard import RequestGuard, error_answer
 from prism.jobs.pipeline import PROGRESS_CHANNEL
 from prism.jobs.watch import observe_jobs
 from prism.models.audit import RequestMeta
 from prism.models.db import url_for_asyncpg
+from prism.models.faults import RETRY_AFTER_SECONDS
 from prism.models.notify import Notifications
 from prism.observability import DB_POOL, HTTP_REQUESTS, configure_logging
 from prism.resolvers.context import Context, RequestTransaction, Services
@@ -360,6 +363,12 @@ class PrismGraphQL(GraphQL[Context, None]):
             media_type="application/json",
         )
         response.headers.raw.extend(sub_response.headers.raw)
+        outage = _outage(response_data)
+        if outage is not None:
+            # A dependency that is down: 503 when nothing was answered, and when to come back.
+            if outage:
+                response.status_code = 503
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 
     async def on_ws_connect(self, context: Context) -> Any:
@@ -375,6 +384,8 @@ class PrismGraphQL(GraphQL[Context, None]):
                 {"message": "Authentication required.", "code": "UNAUTHENTICATED"}
             )
         services = context.services
+        # A database that is down is not a rejection (4403): its error goes on to
+        # RequestGuard, which closes the socket with 1013 (try again later).
         try:
             principal = await identity.authenticate_bearer(
                 services.db, services.access_tokens, bearer
@@ -409,11 +420,26 @@ class PrismGraphQL(GraphQL[Context, None]):
         )
 
 
+_OUTAGE_CODES = frozenset({"SERVICE_UNAVAILABLE", "OUTCOME_UNKNOWN"})
+
+
+def _outage(response_data: object) -> bool | None:
+    """None: no error says a dependency is down; True: one does and no root field has data
+    (the whole answer is that error); False: one does beside some data."""
+    if not isinstance(response_data, dict):
+        return None
+    errors = response_data.get("errors") or []
+    if not any((e.get("extensions") or {}).get("code") in _OUTAGE_CODES for e in errors):
+        return None
+    data = response_data.get("data")
+    return not data or all(value is None for value in data.values())
+
+
 async def internal_error(request: Request, exc: Exception) -> Response:
-    """Whatever escapes: logged with its stack, answered without it."""
+    """Whatever escapes RequestGuard (WebSocket handshakes): logged with its stack, answered
+    without it; a database that is down is 503 SERVICE_UNAVAILABLE."""
     request_id = request.scope.get("state", {}).get("request_id")
-    log.error("unhandled error", request_id=request_id, exc_info=exc)
-    response = error_response(500, "INTERNAL", "Unexpected error.")
+    response = error_answer(exc, request_id)
     if request_id:
         response.headers["x-request-id"] = request_id
     return response
@@ -465,13 +491,22 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+# /readyz answers within this, whatever the database does (a frozen one never answers).
+READY_TIMEOUT_SECONDS = 2.0
+
+
 async def readyz(request: Request) -> Response:
     services: Services = request.app.state.services
     try:
-        await services.db.ping()
-    except Exception:
-        log.warning("database not ready", exc_info=True)
-        return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
+        async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+            await services.db.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        log.warning("database not ready", error=type(exc).__name__)
+        return JSONResponse(
+            {"status": "unavailable", "database": "down"},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     return JSONResponse({"status": "ok", "database": "up"})
 
 
@@ -594,6 +629,7 @@ def create_app(
         middleware=[
             Middleware(ClientAddressMiddleware, TrustedProxies.parse(settings.trusted_proxies)),
             Middleware(RequestIdMiddleware),
+            Middleware(RequestGuard, timeout_seconds=settings.request_timeout_seconds),
             Middleware(
                 AuthenticationMiddleware,
                 backend=BearerAuthentication(),

@@ -34,6 +34,7 @@ from prism.models import users as user_models
 from prism.models.audit import Actor, RequestMeta, record_event
 from prism.models.db import Database
 from prism.models.enums import Classification, Role
+from prism.models.faults import retry_collisions
 from prism.models.users import ApiToken, RefreshSession, User
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}\.[^@\s]{2,63}$")
@@ -203,28 +204,41 @@ async def login(
         if passwords.needs_rehash(found.password_hash)
         else None
     )
-    async with db.transaction(found.organization_id) as session:
-        user = await session.get(User, found.user_id)
-        if user is None or _expired(user):
-            # Same answer as a wrong password: a right password must not be confirmed.
-            raise Unauthenticated(_INVALID_LOGIN)
-        if user.mfa_enabled:
-            if not totp:
-                raise Unauthenticated(
-                    "Enter the code from your authenticator app (or a backup code).",
-                    mfaRequired=True,
-                )
-            if not await verify_second_factor(session, box, user, totp):
-                raise Unauthenticated(
-                    "The authentication code is invalid or was already used.", mfaRequired=True
-                )
-        if rehashed is not None:
-            user.password_hash = rehashed
-        await user_models.mark_login(session, user)
-        signed_in = await _start_session(session, access, user, meta, refresh_ttl, uuid.uuid4())
-        await _auth_event(
-            session, user.organization_id, user.id, "auth.login", f"{user.email} signed in", meta
-        )
+
+    async def start() -> SignedIn:
+        async with db.transaction(found.organization_id, answers_client=True) as session:
+            user = await session.get(User, found.user_id)
+            if user is None or _expired(user):
+                # Same answer as a wrong password: a right password must not be confirmed.
+                raise Unauthenticated(_INVALID_LOGIN)
+            if user.mfa_enabled:
+                if not totp:
+                    raise Unauthenticated(
+                        "Enter the code from your authenticator app (or a backup code).",
+                        mfaRequired=True,
+                    )
+                if not await verify_second_factor(session, box, user, totp):
+                    raise Unauthenticated(
+                        "The authentication code is invalid or was already used.",
+                        mfaRequired=True,
+                    )
+            if rehashed is not None:
+                user.password_hash = rehashed
+            await user_models.mark_login(session, user)
+            signed_in = await _start_session(session, access, user, meta, refresh_ttl, uuid.uuid4())
+            await _auth_event(
+                session,
+                user.organization_id,
+                user.id,
+                "auth.login",
+                f"{user.email} signed in",
+                meta,
+            )
+        return signed_in
+
+    # The session is the server's own bookkeeping: a collision with a concurrent writer of
+    # the organization (a worker recording its events) is retried here, never the client's.
+    signed_in = await retry_collisions(start, what="sign-in")
     await throttle.succeeded(db, keys)
     return signed_in
 
@@ -313,23 +327,24 @@ async def refresh(
     if found is None:
         raise invalid
     session_id, organization_id = found
-    async with db.transaction(organization_id) as session:
-        current = await session.get(RefreshSession, session_id, with_for_update=True)
-        now = datetime.now(UTC)
-        if current is None or current.expires_at <= now or current.revoked_at is not None:
-            raise invalid
-        replayed = current.rotated_at is not None
-        if replayed:
-            await user_models.revoke_session_family(session, current.family_id)
-            await _auth_event(
-                session,
-                organization_id,
-                current.user_id,
-                "auth.refresh_reused",
-                "A rotated refresh token was replayed; its session family is revoked",
-                meta,
-            )
-        else:
+
+    async def rotate() -> SignedIn | None:
+        async with db.transaction(organization_id, answers_client=True) as session:
+            current = await session.get(RefreshSession, session_id, with_for_update=True)
+            now = datetime.now(UTC)
+            if current is None or current.expires_at <= now or current.revoked_at is not None:
+                raise invalid
+            if current.rotated_at is not None:
+                await user_models.revoke_session_family(session, current.family_id)
+                await _auth_event(
+                    session,
+                    organization_id,
+                    current.user_id,
+                    "auth.refresh_reused",
+                    "A rotated refresh token was replayed; its session family is revoked",
+                    meta,
+                )
+                return None
             user = await session.get(User, current.user_id)
             if user is None or not user.is_active or _expired(user):
                 raise invalid
@@ -345,8 +360,11 @@ async def refresh(
                 f"{user.email} refreshed a session",
                 meta,
             )
+            return signed_in
+
+    signed_in = await retry_collisions(rotate, what="refresh")
     # Outside the transaction: the revocation above is committed before we refuse.
-    if replayed:
+    if signed_in is None:
         raise invalid
     return signed_in
 
@@ -356,15 +374,19 @@ async def logout(db: Database, *, refresh_token: str, meta: RequestMeta) -> bool
     if found is None:
         return False
     session_id, organization_id = found
-    async with db.transaction(organization_id) as session:
-        current = await session.get(RefreshSession, session_id, with_for_update=True)
-        if current is None or current.revoked_at is not None:
-            return False
-        await user_models.revoke_session_family(session, current.family_id)
-        await _auth_event(
-            session, organization_id, current.user_id, "auth.logout", "Signed out", meta
-        )
-    return True
+
+    async def end() -> bool:
+        async with db.transaction(organization_id, answers_client=True) as session:
+            current = await session.get(RefreshSession, session_id, with_for_update=True)
+            if current is None or current.revoked_at is not None:
+                return False
+            await user_models.revoke_session_family(session, current.family_id)
+            await _auth_event(
+                session, organization_id, current.user_id, "auth.logout", "Signed out", meta
+            )
+        return True
+
+    return await retry_collisions(end, what="sign-out")
 
 
 # --- API tokens ------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from prism.authz.secrets import SecretBox
 from prism.errors import RateLimited
 from prism.models.db import Database
+from prism.models.faults import retry_collisions
 from prism.models.throttle import Limit, record_success, reserve_attempt
 
 FIFTEEN_MINUTES = 15 * 60
@@ -75,8 +76,12 @@ def _limit(key: bytes, rule: tuple[int, int], *, skip_when_known: bool = False) 
 
 async def reserve(db: Database, keys: SignInKeys) -> None:
     """Count an attempt or raise RateLimited (with ``retryAfter`` seconds)."""
-    async with db.transaction(None) as session:
-        wait = await reserve_attempt(session, keys.limits(), known=keys.pair)
+
+    async def count() -> int:
+        async with db.transaction(None) as session:
+            return await reserve_attempt(session, keys.limits(), known=keys.pair)
+
+    wait = await retry_collisions(count, what="sign-in throttle")
     if wait:
         raise RateLimited(
             f"Too many sign-in attempts. Try again in {wait} seconds.", retryAfter=wait
@@ -84,7 +89,10 @@ async def reserve(db: Database, keys: SignInKeys) -> None:
 
 
 async def succeeded(db: Database, keys: SignInKeys) -> None:
-    async with db.transaction(None) as session:
-        await record_success(
-            session, reset=[keys.pair, keys.account], refund=[keys.source], known=keys.pair
-        )
+    async def give_back() -> None:
+        async with db.transaction(None) as session:
+            await record_success(
+                session, reset=[keys.pair, keys.account], refund=[keys.source], known=keys.pair
+            )
+
+    await retry_collisions(give_back, what="sign-in throttle")

@@ -12,6 +12,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy.exc import DataError
@@ -30,6 +31,7 @@ from prism.models import jobs as job_models
 from prism.models.base import utcnow
 from prism.models.db import url_for_asyncpg
 from prism.models.enums import JobState
+from prism.models.faults import unavailable
 from prism.models.jobs import Job
 from prism.models.notify import Listener
 
@@ -86,8 +88,8 @@ class Worker:
                 try:
                     claimed = await self._claim_free_slots()
                     delay = 0.5
-                except Exception:
-                    log.warning("claiming failed; retrying", exc_info=True, delay=delay)
+                except Exception as exc:  # noqa: BLE001 - logged; the loop carries on
+                    trouble("claiming failed; retrying", exc, delay=delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 30)
                     continue
@@ -179,8 +181,8 @@ class Worker:
                             ids=list(self._running),
                             lease_seconds=self.lease_seconds,
                         )
-                except Exception:
-                    log.warning("lease renewal failed", exc_info=True)
+                except Exception as exc:  # noqa: BLE001 - logged; renewed next beat
+                    trouble("lease renewal failed", exc)
 
     async def _schedule_periodic(self) -> None:
         """Queue the governance jobs (lifecycle, data quality) of every organization once per
@@ -194,8 +196,8 @@ class Worker:
                 async with self.pipeline.db.transaction(None) as session:
                     for kind in PERIODIC:
                         await governance_models.schedule_jobs(session, kind=kind, every=every)
-            except Exception:
-                log.warning("scheduling periodic jobs failed", exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - logged; tried next round
+                trouble("scheduling periodic jobs failed", exc)
             await asyncio.sleep(min(SCHEDULE_CHECK_SECONDS, every.total_seconds()))
 
     async def _schedule_bi_refreshes(self) -> None:
@@ -207,8 +209,8 @@ class Worker:
             await asyncio.sleep(self.bi_refresh_seconds)
             try:
                 await bi.schedule_refreshes(self.pipeline.db, self.pipeline.settings)
-            except Exception:
-                log.warning("scheduling BI refreshes failed", exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - logged; tried next round
+                trouble("scheduling BI refreshes failed", exc)
 
     async def _shutdown(self, grace_seconds: float) -> None:
         if self._running:
@@ -248,15 +250,23 @@ class Worker:
             if await self._finish(job, JobState.DEAD, public_error(exc)):
                 await fail_document(run, "The document holds text that cannot be stored.")
         except Exception as exc:  # noqa: BLE001 - any failure is recorded and retried
-            bound.warning("job failed", exc_info=True)
+            trouble("job failed", exc, bound=bound)
             error = public_error(exc)
-            if job.attempts >= job.max_attempts:
-                if await self._finish(job, JobState.DEAD, error):
-                    await fail_document(run, f"Processing failed after {job.attempts} attempts.")
-            else:
-                await self._finish(
-                    job, JobState.FAILED, error, run_at=utcnow() + backoff(job.attempts)
-                )
+            try:
+                if job.attempts >= job.max_attempts:
+                    if await self._finish(job, JobState.DEAD, error):
+                        await fail_document(
+                            run, f"Processing failed after {job.attempts} attempts."
+                        )
+                else:
+                    await self._finish(
+                        job, JobState.FAILED, error, run_at=utcnow() + backoff(job.attempts)
+                    )
+            except Exception as lost:
+                if not unavailable(lost):
+                    raise
+                # The lease runs out and the job is claimed again once the database is back.
+                trouble("job outcome not recorded", lost, bound=bound)
         finally:
             if self._running.get(job.id) is asyncio.current_task():
                 del self._running[job.id]
@@ -275,6 +285,17 @@ class Worker:
                 error=error,
                 run_at=run_at,
             )
+
+
+def trouble(message: str, exc: BaseException, *, bound: Any = None, **fields: object) -> None:
+    """A failure of the worker's loop or of a job, as one log line: with its stack when it is
+    a bug, without when the database is away (an outage would otherwise log a stack for
+    every claim, renewal and job until it ends)."""
+    logger = bound if bound is not None else log
+    if unavailable(exc):
+        logger.warning(message, error=type(exc).__name__, database="unavailable", **fields)
+    else:
+        logger.warning(message, exc_info=exc, **fields)
 
 
 def public_error(exc: BaseException) -> str:

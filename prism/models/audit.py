@@ -24,6 +24,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from prism.models.base import Base, enum_column, org_fk, utcnow
 from prism.models.enums import Classification
+from prism.models.organizations import Organization
 from prism.models.pagination import Page, PageRequest, keyset_page
 from prism.models.scope import Scope, within_clearance
 
@@ -157,10 +158,26 @@ async def record_event(
 ) -> AuditEvent:
     """Append an event to the organization's chain, in the caller's transaction."""
     meta = meta or RequestMeta()
-    # Lock the chain head (creating it on first use) and read the previous hash in one step.
+    # Locks are taken in one order by every writer: the organization's row, then its chain
+    # head. Every write of the organization's data takes the row (the data-version triggers
+    # update it), and so does the event itself; a writer that took the head first and the
+    # row second (changes still unflushed, or none before the event) deadlocked with one
+    # that wrote first and recorded its event second, e.g. a worker's `document.analyzed`
+    # against a sign-in. So: pending changes are flushed first, and the head is locked by a
+    # statement that locks the organization's row before it.
+    await session.flush()
+    organization = (
+        sa.select(Organization.id)
+        .where(Organization.id == organization_id)
+        .with_for_update(key_share=True)
+        .cte("organization")
+    )
     lock_head = (
         insert(AuditChainHead)
-        .values(organization_id=organization_id, events=0)
+        .from_select(
+            ["organization_id", "events"],
+            sa.select(organization.c.id, sa.literal(0, sa.BigInteger)),
+        )
         .on_conflict_do_update(
             index_elements=[AuditChainHead.organization_id],
             set_={"events": AuditChainHead.events},

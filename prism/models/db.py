@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -18,6 +19,14 @@ from sqlalchemy.ext.asyncio import (
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
+)
+
+from prism.errors import OutcomeUnknown
+from prism.models.faults import (
+    RETRY_AFTER_SECONDS,
+    DatabaseUnavailable,
+    committing_writes,
+    unavailable,
 )
 
 APP_ROLE = "prism_app"
@@ -44,6 +53,9 @@ def create_engine(
     max_overflow: int = 10,
     statement_timeout_ms: int = 15_000,
     application_name: str = "prism",
+    pool_timeout_seconds: float = 5.0,
+    connect_timeout_seconds: float = 5.0,
+    command_timeout_seconds: float = 0.0,
 ) -> AsyncEngine:
     server_settings = {"application_name": application_name}
     if role is not None:
@@ -60,10 +72,51 @@ def create_engine(
         pool_recycle=1800,
         # Bound values (password hashes, token digests) never reach logs via error text.
         hide_parameters=True,
-        connect_args={"server_settings": server_settings},
+        # A database that is down, frozen or out of connections answers within bounds: no
+        # free connection within pool_timeout, no new one within the connect timeout, no
+        # statement (COMMIT included) answered within command_timeout (client-side: the
+        # server-side statement_timeout cannot fire in a server that does not run).
+        pool_timeout=pool_timeout_seconds,
+        connect_args={
+            "async_creator_fn": _connect,
+            "server_settings": server_settings,
+            "timeout": connect_timeout_seconds,
+            "command_timeout": command_timeout_seconds or None,
+        },
     )
     _ping_when_idle(engine)
+    _name_lost_connections(engine)
     return engine
+
+
+async def _connect(*args: Any, **kwargs: Any) -> Any:
+    """asyncpg.connect, with a server that is not there (no socket, refused, no answer within
+    the connect timeout) said as DatabaseUnavailable: the pool raises connect errors as they
+    are, past the engine's error hook."""
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except (OSError, TimeoutError) as exc:
+        raise DatabaseUnavailable(f"cannot connect to the database ({type(exc).__name__})") from exc
+
+
+def _name_lost_connections(engine: AsyncEngine) -> None:
+    """Socket errors and client-side timeouts leave the driver as they are (OSError,
+    TimeoutError, nothing SQLAlchemy wraps): raise them as DatabaseUnavailable, and throw the
+    connection away (a timed-out statement may still be running on it)."""
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _lost(context: Any) -> BaseException | None:
+        original = context.original_exception
+        if isinstance(original, DatabaseUnavailable):
+            return None
+        if isinstance(original, OSError | TimeoutError) or (
+            context.sqlalchemy_exception is None and unavailable(original)
+        ):
+            context.is_disconnect = True
+            error = DatabaseUnavailable(f"database unavailable ({type(original).__name__})")
+            error.__cause__ = original
+            return error
+        return None
 
 
 # A connection back in use within this many seconds is trusted without a round trip.
@@ -108,11 +161,36 @@ class Database:
         self.sessionmaker = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
     @asynccontextmanager
-    async def transaction(self, organization_id: uuid.UUID | None) -> AsyncIterator[AsyncSession]:
-        """A session in one transaction, committed on success, rolled back on error."""
-        async with self.sessionmaker() as session, session.begin():
-            await set_organization(session, organization_id)
-            yield session
+    async def transaction(
+        self, organization_id: uuid.UUID | None, *, answers_client: bool = False
+    ) -> AsyncIterator[AsyncSession]:
+        """A session in one transaction, committed on success, rolled back on error.
+
+        ``answers_client``: the transaction writes what a client is waiting for (a sign-in's
+        session); losing the connection during its COMMIT raises OutcomeUnknown, since the
+        change may have been saved and a blind retry could act twice."""
+        async with self.sessionmaker() as session:
+            await session.begin()
+            try:
+                await set_organization(session, organization_id)
+                yield session
+            except BaseException:
+                await session.rollback()
+                raise
+            if not answers_client:
+                await session.commit()
+                return
+            try:
+                async with committing_writes():
+                    await session.commit()
+            except Exception as exc:
+                if unavailable(exc):
+                    raise OutcomeUnknown(
+                        "The connection to the database was lost while the change was being "
+                        "committed: it may or may not have been saved. Check before retrying.",
+                        retryAfter=RETRY_AFTER_SECONDS,
+                    ) from exc
+                raise
 
     async def ping(self) -> bool:
         async with self.engine.connect() as conn:

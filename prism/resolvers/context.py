@@ -25,6 +25,7 @@ from prism.models.audit import Actor, AuditEvent, RequestMeta, Subject, record_e
 from prism.models.db import Database, set_organization
 from prism.models.documents import read_restricted_documents
 from prism.models.enums import Classification
+from prism.models.faults import committing_writes, unavailable
 from prism.models.notify import Notifications
 from prism.models.operations import data_version
 from prism.models.scope import Scope
@@ -89,6 +90,11 @@ class RequestTransaction:
         self._on_rollback: list[Callable[[], Awaitable[None]]] = []
         self.isolation = "REPEATABLE READ"
 
+    @property
+    def writes(self) -> bool:
+        """The transaction is a mutation's."""
+        return self.isolation == "READ COMMITTED"
+
     def for_writes(self) -> None:
         """Run the transaction READ COMMITTED (call before its first statement)."""
         if self._session is not None:
@@ -125,17 +131,30 @@ class RequestTransaction:
         session, self._session = self._session, None
         undo, self._on_rollback = self._on_rollback, []
         committed = False
+        # The connection lost during COMMIT: the writes may have been committed, so nothing
+        # they refer to may be undone (an orphaned object beats a row without its file).
+        unknown = False
         try:
             if session is not None:
                 if commit:
-                    await session.commit()
+                    try:
+                        if self.writes:
+                            async with committing_writes():
+                                await session.commit()
+                        else:
+                            await session.commit()
+                    except Exception as exc:
+                        unknown = self.writes and unavailable(exc)
+                        raise
                     committed = True
                 else:
                     await session.rollback()
         finally:
             if session is not None:
                 await session.close()
-            if not committed:
+            if unknown and undo:
+                log.warning("commit outcome unknown; undo steps skipped", steps=len(undo))
+            elif not committed:
                 for step in undo:
                     await step()
 

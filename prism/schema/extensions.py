@@ -15,7 +15,8 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.types.graphql import OperationType
 
-from prism.errors import PrismError
+from prism.errors import Conflict, OutcomeUnknown, PrismError, ServiceUnavailable
+from prism.models.faults import RETRY_AFTER_SECONDS, collided, unavailable
 from prism.observability import (
     GRAPHQL_ERRORS,
     GRAPHQL_LATENCY,
@@ -43,13 +44,65 @@ class RequestTransaction(SchemaExtension):
 
     async def on_operation(self) -> AsyncIterator[None]:
         context = self.execution_context.context
-        commit = False
+        if not isinstance(context, Context):
+            yield
+            return
         try:
             yield
-            commit = _every_root_field_answered(self.execution_context.result)
-        finally:
-            if isinstance(context, Context):
-                await context.finish(commit=commit)
+        except BaseException:
+            # Cancelled (the request's deadline) or failed outside execution: roll back, and
+            # let what happened leave as it is.
+            try:
+                await context.finish(commit=False)
+            except Exception as exc:  # noqa: BLE001 - the original error is what matters
+                log.warning("rollback failed", request_id=context.meta.request_id, error=repr(exc))
+            raise
+        commit = _every_root_field_answered(self.execution_context.result)
+        try:
+            await context.finish(commit=commit)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a coded answer
+            self._finish_failed(context, exc, committing=commit)
+
+    def _finish_failed(self, context: Context, exc: Exception, *, committing: bool) -> None:
+        """The transaction could not end as planned: the answer becomes one coded error.
+
+        A mutation whose COMMIT lost its connection may have happened (OUTCOME_UNKNOWN: read
+        before retrying); a read's, or a rollback's, is SERVICE_UNAVAILABLE; a COMMIT the
+        server refused is CONFLICT (nothing changed); anything else is INTERNAL, logged."""
+        request_id = context.meta.request_id
+        error: PrismError
+        if isinstance(exc, PrismError):
+            error = exc
+        elif unavailable(exc):
+            if committing and context.transaction.writes:
+                error = OutcomeUnknown(
+                    "The connection to the database was lost while the change was being "
+                    "committed: it may or may not have been saved. Check before retrying.",
+                    retryAfter=RETRY_AFTER_SECONDS,
+                )
+            else:
+                error = _unavailable_error()
+            log.warning(
+                "transaction end failed",
+                code=error.code,
+                request_id=request_id,
+                error=type(exc).__name__,
+            )
+        elif collided(exc) or isinstance(exc, IntegrityError):
+            error = Conflict("The change conflicts with another one made meanwhile; retry.")
+        else:
+            log.error("transaction end failed", request_id=request_id, exc_info=exc)
+            error = PrismError("Unexpected error.", requestId=request_id)
+        if not committing and not isinstance(exc, PrismError) and error.code != "INTERNAL":
+            # A rollback that could not be sent: nothing was committed, and the answer
+            # already says what went wrong.
+            return
+        GRAPHQL_ERRORS.labels(error.code).inc()
+        result = self.execution_context.result
+        if result is None:
+            raise error from exc
+        result.data = None
+        result.errors = [GraphQLError(error.message, extensions=error.extensions)]
 
 
 def _every_root_field_answered(result: object) -> bool:
@@ -97,6 +150,7 @@ class ErrorCodes(MaskErrors):
         )
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        errors = self._unavailable(errors)
         processed = super()._process_errors([_database_input_error(e) for e in errors])
         for error in processed:
             if error.extensions is None or "code" not in error.extensions:
@@ -107,6 +161,44 @@ class ErrorCodes(MaskErrors):
                 )
                 error.extensions = {**(error.extensions or {}), "code": code}
         return processed
+
+    def _unavailable(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        """Errors of a database (or another dependency) that cannot be reached become
+        SERVICE_UNAVAILABLE, logged as one line per request without a stack: an outage is
+        not a bug, and a thousand tracebacks of it would hide the ones that are."""
+        mapped: list[GraphQLError] = []
+        causes: set[str] = set()
+        for error in errors:
+            original = error.original_error
+            if (
+                original is not None
+                and not isinstance(original, PrismError | GraphQLError)
+                and unavailable(original)
+            ):
+                causes.add(type(original).__name__)
+                unavailable_error = _unavailable_error()
+                error = GraphQLError(
+                    unavailable_error.message,
+                    nodes=error.nodes,
+                    path=error.path,
+                    extensions=unavailable_error.extensions,
+                )
+            mapped.append(error)
+        if causes:
+            context = self.execution_context.context
+            log.warning(
+                "database unavailable",
+                request_id=context.meta.request_id if isinstance(context, Context) else None,
+                errors=len(errors),
+                causes=sorted(causes),
+            )
+        return mapped
+
+
+def _unavailable_error() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "The database is unavailable; try again shortly.", retryAfter=RETRY_AFTER_SECONDS
+    )
 
 
 def _database_input_error(error: GraphQLError) -> GraphQLError:
