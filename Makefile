@@ -56,12 +56,15 @@ bench-perf: install
 	$(VENV)/bin/python -m bench.perf --make $(PERF_ARGS)
 
 # Search benchmarks at 100k sections, PostgreSQL and OpenSearch; results in bench/results/.
+# More options in SEARCH_ARGS, e.g. SEARCH_ARGS="--sections 2000 --results-dir /tmp/search".
 bench-search: install
-	PRISM_BENCH_OPENSEARCH_URL="$$(scripts/opensearch.sh start)" $(VENV)/bin/python bench/search.py
+	PRISM_BENCH_OPENSEARCH_URL="$$(scripts/opensearch.sh start)" $(VENV)/bin/python bench/search.py $(SEARCH_ARGS)
 
 # BI benchmarks at a million analyses (about 15 minutes); results in bench/results/bi.*.
+# More options in BI_ARGS (later ones win), e.g. BI_ARGS="--documents 1000 --results-dir /tmp/bi".
+# tests/test_bench_smoke.py runs every benchmark at a tiny size, into a temporary directory.
 bench-bi: install
-	$(VENV)/bin/python bench/bi.py all --documents 100000
+	$(VENV)/bin/python bench/bi.py all --documents 100000 $(BI_ARGS)
 
 schema: install
 	$(VENV)/bin/prism schema export --output schema.graphql

@@ -8,22 +8,22 @@ PostgreSQL in a temporary directory) goes through, in order:
 
 1. generate  - `prism demo --scale`'s generator (COPY) writes the corpus: rows/s per table;
 2. build     - the first refresh of every organization's rollups (bulk maintenance);
-3. queries   - every BI field over GraphQL (in-process ASGI, real token, no result cache) and
+3. queries   - every BI field over GraphQL (in-process ASGI, real token, no result cache; the
+               BI token sends registered operations by hash, ADMIN the text) and
                the executive and 90-day daily summaries in SQL, from the rollups and from the
                base tables (same numbers, checked), p50/p95/p99: the ratio;
 4. upkeep    - incremental maintenance: writers commit one analysis (and some feedback) per
                transaction, as the pipeline does, with the BI triggers on and off; a refresher
                folds every second: write overhead, fold time, staleness.
 
-Prints Markdown tables and writes bench/results/bi.json. Measurements, not tests: nothing
-here asserts a figure (it does check that rollups and base tables agree).
+Prints Markdown tables and writes bench/results/bi.json (or into --results-dir). Measurements,
+not tests: nothing here asserts a figure (it does check that rollups and base tables agree).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import statistics
@@ -37,53 +37,52 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import common
+from bench.common import CpuClock, markdown_table, pct
 
-import ingest  # the shared harness: environment, tables, the bench database
-
-ROOT = ingest.ROOT
-RESULTS = ingest.RESULTS
-EXECUTIVE = """query($days: Int) { executiveSummary(periodDays: $days) {
+EXECUTIVE = """query ExecutiveSummary($days: Int) { executiveSummary(periodDays: $days) {
   totalDocumentsProcessed totalActiveUsers averageProcessingTimeSeconds totalAiFeedbackItems
   averageUserSatisfaction totalProcessingCostUsd highRiskDocumentsCount documentsPerDay
   costPerDocument highRiskPercentage userProductivityScore } }"""
-DAILY = """query($from: Date!, $to: Date!) { dailySummary(from: $from, to: $to) {
+DAILY = """query DailySummary($from: Date!, $to: Date!) { dailySummary(from: $from, to: $to) {
   date totalAnalyses avgProcessingTimeSeconds totalCostUsd avgConfidence totalFeedbackItems
   satisfiedUsersCount } }"""
 BREAKDOWNS = {
     "aiUsage (365 d, by model)": (
-        "query($from: Date!, $to: Date!) { aiUsage(from: $from, to: $to) {"
+        "query AiUsageByModel($from: Date!, $to: Date!) { aiUsage(from: $from, to: $to) {"
         " model analyses tokensUsed costUsd } }",
         365,
     ),
     "aiUsage (90 d, by day × model × type)": (
-        "query($from: Date!, $to: Date!) { aiUsage(from: $from, to: $to, interval: DAY,"
-        " groupBy: [MODEL, DOCUMENT_TYPE]) { periodStart model documentType costUsd } }",
+        "query AiUsageByDay($from: Date!, $to: Date!) {"
+        " aiUsage(from: $from, to: $to, interval: DAY, groupBy: [MODEL, DOCUMENT_TYPE])"
+        " { periodStart model documentType costUsd } }",
         90,
     ),
     "riskDistribution (365 d, by month × type)": (
-        "query($from: Date!, $to: Date!) { riskDistribution(from: $from, to: $to,"
+        "query RiskDistribution($from: Date!, $to: Date!) { riskDistribution(from: $from, to: $to,"
         " interval: MONTH) { periodStart documentType riskLevel documents } }",
         365,
     ),
     "feedbackAcceptance (365 d, by category × model)": (
-        "query($from: Date!, $to: Date!) { feedbackAcceptance(from: $from, to: $to,"
-        " groupBy: [CATEGORY, MODEL]) { category model feedback acceptanceRate } }",
+        "query FeedbackAcceptance($from: Date!, $to: Date!) {"
+        " feedbackAcceptance(from: $from, to: $to, groupBy: [CATEGORY, MODEL])"
+        " { category model feedback acceptanceRate } }",
         365,
     ),
     "userActivity (31 d, by hour, reviews)": (
-        "query($from: Date!, $to: Date!) { userActivity(from: $from, to: $to,"
+        "query UserActivityReviews($from: Date!, $to: Date!) { userActivity(from: $from, to: $to,"
         ' categories: ["review"]) { periodStart events activeUsers } }',
         31,
     ),
     "userActivity (365 d, by week)": (
-        "query($from: Date!, $to: Date!) { userActivity(from: $from, to: $to,"
+        "query UserActivityByWeek($from: Date!, $to: Date!) { userActivity(from: $from, to: $to,"
         " interval: WEEK) { periodStart events activeUsers } }",
         365,
     ),
     "activityByHourOfDay (92 d)": (
-        "query($from: Date!, $to: Date!) { activityByHourOfDay(from: $from, to: $to) {"
-        " hourOfDay events activeUsers } }",
+        "query ActivityByHourOfDay($from: Date!, $to: Date!) {"
+        " activityByHourOfDay(from: $from, to: $to) { hourOfDay events activeUsers } }",
         92,
     ),
 }
@@ -100,8 +99,8 @@ def latency_row(name: str, seconds: list[float], **extra: Any) -> dict[str, Any]
         **extra,
         "runs": len(ms),
         "p50 ms": statistics.median(ms),
-        "p95 ms": ingest.pct(ms, 0.95),
-        "p99 ms": ingest.pct(ms, 0.99),
+        "p95 ms": pct(ms, 0.95),
+        "p99 ms": pct(ms, 0.99),
         "max ms": max(ms),
     }
 
@@ -130,7 +129,7 @@ async def generate(bench: Any, args: argparse.Namespace, report: dict[str, Any])
         TextColumn("{task.description:>20}"), BarColumn(), MofNCompleteColumn()
     ) as progress:
         tasks = {t: progress.add_task(t, total=None) for t in scale.TABLES}
-        with ingest.CpuClock(bench.postmaster_pid) as cpu:
+        with CpuClock(bench.postmaster_pid) as cpu:
             corpus = await scale.generate(
                 bench.url,
                 documents=args.documents,
@@ -153,7 +152,7 @@ async def generate(bench: Any, args: argparse.Namespace, report: dict[str, Any])
         "postgres_cpu_seconds": cpu.postgres,
         "organizations": [name for _, name, _ in corpus.organizations],
     }
-    print(ingest.markdown_table(rows))
+    print(markdown_table(rows))
     print(f"generated in {cpu.wall:.0f} s")
     return corpus
 
@@ -174,7 +173,7 @@ async def build(bench: Any, corpus: Any, report: dict[str, Any]) -> None:
                 for t in ("documents", "analysis_results", "user_feedback", "audit_logs")
             ]
         )
-        with ingest.CpuClock(bench.postmaster_pid) as cpu:
+        with CpuClock(bench.postmaster_pid) as cpu:
             for org_id, _, _ in [*corpus.organizations, (bench.organization_id, "", "")]:
                 await bi_jobs.refresh_organization(bench.services.db, org_id)
         await owner.execute("ANALYZE")  # what autovacuum would do soon after
@@ -203,8 +202,8 @@ async def build(bench: Any, corpus: Any, report: dict[str, Any]) -> None:
     }
     report["tables"]["build"] = [row]
     report["rollup_rows"] = rollup_rows
-    print(ingest.markdown_table([row]))
-    print(ingest.markdown_table([{"table": t, "rows": n} for t, n in rollup_rows.items()]))
+    print(markdown_table([row]))
+    print(markdown_table([{"table": t, "rows": n} for t, n in rollup_rows.items()]))
 
 
 # --- 3. queries --------------------------------------------------------------------------------
@@ -333,6 +332,8 @@ async def queries(
     from prism.authz.principal import SCOPES, Principal
     from prism.models import bi as bi_models
     from prism.models.enums import Classification, Role
+    from prism.models.operations import operation_hash, register_operations
+    from prism.schema.persisted import split_operations
     from prism.server import create_app
 
     org_id, org_name, admin_email = corpus.organizations[0]
@@ -360,6 +361,24 @@ async def queries(
             Principal(org_id, None, None, Role.AUDITOR, Classification.CONFIDENTIAL, None, None),
         ),
     }
+    # A BI token runs registered operations only (as Metabase or Grafana would: by sha256,
+    # as `prism operations push` registers them); ADMIN sends the text.
+    by_hash = {"BI token (AUDITOR, CONFIDENTIAL)"}
+    schema = common.core_schema()
+    operations = [
+        operation
+        for text in (EXECUTIVE, DAILY, *(query for query, _ in BREAKDOWNS.values()))
+        for operation in split_operations(text, schema)
+    ]
+    async with services.db.transaction(None) as session:
+        await register_operations(session, operations)
+    digests = dict(
+        zip(
+            (EXECUTIVE, DAILY, *(query for query, _ in BREAKDOWNS.values())),
+            (operation_hash(document) for _, document in operations),
+            strict=True,
+        )
+    )
     async with services.db.transaction(org_id) as session:
         org_analyses = await session.scalar(sa.text("SELECT count(*) FROM analysis_results"))
     report["queried_organization"] = {"name": org_name, "analyses": org_analyses}
@@ -405,7 +424,7 @@ async def queries(
             fast = await timed(from_rollups, args.requests)
             slow = await timed(from_base, max(5, args.requests // 10))
             checks.append(agree(await from_rollups(), await from_base(), daily, name, label))
-            p95_fast, p95_slow = ingest.pct(fast, 0.95), ingest.pct(slow, 0.95)
+            p95_fast, p95_slow = pct(fast, 0.95), pct(slow, 0.95)
             sql_rows.append(
                 {
                     "reader": label,
@@ -417,22 +436,32 @@ async def queries(
                     "ratio (p95)": p95_slow / p95_fast,
                 }
             )
-    print("\n### SQL: rollups vs base tables\n\n" + ingest.markdown_table(sql_rows))
-    app = create_app(services.settings, database_url=bench.url)
+    print("\n### SQL: rollups vs base tables\n\n" + markdown_table(sql_rows))
+    # No response cache: every request runs (registered operations would be answered from it).
+    uncached = services.settings.model_copy(update={"response_cache_ttl_seconds": 0})
+    app = create_app(uncached, database_url=bench.url)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
             for label, (token, _) in readers.items():
                 headers = {"authorization": f"Bearer {token}"}
 
-                def post(query: str, variables: dict[str, Any], h: dict[str, str] = headers) -> Any:
+                def post(
+                    query: str,
+                    variables: dict[str, Any],
+                    h: dict[str, str] = headers,
+                    hashed: bool = label in by_hash,
+                ) -> Any:
+                    body: dict[str, Any] = {"query": query, "variables": variables}
+                    if hashed:
+                        persisted = {"version": 1, "sha256Hash": digests[query]}
+                        body = {"variables": variables, "extensions": {"persistedQuery": persisted}}
+
                     async def call() -> None:
-                        response = await http.post(
-                            "/graphql", json={"query": query, "variables": variables}, headers=h
-                        )
-                        body = response.json()
-                        if body.get("errors"):
-                            raise RuntimeError(body["errors"])
+                        response = await http.post("/graphql", json=body, headers=h)
+                        answer = response.json()
+                        if answer.get("errors"):
+                            raise RuntimeError(answer["errors"])
 
                     return call
 
@@ -457,10 +486,14 @@ async def queries(
                         },
                     )
                 for name, (query, variables) in cases.items():
-                    runs = args.requests if "Summary" in name else max(20, args.requests // 4)
+                    runs = (
+                        args.requests
+                        if "Summary" in name
+                        else args.breakdown_requests or max(20, args.requests // 4)
+                    )
                     seconds = await timed(post(query, variables), runs)
                     gql_rows.append(latency_row(name, seconds, reader=label))
-    print("\n### GraphQL, end to end\n\n" + ingest.markdown_table(gql_rows))
+    print("\n### GraphQL, end to end\n\n" + markdown_table(gql_rows))
     report["tables"]["sql"] = sql_rows
     report["tables"]["graphql"] = gql_rows
     report["checks"] = checks
@@ -589,7 +622,7 @@ async def upkeep(bench: Any, corpus: Any, args: argparse.Namespace, report: dict
         folds.clear()
         counter = [0]
         stop = time.perf_counter() + args.upkeep_seconds
-        with ingest.CpuClock(bench.postmaster_pid) as cpu:
+        with CpuClock(bench.postmaster_pid) as cpu:
             tasks = [write(stop, counter, random.Random(n)) for n in range(writers)]  # noqa: S311
             if refresh:
                 tasks.append(refresher(stop))
@@ -604,8 +637,8 @@ async def upkeep(bench: Any, corpus: Any, args: argparse.Namespace, report: dict
             "postgres CPU ms/write": (cpu.postgres or 0) * 1000 / max(counter[0], 1),
             "folds": len(folds),
             "fold p50 ms": statistics.median(seconds) if seconds else None,
-            "fold p95 ms": ingest.pct(seconds, 0.95) if seconds else None,
-            "staleness p95 s": ingest.pct([f["staleness"] for f in folds], 0.95) if folds else None,
+            "fold p95 ms": pct(seconds, 0.95) if seconds else None,
+            "staleness p95 s": pct([f["staleness"] for f in folds], 0.95) if folds else None,
         }
 
     rows = []
@@ -636,7 +669,7 @@ async def upkeep(bench: Any, corpus: Any, args: argparse.Namespace, report: dict
             }
         )
     report["tables"]["day_slice"] = day_slices
-    print("\n" + ingest.markdown_table(day_slices))
+    print("\n" + markdown_table(day_slices))
     # one big reclassification: every analysis and feedback of 500 documents changes bucket
     async with services.db.transaction(org_id) as session:
         ids = list(
@@ -656,8 +689,8 @@ async def upkeep(bench: Any, corpus: Any, args: argparse.Namespace, report: dict
     }
     report["tables"]["upkeep"] = rows
     report["tables"]["reclassification"] = [reclassified]
-    print("\n### Upkeep\n\n" + ingest.markdown_table(rows))
-    print("\n" + ingest.markdown_table([reclassified]))
+    print("\n### Upkeep\n\n" + markdown_table(rows))
+    print("\n" + markdown_table([reclassified]))
 
 
 # --- command line ------------------------------------------------------------------------------
@@ -676,7 +709,7 @@ async def run_all(args: argparse.Namespace) -> None:
     phase = ["setup"]
     sampler = asyncio.create_task(sample_load(samples, phase))
     with tempfile.TemporaryDirectory(prefix="prism-bench-bi-") as scratch:
-        async with ingest.bench_database(Path(scratch), pool_size=10) as bench:
+        async with common.bench_database(Path(scratch), pool_size=10) as bench:
             phase[0] = "generate"
             corpus = await generate(bench, args, report)
             phase[0] = "build"
@@ -685,7 +718,7 @@ async def run_all(args: argparse.Namespace) -> None:
             await queries(bench, corpus, args, report)
             phase[0] = "upkeep"
             await upkeep(bench, corpus, args, report)
-            environment = ingest.environment()
+            environment = common.environment()
     sampler.cancel()
     load = []
     for name in ("generate", "build", "queries", "upkeep"):
@@ -700,18 +733,18 @@ async def run_all(args: argparse.Namespace) -> None:
                 }
             )
     report["tables"]["load"] = load
-    print("\n### Load average (1 min) during the run\n\n" + ingest.markdown_table(load))
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    print("\n### Load average (1 min) during the run\n\n" + markdown_table(load))
+    args.results_dir.mkdir(parents=True, exist_ok=True)
     document = {
         "benchmark": "bi",
         "command": ".venv/bin/python bench/bi.py " + " ".join(sys.argv[1:]),
         "environment": environment,
-        "parameters": vars(args),
+        "parameters": {k: v for k, v in vars(args).items() if k != "results_dir"},
         **report,
     }
-    path = RESULTS / "bi.json"
-    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
-    print(f"\nwritten to {path.relative_to(ROOT)}")
+    path = args.results_dir / "bi.json"
+    common.write_json(path, document)
+    print(f"\nwritten to {common.shown(path)}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -719,13 +752,22 @@ def parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     sub = top.add_subparsers(dest="benchmark", required=True)
-    p = sub.add_parser("all", help="generate, build, queries, upkeep on one fresh database")
+    p = sub.add_parser(
+        "all",
+        parents=[common.results_options()],
+        help="generate, build, queries, upkeep on one fresh database",
+    )
     p.add_argument(
         "--documents", type=int, default=100_000, help="documents (about 10 analyses each)"
     )
     p.add_argument("--days", type=int, default=365, help="days of history (365)")
     p.add_argument("--seed", type=int, default=1, help="generator seed (1)")
     p.add_argument("--requests", type=int, default=200, help="timed runs per summary (200)")
+    p.add_argument(
+        "--breakdown-requests",
+        type=int,
+        help="timed runs per breakdown field (default: a quarter of --requests, at least 20)",
+    )
     p.add_argument("--upkeep-seconds", type=float, default=15, help="seconds per upkeep run (15)")
     return top
 

@@ -65,8 +65,12 @@ from bench.common import (
     BenchDatabase,
     bench_database,
     fmt,
+    ms,
+    parse_ints,
+    pct,
+    postgres_cpu,
 )
-from bench.ingest import CpuClock, contract_sections, ms, parse_ints, pct
+from bench.ingest import contract_sections
 
 # The operation a BI tool (Metabase, Grafana, Superset) registers for a documents dashboard:
 # one page of documents with what a dashboard shows of them, and a count beside it.
@@ -109,14 +113,24 @@ RATE_LIMIT = {
 
 
 def record(
+    args: argparse.Namespace,
     name: str,
     title: str,
     parameters: dict[str, Any],
     tables: dict[str, list[dict[str, Any]]],
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Print the tables as Markdown and write everything to bench/results/<name>.json."""
-    common.record(name, title, parameters, tables, extra, script="bench/cache.py", file_name=name)
+    """Print the tables as Markdown and write everything to <results>/<name>.json."""
+    common.record(
+        name,
+        title,
+        parameters,
+        tables,
+        extra,
+        script="bench/cache.py",
+        file_name=name,
+        results_dir=args.results_dir,
+    )
 
 
 # --- the organization ----------------------------------------------------------------------------
@@ -191,8 +205,11 @@ async def make_documents(
             )
             session.add(document)
             await session.flush()
-            sections = await store_sections(session, document, split_sections(text))
-            await analyze_sections(session, document, sections, analyzer)
+            envelope = bench.services.pipeline.envelope
+            sections = await store_sections(
+                session, document, split_sections(text), envelope=envelope
+            )
+            await analyze_sections(session, document, sections, analyzer, envelope=envelope)
             made.append(document.id)
 
     await asyncio.gather(*(one(plan) for plan in plans))
@@ -350,10 +367,9 @@ async def register_and_token(bench: BenchDatabase) -> BiSetup:
     from prism import operators
     from prism.models.enums import Classification, Role
     from prism.models.operations import register_operations
-    from prism.schema import build_schema
     from prism.schema.persisted import split_operations
 
-    found = split_operations(OPERATION, build_schema()._schema)
+    found = split_operations(OPERATION, common.core_schema())
     async with bench.services.db.transaction(None) as session:
         ((_, digest, _),) = await register_operations(session, found)
     created = await operators.create_token(
@@ -663,7 +679,7 @@ class Clocks:
                 "redis": process_cpu(self.redis_pid),
                 "client": time.process_time(),
             },
-            CpuClock(self.postmaster)._postgres(),
+            postgres_cpu(self.postmaster),
         )
 
     @staticmethod
@@ -708,6 +724,14 @@ async def run_slot(
         "client CPU ms/req": ms(used["client"] / count),
         "loadavg 1m": os.getloadavg()[0],
     }
+
+
+def parse_names(text: str, known: dict[str, Any]) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise SystemExit(f"--servers: {text!r}; choose among {', '.join(known)}")
+    return names
 
 
 def rotated(items: list[Workload], by: int) -> list[Workload]:
@@ -893,11 +917,11 @@ async def microbenchmarks(
     from prism.resolvers.operations import ResolvedOperation
     from prism.schema import build_schema
     from prism.schema.cost import actual, estimate, operation_of
-    from prism.schema.limits import _bucket_key, _cache_key, _etag
+    from prism.schema.limits import bucket_key, cache_key, etag
 
     services = bench.services
     strawberry_schema = build_schema(services.settings.model_copy(update={"mode": "production"}))
-    schema = strawberry_schema._schema
+    schema = common.core_schema(strawberry_schema)
     # The rules a request validates with: graphql-core's and the extensions' (depth, aliases,
     # one secret check, no introspection in production), as the schema adds them.
     rules = (*specified_rules, *extension_rules(strawberry_schema))
@@ -916,11 +940,11 @@ async def microbenchmarks(
     found = estimate(schema, document, operation, variables)
     context.root_fields = found.root_fields
     version = await context.data_version()
-    key = _cache_key(context, variables, version)
+    key = cache_key(context, variables, version)
     assert key is not None
     stored = orjson.dumps(data)  # the answer as the server stores it
     rate = Rate(10**9, 1e9)
-    bucket = _bucket_key(context)
+    bucket = bucket_key(context)
     redis = build_store(redis_url)
     local = LocalStore()
     await redis.set(key, stored, 60)
@@ -959,8 +983,8 @@ async def microbenchmarks(
         ),
         (
             "cache",
-            "cache key: `_cache_key` (visibility, version, hash, variables → sha256)",
-            lambda: _cache_key(context, variables, version),
+            "cache key: `cache_key` (visibility, version, hash, variables → sha256)",
+            lambda: cache_key(context, variables, version),
             n,
             False,
         ),
@@ -973,8 +997,8 @@ async def microbenchmarks(
         ("cache", "decode a hit: `orjson.loads`", lambda: orjson.loads(stored), n, False),
         (
             "cache",
-            "ETag: `_etag` (orjson.dumps + sha256 of the answer)",
-            lambda: _etag(data),
+            "ETag: `etag` (orjson.dumps + sha256 of the answer)",
+            lambda: etag(data),
             n,
             False,
         ),
@@ -1005,6 +1029,7 @@ async def microbenchmarks(
             batch_p50s[name].append(pct(batch, 0.5))
     await redis.close()
     await local.close()
+    await context.finish(commit=False)  # the data-version reads' transaction
     rows = []
     best: dict[str, float] = {}
     for group, name, *_ in steps:
@@ -1149,12 +1174,15 @@ async def bench_all(args: argparse.Namespace) -> None:
                     Workload("cold · in-process", by_name["local"], "cold", "in-process"),
                     Workload("cache off", by_name["off"], "off", "Redis"),
                 ]
+                wanted = set(parse_names(args.servers, by_name))
+                servers = [s for s in servers if s.name in wanted]
+                workloads = [w for w in workloads if w.server.name in wanted]
                 try:
                     for server in servers:
                         server.start(scratch, bench.url, args.server_timeout)
                     checked = [await check_workload(w, setup) for w in workloads]
                     checks = [row for row, _ in checked]
-                    data = checked[0][1]  # warm · Redis: the answer a hit returns
+                    data = checked[0][1]  # the answer (a hit returns it whole)
                     print("end to end ...", flush=True)
                     runs, by_slot = await end_to_end(
                         workloads, setup, args, bench.postmaster_pid, redis_process.pid
@@ -1170,6 +1198,7 @@ async def bench_all(args: argparse.Namespace) -> None:
         for row in throughput
     }
     record(
+        args,
         "cache",
         "Response cache and limits: a registered BI operation over GET, warm vs cold",
         {
@@ -1343,6 +1372,7 @@ async def bench_profile(args: argparse.Namespace) -> None:
                     server.stop()
             tables = profile_tables(out, len(done.latencies))
     record(
+        args,
         "cache-profile",
         "Where a warm hit spends the server's time (cProfile, one server, concurrency 1)",
         {"docs": args.docs, "duration_s": args.duration, "requests": len(done.latencies)},
@@ -1358,13 +1388,23 @@ def parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     sub = top.add_subparsers(dest="benchmark", required=True)
-    p = sub.add_parser("all", help="build the organization, run every workload, then the steps")
+    results = [common.results_options()]
+    p = sub.add_parser(
+        "all",
+        parents=results,
+        help="build the organization, run every workload, then the steps",
+    )
     p.add_argument("--docs", type=int, default=300, help="documents of the BI organization (300)")
     p.add_argument("--pages", type=int, default=2, help="pages per document, 3 sections each (2)")
     p.add_argument(
         "--other-docs", type=int, default=100, help="documents of another organization (100)"
     )
     p.add_argument("--concurrency", default="1,10", help="connections at once, a list (1,10)")
+    p.add_argument(
+        "--servers",
+        default="redis,local,off",
+        help="the servers started and their workloads, a list (redis,local,off)",
+    )
     p.add_argument("--duration", type=float, default=6, help="seconds per measured slot (6)")
     p.add_argument("--warmup", type=float, default=1, help="untimed seconds before each slot (1)")
     p.add_argument("--rounds", type=int, default=5, help="rounds of every slot, median kept (5)")
@@ -1384,7 +1424,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--server-timeout", type=float, default=90, help="seconds a server may take to start"
     )
-    p = sub.add_parser("profile", help="one server under cProfile: where a warm hit's time goes")
+    p = sub.add_parser(
+        "profile",
+        parents=results,
+        help="one server under cProfile: where a warm hit's time goes",
+    )
     p.add_argument("--docs", type=int, default=300, help="documents of the BI organization (300)")
     p.add_argument("--pages", type=int, default=2, help="pages per document, 3 sections each (2)")
     p.add_argument("--other-docs", type=int, default=0, help=argparse.SUPPRESS)

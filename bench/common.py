@@ -1,12 +1,17 @@
 """What every benchmark shares: the environment a figure depends on, Markdown tables, JSON
-files, and a fresh, migrated PostgreSQL database (embedded, or on PRISM_DATABASE_URL's server).
+files, percentiles and CPU clocks, and a fresh, migrated PostgreSQL database (embedded, or on
+PRISM_DATABASE_URL's server).
 
-Used by ``bench/ingest.py`` and ``bench/perf``; run from the repository root with the project's
-virtualenv (the editable install puts the root on ``sys.path``, so ``bench`` imports as a
-package)."""
+Every benchmark imports this as ``bench.common`` (and each other as ``bench.ingest``, ...),
+never by file: run them from the repository root with the project's virtualenv, as
+``.venv/bin/python bench/<name>.py`` or ``.venv/bin/python -m bench.<name>`` (the editable
+install puts the root on ``sys.path``, so ``bench`` imports as a package either way).
+Only public names cross modules, here and into ``prism``: tests/test_bench_smoke.py runs each
+benchmark at a tiny size and checks that."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import json
@@ -14,6 +19,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -94,12 +100,107 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def results_options() -> argparse.ArgumentParser:
+    """The ``--results-dir`` option every benchmark takes (a parent parser)."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--results-dir",
+        type=Path,
+        default=RESULTS,
+        help="where the results are written (default bench/results)",
+    )
+    return options
+
+
+def shown(path: Path) -> str:
+    """A path as printed: relative to the repository when inside it."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def ms(seconds: float) -> float:
+    return seconds * 1000
+
+
+def parse_ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
 def write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, default=str) + "\n")
 
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+# --- CPU clocks --------------------------------------------------------------------------------
+
+
+def postgres_cpu(postmaster: int | None) -> dict[int, float]:
+    """CPU seconds so far of the PostgreSQL server's processes, by pid (embedded server only:
+    ``postmaster`` is None on PRISM_DATABASE_URL's server, and this is empty)."""
+    import psutil
+
+    if postmaster is None:
+        return {}
+    try:
+        root = psutil.Process(postmaster)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return {}
+    seconds = {}
+    for process in processes:
+        try:
+            times = process.cpu_times()
+            seconds[process.pid] = times.user + times.system
+        except psutil.Error:
+            continue
+    return seconds
+
+
+class CpuClock:
+    """Wall time, CPU seconds of this process and of the PostgreSQL server's processes
+    (embedded only) over a ``with`` block."""
+
+    def __init__(self, postmaster: int | None) -> None:
+        self.postmaster = postmaster
+
+    def __enter__(self) -> CpuClock:
+        self.started_python = time.process_time()
+        self.started_postgres = postgres_cpu(self.postmaster)
+        self.started_wall = time.perf_counter()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.wall = time.perf_counter() - self.started_wall
+        self.python = time.process_time() - self.started_python
+        after = postgres_cpu(self.postmaster)
+        self.postgres: float | None = (
+            sum(v - self.started_postgres.get(pid, 0.0) for pid, v in after.items())
+            if self.postmaster
+            else None
+        )
+
+
+# --- the schema --------------------------------------------------------------------------------
+
+
+def core_schema(schema: Any = None) -> Any:
+    """graphql-core's schema under Prism's Strawberry schema (``build_schema()`` when none is
+    given), which graphql-core's functions take. Strawberry keeps it in ``_schema`` and has no
+    public accessor (``prism schema export`` reads it the same way): this is the one place the
+    benchmarks touch it."""
+    if schema is None:
+        from prism.schema import build_schema
+
+        schema = build_schema()
+    return schema._schema
 
 
 # --- the database ------------------------------------------------------------------------------
@@ -203,9 +304,10 @@ def record(
     *,
     script: str,
     file_name: str,
-) -> None:
-    """Print the tables as Markdown and write everything to bench/results/<file_name>.json;
-    ``script`` is the bench file the recorded command runs."""
+    results_dir: Path = RESULTS,
+) -> Path:
+    """Print the tables as Markdown and write everything to <results_dir>/<file_name>.json
+    (bench/results by default); ``script`` is the bench file the recorded command runs."""
     env = environment()
     print(f"\n## {title}\n")
     print(f"{env['date']} · {env['cpu']} · {env['cpus_usable']} CPUs · Python {env['python']}")
@@ -215,8 +317,8 @@ def record(
     print("parameters: " + ", ".join(f"{k}={v}" for k, v in parameters.items()))
     for caption, rows in tables.items():
         print(f"\n### {caption}\n\n{markdown_table(rows)}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{file_name}.json"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{file_name}.json"
     document = {
         "benchmark": name,
         "title": title,
@@ -227,4 +329,5 @@ def record(
         **(extra or {}),
     }
     write_json(path, document)
-    print(f"\nwritten to {path.relative_to(ROOT)}")
+    print(f"\nwritten to {shown(path)}")
+    return path

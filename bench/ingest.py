@@ -7,7 +7,8 @@
     .venv/bin/python bench/ingest.py hostile
     .venv/bin/python bench/ingest.py pipeline --docs 20
 
-Each benchmark prints Markdown tables and writes bench/results/ingest-<name>.json. These are
+Each benchmark prints Markdown tables and writes bench/results/ingest-<name>.json (or into
+--results-dir). These are
 measurements to record, not tests: nothing here asserts a figure. The database benchmarks use
 a fresh database on PRISM_DATABASE_URL's server when it is set (and drop it afterwards), else
 an embedded PostgreSQL in a temporary directory (Unix socket only, deleted afterwards).
@@ -37,8 +38,12 @@ from typing import Any
 from bench import common
 from bench.common import (
     BenchDatabase,
+    CpuClock,
     bench_database,
     fmt,
+    ms,
+    parse_ints,
+    pct,
     read_json,
     write_json,
 )
@@ -63,25 +68,24 @@ BENCH_KIND = "bench.ack"
 
 
 def record(
+    args: argparse.Namespace,
     name: str,
     title: str,
     parameters: dict[str, Any],
     tables: dict[str, list[dict[str, Any]]],
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Print the tables as Markdown and write everything to bench/results/ingest-<name>.json."""
+    """Print the tables as Markdown and write everything to <results>/ingest-<name>.json."""
     common.record(
-        name, title, parameters, tables, extra, script="bench/ingest.py", file_name=f"ingest-{name}"
+        name,
+        title,
+        parameters,
+        tables,
+        extra,
+        script="bench/ingest.py",
+        file_name=f"ingest-{name}",
+        results_dir=args.results_dir,
     )
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def ms(seconds: float) -> float:
-    return seconds * 1000
 
 
 def median_run(runs: list[tuple[dict[str, Any], Any]], key: str) -> tuple[dict[str, Any], Any]:
@@ -391,6 +395,7 @@ async def bench_extraction(args: argparse.Namespace) -> None:
         {"figure": "docx size KiB", "value": docx_kib},
     ]
     record(
+        args,
         "extraction",
         f"Extraction + PII: {args.pages}-page docx, detect → extract → scan",
         {
@@ -430,10 +435,6 @@ def vars_of(limits: Limits) -> dict[str, Any]:
         "memory_mb": limits.memory_mb,
         "max_pages": limits.max_pages,
     }
-
-
-def parse_ints(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part.strip()]
 
 
 # --- rules analysis ------------------------------------------------------------------------------
@@ -483,6 +484,7 @@ def bench_analysis(args: argparse.Namespace) -> None:
                 }
             )
     record(
+        args,
         "analysis",
         "Rules analysis: analyze_text over sections (one core, no database)",
         {"sections": args.sections},
@@ -559,57 +561,17 @@ class SqlCounter:
         return self.statements + 2 * self.commits + self.checkouts
 
 
-class CpuClock:
-    """CPU seconds of this process and of the PostgreSQL server's processes (embedded only)."""
-
-    def __init__(self, postmaster: int | None) -> None:
-        self.postmaster = postmaster
-
-    def _postgres(self) -> dict[int, float]:
-        import psutil
-
-        if self.postmaster is None:
-            return {}
-        try:
-            root = psutil.Process(self.postmaster)
-            processes = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return {}
-        seconds = {}
-        for process in processes:
-            try:
-                times = process.cpu_times()
-                seconds[process.pid] = times.user + times.system
-            except psutil.Error:
-                continue
-        return seconds
-
-    def __enter__(self) -> CpuClock:
-        self._python = time.process_time()
-        self._pg = self._postgres()
-        self._wall = time.perf_counter()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.wall = time.perf_counter() - self._wall
-        self.python = time.process_time() - self._python
-        after = self._postgres()
-        self.postgres: float | None = (
-            sum(v - self._pg.get(pid, 0.0) for pid, v in after.items()) if self.postmaster else None
-        )
-
-
 # --- queue ---------------------------------------------------------------------------------------
 
 
 async def ack(run: Any) -> None:
     """A handler that only finishes its job, the way every real handler ends: the pipeline's
-    own _complete (finish_job fenced on the claim), in a transaction bound to the job's
-    organization. Private, but calling it keeps this benchmark in step with the pipeline."""
-    from prism.jobs.pipeline import _complete
+    own complete (finish_job fenced on the claim), in a transaction bound to the job's
+    organization: calling it keeps this benchmark in step with the pipeline."""
+    from prism.jobs.pipeline import complete
 
     async with run.pipeline.db.transaction(run.job.organization_id) as session:
-        await _complete(session, run)
+        await complete(session, run)
 
 
 async def enqueue_batches(
@@ -910,6 +872,7 @@ async def bench_queue(args: argparse.Namespace) -> None:
         print(f"\n### Claim selection plan, {largest:,} queued jobs\n")
         print("```\n" + extra["claim_plans"][largest] + "\n```")
     record(
+        args,
         "queue",
         "Job queue: enqueue, claim and ack against PostgreSQL",
         {
@@ -1024,9 +987,14 @@ async def hostile_outcome(path: Path, limits: Limits) -> str:
     return f"extracted: {len(extracted.sections)} sections"
 
 
-def write_hostile_corpus(directory: Path) -> list[tuple[str, str, Path]]:
+def write_hostile_corpus(directory: Path, only: str | None = None) -> list[tuple[str, str, Path]]:
+    wanted = None if only is None else {name.strip() for name in only.split(",")}
+    corpus = [entry for entry in hostile_corpus() if wanted is None or entry[0] in wanted]
+    if wanted is not None and len(corpus) != len(wanted):
+        known = ", ".join(name for name, _, _ in hostile_corpus())
+        raise SystemExit(f"--only: unknown file among {only!r}; the corpus: {known}")
     files = []
-    for name, origin, make in hostile_corpus():
+    for name, origin, make in corpus:
         path = directory / name
         if not path.exists():  # a variant run reuses its parent's corpus
             path.write_bytes(make())
@@ -1038,7 +1006,7 @@ async def bench_hostile(args: argparse.Namespace) -> None:
     limits = Limits()  # production defaults: 60 s, 768 MiB, 2000 pages
     with tempfile.TemporaryDirectory(prefix="prism-bench-") as scratch:
         corpus_dir = Path(args.corpus_dir or scratch)
-        files = write_hostile_corpus(corpus_dir)
+        files = write_hostile_corpus(corpus_dir, args.only)
         # The sampler starts once the corpus exists: the peaks are the worker's, not the
         # generator's.
         sampler = MemorySampler()
@@ -1083,12 +1051,12 @@ async def bench_hostile(args: argparse.Namespace) -> None:
             async with gate:
                 return await hostile_outcome(path, limits)
 
-        flood = next(path for name, _, path in files if name == "xml-flood.docx")
+        flood = next((path for name, _, path in files if name == "xml-flood.docx"), None)
+        runs = [("the corpus", [path for _, _, path in files])]
+        if flood is not None:
+            runs.append((f"{args.concurrency} × xml-flood.docx", [flood] * args.concurrency))
         concurrent = []
-        for label, paths in (
-            ("the corpus", [path for _, _, path in files]),
-            (f"{args.concurrency} × xml-flood.docx", [flood] * args.concurrency),
-        ):
+        for label, paths in runs:
             sampler.label = label
             start = time.perf_counter()
             await asyncio.gather(*(gated(path) for path in paths))
@@ -1131,13 +1099,20 @@ async def bench_hostile(args: argparse.Namespace) -> None:
     if args.cli_variant:
         # Same files and limits, from a main module as heavy as the `prism` entry script.
         with tempfile.TemporaryDirectory(prefix="prism-bench-") as scratch:
-            write_hostile_corpus(Path(scratch))
-            cli_rows = await variant_rows("hostile", ["--corpus-dir", scratch])
+            write_hostile_corpus(Path(scratch), args.only)
+            only = ["--only", args.only] if args.only else []
+            cli_rows = await variant_rows("hostile", ["--corpus-dir", scratch, *only])
         tables["Per file, main module importing prism.cli (as under `prism worker`)"] = cli_rows
     record(
+        args,
         "hostile",
         "Hostile corpus through extract_isolated: outcome and peak memory",
-        {"concurrency": args.concurrency, "repeat": args.repeat, "limits": vars_of(limits)},
+        {
+            "concurrency": args.concurrency,
+            "repeat": args.repeat,
+            "only": args.only,
+            "limits": vars_of(limits),
+        },
         tables,
     )
 
@@ -1277,6 +1252,7 @@ async def bench_pipeline(args: argparse.Namespace) -> None:
             if args.cli_docs:
                 rows.append(await drain_with_cli(bench, args, concurrencies[0], start_seed=seed))
     record(
+        args,
         "pipeline",
         "Whole pipeline: upload → extraction job → analysis job (rules), through PostgreSQL",
         {
@@ -1348,6 +1324,7 @@ def parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     sub = top.add_subparsers(dest="benchmark", required=True)
+    results = [common.results_options()]
 
     def document_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--pages", type=int, default=10, help="pages per docx (default 10)")
@@ -1355,7 +1332,9 @@ def parser() -> argparse.ArgumentParser:
             "--words-per-page", type=int, default=500, help="words per page (default 500)"
         )
 
-    p = sub.add_parser("extraction", help="detect + extract (isolated and in-process) + PII scan")
+    p = sub.add_parser(
+        "extraction", parents=results, help="detect + extract (isolated and in-process) + PII scan"
+    )
     p.add_argument("--docs", type=int, default=40, help="documents (default 40)")
     p.add_argument("--concurrency", default="1,2", help="documents in flight, a list (1,2)")
     p.add_argument(
@@ -1368,10 +1347,14 @@ def parser() -> argparse.ArgumentParser:
     document_options(p)
     p.add_argument("--rows-to", help=argparse.SUPPRESS)
 
-    p = sub.add_parser("analysis", help="rules analyzer over sections (sections/s)")
+    p = sub.add_parser(
+        "analysis", parents=results, help="rules analyzer over sections (sections/s)"
+    )
     p.add_argument("--sections", type=int, default=20_000, help="sections (default 20000)")
 
-    p = sub.add_parser("queue", help="enqueue, claim and ack against PostgreSQL (jobs/s)")
+    p = sub.add_parser(
+        "queue", parents=results, help="enqueue, claim and ack against PostgreSQL (jobs/s)"
+    )
     p.add_argument("--jobs", type=int, default=5_000, help="jobs per run (default 5000)")
     p.add_argument("--batch", type=int, default=100, help="jobs per enqueue transaction (100)")
     p.add_argument(
@@ -1391,7 +1374,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--repeat", type=int, default=3, help="runs of each row, median kept (3)")
 
-    p = sub.add_parser("hostile", help="hostile corpus: outcome and peak memory per file")
+    p = sub.add_parser(
+        "hostile", parents=results, help="hostile corpus: outcome and peak memory per file"
+    )
     p.add_argument("--concurrency", type=int, default=2, help="files at once in the last run (2)")
     p.add_argument("--repeat", type=int, default=3, help="runs of each file (3)")
     p.add_argument(
@@ -1400,10 +1385,17 @@ def parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip the run whose main module imports prism.cli",
     )
+    p.add_argument(
+        "--only",
+        help="these files of the corpus only, a list of names (default: all; the parallel run "
+        "of xml-flood.docx needs it)",
+    )
     p.add_argument("--rows-to", help=argparse.SUPPRESS)
     p.add_argument("--corpus-dir", help=argparse.SUPPRESS)
 
-    p = sub.add_parser("pipeline", help="upload → extract → analyze through the Worker (docs/s)")
+    p = sub.add_parser(
+        "pipeline", parents=results, help="upload → extract → analyze through the Worker (docs/s)"
+    )
     p.add_argument("--docs", type=int, default=20, help="documents (default 20)")
     p.add_argument(
         "--concurrency", default="2,4", help="worker concurrencies, a list (default 2,4)"
@@ -1417,16 +1409,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=3, help="runs of each row, median kept (3)")
     document_options(p)
 
-    sub.add_parser("all", help="every benchmark with its defaults, each in a fresh process")
+    sub.add_parser(
+        "all", parents=results, help="every benchmark with its defaults, each in a fresh process"
+    )
     return top
 
 
-def run_all() -> int:
+def run_all(args: argparse.Namespace) -> int:
     """Each benchmark in its own process: a fresh forkserver, a clean peak RSS, and one
     benchmark's database not warming the next's."""
     failed = []
     for name in BENCHMARKS:
-        done = subprocess.run([sys.executable, __file__, name], check=False)  # noqa: S603
+        command = [sys.executable, __file__, name, "--results-dir", str(args.results_dir)]
+        done = subprocess.run(command, check=False)  # noqa: S603
         if done.returncode != 0:
             failed.append(name)
     if failed:
@@ -1437,7 +1432,7 @@ def run_all() -> int:
 def main() -> int:
     args = parser().parse_args()
     if args.benchmark == "all":
-        return run_all()
+        return run_all(args)
     if args.benchmark == "analysis":
         bench_analysis(args)
         return 0

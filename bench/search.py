@@ -8,7 +8,8 @@ search latency p50/p95 at 100,000 sections, for the PostgreSQL and the OpenSearc
 The corpus generator writes documents and sections with COPY (contract prose, a vocabulary of
 rare words, PII in some sections, every classification, three departments). OpenSearch is the
 node at PRISM_BENCH_OPENSEARCH_URL (`scripts/opensearch.sh start` prints it); without it only
-PostgreSQL is measured. Results: bench/results/search.json, summarised in search.md. These
+PostgreSQL is measured. Results: bench/results/search.json (or in --results-dir), summarised
+in search.md. These
 are measurements to record, not tests: nothing here asserts a figure.
 """
 
@@ -29,9 +30,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import ingest
-
+from bench import common
+from bench.common import markdown_table, ms, pct
+from bench.ingest import SENTENCES, TITLES
 from prism.authz.principal import Principal
 from prism.ingest.pii import scan
 from prism.jobs.indexing import reindex
@@ -97,9 +98,9 @@ def section_rows(
         )
         for s in range(SECTIONS_PER_DOCUMENT):
             words = " ".join(rng.sample(VOCABULARY, 3))
-            body = " ".join(rng.sample(ingest.SENTENCES, 3)) + f" Reference {words}. "
+            body = " ".join(rng.sample(SENTENCES, 3)) + f" Reference {words}. "
             body += rng.choice(PII)
-            name = f"{s + 1}. {rng.choice(ingest.TITLES)}"
+            name = f"{s + 1}. {rng.choice(TITLES)}"
             findings = [f.as_json() for f in scan(body)]
             sections.append(
                 (
@@ -224,17 +225,17 @@ async def latency(
             n += 1
     summary = {
         "searches": len(timings),
-        "p50 ms": ingest.ms(ingest.pct(timings, 0.5)),
-        "p95 ms": ingest.ms(ingest.pct(timings, 0.95)),
-        "max ms": ingest.ms(max(timings)),
+        "p50 ms": ms(pct(timings, 0.5)),
+        "p95 ms": ms(pct(timings, 0.95)),
+        "max ms": ms(max(timings)),
         "searches/s (one at a time)": len(timings) / sum(timings),
     }
     rows = [
         {
             "query": q,
             "hits (ADMIN)": hits[q],
-            "p50 ms": ingest.ms(ingest.pct(t, 0.5)),
-            "p95 ms": ingest.ms(ingest.pct(t, 0.95)),
+            "p50 ms": ms(pct(t, 0.5)),
+            "p95 ms": ms(pct(t, 0.95)),
         }
         for q, t in per_query.items()
     ]
@@ -247,16 +248,16 @@ async def timed(work: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
     return time.perf_counter() - started, result
 
 
-async def main(args: argparse.Namespace) -> None:
+async def bench_search(args: argparse.Namespace) -> None:
     opensearch_url = os.environ.get("PRISM_BENCH_OPENSEARCH_URL") or None
     tables: dict[str, list[dict[str, Any]]] = {}
     extra: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="prism-bench-search-") as scratch:
-        async with ingest.bench_database(Path(scratch), pool_size=4) as bench:
+        async with common.bench_database(Path(scratch), pool_size=4) as bench:
             org = bench.organization_id
             loaded = await load_corpus(bench, args.sections, args.seed)
             tables["Corpus load (COPY)"] = [loaded]
-            print(ingest.markdown_table([loaded]))
+            print(markdown_table([loaded]))
             postgres = PostgresBackend(bench.services.db)
             indexing: list[dict[str, Any]] = []
             # PostgreSQL: the protocol's bulk (masked text rewritten, tsvector and GIN redone)
@@ -353,21 +354,22 @@ async def main(args: argparse.Namespace) -> None:
             tables["Search latency (first page of 20, hits + highlights + total + facets)"] = (
                 latencies
             )
-    ingest.RESULTS.mkdir(parents=True, exist_ok=True)
-    env = ingest.environment()
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    env = common.environment()
     document = {
         "benchmark": "search",
         "command": ".venv/bin/python bench/search.py " + " ".join(sys.argv[1:]),
         "environment": env,
-        "parameters": vars(args) | {"opensearch": bool(opensearch_url), "queries": QUERIES},
+        "parameters": {k: v for k, v in vars(args).items() if k != "results_dir"}
+        | {"opensearch": bool(opensearch_url), "queries": QUERIES},
         "tables": tables,
         **extra,
     }
-    path = ingest.RESULTS / "search.json"
-    ingest.write_json(path, document)
+    path = args.results_dir / "search.json"
+    common.write_json(path, document)
     for caption, rows in tables.items():
-        print(f"\n### {caption}\n\n{ingest.markdown_table(rows)}")
-    print(f"\n{extra}\nwritten to {path.relative_to(ingest.ROOT)}")
+        print(f"\n### {caption}\n\n{markdown_table(rows)}")
+    print(f"\n{extra}\nwritten to {common.shown(path)}")
 
 
 async def all_documents(bench: Any, org: uuid.UUID) -> list[SectionDocument]:
@@ -387,7 +389,11 @@ async def bulk_batches(backend: Any, docs: list[SectionDocument], batch: int, **
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+        parents=[common.results_options()],
+    )
     p.add_argument("--sections", type=int, default=100_000, help="sections (default 100000)")
     p.add_argument("--searches", type=int, default=360, help="timed searches per backend (360)")
     p.add_argument("--first", type=int, default=20, help="page size (20)")
@@ -397,5 +403,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def main() -> int:
+    asyncio.run(bench_search(parser().parse_args()))
+    return 0
+
+
 if __name__ == "__main__":
-    asyncio.run(main(parser().parse_args()))
+    sys.exit(main())

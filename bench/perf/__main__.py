@@ -16,6 +16,11 @@ latest.json, perf-sql.md; with --profile, perf.md ends with a profile of each of
 --profile-servers (the stacks are kept in bench/results/perf-profile-SERVER.folded.txt, not
 committed). Needs wrk (installed from Debian when missing and root), Node.js with npm
 (PostGraphile is installed once into ~/.cache/prism/bench-node).
+
+    .venv/bin/python -m bench.perf --check-only --documents 40 --servers prism-compiled,raw
+
+``--check-only`` stops before the load: the data, the servers, the answers checked equal and
+the SQL counted, the results written without any run (no wrk; Node.js only for PostGraphile).
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, ROOT, bench_database, environment, read_json, write_json
+from bench import common
+from bench.common import bench_database, environment, read_json, write_json
 from bench.perf import load, profile, report, servers
 from bench.perf.data import Dataset, generate
 from bench.perf.queries import EXPECTED_PATH, Query, queries
@@ -207,7 +213,8 @@ def tool_versions(bench: Any, pg_version: str) -> dict[str, str]:
 
     package = servers.NODE_CACHE / "node_modules" / "postgraphile" / "package.json"
     postgraphile = json.loads(package.read_text())["version"] if package.exists() else "?"
-    wrk_version = run(load.ensure_wrk(), "--version").split(" [")[0]
+    wrk = shutil.which("wrk")
+    wrk_version = run(wrk, "--version").split(" [")[0] if wrk else "?"
     return {
         "PostgreSQL": pg_version + (" (embedded)" if bench.pgdata else ""),
         "Node.js": run(shutil.which("node") or "node", "--version"),
@@ -219,7 +226,8 @@ def tool_versions(bench: Any, pg_version: str) -> dict[str, str]:
 async def main(args: argparse.Namespace) -> int:
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     wanted_servers = args.servers.split(",")
-    load.ensure_wrk()
+    if not args.check_only:
+        load.ensure_wrk()
     if "postgraphile" in wanted_servers:
         servers.ensure_postgraphile()
     given = " ".join(a for a in sys.argv[1:] if a != "--make")
@@ -277,13 +285,13 @@ async def main(args: argparse.Namespace) -> int:
                 if captured is not None:
                     statements, scaling = captured
                 started = time.monotonic()
-                for query in query_list:
+                for query in query_list if not args.check_only else []:
                     for concurrency in concurrencies:
                         runs += await asyncio.to_thread(
                             measure, args, query, concurrency, running, bodies, dataset, bench
                         )
                         print(f"  ({time.monotonic() - started:.0f} s)", flush=True)
-                if args.profile:
+                if args.profile and not args.check_only:
                     summary = run_profile(args, running, query_list, bodies, dataset)
             finally:
                 for server in running:
@@ -392,7 +400,7 @@ def run_profile(
                 token=dataset.token,
                 concurrency=10,
                 seconds=args.profile,
-                output=RESULTS / f"perf-profile-{name}.folded.txt",
+                output=args.results_dir / f"perf-profile-{name}.folded.txt",
             )
             | {"query": query.name, "server": name}
         )
@@ -411,7 +419,8 @@ def write_results(
     summary: list[dict[str, Any]] | None,
     checks: dict[str, Any],
 ) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = args.results_dir
+    results.mkdir(parents=True, exist_ok=True)
     concurrency = int(args.concurrency.split(",")[0])
     parameters = {
         "documents": args.documents,
@@ -423,6 +432,7 @@ def write_results(
         "servers": args.servers,
         "queries": args.queries,
         "workers": args.workers,
+        "check_only": args.check_only,
     }
     document = {
         "command": command,
@@ -436,13 +446,14 @@ def write_results(
         "runs": [r.as_json() for r in runs],
         "profile": summary,
     }
-    write_json(RESULTS / f"{args.output}.json", document)
-    (RESULTS / f"{args.output}.md").write_text(report.render(document))
-    write_json(RESULTS / "latest.json", report.latest(runs, concurrency))
-    if statements:
-        (RESULTS / "perf-sql.md").write_text(report.sql_markdown(statements, env["commit"]))
+    write_json(results / f"{args.output}.json", document)
+    (results / f"{args.output}.md").write_text(report.render(document))
+    write_json(results / "latest.json", report.latest(runs, concurrency))
     written = [f"{args.output}.md", f"{args.output}.json", "latest.json"]
-    print("written: " + ", ".join(str((RESULTS / w).relative_to(ROOT)) for w in written))
+    if statements:
+        (results / "perf-sql.md").write_text(report.sql_markdown(statements, env["commit"]))
+        written.append("perf-sql.md")
+    print("written: " + ", ".join(common.shown(results / w) for w in written))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -450,6 +461,7 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m bench.perf",
         description=__doc__,
         formatter_class=argparse.RawTextHelpFormatter,
+        parents=[common.results_options()],
     )
     p.add_argument("--documents", type=int, default=10_000, help="documents in all (10000)")
     p.add_argument("--organizations", type=int, default=4, help="organizations (4)")
@@ -488,6 +500,12 @@ def parser() -> argparse.ArgumentParser:
         default="prism,prism-compiled",
         help="the servers profiled, a list (prism,prism-compiled)",
     )
+    p.add_argument(
+        "--check-only",
+        action="store_true",
+        help="no load: load the data, start the servers, check their answers and count the "
+        "SQL, write the results without runs (needs no wrk)",
+    )
     p.add_argument("--output", default="perf", help="results name: bench/results/NAME.md|json")
     p.add_argument(
         "--render",
@@ -503,13 +521,13 @@ def render_only(args: argparse.Namespace) -> int:
     """Rewrite NAME.md from NAME.json, keeping the hand-written analysis of the current NAME.md
     (between ``<!-- analysis -->`` and ``<!-- /analysis -->``); a new run drops it, since it
     describes the figures it replaces."""
-    document = read_json(RESULTS / f"{args.output}.json")
-    markdown = RESULTS / f"{args.output}.md"
+    document = read_json(args.results_dir / f"{args.output}.json")
+    markdown = args.results_dir / f"{args.output}.md"
     analysis = report.analysis_of(markdown.read_text()) if markdown.exists() else None
     markdown.write_text(report.render(document, analysis))
     concurrency = int(str(document["parameters"]["concurrency"]).split(",")[0])
     runs = [load.Run(**run) for run in document["runs"]]
-    write_json(RESULTS / "latest.json", report.latest(runs, concurrency))
+    write_json(args.results_dir / "latest.json", report.latest(runs, concurrency))
     print(f"rendered {args.output}.md and latest.json from {args.output}.json")
     return 0
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from bench.common import core_schema
 from bench.perf.data import Dataset
 
 NESTED = """query Nested {
@@ -224,9 +225,7 @@ def viewer_pg(data: dict[str, Any]) -> Any:
 
 @cache
 def _schema() -> Any:
-    from prism.schema import build_schema
-
-    return build_schema()._schema
+    return core_schema()
 
 
 def registered_document(text: str) -> tuple[str, str, str]:

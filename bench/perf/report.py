@@ -136,9 +136,12 @@ def targets(
         _rps(runs, "nested", "prism", concurrency),
         _rps(runs, "nested", "postgraphile", concurrency),
     )
-    worst_p99 = max((r for r in prism if r.concurrency == concurrency), key=lambda r: r.p99_ms)
+    # None when prism did not run (--servers without it, or --check-only: no runs at all)
+    worst_p99 = max(
+        (r for r in prism if r.concurrency == concurrency), key=lambda r: r.p99_ms, default=None
+    )
     prisms = [r for r in runs if r.server in ("prism", "prism-compiled")]
-    largest = max(prisms, key=lambda r: r.rss_mb)
+    largest = max(prisms, key=lambda r: r.rss_mb, default=None)
     rows = [
         {
             "target": f"nested list: Prism (interpreted) ≥ {TARGET_RATIO}× PostGraphile's req/s "
@@ -161,14 +164,18 @@ def targets(
     rows += [
         {
             "target": f"p99 at c={concurrency} < {TARGET_P99_MS:.0f} ms (every query, prism)",
-            "this run": f"worst {fmt(worst_p99.p99_ms)} ms ({worst_p99.query})",
-            "verdict": _verdict(worst_p99.p99_ms < TARGET_P99_MS),
+            "this run": "–"
+            if worst_p99 is None
+            else f"worst {fmt(worst_p99.p99_ms)} ms ({worst_p99.query})",
+            "verdict": _verdict(None if worst_p99 is None else worst_p99.p99_ms < TARGET_P99_MS),
         },
         {
             "target": f"RSS per worker < {TARGET_RSS_MB:.0f} MB",
-            "this run": f"peak {fmt(largest.rss_mb)} MB ({largest.server}, {largest.query}, "
+            "this run": "–"
+            if largest is None
+            else f"peak {fmt(largest.rss_mb)} MB ({largest.server}, {largest.query}, "
             f"c={largest.concurrency})",
-            "verdict": _verdict(largest.rss_mb < TARGET_RSS_MB),
+            "verdict": _verdict(None if largest is None else largest.rss_mb < TARGET_RSS_MB),
         },
     ]
     return rows

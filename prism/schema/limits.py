@@ -122,7 +122,7 @@ def visibility_key(principal: Principal) -> str:
     )
 
 
-def _cache_key(context: Context, variables: dict[str, Any] | None, version: int) -> str | None:
+def cache_key(context: Context, variables: dict[str, Any] | None, version: int) -> str | None:
     principal = context.principal
     operation = context.operation
     if principal is None or operation is None or operation.sha256 is None:
@@ -143,7 +143,7 @@ def _cache_key(context: Context, variables: dict[str, Any] | None, version: int)
     return "rc:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def _etag(data: object) -> str:
+def etag(data: object) -> str:
     return 'W/"' + hashlib.sha256(orjson.dumps(data)).hexdigest()[:32] + '"'
 
 
@@ -168,7 +168,7 @@ class ResponseCache(SchemaExtension):
             and context.principal is not None
         ):
             version = await context.data_version()
-            key = _cache_key(context, ctx.variables, version)
+            key = cache_key(context, ctx.variables, version)
         if key is not None:
             assert isinstance(context, Context)
             hit = await context.services.store.get(key)
@@ -190,7 +190,7 @@ class ResponseCache(SchemaExtension):
                 context.services.settings.response_cache_ttl_seconds,
             )
         if context.operation.registered and ctx.operation_type is OperationType.QUERY:
-            context.set_validators(_etag(result.data), cacheable=key is not None)
+            context.set_validators(etag(result.data), cacheable=key is not None)
 
 
 class RateLimit(SchemaExtension):
