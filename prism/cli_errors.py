@@ -38,6 +38,7 @@ def expected_failure(exc: BaseException) -> str | None:
 
     from prism.errors import PrismError
     from prism.governance.backup import BackupError
+    from prism.models.faults import DatabaseUnavailable
     from prism.search.backend import SearchUnavailable
 
     if isinstance(exc, BaseExceptionGroup):
@@ -47,6 +48,8 @@ def expected_failure(exc: BaseException) -> str | None:
         return exc.message
     if isinstance(exc, BackupError | SearchUnavailable):
         return _first_line(str(exc))
+    if isinstance(exc, DatabaseUnavailable):  # the engine's name for a lost or refused connection
+        return f"database: {_first_line(str(exc))}"
     if isinstance(exc, pydantic.ValidationError):
         error = exc.errors()[0]
         where = "_".join(str(part) for part in error["loc"])
