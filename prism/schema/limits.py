@@ -320,7 +320,8 @@ def _mark_charged(context: Context) -> bool:
         return True
     context.refusal_charged = True
     scope = getattr(context.request, "scope", None)
-    if isinstance(scope, dict):
+    # An HTTP request is one request; a WebSocket's scope is shared by all its operations.
+    if isinstance(scope, dict) and scope.get("type") == "http":
         state = scope.setdefault("state", {})
         if state.get(CHARGED):
             return True
