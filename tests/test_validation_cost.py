@@ -455,12 +455,11 @@ def distinct_fragments(n: int, on: str, at: str, field: str = "x") -> str:
         ("at the root", distinct_fragments(550, "Query", "{ SPREADS }")),
         ("on an interface", distinct_fragments(550, "Node", '{ node(id: "x") { SPREADS } }')),
         (
-            "one fragment spreading many, next to fields",
-            "{ " + " ".join(f"a{i}: viewer {{ scopes ...W }}" for i in range(20)) + " } "
-            "fragment W on Viewer { "
-            + " ".join(f"...V{i}" for i in range(240))
-            + " } "
-            + " ".join(f"fragment V{i} on Viewer {{ v{i} }}" for i in range(240)),
+            "spread in inline fragments (flattened into one place)",
+            "{ viewer { "
+            + " ".join(f"... on Viewer {{ ...F{i} }}" for i in range(300))
+            + " } } "
+            + " ".join(f"fragment F{i} on Viewer {{ x{i} }}" for i in range(300)),
         ),
     ],
 )

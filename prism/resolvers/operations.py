@@ -96,7 +96,6 @@ class OperationRegistry:
             raise PersistedQueryNotFound("PersistedQueryNotFound")
         return ResolvedOperation(stored.decode(), digest)
 
-
     async def remember(self, resolved: ResolvedOperation | None) -> None:
         """Store an automatic persisted query whose request was accepted."""
         if resolved is None or not resolved.unstored or resolved.query is None:

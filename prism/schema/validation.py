@@ -13,9 +13,16 @@ under the same name at the same place, so the fields sharing a place are bounded
 then do the standard rules run, once per distinct document (an LRU), with suggestions
 ("Did you mean ...?") hidden in production.
 
-Requests refused before they run (no parse, invalid, too complex) cost their caller
-``rate_limit_refusal_cost``; once a caller's bucket is empty it is answered ``RATE_LIMITED``
-before its document is validated at all.
+graphql-core's rules have costs of their own, bounded here too: OverlappingFieldsCanBeMerged
+compares every two fragments spread at one place, whatever their fields (its budget is
+lowered to ``MAX_FIELD_COMPARISONS``); ValuesOfCorrectType prints a whole object value in
+each error about one of its fields (object values and argument lists are bounded in the
+linear pass, errors are at most ``MAX_ERRORS`` and ``MAX_MESSAGE_LENGTH`` long).
+
+Requests refused before they run cost their caller ``rate_limit_refusal_cost``
+(prism.schema.limits: ``charge_context_refusal``), charged here as soon as the errors are
+known, before any transport sends them; once a caller's bucket cannot pay for a refusal it is
+answered ``RATE_LIMITED`` before its document is validated at all.
 """
 
 from __future__ import annotations
