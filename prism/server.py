@@ -63,6 +63,7 @@ from prism.schema import build_schema, inputs
 from prism.schema.limits import (
     CHARGED,
     Refusal,
+    bucket_key,
     caller_key,
     charge_context_refusal,
     charge_refusal,
@@ -430,18 +431,14 @@ class PrismGraphQL(GraphQL[Context, None]):
         raw = params.get("authorization") or params.get("Authorization") or ""
         bearer = str(raw).removeprefix("Bearer ").strip()
         if not bearer:
-            raise ConnectionRejectionError(
-                {"message": "Authentication required.", "code": "UNAUTHENTICATED"}
-            )
+            raise await _rejected(context, "Authentication required.")
         services = context.services
         try:
             principal = await identity.authenticate_bearer(
                 services.db, services.access_tokens, bearer
             )
         except Unauthenticated as exc:
-            raise ConnectionRejectionError(
-                {"message": exc.message, "code": "UNAUTHENTICATED"}
-            ) from exc
+            raise await _rejected(context, exc.message) from exc
         context.authenticate(principal, bearer)
         return UNSET
 
@@ -466,6 +463,18 @@ class PrismGraphQL(GraphQL[Context, None]):
             response=response if isinstance(response, Response) else None,
             credential=bearer_of(request) if principal is not None else None,
         )
+
+
+async def _rejected(context: Context, message: str) -> ConnectionRejectionError:
+    """A WebSocket's connection_init that does not authenticate: a refusal, charged to the
+    source address like an HTTP 401 (RATE_LIMITED once the address cannot pay)."""
+    found = await charge_refusal(context.services, bucket_key(context))
+    if found is not None and not found.bucket.allowed:
+        error = rate_limited(found.charge, found.bucket)
+        return ConnectionRejectionError(
+            {"message": error.message, "code": "RATE_LIMITED", **(error.extensions or {})}
+        )
+    return ConnectionRejectionError({"message": message, "code": "UNAUTHENTICATED"})
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:

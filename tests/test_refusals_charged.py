@@ -5,6 +5,7 @@ an automatic persisted query is stored only for a request that was accepted."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -13,6 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
+from websockets.typing import Subprotocol
 
 from prism import operators
 from prism.config import Settings
@@ -293,3 +296,24 @@ async def test_a_bi_token_sending_a_plain_query_is_charged(
         ]
         assert seen[:CAPACITY] == [["PERSISTED_QUERY_REQUIRED"]] * CAPACITY
         assert seen[CAPACITY] == ["RATE_LIMITED"]
+
+
+async def test_a_websocket_that_does_not_authenticate_is_charged_to_its_address(
+    stingy: Settings, database_url: str
+) -> None:
+    async with serving(stingy, database_url) as address:
+        for credential in ["prism_pat_" + uuid.uuid4().hex, "", "prism_pat_x"][:CAPACITY]:
+            async with websockets.connect(
+                f"ws://{address}/graphql", subprotocols=[Subprotocol("graphql-transport-ws")]
+            ) as ws:
+                init = {"type": "connection_init", "payload": {"authorization": credential}}
+                await ws.send(json.dumps(init))
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), 10)
+                assert closed.value.rcvd is not None
+                assert closed.value.rcvd.code == 4403
+        # the address has paid for three refusals: its next request is refused at the door
+        async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+            response = await http.post("/graphql", json={"query": "{ __typename }"})
+            assert response.status_code == 429, response.text
+            assert error_code(response) == "RATE_LIMITED"
