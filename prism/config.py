@@ -222,7 +222,11 @@ class Settings(BaseSettings):
     rate_limit_refusal_cost: int = Field(
         1,
         ge=0,
-        description="What a refused request (unparsable, invalid, too complex) costs its caller.",
+        description=(
+            "What a request refused before it runs (unparsable, invalid, too complex, an "
+            "unknown persisted query, a malformed HTTP request, a bad bearer token) costs its "
+            "caller."
+        ),
     )
     compiled_operations: bool = Field(
         True,

@@ -63,6 +63,16 @@ from prism.models.notify import Notifications
 from prism.observability import DB_POOL, HTTP_REQUESTS, configure_logging
 from prism.resolvers.context import Context, RequestTransaction, Services
 from prism.schema import build_schema, inputs
+from prism.schema.limits import (
+    CHARGED,
+    Refusal,
+    bucket_key,
+    caller_key,
+    charge_context_refusal,
+    charge_refusal,
+    rate_limited,
+    refusal_spent,
+)
 from prism.websocket import PrismTransportWS
 
 log = structlog.get_logger("prism.http")
@@ -156,7 +166,7 @@ def bearer_of(conn: HTTPConnection) -> str | None:
 
 
 def unauthenticated(conn: HTTPConnection, exc: Exception) -> Response:
-    return JSONResponse(
+    return ChargedRefusal(
         {
             "data": None,
             "errors": [{"message": str(exc), "extensions": {"code": "UNAUTHENTICATED"}}],
@@ -164,6 +174,56 @@ def unauthenticated(conn: HTTPConnection, exc: Exception) -> Response:
         status_code=401,
         headers={"WWW-Authenticate": "Bearer"},
     )
+
+
+def rate_limited_response(refusal: Refusal) -> JSONResponse:
+    """429 RATE_LIMITED, with when to retry, for a caller who cannot pay for a refusal."""
+    bucket, rate = refusal.bucket, refusal.rate
+    error = rate_limited(refusal.charge, bucket)
+    return JSONResponse(
+        {"data": None, "errors": [error.formatted]},
+        status_code=429,
+        headers={
+            "Retry-After": str(bucket.retry_after),
+            "RateLimit-Limit": str(rate.capacity),
+            "RateLimit-Remaining": str(bucket.remaining),
+            "RateLimit-Reset": str(bucket.reset),
+        },
+    )
+
+
+def caller_of(scope: Scope) -> str:
+    """The rate-limit bucket of an HTTP request's caller, before any context exists."""
+    user = scope.get("user")
+    principal = user.principal if isinstance(user, PrincipalUser) else None
+    client = scope.get("client")
+    return caller_key(principal, client[0] if client else None)
+
+
+async def charged(scope: Scope, response: Response) -> Response:
+    """``response`` (a refusal) once the caller has paid for it; 429 when it cannot. Not
+    charged twice: a refusal the GraphQL layer charged is marked in the scope's state."""
+    state = scope.setdefault("state", {})
+    if state.get(CHARGED):
+        return response
+    state[CHARGED] = True
+    services: Services = scope["app"].state.services
+    found = await charge_refusal(services, caller_of(scope))
+    if found is not None and not found.bucket.allowed:
+        return rate_limited_response(found)
+    return response
+
+
+class ChargedRefusal(JSONResponse):
+    """A refusal answered by middleware (a bearer token that does not authenticate):
+    charged to the source address like any other refusal."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await charged(scope, self) if "app" in scope else self
+        if response is self:
+            await super().__call__(scope, receive, send)
+        else:
+            await response(scope, receive, send)
 
 
 _HTTP_CODES = {404: "NOT_FOUND", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
@@ -206,10 +266,17 @@ class PrismGraphQL(GraphQL[Context, None]):
             .startswith(b"multipart/form-data")
         )
         limit = self.max_body if multipart else MAX_JSON_BODY
+        # A caller who cannot pay for one more refused request is answered before its body
+        # is read, parsed, or its persisted query looked up.
+        spent = await refusal_spent(scope["app"].state.services, caller_of(scope))
+        if spent is not None:
+            scope.setdefault("state", {})[CHARGED] = True
+            await rate_limited_response(spent)(scope, receive, send)
+            return
         request = Request(scope=scope, receive=self._limited(receive, limit))
         refusal = self._refuse(request)
         if refusal is not None:
-            await refusal(scope, receive, send)
+            await (await charged(scope, refusal))(scope, receive, send)
             return
         # Strawberry answers malformed HTTP requests (no query, bad JSON, a mutation over
         # GET) in plain text; clients get the same typed error shape as everywhere else.
@@ -229,6 +296,8 @@ class PrismGraphQL(GraphQL[Context, None]):
             )
         finally:
             await request.close()  # the spooled files of a multipart form, however it ended
+        if response.status_code >= 400 and response.status_code != 429:
+            response = await charged(scope, response)
         await response(scope, receive, send)
 
     def _refuse(self, request: Request) -> Response | None:
@@ -285,8 +354,12 @@ class PrismGraphQL(GraphQL[Context, None]):
         try:
             resolved = await context.resolve_operation(request_data.query, request_data.extensions)
         except PrismError as exc:
+            limited = await charge_context_refusal(context)
+            if limited is not None:
+                sub_response.status_code = 429
             return ExecutionResult(
-                data=None, errors=[GraphQLError(exc.message, extensions=exc.extensions)]
+                data=None,
+                errors=[limited or GraphQLError(exc.message, extensions=exc.extensions)],
             )
         return await super().execute_single(
             request,
@@ -380,9 +453,7 @@ class PrismGraphQL(GraphQL[Context, None]):
         raw = params.get("authorization") or params.get("Authorization") or ""
         bearer = str(raw).removeprefix("Bearer ").strip()
         if not bearer:
-            raise ConnectionRejectionError(
-                {"message": "Authentication required.", "code": "UNAUTHENTICATED"}
-            )
+            raise await _rejected(context, "Authentication required.")
         services = context.services
         # A database that is down is not a rejection (4403): its error goes on to
         # RequestGuard, which closes the socket with 1013 (try again later).
@@ -391,9 +462,7 @@ class PrismGraphQL(GraphQL[Context, None]):
                 services.db, services.access_tokens, bearer
             )
         except Unauthenticated as exc:
-            raise ConnectionRejectionError(
-                {"message": exc.message, "code": "UNAUTHENTICATED"}
-            ) from exc
+            raise await _rejected(context, exc.message) from exc
         context.authenticate(principal, bearer)
         return UNSET
 
@@ -433,6 +502,18 @@ def _outage(response_data: object) -> bool | None:
         return None
     data = response_data.get("data")
     return not data or all(value is None for value in data.values())
+
+
+async def _rejected(context: Context, message: str) -> ConnectionRejectionError:
+    """A WebSocket's connection_init that does not authenticate: a refusal, charged to the
+    source address like an HTTP 401 (RATE_LIMITED once the address cannot pay)."""
+    found = await charge_refusal(context.services, bucket_key(context))
+    if found is not None and not found.bucket.allowed:
+        error = rate_limited(found.charge, found.bucket)
+        return ConnectionRejectionError(
+            {"message": error.message, "code": "RATE_LIMITED", **(error.extensions or {})}
+        )
+    return ConnectionRejectionError({"message": message, "code": "UNAUTHENTICATED"})
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:

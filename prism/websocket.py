@@ -26,10 +26,12 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage,
     SubscribeMessage,
 )
+from strawberry.types.execution import PreExecutionError
 from strawberry.utils.aio import aclosing
 
 from prism.errors import PrismError, ServiceUnavailable, Unauthenticated
 from prism.resolvers.context import Context
+from prism.schema.limits import charge_context_refusal, context_spent
 
 log = structlog.get_logger("prism.websocket")
 
@@ -40,7 +42,7 @@ UNAVAILABLE = ServiceUnavailable("The operation could not be started; try again.
 class PrismOperation(Operation[Context, None]):
     """One subscribe message: its document (or persisted query) and the context it runs in."""
 
-    __slots__ = ("extensions",)
+    __slots__ = ("context", "extensions")
 
     def __init__(
         self,
@@ -53,6 +55,7 @@ class PrismOperation(Operation[Context, None]):
     ) -> None:
         super().__init__(handler, id, query, variables, operation_name)
         self.extensions = extensions
+        self.context: Context | None = None
 
 
 def _error(exc: PrismError) -> GraphQLError:
@@ -127,19 +130,39 @@ class PrismTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         operation.task.add_done_callback(self._task_done)
         self.operations[message["id"]] = operation
 
+    async def _handle_pre_execution_error(
+        self, operation: Operation[Context, None], result: PreExecutionError
+    ) -> None:
+        """An operation refused before it runs (no parse, invalid, unknown operation name):
+        charged to its caller as over HTTP, before the errors are sent."""
+        context = getattr(operation, "context", None)
+        if isinstance(context, Context):
+            limited = await charge_context_refusal(context)
+            if limited is not None:
+                result.errors = [limited]
+        await super()._handle_pre_execution_error(operation, result)
+
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         """Authenticate, resolve the document, run it in a context of its own."""
         assert isinstance(operation, PrismOperation)
         try:
             principal = await self.context.reauthenticate()
             context = self.context.for_operation(principal)
+            operation.context = context
+            # A caller who cannot pay for one more refusal is answered before the lookup.
+            limited = await context_spent(context)
+            if limited is not None:
+                await operation.send_initial_errors([limited])
+                return
             resolved = await context.resolve_operation(operation.query, operation.extensions)
         except Unauthenticated as exc:
             await operation.send_initial_errors([_error(exc)])
             await self.websocket.close(code=UNAUTHORIZED, reason="Unauthorized")
             return
         except PrismError as exc:
-            await operation.send_initial_errors([_error(exc)])
+            charged = operation.context
+            limited = None if charged is None else await charge_context_refusal(charged)
+            await operation.send_initial_errors([limited or _error(exc)])
             return
         except Exception as exc:
             # The database or the cache store is away: refused, like an HTTP request would be.

@@ -9,14 +9,25 @@ from typing import Any
 
 import httpx
 import pytest
-from graphql import parse
+from graphql import parse, specified_rules
 from pydantic import SecretStr
 
 from prism.config import Mode, Settings
 from prism.models.enums import Role
 from prism.schema import MAX_ALIASES, MAX_DEPTH, build_schema
 from prism.schema.cost import estimate, operation_of
-from prism.schema.validation import MAX_FIELD_PAIRS, Analysis, Limits, analyse
+from prism.schema.validation import (
+    MAX_ARGUMENTS,
+    MAX_ERRORS,
+    MAX_FIELD_COMPARISONS,
+    MAX_FIELD_PAIRS,
+    MAX_MESSAGE_LENGTH,
+    MAX_OBJECT_FIELDS,
+    Analysis,
+    Limits,
+    analyse,
+    validate_document,
+)
 from tests.conftest import RedisServer, app_with, client_of
 from tests.factories import Tenant, codes, gql
 
@@ -31,15 +42,36 @@ def doubling(n: int, leaf: str = "viewer { scopes }", on: str = "Query") -> str:
     return " ".join([head, *body, f"fragment F{n} on {on} {{ {leaf} }}"])
 
 
+# Times each selection as written is looked at, at most: measured, spreads followed, and
+# walked once more for its arguments' values.
+WORK_PER_NODE = 4
+
+
 def written(query: str) -> int:
-    """Selections as written (fields, spreads, inline fragments): the document's size."""
-    from graphql import FieldNode, FragmentSpreadNode, InlineFragmentNode, Visitor, visit
+    """Definitions and selections as written (fields, spreads, inline fragments): the
+    document's size."""
+    from graphql import (
+        FieldNode,
+        FragmentDefinitionNode,
+        FragmentSpreadNode,
+        InlineFragmentNode,
+        OperationDefinitionNode,
+        Visitor,
+        visit,
+    )
 
     class Count(Visitor):
         seen = 0
 
         def enter(self, node: object, *_: object) -> None:
-            if isinstance(node, FieldNode | FragmentSpreadNode | InlineFragmentNode):
+            if isinstance(
+                node,
+                FieldNode
+                | FragmentSpreadNode
+                | InlineFragmentNode
+                | FragmentDefinitionNode
+                | OperationDefinitionNode,
+            ):
                 Count.seen += 1
 
     visit(parse(query), Count())
@@ -66,7 +98,7 @@ def test_doubling_fragment_chains_cost_work_linear_in_their_size() -> None:
         # each selection as written is looked at a bounded number of times; the walk of
         # the expanded document (to count same-place fields) only runs within the limit
         expanded_walk = found.selections if found.selections <= LIMITS.max_selections else 0
-        assert found.work <= 3 * written(query) + expanded_walk, (n, found.work)
+        assert found.work <= WORK_PER_NODE * written(query) + expanded_walk, (n, found.work)
         works[n] = found.work
         if found.selections > LIMITS.max_selections:
             assert any("once its fragments are expanded" in m for m in messages(found))
@@ -132,7 +164,11 @@ def test_every_shape_is_measured_in_linear_work(
 ) -> None:
     found = analysed(query)
     bounded = min(found.selections, LIMITS.max_selections)
-    assert found.work <= 3 * written(query) + bounded, (shape, found.work, written(query))
+    assert found.work <= WORK_PER_NODE * written(query) + bounded, (
+        shape,
+        found.work,
+        written(query),
+    )
     if refused is None:
         assert found.errors == [], shape
     else:
@@ -154,7 +190,7 @@ def test_cycles_and_unknown_fragments_are_found_by_the_same_pass() -> None:
         (unknown, "Unknown fragment 'Nowhere'."),
     ]:
         found = analysed(query)
-        assert found.work <= 3 * written(query)
+        assert found.work <= WORK_PER_NODE * written(query)
         assert messages(found)[0] == first
         assert len(found.errors) <= 100
     assert messages(analysed(unknown)) == [
@@ -376,3 +412,181 @@ async def test_production_suggests_no_name(
         assert suggested == []
     else:  # the same mistakes are suggested a fix in development: the test can tell
         assert len(suggested) == len(MISSPELLED), suggested
+
+
+# -- the standard rules' own work is bounded too ------------------------------------------
+
+
+@pytest.fixture
+def comparisons(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The work OverlappingFieldsCanBeMerged did, in graphql-core's own units (every
+    comparison of fragments, fields and arguments spends some)."""
+    from graphql.validation.rules import overlapping_fields_can_be_merged as rule
+
+    spent: list[int] = []
+    spend = rule.spend_complexity_budget
+
+    def counting(context: Any, cost: int) -> None:
+        spent.append(cost)
+        spend(context, cost)
+
+    monkeypatch.setattr(rule, "spend_complexity_budget", counting)
+    return spent
+
+
+def checked(query: str) -> list[str]:
+    errors = validate_document(SCHEMA, parse(query), specified_rules, LIMITS, hide_suggestions=True)
+    return [e.message for e in errors]
+
+
+def distinct_fragments(n: int, on: str, at: str, field: str = "x") -> str:
+    spreads = " ".join(f"...F{i}" for i in range(n))
+    fragments = " ".join(f"fragment F{i} on {on} {{ {field}{i} }}" for i in range(n))
+    return at.replace("SPREADS", spreads) + " " + fragments
+
+
+@pytest.mark.parametrize(
+    ("shape", "query"),
+    [
+        (
+            "the audit's: 550 fragments at one place",
+            distinct_fragments(550, "Viewer", "query{a:viewer{SPREADS}}"),
+        ),
+        ("at the root", distinct_fragments(550, "Query", "{ SPREADS }")),
+        ("on an interface", distinct_fragments(550, "Node", '{ node(id: "x") { SPREADS } }')),
+        (
+            "spread in inline fragments (flattened into one place)",
+            "{ viewer { "
+            + " ".join(f"... on Viewer {{ ...F{i} }}" for i in range(300))
+            + " } } "
+            + " ".join(f"fragment F{i} on Viewer {{ x{i} }}" for i in range(300)),
+        ),
+    ],
+)
+def test_fragment_comparisons_are_bounded(shape: str, query: str, comparisons: list[int]) -> None:
+    """graphql-core compares every two fragments spread at one place, whatever their
+    fields (its own budget allows 500,000 units: seconds). Prism's allows
+    MAX_FIELD_COMPARISONS, then refuses the document as too complex."""
+    found = checked(query)
+    assert sum(comparisons) <= MAX_FIELD_COMPARISONS + 2, (shape, sum(comparisons))
+    assert any(
+        "takes too much work" in m or "once its fragments" in m or "aliases" in m for m in found
+    ), (shape, found[:3])
+
+
+def test_real_documents_stay_far_within_the_comparison_budget(comparisons: list[int]) -> None:
+    twenty = (
+        "{ viewer { scopes "
+        + " ".join(f"...F{i}" for i in range(20))
+        + " } } "
+        + " ".join(f"fragment F{i} on Viewer {{ scopes user {{ email }} }}" for i in range(20))
+    )
+    assert checked(twenty) == []
+    # twenty fragments at one place, all selecting the same fields (compared in depth):
+    # about a tenth of the budget
+    assert 0 < sum(comparisons) < MAX_FIELD_COMPARISONS / 4, sum(comparisons)
+
+
+@pytest.mark.parametrize(
+    ("shape", "query"),
+    [
+        (
+            "an object value with many unknown fields",
+            "{ documents(filter: {"
+            + " ".join(f"f{i}: 1" for i in range(1600))
+            + "}) { totalCount } }",
+        ),
+        (
+            "an object value with one field repeated",
+            "{ documents(filter: {" + 'department: "x" ' * 1600 + "}) { totalCount } }",
+        ),
+        (
+            "an object value deep in a list, in a fragment",
+            '{ ...F } fragment F on Query { documents(filter: { department: "x" }) { '
+            'totalCount } nodes(ids: ["a", {' + " ".join(f"f{i}: 1" for i in range(100)) + "}]) "
+            "{ id } }",
+        ),
+        (
+            "a variable's default",
+            "query($f: DocumentFilter = {" + " ".join(f"f{i}: 1" for i in range(100)) + "}) { "
+            "documents(filter: $f) { totalCount } }",
+        ),
+        (
+            "many unknown arguments",
+            "{ documents(" + " ".join(f"a{i}: 1" for i in range(1600)) + ") { totalCount } }",
+        ),
+        ("one argument repeated", "{ documents(" + "first: 1 " * 1600 + ") { totalCount } }"),
+        ("a directive's arguments", "{ viewer @include(" + "if: true " * 100 + ") { scopes } }"),
+    ],
+)
+def test_large_literals_and_argument_lists_are_refused_by_the_linear_pass(
+    shape: str, query: str
+) -> None:
+    """graphql-core's ValuesOfCorrectType prints the whole object value in each error
+    about one of its fields: quadratic in the value's size."""
+    found = analysed(query)
+    assert [e.extensions for e in found.errors] == [{"code": "QUERY_TOO_COMPLEX"}], shape
+    assert "the limit is" in found.errors[0].message
+
+
+def test_the_bounds_are_far_above_what_the_schema_accepts() -> None:
+    from graphql import GraphQLInputObjectType, GraphQLInterfaceType, GraphQLObjectType
+
+    types = SCHEMA.type_map.values()
+    widest_input = max(len(t.fields) for t in types if isinstance(t, GraphQLInputObjectType))
+    most_arguments = max(
+        [
+            len(f.args)
+            for t in types
+            if isinstance(t, GraphQLObjectType | GraphQLInterfaceType)
+            for f in t.fields.values()
+        ]
+        + [len(d.args) for d in SCHEMA.directives]
+    )
+    assert widest_input * 4 <= MAX_OBJECT_FIELDS
+    assert most_arguments * 4 <= MAX_ARGUMENTS
+
+
+def test_errors_are_few_and_short() -> None:
+    """Within the bounds, a value wrong in every field: at most MAX_ERRORS errors, none
+    longer than MAX_MESSAGE_LENGTH (each would print the whole value)."""
+    wide = " ".join(f'f{i}: "{"x" * 200}"' for i in range(MAX_OBJECT_FIELDS))
+    query = "{ documents(filter: {" + wide + "}) { totalCount } }"
+    found = checked(query)
+    assert 0 < len(found) <= MAX_ERRORS + 1  # and graphql-core's "Validation aborted."
+    assert all(len(m) <= MAX_MESSAGE_LENGTH for m in found), max(map(len, found))
+
+
+def test_the_estimate_reads_variables_as_execution_coerces_them() -> None:
+    """A default (`$n: Int = 100`), a float (`100.0`) and a single ID for a list are what
+    execution runs with: the estimate is an upper bound of that."""
+    pages = parse(
+        "query($n: Int = 100) { documents(first: $n) { edges { node { "
+        "sections(first: $n) { edges { node { id } } } } } } }"
+    )
+    operation = operation_of(pages, None)
+    assert operation is not None
+    explicit = estimate(SCHEMA, pages, operation, {"n": 100}).cost
+    assert explicit == 1 + 100 * (2 + 1 + 100 * 2)
+    assert estimate(SCHEMA, pages, operation, None).cost == explicit
+    assert estimate(SCHEMA, pages, operation, {}).cost == explicit
+    assert estimate(SCHEMA, pages, operation, {"n": 100.0}).cost == explicit
+    assert estimate(SCHEMA, pages, operation, {"n": 2}).cost < explicit
+    ids = parse('query($ids: [ID!]! = ["a", "b", "c"]) { nodes(ids: $ids) { id } }')
+    operation = operation_of(ids, None)
+    assert operation is not None
+    assert estimate(SCHEMA, ids, operation, None).cost == 3
+    assert estimate(SCHEMA, ids, operation, {"ids": "a"}).cost == 1  # coerced to ["a"]
+
+
+async def test_a_defaulted_variable_does_not_pass_the_cost_limit(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    query = (
+        "query($n: Int = 100) { documents(first: $n) { edges { node { sections(first: $n) "
+        "{ edges { node { analyses { feedbackItems { category } } } } } } } } }"
+    )
+    token = tenant.tokens[Role.ADMIN]
+    for variables in ({"n": 100}, None, {"n": 100.0}):
+        body = await gql(client, query, variables, token=token)
+        assert codes(body) == ["QUERY_TOO_COMPLEX"], (variables, body)

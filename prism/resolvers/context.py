@@ -184,6 +184,8 @@ class Context:
     operation: ResolvedOperation | None = None
     cost: Any = None
     root_fields: list[str] = field(default_factory=list)
+    # Whether this request's refusal has been charged to its caller (prism.schema.limits).
+    refusal_charged: bool = False
 
     def __post_init__(self) -> None:
         self.loaders = Loaders(

@@ -29,6 +29,10 @@ class ResolvedOperation:
     sha256: str | None = None
     # One of the registered operations (the safelist): may be cached and run by BI tokens.
     registered: bool = False
+    # An automatic persisted query sent with its text: stored (``remember``) only once the
+    # request is accepted (valid, within the limits and the caller's rate limit), so a
+    # refused or rate-limited caller writes nothing.
+    unstored: bool = False
 
 
 class OperationRegistry:
@@ -82,17 +86,22 @@ class OperationRegistry:
                 "This operation is not registered, and only registered operations are "
                 "accepted here."
             )
-        key = f"apq:{digest}"
         if query is not None:
             if operation_hash(query) != digest:
                 raise _mismatch()
-            await self._store.set(key, query.encode(), self._apq_ttl)
-            return ResolvedOperation(query, digest)
-        stored = await self._store.get(key)
+            return ResolvedOperation(query, digest, unstored=True)
+        stored = await self._store.get(f"apq:{digest}")
         if stored is None:
             # Apollo clients look for this exact message, then resend with the query.
             raise PersistedQueryNotFound("PersistedQueryNotFound")
         return ResolvedOperation(stored.decode(), digest)
+
+    async def remember(self, resolved: ResolvedOperation | None) -> None:
+        """Store an automatic persisted query whose request was accepted."""
+        if resolved is None or not resolved.unstored or resolved.query is None:
+            return
+        assert resolved.sha256 is not None
+        await self._store.set(f"apq:{resolved.sha256}", resolved.query.encode(), self._apq_ttl)
 
 
 def _hash_of(persisted: object) -> str:

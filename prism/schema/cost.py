@@ -34,6 +34,7 @@ from graphql import (
     get_nullable_type,
     value_from_ast,
 )
+from graphql.execution.values import get_variable_values
 
 from prism.models.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
@@ -173,7 +174,7 @@ def estimate(
     fragments = {
         d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
     }
-    estimator = _Estimator(schema, fragments, variables or {})
+    estimator = _Estimator(schema, fragments, coerced_variables(schema, operation, variables))
     assert root is not None
     cost = estimator.selection(root, operation.selection_set)
     roots = _RootFields(fragments)
@@ -184,6 +185,17 @@ def estimate(
         root_field_count=count,
         work=estimator.walked + roots.walked,
     )
+
+
+def coerced_variables(
+    schema: GraphQLSchema, operation: OperationDefinitionNode, variables: Mapping[str, Any] | None
+) -> Mapping[str, Any]:
+    """The variables as execution will see them: defaults filled in, `100.0` an Int 100.
+    Values that do not coerce are refused by execution; the estimate then reads none."""
+    coerced = get_variable_values(
+        schema, operation.variable_definitions or (), dict(variables or {}), max_errors=1
+    )
+    return {} if isinstance(coerced, list) else coerced.coerced
 
 
 class _RootFields:

@@ -17,8 +17,8 @@ from strawberry.types.graphql import OperationType
 
 from prism.authz.principal import Principal
 from prism.authz.throttle import source_of
-from prism.cache.store import Rate
-from prism.resolvers.context import Context
+from prism.cache.store import Bucket, Rate
+from prism.resolvers.context import Context, Services
 from prism.schema.cost import actual, estimate, operation_of
 
 # Root fields whose answers depend only on the caller's organization and visibility (role,
@@ -220,6 +220,8 @@ class RateLimit(SchemaExtension):
                     retryAfter=bucket.retry_after,
                 )
                 context.cost.cached = False
+        if ctx.result is None or context.cost.cached:  # accepted
+            await context.services.operations.remember(context.operation)
         yield
         _count_actual(context, ctx.result)
         if bucket is None or not bucket.allowed or context.cost.cached:
@@ -230,9 +232,121 @@ class RateLimit(SchemaExtension):
 
 
 def bucket_key(context: Context) -> str:
-    principal = context.principal
+    return caller_key(context.principal, context.meta.ip_address)
+
+
+def caller_key(principal: Principal | None, ip_address: str | None) -> str:
+    """The rate-limit bucket of a caller: its API token, its user, or (anonymous, or not
+    authenticated) its source address."""
     if principal is None:
-        return f"rl:ip:{source_of(context.meta.ip_address)}"
+        return f"rl:ip:{source_of(ip_address)}"
     if principal.api_token_id is not None:
         return f"rl:token:{principal.api_token_id}"
     return f"rl:user:{principal.user_id}"
+
+
+# -- refusals: every request refused before it runs costs its caller ----------------------
+#
+# Whatever refuses it (the HTTP edge: bad JSON, no query, a batch, an unsupported content
+# type, a bad bearer token; the persisted-query lookup: unknown hash, mismatch, a caller held
+# to registered operations; the parser, the validation, the shape and cost limits, variables
+# that do not coerce; over HTTP or a WebSocket), a refused request takes
+# ``rate_limit_refusal_cost`` from its caller's bucket, once, through ``charge_refusal``. A
+# caller whose bucket holds less than that is answered RATE_LIMITED before any of that work
+# (``refusal_spent``): before the body is parsed, the persisted query looked up, or the
+# document validated.
+
+# Set in an HTTP request's scope["state"] once its refusal has been charged (by whichever
+# layer saw it first), so that no other layer charges it again.
+CHARGED = "prism.refusal_charged"
+
+
+def rate_of(services: Services) -> Rate:
+    settings = services.settings
+    return Rate(settings.rate_limit_capacity, settings.rate_limit_refill_per_second)
+
+
+def rate_limited(charge: int, bucket: Bucket) -> GraphQLError:
+    return GraphQLError(
+        f"Rate limit reached: this request costs {charge}; retry in {bucket.retry_after} seconds.",
+        extensions={"code": "RATE_LIMITED", "retryAfter": bucket.retry_after},
+    )
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The outcome of charging (or checking) a caller's bucket for a refusal."""
+
+    rate: Rate
+    bucket: Bucket
+    charge: int
+
+    @property
+    def error(self) -> GraphQLError | None:
+        """RATE_LIMITED when the bucket could not pay; None when it did."""
+        return None if self.bucket.allowed else rate_limited(self.charge, self.bucket)
+
+
+async def charge_refusal(services: Services, key: str) -> Refusal | None:
+    """Take the refusal charge from ``key``'s bucket (None when refusals are free)."""
+    charge = services.settings.rate_limit_refusal_cost
+    if charge <= 0:
+        return None
+    rate = rate_of(services)
+    return Refusal(rate, await services.store.take(key, charge, rate), charge)
+
+
+async def refusal_spent(services: Services, key: str) -> Refusal | None:
+    """The refusal (not allowed) when ``key``'s bucket cannot pay for one more refused
+    request; None when it can. Takes nothing from a bucket that can pay."""
+    charge = services.settings.rate_limit_refusal_cost
+    if charge <= 0:
+        return None
+    rate = rate_of(services)
+    bucket = await services.store.take(key, 0, rate)
+    if bucket.remaining >= charge:
+        return None
+    # Not enough left: taking the charge is refused, and says when it would not be.
+    bucket = await services.store.take(key, charge, rate)
+    if bucket.allowed:  # refilled in between: give it back
+        await services.store.take(key, -charge, rate)
+        return None
+    return Refusal(rate, bucket, charge)
+
+
+def _mark_charged(context: Context) -> bool:
+    """Whether the request was already charged; marks it charged."""
+    if context.refusal_charged:
+        return True
+    context.refusal_charged = True
+    scope = getattr(context.request, "scope", None)
+    # An HTTP request is one request; a WebSocket's scope is shared by all its operations.
+    if isinstance(scope, dict) and scope.get("type") == "http":
+        state = scope.setdefault("state", {})
+        if state.get(CHARGED):
+            return True
+        state[CHARGED] = True
+    return False
+
+
+async def charge_context_refusal(context: Context) -> GraphQLError | None:
+    """Charge the refusal of this request (once, whichever layer asks first); RATE_LIMITED
+    when the caller's bucket could not pay (rate-limit headers set on HTTP)."""
+    if _mark_charged(context):
+        return None
+    found = await charge_refusal(context.services, bucket_key(context))
+    if found is None:
+        return None
+    context.rate_limit_headers(found.rate, found.bucket)
+    return found.error
+
+
+async def context_spent(context: Context) -> GraphQLError | None:
+    """RATE_LIMITED (the request then counts as charged) when the caller cannot pay for a
+    refusal; None otherwise."""
+    found = await refusal_spent(context.services, bucket_key(context))
+    if found is None:
+        return None
+    _mark_charged(context)
+    context.rate_limit_headers(found.rate, found.bucket)
+    return found.error

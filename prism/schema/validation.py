@@ -13,9 +13,16 @@ under the same name at the same place, so the fields sharing a place are bounded
 then do the standard rules run, once per distinct document (an LRU), with suggestions
 ("Did you mean ...?") hidden in production.
 
-Requests refused before they run (no parse, invalid, too complex) cost their caller
-``rate_limit_refusal_cost``; once a caller's bucket is empty it is answered ``RATE_LIMITED``
-before its document is validated at all.
+graphql-core's rules have costs of their own, bounded here too: OverlappingFieldsCanBeMerged
+compares every two fragments spread at one place, whatever their fields (its budget is
+lowered to ``MAX_FIELD_COMPARISONS``); ValuesOfCorrectType prints a whole object value in
+each error about one of its fields (object values and argument lists are bounded in the
+linear pass, errors are at most ``MAX_ERRORS`` and ``MAX_MESSAGE_LENGTH`` long).
+
+Requests refused before they run cost their caller ``rate_limit_refusal_cost``
+(prism.schema.limits: ``charge_context_refusal``), charged here as soon as the errors are
+known, before any transport sends them; once a caller's bucket cannot pay for a refusal it is
+answered ``RATE_LIMITED`` before its document is validated at all.
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from graphql import (
+    ArgumentNode,
     ASTValidationRule,
+    DirectiveNode,
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
@@ -35,18 +44,23 @@ from graphql import (
     GraphQLError,
     GraphQLSchema,
     InlineFragmentNode,
+    ListValueNode,
+    ObjectValueNode,
     OperationDefinitionNode,
+    OverlappingFieldsCanBeMergedRule,
     SelectionSetNode,
+    ValidationContext,
+    ValueNode,
     validate,
 )
+from graphql.validation.validate import ValidationAbortedError
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
-from prism.cache.store import Bucket, Rate
 from prism.resolvers.context import Context
-from prism.schema.limits import bucket_key
+from prism.schema.limits import charge_context_refusal, context_spent
 
 # A chain of fragments spreading one another: longer than any real client writes, short
 # enough that the walks after validation (cost, execution) stay far from Python's recursion
@@ -57,8 +71,21 @@ MAX_FRAGMENT_NESTING = 50
 # (two fragments both selecting `id`); repeating a field hundreds of times is not asking for
 # more data.
 MAX_FIELD_PAIRS = 1_000
-# Errors reported for one document (graphql-core's default too).
-MAX_ERRORS = 100
+# Errors reported for one document (graphql-core's default is 100; some of its messages
+# print the whole value they are about, so each error may cost as much as the document).
+MAX_ERRORS = 20
+# A message longer than this is cut: no client needs its own 10 KB literal printed back.
+MAX_MESSAGE_LENGTH = 500
+# Arguments of one field or directive, and fields of one object value, as written: far
+# above what Prism's schema has (tests/test_validation_cost.py checks), and far below what
+# makes graphql-core's ValuesOfCorrectType rule (which prints the whole value per wrong
+# field) or its argument rules slow.
+MAX_ARGUMENTS = 32
+MAX_OBJECT_FIELDS = 64
+# The work OverlappingFieldsCanBeMerged may do on one document, in graphql-core's own units
+# (a comparison of two fragments, of fields with a fragment, of two fields: 1 or 2 each).
+# graphql-core allows 500,000 (seconds of work); Prism's own documents take a few hundred.
+MAX_FIELD_COMPARISONS = 20_000
 
 
 @dataclass(frozen=True)
@@ -222,6 +249,53 @@ class _Walker:
         return pairs
 
 
+def _arguments_and_values(document: DocumentNode, walker: _Walker) -> list[GraphQLError]:
+    """Fields or directives written with too many arguments, object values with too many
+    fields: each node looked at once, iteratively."""
+    errors: list[GraphQLError] = []
+    stack: list[Any] = list(document.definitions)
+    while stack and len(errors) < MAX_ERRORS:
+        node = stack.pop()
+        walker.work += 1
+        if isinstance(node, FieldNode | DirectiveNode):
+            arguments: tuple[ArgumentNode, ...] = tuple(node.arguments or ())
+            if len(arguments) > MAX_ARGUMENTS:
+                errors.append(
+                    _too_complex(
+                        f"'{node.name.value}' is given {len(arguments)} arguments; the limit "
+                        f"is {MAX_ARGUMENTS}."
+                    )
+                )
+                continue
+            stack.extend(a.value for a in arguments)
+        elif isinstance(node, ObjectValueNode):
+            if len(node.fields) > MAX_OBJECT_FIELDS:
+                errors.append(
+                    _too_complex(
+                        f"An object value has {len(node.fields)} fields; the limit is "
+                        f"{MAX_OBJECT_FIELDS}."
+                    )
+                )
+                continue
+            stack.extend(f.value for f in node.fields)
+            continue
+        elif isinstance(node, ListValueNode):
+            stack.extend(node.values)
+            continue
+        elif isinstance(node, ValueNode):
+            continue
+        if isinstance(node, OperationDefinitionNode):
+            for definition in node.variable_definitions or ():
+                if definition.default_value is not None:
+                    stack.append(definition.default_value)
+                stack.extend(definition.directives or ())
+        stack.extend(getattr(node, "directives", None) or ())
+        selection_set = getattr(node, "selection_set", None)
+        if selection_set is not None:
+            stack.extend(selection_set.selections)
+    return errors
+
+
 def analyse(document: DocumentNode, limits: Limits) -> Analysis:
     """The limits a document is over, in time linear in its size (plus at most
     ``limits.max_selections`` for the expanded walk, run only when within that limit)."""
@@ -250,6 +324,7 @@ def analyse(document: DocumentNode, limits: Limits) -> Analysis:
         GraphQLError(f"Unknown fragment '{name}'.")
         for name in list(walker.unknown)[: MAX_ERRORS - len(errors)]
     )
+    errors.extend(_arguments_and_values(document, walker)[: MAX_ERRORS - len(errors)])
     if errors:  # invalid: the standard rules would say so, at a cost
         return Analysis(errors=errors, work=walker.work, selections=selections)
     if aliases > limits.max_aliases:
@@ -325,23 +400,39 @@ def validate_document(
     refused = analyse(document, limits).errors
     if refused:
         return refused
+    budgeted = tuple(
+        BudgetedOverlappingFields if rule is OverlappingFieldsCanBeMergedRule else rule
+        for rule in rules
+    )
     errors = validate(
         schema,
         document,
-        (*rules, MaybeNullValidationRule, OneOfInputValidationRule),
+        (*budgeted, MaybeNullValidationRule, OneOfInputValidationRule),
+        max_errors=MAX_ERRORS,
         hide_suggestions=hide_suggestions,
     )
-    if hide_suggestions:
-        for error in errors:
+    for index, error in enumerate(errors):
+        if isinstance(error, ValidationAbortedError) and error.message == "Validation aborted.":
+            # Over the comparison budget (or too deep to walk): too complex, not invalid.
+            errors[index] = _too_complex(
+                "Comparing the document's fields and fragments takes too much work: "
+                "spread fewer fragments at one place."
+            )
+            continue
+        if hide_suggestions:
             error.message = without_suggestions(error.message)
+        if len(error.message) > MAX_MESSAGE_LENGTH:
+            error.message = error.message[: MAX_MESSAGE_LENGTH - 1] + "…"
     return errors
 
 
-def _rate_limited(charge: int, bucket: Bucket) -> GraphQLError:
-    return GraphQLError(
-        f"Rate limit reached: this request costs {charge}; retry in {bucket.retry_after} seconds.",
-        extensions={"code": "RATE_LIMITED", "retryAfter": bucket.retry_after},
-    )
+class BudgetedOverlappingFields(OverlappingFieldsCanBeMergedRule):
+    """graphql-core's rule, with the work it may do on one document lowered to
+    ``MAX_FIELD_COMPARISONS`` (past it, the rule aborts the validation)."""
+
+    def __init__(self, context: ValidationContext) -> None:
+        super().__init__(context)
+        self.rule_context.remaining_complexity_budget = MAX_FIELD_COMPARISONS
 
 
 def _refused_before_running(result: object) -> bool:
@@ -373,7 +464,6 @@ class CheckedValidation(SchemaExtension):
         self.limits = limits
         self.hide_suggestions = hide_suggestions
         self.cache_size = cache_size
-        self.limited = False
 
     async def on_operation(self) -> AsyncIterator[None]:
         yield
@@ -383,18 +473,12 @@ class CheckedValidation(SchemaExtension):
             for error in getattr(result, "errors", None) or []:
                 error.message = without_suggestions(error.message)
         context = ctx.context
-        if self.limited or not isinstance(context, Context):
+        if not isinstance(context, Context) or not _refused_before_running(result):
             return
-        if not _refused_before_running(result):
-            return
-        charge = context.services.settings.rate_limit_refusal_cost
-        if charge <= 0:
-            return
-        rate = _rate_of(context)
-        bucket = await context.services.store.take(bucket_key(context), charge, rate)
-        context.rate_limit_headers(rate, bucket)
-        if not bucket.allowed and result is not None:
-            result.errors = [_rate_limited(charge, bucket)]
+        # Refused after validation (variables, cost) or before it (parse, input bounds).
+        limited = await charge_context_refusal(context)
+        if limited is not None and result is not None:
+            result.errors = [limited]
 
     async def on_validate(self) -> AsyncIterator[None]:
         ctx = self.execution_context
@@ -411,11 +495,12 @@ class CheckedValidation(SchemaExtension):
             self.hide_suggestions,
         )
         errors = _validated(key)
+        context = ctx.context if isinstance(ctx.context, Context) else None
         # A caller whose allowance is spent gets no validation: not even a cached answer.
-        if errors is None or errors:
-            bucket = await self._spent(ctx.context)
-            if bucket is not None:
-                ctx.pre_execution_errors = [bucket]
+        if context is not None and (errors is None or errors):
+            limited = await context_spent(context)
+            if limited is not None:
+                ctx.pre_execution_errors = [limited]
                 yield
                 return
         if errors is None:
@@ -428,29 +513,10 @@ class CheckedValidation(SchemaExtension):
             )
             _remember(key, errors, self.cache_size)
         ctx.pre_execution_errors = list(errors)
+        if errors and context is not None:
+            # Charged here, before the answer exists: every transport passes this point
+            # (a WebSocket's answer to an invalid document ends the operation at once).
+            limited = await charge_context_refusal(context)
+            if limited is not None:
+                ctx.pre_execution_errors = [limited]
         yield
-
-    async def _spent(self, context: object) -> GraphQLError | None:
-        if not isinstance(context, Context):
-            return None
-        charge = context.services.settings.rate_limit_refusal_cost
-        if charge <= 0:
-            return None
-        rate = _rate_of(context)
-        key = bucket_key(context)
-        bucket = await context.services.store.take(key, 0, rate)
-        if bucket.remaining >= charge:
-            return None
-        # Not enough left: taking the charge is refused, and says when it would not be.
-        bucket = await context.services.store.take(key, charge, rate)
-        if bucket.allowed:  # refilled in between: give it back, and validate
-            await context.services.store.take(key, -charge, rate)
-            return None
-        self.limited = True
-        context.rate_limit_headers(rate, bucket)
-        return _rate_limited(charge, bucket)
-
-
-def _rate_of(context: Context) -> Rate:
-    settings = context.services.settings
-    return Rate(settings.rate_limit_capacity, settings.rate_limit_refill_per_second)
