@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import asyncpg
 from alembic.script import ScriptDirectory
@@ -21,6 +22,18 @@ def _plain(url: str) -> str:
 def test_single_head() -> None:
     script = ScriptDirectory.from_config(migrations.alembic_config("postgresql://unused/db"))
     assert len(script.get_heads()) == 1
+
+
+def test_file_order_is_chain_order() -> None:
+    """A reader listing the folder sees the migrations in the order they run: each file is
+    named <position>_<revision>_<slug>.py."""
+    script = ScriptDirectory.from_config(migrations.alembic_config("postgresql://unused/db"))
+    chain = list(reversed(list(script.walk_revisions())))
+    names = [Path(revision.path).name for revision in chain]
+    assert names == sorted(names)
+    for position, revision in enumerate(chain, start=1):
+        assert names[position - 1].startswith(f"{position:04d}_{revision.revision}_")
+    assert sorted(p.name for p in Path(chain[0].path).parent.glob("*.py")) == names
 
 
 async def test_models_match_the_migrated_schema(database_url: str) -> None:

@@ -20,10 +20,11 @@ def alembic_config(url: str) -> Config:
     cfg.set_main_option("script_location", str(HERE))
     cfg.set_main_option("path_separator", "os")
     cfg.set_main_option("version_locations", str(HERE / "versions"))
-    cfg.set_main_option(
-        "file_template",
-        "%%(year)d_%%(month).2d_%%(day).2d_%%(hour).2d%%(minute).2d-%%(rev)s_%%(slug)s",
-    )
+    # <position in the chain>_<revision id>_<slug>.py: file order is chain order. Revision
+    # ids are what databases record, so the early ones keep theirs even where they are out of
+    # sequence; a new revision takes the next number as its id (`--rev-id 0016`), so both
+    # parts agree from 0013 on.
+    cfg.set_main_option("file_template", "%%(rev)s_%%(rev)s_%%(slug)s")
     cfg.attributes["url"] = async_url(url)
     return cfg
 
