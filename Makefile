@@ -9,7 +9,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint schema bench bench-bi bench-perf bench-search opensearch-stop clean install
+.PHONY: run test lint schema docs bench bench-bi bench-perf bench-search opensearch-stop clean install
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -68,6 +68,12 @@ bench-bi: install
 
 schema: install
 	$(VENV)/bin/prism schema export --output schema.graphql
+
+# Generated documents: the configuration reference (from prism/config.py) and the access
+# policy table (from prism/authz/policy.py); tests fail when the committed ones are stale.
+docs: install
+	$(VENV)/bin/prism config docs --output docs/configuration.md
+	$(VENV)/bin/prism policy table --output docs/policy.md
 
 # Response cache and limits (about 8 minutes; not part of `make bench`): real `prism serve`
 # processes with Redis, in-process and no cache, warm and cold; results in bench/results/.

@@ -1025,5 +1025,25 @@ def schema_export(output: Path) -> None:
     console.print(f"Wrote {output}")
 
 
+@main.group()
+def config() -> None:
+    """The settings (PRISM_* environment variables)."""
+
+
+@config.command("docs")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("docs/configuration.md"),
+    show_default=True,
+)
+def config_docs(output: Path) -> None:
+    """Write the configuration reference generated from the settings (docs/configuration.md)."""
+    from prism.config_docs import configuration_markdown
+
+    output.write_text(configuration_markdown())
+    console.print(f"Wrote {output}")
+
+
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
 """The HTTP edge in production: who the client is (X-Forwarded-For believed only from
 configured proxies, one derivation for throttling, rate limits and audit events), who may read
-/metrics, and sign-in throttling engaging at exactly the numbers the README gives."""
+/metrics, and sign-in throttling engaging at exactly the numbers docs/api.md gives."""
 
 from __future__ import annotations
 
@@ -212,17 +212,17 @@ def test_metrics_settings_are_checked_at_start() -> None:
             Settings(**bad)  # type: ignore[arg-type]
 
 
-# --- sign-in throttle: the README's numbers, counted -------------------------------------------
+# --- sign-in throttle: docs/api.md's numbers, counted --------------------------------------------
 
 
-def _readme_numbers(repo_root: Path) -> tuple[int, int, int]:
-    text = " ".join((repo_root / "README.md").read_text().split())
+def _documented_numbers(repo_root: Path) -> tuple[int, int, int]:
+    text = " ".join((repo_root / "docs" / "api.md").read_text().split())
     found = re.search(
         r"after (\d+) failures for one address from one source, (\d+) for one address from "
         r"anywhere, or (\d+) from one source, further attempts wait",
         text,
     )
-    assert found, "the README states the sign-in throttle's numbers"
+    assert found, "docs/api.md states the sign-in throttle's numbers"
     pair, account, source = (int(n) for n in found.groups())
     return pair, account, source
 
@@ -230,7 +230,7 @@ def _readme_numbers(repo_root: Path) -> tuple[int, int, int]:
 async def test_sign_in_waits_after_exactly_the_documented_number_of_failures(
     app: object, tenant: Tenant, repo_root: Path
 ) -> None:
-    pair, account, source = _readme_numbers(repo_root)
+    pair, account, source = _documented_numbers(repo_root)
     assert (pair, account, source) == (5, 10, 50)
     # one address from one source: N failures answered, the next attempt waits (even with
     # the right password)

@@ -61,7 +61,7 @@ resources = st.builds(
 )
 
 RANK = {"PUBLIC": 0, "INTERNAL": 1, "CONFIDENTIAL": 2, "RESTRICTED": 3}
-# The rules as the README states them, written out again without the module's helpers.
+# The rules as docs/api.md states them, written out again without the module's helpers.
 ROLE_MAY = {
     "VIEWER": {
         "organization:read",
