@@ -6,16 +6,36 @@ by the HTTP requests' path (`identity.authenticate_bearer`), runs in a context o
 (principal, transaction, loaders, persisted query), and is held to registered operations as
 an HTTP request would be (`Context.resolve_operation`). Between operations the connection
 checks its credential every PRISM_WEBSOCKET_RECHECK_SECONDS: a revoked API token, a
-signed-out session or an expired JWT closes the socket with 4401 Unauthorized."""
+signed-out session or an expired JWT closes the socket with 4401 Unauthorized.
+
+A message is held to what an HTTP request is held to, and refused as the protocol says:
+- larger than an HTTP JSON body (``edge.MAX_JSON_BODY``): closed with 4400 before it is
+  decoded (the reference client does not reconnect on 4400; it would on a 4413 and send the
+  same message again). ``prism serve`` also gives uvicorn that ``ws_max_size`` (1009 above);
+- not a protocol message (not a JSON object, a subscribe or complete without a non-empty
+  string ``id``, a subscribe whose payload is not an object): 4400; an ``id`` in use: 4409;
+- a payload HTTP would refuse (``edge.operation_request_problem``; no document; an
+  operation name the document lacks) and a document that does not parse: an ``error``
+  message for that operation, coded BAD_USER_INPUT (as over HTTP), and
+  the socket's other operations go on. Nothing of this is logged as a fault of the server."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import suppress
+from json import JSONDecodeError
 from typing import Any
 
 import structlog
 from graphql import GraphQLError
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from strawberry.http.exceptions import (
+    NonJsonMessageReceived,
+    NonTextMessageReceived,
+    WebSocketDisconnected,
+)
+from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
@@ -24,16 +44,21 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     CompleteMessage,
     ConnectionInitMessage,
+    Message,
     SubscribeMessage,
 )
 from strawberry.utils.aio import aclosing
+from strawberry.utils.operation import get_operation_type
 
-from prism.errors import PrismError, ServiceUnavailable, Unauthenticated
+from prism.edge import MAX_JSON_BODY, exceeds_body_limit, operation_request_problem
+from prism.errors import BadUserInput, PrismError, ServiceUnavailable, Unauthenticated
 from prism.resolvers.context import Context
+from prism.schema.extensions import _parse as parse_cached
 
 log = structlog.get_logger("prism.websocket")
 
 UNAUTHORIZED = 4401
+BAD_REQUEST = 4400
 UNAVAILABLE = ServiceUnavailable("The operation could not be started; try again.")
 
 
@@ -57,6 +82,31 @@ class PrismOperation(Operation[Context, None]):
 
 def _error(exc: PrismError) -> GraphQLError:
     return GraphQLError(exc.message, extensions=exc.extensions)
+
+
+class MessageTooLarge(Exception):
+    pass
+
+
+# Strawberry's HTTP answers to a request without a document and to an operation name the
+# document lacks: the same words over a WebSocket.
+NO_QUERY = "No GraphQL query found in the request"
+
+
+def operation_problem(query: str, operation_name: str | None) -> str | None:
+    try:
+        document = parse_cached(query, None)
+    except GraphQLError:
+        return None  # the schema reports the syntax error
+    try:
+        get_operation_type(document, operation_name)  # what Strawberry's HTTP path runs
+    except RuntimeError:
+        return CannotGetOperationTypeError(operation_name).as_http_error_reason()
+    return None
+
+
+def _valid_id(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 256
 
 
 class PrismTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
@@ -93,9 +143,62 @@ class PrismTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
                 # The database is away: operations fail on their own until it is back.
                 log.warning("websocket credential re-check failed", exc_info=exc)
 
+    async def handle(self) -> None:
+        """Strawberry's loop, with every message measured before it is decoded."""
+        self.on_request_accepted()
+        try:
+            try:
+                async for message in self._messages():
+                    await self.handle_message(message)
+            except NonTextMessageReceived:
+                await self.handle_invalid_message("WebSocket message type must be text")
+            except NonJsonMessageReceived:
+                await self.handle_invalid_message("WebSocket message must be valid JSON")
+            except MessageTooLarge:
+                await self.handle_invalid_message(
+                    f"WebSocket messages are limited to {MAX_JSON_BODY} bytes"
+                )
+        except WebSocketDisconnected:
+            pass
+        finally:
+            await self.shutdown()
+
+    async def _messages(self) -> AsyncIterator[Any]:
+        ws = getattr(self.websocket, "ws", None)
+        assert isinstance(ws, WebSocket), "served by Starlette"
+        while ws.application_state != WebSocketState.DISCONNECTED:
+            try:
+                text = await ws.receive_text()
+            except KeyError as exc:  # a binary frame
+                raise NonTextMessageReceived from exc
+            except WebSocketDisconnect:
+                return
+            if exceeds_body_limit(text):
+                raise MessageTooLarge
+            try:
+                yield self.view.decode_json(text)
+            except JSONDecodeError as exc:
+                raise NonJsonMessageReceived from exc
+
+    async def handle_message(self, message: Message) -> None:
+        raw: Any = message
+        if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
+            await self.handle_invalid_message("A message is an object with a `type`")
+            return
+        if raw["type"] in ("subscribe", "complete") and not _valid_id(raw.get("id")):
+            await self.handle_invalid_message(
+                f"A {raw['type']} message needs an `id`: a string of 1 to 256 characters"
+            )
+            return
+        await super().handle_message(message)
+
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         if not self.connection_acknowledged:
             await self.websocket.close(code=UNAUTHORIZED, reason="Unauthorized")
+            return
+        payload: Any = message.get("payload")
+        if not isinstance(payload, dict):
+            await self.handle_invalid_message("Invalid subscribe payload: not an object")
             return
         if message["id"] in self.operations:
             reason = f"Subscriber for {message['id']} already exists"
@@ -110,18 +213,20 @@ class PrismTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
                 {"id": message["id"], "type": "error", "payload": [error.formatted]}
             )
             return
-        payload: Any = message["payload"]
-        if not isinstance(payload, dict) or not isinstance(payload.get("query"), str | None):
-            await self.handle_invalid_message("Invalid subscribe payload")
+        problem = operation_request_problem(payload)
+        if problem is not None:
+            error = _error(BadUserInput(problem))
+            await self.send_message(
+                {"id": message["id"], "type": "error", "payload": [error.formatted]}
+            )
             return
-        extensions = payload.get("extensions")
         operation = PrismOperation(
             self,
             message["id"],
             payload.get("query"),
             payload.get("variables"),
             payload.get("operationName"),
-            extensions if isinstance(extensions, dict) else None,
+            payload.get("extensions"),
         )
         operation.task = asyncio.create_task(self.run_operation(operation))
         operation.task.add_done_callback(self._task_done)
@@ -134,6 +239,11 @@ class PrismTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
             principal = await self.context.reauthenticate()
             context = self.context.for_operation(principal)
             resolved = await context.resolve_operation(operation.query, operation.extensions)
+            if not resolved.query:
+                raise BadUserInput(NO_QUERY)
+            problem = operation_problem(resolved.query, operation.operation_name)
+            if problem is not None:
+                raise BadUserInput(problem)
         except Unauthenticated as exc:
             await operation.send_initial_errors([_error(exc)])
             await self.websocket.close(code=UNAUTHORIZED, reason="Unauthorized")
@@ -170,3 +280,9 @@ class PrismTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
                 )
             self.operations.pop(operation.id, None)
             raise
+
+    @staticmethod
+    def _get_pre_execution_close_reason(error: GraphQLError) -> str | None:
+        """A document that does not parse is that operation's error, not the socket's end
+        (Strawberry closes the socket, and every other operation on it, with 4400)."""
+        return None
