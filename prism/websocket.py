@@ -17,19 +17,29 @@ A message is held to what an HTTP request is held to, and refused as the protoco
 - a payload HTTP would refuse (``edge.operation_request_problem``; no document; an
   operation name the document lacks) and a document that does not parse: an ``error``
   message for that operation, coded BAD_USER_INPUT (as over HTTP), and
-  the socket's other operations go on. Nothing of this is logged as a fault of the server."""
+  the socket's other operations go on. Nothing of this is logged as a fault of the server.
+
+A socket runs at most 100 operations at once (Strawberry's ``max_subscriptions_per_connection``)
+and one credential (an API token; else a user, all its sessions) holds at most
+PRISM_WEBSOCKET_MAX_SOCKETS_PER_CREDENTIAL open sockets per server process: one more is
+closed with 4429 after its connection_init, before the ack (a graphql-ws client does not
+reconnect on 4429). The count is per process: N workers allow N times as many."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from json import JSONDecodeError
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import structlog
 from graphql import GraphQLError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http.exceptions import (
     NonJsonMessageReceived,
     NonTextMessageReceived,
@@ -47,6 +57,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     Message,
     SubscribeMessage,
 )
+from strawberry.types.unset import UnsetType
 from strawberry.utils.aio import aclosing
 from strawberry.utils.operation import get_operation_type
 
@@ -84,6 +95,10 @@ def _error(exc: PrismError) -> GraphQLError:
     return GraphQLError(exc.message, extensions=exc.extensions)
 
 
+# Open sockets per credential (API token, else user), per app in this process.
+_OPEN_SOCKETS: WeakKeyDictionary[object, Counter[uuid.UUID]] = WeakKeyDictionary()
+
+
 class MessageTooLarge(Exception):
     pass
 
@@ -115,14 +130,62 @@ class PrismTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.recheck_task: asyncio.Task[None] | None = None
+        self.socket_key: uuid.UUID | None = None
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
-        await super().handle_connection_init(message)
-        if self.connection_acknowledged and self.recheck_task is None:
+        """Strawberry's, with the credential's socket count checked before the ack."""
+        if self.connection_timed_out:
+            return
+        if self.connection_init_timeout_task:
+            self.connection_init_timeout_task.cancel()
+        payload: Any = message.get("payload", {})
+        if not isinstance(payload, dict):
+            await self.websocket.close(code=BAD_REQUEST, reason="Invalid connection init payload")
+            return
+        if self.connection_init_received:
+            await self.websocket.close(code=4429, reason="Too many initialisation requests")
+            return
+        self.connection_init_received = True
+        self.context.connection_params = payload
+        try:
+            ack_payload = await self.view.on_ws_connect(self.context)
+        except ConnectionRejectionError:
+            await self.websocket.close(code=4403, reason="Forbidden")
+            return
+        if not self._claim_socket():
+            limit = self.context.services.settings.websocket_max_sockets_per_credential
+            reason = f"At most {limit} open WebSockets per credential"
+            await self.websocket.close(code=4429, reason=reason)
+            return
+        if isinstance(ack_payload, UnsetType):
+            await self.send_message({"type": "connection_ack"})
+        else:
+            await self.send_message({"type": "connection_ack", "payload": ack_payload})
+        self.connection_acknowledged = True
+        if self.recheck_task is None:
             self.recheck_task = asyncio.create_task(self.recheck())
             self.recheck_task.add_done_callback(self._task_done)
 
+    def _claim_socket(self) -> bool:
+        principal = self.context.principal
+        if principal is None:
+            return False
+        key = principal.api_token_id or principal.user_id or principal.organization_id
+        counts = _OPEN_SOCKETS.setdefault(self.view, Counter())
+        if counts[key] >= self.context.services.settings.websocket_max_sockets_per_credential:
+            return False
+        counts[key] += 1
+        self.socket_key = key
+        return True
+
     async def shutdown(self) -> None:
+        if self.socket_key is not None:
+            counts = _OPEN_SOCKETS.get(self.view)
+            if counts is not None:
+                counts[self.socket_key] -= 1
+                if counts[self.socket_key] <= 0:
+                    del counts[self.socket_key]
+            self.socket_key = None
         if self.recheck_task is not None:
             self.recheck_task.cancel()
             with suppress(asyncio.CancelledError):

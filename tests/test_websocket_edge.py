@@ -283,3 +283,44 @@ async def test_a_document_that_does_not_parse_ends_its_operation_not_the_socket(
     # the subscription is still there: its id is still in use
     await ws.send(json.dumps({"id": "sub", "type": "subscribe", "payload": running}))
     assert (await _closed_ignoring_errors(ws))[0] == 4409
+
+
+# --- sockets per credential -------------------------------------------------------------------
+
+
+async def test_a_credential_holds_a_bounded_number_of_open_sockets(
+    settings: Settings, database_url: str, tenant: Tenant
+) -> None:
+    """Two per credential here: the third socket of one token is closed with 4429 after its
+    connection_init; another credential is not affected; a closed socket frees its place."""
+    update = {"websocket_recheck_seconds": 300, "websocket_max_sockets_per_credential": 2}
+    async with serving(settings.model_copy(update=update), database_url) as served:
+        token = tenant.tokens[Role.VIEWER]
+        first = await _open(served, token)
+        second = await _open(served, token)
+        third = await websockets.connect(
+            f"ws://{served}/graphql", subprotocols=[Subprotocol("graphql-transport-ws")]
+        )
+        init = {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}
+        await third.send(json.dumps(init))
+        code, reason = await _closed(third)
+        assert code == 4429
+        assert "2 open WebSockets" in reason
+        other = await _open(served, tenant.tokens[Role.REVIEWER])
+        # the two open sockets still work
+        for ws in (first, second, other):
+            await ws.send(
+                json.dumps({"id": "q", "type": "subscribe", "payload": {"query": TYPENAME}})
+            )
+            assert (await _answer(ws, "q"))["payload"]["data"] == {"__typename": "Query"}
+        await first.close()
+        async with asyncio.timeout(10):
+            while True:  # the server sees the close soon after
+                try:
+                    again = await _open(served, token)
+                    break
+                except (AssertionError, websockets.ConnectionClosed):
+                    await asyncio.sleep(0.1)
+        await again.close()
+        await second.close()
+        await other.close()
