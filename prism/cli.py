@@ -21,6 +21,7 @@ from rich.table import Table
 from prism import bootstrap, demo, operators
 from prism.cli_errors import FailsInOneLine
 from prism.config import Settings
+from prism.edge import MAX_JSON_BODY
 from prism.errors import PrismError
 from prism.models.enums import Classification, Role
 from prism.observability import configure_logging
@@ -84,6 +85,9 @@ def serve(with_demo: bool, with_worker: bool) -> None:
         # The client address is derived by the app from PRISM_TRUSTED_PROXIES alone
         # (prism/edge.py): uvicorn must not rewrite it from X-Forwarded-For first.
         "proxy_headers": False,
+        # A WebSocket message is held to the HTTP body limit (prism/websocket.py refuses a
+        # larger one too, for servers started otherwise).
+        "ws_max_size": MAX_JSON_BODY,
     }
     if settings.workers > 1:
         # Worker processes build their own app; the resolved URL spares them the embedded

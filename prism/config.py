@@ -100,6 +100,13 @@ class Settings(BaseSettings):
         description="How often an open WebSocket's credential is checked again: a revoked "
         "token, a signed-out session or an expired JWT closes it (4401).",
     )
+    websocket_max_sockets_per_credential: int = Field(
+        20,
+        ge=1,
+        le=10_000,
+        description="Open WebSockets one credential (an API token, or a user's sessions) may "
+        "hold on one server process; one more is closed with 4429 after connection_init.",
+    )
     encryption_key: SecretStr | None = Field(
         None,
         description="64 hex characters: the AES-256 key of secrets at rest (MFA secrets); unset "

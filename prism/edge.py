@@ -14,10 +14,43 @@ import hashlib
 import hmac
 import ipaddress
 import socket
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+# A GraphQL document with its variables: anything bigger is not a query but a flood. The one
+# limit of a JSON request body over HTTP and of a message over a WebSocket (``prism serve``
+# gives uvicorn the same ``ws_max_size``).
+MAX_JSON_BODY = 1024 * 1024
+
+
+def exceeds_body_limit(text: str) -> bool:
+    """Whether a message is longer than ``MAX_JSON_BODY`` bytes of UTF-8 (measured without
+    decoding it as JSON; a character is up to four bytes)."""
+    if len(text) > MAX_JSON_BODY:
+        return True
+    return not text.isascii() and len(text.encode("utf-8", "surrogatepass")) > MAX_JSON_BODY
+
+
+_OPERATION_FIELDS = (
+    ("query", str, "a string"),
+    ("variables", dict, "an object"),
+    ("extensions", dict, "an object"),
+    ("operationName", str, "a string"),
+)
+
+
+def operation_request_problem(data: Mapping[str, object]) -> str | None:
+    """What is wrong with the shape of one GraphQL request (an HTTP body, a GET's parameters,
+    a WebSocket subscribe payload), in the words a client is told; None when nothing is.
+    Every transport refuses the same requests with the same message."""
+    for field, kind, what in _OPERATION_FIELDS:
+        value = data.get(field)
+        if value is not None and not isinstance(value, kind):
+            return f"The GraphQL operation's `{field}` must be {what} or null, if provided."
+    return None
+
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -148,11 +148,13 @@ async def create_user(
 
 
 async def user_by_email(services: Services, organization_id: uuid.UUID, email: str) -> User:
+    """A user by any spelling of its address (``identity.canonical_email``)."""
+    address = identity.canonical_email(email) or email.strip()
     async with services.db.transaction(organization_id) as session:
         user = await session.scalar(
             sa.select(User).where(
                 User.organization_id == organization_id,
-                sa.func.lower(User.email) == email.strip().lower(),
+                sa.func.lower(User.email) == address.lower(),
             )
         )
     if user is None:

@@ -43,10 +43,12 @@ from prism.authz import identity
 from prism.authz.principal import Principal
 from prism.config import Settings
 from prism.edge import (
+    MAX_JSON_BODY,
     ClientAddressMiddleware,
     MetricsGate,
     TrustedProxies,
     bind_listener,
+    operation_request_problem,
     serve_alone,
     split_host_port,
     token_digest_of,
@@ -231,8 +233,6 @@ _HTTP_CODES = {404: "NOT_FOUND", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MED
 # multipart request is not a forged HTML form post.
 CSRF_HEADERS = ("apollo-require-preflight", "x-prism-csrf")
 MULTIPART_OVERHEAD = 1024 * 1024
-# A GraphQL document with its variables: anything bigger is not a query but a flood.
-MAX_JSON_BODY = 1024 * 1024
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
@@ -369,6 +369,24 @@ class PrismGraphQL(GraphQL[Context, None]):
             root_value,
             replace(request_data, query=resolved.query),
         )
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        """Strawberry's parsing, then the request shape every transport checks alike."""
+        parsed = await super().parse_http_body(request)
+        for item in parsed if isinstance(parsed, list) else [parsed]:
+            problem = operation_request_problem(
+                {
+                    "query": item.query,
+                    "variables": item.variables,
+                    "extensions": item.extensions,
+                    "operationName": item.operation_name,
+                }
+            )
+            if problem is not None:
+                raise HTTPException(400, problem)
+        return parsed
 
     def decode_json(self, data: str | bytes) -> object:
         """Every JSON the view and the WebSocket handler read: strict and shallow."""

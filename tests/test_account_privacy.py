@@ -246,3 +246,209 @@ async def test_the_migration_refuses_a_domain_shared_by_two_organizations(
         await conn.close()
     with pytest.raises(RuntimeError, match=r"same\.test"):
         await asyncio.to_thread(migrations.upgrade, url)
+
+
+# --- one spelling per domain ------------------------------------------------------------------
+
+
+def _spellings(domain: str) -> dict[str, str]:
+    """Spellings a mail system delivers to ``domain``'s host (``domain`` is lowercase ASCII)."""
+    head, _, tld = domain.rpartition(".")
+    return {
+        "as claimed": domain,
+        "trailing dot": f"{domain}.",
+        "uppercase": domain.upper(),
+        "ideographic full stop": f"{head}\u3002{tld}",
+        "fullwidth full stop": f"{head}\uff0e{tld}",
+        "halfwidth ideographic full stop": f"{head}\uff61{tld}",
+        "trailing ideographic full stop": f"{domain}\u3002",
+        "fullwidth letters": "".join(chr(ord(c) + 0xFEE0) if c.isalnum() else c for c in head)
+        + f".{tld}",
+    }
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "as claimed",
+        "trailing dot",
+        "uppercase",
+        "ideographic full stop",
+        "fullwidth full stop",
+        "halfwidth ideographic full stop",
+        "trailing ideographic full stop",
+        "fullwidth letters",
+    ],
+)
+async def test_every_spelling_of_a_domain_is_that_domain(
+    client: httpx.AsyncClient,
+    services: Services,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    spelling: str,
+) -> None:
+    """Operators cannot plant another organization's user, nor claim its domain, under
+    another spelling; its own ADMIN creates users under any spelling, stored as the one form;
+    sign-in under any spelling finds that same account."""
+    theirs = _spellings(other_tenant.domain)[spelling]
+    with pytest.raises(Conflict, match="another organization"):
+        await operators.create_user(
+            services,
+            tenant.org_id,
+            email=f"plant-{uuid.uuid4().hex[:6]}@{theirs}",
+            password=PASSWORD,
+            role=Role.VIEWER,
+        )
+    with pytest.raises(Conflict, match="another organization"):
+        await operators.set_domain(services, tenant.org_id, theirs)
+    with pytest.raises(Conflict, match="another organization"):
+        await operators.create_organization(
+            services, f"Copycat {uuid.uuid4().hex[:8]}", domain=theirs
+        )
+    # B's ADMIN may use any spelling of B's domain; the address is stored in the one form
+    local = f"new-{uuid.uuid4().hex[:6]}"
+    created = await gql(
+        client, CREATE_USER, {"email": f"{local}@{theirs}"}, token=other_tenant.tokens[Role.ADMIN]
+    )
+    assert created.get("errors") is None, created
+    assert created["data"]["createUser"]["email"] == f"{local}@{other_tenant.domain}"
+    again = await gql(
+        client,
+        CREATE_USER,
+        {"email": f"{local}@{other_tenant.domain}"},
+        token=other_tenant.tokens[Role.ADMIN],
+    )
+    assert codes(again) == ["CONFLICT"]
+    # A's ADMIN is refused it as any other address outside A's domain
+    refused = await gql(
+        client, CREATE_USER, {"email": f"x-{local}@{theirs}"}, token=tenant.tokens[Role.ADMIN]
+    )
+    assert codes(refused) == ["BAD_USER_INPUT"]
+    assert refused["errors"][0]["extensions"]["argument"] == "email"
+    # sign-in under this spelling is the account's sign-in
+    signed_in = await gql(
+        client, LOGIN, {"email": f"{local}@{theirs}", "password": "a long enough password"}
+    )
+    assert signed_in.get("errors") is None, signed_in
+    token = signed_in["data"]["login"]["accessToken"]
+    me = await gql(client, "{ viewer { user { email } } }", token=token)
+    assert me["data"]["viewer"]["user"]["email"] == f"{local}@{other_tenant.domain}"
+
+
+async def test_an_internationalized_domain_is_one_domain_in_unicode_and_in_punycode(
+    services: Services, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    label = f"bücher-{uuid.uuid4().hex[:6]}"
+    unicode_name = f"{label}.test"
+    org = await operators.set_domain(services, other_tenant.org_id, unicode_name.upper())
+    punycode = unicode_name.encode("idna").decode()
+    assert punycode.startswith("xn--")
+    assert org.domain == punycode
+    for spelling in (unicode_name, punycode, punycode.upper(), f"{unicode_name}\u3002"):
+        with pytest.raises(Conflict, match="another organization"):
+            await operators.create_user(
+                services,
+                tenant.org_id,
+                email=f"plant@{spelling}",
+                password=PASSWORD,
+                role=Role.VIEWER,
+            )
+    user = await operators.create_user(
+        services,
+        other_tenant.org_id,
+        email=f"Someone@{unicode_name}",
+        password=PASSWORD,
+        role=Role.VIEWER,
+    )
+    assert user.email == f"Someone@{punycode}"
+
+
+@pytest.mark.parametrize(
+    "domain",
+    [
+        "ex\u0430mple.test",  # Cyrillic a among Latin letters
+        "\u0440aypal.test",  # Cyrillic er for p
+        "g\u03bfogle.test",  # Greek omicron
+        "xn--exmple-4nf.test",  # the first one, already in punycode
+        "xn--zz.test",  # not punycode at all
+        "exa mple.test",
+        "example..test",
+        "example.test..",
+        "-example.test",
+        "example.t",
+        "exam\u200bple.test",  # a zero-width space
+    ],
+)
+async def test_lookalike_and_malformed_domains_are_refused(
+    client: httpx.AsyncClient, services: Services, tenant: Tenant, domain: str
+) -> None:
+    with pytest.raises(BadUserInput):
+        await operators.set_domain(services, tenant.org_id, domain)
+    with pytest.raises(BadUserInput):
+        await operators.create_user(
+            services, tenant.org_id, email=f"x@{domain}", password=PASSWORD, role=Role.VIEWER
+        )
+    # and signing in with one is the failure of an unknown address
+    body = await gql(client, LOGIN, {"email": f"x@{domain}", "password": PASSWORD})
+    assert codes(body) == ["UNAUTHENTICATED"]
+
+
+async def test_an_address_with_invisible_characters_is_refused(
+    services: Services, tenant: Tenant
+) -> None:
+    for email in (f"admin\u200b@{tenant.domain}", f"ad\u00admin@{tenant.domain}"):
+        with pytest.raises(BadUserInput):
+            await operators.create_user(
+                services, tenant.org_id, email=email, password=PASSWORD, role=Role.VIEWER
+            )
+
+
+async def _insert_user(conn: asyncpg.Connection, org: uuid.UUID, email: str) -> None:
+    """A user row as an earlier version stored it, address as written."""
+    await conn.execute(
+        "INSERT INTO users (organization_id, email, password_hash, role, clearance,"
+        " is_active, mfa_enabled) VALUES ($1, $2, 'x', 'VIEWER', 'INTERNAL', true, false)",
+        org,
+        email,
+    )
+
+
+async def test_the_migration_stores_every_address_in_its_canonical_spelling(
+    new_database: NewDatabase,
+) -> None:
+    url = await new_database()
+    await asyncio.to_thread(migrations.upgrade, url, "0015")
+    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(plain)
+    try:
+        org = await conn.fetchval(
+            "INSERT INTO organizations (name, domain) VALUES ('a', 'acme.test') RETURNING id"
+        )
+        for email in ("one@acme.test.", "two@acme\u3002test", "Three@Bücher.test", "odd@x..y"):
+            await _insert_user(conn, org, email)
+    finally:
+        await conn.close()
+    await asyncio.to_thread(migrations.upgrade, url)
+    conn = await asyncpg.connect(plain)
+    try:
+        stored = {r["email"] for r in await conn.fetch("SELECT email FROM users")}
+    finally:
+        await conn.close()
+    assert stored == {"one@acme.test", "two@acme.test", "Three@xn--bcher-kva.test", "odd@x..y"}
+
+
+async def test_the_migration_refuses_an_address_held_under_two_spellings(
+    new_database: NewDatabase,
+) -> None:
+    url = await new_database()
+    await asyncio.to_thread(migrations.upgrade, url, "0015")
+    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(plain)
+    try:
+        org = await conn.fetchval("INSERT INTO organizations (name) VALUES ('a') RETURNING id")
+        for email in ("one@acme.test", "ONE@acme.test."):
+            await _insert_user(conn, org, email)
+    finally:
+        await conn.close()
+    with pytest.raises(RuntimeError, match=r"one@acme\.test"):
+        await asyncio.to_thread(migrations.upgrade, url)

@@ -171,3 +171,22 @@ async def test_wrong_password_and_unknown_address_take_similar_time(
     unknown = [await timed(f"ghost-{uuid.uuid4().hex[:6]}@nowhere.test") for _ in range(4)]
     ratio = statistics.median(unknown) / statistics.median(wrong)
     assert 0.5 < ratio < 2, (wrong, unknown)
+
+
+async def test_spellings_of_one_address_share_its_count(app: object, tenant: Tenant) -> None:
+    """Another spelling of the domain (trailing dot, full stops, case) is the same account,
+    so it is the same count: spellings do not multiply guesses."""
+    email = tenant.email(Role.VIEWER)
+    local, _, domain = email.rpartition("@")
+    head, _, tld = domain.rpartition(".")
+    spellings = [
+        f"{local}@{domain}.",
+        f"{local}@{head}\u3002{tld}",
+        f"{local}@{domain.upper()}",
+        f"{local}@{head}\uff0e{tld}",
+        f"{local}@{head}\uff61{tld}",
+    ]
+    async with _from(app, _ip()) as client:
+        for spelling in spellings:
+            assert codes(await _login(client, spelling, WRONG)) == ["UNAUTHENTICATED"]
+        assert codes(await _login(client, email, PASSWORD)) == ["RATE_LIMITED"]

@@ -5,6 +5,7 @@ Each takes the caller's session (one transaction) and writes its audit event in 
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -181,6 +182,9 @@ async def login(
     the user has one, and the session, in a transaction of their own."""
     if "\x00" in email or len(email) > 320:
         raise Unauthenticated(_INVALID_LOGIN)
+    # Every spelling of an address is that address: one account, one throttle bucket. What
+    # is not an address at all goes the same way as an unknown one (it matches no row).
+    email = canonical_email(email) or email.strip()
     keys = throttle.SignInKeys.of(box, email, meta.ip_address)
     await throttle.reserve(db, keys)
     async with db.transaction(None) as session:
@@ -189,7 +193,7 @@ async def login(
                 sa.select(
                     sa.column("user_id"), sa.column("organization_id"), sa.column("password_hash")
                 ).select_from(
-                    sa.func.prism_login_lookup(email.strip()).table_valued(
+                    sa.func.prism_login_lookup(email).table_valued(
                         "user_id", "organization_id", "password_hash"
                     )
                 )
@@ -500,22 +504,82 @@ async def revoke_api_token(
 # --- users ---------------------------------------------------------------------------------
 
 
-def normalize_email(email: str) -> str:
+# What IDNA (UTS #46) reads as a label separator besides '.': the ideographic, fullwidth and
+# halfwidth ideographic full stops.
+_FULL_STOPS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+# Scripts whose letters pass for one another: a label mixing them is a lookalike.
+_CONFUSABLE_SCRIPTS = frozenset({"LATIN", "CYRILLIC", "GREEK"})
+
+
+def _mixes_scripts(label: str) -> bool:
+    scripts = {
+        unicodedata.name(c, "?").split(" ", 1)[0]
+        for c in label
+        if unicodedata.category(c).startswith("L")
+    }
+    return len(scripts & _CONFUSABLE_SCRIPTS) > 1
+
+
+def canonical_domain(domain: str) -> str | None:
+    """The one spelling of an e-mail domain, or None when it is not a host name.
+
+    Every spelling a mail system delivers to the same host is the same domain here: the
+    Unicode full stops are dots, one trailing dot (the root) is dropped, an internationalized
+    name is its IDNA ASCII form (``xn--…``), all lowercase. A label that mixes Latin, Cyrillic
+    or Greek letters (``exаmple`` with a Cyrillic ``а``) is refused: it exists to be mistaken
+    for another. Stored addresses and claimed domains are in this form, so the database's
+    ``lower(…)`` comparisons and unique indexes compare canonical domains."""
+    text = domain.strip().translate(_FULL_STOPS).removesuffix(".")
+    if not text or len(text) > 253 or any(unicodedata.category(c)[0] in "CZ" for c in text):
+        return None
+    try:
+        ascii_form = text.encode("idna").decode("ascii").lower()
+        unicode_form = ascii_form.encode("ascii").decode("idna")
+    except UnicodeError:
+        return None
+    if not _DOMAIN.match(ascii_form):
+        return None
+    if any(_mixes_scripts(label) for label in unicode_form.split(".")):
+        return None
+    return ascii_form
+
+
+def canonical_email(email: str) -> str | None:
+    """``local@domain`` with the domain in its canonical form (``canonical_domain``); None
+    when it is not an address. The local part is kept as written (case-insensitive in the
+    database), but holds no control, format or space characters (a zero-width space would
+    make a second account that reads the same)."""
     email = email.strip()
-    if not _EMAIL.match(email) or len(email) > 320:
+    if len(email) > 320 or not _EMAIL.match(email.translate(_FULL_STOPS)):
+        return None
+    local, _, domain = email.rpartition("@")
+    if any(unicodedata.category(c)[0] in "CZ" for c in local):
+        return None
+    canonical = canonical_domain(domain)
+    if canonical is None:
+        return None
+    return f"{local}@{canonical}"
+
+
+def normalize_email(email: str) -> str:
+    """The address as it is stored and looked up (createUser, login, operators)."""
+    canonical = canonical_email(email)
+    if canonical is None:
         raise BadUserInput("Not a valid e-mail address.", argument="email")
-    return email
+    return canonical
 
 
 def domain_of(email: str) -> str:
-    return email.rsplit("@", 1)[1].lower()
+    """The canonical domain of an address (``normalize_email`` first, or any spelling)."""
+    domain = email.rsplit("@", 1)[1]
+    return canonical_domain(domain) or domain.lower()
 
 
 def normalize_domain(domain: str) -> str:
-    domain = domain.strip().lower().removeprefix("@")
-    if not _DOMAIN.match(domain):
+    canonical = canonical_domain(domain.strip().removeprefix("@"))
+    if canonical is None:
         raise BadUserInput("Not a valid e-mail domain.", argument="domain")
-    return domain
+    return canonical
 
 
 async def check_address_owner(
