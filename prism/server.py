@@ -405,19 +405,6 @@ class PrismGraphQL(GraphQL[Context, None]):
             raise HTTPException(400, "The request's JSON must be an object.")
         return value
 
-    async def parse_http_body(
-        self, request: AsyncHTTPRequestAdapter
-    ) -> GraphQLRequestData | list[GraphQLRequestData]:
-        """Strawberry checks `query`, `variables` and `extensions`; `operationName` is a
-        string or null too."""
-        parsed = await super().parse_http_body(request)
-        for item in parsed if isinstance(parsed, list) else [parsed]:
-            if not isinstance(item.operation_name, str | None):
-                raise HTTPException(
-                    400, "The GraphQL operation's `operationName` must be a string or null."
-                )
-        return parsed
-
     async def parse_multipart(self, request: AsyncHTTPRequestAdapter) -> dict[str, str]:
         """Strawberry's multipart parsing, with the spec's `map` applied strictly."""
         try:
