@@ -346,7 +346,6 @@ async def test_opensearch_away_then_back_empty_under_traffic(
     phases: dict[str, tuple[float, float]] = {}
     try:
         with ServedApp(served_settings, with_worker=True) as served:
-            pid = served.process.pid if served.process else None
             async with httpx.AsyncClient(
                 base_url=served.url, timeout=30, headers={"authorization": f"Bearer {token}"}
             ) as http:
@@ -424,7 +423,9 @@ async def test_opensearch_away_then_back_empty_under_traffic(
                     assert stored[document_id] is classification, document_id
                 # ... and what changed during the outage and after it is searchable, as it
                 # now is, once its index jobs ran (before any reindex).
-                outage_began = phases["down"][0]
+                # (A moment after the node went away: an answer is timed when this test's
+                # loop gets to it, and the change's index job may have run before that.)
+                outage_began = phases["down"][0] + 0.5
                 changed_since = {d for d, at in traffic.uploaded.items() if at >= outage_began} | {
                     d for d, (_, at) in traffic.classified.items() if at >= outage_began
                 }
@@ -449,8 +450,9 @@ async def test_opensearch_away_then_back_empty_under_traffic(
                 assert {d: {c.value} for d, c in stored.items()} == held
                 await _no_squatter(real)
             logs = served.logs
+            # The same process served it all (it was never restarted).
             assert served.process is not None
-            assert served.process.pid == pid
+            assert served.process.poll() is None
     finally:
         await relay.stop()
         await _lose_everything(real)
