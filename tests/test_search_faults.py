@@ -280,7 +280,9 @@ async def _jobs(services: Services, tenant: Tenant) -> list[Job]:
         return list(
             await session.scalars(
                 sa.select(Job)
-                .where(Job.kind.in_([EXTRACT, ANALYZE, INDEX]))
+                .where(
+                    Job.organization_id == tenant.org_id, Job.kind.in_([EXTRACT, ANALYZE, INDEX])
+                )
                 .order_by(Job.created_at)
             )
         )
@@ -300,18 +302,27 @@ async def _settle(services: Services, tenant: Tenant, within: float) -> list[Job
         async with services.db.transaction(tenant.org_id) as session:
             await session.execute(
                 sa.update(Job)
-                .where(Job.kind.in_([EXTRACT, ANALYZE, INDEX]), Job.state == JobState.FAILED)
+                .where(
+                    Job.organization_id == tenant.org_id,
+                    Job.kind.in_([EXTRACT, ANALYZE, INDEX]),
+                    Job.state == JobState.FAILED,
+                )
                 .values(run_at=sa.func.now())
             )
         await asyncio.sleep(0.5)
 
 
-async def _index_holds(real: OpenSearchBackend) -> dict[uuid.UUID, set[str]]:
-    """What the node itself holds under the alias: each document's classifications."""
+async def _index_holds(real: OpenSearchBackend, tenant: Tenant) -> dict[uuid.UUID, set[str]]:
+    """What the node itself holds of the tenant under the alias: each document's
+    classifications (a full reindex writes every organization of the database)."""
     await real.client.indices.refresh(index=real.alias)
     result = await real.client.search(
         index=real.alias,
-        body={"size": 10_000, "_source": ["document_id", "classification"]},
+        body={
+            "size": 10_000,
+            "query": {"term": {"organization_id": str(tenant.org_id)}},
+            "_source": ["document_id", "classification"],
+        },
     )
     held: dict[uuid.UUID, set[str]] = {}
     for hit in result["hits"]["hits"]:
@@ -414,7 +425,8 @@ async def test_opensearch_away_then_back_empty_under_traffic(
                         row.id: row.classification
                         for row in await session.execute(
                             sa.select(Document.id, Document.classification).where(
-                                Document.deleted_at.is_(None)
+                                Document.organization_id == tenant.org_id,
+                                Document.deleted_at.is_(None),
                             )
                         )
                     }
@@ -432,7 +444,7 @@ async def test_opensearch_away_then_back_empty_under_traffic(
                 assert {d for d, at in traffic.uploaded.items() if at >= outage_began}
                 assert {d for d, (_, at) in traffic.classified.items() if at >= outage_began}
                 found = await _searchable(http, word)
-                held = await _index_holds(real)
+                held = await _index_holds(real, tenant)
                 assert changed_since <= found, {
                     d: (d in seeds, stored[d], held.get(d)) for d in changed_since - found
                 }
@@ -446,7 +458,7 @@ async def test_opensearch_away_then_back_empty_under_traffic(
                 everything = set(stored)
                 assert set(traffic.uploaded) | set(seeds) <= everything
                 assert await _searchable(http, word) == everything
-                held = await _index_holds(real)
+                held = await _index_holds(real, tenant)
                 assert {d: {c.value} for d, c in stored.items()} == held
                 await _no_squatter(real)
             logs = served.logs
