@@ -34,6 +34,7 @@ from prism.models.enums import JobState
 from prism.models.faults import unavailable
 from prism.models.jobs import Job
 from prism.models.notify import Listener
+from prism.search import SearchUnavailable
 
 log = structlog.get_logger("prism.worker")
 JOBS_CHANNEL = "prism_jobs"
@@ -289,11 +290,13 @@ class Worker:
 
 def trouble(message: str, exc: BaseException, *, bound: Any = None, **fields: object) -> None:
     """A failure of the worker's loop or of a job, as one log line: with its stack when it is
-    a bug, without when the database is away (an outage would otherwise log a stack for
-    every claim, renewal and job until it ends)."""
+    a bug, without when the database or OpenSearch is away (an outage would otherwise log a
+    stack for every claim, renewal and job until it ends)."""
     logger = bound if bound is not None else log
     if unavailable(exc):
         logger.warning(message, error=type(exc).__name__, database="unavailable", **fields)
+    elif isinstance(exc, SearchUnavailable):
+        logger.warning(message, error=str(exc), search="unavailable", **fields)
     else:
         logger.warning(message, exc_info=exc, **fields)
 

@@ -11,6 +11,7 @@ import structlog
 from prism.config import SearchFallback, Settings
 from prism.errors import ServiceUnavailable
 from prism.models.db import Database
+from prism.models.faults import RETRY_AFTER_SECONDS
 from prism.search.backend import SearchBackend, SearchUnavailable
 from prism.search.postgres import PostgresBackend
 from prism.search.types import SearchPage, SearchRequest
@@ -46,8 +47,12 @@ class Search:
         except SearchUnavailable as exc:
             log.warning("opensearch unavailable", error=str(exc))
             if self.fallback is not SearchFallback.POSTGRES:
+                # Said like a database outage: the HTTP answer is 503 with Retry-After, and
+                # the error carries the same number for clients that read only the body.
                 raise ServiceUnavailable(
-                    "Search is unavailable right now; retry later.", retryable=True
+                    "Search is unavailable right now; retry later.",
+                    retryable=True,
+                    retryAfter=RETRY_AFTER_SECONDS,
                 ) from exc
             page = await self.postgres.search(visibility, request)
             page.fallback_reason = str(exc)
