@@ -17,10 +17,11 @@ from sqlalchemy.engine import make_url
 
 from prism import operators
 from prism.authz.principal import SCOPES
-from prism.models.enums import Classification, Role
+from prism.models.enums import Classification, FeedbackAction, Role
+from prism.models.feedback import Feedback, create_feedback
 from prism.resolvers.context import Services
 from prism.resolvers.ids import from_global_id
-from tests.factories import PASSWORD, Tenant, add_document, codes, gid, gql
+from tests.factories import PASSWORD, Tenant, add_document, add_user, codes, gid, gql
 from tests.pipeline_helpers import run_jobs, upload
 
 EXPORT = """mutation($id: ID!) { exportUserData(userId: $id) {
@@ -254,3 +255,83 @@ async def test_erasure_leaves_nothing_but_what_the_receipt_lists(
     audit_rows = {row for table, _, row in hits if table == "audit_logs"}
     assert 1 <= len(audit_rows) <= receipt["auditEventsRetained"]
     assert any("legal hold" in line for line in receipt["retained"])
+
+
+async def _bundle(client: httpx.AsyncClient, export: dict[str, Any]) -> zipfile.ZipFile:
+    assert export["state"] == "SUCCEEDED", export
+    url = urlsplit(export["downloadUrl"])
+    response = await client.get(f"{url.path}?{url.query}")
+    assert response.status_code == 200
+    return zipfile.ZipFile(io.BytesIO(response.content))
+
+
+async def test_export_holds_only_what_the_requesting_admin_may_read(
+    client: httpx.AsyncClient, services: Services, tenant: Tenant
+) -> None:
+    """A GDPR export is a read: an ADMIN gets what their clearance lets them read of the
+    person (documents, files, feedback on them, audit events about them), and a count of
+    what was withheld, so an ADMIN cleared for it can complete the export."""
+    subject, subject_token = await add_user(
+        services, tenant, role=Role.REVIEWER, clearance=Classification.RESTRICTED
+    )
+    low_admin, low_token = await add_user(
+        services, tenant, role=Role.ADMIN, clearance=Classification.INTERNAL
+    )
+    high_admin, high_token = await add_user(
+        services, tenant, role=Role.ADMIN, clearance=Classification.RESTRICTED
+    )
+    secret = f"RESTRICTED pay file SSN 078-05-1120 {uuid.uuid4()}\n"
+    name = f"pay-{uuid.uuid4().hex[:8]}.txt"
+    response = await upload(
+        client, subject_token, name, secret.encode(), classification="RESTRICTED"
+    )
+    restricted_gid = response.json()["data"]["uploadDocument"]["document"]["id"]
+    restricted_id = from_global_id(restricted_gid)[1]
+    public = await upload(
+        client, subject_token, "memo.txt", b"A memo.\n", classification="INTERNAL"
+    )
+    public_id = from_global_id(public.json()["data"]["uploadDocument"]["document"]["id"])[1]
+    await run_jobs(services)
+    quote = f"quote-{uuid.uuid4().hex}"
+    async with services.db.transaction(tenant.org_id) as session:
+        await create_feedback(
+            session,
+            Feedback(
+                organization_id=tenant.org_id,
+                document_id=restricted_id,
+                user_id=subject.id,
+                action=FeedbackAction.CUSTOM,
+                custom_text="see the SSN",
+                highlighted_text=quote,
+            ),
+        )
+    read = await gql(
+        client,
+        "query($id: ID!) { document(id: $id) { id } }",
+        {"id": restricted_gid},
+        token=low_token,
+    )
+    assert codes(read) == ["NOT_FOUND"]  # the read rule the export must follow
+
+    low = await _bundle(client, await _export(client, services, low_token, gid("User", subject.id)))
+    person = orjson.loads(low.read("person.json"))
+    assert [d["id"] for d in person["documents"]] == [str(public_id)]
+    assert f"files/{restricted_id}" not in low.namelist()
+    raw = low.read("person.json").decode()
+    for needle in (name, quote, "078-05-1120", str(restricted_id)):
+        assert needle not in raw
+    assert person["feedback"] == []
+    assert person["withheld"]["documents"] == 1
+    assert person["withheld"]["feedback"] == 1
+    assert person["withheld"]["auditEvents"] >= 1  # the upload event names the file
+
+    high = await _bundle(
+        client, await _export(client, services, high_token, gid("User", subject.id))
+    )
+    person = orjson.loads(high.read("person.json"))
+    assert {d["id"] for d in person["documents"]} == {str(public_id), str(restricted_id)}
+    assert high.read(f"files/{restricted_id}").decode() == secret
+    assert [f["highlighted_text"] for f in person["feedback"]] == [quote]
+    assert person["withheld"]["documents"] == 0
+    assert person["withheld"]["feedback"] == 0
+    assert person["withheld"]["auditEvents"] == 0

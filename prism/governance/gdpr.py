@@ -40,10 +40,11 @@ from prism.models.audit import Actor, AuditEvent, RequestMeta, record_event
 from prism.models.base import utcnow
 from prism.models.db import Database
 from prism.models.documents import Document
-from prism.models.enums import JobState
+from prism.models.enums import Classification, JobState
 from prism.models.feedback import Feedback
 from prism.models.governance_data import DataExport, create_data_export
 from prism.models.jobs import Job
+from prism.models.scope import Scope, within_clearance
 from prism.models.users import ApiToken, MfaBackupCode, RefreshSession, User
 
 EXPORT = "gdpr.export"
@@ -66,8 +67,11 @@ async def request_export(
     organization_id: uuid.UUID,
     subject_id: uuid.UUID,
     requested_by: uuid.UUID | None,
+    scope: Scope,
     max_attempts: int,
 ) -> DataExport:
+    """Queue an export; ``scope`` is the requester's: the bundle holds only what they may
+    read (``collect``)."""
     export = DataExport(
         id=uuid.uuid4(),
         organization_id=organization_id,
@@ -79,19 +83,53 @@ async def request_export(
         session,
         organization_id=organization_id,
         kind=EXPORT,
-        payload={"exportId": str(export.id)},
+        payload={"exportId": str(export.id), "scope": scope_payload(scope)},
         max_attempts=max_attempts,
     )
     export.job_id = job.id
     return await create_data_export(session, export)
 
 
+def scope_payload(scope: Scope) -> dict[str, Any]:
+    return {
+        "maxClassification": scope.max_classification.value,
+        "department": scope.department,
+        "allDepartments": scope.all_departments,
+        "userId": str(scope.user_id) if scope.user_id else None,
+    }
+
+
+def scope_of_payload(organization_id: uuid.UUID, payload: dict[str, Any]) -> Scope:
+    """The requester's scope an export job carries; a job without one (queued before scopes
+    were recorded) gets the narrowest: PUBLIC only, no department."""
+    raw = payload.get("scope") or {}
+    user_id = raw.get("userId")
+    return Scope(
+        organization_id=organization_id,
+        user_id=uuid.UUID(user_id) if user_id else None,
+        max_classification=Classification(raw.get("maxClassification", "PUBLIC")),
+        department=raw.get("department"),
+        all_departments=bool(raw.get("allDepartments", False)),
+    )
+
+
+WITHHELD_REASON = (
+    "above the requesting ADMIN's clearance (or RESTRICTED in another department): an ADMIN "
+    "cleared for it must request the export to complete it"
+)
+
+
 def _row(obj: Any, columns: list[str]) -> dict[str, Any]:
     return {name: getattr(obj, name) for name in columns}
 
 
-async def collect(session: AsyncSession, subject: User) -> tuple[dict[str, Any], list[Document]]:
-    """The person's data as JSON-ready dicts, and the documents whose files go along."""
+async def collect(
+    session: AsyncSession, subject: User, scope: Scope
+) -> tuple[dict[str, Any], list[Document]]:
+    """The person's data as JSON-ready dicts, and the documents whose files go along: only
+    what ``scope`` (the requester's) may read, under the read rule every query applies.
+    What is withheld is counted in ``withheld`` (never named: a filename or a quote is the
+    data withheld), so the export is known to be partial and who can complete it."""
     profile = _row(
         subject,
         [
@@ -114,21 +152,42 @@ async def collect(session: AsyncSession, subject: User) -> tuple[dict[str, Any],
     sessions = await session.scalars(
         sa.select(RefreshSession).where(RefreshSession.user_id == subject.id)
     )
-    feedback = await session.scalars(
-        sa.select(Feedback).where(Feedback.user_id == subject.id).order_by(Feedback.created_at)
+    readable = within_clearance(scope, Document.classification, Document.department)
+    # Feedback quotes the document it is on: readable only with that document.
+    all_feedback = list(
+        await session.execute(
+            sa.select(Feedback, readable)
+            .join(Document, Document.id == Feedback.document_id)
+            .where(Feedback.user_id == subject.id)
+            .order_by(Feedback.created_at, Feedback.id)
+        )
     )
-    events = await session.scalars(
-        sa.select(AuditEvent)
-        .where(sa.or_(AuditEvent.actor_id == subject.id, AuditEvent.resource_id == subject.id))
-        .order_by(AuditEvent.created_at, AuditEvent.id)
+    feedback = [f for f, ok in all_feedback if ok]
+    all_events = list(
+        await session.execute(
+            sa.select(
+                AuditEvent,
+                within_clearance(
+                    scope,
+                    AuditEvent.classification,
+                    AuditEvent.department,
+                    unclassified_visible=True,
+                ),
+            )
+            .where(sa.or_(AuditEvent.actor_id == subject.id, AuditEvent.resource_id == subject.id))
+            .order_by(AuditEvent.created_at, AuditEvent.id)
+        )
     )
-    documents = list(
-        await session.scalars(
-            sa.select(Document)
+    events = [e for e, ok in all_events if ok]
+    # Soft-deleted documents too (their rows and files are still the person's data).
+    all_documents = list(
+        await session.execute(
+            sa.select(Document, readable)
             .where(Document.uploaded_by == subject.id)
             .order_by(Document.created_at, Document.id)
         )
     )
+    documents = [d for d, ok in all_documents if ok]
     data = {
         "profile": profile,
         "apiTokens": [
@@ -196,6 +255,12 @@ async def collect(session: AsyncSession, subject: User) -> tuple[dict[str, Any],
             }
             for d in documents
         ],
+        "withheld": {
+            "documents": len(all_documents) - len(documents),
+            "feedback": len(all_feedback) - len(feedback),
+            "auditEvents": len(all_events) - len(events),
+            "reason": WITHHELD_REASON,
+        },
     }
     return data, documents
 
@@ -304,6 +369,7 @@ async def build_export(
     *,
     organization_id: uuid.UUID,
     export_id: uuid.UUID,
+    scope: Scope,
     link_ttl: timedelta,
     complete: Callable[[AsyncSession], Awaitable[None]],
 ) -> None:
@@ -320,7 +386,7 @@ async def build_export(
             await complete(session)
             return
         export.state = JobState.RUNNING
-        data, documents = await collect(session, subject)
+        data, documents = await collect(session, subject, scope)
     key = export_key(organization_id, export_id)
     with tempfile.TemporaryFile() as plain, tempfile.TemporaryFile() as sealed:
         await build_bundle(
@@ -357,7 +423,12 @@ async def build_export(
             description=f"Data export {export_id} of user {export.subject_id} is ready",
             resource_type="User",
             resource_id=export.subject_id,
-            after={"exportId": str(export_id), "bytes": size, "documents": len(documents)},
+            after={
+                "exportId": str(export_id),
+                "bytes": size,
+                "documents": len(documents),
+                "withheld": {k: v for k, v in data["withheld"].items() if k != "reason"},
+            },
         )
         await complete(session)
 

@@ -649,6 +649,7 @@ async def handle_export(run: JobRun) -> None:
         run.pipeline.envelope,
         organization_id=run.job.organization_id,
         export_id=uuid.UUID(run.job.payload["exportId"]),
+        scope=gdpr.scope_of_payload(run.job.organization_id, run.job.payload),
         link_ttl=timedelta(seconds=settings.export_link_ttl_seconds),
         complete=lambda session: complete(session, run),
     )

@@ -45,6 +45,7 @@ async def export_user_data(ctx: Context, user_id: uuid.UUID) -> DataExport:
             organization_id=principal.organization_id,
             subject_id=subject.id,
             requested_by=principal.user_id,
+            scope=principal.scope(),
             max_attempts=ctx.services.settings.job_max_attempts,
         )
         await ctx.audit(
