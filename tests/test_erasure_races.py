@@ -1,0 +1,105 @@
+"""Erasure against what runs beside it: a lake export in flight, a lifecycle purge, an upload
+in progress, a legal hold lifted later. Each race is made to happen, deterministically, at
+the worst moment (a hook between a read and the write that follows it)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow.dataset as ds
+import pytest
+import sqlalchemy as sa
+
+from prism.config import Settings
+from prism.governance import gdpr, lake
+from prism.jobs.worker import Worker
+from prism.models.enums import Role
+from prism.models.jobs import Job
+from prism.models.users import User
+from prism.resolvers.context import Services
+from tests.factories import Tenant, add_document
+from tests.test_lake import PII_NAME, world  # noqa: F401 - the fixture
+
+World = tuple[Services, Settings, Tenant]
+
+
+def _rows(root: Path, layer: str, name: str) -> list[dict[str, Any]]:
+    path = root / layer / name
+    if not list(path.rglob("*.parquet")):
+        return []
+    table = ds.dataset(path, format="parquet", partitioning="hive").to_table()
+    rows: list[dict[str, Any]] = table.to_pylist()
+    return rows
+
+
+async def _erase(services: Services, tenant: Tenant, role: Role) -> list[Job]:
+    """Erase the tenant's user of ``role`` and run the cleanup; its jobs."""
+    async with services.db.transaction(tenant.org_id) as session:
+        subject = await session.get(User, tenant.users[role].id, with_for_update=True)
+        assert subject is not None
+        erasure = await gdpr.erase_user(session, subject)
+        await gdpr.schedule_cleanup(session, erasure, tenant.org_id, max_attempts=3)
+    await Worker(services.pipeline).drain()
+    async with services.db.transaction(tenant.org_id) as session:
+        return await gdpr.read_cleanup_jobs(session, tenant.org_id, tenant.users[role].id)
+
+
+async def _waiting_on_a_lock(services: Services) -> bool:
+    async with services.db.transaction(None) as session:
+        waiting = await session.scalar(
+            sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        )
+    return bool(waiting)
+
+
+async def _until_blocked_or_done(services: Services, task: asyncio.Task[Any]) -> None:
+    for _ in range(400):
+        if task.done() or await _waiting_on_a_lock(services):
+            return
+        await asyncio.sleep(0.025)
+    pytest.fail("the erasure neither finished nor waited")
+
+
+async def test_a_lake_export_racing_an_erasure_does_not_write_the_erased_rows_back(
+    world: World,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The export reads the day, the erasure commits and its cleanup rewrites the lake, then
+    the export writes: the rows it read must not land (the watermark never revisits)."""
+    services, own, tenant = world
+    root = own.data_dir / "objects" / "lake"
+    real = lake._rows_of_day
+    race: dict[str, Any] = {"armed": False, "task": None}
+    try:
+        await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+        assert PII_NAME in {r["filename"] for r in _rows(root, "bronze", "documents")}
+        await add_document(services, tenant, uploader=Role.APPROVER)  # the day changes again
+
+        async def rows_of_day(
+            session: Any, dataset: lake.Dataset, organization_id: uuid.UUID, day: Any
+        ) -> list[dict[str, Any]]:
+            rows = await real(session, dataset, organization_id, day)
+            if race["armed"] and dataset.name == lake.DATASETS[-1].name:
+                race["armed"] = False  # the day is read: erase now, before it is written
+                task = asyncio.create_task(_erase(services, tenant, Role.REVIEWER))
+                race["task"] = task
+                await _until_blocked_or_done(services, task)
+            return rows
+
+        monkeypatch.setattr(lake, "_rows_of_day", rows_of_day)
+        race["armed"] = True
+        await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+        jobs: list[Job] = await race["task"]
+        monkeypatch.setattr(lake, "_rows_of_day", real)
+
+        assert gdpr.cleanup_complete(jobs)
+        for _ in range(2):  # as the race left it, and after the next export
+            assert PII_NAME not in {r["filename"] for r in _rows(root, "bronze", "documents")}
+            texts = [r["custom_text"] for r in _rows(root, "bronze", "feedback")]
+            assert not any(t and "jane.doe@example.com" in t for t in texts)
+            await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+    finally:
+        await services.close()
