@@ -9,18 +9,21 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pyarrow.dataset as ds
 import pytest
 import sqlalchemy as sa
 
 from prism.config import Settings
-from prism.governance import gdpr, lake
+from prism.governance import gdpr, lake, originals
 from prism.jobs.worker import Worker
+from prism.models.documents import Document
 from prism.models.enums import Role
 from prism.models.jobs import Job
 from prism.models.users import User
 from prism.resolvers.context import Services
-from tests.factories import Tenant, add_document
+from tests.factories import Tenant, add_document, codes
+from tests.pipeline_helpers import upload
 from tests.test_lake import PII_NAME, world  # noqa: F401 - the fixture
 
 World = tuple[Services, Settings, Tenant]
@@ -103,3 +106,55 @@ async def test_a_lake_export_racing_an_erasure_does_not_write_the_erased_rows_ba
             await lake.export(services.db, services.pipeline.store, settle_seconds=0)
     finally:
         await services.close()
+
+
+@pytest.mark.parametrize("meanwhile", ["erased", "deactivated"])
+async def test_an_upload_in_progress_does_not_outlive_its_uploaders_erasure(
+    client: httpx.AsyncClient,
+    services: Services,
+    tenant: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
+    meanwhile: str,
+) -> None:
+    """The uploader is erased (or deactivated) while their file is being stored: the
+    document row is refused in the transaction that would insert it, and the stored file
+    is removed; nothing of theirs is left for a completed erasure to miss."""
+    subject_id = tenant.users[Role.REVIEWER].id
+    real = originals.put_original
+    stored: list[str] = []
+
+    async def put_then_erase(*args: Any, **kwargs: Any) -> None:
+        await real(*args, **kwargs)
+        stored.append(kwargs["storage_key"])
+        async with services.db.transaction(tenant.org_id) as session:
+            subject = await session.get(User, subject_id, with_for_update=True)
+            assert subject is not None
+            if meanwhile == "erased":
+                erasure = await gdpr.erase_user(session, subject)
+                await gdpr.schedule_cleanup(session, erasure, tenant.org_id, max_attempts=3)
+            else:
+                subject.is_active = False
+
+    monkeypatch.setattr(originals, "put_original", put_then_erase)
+    response = await upload(
+        client,
+        tenant.tokens[Role.REVIEWER],
+        "late.txt",
+        f"A late file {uuid.uuid4()}\n".encode(),
+        classification="CONFIDENTIAL",
+    )
+    monkeypatch.setattr(originals, "put_original", real)
+    assert codes(response.json()) == ["UNAUTHENTICATED"]
+    await Worker(services.pipeline).drain()
+    async with services.db.transaction(tenant.org_id) as session:
+        left = await session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Document)
+            .where(Document.uploaded_by == subject_id)
+        )
+        assert left == 0
+        if meanwhile == "erased":
+            jobs = await gdpr.read_cleanup_jobs(session, tenant.org_id, subject_id)
+            assert gdpr.cleanup_complete(jobs)
+    (key,) = stored
+    assert not await services.pipeline.store.exists(key)
