@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,13 @@ import pytest
 import sqlalchemy as sa
 
 from prism.config import Settings
-from prism.governance import gdpr, lake, originals
+from prism.governance import gdpr, lake, lifecycle, originals
 from prism.jobs.worker import Worker
+from prism.models import governance as governance_models
+from prism.models.base import utcnow
 from prism.models.documents import Document
-from prism.models.enums import Role
+from prism.models.enums import DataCategory, FeedbackAction, Role
+from prism.models.feedback import Feedback, create_feedback
 from prism.models.jobs import Job
 from prism.models.users import User
 from prism.resolvers.context import Services
@@ -158,3 +162,68 @@ async def test_an_upload_in_progress_does_not_outlive_its_uploaders_erasure(
             assert gdpr.cleanup_complete(jobs)
     (key,) = stored
     assert not await services.pipeline.store.exists(key)
+
+
+async def _retain(services: Services, tenant: Tenant, category: DataCategory, days: int) -> None:
+    async with services.db.transaction(tenant.org_id) as session:
+        await governance_models.store_retention_policy(
+            session,
+            tenant.org_id,
+            governance_models.RetentionPolicy(category, 1, 2, 3, days, days),
+        )
+
+
+async def test_lifecycle_purges_leave_the_lake_too_and_a_later_erasure_finds_nothing(
+    world: World,  # noqa: F811
+) -> None:
+    """What retention deletes (a document with its analyses and feedback, or feedback rows on
+    their own) is rewritten out of the lake's partitions; the person's later erasure, which
+    finds its days through live rows, has nothing left in the lake to miss."""
+    services, own, tenant = world
+    root = own.data_dir / "objects" / "lake"
+    old = utcnow() - timedelta(days=10)
+    try:
+        note = f"old note {uuid.uuid4().hex}"
+        other = await add_document(services, tenant, uploader=Role.APPROVER)
+        async with services.db.transaction(tenant.org_id) as session:
+            await session.execute(
+                sa.update(Document)
+                .where(Document.filename == PII_NAME)
+                .values(created_at=old, retention_expires_at=utcnow() - timedelta(days=1))
+            )
+            await create_feedback(
+                session,
+                Feedback(
+                    organization_id=tenant.org_id,
+                    document_id=other.id,
+                    user_id=tenant.users[Role.REVIEWER].id,
+                    action=FeedbackAction.CUSTOM,
+                    custom_text=note,
+                ),
+            )
+            await session.execute(
+                sa.update(Feedback).where(Feedback.custom_text == note).values(created_at=old)
+            )
+        await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+        assert PII_NAME in {r["filename"] for r in _rows(root, "bronze", "documents")}
+        assert note in {r["custom_text"] for r in _rows(root, "bronze", "feedback")}
+
+        await _retain(services, tenant, DataCategory.DOCUMENTS, 5)
+        await _retain(services, tenant, DataCategory.FEEDBACK, 5)
+        report = await lifecycle.run_lifecycle(services.db, services.pipeline.store, tenant.org_id)
+        assert report.purged["DOCUMENTS"] == 1
+        assert report.purged["FEEDBACK"] >= 1
+        await Worker(services.pipeline).drain()
+        for layer in ("bronze", "silver"):
+            assert PII_NAME not in {r["filename"] for r in _rows(root, layer, "documents")}
+            assert note not in {r["custom_text"] for r in _rows(root, layer, "feedback")}
+        gold = _rows(root, "gold", "daily_activity")
+        assert old.date() not in {r["activity_date"] for r in gold}
+
+        jobs = await _erase(services, tenant, Role.REVIEWER)
+        assert gdpr.cleanup_complete(jobs)
+        await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+        assert PII_NAME not in {r["filename"] for r in _rows(root, "bronze", "documents")}
+        assert note not in {r["custom_text"] for r in _rows(root, "bronze", "feedback")}
+    finally:
+        await services.close()

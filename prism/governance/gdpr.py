@@ -651,6 +651,33 @@ async def schedule_cleanup(
     return erasure.cleanup_job
 
 
+async def schedule_lake_rewrite(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    days: set[date],
+    *,
+    reason: str,
+    max_attempts: int,
+) -> Job | None:
+    """Rows deleted by something other than an erasure (a lifecycle purge) leave the lake
+    too: a cleanup job with no subject rewrites their days, queued in the transaction that
+    deletes them (retried like an erasure's; never lost to a crash after the commit)."""
+    if not days:
+        return None
+    return await job_models.enqueue_job(
+        session,
+        organization_id=organization_id,
+        kind=ERASE_CLEANUP,
+        payload={
+            "reason": reason,
+            "objects": [],
+            "documentIds": [],
+            "days": sorted(d.isoformat() for d in days),
+        },
+        max_attempts=max_attempts,
+    )
+
+
 async def read_cleanup_jobs(
     session: AsyncSession, organization_id: uuid.UUID, subject_id: uuid.UUID
 ) -> list[Job]:
