@@ -274,10 +274,10 @@ async def test_export_holds_only_what_the_requesting_admin_may_read(
     subject, subject_token = await add_user(
         services, tenant, role=Role.REVIEWER, clearance=Classification.RESTRICTED
     )
-    low_admin, low_token = await add_user(
+    _, low_token = await add_user(
         services, tenant, role=Role.ADMIN, clearance=Classification.INTERNAL
     )
-    high_admin, high_token = await add_user(
+    _, high_token = await add_user(
         services, tenant, role=Role.ADMIN, clearance=Classification.RESTRICTED
     )
     secret = f"RESTRICTED pay file SSN 078-05-1120 {uuid.uuid4()}\n"
@@ -335,3 +335,53 @@ async def test_export_holds_only_what_the_requesting_admin_may_read(
     assert person["withheld"]["documents"] == 0
     assert person["withheld"]["feedback"] == 0
     assert person["withheld"]["auditEvents"] == 0
+
+
+STATUS = """query($id: ID!) { erasureStatus(userId: $id) {
+  cleanupComplete cleanupJobs { state } } }"""
+UNHOLD = """mutation($id: ID!) { updateDocument(input: {id: $id, legalHold: false}) {
+  legalHold } }"""
+READ = """query($id: ID!) { document(id: $id) { id } }"""
+
+
+async def test_a_document_kept_for_a_legal_hold_is_erased_when_the_hold_lifts(
+    client: httpx.AsyncClient, services: Services, tenant: Tenant
+) -> None:
+    """Erasure keeps a held document only while the hold lasts: the erasure is not complete
+    until then, and lifting the hold finishes it (row, file, index) under the person's
+    erasure; a hold lifted on a document of a person not erased changes nothing else."""
+    user, token, _ = await _person(services, tenant)
+    held = await _upload(client, token, f"TERMS\n\nheld {uuid.uuid4()}\n", "held.txt")
+    await run_jobs(services)
+    admin = tenant.tokens[Role.ADMIN]
+    assert (await gql(client, HOLD, {"id": held}, token=admin)).get("errors") is None
+    theirs = await add_document(services, tenant, classification=Classification.INTERNAL)
+    theirs_gid = gid("Document", theirs.id)
+    assert (await gql(client, HOLD, {"id": theirs_gid}, token=admin)).get("errors") is None
+    admin_login = await gql(client, LOGIN, {"e": tenant.email(Role.ADMIN), "p": PASSWORD})
+    signed_in = admin_login["data"]["login"]["accessToken"]  # erasure asks for a session
+    body = await gql(client, ERASE, {"id": gid("User", user.id)}, token=signed_in)
+    assert body["data"]["eraseUser"]["documentsKeptForLegalHold"] == 1, body
+    await run_jobs(services)
+
+    status = await gql(client, STATUS, {"id": gid("User", user.id)}, token=admin)
+    assert status["data"]["erasureStatus"]["cleanupComplete"] is False
+    held_key = f"org/{tenant.org_id}/documents/{from_global_id(held)[1]}"
+    assert await services.pipeline.store.exists(held_key)
+
+    lifted = await gql(client, UNHOLD, {"id": held}, token=admin)
+    assert lifted.get("errors") is None, lifted
+    await run_jobs(services)
+    assert codes(await gql(client, READ, {"id": held}, token=admin)) == ["NOT_FOUND"]
+    assert not await services.pipeline.store.exists(held_key)
+    status = await gql(client, STATUS, {"id": gid("User", user.id)}, token=admin)
+    jobs = status["data"]["erasureStatus"]["cleanupJobs"]
+    assert status["data"]["erasureStatus"]["cleanupComplete"] is True
+    assert len(jobs) >= 2  # the erasure's cleanup, then the held document's
+    assert {j["state"] for j in jobs} == {"SUCCEEDED"}
+
+    # someone not erased: lifting their hold only lifts it
+    assert (await gql(client, UNHOLD, {"id": theirs_gid}, token=admin)).get("errors") is None
+    await run_jobs(services)
+    found = await gql(client, READ, {"id": theirs_gid}, token=admin)
+    assert found["data"]["document"]["id"] == theirs_gid

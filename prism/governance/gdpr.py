@@ -34,6 +34,7 @@ from prism.errors import Conflict
 from prism.governance import lake, originals
 from prism.governance.encryption import Envelope
 from prism.ingest.storage import ObjectStore
+from prism.models import governance as governance_models
 from prism.models import jobs as job_models
 from prism.models.analyses import Analysis
 from prism.models.audit import Actor, AuditEvent, RequestMeta, record_event
@@ -596,7 +597,8 @@ async def erase_user(session: AsyncSession, subject: User) -> Erasure:
     ]
     if held:
         retained.append(
-            "documents under legal hold: kept whole (metadata, text, file) until the hold lifts"
+            "documents under legal hold: kept whole (metadata, text, file) until the hold "
+            "lifts, then erased like the rest (cleanupComplete stays false until then)"
         )
     return Erasure(
         subject_id=subject.id,
@@ -710,10 +712,58 @@ async def read_cleanup_jobs(
     return cleanups + list(await session.scalars(follow_ups))
 
 
-def cleanup_complete(jobs: list[Job]) -> bool:
-    """Done only when there is a cleanup and every run of it has SUCCEEDED: a QUEUED, RUNNING,
-    FAILED (retrying) or DEAD one means files, lake rows or index entries may remain."""
-    return bool(jobs) and all(j.state is JobState.SUCCEEDED for j in jobs)
+def cleanup_complete(jobs: list[Job], held_documents: int = 0) -> bool:
+    """Done only when there is a cleanup and every run of it has SUCCEEDED (a QUEUED, RUNNING,
+    FAILED (retrying) or DEAD one means files, lake rows or index entries may remain) and no
+    document of the person is still kept for a legal hold."""
+    return bool(jobs) and held_documents == 0 and all(j.state is JobState.SUCCEEDED for j in jobs)
+
+
+async def count_held_documents(session: AsyncSession, subject_id: uuid.UUID) -> int:
+    """Documents of an erased person still kept for a legal hold: their erasure is pending."""
+    return int(
+        await session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Document)
+            .where(Document.uploaded_by == subject_id, Document.legal_hold.is_(True))
+        )
+        or 0
+    )
+
+
+async def erase_released_document(
+    session: AsyncSession, document: Document, *, max_attempts: int
+) -> Job | None:
+    """Once a hold lifts on a document (locked by the caller) whose uploader was erased, the
+    document goes as the erasure would have taken it: the row (sections, analyses, feedback
+    cascade) now, the file, the lake days and the index entry by a cleanup job of the
+    person's erasure (``erasureStatus`` follows it). None if there is nothing to erase."""
+    if document.legal_hold or document.uploaded_by is None:
+        return None
+    uploader = await session.scalar(
+        sa.select(User).where(User.id == document.uploaded_by).with_for_update(read=True)
+    )
+    if uploader is None or uploader.erased_at is None:
+        return None
+    days = await governance_models.document_days(session, [document.id])
+    await session.execute(
+        sa.delete(Document)
+        .where(Document.id == document.id)
+        .execution_options(synchronize_session=False)
+    )
+    return await job_models.enqueue_job(
+        session,
+        organization_id=document.organization_id,
+        kind=ERASE_CLEANUP,
+        payload={
+            "subjectId": str(uploader.id),
+            "reason": "legal_hold.released",
+            "objects": [document.storage_key] if document.storage_key else [],
+            "documentIds": [str(document.id)],
+            "days": sorted(d.isoformat() for d in days),
+        },
+        max_attempts=max_attempts,
+    )
 
 
 @dataclass(frozen=True)
