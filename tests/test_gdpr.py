@@ -17,10 +17,11 @@ from sqlalchemy.engine import make_url
 
 from prism import operators
 from prism.authz.principal import SCOPES
-from prism.models.enums import Classification, Role
+from prism.models.enums import Classification, FeedbackAction, Role
+from prism.models.feedback import Feedback, create_feedback
 from prism.resolvers.context import Services
 from prism.resolvers.ids import from_global_id
-from tests.factories import PASSWORD, Tenant, add_document, codes, gid, gql
+from tests.factories import PASSWORD, Tenant, add_document, add_user, codes, gid, gql
 from tests.pipeline_helpers import run_jobs, upload
 
 EXPORT = """mutation($id: ID!) { exportUserData(userId: $id) {
@@ -254,3 +255,133 @@ async def test_erasure_leaves_nothing_but_what_the_receipt_lists(
     audit_rows = {row for table, _, row in hits if table == "audit_logs"}
     assert 1 <= len(audit_rows) <= receipt["auditEventsRetained"]
     assert any("legal hold" in line for line in receipt["retained"])
+
+
+async def _bundle(client: httpx.AsyncClient, export: dict[str, Any]) -> zipfile.ZipFile:
+    assert export["state"] == "SUCCEEDED", export
+    url = urlsplit(export["downloadUrl"])
+    response = await client.get(f"{url.path}?{url.query}")
+    assert response.status_code == 200
+    return zipfile.ZipFile(io.BytesIO(response.content))
+
+
+async def test_export_holds_only_what_the_requesting_admin_may_read(
+    client: httpx.AsyncClient, services: Services, tenant: Tenant
+) -> None:
+    """A GDPR export is a read: an ADMIN gets what their clearance lets them read of the
+    person (documents, files, feedback on them, audit events about them), and a count of
+    what was withheld, so an ADMIN cleared for it can complete the export."""
+    subject, subject_token = await add_user(
+        services, tenant, role=Role.REVIEWER, clearance=Classification.RESTRICTED
+    )
+    _, low_token = await add_user(
+        services, tenant, role=Role.ADMIN, clearance=Classification.INTERNAL
+    )
+    _, high_token = await add_user(
+        services, tenant, role=Role.ADMIN, clearance=Classification.RESTRICTED
+    )
+    secret = f"RESTRICTED pay file SSN 078-05-1120 {uuid.uuid4()}\n"
+    name = f"pay-{uuid.uuid4().hex[:8]}.txt"
+    response = await upload(
+        client, subject_token, name, secret.encode(), classification="RESTRICTED"
+    )
+    restricted_gid = response.json()["data"]["uploadDocument"]["document"]["id"]
+    restricted_id = from_global_id(restricted_gid)[1]
+    public = await upload(
+        client, subject_token, "memo.txt", b"A memo.\n", classification="INTERNAL"
+    )
+    public_id = from_global_id(public.json()["data"]["uploadDocument"]["document"]["id"])[1]
+    await run_jobs(services)
+    quote = f"quote-{uuid.uuid4().hex}"
+    async with services.db.transaction(tenant.org_id) as session:
+        await create_feedback(
+            session,
+            Feedback(
+                organization_id=tenant.org_id,
+                document_id=restricted_id,
+                user_id=subject.id,
+                action=FeedbackAction.CUSTOM,
+                custom_text="see the SSN",
+                highlighted_text=quote,
+            ),
+        )
+    read = await gql(
+        client,
+        "query($id: ID!) { document(id: $id) { id } }",
+        {"id": restricted_gid},
+        token=low_token,
+    )
+    assert codes(read) == ["NOT_FOUND"]  # the read rule the export must follow
+
+    low = await _bundle(client, await _export(client, services, low_token, gid("User", subject.id)))
+    person = orjson.loads(low.read("person.json"))
+    assert [d["id"] for d in person["documents"]] == [str(public_id)]
+    assert f"files/{restricted_id}" not in low.namelist()
+    raw = low.read("person.json").decode()
+    for needle in (name, quote, "078-05-1120", str(restricted_id)):
+        assert needle not in raw
+    assert person["feedback"] == []
+    assert person["withheld"]["documents"] == 1
+    assert person["withheld"]["feedback"] == 1
+    assert person["withheld"]["auditEvents"] >= 1  # the upload event names the file
+
+    high = await _bundle(
+        client, await _export(client, services, high_token, gid("User", subject.id))
+    )
+    person = orjson.loads(high.read("person.json"))
+    assert {d["id"] for d in person["documents"]} == {str(public_id), str(restricted_id)}
+    assert high.read(f"files/{restricted_id}").decode() == secret
+    assert [f["highlighted_text"] for f in person["feedback"]] == [quote]
+    assert person["withheld"]["documents"] == 0
+    assert person["withheld"]["feedback"] == 0
+    assert person["withheld"]["auditEvents"] == 0
+
+
+STATUS = """query($id: ID!) { erasureStatus(userId: $id) {
+  cleanupComplete cleanupJobs { state } } }"""
+UNHOLD = """mutation($id: ID!) { updateDocument(input: {id: $id, legalHold: false}) {
+  legalHold } }"""
+READ = """query($id: ID!) { document(id: $id) { id } }"""
+
+
+async def test_a_document_kept_for_a_legal_hold_is_erased_when_the_hold_lifts(
+    client: httpx.AsyncClient, services: Services, tenant: Tenant
+) -> None:
+    """Erasure keeps a held document only while the hold lasts: the erasure is not complete
+    until then, and lifting the hold finishes it (row, file, index) under the person's
+    erasure; a hold lifted on a document of a person not erased changes nothing else."""
+    user, token, _ = await _person(services, tenant)
+    held = await _upload(client, token, f"TERMS\n\nheld {uuid.uuid4()}\n", "held.txt")
+    await run_jobs(services)
+    admin = tenant.tokens[Role.ADMIN]
+    assert (await gql(client, HOLD, {"id": held}, token=admin)).get("errors") is None
+    theirs = await add_document(services, tenant, classification=Classification.INTERNAL)
+    theirs_gid = gid("Document", theirs.id)
+    assert (await gql(client, HOLD, {"id": theirs_gid}, token=admin)).get("errors") is None
+    admin_login = await gql(client, LOGIN, {"e": tenant.email(Role.ADMIN), "p": PASSWORD})
+    signed_in = admin_login["data"]["login"]["accessToken"]  # erasure asks for a session
+    body = await gql(client, ERASE, {"id": gid("User", user.id)}, token=signed_in)
+    assert body["data"]["eraseUser"]["documentsKeptForLegalHold"] == 1, body
+    await run_jobs(services)
+
+    status = await gql(client, STATUS, {"id": gid("User", user.id)}, token=admin)
+    assert status["data"]["erasureStatus"]["cleanupComplete"] is False
+    held_key = f"org/{tenant.org_id}/documents/{from_global_id(held)[1]}"
+    assert await services.pipeline.store.exists(held_key)
+
+    lifted = await gql(client, UNHOLD, {"id": held}, token=admin)
+    assert lifted.get("errors") is None, lifted
+    await run_jobs(services)
+    assert codes(await gql(client, READ, {"id": held}, token=admin)) == ["NOT_FOUND"]
+    assert not await services.pipeline.store.exists(held_key)
+    status = await gql(client, STATUS, {"id": gid("User", user.id)}, token=admin)
+    jobs = status["data"]["erasureStatus"]["cleanupJobs"]
+    assert status["data"]["erasureStatus"]["cleanupComplete"] is True
+    assert len(jobs) >= 2  # the erasure's cleanup, then the held document's
+    assert {j["state"] for j in jobs} == {"SUCCEEDED"}
+
+    # someone not erased: lifting their hold only lifts it
+    assert (await gql(client, UNHOLD, {"id": theirs_gid}, token=admin)).get("errors") is None
+    await run_jobs(services)
+    found = await gql(client, READ, {"id": theirs_gid}, token=admin)
+    assert found["data"]["document"]["id"] == theirs_gid

@@ -34,16 +34,18 @@ from prism.errors import Conflict
 from prism.governance import lake, originals
 from prism.governance.encryption import Envelope
 from prism.ingest.storage import ObjectStore
+from prism.models import governance as governance_models
 from prism.models import jobs as job_models
 from prism.models.analyses import Analysis
 from prism.models.audit import Actor, AuditEvent, RequestMeta, record_event
 from prism.models.base import utcnow
 from prism.models.db import Database
 from prism.models.documents import Document
-from prism.models.enums import JobState
+from prism.models.enums import Classification, JobState
 from prism.models.feedback import Feedback
 from prism.models.governance_data import DataExport, create_data_export
 from prism.models.jobs import Job
+from prism.models.scope import Scope, within_clearance
 from prism.models.users import ApiToken, MfaBackupCode, RefreshSession, User
 
 EXPORT = "gdpr.export"
@@ -66,8 +68,11 @@ async def request_export(
     organization_id: uuid.UUID,
     subject_id: uuid.UUID,
     requested_by: uuid.UUID | None,
+    scope: Scope,
     max_attempts: int,
 ) -> DataExport:
+    """Queue an export; ``scope`` is the requester's: the bundle holds only what they may
+    read (``collect``)."""
     export = DataExport(
         id=uuid.uuid4(),
         organization_id=organization_id,
@@ -79,19 +84,53 @@ async def request_export(
         session,
         organization_id=organization_id,
         kind=EXPORT,
-        payload={"exportId": str(export.id)},
+        payload={"exportId": str(export.id), "scope": scope_payload(scope)},
         max_attempts=max_attempts,
     )
     export.job_id = job.id
     return await create_data_export(session, export)
 
 
+def scope_payload(scope: Scope) -> dict[str, Any]:
+    return {
+        "maxClassification": scope.max_classification.value,
+        "department": scope.department,
+        "allDepartments": scope.all_departments,
+        "userId": str(scope.user_id) if scope.user_id else None,
+    }
+
+
+def scope_of_payload(organization_id: uuid.UUID, payload: dict[str, Any]) -> Scope:
+    """The requester's scope an export job carries; a job without one (queued before scopes
+    were recorded) gets the narrowest: PUBLIC only, no department."""
+    raw = payload.get("scope") or {}
+    user_id = raw.get("userId")
+    return Scope(
+        organization_id=organization_id,
+        user_id=uuid.UUID(user_id) if user_id else None,
+        max_classification=Classification(raw.get("maxClassification", "PUBLIC")),
+        department=raw.get("department"),
+        all_departments=bool(raw.get("allDepartments", False)),
+    )
+
+
+WITHHELD_REASON = (
+    "above the requesting ADMIN's clearance (or RESTRICTED in another department): an ADMIN "
+    "cleared for it must request the export to complete it"
+)
+
+
 def _row(obj: Any, columns: list[str]) -> dict[str, Any]:
     return {name: getattr(obj, name) for name in columns}
 
 
-async def collect(session: AsyncSession, subject: User) -> tuple[dict[str, Any], list[Document]]:
-    """The person's data as JSON-ready dicts, and the documents whose files go along."""
+async def collect(
+    session: AsyncSession, subject: User, scope: Scope
+) -> tuple[dict[str, Any], list[Document]]:
+    """The person's data as JSON-ready dicts, and the documents whose files go along: only
+    what ``scope`` (the requester's) may read, under the read rule every query applies.
+    What is withheld is counted in ``withheld`` (never named: a filename or a quote is the
+    data withheld), so the export is known to be partial and who can complete it."""
     profile = _row(
         subject,
         [
@@ -114,21 +153,42 @@ async def collect(session: AsyncSession, subject: User) -> tuple[dict[str, Any],
     sessions = await session.scalars(
         sa.select(RefreshSession).where(RefreshSession.user_id == subject.id)
     )
-    feedback = await session.scalars(
-        sa.select(Feedback).where(Feedback.user_id == subject.id).order_by(Feedback.created_at)
+    readable = within_clearance(scope, Document.classification, Document.department)
+    # Feedback quotes the document it is on: readable only with that document.
+    all_feedback = list(
+        await session.execute(
+            sa.select(Feedback, readable)
+            .join(Document, Document.id == Feedback.document_id)
+            .where(Feedback.user_id == subject.id)
+            .order_by(Feedback.created_at, Feedback.id)
+        )
     )
-    events = await session.scalars(
-        sa.select(AuditEvent)
-        .where(sa.or_(AuditEvent.actor_id == subject.id, AuditEvent.resource_id == subject.id))
-        .order_by(AuditEvent.created_at, AuditEvent.id)
+    feedback = [f for f, ok in all_feedback if ok]
+    all_events = list(
+        await session.execute(
+            sa.select(
+                AuditEvent,
+                within_clearance(
+                    scope,
+                    AuditEvent.classification,
+                    AuditEvent.department,
+                    unclassified_visible=True,
+                ),
+            )
+            .where(sa.or_(AuditEvent.actor_id == subject.id, AuditEvent.resource_id == subject.id))
+            .order_by(AuditEvent.created_at, AuditEvent.id)
+        )
     )
-    documents = list(
-        await session.scalars(
-            sa.select(Document)
+    events = [e for e, ok in all_events if ok]
+    # Soft-deleted documents too (their rows and files are still the person's data).
+    all_documents = list(
+        await session.execute(
+            sa.select(Document, readable)
             .where(Document.uploaded_by == subject.id)
             .order_by(Document.created_at, Document.id)
         )
     )
+    documents = [d for d, ok in all_documents if ok]
     data = {
         "profile": profile,
         "apiTokens": [
@@ -196,6 +256,12 @@ async def collect(session: AsyncSession, subject: User) -> tuple[dict[str, Any],
             }
             for d in documents
         ],
+        "withheld": {
+            "documents": len(all_documents) - len(documents),
+            "feedback": len(all_feedback) - len(feedback),
+            "auditEvents": len(all_events) - len(events),
+            "reason": WITHHELD_REASON,
+        },
     }
     return data, documents
 
@@ -304,6 +370,7 @@ async def build_export(
     *,
     organization_id: uuid.UUID,
     export_id: uuid.UUID,
+    scope: Scope,
     link_ttl: timedelta,
     complete: Callable[[AsyncSession], Awaitable[None]],
 ) -> None:
@@ -320,7 +387,7 @@ async def build_export(
             await complete(session)
             return
         export.state = JobState.RUNNING
-        data, documents = await collect(session, subject)
+        data, documents = await collect(session, subject, scope)
     key = export_key(organization_id, export_id)
     with tempfile.TemporaryFile() as plain, tempfile.TemporaryFile() as sealed:
         await build_bundle(
@@ -357,7 +424,12 @@ async def build_export(
             description=f"Data export {export_id} of user {export.subject_id} is ready",
             resource_type="User",
             resource_id=export.subject_id,
-            after={"exportId": str(export_id), "bytes": size, "documents": len(documents)},
+            after={
+                "exportId": str(export_id),
+                "bytes": size,
+                "documents": len(documents),
+                "withheld": {k: v for k, v in data["withheld"].items() if k != "reason"},
+            },
         )
         await complete(session)
 
@@ -525,7 +597,8 @@ async def erase_user(session: AsyncSession, subject: User) -> Erasure:
     ]
     if held:
         retained.append(
-            "documents under legal hold: kept whole (metadata, text, file) until the hold lifts"
+            "documents under legal hold: kept whole (metadata, text, file) until the hold "
+            "lifts, then erased like the rest (cleanupComplete stays false until then)"
         )
     return Erasure(
         subject_id=subject.id,
@@ -580,6 +653,33 @@ async def schedule_cleanup(
     return erasure.cleanup_job
 
 
+async def schedule_lake_rewrite(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    days: set[date],
+    *,
+    reason: str,
+    max_attempts: int,
+) -> Job | None:
+    """Rows deleted by something other than an erasure (a lifecycle purge) leave the lake
+    too: a cleanup job with no subject rewrites their days, queued in the transaction that
+    deletes them (retried like an erasure's; never lost to a crash after the commit)."""
+    if not days:
+        return None
+    return await job_models.enqueue_job(
+        session,
+        organization_id=organization_id,
+        kind=ERASE_CLEANUP,
+        payload={
+            "reason": reason,
+            "objects": [],
+            "documentIds": [],
+            "days": sorted(d.isoformat() for d in days),
+        },
+        max_attempts=max_attempts,
+    )
+
+
 async def read_cleanup_jobs(
     session: AsyncSession, organization_id: uuid.UUID, subject_id: uuid.UUID
 ) -> list[Job]:
@@ -612,10 +712,58 @@ async def read_cleanup_jobs(
     return cleanups + list(await session.scalars(follow_ups))
 
 
-def cleanup_complete(jobs: list[Job]) -> bool:
-    """Done only when there is a cleanup and every run of it has SUCCEEDED: a QUEUED, RUNNING,
-    FAILED (retrying) or DEAD one means files, lake rows or index entries may remain."""
-    return bool(jobs) and all(j.state is JobState.SUCCEEDED for j in jobs)
+def cleanup_complete(jobs: list[Job], held_documents: int = 0) -> bool:
+    """Done only when there is a cleanup and every run of it has SUCCEEDED (a QUEUED, RUNNING,
+    FAILED (retrying) or DEAD one means files, lake rows or index entries may remain) and no
+    document of the person is still kept for a legal hold."""
+    return bool(jobs) and held_documents == 0 and all(j.state is JobState.SUCCEEDED for j in jobs)
+
+
+async def count_held_documents(session: AsyncSession, subject_id: uuid.UUID) -> int:
+    """Documents of an erased person still kept for a legal hold: their erasure is pending."""
+    return int(
+        await session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Document)
+            .where(Document.uploaded_by == subject_id, Document.legal_hold.is_(True))
+        )
+        or 0
+    )
+
+
+async def erase_released_document(
+    session: AsyncSession, document: Document, *, max_attempts: int
+) -> Job | None:
+    """Once a hold lifts on a document (locked by the caller) whose uploader was erased, the
+    document goes as the erasure would have taken it: the row (sections, analyses, feedback
+    cascade) now, the file, the lake days and the index entry by a cleanup job of the
+    person's erasure (``erasureStatus`` follows it). None if there is nothing to erase."""
+    if document.legal_hold or document.uploaded_by is None:
+        return None
+    uploader = await session.scalar(
+        sa.select(User).where(User.id == document.uploaded_by).with_for_update(read=True)
+    )
+    if uploader is None or uploader.erased_at is None:
+        return None
+    days = await governance_models.document_days(session, [document.id])
+    await session.execute(
+        sa.delete(Document)
+        .where(Document.id == document.id)
+        .execution_options(synchronize_session=False)
+    )
+    return await job_models.enqueue_job(
+        session,
+        organization_id=document.organization_id,
+        kind=ERASE_CLEANUP,
+        payload={
+            "subjectId": str(uploader.id),
+            "reason": "legal_hold.released",
+            "objects": [document.storage_key] if document.storage_key else [],
+            "documentIds": [str(document.id)],
+            "days": sorted(d.isoformat() for d in days),
+        },
+        max_attempts=max_attempts,
+    )
 
 
 @dataclass(frozen=True)

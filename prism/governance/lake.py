@@ -15,6 +15,11 @@ they are now. A partition's file is a function of the database, so a re-run (or 
 overlapping ``--since``) writes the same bytes, and a run with nothing new writes nothing.
 Rows are read only up to ``settle_seconds`` ago, so a transaction still in flight with an
 older timestamp is not skipped by the watermark.
+
+Every writer of an organization's partitions (the export, an erasure's or a purge's rewrite)
+holds the organization's lake lock (``lock_organization``) from its first read to its last
+write: an export that read a day before an erasure committed cannot write those rows back
+after the erasure's rewrite (the rewrite waits, then reads the rows as they are).
 """
 
 from __future__ import annotations
@@ -193,6 +198,12 @@ def _day_column(model: type[Base]) -> sa.ColumnElement[date]:
     return sa.cast(sa.func.timezone(sa.literal_column("'UTC'"), created), sa.Date)
 
 
+async def lock_organization(session: AsyncSession, organization_id: uuid.UUID) -> None:
+    """The organization's lake lock, held until ``session``'s transaction ends."""
+    key = sa.func.hashtextextended(sa.literal(f"prism.lake:{organization_id}"), 0)
+    await session.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+
 @dataclass
 class LakeReport:
     organizations: int = 0
@@ -356,6 +367,7 @@ async def rewrite_days(
     erasure deleted rows the watermark cannot see). Nothing, if the lake was never written."""
     report = LakeReport()
     async with db.transaction(organization_id) as session:
+        await lock_organization(session, organization_id)
         exported = [
             await governance_models.read_watermark(session, organization_id, d.name)
             for d in DATASETS
@@ -384,6 +396,7 @@ async def export(
     for organization_id in organizations:
         report.organizations += 1
         async with db.transaction(organization_id) as session:
+            await lock_organization(session, organization_id)
             touched: dict[str, set[date]] = {}
             newest: dict[str, datetime | None] = {}
             for dataset in DATASETS:

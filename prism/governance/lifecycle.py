@@ -4,7 +4,9 @@ audit event with its counts.
 
 Objects first, rows second: a tier change is applied to the object, then recorded; a purge
 deletes the rows (and commits) before the objects, so a crash leaves at worst an orphan
-object, never a row pointing at nothing."""
+object, never a row pointing at nothing. A purge queues, in its transaction, the rewrite of
+the lake days that held the purged rows (``gdpr.schedule_lake_rewrite``): the lake never
+keeps what retention deleted, and a later erasure has nothing there to miss."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from prism.governance import gdpr
 from prism.ingest.storage import ObjectStore
 from prism.models import governance as models
 from prism.models.audit import Actor, RequestMeta, record_event
@@ -25,6 +28,8 @@ from prism.models.enums import DataCategory, StorageTier
 log = structlog.get_logger("prism.lifecycle")
 # Bounded work per organization and run; the next run continues.
 BATCH = 500
+# Attempts of the job that rewrites the lake days of purged rows.
+LAKE_REWRITE_ATTEMPTS = 5
 
 
 @dataclass
@@ -139,8 +144,13 @@ async def _purge_documents(
             return
         expired = await models.read_expired_documents(session, org, now=now, limit=BATCH)
         ids = [document_id for document_id, _ in expired]
+        days = await models.document_days(session, ids)
         purged = await models.purge_documents(session, org, ids)
         if purged:
+            # The lake must not keep what retention deleted (nor hide it from an erasure).
+            await gdpr.schedule_lake_rewrite(
+                session, org, days, reason="lifecycle.purge", max_attempts=LAKE_REWRITE_ATTEMPTS
+            )
             await record_event(
                 session,
                 organization_id=org,
@@ -180,10 +190,18 @@ async def _purge_rows(
     org = report.organization_id
     before = now - timedelta(days=policy.delete_after_days)
     async with db.transaction(org) as session:
+        days = (
+            set()
+            if report.dry_run
+            else await models.purged_row_days(session, org, policy.category, before=before)
+        )
         count = await models.purge_rows(
             session, org, policy.category, before=before, dry_run=report.dry_run
         )
         if count and not report.dry_run:
+            await gdpr.schedule_lake_rewrite(
+                session, org, days, reason="lifecycle.purge", max_attempts=LAKE_REWRITE_ATTEMPTS
+            )
             await record_event(
                 session,
                 organization_id=org,

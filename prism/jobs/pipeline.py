@@ -23,7 +23,13 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prism.errors import BadUserInput, Conflict, PayloadTooLarge, UnsupportedMediaType
+from prism.errors import (
+    BadUserInput,
+    Conflict,
+    PayloadTooLarge,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
 from prism.governance import gdpr, lifecycle, originals, quality
 from prism.governance.encryption import Envelope
 from prism.ingest.detect import Kind, Unsupported, detect_stream
@@ -50,6 +56,7 @@ from prism.models.enums import (
 from prism.models.governance import read_retention_policy
 from prism.models.jobs import Job
 from prism.models.scope import Scope
+from prism.models.users import User
 
 EXTRACT = "document.extract"
 ANALYZE = "document.analyze"
@@ -168,6 +175,10 @@ async def receive_upload(
         content_type=kind.mime_type,
     )
     try:
+        # The file took a while to store: the uploader may have been erased or deactivated
+        # meanwhile. Their row is share-locked until the document row commits, so an erasure
+        # either finished before (refused here) or waits and then finds the document.
+        await _require_uploader_active(session, scope.organization_id, uploader_id)
         try:
             async with session.begin_nested():
                 session.add(document)
@@ -203,6 +214,22 @@ async def receive_upload(
         await pipeline.store.delete(document.storage_key)
         raise
     return Received(document=document, deduplicated=False, job=job)
+
+
+async def _require_uploader_active(
+    session: AsyncSession, organization_id: uuid.UUID, uploader_id: uuid.UUID | None
+) -> None:
+    if uploader_id is None:  # a service token: no person behind the upload
+        return
+    row = (
+        await session.execute(
+            sa.select(User.is_active, User.erased_at)
+            .where(User.organization_id == organization_id, User.id == uploader_id)
+            .with_for_update(read=True)
+        )
+    ).one_or_none()
+    if row is None or not row.is_active or row.erased_at is not None:
+        raise Unauthenticated("The uploader is no longer active.")
 
 
 async def _live_document_with_hash(
@@ -649,6 +676,7 @@ async def handle_export(run: JobRun) -> None:
         run.pipeline.envelope,
         organization_id=run.job.organization_id,
         export_id=uuid.UUID(run.job.payload["exportId"]),
+        scope=gdpr.scope_of_payload(run.job.organization_id, run.job.payload),
         link_ttl=timedelta(seconds=settings.export_link_ttl_seconds),
         complete=lambda session: complete(session, run),
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -345,6 +345,41 @@ def _expired_jobs(organization_id: uuid.UUID, before: datetime) -> sa.ColumnElem
 
 def _expired_runs(organization_id: uuid.UUID, before: datetime) -> sa.ColumnElement[bool]:
     return sa.and_(QualityRun.organization_id == organization_id, QualityRun.assessed_at < before)
+
+
+def _utc_day(column: Any) -> Any:
+    return sa.cast(sa.func.timezone(sa.literal_column("'UTC'"), column), sa.Date)
+
+
+async def document_days(session: AsyncSession, ids: Sequence[uuid.UUID]) -> set[date]:
+    """The UTC creation days of documents ``ids`` and of the analyses and feedback that go
+    with them (cascade): the lake partitions that hold them."""
+    if not ids:
+        return set()
+    queries = [
+        sa.select(_utc_day(Document.created_at)).where(Document.id.in_(ids)),
+        sa.select(_utc_day(Analysis.created_at)).where(Analysis.document_id.in_(ids)),
+        sa.select(_utc_day(Feedback.created_at)).where(Feedback.document_id.in_(ids)),
+    ]
+    return set(await session.scalars(sa.union(*queries)))
+
+
+async def purged_row_days(
+    session: AsyncSession, organization_id: uuid.UUID, category: DataCategory, *, before: datetime
+) -> set[date]:
+    """The UTC creation days of the rows ``purge_rows`` would delete that the lake exports
+    (analyses, feedback): the partitions to rewrite once they are gone."""
+    if category is DataCategory.ANALYSES:
+        query = sa.select(_utc_day(Analysis.created_at)).where(
+            _expired_analyses(organization_id, before)
+        )
+    elif category is DataCategory.FEEDBACK:
+        query = sa.select(_utc_day(Feedback.created_at)).where(
+            _expired_feedback(organization_id, before)
+        )
+    else:
+        return set()
+    return set(await session.scalars(query.distinct()))
 
 
 async def purge_rows(

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prism.authz.policy import Action, Resource, require
 from prism.authz.principal import Principal
 from prism.errors import BadUserInput, Conflict, Forbidden, not_found
-from prism.governance import originals
+from prism.governance import gdpr, originals
 from prism.jobs import pipeline
 from prism.models import analyses as analysis_models
 from prism.models import documents as document_models
@@ -128,6 +128,23 @@ async def update_document(
                 subject=max(was, subject_of(document), key=_rank),
             )
             await pipeline.enqueue_index(session, ctx.services.pipeline, document)
+        if before["legalHold"] and not document.legal_hold:
+            # Kept only for the hold: an erased uploader's document goes now.
+            job = await gdpr.erase_released_document(
+                session, document, max_attempts=ctx.services.settings.job_max_attempts
+            )
+            if job is not None:
+                await ctx.audit(
+                    session,
+                    event_type="document.erase",
+                    category="governance",
+                    description=f"Document {document.id} of erased user {document.uploaded_by} "
+                    "erased once its legal hold lifted",
+                    resource_type="Document",
+                    resource_id=document.id,
+                    after={"cleanupJobId": str(job.id)},
+                    subject=subject_of(document),
+                )
         return document
 
 

@@ -45,6 +45,7 @@ async def export_user_data(ctx: Context, user_id: uuid.UUID) -> DataExport:
             organization_id=principal.organization_id,
             subject_id=subject.id,
             requested_by=principal.user_id,
+            scope=principal.scope(),
             max_attempts=ctx.services.settings.job_max_attempts,
         )
         await ctx.audit(
@@ -90,8 +91,9 @@ async def erase_user(ctx: Context, user_id: uuid.UUID) -> Erasure:
         return erasure
 
 
-async def erasure_status(ctx: Context, user_id: uuid.UUID) -> tuple[User, list[Job]] | None:
-    """A person's erasure and its cleanup jobs (ADMIN); None if they were never erased."""
+async def erasure_status(ctx: Context, user_id: uuid.UUID) -> tuple[User, list[Job], int] | None:
+    """A person's erasure, its cleanup jobs and the count of their documents still kept for
+    a legal hold (ADMIN); None if they were never erased."""
     principal = ctx.require_principal()
     require(principal, Action.JOB_ADMIN)
     async with ctx.transaction.read() as session:
@@ -101,4 +103,5 @@ async def erasure_status(ctx: Context, user_id: uuid.UUID) -> tuple[User, list[J
         if rows[0].erased_at is None:
             return None
         jobs = await gdpr.read_cleanup_jobs(session, principal.organization_id, user_id)
-    return rows[0], jobs
+        held = await gdpr.count_held_documents(session, user_id)
+    return rows[0], jobs, held

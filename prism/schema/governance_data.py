@@ -117,17 +117,20 @@ class ErasureStatus:
     subject_id: strawberry.ID
     erased_at: datetime
     cleanup_complete: bool = strawberry.field(
-        description="True once every cleanup job has SUCCEEDED: nothing of the person is "
-        "left in stored files, the lake or the search index."
+        description="True once every cleanup job has SUCCEEDED and no document of the "
+        "person is still kept for a legal hold: nothing of the person is left in stored "
+        "files, the lake or the search index."
     )
     cleanup_jobs: list[Job] = strawberry.field(description="Oldest first.")
 
     @classmethod
-    def from_rows(cls, subject: user_models.User, jobs: list[job_models.Job]) -> ErasureStatus:
+    def from_rows(
+        cls, subject: user_models.User, jobs: list[job_models.Job], held: int = 0
+    ) -> ErasureStatus:
         assert subject.erased_at is not None
         return cls(
             subject_id=strawberry.ID(to_global_id("User", subject.id)),
             erased_at=subject.erased_at,
-            cleanup_complete=cleanup_complete(jobs),
+            cleanup_complete=cleanup_complete(jobs, held),
             cleanup_jobs=[Job.from_row(j) for j in jobs],
         )
