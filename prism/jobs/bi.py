@@ -9,12 +9,10 @@ import uuid
 import sqlalchemy as sa
 
 from prism.config import Settings
-from prism.jobs.pipeline import JobRun, LeaseLost
+from prism.jobs.pipeline import JobRun, complete
 from prism.models import bi as bi_models
-from prism.models import jobs as job_models
 from prism.models.analyses import Analysis
 from prism.models.db import Database
-from prism.models.enums import JobState
 
 REFRESH = bi_models.REFRESH_JOB
 # Counts the findings of analyses sealed before ``finding_count`` existed (queued by
@@ -48,15 +46,7 @@ async def handle_refresh(run: JobRun) -> None:
             )
             if done < SLICES_PER_TRANSACTION:
                 # Finished with the last slices, in their transaction, fenced on the lease.
-                finished = await job_models.finish_job(
-                    session,
-                    job_id=run.job.id,
-                    worker=run.worker,
-                    attempt=run.job.attempts,
-                    state=JobState.SUCCEEDED,
-                )
-                if not finished:
-                    raise LeaseLost(str(run.job.id))
+                await complete(session, run)
                 return
 
 
@@ -78,7 +68,9 @@ async def handle_count_findings(run: JobRun) -> None:
                     sa.select(Analysis)
                     .where(Analysis.sealed.is_not(None), Analysis.finding_count.is_(None))
                     .limit(SLICES_PER_TRANSACTION * 8)
-                    .with_for_update(skip_locked=True)
+                    # Waited for, not skipped: a row skipped now would stay uncounted once
+                    # the job has finished.
+                    .with_for_update()
                 )
             )
             await envelope.open_analyses(session, rows)
@@ -90,15 +82,7 @@ async def handle_count_findings(run: JobRun) -> None:
                 )
             if rows:
                 continue
-            finished = await job_models.finish_job(
-                session,
-                job_id=run.job.id,
-                worker=run.worker,
-                attempt=run.job.attempts,
-                state=JobState.SUCCEEDED,
-            )
-            if not finished:
-                raise LeaseLost(str(run.job.id))
+            await complete(session, run)
             return
 
 

@@ -363,43 +363,30 @@ class OpenSearchBackend:
         if sections:
             await self._through_alias(lambda: self._bulk(sections, index=self.alias))
         # Sections of an earlier extraction (other ids) go.
-        await self._through_alias(
-            lambda: self._call(
-                self.client.delete_by_query(
-                    index=self.alias,
-                    body={
-                        "query": {
-                            "bool": {
-                                "filter": [
-                                    {"term": {"organization_id": str(organization_id)}},
-                                    {"term": {"document_id": str(document_id)}},
-                                ],
-                                "must_not": [
-                                    {"ids": {"values": [str(s.section_id) for s in sections]}}
-                                ],
-                            }
-                        }
-                    },
-                    params={"conflicts": "proceed"},
-                )
-            )
+        await self._delete_sections(
+            organization_id, document_id, keep=[str(s.section_id) for s in sections]
         )
 
     async def delete(self, organization_id: uuid.UUID, document_id: uuid.UUID) -> None:
+        await self._delete_sections(organization_id, document_id, keep=[])
+
+    async def _delete_sections(
+        self, organization_id: uuid.UUID, document_id: uuid.UUID, *, keep: list[str]
+    ) -> None:
+        """A document's sections, but for the ids in ``keep``, through the alias."""
+        query: dict[str, Any] = {
+            "filter": [
+                {"term": {"organization_id": str(organization_id)}},
+                {"term": {"document_id": str(document_id)}},
+            ]
+        }
+        if keep:
+            query["must_not"] = [{"ids": {"values": keep}}]
         await self._through_alias(
             lambda: self._call(
                 self.client.delete_by_query(
                     index=self.alias,
-                    body={
-                        "query": {
-                            "bool": {
-                                "filter": [
-                                    {"term": {"organization_id": str(organization_id)}},
-                                    {"term": {"document_id": str(document_id)}},
-                                ]
-                            }
-                        }
-                    },
+                    body={"query": {"bool": query}},
                     params={"conflicts": "proceed"},
                 )
             )
