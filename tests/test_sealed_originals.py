@@ -17,6 +17,7 @@ import tracemalloc
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from pydantic import SecretStr
 
 from prism import bootstrap, migrations
 from prism.config import Settings
-from prism.governance import originals
+from prism.governance import lifecycle, originals
 from prism.ingest.sealed import (
     HEADER,
     MAGIC,
@@ -42,8 +43,9 @@ from prism.ingest.sealed import (
     sealed_size,
 )
 from prism.ingest.storage import LocalStore, ObjectStore, S3Store
+from prism.models.base import utcnow
 from prism.models.documents import Document
-from prism.models.enums import Classification, Role
+from prism.models.enums import Classification, Role, StorageTier
 from prism.resolvers.context import Services
 from prism.resolvers.ids import from_global_id
 from prism.server import create_app
@@ -466,3 +468,106 @@ async def test_a_file_larger_than_a_multipart_part_is_sealed_into_s3_and_opens(
         [p async for p in open_sealed(store.open_stream(name), key_for, name.encode())]
     )
     assert opened == plain
+
+
+# --- storage tiers: sealing keeps them, archived files defer, tier moves take the row lock ---
+
+
+async def _set_tier(world: World, document_id: uuid.UUID, tier: StorageTier) -> None:
+    """The lifecycle moved the file to ``tier`` (object and row)."""
+    key = await _key(world, document_id)
+    await world.services.pipeline.store.change_tier(key, tier.value)
+    async with world.services.db.transaction(world.tenant.org_id) as session:
+        await session.execute(
+            sa.update(Document).where(Document.id == document_id).values(storage_tier=tier)
+        )
+
+
+async def test_sealing_keeps_the_storage_class_of_the_tier_the_file_is_on(world: World) -> None:
+    if world.kind != "s3":
+        pytest.skip("storage classes are S3's")
+    store = world.services.pipeline.store
+    assert isinstance(store, S3Store)
+    admin = world.tenant.tokens[Role.ADMIN]
+    for tier, storage_class in (
+        (StorageTier.COLD, "GLACIER_IR"),
+        (StorageTier.WARM, "STANDARD_IA"),
+    ):
+        document_id = await _upload(world, _record(), "INTERNAL")
+        key = await _key(world, document_id)
+        await _set_tier(world, document_id, tier)
+        body = await gql(
+            world.client, RECLASSIFY, {"id": _gid(document_id), "c": "CONFIDENTIAL"}, token=admin
+        )
+        assert body.get("errors") is None, body
+        assert (await world.raw(key)).startswith(MAGIC)
+        assert await store.read_storage_class(key) == storage_class
+
+
+async def test_reclassifying_an_archived_file_applies_and_sealing_follows_the_restore(
+    world: World,
+) -> None:
+    if world.kind != "s3":
+        pytest.skip("only S3 archives (DEEP_ARCHIVE needs a restore before a read)")
+    data = _record()
+    document_id = await _upload(world, data, "INTERNAL")
+    key = await _key(world, document_id)
+    await _set_tier(world, document_id, StorageTier.ARCHIVE)
+    # when: the document is classified RESTRICTED while its file cannot be read
+    body = await gql(
+        world.client,
+        RECLASSIFY,
+        {"id": _gid(document_id), "c": "RESTRICTED"},
+        token=world.tenant.tokens[Role.ADMIN],
+    )
+    # then: the classification (what governs access) applies, with no error
+    assert body.get("errors") is None, body
+    assert body["data"]["updateDocument"]["classification"] == "RESTRICTED"
+    async with world.services.db.transaction(world.tenant.org_id) as session:
+        document = await session.get(Document, document_id)
+        assert document is not None
+        assert document.classification is Classification.RESTRICTED
+    # and the file is still listed to seal (a run before the restore fails on it, says so)
+    store, envelope = world.services.pipeline.store, world.services.pipeline.envelope
+    report = await originals.seal_existing(world.services.db, store, envelope)
+    assert (report.failed, report.sealed) == (1, 0)
+    # after the operator restores it, `prism originals seal` seals it, on its tier
+    async with aioboto3.Session().client(
+        "s3", endpoint_url=world.endpoint, region_name="us-east-1"
+    ) as s3:
+        await s3.restore_object(Bucket=BUCKET, Key=world.prefix + key, RestoreRequest={"Days": 1})
+    report = await originals.seal_existing(world.services.db, store, envelope)
+    assert (report.failed, report.sealed) == (0, 1)
+    assert isinstance(store, S3Store)
+    assert await store.read_storage_class(key) == "DEEP_ARCHIVE"
+
+
+async def test_a_tier_move_waits_for_the_row_lock_sealing_holds(world: World) -> None:
+    """A tier move copies the object onto itself; it takes the document row's lock first, so
+    it never copies a clear file back over one sealed meanwhile."""
+    if world.kind != "s3":
+        pytest.skip("tier moves copy objects in S3")
+    store = world.services.pipeline.store
+    assert isinstance(store, S3Store)
+    document_id = await _upload(world, _record(), "INTERNAL")
+    key = await _key(world, document_id)
+    async with world.services.db.transaction(world.tenant.org_id) as session:
+        await session.execute(
+            sa.update(Document)
+            .where(Document.id == document_id)
+            .values(created_at=utcnow() - timedelta(days=100), retention_expires_at=None)
+        )
+    async with world.services.db.transaction(world.tenant.org_id) as session:
+        # a reclassification holds the row (as updateDocument does while it seals)
+        await session.scalar(
+            sa.select(Document.id).where(Document.id == document_id).with_for_update()
+        )
+        move = asyncio.create_task(
+            lifecycle.run_lifecycle(world.services.db, store, world.tenant.org_id)
+        )
+        await asyncio.sleep(1.5)
+        assert not move.done()
+        assert await store.read_storage_class(key) == "STANDARD"  # not copied meanwhile
+    report = await asyncio.wait_for(move, timeout=30)
+    assert dict(report.transitions) == {"HOT->WARM": 1}
+    assert await store.read_storage_class(key) == "STANDARD_IA"
