@@ -13,6 +13,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import time
 import tracemalloc
 import uuid
 from collections.abc import AsyncIterator
@@ -571,3 +573,46 @@ async def test_a_tier_move_waits_for_the_row_lock_sealing_holds(world: World) ->
     report = await asyncio.wait_for(move, timeout=30)
     assert dict(report.transitions) == {"HOT->WARM": 1}
     assert await store.read_storage_class(key) == "STANDARD_IA"
+
+
+# --- extraction scratch left by a killed worker -------------------------------------------
+
+
+async def test_a_starting_worker_removes_scratch_left_by_killed_workers_only(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed mid-extraction leaves ``prism-extract-<pid>-*/source`` (a RESTRICTED
+    file, decrypted). The next worker to start removes it; a directory whose owner is alive,
+    or too young to be abandoned, stays."""
+    if world.kind != "local":
+        pytest.skip("the scratch directory does not depend on the store")
+    from prism.jobs.worker import Worker
+
+    scratch_root = tmp_path / "tmp"
+    scratch_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch_root))
+    finished = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await finished.wait()  # a worker that is gone (its pid no longer runs)
+
+    def scratch(name: str, age: float = 0) -> Path:
+        directory = scratch_root / name
+        directory.mkdir(mode=0o700)
+        (directory / "source").write_bytes(SSN.encode())
+        if age:
+            then = time.time() - age
+            os.utime(directory, (then, then))
+        return directory
+
+    dead = scratch(f"prism-extract-{finished.pid}-abc")
+    alive = scratch(f"prism-extract-{os.getpid()}-def", age=10_000)  # in use by this process
+    legacy_old = scratch("prism-extract-x1y2z3", age=10_000)  # unnamed, older than the timeout
+    legacy_new = scratch("prism-extract-q9w8e7")  # unnamed, may still be in use
+    unrelated = scratch(f"other-{finished.pid}")
+
+    await Worker(world.services.pipeline).drain()
+
+    assert not dead.exists()
+    assert not legacy_old.exists()
+    assert alive.exists()
+    assert legacy_new.exists()
+    assert unrelated.exists()
