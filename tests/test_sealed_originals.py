@@ -616,3 +616,58 @@ async def test_a_starting_worker_removes_scratch_left_by_killed_workers_only(
     assert alive.exists()
     assert legacy_new.exists()
     assert unrelated.exists()
+
+
+# --- a duplicate upload never keeps a lower classification than asked ----------------------
+
+
+async def test_a_duplicate_upload_asking_a_higher_classification_is_a_conflict(
+    world: World,
+) -> None:
+    """The same bytes stored PUBLIC (in the clear) and uploaded again as RESTRICTED: CONFLICT
+    on ``classification``, nothing stored; the existing document is reclassified instead.
+    The same or a lower level (or none asked) answers with the existing document."""
+    if world.kind != "local":
+        pytest.skip("the answer does not depend on the store")
+    admin = world.tenant.tokens[Role.ADMIN]
+    data = _record()
+    document_id = await _upload(world, data, "PUBLIC")
+    key = await _key(world, document_id)
+
+    async def again(**fields: Any) -> dict[str, Any]:
+        response = await upload(world.client, admin, "again.txt", data, **fields)
+        body: dict[str, Any] = response.json()
+        return body
+
+    for status in ("COMPLETED", "FAILED"):  # a FAILED one is retried by an upload: same rule
+        async with world.services.db.transaction(world.tenant.org_id) as session:
+            await session.execute(
+                sa.update(Document)
+                .where(Document.id == document_id)
+                .values(processing_status=status)
+            )
+        for higher in ("INTERNAL", "CONFIDENTIAL", "RESTRICTED"):
+            body = await again(classification=higher)
+            assert body["data"] is None, body
+            [error] = body["errors"]
+            assert error["extensions"]["code"] == "CONFLICT"
+            assert error["extensions"]["argument"] == "classification"
+        assert await world.raw(key) == data  # the stored file is untouched
+    async with world.services.db.transaction(world.tenant.org_id) as session:
+        count = await session.scalar(
+            sa.select(sa.func.count()).select_from(Document).where(Document.sha256.is_not(None))
+        )
+    assert count == 1
+
+    for fields in ({"classification": "PUBLIC"}, {}):
+        body = await again(**fields)
+        assert body["data"]["uploadDocument"]["deduplicated"] is True, body
+        assert body["data"]["uploadDocument"]["document"]["classification"] == "PUBLIC"
+    # raised on the existing document instead, a lower level asked keeps the higher one
+    body = await gql(
+        world.client, RECLASSIFY, {"id": _gid(document_id), "c": "RESTRICTED"}, token=admin
+    )
+    assert body.get("errors") is None, body
+    assert (await world.raw(key)).startswith(MAGIC)
+    body = await again(classification="PUBLIC")
+    assert body["data"]["uploadDocument"]["document"]["classification"] == "RESTRICTED"

@@ -124,12 +124,13 @@ async def receive_upload(
     sha256, size, kind = await asyncio.to_thread(
         _inspect, source, pipeline.settings.max_upload_bytes
     )
+    requested = classification
     classification = classification or Classification.INTERNAL
     if classification.rank > scope.max_classification.rank:
         raise BadUserInput(
             "A document cannot be classified above your own clearance.", argument="classification"
         )
-    existing = await _live_document_with_hash(session, scope, sha256)
+    existing = _not_below(await _live_document_with_hash(session, scope, sha256), requested)
     if existing is not None and existing.document.processing_status is ProcessingStatus.FAILED:
         # Uploading a failed document again retries it (after a fix of Prism, say): the
         # stored object is the same bytes, so only the processing starts over.
@@ -179,7 +180,7 @@ async def receive_upload(
         except IntegrityError:
             # The same bytes arrived concurrently and won the race: answer with theirs.
             await pipeline.store.delete(document.storage_key)
-            raced = await _live_document_with_hash(session, scope, sha256)
+            raced = _not_below(await _live_document_with_hash(session, scope, sha256), requested)
             if raced is None:
                 raise
             return raced
@@ -207,6 +208,23 @@ async def receive_upload(
         await pipeline.store.delete(document.storage_key)
         raise
     return Received(document=document, deduplicated=False, job=job)
+
+
+def _not_below(existing: Received | None, requested: Classification | None) -> Received | None:
+    """A duplicate upload never silently keeps a lower classification than the one asked for
+    (the existing copy may be stored in the clear): CONFLICT, saying to reclassify the
+    existing document instead (updateDocument, which seals what the level requires)."""
+    if (
+        existing is not None
+        and requested is not None
+        and requested.rank > existing.document.classification.rank
+    ):
+        raise Conflict(
+            "An identical document already exists at a lower classification; raise its "
+            "classification instead of uploading it again.",
+            argument="classification",
+        )
+    return existing
 
 
 async def _live_document_with_hash(
