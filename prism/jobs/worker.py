@@ -108,8 +108,11 @@ class Worker:
                 log.info("worker stopped", worker=self.name)
 
     def sweep_scratch(self) -> int:
-        """At start: extraction scratch left by killed workers (possibly decrypted files)."""
-        return pipeline.sweep_scratch(self.pipeline.settings.extract_timeout_seconds)
+        """At start: extraction scratch left by killed workers (possibly decrypted files). An
+        unnamed directory counts as abandoned after twice the extraction timeout, and never
+        before an hour (its download may have taken a while before extraction began)."""
+        timeout = self.pipeline.settings.extract_timeout_seconds
+        return pipeline.sweep_scratch(max(2 * timeout, 3600))
 
     async def drain(self) -> int:
         """Run jobs until none is runnable (the demo, tests, `prism worker --drain`)."""
