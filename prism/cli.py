@@ -819,6 +819,35 @@ def keys_rotate(new_kek: bool) -> None:
     console.print(f"Re-wrapped {len(changed)} data keys.")
 
 
+@keys.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the data keys per KEK as JSON.")
+def keys_status(as_json: bool) -> None:
+    """Data keys per key-encryption key. A retired KEK may be removed from the keyring only
+    when it wraps none; exits 1 while any data key is under a KEK that is not current."""
+    from prism.governance import encryption
+
+    async def work(services: Services) -> tuple[str, dict[str, list[Any]]]:
+        envelope = services.pipeline.envelope
+        return envelope.keks.current_id, await encryption.key_status(services.db, envelope)
+
+    current, by_kek = _run(work)
+    stale = {kek: orgs for kek, orgs in by_kek.items() if kek != current}
+    body = {
+        "current": current,
+        "data_keys": {kek: [str(o) for o in orgs] for kek, orgs in by_kek.items()},
+    }
+    lines = [f"Current key-encryption key: {current}"]
+    for kek, orgs in sorted(by_kek.items()):
+        lines.append(f"{kek}: {len(orgs)} data keys" + (" (current)" if kek == current else ""))
+    lines.append(
+        f"{sum(len(o) for o in stale.values())} data keys under a KEK that is not current"
+        + ("; run `prism keys rotate`." if stale else ".")
+    )
+    _emit(body, as_json, "\n".join(lines))
+    if stale:
+        sys.exit(1)
+
+
 @main.group()
 def originals() -> None:
     """Stored originals (uploaded files) in the object store."""

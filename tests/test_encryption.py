@@ -196,6 +196,11 @@ async def test_kms_wraps_and_unwraps_at_its_http_boundary(s3_endpoint: str) -> N
         )
 
 
+def _prism_unchecked(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "prism.cli", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+
 def _prism(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "prism.cli", *args],
@@ -229,6 +234,10 @@ async def test_keys_rotate_rewraps_without_touching_ciphertext(
         env.update(PRISM_DATABASE_URL=url, PRISM_DATA_DIR=str(tmp_path), PRISM_LOG_LEVEL="WARNING")
         out = _prism("keys", "rotate", "--new-kek", env=env)
         assert str(tenant.org_id) in out.stdout
+        # and `keys status` shows every data key under the new KEK (exit 0) ...
+        status = json.loads(_prism("keys", "status", "--json", env=env).stdout)
+        assert list(status["data_keys"]) == [status["current"]]
+        assert str(tenant.org_id) in status["data_keys"][status["current"]]
 
         # then: the wrapped key changed, the ciphertext did not
         async with before.db.transaction(tenant.org_id) as session:
@@ -242,13 +251,18 @@ async def test_keys_rotate_rewraps_without_touching_ciphertext(
         assert await _clear_text(before, tenant, document.id)
     finally:
         await before.close()
+    # ... while a KEK added but not yet rotated to leaves a data key behind (exit 1)
+    add_key(tmp_path / "keyring.json")
+    pending = _prism_unchecked("keys", "status", "--json", env=env)
+    assert pending.returncode == 1
+    assert str(tenant.org_id) in json.loads(pending.stdout)["data_keys"][new_kek]
+    _prism("keys", "rotate", env=env)
     # ... and a process that holds only the new KEK reads too
     keyring = json.loads((tmp_path / "keyring.json").read_text())
     keyring["keys"] = {keyring["current"]: keyring["keys"][keyring["current"]]}
     (tmp_path / "keyring.json").write_text(json.dumps(keyring))
     after = bootstrap.build_services(own, url)
     try:
-        assert after.pipeline.envelope.keks.current_id == new_kek
         assert await _clear_text(after, tenant, document.id)
     finally:
         await after.close()
@@ -473,3 +487,176 @@ async def test_an_export_download_whose_key_cannot_be_found_is_service_unavailab
     assert response.status_code == 503
     assert response.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
     assert "local:" not in response.text
+
+
+# --- the keyring file under concurrent writers and bad contents ------------------------------
+
+
+def test_two_concurrent_kek_additions_both_keep_their_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rotation B starts while rotation A is between reading and writing the keyring file: B
+    waits for A's lock, then adds to A's file; neither key is lost."""
+    import threading
+
+    from prism.governance import keyring as keyring_module
+
+    path = tmp_path / "keyring.json"
+    file_keyring(path, os.urandom(32))
+    real_read = keyring_module._read_file
+    other: dict[str, str] = {}
+
+    def read_then_let_b_run(p: Path) -> dict[str, object]:
+        data = real_read(p)
+        if "thread" not in other:
+            other["thread"] = "started"
+            b = threading.Thread(target=lambda: other.update(added=add_key(p)))
+            b.start()
+            b.join(timeout=1.0)  # on an unlocked file B reads, adds and writes meanwhile
+            monkeypatch.setattr(keyring_module, "_b", b, raising=False)
+        return data
+
+    monkeypatch.setattr(keyring_module, "_read_file", read_then_let_b_run)
+    a = add_key(path)
+    keyring_module._b.join(timeout=10)  # type: ignore[attr-defined]
+    keys = json.loads(path.read_text())["keys"]
+    assert a in keys
+    assert other["added"] in keys
+    assert json.loads(path.read_text())["current"] == other["added"]  # B wrote last
+    assert stat.S_IMODE(path.with_name("keyring.json.lock").stat().st_mode) == 0o600
+
+
+def test_many_processes_adding_keks_at_once_keep_every_key(tmp_path: Path) -> None:
+    path = tmp_path / "keyring.json"
+    file_keyring(path, os.urandom(32))
+    code = (
+        "import sys; from pathlib import Path; from prism.governance.keyring import add_key;"
+        "print(add_key(Path(sys.argv[1])))"
+    )
+    runs = [
+        subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    added = {run.communicate(timeout=60)[0].strip() for run in runs}
+    assert len(added) == 6
+    assert added <= set(json.loads(path.read_text())["keys"])
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        "short current key",
+        "short retired key",
+        "not hex",
+        "current not among the keys",
+        "not JSON",
+        "keys not a mapping",
+    ],
+)
+async def test_an_invalid_keyring_file_is_not_adopted_and_the_keys_held_keep_working(
+    tmp_path: Path, spoil: str
+) -> None:
+    path = tmp_path / "keyring.json"
+    seed = os.urandom(32)
+    ring = file_keyring(path, seed)
+    kek, wrapped = await ring.wrap(b"k" * 32, b"ctx")
+    data = json.loads(path.read_text())
+    if spoil == "short current key":
+        data["keys"]["local:short"], data["current"] = "ab" * 16, "local:short"
+    elif spoil == "short retired key":
+        data["keys"]["local:short"] = "ab" * 16
+        fresh = os.urandom(32)
+        data["keys"][key_id(fresh)], data["current"] = fresh.hex(), key_id(fresh)
+    elif spoil == "not hex":
+        data["keys"]["local:x"], data["current"] = "zz" * 32, "local:x"
+    elif spoil == "current not among the keys":
+        data["current"] = "local:nothere"
+    elif spoil == "keys not a mapping":
+        data["keys"] = ["ab" * 32]
+    text = "{not json" if spoil == "not JSON" else json.dumps(data)
+    path.write_text(text)
+    # the file is read again (it changed) but nothing of it is adopted
+    assert ring.refresh() is False
+    assert ring.current_id == key_id(seed)
+    assert await ring.wrap(b"k" * 32, b"ctx") != (None, None)
+    assert (await ring.wrap(b"k" * 32, b"ctx"))[0] == key_id(seed)
+    assert await ring.unwrap(kek, wrapped, b"ctx") == b"k" * 32
+    # a key nobody holds is an outage (SERVICE_UNAVAILABLE), never a ValueError
+    with pytest.raises(KeyUnavailable):
+        await ring.unwrap("local:unknown", wrapped, b"ctx")
+    with pytest.raises(KeyUnavailable):
+        await ring.unwrap(kek, b"short", b"ctx")
+
+
+def test_a_rotation_while_a_process_reads_the_keyring_is_noticed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The change stamp is taken before the file is read: a KEK added between the read and
+    the stamp is picked up by the next refresh."""
+    from prism.governance import keyring as keyring_module
+
+    path = tmp_path / "keyring.json"
+    file_keyring(path, os.urandom(32))
+    real_read = keyring_module._read_file
+    rotated: dict[str, str] = {}
+
+    def read_then_rotate(p: Path) -> dict[str, object]:
+        data = real_read(p)
+        if not rotated:
+            rotated["kek"] = "pending"
+            rotated["kek"] = add_key(p)
+        return data
+
+    monkeypatch.setattr(keyring_module, "_read_file", read_then_rotate)
+    ring = file_keyring(path, os.urandom(32))
+    assert ring.current_id == rotated["kek"]
+
+
+async def test_a_data_key_created_during_a_rotation_ends_under_the_new_kek(
+    new_database: NewDatabase,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server wraps a new data key with the KEK current then; the operator adds a KEK and
+    rotates before the server commits. The key still ends under the new KEK, and
+    ``keys status`` shows no data key left under the old one."""
+    from prism.governance import encryption
+    from prism.governance import keyring as keyring_module
+    from prism.models import governance_data
+
+    url = await new_database()
+    await asyncio.to_thread(migrations.upgrade, url)
+    own = settings.model_copy(update={"database_url": SecretStr(url), "data_dir": tmp_path})
+    services = bootstrap.build_services(own, url)
+    try:
+        tenant = await make_tenant(services)
+        envelope = services.pipeline.envelope
+        other = await make_tenant(services)  # its data key is made before the rotation
+        async with services.db.transaction(other.org_id) as session:
+            await envelope.stream_key(session, other.org_id)
+        real_insert = governance_data.insert_data_key
+        state: dict[str, object] = {}
+
+        async def insert_after_a_rotation(session: object, **values: object) -> object:
+            if not state:
+                state["new"] = keyring_module.add_key(tmp_path / keyring_module.KEYRING_FILE)
+                cli = bootstrap.build_services(own, url)
+                try:
+                    state["changed"] = await encryption.rotate(cli.db, cli.pipeline.envelope)
+                finally:
+                    await cli.close()
+            return await real_insert(session, **values)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(governance_data, "insert_data_key", insert_after_a_rotation)
+        async with services.db.transaction(tenant.org_id) as session:
+            await envelope.stream_key(session, tenant.org_id)
+        async with services.db.transaction(tenant.org_id) as session:
+            row = await governance_data.read_data_key(session, tenant.org_id)
+        assert row is not None
+        assert row.kek_id == state["new"]
+        status = await encryption.key_status(services.db, envelope)
+        assert set(status) == {state["new"]}
+        assert {tenant.org_id, other.org_id} <= set(status[str(state["new"])])
+    finally:
+        await services.close()

@@ -13,10 +13,13 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import time
 import tracemalloc
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ from pydantic import SecretStr
 
 from prism import bootstrap, migrations
 from prism.config import Settings
-from prism.governance import originals
+from prism.governance import lifecycle, originals
 from prism.ingest.sealed import (
     HEADER,
     MAGIC,
@@ -42,8 +45,9 @@ from prism.ingest.sealed import (
     sealed_size,
 )
 from prism.ingest.storage import LocalStore, ObjectStore, S3Store
+from prism.models.base import utcnow
 from prism.models.documents import Document
-from prism.models.enums import Classification, Role
+from prism.models.enums import Classification, Role, StorageTier
 from prism.resolvers.context import Services
 from prism.resolvers.ids import from_global_id
 from prism.server import create_app
@@ -466,3 +470,204 @@ async def test_a_file_larger_than_a_multipart_part_is_sealed_into_s3_and_opens(
         [p async for p in open_sealed(store.open_stream(name), key_for, name.encode())]
     )
     assert opened == plain
+
+
+# --- storage tiers: sealing keeps them, archived files defer, tier moves take the row lock ---
+
+
+async def _set_tier(world: World, document_id: uuid.UUID, tier: StorageTier) -> None:
+    """The lifecycle moved the file to ``tier`` (object and row)."""
+    key = await _key(world, document_id)
+    await world.services.pipeline.store.change_tier(key, tier.value)
+    async with world.services.db.transaction(world.tenant.org_id) as session:
+        await session.execute(
+            sa.update(Document).where(Document.id == document_id).values(storage_tier=tier)
+        )
+
+
+async def test_sealing_keeps_the_storage_class_of_the_tier_the_file_is_on(world: World) -> None:
+    if world.kind != "s3":
+        pytest.skip("storage classes are S3's")
+    store = world.services.pipeline.store
+    assert isinstance(store, S3Store)
+    admin = world.tenant.tokens[Role.ADMIN]
+    for tier, storage_class in (
+        (StorageTier.COLD, "GLACIER_IR"),
+        (StorageTier.WARM, "STANDARD_IA"),
+    ):
+        document_id = await _upload(world, _record(), "INTERNAL")
+        key = await _key(world, document_id)
+        await _set_tier(world, document_id, tier)
+        body = await gql(
+            world.client, RECLASSIFY, {"id": _gid(document_id), "c": "CONFIDENTIAL"}, token=admin
+        )
+        assert body.get("errors") is None, body
+        assert (await world.raw(key)).startswith(MAGIC)
+        assert await store.read_storage_class(key) == storage_class
+
+
+async def test_reclassifying_an_archived_file_applies_and_sealing_follows_the_restore(
+    world: World,
+) -> None:
+    if world.kind != "s3":
+        pytest.skip("only S3 archives (DEEP_ARCHIVE needs a restore before a read)")
+    data = _record()
+    document_id = await _upload(world, data, "INTERNAL")
+    key = await _key(world, document_id)
+    await _set_tier(world, document_id, StorageTier.ARCHIVE)
+    # when: the document is classified RESTRICTED while its file cannot be read
+    body = await gql(
+        world.client,
+        RECLASSIFY,
+        {"id": _gid(document_id), "c": "RESTRICTED"},
+        token=world.tenant.tokens[Role.ADMIN],
+    )
+    # then: the classification (what governs access) applies, with no error
+    assert body.get("errors") is None, body
+    assert body["data"]["updateDocument"]["classification"] == "RESTRICTED"
+    async with world.services.db.transaction(world.tenant.org_id) as session:
+        document = await session.get(Document, document_id)
+        assert document is not None
+        assert document.classification is Classification.RESTRICTED
+    # and the file is still listed to seal (a run before the restore fails on it, says so)
+    store, envelope = world.services.pipeline.store, world.services.pipeline.envelope
+    report = await originals.seal_existing(world.services.db, store, envelope)
+    assert (report.failed, report.sealed) == (1, 0)
+    # after the operator restores it, `prism originals seal` seals it, on its tier
+    async with aioboto3.Session().client(
+        "s3", endpoint_url=world.endpoint, region_name="us-east-1"
+    ) as s3:
+        await s3.restore_object(Bucket=BUCKET, Key=world.prefix + key, RestoreRequest={"Days": 1})
+    report = await originals.seal_existing(world.services.db, store, envelope)
+    assert (report.failed, report.sealed) == (0, 1)
+    assert isinstance(store, S3Store)
+    assert await store.read_storage_class(key) == "DEEP_ARCHIVE"
+
+
+async def test_a_tier_move_waits_for_the_row_lock_sealing_holds(world: World) -> None:
+    """A tier move copies the object onto itself; it takes the document row's lock first, so
+    it never copies a clear file back over one sealed meanwhile."""
+    if world.kind != "s3":
+        pytest.skip("tier moves copy objects in S3")
+    store = world.services.pipeline.store
+    assert isinstance(store, S3Store)
+    document_id = await _upload(world, _record(), "INTERNAL")
+    key = await _key(world, document_id)
+    async with world.services.db.transaction(world.tenant.org_id) as session:
+        await session.execute(
+            sa.update(Document)
+            .where(Document.id == document_id)
+            .values(created_at=utcnow() - timedelta(days=100), retention_expires_at=None)
+        )
+    async with world.services.db.transaction(world.tenant.org_id) as session:
+        # a reclassification holds the row (as updateDocument does while it seals)
+        await session.scalar(
+            sa.select(Document.id).where(Document.id == document_id).with_for_update()
+        )
+        move = asyncio.create_task(
+            lifecycle.run_lifecycle(world.services.db, store, world.tenant.org_id)
+        )
+        await asyncio.sleep(1.5)
+        assert not move.done()
+        assert await store.read_storage_class(key) == "STANDARD"  # not copied meanwhile
+    report = await asyncio.wait_for(move, timeout=30)
+    assert dict(report.transitions) == {"HOT->WARM": 1}
+    assert await store.read_storage_class(key) == "STANDARD_IA"
+
+
+# --- extraction scratch left by a killed worker -------------------------------------------
+
+
+async def test_a_starting_worker_removes_scratch_left_by_killed_workers_only(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed mid-extraction leaves ``prism-extract-<pid>-*/source`` (a RESTRICTED
+    file, decrypted). The next worker to start removes it; a directory whose owner is alive,
+    or too young to be abandoned, stays."""
+    if world.kind != "local":
+        pytest.skip("the scratch directory does not depend on the store")
+    from prism.jobs.worker import Worker
+
+    scratch_root = tmp_path / "tmp"
+    scratch_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch_root))
+    finished = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await finished.wait()  # a worker that is gone (its pid no longer runs)
+
+    def scratch(name: str, age: float = 0) -> Path:
+        directory = scratch_root / name
+        directory.mkdir(mode=0o700)
+        (directory / "source").write_bytes(SSN.encode())
+        if age:
+            then = time.time() - age
+            os.utime(directory, (then, then))
+        return directory
+
+    dead = scratch(f"prism-extract-{finished.pid}-abc")
+    alive = scratch(f"prism-extract-{os.getpid()}-def", age=10_000)  # in use by this process
+    legacy_old = scratch("prism-extract-x1y2z3", age=10_000)  # unnamed, older than the timeout
+    legacy_new = scratch("prism-extract-q9w8e7")  # unnamed, may still be in use
+    unrelated = scratch(f"other-{finished.pid}")
+
+    await Worker(world.services.pipeline).drain()
+
+    assert not dead.exists()
+    assert not legacy_old.exists()
+    assert alive.exists()
+    assert legacy_new.exists()
+    assert unrelated.exists()
+
+
+# --- a duplicate upload never keeps a lower classification than asked ----------------------
+
+
+async def test_a_duplicate_upload_asking_a_higher_classification_is_a_conflict(
+    world: World,
+) -> None:
+    """The same bytes stored PUBLIC (in the clear) and uploaded again as RESTRICTED: CONFLICT
+    on ``classification``, nothing stored; the existing document is reclassified instead.
+    The same or a lower level (or none asked) answers with the existing document."""
+    if world.kind != "local":
+        pytest.skip("the answer does not depend on the store")
+    admin = world.tenant.tokens[Role.ADMIN]
+    data = _record()
+    document_id = await _upload(world, data, "PUBLIC")
+    key = await _key(world, document_id)
+
+    async def again(**fields: Any) -> dict[str, Any]:
+        response = await upload(world.client, admin, "again.txt", data, **fields)
+        body: dict[str, Any] = response.json()
+        return body
+
+    for status in ("COMPLETED", "FAILED"):  # a FAILED one is retried by an upload: same rule
+        async with world.services.db.transaction(world.tenant.org_id) as session:
+            await session.execute(
+                sa.update(Document)
+                .where(Document.id == document_id)
+                .values(processing_status=status)
+            )
+        for higher in ("INTERNAL", "CONFIDENTIAL", "RESTRICTED"):
+            body = await again(classification=higher)
+            assert body["data"] is None, body
+            [error] = body["errors"]
+            assert error["extensions"]["code"] == "CONFLICT"
+            assert error["extensions"]["argument"] == "classification"
+        assert await world.raw(key) == data  # the stored file is untouched
+    async with world.services.db.transaction(world.tenant.org_id) as session:
+        count = await session.scalar(
+            sa.select(sa.func.count()).select_from(Document).where(Document.sha256.is_not(None))
+        )
+    assert count == 1
+
+    for fields in ({"classification": "PUBLIC"}, {}):
+        body = await again(**fields)
+        assert body["data"]["uploadDocument"]["deduplicated"] is True, body
+        assert body["data"]["uploadDocument"]["document"]["classification"] == "PUBLIC"
+    # raised on the existing document instead, a lower level asked keeps the higher one
+    body = await gql(
+        world.client, RECLASSIFY, {"id": _gid(document_id), "c": "RESTRICTED"}, token=admin
+    )
+    assert body.get("errors") is None, body
+    assert (await world.raw(key)).startswith(MAGIC)
+    body = await again(classification="PUBLIC")
+    assert body["data"]["uploadDocument"]["document"]["classification"] == "RESTRICTED"

@@ -68,6 +68,14 @@ class Envelope:
                 row = await governance_models.insert_data_key(
                     own, organization_id=organization_id, kek_id=kek_id, wrapped_key=wrapped
                 )
+            if row.kek_id != self.keks.current_id:
+                # A rotation made another KEK current between the wrap and the commit (and
+                # may have finished without seeing this row): re-wrap it now, so no data key
+                # is left behind under a KEK about to be retired.
+                await _rewrap(self.db, self.keks, organization_id)
+                async with self.db.transaction(organization_id) as own:
+                    row = await governance_models.read_data_key(own, organization_id)
+                assert row is not None
         try:
             plain = await self.keks.unwrap(
                 row.kek_id, row.wrapped_key, self._wrap_context(organization_id)
@@ -230,23 +238,56 @@ class Envelope:
         await session.flush()
 
 
+async def _rewrap(
+    db: Database, keks: KeyEncryptionKeys, organization_id: uuid.UUID
+) -> tuple[uuid.UUID, str, str] | None:
+    """Re-wrap one organization's data key with the current KEK, under its row lock (None if
+    it has none or is already under the current KEK)."""
+    async with db.transaction(organization_id) as session:
+        row = await governance_models.read_data_key(session, organization_id, for_update=True)
+        if row is None or row.kek_id == keks.current_id:
+            return None
+        context = Envelope._wrap_context(organization_id)
+        plain = await keks.unwrap(row.kek_id, row.wrapped_key, context)
+        kek_id, wrapped = await keks.wrap(plain, context)
+        old = row.kek_id
+        await governance_models.rewrap_data_key(session, row, kek_id=kek_id, wrapped_key=wrapped)
+    return organization_id, old, kek_id
+
+
+ROTATION_PASSES = 5
+
+
 async def rotate(db: Database, envelope: Envelope) -> list[tuple[uuid.UUID, str, str]]:
     """Re-wrap every organization's data key with the current KEK, one organization per
     transaction: (organization, old KEK id, new KEK id) of each re-wrapped key. The data key
-    itself, and so every ciphertext, stays as it is."""
+    itself, and so every ciphertext, stays as it is.
+
+    It converges: passes repeat (re-reading the organizations) until one finds no data key
+    under a non-current KEK, so a key created by a server while a pass ran is re-wrapped too
+    (a server also re-wraps a key it created under a KEK that stopped being current before
+    its commit: ``Envelope.data_key``). ``key_status`` verifies the result."""
+    changed: list[tuple[uuid.UUID, str, str]] = []
+    for _ in range(ROTATION_PASSES):
+        async with db.transaction(None) as session:
+            organizations = await read_organization_ids(session)
+        found = [await _rewrap(db, envelope.keks, org) for org in organizations]
+        done = [entry for entry in found if entry is not None]
+        changed.extend(done)
+        if not done:
+            break
+    return changed
+
+
+async def key_status(db: Database, envelope: Envelope) -> dict[str, list[uuid.UUID]]:
+    """The organizations whose data key each KEK wraps (``prism keys status``): a retired KEK
+    may be removed from the keyring once it wraps none."""
     async with db.transaction(None) as session:
         organizations = await read_organization_ids(session)
-    changed = []
+    by_kek: dict[str, list[uuid.UUID]] = {}
     for organization_id in organizations:
         async with db.transaction(organization_id) as session:
-            row = await governance_models.read_data_key(session, organization_id, for_update=True)
-            if row is None or row.kek_id == envelope.keks.current_id:
-                continue
-            context = Envelope._wrap_context(organization_id)
-            plain = await envelope.keks.unwrap(row.kek_id, row.wrapped_key, context)
-            kek_id, wrapped = await envelope.keks.wrap(plain, context)
-            changed.append((organization_id, row.kek_id, kek_id))
-            await governance_models.rewrap_data_key(
-                session, row, kek_id=kek_id, wrapped_key=wrapped
-            )
-    return changed
+            row = await governance_models.read_data_key(session, organization_id)
+        if row is not None:
+            by_kek.setdefault(row.kek_id, []).append(organization_id)
+    return by_kek

@@ -22,10 +22,13 @@ never an internal error.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -78,40 +81,58 @@ class LocalKeyring:
     """AES-256-GCM KEKs held by this process. ``path`` is None for an environment keyring
     (changed only by a restart); a file keyring follows its file (``refresh``)."""
 
-    def __init__(self, current: bytes, others: tuple[bytes, ...] = (), path: Path | None = None):
+    def __init__(
+        self,
+        current: bytes,
+        others: tuple[bytes, ...] = (),
+        path: Path | None = None,
+        stamp: tuple[int, int, int] | None = None,
+    ):
+        """``stamp`` is the file's change stamp taken *before* ``current``/``others`` were read
+        from it (so a rotation in between is noticed by the next ``refresh``)."""
         self.path = path
-        self._stamp = _stamp(path) if path is not None else None
+        self._stamp = stamp if stamp is not None or path is None else _stamp(path)
         self._use(current, others)
 
     def _use(self, current: bytes, others: tuple[bytes, ...]) -> None:
-        for key in (current, *others):
-            if len(key) != 32:
-                raise ValueError("key-encryption keys are 32 bytes")
+        _check_lengths((current, *others))
         self._current = key_id(current)
         self._keys = {key_id(k): AESGCM(k) for k in (*others, current)}
 
     def refresh(self) -> bool:
         """Re-read the keyring file if it changed since it was read (True if it did). Keys
-        are only ever added to the file, but a key this process held stays usable anyway."""
+        are only ever added to the file, but a key this process held stays usable anyway.
+
+        The whole file is validated before anything is adopted: a file that cannot be read or
+        parsed, or holds a key of the wrong length, is logged once (per change of the file)
+        and the keys held are kept."""
         if self.path is None:
             return False
         try:
-            stamp = _stamp(self.path)
-            if stamp == self._stamp:
-                return False
-            current, others = _parse(_read_file(self.path))
-        except (OSError, ValueError, KeyError) as exc:
+            stamp = _stamp(self.path)  # before the read: a later change is seen next time
+        except OSError as exc:
             log.warning("keyring file unreadable; keeping the keys held", error=str(exc))
             return False
-        kept = self._keys
-        self._use(current, others)
-        self._keys = {**kept, **self._keys}
+        if stamp == self._stamp:
+            return False
+        try:
+            current, others = _parse(_read_file(self.path))
+            _check_lengths((current, *others))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            self._stamp = stamp  # not re-read (nor re-logged) until it changes again
+            log.error("keyring file invalid; keeping the keys held", error=str(exc))
+            return False
+        fresh = {key_id(k): AESGCM(k) for k in (*others, current)}
+        self._keys = {**self._keys, **fresh}
+        self._current = key_id(current)
         self._stamp = stamp
         log.info("keyring reloaded", current=self._current, keys=len(self._keys))
         return True
 
     @property
     def current_id(self) -> str:
+        """The current KEK, as the keyring file says now (a file keyring is refreshed first)."""
+        self.refresh()
         return self._current
 
     @property
@@ -131,8 +152,27 @@ class LocalKeyring:
             raise KeyUnavailable(f"key-encryption key {kek_id} is not in the keyring")
         try:
             return kek.decrypt(wrapped[:12], wrapped[12:], context)
-        except InvalidTag as exc:
+        except (InvalidTag, ValueError) as exc:
             raise KeyUnavailable(f"data key does not unwrap with {kek_id}") from exc
+
+
+def _check_lengths(keys: tuple[bytes, ...]) -> None:
+    for key in keys:
+        if len(key) != 32:
+            raise ValueError("key-encryption keys are 32 bytes")
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock (``flock`` on ``keyring.json.lock`` beside the file) held by every
+    writer of the keyring file around its read-modify-write: two ``prism keys rotate
+    --new-kek`` at once both add their key, one after the other."""
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -144,6 +184,11 @@ def _write_private(path: Path, text: str) -> None:
         out.flush()
         os.fsync(out.fileno())
     partial.replace(path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a crash
+    finally:
+        os.close(directory)
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -155,19 +200,13 @@ def file_keyring(path: Path, seed: bytes) -> LocalKeyring:
     """The keyring file, created (seeded with ``seed``, the server key) if missing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        body = json.dumps({"current": key_id(seed), "keys": {key_id(seed): seed.hex()}})
-        partial = path.with_name(f".{path.name}.{os.getpid()}")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(body)
-        try:
-            os.link(partial, path)  # of processes starting at once, one file wins
-        except FileExistsError:
-            pass
-        finally:
-            partial.unlink()
+        with _locked(path):
+            if not path.exists():  # of processes starting at once, one seeds the file
+                body = json.dumps({"current": key_id(seed), "keys": {key_id(seed): seed.hex()}})
+                _write_private(path, body)
+    stamp = _stamp(path)  # before the read, so a rotation in between is noticed
     current, others = _parse(_read_file(path))
-    return LocalKeyring(current, others, path=path)
+    return LocalKeyring(current, others, path=path, stamp=stamp)
 
 
 def _parse(data: dict[str, Any]) -> tuple[bytes, tuple[bytes, ...]]:
@@ -178,12 +217,16 @@ def _parse(data: dict[str, Any]) -> tuple[bytes, tuple[bytes, ...]]:
 
 def add_key(path: Path) -> str:
     """A new current KEK in the keyring file (the old ones stay, to unwrap until re-wrapped
-    and to open MFA secrets sealed under the server key). Returns its id."""
-    data = _read_file(path)
+    and to open MFA secrets sealed under the server key). Returns its id. The read, change and
+    (atomic) write happen under the keyring's lock, so concurrent rotations both keep their
+    key."""
     key = secrets.token_bytes(32)
-    data["keys"][key_id(key)] = key.hex()
-    data["current"] = key_id(key)
-    _write_private(path, json.dumps(data))
+    with _locked(path):
+        data = _read_file(path)
+        _parse(data)  # never extend a file that is not a keyring
+        data["keys"][key_id(key)] = key.hex()
+        data["current"] = key_id(key)
+        _write_private(path, json.dumps(data))
     return key_id(key)
 
 

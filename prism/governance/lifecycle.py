@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import sqlalchemy as sa
 import structlog
 
 from prism.governance import gdpr
@@ -23,6 +24,7 @@ from prism.models import governance as models
 from prism.models.audit import Actor, RequestMeta, record_event
 from prism.models.base import utcnow
 from prism.models.db import Database
+from prism.models.documents import Document
 from prism.models.enums import DataCategory, StorageTier
 
 log = structlog.get_logger("prism.lifecycle")
@@ -91,8 +93,8 @@ async def _move_tiers(
     applied: dict[StorageTier, list[models.TierMove]] = {}
     for move in moves:
         try:
-            if move.storage_key is not None:
-                await store.change_tier(move.storage_key, move.target.value)
+            if move.storage_key is not None and not await _change_tier_locked(db, store, org, move):
+                continue  # erased or its file replaced meanwhile
         except Exception:
             report.object_errors += 1
             log.warning("tier change failed", document_id=str(move.document_id), exc_info=True)
@@ -122,6 +124,25 @@ async def _move_tiers(
                 meta=meta,
             )
     report.transitions.update(counts)
+
+
+async def _change_tier_locked(
+    db: Database, store: ObjectStore, org: uuid.UUID, move: models.TierMove
+) -> bool:
+    """Copy the file onto its new tier under the document row's lock (FOR UPDATE), the lock
+    sealing takes (a reclassification, ``prism originals seal``): a copy of the clear object
+    that started before a seal can never land over the sealed one. False if the document no
+    longer has this file."""
+    async with db.transaction(org) as session:
+        key = await session.scalar(
+            sa.select(Document.storage_key)
+            .where(Document.id == move.document_id, Document.organization_id == org)
+            .with_for_update()
+        )
+        if key is None or key != move.storage_key:
+            return False
+        await store.change_tier(key, move.target.value)
+    return True
 
 
 async def _purge_documents(

@@ -5,9 +5,16 @@ them: extraction and personal-data exports read through ``open_original``.
 
 - Upload: a file classified CONFIDENTIAL or above is sealed on its way to the store.
 - Reclassification up to CONFIDENTIAL or RESTRICTED seals the stored file in the same
-  transaction (the document row is locked meanwhile). Down to INTERNAL or PUBLIC, the file
-  stays sealed: sealing is one-way, so a reclassification mistake never puts a sensitive file
-  in the clear, and readers open either form (a sealed object says so in its first bytes).
+  transaction (the document row is locked meanwhile). The sealed object keeps the storage
+  tier the row records (a COLD file stays GLACIER_IR). A file that cannot be read now (in
+  ARCHIVE: S3 answers InvalidObjectState until it is restored) does not hold the
+  reclassification back: the higher classification applies at once (it is what governs
+  access), the failure is logged, and the file stays listed as unsealed by
+  ``prism originals seal`` (which selects every CONFIDENTIAL/RESTRICTED document whose stored
+  bytes lack the sealed header) until a run after the restore seals it. Down to INTERNAL or
+  PUBLIC, the file stays sealed: sealing is one-way, so a reclassification mistake never
+  puts a sensitive file in the clear, and readers open either form (a sealed object says so
+  in its first bytes).
 - ``prism originals seal`` seals what was stored before this existed, one document at a
   time under its row's share lock (an erasure waits, and never sees its file written back);
   a re-run skips what is sealed already, so an interrupted run simply resumes.
@@ -39,7 +46,7 @@ from prism.ingest.sealed import (
 from prism.ingest.storage import ObjectStore
 from prism.models.db import Database
 from prism.models.documents import Document
-from prism.models.enums import Classification
+from prism.models.enums import Classification, StorageTier
 from prism.models.organizations import read_organization_ids
 
 log = structlog.get_logger("prism.originals")
@@ -128,10 +135,12 @@ async def seal_stored(
     envelope: Envelope,
     organization_id: uuid.UUID,
     storage_key: str,
+    tier: str | None = None,
 ) -> str:
     """Seal a clear stored original in place: ``sealed``, ``already`` (sealed before) or
     ``missing``. The sealed form is written to a temporary file as it is made (no clear
-    byte reaches the disk or memory beyond one chunk), then replaces the object in one put."""
+    byte reaches the disk or memory beyond one chunk), then replaces the object in one put;
+    an object on a tier other than HOT (``tier``, as the row records it) is put back on it."""
     if not await store.exists(storage_key):
         return "missing"
     head, chunks = await _head(store.open_stream(storage_key))
@@ -151,16 +160,37 @@ async def seal_stored(
             await store.put_file(storage_key, sealed, size=size, content_type=SEALED_CONTENT_TYPE)
     finally:
         await _close(chunks)
+    if tier is not None and tier != StorageTier.HOT.value:
+        await store.change_tier(storage_key, tier)
     return "sealed"
 
 
 async def apply_classification(
     session: AsyncSession, store: ObjectStore, envelope: Envelope, document: Document
-) -> None:
+) -> str | None:
     """After a reclassification (the document row locked by the caller): seal the stored
-    original if the new level is sealed. Never unsealed (see the module's docstring)."""
-    if document.storage_key is not None and is_sealed_classification(document.classification):
-        await seal_stored(session, store, envelope, document.organization_id, document.storage_key)
+    original if the new level is sealed. Never unsealed (see the module's docstring). A file
+    that cannot be read now (archived) is left for ``prism originals seal``: ``deferred``,
+    logged; the reclassification itself goes ahead."""
+    if document.storage_key is None or not is_sealed_classification(document.classification):
+        return None
+    try:
+        return await seal_stored(
+            session,
+            store,
+            envelope,
+            document.organization_id,
+            document.storage_key,
+            tier=document.storage_tier.value,
+        )
+    except (OSError, BotoCoreError, ClientError) as exc:
+        log.warning(
+            "original not sealed now; `prism originals seal` seals it once it can be read",
+            document_id=str(document.id),
+            tier=document.storage_tier.value,
+            error=str(exc),
+        )
+        return "deferred"
 
 
 @dataclass
@@ -209,20 +239,28 @@ async def seal_existing(db: Database, store: ObjectStore, envelope: Envelope) ->
             async with db.transaction(organization_id) as session:
                 # Share-locked while its file is rewritten: an erasure or reclassification
                 # of this document waits, and never finds its file written back afterwards.
-                storage_key = await session.scalar(
-                    sa.select(Document.storage_key)
-                    .where(
-                        Document.id == document_id,
-                        Document.classification.in_(SEALED_CLASSIFICATIONS),
+                found = (
+                    await session.execute(
+                        sa.select(Document.storage_key, Document.storage_tier)
+                        .where(
+                            Document.id == document_id,
+                            Document.classification.in_(SEALED_CLASSIFICATIONS),
+                        )
+                        .with_for_update(read=True)
                     )
-                    .with_for_update(read=True)
-                )
-                if storage_key is None:
+                ).one_or_none()
+                if found is None or found.storage_key is None:
                     continue  # erased or reclassified meanwhile
+                storage_key = found.storage_key
                 report.examined += 1
                 try:
                     outcome = await seal_stored(
-                        session, store, envelope, organization_id, storage_key
+                        session,
+                        store,
+                        envelope,
+                        organization_id,
+                        storage_key,
+                        tier=found.storage_tier.value,
                     )
                 except (OSError, BotoCoreError, ClientError) as exc:
                     # An archived object (restore it first) or a store error: the others go

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import shutil
+import stat
 import tempfile
 import time
 import unicodedata
@@ -19,6 +22,7 @@ from typing import Any, BinaryIO
 
 import orjson
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -127,12 +131,13 @@ async def receive_upload(
     sha256, size, kind = await asyncio.to_thread(
         _inspect, source, pipeline.settings.max_upload_bytes
     )
+    requested = classification
     classification = classification or Classification.INTERNAL
     if classification.rank > scope.max_classification.rank:
         raise BadUserInput(
             "A document cannot be classified above your own clearance.", argument="classification"
         )
-    existing = await _live_document_with_hash(session, scope, sha256)
+    existing = _not_below(await _live_document_with_hash(session, scope, sha256), requested)
     if existing is not None and existing.document.processing_status is ProcessingStatus.FAILED:
         # Uploading a failed document again retries it (after a fix of Prism, say): the
         # stored object is the same bytes, so only the processing starts over.
@@ -186,7 +191,7 @@ async def receive_upload(
         except IntegrityError:
             # The same bytes arrived concurrently and won the race: answer with theirs.
             await pipeline.store.delete(document.storage_key)
-            raced = await _live_document_with_hash(session, scope, sha256)
+            raced = _not_below(await _live_document_with_hash(session, scope, sha256), requested)
             if raced is None:
                 raise
             return raced
@@ -230,6 +235,23 @@ async def _require_uploader_active(
     ).one_or_none()
     if row is None or not row.is_active or row.erased_at is not None:
         raise Unauthenticated("The uploader is no longer active.")
+
+
+def _not_below(existing: Received | None, requested: Classification | None) -> Received | None:
+    """A duplicate upload never silently keeps a lower classification than the one asked for
+    (the existing copy may be stored in the clear): CONFLICT, saying to reclassify the
+    existing document instead (updateDocument, which seals what the level requires)."""
+    if (
+        existing is not None
+        and requested is not None
+        and requested.rank > existing.document.classification.rank
+    ):
+        raise Conflict(
+            "An identical document already exists at a lower classification; raise its "
+            "classification instead of uploading it again.",
+            argument="classification",
+        )
+    return existing
 
 
 async def _live_document_with_hash(
@@ -503,6 +525,51 @@ async def complete(session: AsyncSession, run: JobRun) -> None:
         raise LeaseLost(str(run.job.id))
 
 
+SCRATCH_PREFIX = "prism-extract-"
+log = structlog.get_logger("prism.pipeline")
+
+
+def _owner_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+def sweep_scratch(max_age_seconds: float, root: Path | None = None) -> int:
+    """Remove extraction scratch directories left by killed workers (they may hold a
+    decrypted original): those of this user whose owning process is gone, and unnamed ones
+    (made before directories carried their owner's pid) older than ``max_age_seconds``. A
+    directory in use by a live worker is never touched. Returns how many were removed."""
+    root = root or Path(tempfile.gettempdir())
+    removed = 0
+    try:
+        found = list(root.glob(SCRATCH_PREFIX + "*"))
+    except OSError:
+        return 0
+    for directory in found:
+        try:
+            info = directory.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            owner, _, _ = directory.name[len(SCRATCH_PREFIX) :].partition("-")
+            if owner.isdigit():
+                stale = not _owner_alive(int(owner))
+            else:
+                stale = time.time() - info.st_mtime > max_age_seconds
+            if stale:
+                shutil.rmtree(directory)
+                removed += 1
+        except OSError as exc:
+            log.warning("extraction scratch not removed", path=str(directory), error=str(exc))
+    if removed:
+        log.info("stale extraction scratch removed", count=removed)
+    return removed
+
+
 async def handle_extract(run: JobRun) -> None:
     db = run.pipeline.db
     async with db.transaction(run.job.organization_id) as session:
@@ -513,12 +580,15 @@ async def handle_extract(run: JobRun) -> None:
         document.processing_status = ProcessingStatus.EXTRACTING
         await notify_progress(session, document)
         key, kind = document.storage_key, _kind_of(document.mime_type)
-    with tempfile.TemporaryDirectory(prefix="prism-extract-") as scratch:
+    # 0700, named after this process: a worker killed mid-extraction leaves the (possibly
+    # decrypted) file behind, and the next worker to start removes it (sweep_scratch).
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as scratch:
         path = Path(scratch) / "source"
         stored = originals.open_original(
             db, run.pipeline.store, run.pipeline.envelope, run.job.organization_id, key
         )
-        with path.open("wb") as out:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
             try:
                 async for chunk in stored:  # a sealed original is opened on the fly
                     out.write(chunk)

@@ -78,6 +78,7 @@ class Worker:
     async def run(self, stop: asyncio.Event, *, grace_seconds: float = 30) -> None:
         """Work until ``stop`` is set; then let running jobs finish for ``grace_seconds`` and
         give back the rest."""
+        self.sweep_scratch()
         listener = await self._listen()
         heartbeat = asyncio.create_task(self._heartbeat())
         scheduler = asyncio.create_task(self._schedule_periodic())
@@ -107,8 +108,16 @@ class Worker:
                 await listener.stop()
                 log.info("worker stopped", worker=self.name)
 
+    def sweep_scratch(self) -> int:
+        """At start: extraction scratch left by killed workers (possibly decrypted files). An
+        unnamed directory counts as abandoned after twice the extraction timeout, and never
+        before an hour (its download may have taken a while before extraction began)."""
+        timeout = self.pipeline.settings.extract_timeout_seconds
+        return pipeline.sweep_scratch(max(2 * timeout, 3600))
+
     async def drain(self) -> int:
         """Run jobs until none is runnable (the demo, tests, `prism worker --drain`)."""
+        self.sweep_scratch()
         done = 0
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
