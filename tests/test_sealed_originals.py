@@ -485,9 +485,8 @@ async def _set_tier(world: World, document_id: uuid.UUID, tier: StorageTier) -> 
         )
 
 
+@pytest.mark.parametrize("target", ["s3"], indirect=True)
 async def test_sealing_keeps_the_storage_class_of_the_tier_the_file_is_on(world: World) -> None:
-    if world.kind != "s3":
-        pytest.skip("storage classes are S3's")
     store = world.services.pipeline.store
     assert isinstance(store, S3Store)
     admin = world.tenant.tokens[Role.ADMIN]
@@ -506,11 +505,10 @@ async def test_sealing_keeps_the_storage_class_of_the_tier_the_file_is_on(world:
         assert await store.read_storage_class(key) == storage_class
 
 
+@pytest.mark.parametrize("target", ["s3"], indirect=True)
 async def test_reclassifying_an_archived_file_applies_and_sealing_follows_the_restore(
     world: World,
 ) -> None:
-    if world.kind != "s3":
-        pytest.skip("only S3 archives (DEEP_ARCHIVE needs a restore before a read)")
     data = _record()
     document_id = await _upload(world, data, "INTERNAL")
     key = await _key(world, document_id)
@@ -544,11 +542,10 @@ async def test_reclassifying_an_archived_file_applies_and_sealing_follows_the_re
     assert await store.read_storage_class(key) == "DEEP_ARCHIVE"
 
 
+@pytest.mark.parametrize("target", ["s3"], indirect=True)
 async def test_a_tier_move_waits_for_the_row_lock_sealing_holds(world: World) -> None:
     """A tier move copies the object onto itself; it takes the document row's lock first, so
     it never copies a clear file back over one sealed meanwhile."""
-    if world.kind != "s3":
-        pytest.skip("tier moves copy objects in S3")
     store = world.services.pipeline.store
     assert isinstance(store, S3Store)
     document_id = await _upload(world, _record(), "INTERNAL")
@@ -578,14 +575,13 @@ async def test_a_tier_move_waits_for_the_row_lock_sealing_holds(world: World) ->
 # --- extraction scratch left by a killed worker -------------------------------------------
 
 
+@pytest.mark.parametrize("target", ["local"], indirect=True)
 async def test_a_starting_worker_removes_scratch_left_by_killed_workers_only(
     world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker killed mid-extraction leaves ``prism-extract-<pid>-*/source`` (a RESTRICTED
     file, decrypted). The next worker to start removes it; a directory whose owner is alive,
     or too young to be abandoned, stays."""
-    if world.kind != "local":
-        pytest.skip("the scratch directory does not depend on the store")
     from prism.jobs.worker import Worker
 
     scratch_root = tmp_path / "tmp"
@@ -621,14 +617,13 @@ async def test_a_starting_worker_removes_scratch_left_by_killed_workers_only(
 # --- a duplicate upload never keeps a lower classification than asked ----------------------
 
 
+@pytest.mark.parametrize("target", ["local"], indirect=True)
 async def test_a_duplicate_upload_asking_a_higher_classification_is_a_conflict(
     world: World,
 ) -> None:
     """The same bytes stored PUBLIC (in the clear) and uploaded again as RESTRICTED: CONFLICT
     on ``classification``, nothing stored; the existing document is reclassified instead.
     The same or a lower level (or none asked) answers with the existing document."""
-    if world.kind != "local":
-        pytest.skip("the answer does not depend on the store")
     admin = world.tenant.tokens[Role.ADMIN]
     data = _record()
     document_id = await _upload(world, data, "PUBLIC")
