@@ -2,7 +2,8 @@
 its code, never plain text or INTERNAL), and dependencies that answer something other than
 what they are (a proxy's login page for OpenSearch, a reply Redis's client cannot parse).
 
-The misbehaving dependencies are real servers on 127.0.0.1 that answer those bytes."""
+The misbehaving dependencies are real servers on 127.0.0.1 that answer those bytes; where
+a test reads what Prism logs, Prism runs as `prism serve` does, its log in a file."""
 
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ import contextlib
 import gzip
 import zlib
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import httpx
 import orjson
-import pytest
 from graphql import (
     GraphQLArgument,
     GraphQLError,
@@ -34,12 +34,25 @@ from prism.models.enums import Role
 from prism.schema import _parse_datetime
 from prism.schema.extensions import _is_client_error
 from tests.conftest import app_with, client_of
-from tests.factories import Tenant, codes, gql, make_tenant
+from tests.factories import Tenant, codes, gql
 from tests.pipeline_helpers import UPLOAD
 from tests.search_helpers import SEARCH, opensearch_settings
+from tests.test_faults import ServedApp
 
 DOCUMENTS = "{ documents(first: 1) { totalCount } }"
 PROGRESS = 'subscription { documentProgress(id: "x") { processingStatus } }'
+
+
+@contextlib.asynccontextmanager
+async def _served(settings: Settings) -> AsyncIterator[ServedApp]:
+    """Prism in a uvicorn process of its own, started while this event loop keeps serving
+    the stub dependencies."""
+    served = ServedApp(settings)
+    await asyncio.to_thread(served.__enter__)
+    try:
+        yield served
+    finally:
+        await asyncio.to_thread(served.__exit__, None, None, None)
 
 
 def _auth(tenant: Tenant) -> dict[str, str]:
@@ -360,12 +373,14 @@ async def test_a_redis_reply_the_client_cannot_parse_is_an_outage() -> None:
 
 
 async def test_requests_and_persisted_queries_survive_a_redis_speaking_garbage(
-    settings: Settings, database_url: str
+    settings: Settings, tenant: Tenant
 ) -> None:
     async with BrokenRedis() as redis:
         broken = settings.model_copy(update={"redis_url": SecretStr(redis.url)})
-        async with app_with(broken, database_url) as app, client_of(app) as client:
-            tenant = await make_tenant(app.state.services)
+        async with (
+            _served(broken) as served,
+            httpx.AsyncClient(base_url=served.url, timeout=30) as client,
+        ):
             answered = await gql(client, DOCUMENTS, token=tenant.tokens[Role.ADMIN])
             assert answered.get("errors") is None, answered
             assert redis.commands > 0
@@ -376,6 +391,10 @@ async def test_requests_and_persisted_queries_survive_a_redis_speaking_garbage(
             )
             assert codes(unknown.json()) == ["PERSISTED_QUERY_NOT_FOUND"], unknown.text
             assert unknown.status_code < 500
+            again = await gql(client, DOCUMENTS, token=tenant.tokens[Role.ADMIN])
+            assert again.get("errors") is None, again
+    # one switch to memory, logged once, however many calls it served
+    assert served.logs.count("redis unusable") == 1, served.logs
 
 
 # --- an OpenSearch that answers what OpenSearch does not -------------------------------------
@@ -446,39 +465,31 @@ class FakeOpenSearch:
         self._server.close()
 
 
-@contextlib.asynccontextmanager
-async def _clients(settings: Settings, database_url: str, url: str) -> AsyncIterator[Any]:
-    strict = opensearch_settings(settings, url)
-    lenient = opensearch_settings(settings, url, fallback=SearchFallback.POSTGRES)
-    async with (
-        app_with(strict, database_url) as strict_app,
-        app_with(lenient, database_url) as lenient_app,
-        client_of(strict_app) as strict_client,
-        client_of(lenient_app) as lenient_client,
-    ):
-        yield strict_client, lenient_client
-
-
 async def test_an_opensearch_answer_that_is_not_opensearchs_is_an_outage(
-    settings: Settings, database_url: str, tenant: Tenant, capfd: pytest.CaptureFixture[str]
+    settings: Settings, database_url: str, tenant: Tenant
 ) -> None:
     token = tenant.tokens[Role.ADMIN]
-    async with (
-        FakeOpenSearch() as fake,
-        _clients(settings, database_url, fake.url) as (strict, lenient),
-    ):
-        for mode in FakeOpenSearch.ANSWERS:
-            fake.mode = mode
-            searches = fake.searches
-            down = await gql(strict, SEARCH, {"q": "liability"}, token=token)
-            assert fake.searches > searches, mode  # the search reached OpenSearch's place
-            assert codes(down) == ["SERVICE_UNAVAILABLE"], (mode, down)
-            assert down["_status"] == 503, (mode, down)
-            # with the PostgreSQL fallback, PostgreSQL answers, saying why
-            answered = await gql(lenient, SEARCH, {"q": "liability"}, token=token)
-            assert answered.get("errors") is None, (mode, answered)
-            assert answered["extensions"]["search"]["fallback"] is True, (mode, answered)
-    logged = capfd.readouterr().err
+    async with FakeOpenSearch() as fake:
+        strict_settings = opensearch_settings(settings, fake.url)
+        lenient_settings = opensearch_settings(settings, fake.url, fallback=SearchFallback.POSTGRES)
+        async with (
+            _served(strict_settings) as served,
+            httpx.AsyncClient(base_url=served.url, timeout=30) as strict,
+            app_with(lenient_settings, database_url) as lenient_app,
+            client_of(lenient_app) as lenient,
+        ):
+            for mode in FakeOpenSearch.ANSWERS:
+                fake.mode = mode
+                searches = fake.searches
+                down = await gql(strict, SEARCH, {"q": "liability"}, token=token)
+                assert fake.searches > searches, mode  # the search reached OpenSearch's place
+                assert codes(down) == ["SERVICE_UNAVAILABLE"], (mode, down)
+                assert down["_status"] == 503, (mode, down)
+                # with the PostgreSQL fallback, PostgreSQL answers, saying why
+                answered = await gql(lenient, SEARCH, {"q": "liability"}, token=token)
+                assert answered.get("errors") is None, (mode, answered)
+                assert answered["extensions"]["search"]["fallback"] is True, (mode, answered)
+    logged = served.logs
     assert "refused Prism's credentials (401)" in logged
     assert "refused Prism's credentials (403)" in logged
     assert "is not JSON" in logged
