@@ -403,7 +403,8 @@ async def test_requests_and_persisted_queries_survive_a_redis_speaking_garbage(
 class FakeOpenSearch:
     """An HTTP server on 127.0.0.1 standing where OpenSearch should be: index management
     succeeds (so search gets as far as querying), and searches are answered as ``mode``
-    says: a proxy's login page, a JSON that does not parse, a refusal of the credentials."""
+    says: a proxy's login page, a JSON that does not parse, a refusal of the credentials, a
+    JSON that is not a search result."""
 
     ANSWERS: ClassVar[dict[str, tuple[str, str, bytes]]] = {
         "html": ("200 OK", "text/html", b"<html><body>Please log in</body></html>"),
@@ -415,6 +416,8 @@ class FakeOpenSearch:
             b'{"error": {"type": "security_exception", "reason": "no permissions"}}',
         ),
         "401-html": ("401 Unauthorized", "text/html", b"<html>Sign in</html>"),
+        "not-a-result": ("200 OK", "application/json", b'{"hits": {"hits": [{"_id": "zz"}]}}'),
+        "a-list": ("200 OK", "application/json", b"[]"),
     }
 
     def __init__(self) -> None:
@@ -493,3 +496,4 @@ async def test_an_opensearch_answer_that_is_not_opensearchs_is_an_outage(
     assert "refused Prism's credentials (401)" in logged
     assert "refused Prism's credentials (403)" in logged
     assert "is not JSON" in logged
+    assert "is not a search result" in logged

@@ -506,6 +506,18 @@ class OpenSearchBackend:
             self._ready = False
             await self.ensure_index()
             raise exc
+        try:
+            return self._page(result, request)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            # JSON, but not a search result (something else answers at OpenSearch's address).
+            log.error(
+                "OpenSearch's answer is not a search result: is PRISM_OPENSEARCH_URL a proxy "
+                "or another service?",
+                error=f"{type(exc).__name__}: {str(exc)[:200]}",
+            )
+            raise SearchUnavailable("OpenSearch's answer could not be read.") from exc
+
+    def _page(self, result: Any, request: SearchRequest) -> SearchPage:
         found = result["hits"]["hits"]
         hits = []
         for raw in found[: request.first]:
