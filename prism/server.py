@@ -25,6 +25,7 @@ from starlette.authentication import (
     AuthenticationError,
     BaseUser,
 )
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection, Request
@@ -32,10 +33,12 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET
 
 from prism import bootstrap
@@ -56,6 +59,13 @@ from prism.edge import (
 from prism.errors import PrismError, ServiceUnavailable, Unauthenticated
 from prism.governance import gdpr
 from prism.guard import RequestGuard, error_answer
+from prism.http_body import (
+    SUBSCRIPTIONS_OVER_WEBSOCKET,
+    body_refusal,
+    is_multipart,
+    multipart_refusal,
+    with_media_type_lowercased,
+)
 from prism.jobs.pipeline import PROGRESS_CHANNEL
 from prism.jobs.watch import observe_jobs
 from prism.models.audit import RequestMeta
@@ -260,11 +270,8 @@ class PrismGraphQL(GraphQL[Context, None]):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        multipart = (
-            dict(scope.get("headers") or [])
-            .get(b"content-type", b"")
-            .startswith(b"multipart/form-data")
-        )
+        scope["headers"] = with_media_type_lowercased(list(scope.get("headers") or []))
+        multipart = is_multipart(dict(scope["headers"]).get(b"content-type"))
         limit = self.max_body if multipart else MAX_JSON_BODY
         # A caller who cannot pay for one more refused request is answered before its body
         # is read, parsed, or its persisted query looked up.
@@ -288,6 +295,10 @@ class PrismGraphQL(GraphQL[Context, None]):
             if exc.reason == "Unsupported content type":
                 code, status = "UNSUPPORTED_MEDIA_TYPE", 415
             response = error_response(status, code, exc.reason)
+        except StarletteHTTPException as exc:
+            # The multipart parser's refusals (no boundary, too many fields or files).
+            status, code = multipart_refusal(exc.detail)
+            response = error_response(status, code, exc.detail)
         except UnicodeDecodeError:
             response = error_response(400, "BAD_USER_INPUT", "The request body is not UTF-8.")
         except BodyTooLarge:
@@ -305,7 +316,10 @@ class PrismGraphQL(GraphQL[Context, None]):
         length = request.headers.get("content-length")
         if request.method != "POST":
             return None
-        if not content_type.startswith("multipart/form-data"):
+        unreadable = body_refusal(content_type, request.headers.get("content-encoding"))
+        if unreadable is not None:
+            return error_response(415, "UNSUPPORTED_MEDIA_TYPE", unreadable)
+        if not is_multipart(content_type):
             if length is not None and length.isdigit() and int(length) > MAX_JSON_BODY:
                 return error_response(
                     413, "PAYLOAD_TOO_LARGE", f"Requests are limited to {MAX_JSON_BODY} bytes."
@@ -361,14 +375,42 @@ class PrismGraphQL(GraphQL[Context, None]):
                 data=None,
                 errors=[limited or GraphQLError(exc.message, extensions=exc.extensions)],
             )
-        return await super().execute_single(
-            request,
-            request_adapter,
-            sub_response,
-            context,
-            root_value,
-            replace(request_data, query=resolved.query),
+        return await self._execute_query_or_mutation(
+            request_adapter, context, root_value, replace(request_data, query=resolved.query)
         )
+
+    async def _execute_query_or_mutation(
+        self,
+        request_adapter: AsyncHTTPRequestAdapter,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """Strawberry's execution of one HTTP operation, where a subscription is not run
+        (it would resolve as a query, to an internal error): it is refused, pointing to the
+        WebSocket."""
+        method = request_adapter.method
+        allowed = OperationType.from_http(method) - {OperationType.SUBSCRIPTION}
+        if not self.allow_queries_via_get and method == "GET":
+            allowed -= {OperationType.QUERY}
+        try:
+            return await self.schema.execute(
+                request_data.query,
+                root_value=root_value,
+                variable_values=request_data.variables,
+                context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types=allowed,
+                operation_extensions=request_data.extensions,
+            )
+        except CannotGetOperationTypeError as exc:
+            raise HTTPException(400, exc.as_http_error_reason()) from exc
+        except InvalidOperationTypeError as exc:
+            if exc.operation_type is OperationType.SUBSCRIPTION:
+                raise HTTPException(400, SUBSCRIPTIONS_OVER_WEBSOCKET) from exc
+            raise HTTPException(400, exc.as_http_error_reason(method)) from exc
+        except MissingQueryError as exc:
+            raise HTTPException(400, "No GraphQL query found in the request") from exc
 
     async def parse_http_body(
         self, request: AsyncHTTPRequestAdapter
@@ -411,6 +453,10 @@ class PrismGraphQL(GraphQL[Context, None]):
             form = await request.get_form_data()
         except ValueError as exc:
             raise HTTPException(400, "Unable to parse the multipart body") from exc
+        except StarletteHTTPException as exc:
+            # No boundary, too many fields or files, a part too large: Starlette's refusal.
+            status, _ = multipart_refusal(exc.detail)
+            raise HTTPException(status, exc.detail) from exc
         fields = [form.form.get("operations", "{}"), form.form.get("map", "{}")]
         if not all(isinstance(field, str | bytes) for field in fields):
             raise HTTPException(400, "`operations` and `map` are form fields, not files.")

@@ -15,7 +15,6 @@ from typing import Protocol
 
 import structlog
 from redis import asyncio as aioredis
-from redis.exceptions import RedisError
 
 log = structlog.get_logger("prism.cache")
 
@@ -169,34 +168,54 @@ class ResilientStore:
     def using_fallback(self) -> bool:
         return time.monotonic() < self._down_until
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, exc: Exception) -> None:
+        """Any failure of the Redis client (an outage, a timeout, but also a reply it cannot
+        parse, from a proxy or a server that is not Redis) makes Redis unusable for a while:
+        the next calls use memory, and the switch is logged once."""
         if not self.using_fallback:
-            log.warning("redis unreachable; using in-process cache and limits", error=str(exc))
+            log.warning(
+                "redis unusable; using in-process cache and limits",
+                error=str(exc)[:200],
+                error_type=type(exc).__name__,
+            )
         self._down_until = time.monotonic() + self._retry_seconds
+
+    def _answered(self) -> None:
+        if self._down_until:
+            log.info("redis answers again; cache and limits are shared again")
+            self._down_until = 0.0
 
     async def get(self, key: str) -> bytes | None:
         if not self.using_fallback:
             try:
-                return await self._primary.get(key)
-            except (TimeoutError, RedisError, OSError) as exc:
+                value = await self._primary.get(key)
+            except Exception as exc:  # noqa: BLE001 (see _failed)
                 self._failed(exc)
+            else:
+                self._answered()
+                return value
         return await self._fallback.get(key)
 
     async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
         if not self.using_fallback:
             try:
                 await self._primary.set(key, value, ttl_seconds)
-                return
-            except (TimeoutError, RedisError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 (see _failed)
                 self._failed(exc)
+            else:
+                self._answered()
+                return
         await self._fallback.set(key, value, ttl_seconds)
 
     async def take(self, key: str, cost: int, rate: Rate) -> Bucket:
         if not self.using_fallback:
             try:
-                return await self._primary.take(key, cost, rate)
-            except (TimeoutError, RedisError, OSError) as exc:
+                bucket = await self._primary.take(key, cost, rate)
+            except Exception as exc:  # noqa: BLE001 (see _failed)
                 self._failed(exc)
+            else:
+                self._answered()
+                return bucket
         return await self._fallback.take(key, cost, rate)
 
     async def close(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import strawberry
 from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
@@ -41,6 +41,14 @@ def _parse_datetime(value: object) -> datetime:
     if parsed.tzinfo is None:
         # A time without an offset means different instants on different servers.
         raise ValueError("A DateTime needs a UTC offset, e.g. 2026-01-31T09:00:00Z.")
+    try:
+        # Every DateTime is compared and stored as an instant: its offset must not push it
+        # out of the representable years (0001-01-01T00:00:00+14:00 is in year 0 in UTC).
+        parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(
+            "A DateTime must fall between 0001-01-01 and 9999-12-31 once converted to UTC."
+        ) from None
     return parsed
 
 

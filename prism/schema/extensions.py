@@ -10,7 +10,15 @@ from functools import lru_cache
 from typing import Any
 
 import structlog
-from graphql import DocumentNode, FieldNode, GraphQLError, ValidationRule, parse
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    GraphQLError,
+    ValidationRule,
+    ValueNode,
+    VariableDefinitionNode,
+    parse,
+)
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.types.graphql import OperationType
@@ -118,11 +126,17 @@ def _every_root_field_answered(result: object) -> bool:
 def _is_client_error(error: GraphQLError) -> bool:
     original = error.original_error
     # No original error (or a GraphQL one): the document did not parse or validate, or the
-    # variables did not coerce. A PrismError is a domain answer. A scalar's ValueError
-    # before execution (no path) is a value the client sent. Anything else is a bug.
+    # variables did not coerce. A PrismError is a domain answer. A scalar's ValueError is a
+    # value the client sent only where graphql-core coerces values: a literal in the document
+    # (located at its value node) or a variable (at its definition). A ValueError or
+    # TypeError anywhere else (a dependency's client library, our own code) is a bug.
     if original is None or isinstance(original, PrismError | GraphQLError):
         return True
-    return error.path is None and isinstance(original, ValueError | TypeError)
+    return (
+        error.path is None
+        and isinstance(original, ValueError | TypeError)
+        and any(isinstance(node, ValueNode | VariableDefinitionNode) for node in error.nodes or ())
+    )
 
 
 class ErrorCodes(MaskErrors):

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import structlog
 from opensearchpy import AsyncOpenSearch
 from opensearchpy.exceptions import ConnectionError as OpenSearchConnectionError
-from opensearchpy.exceptions import NotFoundError, TransportError
+from opensearchpy.exceptions import NotFoundError, SerializationError, TransportError
 
 from prism.errors import BadUserInput
 from prism.search.backend import SearchUnavailable
@@ -136,15 +136,32 @@ class OpenSearchBackend:
     # --- calls ----------------------------------------------------------------------------------
 
     async def _call(self, call: Awaitable[T]) -> T:
-        """An outage (connection refused or lost, timeout, 5xx, 429) is SearchUnavailable;
-        anything else is a bug of ours and propagates."""
+        """Whatever keeps OpenSearch from answering is SearchUnavailable: an outage
+        (connection refused or lost, timeout, 5xx, 429), a refusal of our credentials
+        (401, 403: a misconfiguration, logged as such), an answer that is not OpenSearch's
+        (a body that is not JSON, e.g. a proxy's login page). An error OpenSearch itself
+        reports about a request of ours (400, 404, 409) propagates."""
         try:
             return await call
         except OpenSearchConnectionError as exc:
             raise SearchUnavailable(f"OpenSearch is unreachable ({type(exc).__name__}).") from exc
+        except SerializationError as exc:
+            log.error(
+                "OpenSearch's answer is not JSON: is PRISM_OPENSEARCH_URL a proxy or another "
+                "service?",
+                error=str(exc)[:200],
+            )
+            raise SearchUnavailable("OpenSearch's answer could not be read.") from exc
         except TransportError as exc:
             status = exc.status_code
-            if isinstance(status, int) and (status >= 500 or status == 429):
+            if status in (401, 403):
+                log.error(
+                    f"OpenSearch refused Prism's credentials ({status}): check the user, "
+                    "password and permissions in PRISM_OPENSEARCH_URL",
+                    status=status,
+                )
+                raise SearchUnavailable(f"OpenSearch refused access ({status}).") from exc
+            if not isinstance(status, int) or status >= 500 or status == 429:
                 raise SearchUnavailable(f"OpenSearch answered {status}.") from exc
             raise
 
@@ -476,6 +493,18 @@ class OpenSearchBackend:
             self._ready = False
             await self.ensure_index()
             raise exc
+        try:
+            return self._page(result, request)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            # JSON, but not a search result (something else answers at OpenSearch's address).
+            log.error(
+                "OpenSearch's answer is not a search result: is PRISM_OPENSEARCH_URL a proxy "
+                "or another service?",
+                error=f"{type(exc).__name__}: {str(exc)[:200]}",
+            )
+            raise SearchUnavailable("OpenSearch's answer could not be read.") from exc
+
+    def _page(self, result: Any, request: SearchRequest) -> SearchPage:
         found = result["hits"]["hits"]
         hits = []
         for raw in found[: request.first]:
