@@ -15,6 +15,7 @@ from prism.authz import identity
 from prism.authz.principal import SCOPES, Principal
 from prism.errors import BadUserInput, Conflict, NotFound
 from prism.models import organizations as org_models
+from prism.models.addresses import canonical_email
 from prism.models.audit import Actor, RequestMeta, record_event
 from prism.models.enums import Classification, Role
 from prism.models.organizations import Organization
@@ -148,8 +149,8 @@ async def create_user(
 
 
 async def user_by_email(services: Services, organization_id: uuid.UUID, email: str) -> User:
-    """A user by any spelling of its address (``identity.canonical_email``)."""
-    address = identity.canonical_email(email) or email.strip()
+    """A user by any spelling of its address (``prism.models.addresses``)."""
+    address = canonical_email(email) or email.strip()
     async with services.db.transaction(organization_id) as session:
         user = await session.scalar(
             sa.select(User).where(

@@ -1,4 +1,4 @@
-"""Stored addresses have their domain in its one spelling (``identity.canonical_domain``).
+"""Stored addresses have their domain in its one spelling (``prism.models.addresses``).
 
 Before, ``user@acme.test.`` (trailing dot), ``user@acme。test`` (ideographic full stop) or an
 internationalized domain in Unicode were stored as written, so the domain checks, which
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from prism.authz.identity import canonical_email
+from prism.models.addresses import canonical_email
 
 revision: str = "0016"
 down_revision: str | None = "0015"
