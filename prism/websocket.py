@@ -64,6 +64,8 @@ from strawberry.utils.operation import get_operation_type
 
 from prism.edge import MAX_JSON_BODY, exceeds_body_limit, operation_request_problem
 from prism.errors import BadUserInput, PrismError, ServiceUnavailable, Unauthenticated
+from prism.guard import answer_deadline, answered_within
+from prism.models.faults import unavailable
 from prism.resolvers.context import Context
 from prism.schema.extensions import _parse as parse_cached
 from prism.schema.limits import charge_context_refusal, context_spent
@@ -198,16 +200,26 @@ class PrismTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
     async def recheck(self) -> None:
         """Close the socket once its credential no longer authenticates."""
         interval = self.context.services.settings.websocket_recheck_seconds
+        deadline = answer_deadline(self.context.services.settings.request_timeout_seconds)
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.context.reauthenticate()
+                async with answered_within(deadline, "credential re-check"):
+                    await self.context.reauthenticate()
             except Unauthenticated:
                 await self.websocket.close(code=UNAUTHORIZED, reason="Unauthorized")
                 return
             except Exception as exc:
-                # The database is away: operations fail on their own until it is back.
-                log.warning("websocket credential re-check failed", exc_info=exc)
+                # The database is away: operations fail on their own until it is back, and
+                # each re-check says so in one line; anything else is a bug, with its stack.
+                if unavailable(exc):
+                    log.warning(
+                        "websocket credential re-check failed",
+                        error=type(exc).__name__,
+                        database="unavailable",
+                    )
+                else:
+                    log.warning("websocket credential re-check failed", exc_info=exc)
 
     async def handle(self) -> None:
         """Strawberry's loop, with every message measured before it is decoded."""
