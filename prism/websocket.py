@@ -326,7 +326,9 @@ class PrismTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         """Authenticate, resolve the document, run it in a context of its own."""
         assert isinstance(operation, PrismOperation)
         try:
-            principal = await self.context.reauthenticate()
+            deadline = answer_deadline(self.context.services.settings.request_timeout_seconds)
+            async with answered_within(deadline, "credential re-check"):
+                principal = await self.context.reauthenticate()
             context = self.context.for_operation(principal)
             operation.context = context
             # A caller who cannot pay for one more refusal is answered before the lookup.
@@ -350,8 +352,16 @@ class PrismTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
             await operation.send_initial_errors([limited or _error(exc)])
             return
         except Exception as exc:
-            # The database or the cache store is away: refused, like an HTTP request would be.
-            log.warning("websocket operation not started", exc_info=exc)
+            # The database or the cache store is away: refused, like an HTTP request would be
+            # (one line; a stack only for what is not an outage).
+            if unavailable(exc):
+                log.warning(
+                    "websocket operation not started",
+                    error=type(exc).__name__,
+                    database="unavailable",
+                )
+            else:
+                log.warning("websocket operation not started", exc_info=exc)
             await operation.send_initial_errors([_error(UNAVAILABLE)])
             return
         try:
