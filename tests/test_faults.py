@@ -1005,3 +1005,76 @@ async def test_answers_without_the_request_deadline_come_within_bounds_while_fro
     # outages are one line each, without a stack
     assert all(orjson.loads(line).get("database") == "unavailable" for line in rechecks + counts)
     assert "Traceback" not in logs, next(line for line in lines if "Traceback" in line)[:2000]
+
+
+# --- a progress stream across a PostgreSQL restart ------------------------------------------
+
+PROGRESS = "subscription($id: ID!) { documentProgress(id: $id) { processingStatus } }"
+
+
+async def _progress(base_url: str, token: str, document_id: str, seen: list[Any]) -> None:
+    """Follow one document's progress until the stream completes."""
+    url = base_url.replace("http://", "ws://") + "/graphql"
+    async with websockets.connect(url, subprotocols=[Subprotocol("graphql-transport-ws")]) as ws:
+        init = {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}
+        await ws.send(orjson.dumps(init).decode())
+        assert orjson.loads(await ws.recv())["type"] == "connection_ack"
+        subscribe = {
+            "id": "1",
+            "type": "subscribe",
+            "payload": {"query": PROGRESS, "variables": {"id": document_id}},
+        }
+        await ws.send(orjson.dumps(subscribe).decode())
+        while True:
+            message = orjson.loads(await ws.recv())
+            seen.append(message)
+            if message["type"] in ("complete", "error"):
+                return
+
+
+async def test_a_progress_stream_open_across_a_restart_gets_its_end(
+    own_postgres: OwnPostgres,
+    faults_setup: tuple[Settings, str, Tenant],
+) -> None:
+    """PostgreSQL restarts while a client follows a document's progress, and the document is
+    processed right after it is back, before the server's LISTEN connection is (its
+    reconnect backs off): the NOTIFY of the end goes to nobody. The stream still ends, with
+    the document COMPLETED, soon after."""
+    settings, url, tenant = faults_setup
+    admin = tenant.tokens[Role.ADMIN]
+    with ServedApp(settings) as served:
+        async with httpx.AsyncClient(base_url=served.url, timeout=30) as http:
+            data = CONTRACT_TXT + os.urandom(8).hex().encode()
+            answer = await upload(http, admin, "restart.txt", data, content_type="text/plain")
+            document_id = answer.json()["data"]["uploadDocument"]["document"]["id"]
+            seen: list[Any] = []
+            stream = asyncio.create_task(_progress(served.url, admin, document_id, seen))
+            try:
+                for _ in range(100):  # the current state first
+                    if seen:
+                        break
+                    await asyncio.sleep(0.1)
+                assert seen, "no first progress event"
+                await asyncio.to_thread(own_postgres.stop)
+                await asyncio.sleep(9)  # the LISTEN connection's backoff grows meanwhile
+                await asyncio.to_thread(own_postgres.start)
+                await _wait_ready(http, 30)
+                # a worker (as `prism worker` would) processes the document at once
+                services = bootstrap.build_services(settings, url)
+                try:
+                    assert await run_jobs(services) >= 1
+                finally:
+                    await services.close()
+                processed = time.monotonic()
+                await asyncio.wait_for(asyncio.shield(stream), timeout=25)
+                ended_after = time.monotonic() - processed
+            finally:
+                stream.cancel()
+    statuses = [
+        m["payload"]["data"]["documentProgress"]["processingStatus"]
+        for m in seen
+        if m["type"] == "next"
+    ]
+    assert statuses[-1] == "COMPLETED", seen
+    assert seen[-1]["type"] == "complete"
+    print(f"stream ended {ended_after:.1f} s after the document was processed")
