@@ -42,8 +42,8 @@ from prism.models.faults import DatabaseUnavailable
 from prism.models.jobs import enqueue_job
 from prism.models.notify import RESYNC, Notifications
 from prism.resolvers.context import Services
-from prism.resolvers.ids import expect_id
-from tests.factories import Tenant
+from prism.resolvers.ids import expect_id, to_global_id
+from tests.factories import Tenant, add_document
 from tests.pipeline_helpers import upload
 from tests.test_pipeline import CONTRACT_TXT
 
@@ -566,3 +566,43 @@ async def test_an_outage_spends_attempts_once_the_job_is_old(
     job, document = await _jobs_and_document(services, tenant.org_id, job_id)
     assert (job.state, job.attempts) == ("DEAD", job.max_attempts)
     assert document.processing_status == "FAILED"
+
+
+async def test_a_progress_stream_reads_its_document_again_when_no_event_comes(
+    settings: Settings,
+    database_url: str,
+    services: Services,
+    tenant: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A notification lost without anyone noticing (no reconnect to say so): the stream
+    reads its document again after RESYNC_SECONDS without an event, and ends."""
+    from prism.schema import subscription
+    from tests.test_websocket_auth import PROGRESS, _being_analyzed, connect, serving
+
+    monkeypatch.setattr(subscription, "RESYNC_SECONDS", 0.5)
+    document = await add_document(services, tenant)
+    await _being_analyzed(services, tenant, document)
+    quiet = settings.model_copy(update={"websocket_recheck_seconds": 300})
+    async with (
+        serving(quiet, database_url) as address,
+        connect(address, tenant.tokens[Role.ADMIN]) as ws,
+    ):
+        watching = await ws.start(PROGRESS, {"id": to_global_id("Document", document.id)})
+        first = await ws.message(watching)
+        assert first["payload"]["data"]["documentProgress"]["processingStatus"] == "ANALYZING"
+        # the document completes and its NOTIFY is lost (none is sent)
+        async with services.db.transaction(tenant.org_id) as session:
+            await session.execute(
+                sa.text(
+                    "UPDATE documents SET processing_status = 'COMPLETED', total_sections = 0 "
+                    "WHERE id = :id"
+                ),
+                {"id": document.id},
+            )
+        started = time.monotonic()
+        last = await ws.message(watching)
+        while last["payload"]["data"]["documentProgress"]["processingStatus"] != "COMPLETED":
+            last = await ws.message(watching)  # a re-read before the update landed
+        assert (await ws.message(watching))["type"] == "complete"
+        assert time.monotonic() - started < 5
