@@ -580,7 +580,7 @@ async def test_a_progress_stream_reads_its_document_again_when_no_event_comes(
     from prism.schema import subscription
     from tests.test_websocket_auth import PROGRESS, _being_analyzed, connect, serving
 
-    monkeypatch.setattr(subscription, "RESYNC_SECONDS", 0.5)
+    monkeypatch.setattr(subscription, "RESYNC_SECONDS", 0.5, raising=False)
     document = await add_document(services, tenant)
     await _being_analyzed(services, tenant, document)
     quiet = settings.model_copy(update={"websocket_recheck_seconds": 300})
