@@ -995,6 +995,7 @@ async def test_answers_without_the_request_deadline_come_within_bounds_while_fro
             await opened.close()
             assert await _wait_ready(http, 30) >= 0
         logs = served.logs
+    print("answered while frozen (s):", {label: round(took, 2) for label, took in timings.items()})
     slow = {label: round(took, 1) for label, took in timings.items() if took > bound}
     assert not slow, f"answered later than {bound} s: {slow}"
     lines = logs.splitlines()
