@@ -58,7 +58,7 @@ from prism.edge import (
 )
 from prism.errors import PrismError, ServiceUnavailable, Unauthenticated
 from prism.governance import gdpr
-from prism.guard import RequestGuard, error_answer
+from prism.guard import RequestGuard, answer_deadline, answered_within, error_answer
 from prism.http_body import (
     SUBSCRIPTIONS_OVER_WEBSOCKET,
     body_refusal,
@@ -70,7 +70,7 @@ from prism.jobs.pipeline import PROGRESS_CHANNEL
 from prism.jobs.watch import observe_jobs
 from prism.models.audit import RequestMeta
 from prism.models.db import url_for_asyncpg
-from prism.models.faults import RETRY_AFTER_SECONDS
+from prism.models.faults import RETRY_AFTER_SECONDS, unavailable
 from prism.models.notify import Notifications
 from prism.observability import DB_POOL, HTTP_REQUESTS, configure_logging
 from prism.resolvers.context import Context, RequestTransaction, Services
@@ -507,11 +507,14 @@ class PrismGraphQL(GraphQL[Context, None]):
             raise await _rejected(context, "Authentication required.")
         services = context.services
         # A database that is down is not a rejection (4403): its error goes on to
-        # RequestGuard, which closes the socket with 1013 (try again later).
+        # RequestGuard, which closes the socket with 1013 (try again later). No HTTP request
+        # deadline runs here: the answer has one of its own.
+        deadline = answer_deadline(services.settings.request_timeout_seconds)
         try:
-            principal = await identity.authenticate_bearer(
-                services.db, services.access_tokens, bearer
-            )
+            async with answered_within(deadline, "connection_init"):
+                principal = await identity.authenticate_bearer(
+                    services.db, services.access_tokens, bearer
+                )
         except Unauthenticated as exc:
             raise await _rejected(context, exc.message) from exc
         context.authenticate(principal, bearer)
@@ -645,10 +648,16 @@ async def readyz(request: Request) -> Response:
 async def render_metrics(services: Services) -> Response:
     for state, value in services.db.pool_status().items():
         DB_POOL.labels(state).set(value)
+    deadline = answer_deadline(services.settings.request_timeout_seconds)
     try:
-        await observe_jobs(services.db)
-    except Exception:  # the other metrics still answer when the database does not
-        log.warning("job counts unavailable", exc_info=True)
+        # Within the deadline: a scraper gets the other metrics while the database is frozen.
+        async with answered_within(deadline, "job counts"):
+            await observe_jobs(services.db)
+    except Exception as exc:  # the other metrics still answer when the database does not
+        if unavailable(exc):
+            log.warning("job counts unavailable", error=type(exc).__name__, database="unavailable")
+        else:
+            log.warning("job counts unavailable", exc_info=exc)
     return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

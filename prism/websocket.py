@@ -64,6 +64,8 @@ from strawberry.utils.operation import get_operation_type
 
 from prism.edge import MAX_JSON_BODY, exceeds_body_limit, operation_request_problem
 from prism.errors import BadUserInput, PrismError, ServiceUnavailable, Unauthenticated
+from prism.guard import answer_deadline, answered_within
+from prism.models.faults import unavailable
 from prism.resolvers.context import Context
 from prism.schema.extensions import _parse as parse_cached
 from prism.schema.limits import charge_context_refusal, context_spent
@@ -198,16 +200,26 @@ class PrismTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
     async def recheck(self) -> None:
         """Close the socket once its credential no longer authenticates."""
         interval = self.context.services.settings.websocket_recheck_seconds
+        deadline = answer_deadline(self.context.services.settings.request_timeout_seconds)
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.context.reauthenticate()
+                async with answered_within(deadline, "credential re-check"):
+                    await self.context.reauthenticate()
             except Unauthenticated:
                 await self.websocket.close(code=UNAUTHORIZED, reason="Unauthorized")
                 return
             except Exception as exc:
-                # The database is away: operations fail on their own until it is back.
-                log.warning("websocket credential re-check failed", exc_info=exc)
+                # The database is away: operations fail on their own until it is back, and
+                # each re-check says so in one line; anything else is a bug, with its stack.
+                if unavailable(exc):
+                    log.warning(
+                        "websocket credential re-check failed",
+                        error=type(exc).__name__,
+                        database="unavailable",
+                    )
+                else:
+                    log.warning("websocket credential re-check failed", exc_info=exc)
 
     async def handle(self) -> None:
         """Strawberry's loop, with every message measured before it is decoded."""
@@ -314,7 +326,9 @@ class PrismTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         """Authenticate, resolve the document, run it in a context of its own."""
         assert isinstance(operation, PrismOperation)
         try:
-            principal = await self.context.reauthenticate()
+            deadline = answer_deadline(self.context.services.settings.request_timeout_seconds)
+            async with answered_within(deadline, "credential re-check"):
+                principal = await self.context.reauthenticate()
             context = self.context.for_operation(principal)
             operation.context = context
             # A caller who cannot pay for one more refusal is answered before the lookup.
@@ -338,8 +352,16 @@ class PrismTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
             await operation.send_initial_errors([limited or _error(exc)])
             return
         except Exception as exc:
-            # The database or the cache store is away: refused, like an HTTP request would be.
-            log.warning("websocket operation not started", exc_info=exc)
+            # The database or the cache store is away: refused, like an HTTP request would be
+            # (one line; a stack only for what is not an outage).
+            if unavailable(exc):
+                log.warning(
+                    "websocket operation not started",
+                    error=type(exc).__name__,
+                    database="unavailable",
+                )
+            else:
+                log.warning("websocket operation not started", exc_info=exc)
             await operation.send_initial_errors([_error(UNAVAILABLE)])
             return
         try:

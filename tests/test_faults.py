@@ -41,6 +41,7 @@ from websockets.typing import Subprotocol
 from prism import bootstrap, migrations
 from prism.config import Settings
 from prism.governance.gdpr import ExportLinks
+from prism.models import db as db_module
 from prism.models import embedded
 from prism.models.audit import Actor, record_event, verify_chain
 from prism.models.db import create_engine, url_for_asyncpg
@@ -48,6 +49,7 @@ from prism.models.enums import Role
 from prism.models.faults import DatabaseUnavailable, unavailable
 from prism.models.users import User
 from prism.resolvers.context import Services
+from prism.resolvers.ids import to_global_id
 from tests.conftest import client_of
 from tests.factories import PASSWORD, Tenant, codes, gql, make_tenant
 from tests.pipeline_helpers import run_jobs, upload
@@ -852,3 +854,228 @@ async def test_unavailable_means_the_database_is_away_not_that_the_request_is_wr
     assert unavailable(terminated)
     assert not unavailable(divided)
     assert not unavailable(wrong)
+
+
+# --- a command timeout bounds what comes after it too ---------------------------------------
+
+COMMAND_TIMEOUT = 2.0
+
+
+async def test_a_timed_out_connection_is_dropped_not_waited_on(
+    own_postgres: OwnPostgres,
+    faults_setup: tuple[Settings, str, Tenant],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With PostgreSQL frozen, asyncpg's answer to a command timeout (a cancel request to the
+    frozen server) would make the next command on that connection (the rollback, the pool's
+    reset, a ping) wait without limit. Each transaction here must fail within the command
+    timeout and a little more: the connection is terminated and the pool replaces it."""
+    url = faults_setup[1]
+    engine = create_engine(
+        url,
+        command_timeout_seconds=COMMAND_TIMEOUT,
+        pool_timeout_seconds=1,
+        connect_timeout_seconds=1,
+        pool_size=2,
+        max_overflow=0,
+    )
+
+    async def transaction() -> None:
+        async with engine.connect() as conn, conn.begin():
+            await conn.execute(sa.text("SELECT 1"))
+
+    try:
+        await asyncio.gather(transaction(), transaction())  # two pooled connections
+        own_postgres.freeze()
+        try:
+            # a statement on a pooled connection, then (the pool now pinging every
+            # checkout) a ping, then new connections: each answers within bounds
+            for label in ("statement", "ping", "connect"):
+                if label == "ping":
+                    monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 0.0)
+                started = time.monotonic()
+                with pytest.raises(Exception) as caught:  # noqa: PT011 - checked just below
+                    await asyncio.wait_for(transaction(), timeout=COMMAND_TIMEOUT * 4 + 10)
+                elapsed = time.monotonic() - started
+                assert unavailable(caught.value), (label, repr(caught.value))
+                assert not isinstance(caught.value, TimeoutError | asyncio.CancelledError), label
+                assert elapsed < COMMAND_TIMEOUT * 2 + SLACK, (label, elapsed)
+        finally:
+            own_postgres.thaw()
+        # and once thawed the pool serves again, with fresh connections
+        await asyncio.wait_for(transaction(), timeout=10)
+    finally:
+        await engine.dispose()
+
+
+async def test_answers_without_the_request_deadline_come_within_bounds_while_frozen(
+    own_postgres: OwnPostgres,
+    faults_setup: tuple[Settings, str, Tenant],
+) -> None:
+    """No HTTP request deadline (PRISM_REQUEST_TIMEOUT_SECONDS=0), and paths that never had
+    one: a WebSocket's connection_init, a subscription's read on an open socket, the separate
+    metrics listener's scrape, a POST. With PostgreSQL frozen, each answers within the
+    command timeout and a little more, and the log says each outage in one line."""
+    settings, _url, tenant = faults_setup
+    token = tenant.tokens[Role.ADMIN]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
+    settings = settings.model_copy(
+        update={
+            "request_timeout_seconds": 0,
+            "database_command_timeout_seconds": COMMAND_TIMEOUT,
+            "metrics_address": f"127.0.0.1:{metrics_port}",
+            "websocket_recheck_seconds": 1,
+        }
+    )
+    bound = COMMAND_TIMEOUT * 2 + SLACK
+    documents = {"query": "{ documents(first: 1) { totalCount } }"}
+    headers = {"authorization": f"Bearer {token}"}
+    with ServedApp(settings) as served:
+        ws_url = served.url.replace("http://", "ws://") + "/graphql"
+        async with httpx.AsyncClient(base_url=served.url, timeout=60) as http:
+            for _ in range(3):  # pooled connections
+                assert (await http.post("/graphql", json=documents, headers=headers)).is_success
+            opened = await websockets.connect(
+                ws_url, subprotocols=[Subprotocol("graphql-transport-ws")]
+            )
+            init = {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}
+            await opened.send(orjson.dumps(init).decode())
+            assert orjson.loads(await opened.recv())["type"] == "connection_ack"
+            await asyncio.sleep(6)  # pooled connections idle past the ping threshold
+            own_postgres.freeze()
+            try:
+                timings: dict[str, float] = {}
+                # connection_init: closed 1013 (try again later)
+                started = time.monotonic()
+                async with websockets.connect(
+                    ws_url, subprotocols=[Subprotocol("graphql-transport-ws")]
+                ) as fresh:
+                    await fresh.send(orjson.dumps(init).decode())
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await asyncio.wait_for(fresh.recv(), timeout=30)
+                assert closed.value.rcvd is not None
+                assert closed.value.rcvd.code == 1013
+                timings["connection_init"] = time.monotonic() - started
+                # a subscription's first read on the open socket: a coded error
+                started = time.monotonic()
+                subscribe = {
+                    "id": "p",
+                    "type": "subscribe",
+                    "payload": {
+                        "query": "subscription($id: ID!) { documentProgress(id: $id) "
+                        "{ processingStatus } }",
+                        "variables": {"id": to_global_id("Document", uuid.uuid4())},
+                    },
+                }
+                await opened.send(orjson.dumps(subscribe).decode())
+                message = orjson.loads(await asyncio.wait_for(opened.recv(), timeout=30))
+                timings["subscription"] = time.monotonic() - started
+                errors = message.get("payload") or []
+                if isinstance(errors, dict):
+                    errors = errors.get("errors") or []
+                assert [e["extensions"]["code"] for e in errors] == ["SERVICE_UNAVAILABLE"], message
+                # the metrics listener: the other metrics, without the job counts
+                async with httpx.AsyncClient(timeout=30) as scraper:
+                    started = time.monotonic()
+                    scrape = await scraper.get(f"http://127.0.0.1:{metrics_port}/metrics")
+                    timings["metrics"] = time.monotonic() - started
+                assert scrape.status_code == 200
+                assert "prism_db_pool" in scrape.text
+                # a POST, no request deadline
+                started = time.monotonic()
+                answer = await http.post("/graphql", json=documents, headers=headers)
+                timings["post"] = time.monotonic() - started
+                assert answer.status_code == 503
+                assert codes(answer.json()) == ["SERVICE_UNAVAILABLE"]
+                await asyncio.sleep(2.5)  # the open socket's credential re-checks
+            finally:
+                own_postgres.thaw()
+            await opened.close()
+            assert await _wait_ready(http, 30) >= 0
+        logs = served.logs
+    print("answered while frozen (s):", {label: round(took, 2) for label, took in timings.items()})
+    slow = {label: round(took, 1) for label, took in timings.items() if took > bound}
+    assert not slow, f"answered later than {bound} s: {slow}"
+    lines = logs.splitlines()
+    rechecks = [line for line in lines if "websocket credential re-check failed" in line]
+    counts = [line for line in lines if "job counts unavailable" in line]
+    assert rechecks, logs[-3000:]
+    assert counts, logs[-3000:]
+    # outages are one line each, without a stack
+    assert all(orjson.loads(line).get("database") == "unavailable" for line in rechecks + counts)
+    assert "Traceback" not in logs, next(line for line in lines if "Traceback" in line)[:2000]
+
+
+# --- a progress stream across a PostgreSQL restart ------------------------------------------
+
+PROGRESS = "subscription($id: ID!) { documentProgress(id: $id) { processingStatus } }"
+
+
+async def _progress(base_url: str, token: str, document_id: str, seen: list[Any]) -> None:
+    """Follow one document's progress until the stream completes."""
+    url = base_url.replace("http://", "ws://") + "/graphql"
+    async with websockets.connect(url, subprotocols=[Subprotocol("graphql-transport-ws")]) as ws:
+        init = {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}
+        await ws.send(orjson.dumps(init).decode())
+        assert orjson.loads(await ws.recv())["type"] == "connection_ack"
+        subscribe = {
+            "id": "1",
+            "type": "subscribe",
+            "payload": {"query": PROGRESS, "variables": {"id": document_id}},
+        }
+        await ws.send(orjson.dumps(subscribe).decode())
+        while True:
+            message = orjson.loads(await ws.recv())
+            seen.append(message)
+            if message["type"] in ("complete", "error"):
+                return
+
+
+async def test_a_progress_stream_open_across_a_restart_gets_its_end(
+    own_postgres: OwnPostgres,
+    faults_setup: tuple[Settings, str, Tenant],
+) -> None:
+    """PostgreSQL restarts while a client follows a document's progress, and the document is
+    processed right after it is back, before the server's LISTEN connection is (its
+    reconnect backs off): the NOTIFY of the end goes to nobody. The stream still ends, with
+    the document COMPLETED, soon after."""
+    settings, url, tenant = faults_setup
+    admin = tenant.tokens[Role.ADMIN]
+    with ServedApp(settings) as served:
+        async with httpx.AsyncClient(base_url=served.url, timeout=30) as http:
+            data = CONTRACT_TXT + os.urandom(8).hex().encode()
+            answer = await upload(http, admin, "restart.txt", data, content_type="text/plain")
+            document_id = answer.json()["data"]["uploadDocument"]["document"]["id"]
+            seen: list[Any] = []
+            stream = asyncio.create_task(_progress(served.url, admin, document_id, seen))
+            try:
+                for _ in range(100):  # the current state first
+                    if seen:
+                        break
+                    await asyncio.sleep(0.1)
+                assert seen, "no first progress event"
+                await asyncio.to_thread(own_postgres.stop)
+                await asyncio.sleep(9)  # the LISTEN connection's backoff grows meanwhile
+                await asyncio.to_thread(own_postgres.start)
+                await _wait_ready(http, 30)
+                # a worker (as `prism worker` would) processes the document at once
+                services = bootstrap.build_services(settings, url)
+                try:
+                    assert await run_jobs(services) >= 1
+                finally:
+                    await services.close()
+                processed = time.monotonic()
+                await asyncio.wait_for(asyncio.shield(stream), timeout=25)
+                ended_after = time.monotonic() - processed
+            finally:
+                stream.cancel()
+    statuses = [
+        m["payload"]["data"]["documentProgress"]["processingStatus"]
+        for m in seen
+        if m["type"] == "next"
+    ]
+    assert statuses[-1] == "COMPLETED", seen
+    assert seen[-1]["type"] == "complete"
+    print(f"stream ended {ended_after:.1f} s after the document was processed")

@@ -25,18 +25,27 @@ import asyncpg
 import httpx
 import orjson
 import pytest
+import sqlalchemy as sa
 import sqlalchemy.exc
 from sqlalchemy.engine import make_url
 
 from prism import bootstrap, migrations, operators
 from prism.config import Settings
+from prism.jobs import pipeline
 from prism.jobs import worker as worker_module
 from prism.jobs.pipeline import JobRun
 from prism.jobs.worker import Worker
 from prism.models import embedded
 from prism.models.db import APP_ROLE, url_for_asyncpg
+from prism.models.enums import Role
+from prism.models.faults import DatabaseUnavailable
 from prism.models.jobs import enqueue_job
-from prism.models.notify import Notifications
+from prism.models.notify import RESYNC, Notifications
+from prism.resolvers.context import Services
+from prism.resolvers.ids import expect_id, to_global_id
+from tests.factories import Tenant, add_document
+from tests.pipeline_helpers import upload
+from tests.test_pipeline import CONTRACT_TXT
 
 PRISM = [sys.executable, "-m", "prism.cli"]
 
@@ -113,11 +122,20 @@ async def own_postgres() -> AsyncIterator[OwnPostgres]:
         shutil.rmtree(pgdata, ignore_errors=True)
 
 
-async def _received(queue: asyncio.Queue[dict[str, Any]], seconds: float) -> dict[str, Any] | None:
-    try:
-        return await asyncio.wait_for(queue.get(), timeout=seconds)
-    except TimeoutError:
-        return None
+async def _received(
+    queue: asyncio.Queue[dict[str, Any]], seconds: float, *, resync: bool = False
+) -> dict[str, Any] | None:
+    """The next notification within ``seconds`` (RESYNC, the "look again" after a reconnect,
+    skipped unless ``resync``)."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            event = await asyncio.wait_for(queue.get(), timeout=left)
+        except TimeoutError:
+            return None
+        if resync or event != RESYNC:
+            return event
+    return None
 
 
 async def test_progress_notifications_are_received_after_a_postgresql_restart(
@@ -145,6 +163,35 @@ async def test_progress_notifications_are_received_after_a_postgresql_restart(
                     await asyncio.sleep(0.2)
             assert got == {"d": "doc", "n": 2}
             assert notifications.listener.connects == 2
+    finally:
+        await notifications.stop()
+
+
+async def test_subscribers_are_told_to_look_again_after_the_listen_connection_is_back(
+    own_postgres: OwnPostgres,
+) -> None:
+    channel = f"prism_test_{uuid.uuid4().hex[:8]}"
+    notifications = Notifications(own_postgres.asyncpg_url, channel, key_field="d")
+    await notifications.start()
+    try:
+        async with (
+            notifications.subscribe("doc") as queue,
+            notifications.subscribe("other") as other,
+        ):
+            # when PostgreSQL restarts under the LISTEN connection (what is notified until
+            # the listener is back, within its backoff, is lost: nobody listens)
+            await own_postgres.restart()
+            # then once the listener is back every subscriber is told to look again: the
+            # source says where things are
+            started = time.monotonic()
+            assert await _received(queue, 30, resync=True) == RESYNC
+            assert await _received(other, 1, resync=True) == RESYNC
+            assert time.monotonic() - started < 30
+            assert notifications.listener.connects == 2
+            # and a NOTIFY pretending to be that message is not one
+            assert await own_postgres.notify(channel, orjson.dumps(RESYNC).decode())
+            assert await own_postgres.notify(channel, orjson.dumps({"d": "doc", "n": 2}).decode())
+            assert await _received(queue, 5, resync=True) == {"d": "doc", "n": 2}
     finally:
         await notifications.stop()
 
@@ -421,3 +468,141 @@ def test_expected_failures_of_commands_are_one_line(
     assert "PRISM_PORT" in said
     # an unknown organization (a domain error) is one line too
     said = _one_line_failure(_prism("search", "reindex", "--org", "no such org", env=env))
+
+
+async def _jobs_and_document(
+    services: Services, organization_id: uuid.UUID, job_id: str
+) -> tuple[Any, Any]:
+    async with services.db.transaction(organization_id) as session:
+        job = (
+            await session.execute(
+                sa.text(
+                    "SELECT state, attempts, max_attempts, last_error FROM jobs WHERE id = :id"
+                ),
+                {"id": expect_id(job_id, "Job")},
+            )
+        ).one()
+        document = (
+            await session.execute(
+                sa.text("SELECT processing_status FROM documents WHERE organization_id = :o"),
+                {"o": organization_id},
+            )
+        ).one()
+    return job, document
+
+
+async def _make_runnable(
+    services: Services, organization_id: uuid.UUID, *, age_hours: float = 0
+) -> None:
+    async with services.db.transaction(organization_id) as session:
+        await session.execute(
+            sa.text(
+                "UPDATE jobs SET run_at = now(), "
+                "created_at = now() - make_interval(secs => :age) "
+                "WHERE state = 'FAILED' AND organization_id = :o"
+            ),
+            {"o": organization_id, "age": age_hours * 3600},
+        )
+
+
+async def test_an_outage_does_not_spend_a_jobs_attempts(
+    services: Services, tenant: Tenant, client: httpx.AsyncClient
+) -> None:
+    data = CONTRACT_TXT + os.urandom(6).hex().encode()
+    answer = await upload(
+        client, tenant.tokens[Role.ADMIN], "outage.txt", data, content_type="text/plain"
+    )
+    job_id = answer.json()["data"]["uploadDocument"]["job"]["id"]
+    outages = 0
+
+    async def extract_after_an_outage(run: JobRun) -> None:
+        # the database (or the object store, OpenSearch) away for more runs than the job
+        # has attempts, then back
+        nonlocal outages
+        if outages < 7:
+            outages += 1
+            raise DatabaseUnavailable("database unavailable (ConnectionResetError)")
+        await pipeline.HANDLERS[pipeline.EXTRACT](run)
+
+    handlers = {**worker_module.HANDLERS, pipeline.EXTRACT: extract_after_an_outage}
+    worker = Worker(services.pipeline, concurrency=1, handlers=handlers)
+    for _ in range(7):
+        await worker.drain()
+        job, _document = await _jobs_and_document(services, tenant.org_id, job_id)
+        # postponed, not failed: no attempt spent, runnable again later (with backoff)
+        assert (job.state, job.attempts) == ("FAILED", 0), job
+        assert "DatabaseUnavailable" in job.last_error
+        await _make_runnable(services, tenant.org_id)
+    await worker.drain()
+    job, document = await _jobs_and_document(services, tenant.org_id, job_id)
+    assert outages == 7
+    assert (job.state, job.attempts) == ("SUCCEEDED", 1)
+    assert document.processing_status == "COMPLETED"
+
+
+async def test_an_outage_spends_attempts_once_the_job_is_old(
+    services: Services, tenant: Tenant, client: httpx.AsyncClient
+) -> None:
+    """The bound: a dependency gone for good still ends the job DEAD and its document
+    FAILED, once the job is older than OUTAGE_RETRY_HOURS."""
+    data = CONTRACT_TXT + os.urandom(6).hex().encode()
+    answer = await upload(
+        client, tenant.tokens[Role.ADMIN], "gone.txt", data, content_type="text/plain"
+    )
+    job_id = answer.json()["data"]["uploadDocument"]["job"]["id"]
+
+    async def away(run: JobRun) -> None:
+        raise DatabaseUnavailable("database unavailable (ConnectionRefusedError)")
+
+    handlers = {**worker_module.HANDLERS, pipeline.EXTRACT: away}
+    worker = Worker(services.pipeline, concurrency=1, handlers=handlers)
+    await worker.drain()
+    await _make_runnable(services, tenant.org_id, age_hours=worker_module.OUTAGE_RETRY_HOURS + 1)
+    for _ in range(10):
+        await worker.drain()
+        await _make_runnable(
+            services, tenant.org_id, age_hours=worker_module.OUTAGE_RETRY_HOURS + 1
+        )
+    job, document = await _jobs_and_document(services, tenant.org_id, job_id)
+    assert (job.state, job.attempts) == ("DEAD", job.max_attempts)
+    assert document.processing_status == "FAILED"
+
+
+async def test_a_progress_stream_reads_its_document_again_when_no_event_comes(
+    settings: Settings,
+    database_url: str,
+    services: Services,
+    tenant: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A notification lost without anyone noticing (no reconnect to say so): the stream
+    reads its document again after RESYNC_SECONDS without an event, and ends."""
+    from prism.schema import subscription
+    from tests.test_websocket_auth import PROGRESS, _being_analyzed, connect, serving
+
+    monkeypatch.setattr(subscription, "RESYNC_SECONDS", 0.5, raising=False)
+    document = await add_document(services, tenant)
+    await _being_analyzed(services, tenant, document)
+    quiet = settings.model_copy(update={"websocket_recheck_seconds": 300})
+    async with (
+        serving(quiet, database_url) as address,
+        connect(address, tenant.tokens[Role.ADMIN]) as ws,
+    ):
+        watching = await ws.start(PROGRESS, {"id": to_global_id("Document", document.id)})
+        first = await ws.message(watching)
+        assert first["payload"]["data"]["documentProgress"]["processingStatus"] == "ANALYZING"
+        # the document completes and its NOTIFY is lost (none is sent)
+        async with services.db.transaction(tenant.org_id) as session:
+            await session.execute(
+                sa.text(
+                    "UPDATE documents SET processing_status = 'COMPLETED', total_sections = 0 "
+                    "WHERE id = :id"
+                ),
+                {"id": document.id},
+            )
+        started = time.monotonic()
+        last = await ws.message(watching)
+        while last["payload"]["data"]["documentProgress"]["processingStatus"] != "COMPLETED":
+            last = await ws.message(watching)  # a re-read before the update landed
+        assert (await ws.message(watching))["type"] == "complete"
+        assert time.monotonic() - started < 5

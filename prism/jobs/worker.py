@@ -15,6 +15,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from opensearchpy.exceptions import ConnectionError as OpenSearchConnectionError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import DataError
 
 from prism.jobs import bi, indexing, pipeline
@@ -34,7 +37,7 @@ from prism.models.enums import JobState
 from prism.models.faults import unavailable
 from prism.models.jobs import Job
 from prism.models.notify import Listener
-from prism.search import SearchUnavailable
+from prism.search.backend import SearchUnavailable
 
 log = structlog.get_logger("prism.worker")
 JOBS_CHANNEL = "prism_jobs"
@@ -46,6 +49,15 @@ IDLE_POLL_SECONDS = 5.0
 # How often a worker asks whether periodic jobs are due (the database decides, so any number
 # of workers schedule each organization's job once per interval).
 SCHEDULE_CHECK_SECONDS = 300.0
+# A job that failed because a dependency was away (the database, the object store, OpenSearch,
+# Redis) is retried after OUTAGE_BACKOFF_SECONDS (jittered) without spending an attempt, for
+# as long as the job is younger than OUTAGE_RETRY_HOURS; after that, outages count like any
+# failure (so a dependency gone for good still ends the job DEAD, and its document FAILED).
+OUTAGE_BACKOFF_SECONDS = (5.0, 30.0)
+OUTAGE_RETRY_HOURS = 24.0
+# How long a worker keeps trying to record an outage's outcome (holding the job, its lease
+# renewed by the heartbeat once the database answers) before leaving it to its lease.
+RECORD_RETRY_SECONDS = (0.5, 15.0)
 
 
 def backoff(attempt: int) -> timedelta:
@@ -260,6 +272,12 @@ class Worker:
             if await self._finish(job, JobState.DEAD, public_error(exc)):
                 await fail_document(run, "The document holds text that cannot be stored.")
         except Exception as exc:  # noqa: BLE001 - any failure is recorded and retried
+            if dependency_away(exc) and utcnow() - job.created_at < timedelta(
+                hours=OUTAGE_RETRY_HOURS
+            ):
+                trouble("job postponed: a dependency is away", exc, bound=bound)
+                await self._postpone(job, public_error(exc), bound)
+                return
             trouble("job failed", exc, bound=bound)
             error = public_error(exc)
             try:
@@ -281,8 +299,32 @@ class Worker:
             if self._running.get(job.id) is asyncio.current_task():
                 del self._running[job.id]
 
+    async def _postpone(self, job: Job, error: str, bound: Any) -> None:
+        """FAILED, runnable again after a pause, the attempt given back. While the database
+        itself is away the outcome cannot be recorded: the worker keeps the job (the
+        heartbeat renews its lease once the database answers) and tries again, so an outage
+        neither spends the attempt nor lets the lease run out over it."""
+        pause = RECORD_RETRY_SECONDS[0]
+        while True:
+            run_at = utcnow() + timedelta(seconds=random.uniform(*OUTAGE_BACKOFF_SECONDS))  # noqa: S311
+            try:
+                await self._finish(job, JobState.FAILED, error, run_at=run_at, refund=True)
+                return
+            except Exception as lost:
+                if not unavailable(lost):
+                    raise
+                trouble("job outcome not recorded yet; retrying", lost, bound=bound)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, RECORD_RETRY_SECONDS[1])
+
     async def _finish(
-        self, job: Job, state: JobState, error: str, run_at: datetime | None = None
+        self,
+        job: Job,
+        state: JobState,
+        error: str,
+        run_at: datetime | None = None,
+        *,
+        refund: bool = False,
     ) -> bool:
         """Record the outcome; False when another run owns the job now (nothing recorded)."""
         async with self.pipeline.db.transaction(job.organization_id) as session:
@@ -294,6 +336,7 @@ class Worker:
                 state=state,
                 error=error,
                 run_at=run_at,
+                refund=refund,
             )
 
 
@@ -308,6 +351,30 @@ def trouble(message: str, exc: BaseException, *, bound: Any = None, **fields: ob
         logger.warning(message, error=str(exc), search="unavailable", **fields)
     else:
         logger.warning(message, exc_info=exc, **fields)
+
+
+_AWAY_TYPES: tuple[type[BaseException], ...] = (
+    BotoConnectionError,
+    OpenSearchConnectionError,
+    RedisConnectionError,
+)
+
+
+def dependency_away(exc: BaseException) -> bool:
+    """The job failed because something it needs could not be reached (the database, the
+    object store, OpenSearch, Redis), not because of the job: it will succeed later."""
+    if unavailable(exc):
+        return True
+    current: BaseException | None = exc
+    for _ in range(10):
+        if current is None:
+            return False
+        if isinstance(current, _AWAY_TYPES):
+            return True
+        if isinstance(current, SearchUnavailable) and "unreachable" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def public_error(exc: BaseException) -> str:

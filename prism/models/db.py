@@ -89,10 +89,44 @@ def create_engine(
     return engine
 
 
+class TerminatingConnection(asyncpg.Connection):  # type: ignore[misc]
+    """An asyncpg connection that is dropped, not cancelled, when a command of it timed out
+    or was cancelled.
+
+    asyncpg would open a second connection to ask the server to cancel the command, and every
+    later command on this one (SQLAlchemy's rollback, the pool's reset on checkin, the ping on
+    checkout, a graceful close) would first wait, without limit, for the server to confirm.
+    A server that did not answer within the command timeout (frozen, cut off behind a proxy)
+    answers the cancel no sooner, so the command timeout bounded one statement and nothing
+    after it. Terminated, the connection fails every later command at once ("connection is
+    closed", an outage to ``faults.unavailable``), the pool replaces it, and the server ends
+    the statement itself (``statement_timeout``, or when it notices the socket is gone)."""
+
+    def _cancel_current_command(self, waiter: Any) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+        # Not now: asyncpg's protocol is in the middle of failing the command and still uses
+        # its transport; the next turn of the loop comes before the caller sees the error.
+        self._loop.call_soon(self._drop)
+
+    def _drop(self) -> None:
+        if not self.is_closed():
+            self.terminate()
+
+
+def terminate_driver_connection(dbapi_connection: Any) -> None:
+    """Drop the asyncpg connection under SQLAlchemy's adapter at once (no graceful close:
+    that waits for a server that is not answering)."""
+    raw = getattr(dbapi_connection, "_connection", None)
+    if isinstance(raw, asyncpg.Connection) and not raw.is_closed():
+        raw.terminate()
+
+
 async def _connect(*args: Any, **kwargs: Any) -> Any:
     """asyncpg.connect, with a server that is not there (no socket, refused, no answer within
     the connect timeout) said as DatabaseUnavailable: the pool raises connect errors as they
-    are, past the engine's error hook."""
+    are, past the engine's error hook. Connections are ``TerminatingConnection``s."""
+    kwargs.setdefault("connection_class", TerminatingConnection)
     try:
         return await asyncpg.connect(*args, **kwargs)
     except (OSError, TimeoutError) as exc:
@@ -113,6 +147,11 @@ def _name_lost_connections(engine: AsyncEngine) -> None:
             context.sqlalchemy_exception is None and unavailable(original)
         ):
             context.is_disconnect = True
+            # Terminated before SQLAlchemy invalidates it: its invalidation closes the
+            # connection gracefully first, which waits on the server.
+            fairy = getattr(context.connection, "_dbapi_connection", None)
+            if fairy is not None:
+                terminate_driver_connection(getattr(fairy, "dbapi_connection", None))
             error = DatabaseUnavailable(f"database unavailable ({type(original).__name__})")
             error.__cause__ = original
             return error
@@ -143,6 +182,8 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
         try:
             dbapi_connection.ping()
         except Exception as exc:
+            # Bounded by the command timeout; what did not answer is dropped, not closed.
+            terminate_driver_connection(dbapi_connection)
             raise DisconnectionError("pooled connection is gone") from exc
 
 

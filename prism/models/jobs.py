@@ -124,15 +124,19 @@ async def finish_job(
     state: JobState,
     error: str | None = None,
     run_at: datetime | None = None,
+    refund: bool = False,
 ) -> bool:
     """Record a job's outcome, fenced on the lease: False if another worker has taken it
-    over (this worker's lease expired), in which case the caller must roll back."""
+    over (this worker's lease expired), in which case the caller must roll back.
+    ``refund``: the attempt does not count (a dependency was away, not the job at fault)."""
     values: dict[str, Any] = {
         "state": state,
         "last_error": error,
         "locked_by": None,
         "locked_until": None,
     }
+    if refund:
+        values["attempts"] = Job.attempts - 1
     if state in (JobState.SUCCEEDED, JobState.DEAD):
         values["finished_at"] = utcnow()
     if run_at is not None:

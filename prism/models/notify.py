@@ -25,6 +25,10 @@ RECONNECT_MAX_SECONDS = 30.0
 # cut, a failover behind a proxy) is noticed within this.
 KEEPALIVE_SECONDS = 30.0
 PING_TIMEOUT_SECONDS = 5.0
+# The event a subscriber gets when notifications may have been lost (see Notifications):
+# it carries no news, it says "read the source again".
+RESYNC_FIELD = "resync"
+RESYNC: dict[str, Any] = {RESYNC_FIELD: True}
 
 
 class Listener:
@@ -160,7 +164,13 @@ class Notifications:
     ) -> None:
         self._key_field = key_field
         self._subscribers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
-        self.listener = Listener(url, channel, self._deliver, keepalive_seconds=keepalive_seconds)
+        self.listener = Listener(
+            url,
+            channel,
+            self._deliver,
+            on_connect=self._resync,
+            keepalive_seconds=keepalive_seconds,
+        )
 
     async def start(self) -> None:
         await self.listener.start()
@@ -173,11 +183,23 @@ class Notifications:
             event: dict[str, Any] = orjson.loads(payload)
         except orjson.JSONDecodeError:
             return
+        if RESYNC_FIELD in event:
+            return  # only this process says that
         for queue in self._subscribers.get(str(event.get(self._key_field)), ()):
-            if queue.full():
-                # A slow reader loses the oldest events, never the newest (the final state).
-                queue.get_nowait()
-            queue.put_nowait(event)
+            self._put(queue, event)
+
+    def _resync(self) -> None:
+        """After every (re)connect: what was notified while the LISTEN connection was away is
+        lost, so every subscriber gets RESYNC (look at the source again)."""
+        for queues in self._subscribers.values():
+            for queue in queues:
+                self._put(queue, dict(RESYNC))
+
+    def _put(self, queue: asyncio.Queue[dict[str, Any]], event: dict[str, Any]) -> None:
+        if queue.full():
+            # A slow reader loses the oldest events, never the newest (the final state).
+            queue.get_nowait()
+        queue.put_nowait(event)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, key: str) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:

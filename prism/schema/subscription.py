@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 
 import strawberry
@@ -9,13 +10,18 @@ import strawberry
 from prism.authz.policy import Action, require
 from prism.authz.principal import Principal
 from prism.errors import NotFound, ServiceUnavailable
+from prism.guard import answer_deadline, answered_within
 from prism.models import documents as document_models
 from prism.models.enums import ProcessingStatus
+from prism.models.notify import RESYNC, RESYNC_FIELD
 from prism.resolvers.ids import expect_id
 from prism.schema.base import Info
 from prism.schema.documents import Document
 
 TERMINAL = {ProcessingStatus.COMPLETED, ProcessingStatus.FAILED}
+# A stream with no event for this long reads its document again: a notification lost in a
+# way nobody saw (the LISTEN connection's loss unnoticed yet) delays its end by this at most.
+RESYNC_SECONDS = 20.0
 
 
 @strawberry.type(description="Where a document is in the pipeline.")
@@ -42,11 +48,17 @@ class Subscription:
         if services.progress is None:
             raise ServiceUnavailable("Progress events are not available on this server.")
 
+        deadline = answer_deadline(services.settings.request_timeout_seconds)
+
         async def visible(principal: Principal) -> document_models.Document:
             # Fresh each time, for the caller as they are now: a document reclassified above
             # the viewer's clearance, or deleted, or a viewer demoted, stops its stream.
             require(principal, Action.DOCUMENT_READ)
-            async with services.db.transaction(principal.organization_id) as session:
+            # No HTTP request deadline runs here: the re-read has one of its own.
+            async with (
+                answered_within(deadline, "progress re-read"),
+                services.db.transaction(principal.organization_id) as session,
+            ):
                 rows = await document_models.read_documents_by_ids(
                     session, principal.scope(), [document_id]
                 )
@@ -64,9 +76,14 @@ class Subscription:
                 sections_analyzed=done,
                 total_sections=row.total_sections,
             )
+            analyzed, total = done, row.total_sections
             while status not in TERMINAL:
-                event = await events.get()
-                if event.get("o") != str(principal.organization_id):
+                try:
+                    event = await asyncio.wait_for(events.get(), RESYNC_SECONDS)
+                except TimeoutError:
+                    event = dict(RESYNC)
+                resync = RESYNC_FIELD in event
+                if not resync and event.get("o") != str(principal.organization_id):
                     continue
                 # The credential is checked again and the principal re-read (a revoked
                 # token ends the stream UNAUTHENTICATED; a demotion narrows what it shows).
@@ -75,9 +92,13 @@ class Subscription:
                 row = await visible(principal)
                 # The row, read now, decides: an event may be stale or one may have been lost.
                 status = row.processing_status
+                if not resync:
+                    analyzed, total = int(event.get("a", 0)), int(event.get("t", 0))
+                elif status is ProcessingStatus.COMPLETED:
+                    analyzed = total = row.total_sections
                 yield DocumentProgress(
                     document=Document.from_row(row),
                     processing_status=status,
-                    sections_analyzed=int(event.get("a", 0)),
-                    total_sections=int(event.get("t", 0)),
+                    sections_analyzed=analyzed,
+                    total_sections=total,
                 )
