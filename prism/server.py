@@ -58,7 +58,7 @@ from prism.edge import (
 )
 from prism.errors import PrismError, ServiceUnavailable, Unauthenticated
 from prism.governance import gdpr
-from prism.guard import RequestGuard, answer_deadline, answered_within, error_answer
+from prism.guard import RequestGuard, error_answer
 from prism.http_body import (
     SUBSCRIPTIONS_OVER_WEBSOCKET,
     body_refusal,
@@ -70,7 +70,12 @@ from prism.jobs.pipeline import PROGRESS_CHANNEL
 from prism.jobs.watch import observe_jobs
 from prism.models.audit import RequestMeta
 from prism.models.db import url_for_asyncpg
-from prism.models.faults import RETRY_AFTER_SECONDS, unavailable
+from prism.models.faults import (
+    RETRY_AFTER_SECONDS,
+    answer_deadline,
+    answered_within,
+    unavailable,
+)
 from prism.models.notify import Notifications
 from prism.observability import DB_POOL, HTTP_REQUESTS, configure_logging
 from prism.resolvers.context import Context, RequestTransaction, Services

@@ -64,8 +64,7 @@ from strawberry.utils.operation import get_operation_type
 
 from prism.edge import MAX_JSON_BODY, exceeds_body_limit, operation_request_problem
 from prism.errors import BadUserInput, PrismError, ServiceUnavailable, Unauthenticated
-from prism.guard import answer_deadline, answered_within
-from prism.models.faults import unavailable
+from prism.models.faults import answer_deadline, answered_within, unavailable
 from prism.resolvers.context import Context
 from prism.schema.extensions import _parse as parse_cached
 from prism.schema.limits import charge_context_refusal, context_spent

@@ -172,7 +172,8 @@ async def test_an_outage_loses_nothing(
         await _due_now(services, tenant)
         await stack.run_jobs()
         jobs = await _index_jobs(services, tenant)
-        assert [(j.state, j.attempts) for j in jobs] == [(JobState.SUCCEEDED, 2)] * 2
+        # (the attempt that met the outage was given back: OpenSearch was away, not at fault)
+        assert [(j.state, j.attempts) for j in jobs] == [(JobState.SUCCEEDED, 1)] * 2
         after = await gql(
             stack.client, SEARCH, {"q": word, "f": {"classification": ["PUBLIC"]}}, token=admin
         )

@@ -138,3 +138,26 @@ async def committing_writes() -> AsyncIterator[None]:
         yield
     finally:
         watch.pending -= 1
+
+
+# The deadline of what answers someone outside RequestGuard (a WebSocket's connection_init,
+# a subscription's re-read, a metrics scrape) when PRISM_REQUEST_TIMEOUT_SECONDS is 0.
+FALLBACK_ANSWER_SECONDS = 30.0
+
+
+def answer_deadline(request_timeout_seconds: float) -> float:
+    """The request deadline, or FALLBACK_ANSWER_SECONDS when requests have none: a path
+    that answers a client or a scraper always has one."""
+    return request_timeout_seconds if request_timeout_seconds > 0 else FALLBACK_ANSWER_SECONDS
+
+
+@asynccontextmanager
+async def answered_within(seconds: float, what: str) -> AsyncIterator[None]:
+    """Cancel the block after ``seconds`` and raise DatabaseUnavailable (an outage: 503, a
+    WebSocket closed 1013, one log line): for the paths that answer someone without
+    RequestGuard's deadline."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError as exc:
+        raise DatabaseUnavailable(f"{what} not answered within {seconds:g} s") from exc

@@ -10,9 +10,9 @@ import strawberry
 from prism.authz.policy import Action, require
 from prism.authz.principal import Principal
 from prism.errors import NotFound, ServiceUnavailable
-from prism.guard import answer_deadline, answered_within
 from prism.models import documents as document_models
 from prism.models.enums import ProcessingStatus
+from prism.models.faults import answer_deadline, answered_within
 from prism.models.notify import RESYNC, RESYNC_FIELD
 from prism.resolvers.ids import expect_id
 from prism.schema.base import Info
