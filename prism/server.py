@@ -74,7 +74,7 @@ from prism.models.faults import (
     RETRY_AFTER_SECONDS,
     answer_deadline,
     answered_within,
-    unavailable,
+    log_failure,
 )
 from prism.models.notify import Notifications
 from prism.observability import DB_POOL, HTTP_REQUESTS, configure_logging
@@ -658,11 +658,8 @@ async def render_metrics(services: Services) -> Response:
         # Within the deadline: a scraper gets the other metrics while the database is frozen.
         async with answered_within(deadline, "job counts"):
             await observe_jobs(services.db)
-    except Exception as exc:  # the other metrics still answer when the database does not
-        if unavailable(exc):
-            log.warning("job counts unavailable", error=type(exc).__name__, database="unavailable")
-        else:
-            log.warning("job counts unavailable", exc_info=exc)
+    except Exception as exc:  # noqa: BLE001 (logged) the other metrics still answer
+        log_failure(log, "job counts unavailable", exc)
     return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

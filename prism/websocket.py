@@ -64,7 +64,7 @@ from strawberry.utils.operation import get_operation_type
 
 from prism.edge import MAX_JSON_BODY, exceeds_body_limit, operation_request_problem
 from prism.errors import BadUserInput, PrismError, ServiceUnavailable, Unauthenticated
-from prism.models.faults import answer_deadline, answered_within, unavailable
+from prism.models.faults import answer_deadline, answered_within, log_failure
 from prism.resolvers.context import Context
 from prism.schema.extensions import _parse as parse_cached
 from prism.schema.limits import charge_context_refusal, context_spent
@@ -208,17 +208,10 @@ class PrismTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
             except Unauthenticated:
                 await self.websocket.close(code=UNAUTHORIZED, reason="Unauthorized")
                 return
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (logged by log_failure)
                 # The database is away: operations fail on their own until it is back, and
                 # each re-check says so in one line; anything else is a bug, with its stack.
-                if unavailable(exc):
-                    log.warning(
-                        "websocket credential re-check failed",
-                        error=type(exc).__name__,
-                        database="unavailable",
-                    )
-                else:
-                    log.warning("websocket credential re-check failed", exc_info=exc)
+                log_failure(log, "websocket credential re-check failed", exc)
 
     async def handle(self) -> None:
         """Strawberry's loop, with every message measured before it is decoded."""
@@ -350,17 +343,10 @@ class PrismTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
             limited = None if charged is None else await charge_context_refusal(charged)
             await operation.send_initial_errors([limited or _error(exc)])
             return
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (logged by log_failure)
             # The database or the cache store is away: refused, like an HTTP request would be
             # (one line; a stack only for what is not an outage).
-            if unavailable(exc):
-                log.warning(
-                    "websocket operation not started",
-                    error=type(exc).__name__,
-                    database="unavailable",
-                )
-            else:
-                log.warning("websocket operation not started", exc_info=exc)
+            log_failure(log, "websocket operation not started", exc)
             await operation.send_initial_errors([_error(UNAVAILABLE)])
             return
         try:

@@ -34,7 +34,7 @@ from prism.models import jobs as job_models
 from prism.models.base import utcnow
 from prism.models.db import url_for_asyncpg
 from prism.models.enums import JobState
-from prism.models.faults import unavailable
+from prism.models.faults import log_failure, unavailable
 from prism.models.jobs import Job
 from prism.models.notify import Listener
 from prism.search.backend import SearchUnavailable
@@ -345,12 +345,10 @@ def trouble(message: str, exc: BaseException, *, bound: Any = None, **fields: ob
     a bug, without when the database or OpenSearch is away (an outage would otherwise log a
     stack for every claim, renewal and job until it ends)."""
     logger = bound if bound is not None else log
-    if unavailable(exc):
-        logger.warning(message, error=type(exc).__name__, database="unavailable", **fields)
-    elif isinstance(exc, SearchUnavailable):
+    if isinstance(exc, SearchUnavailable):
         logger.warning(message, error=str(exc), search="unavailable", **fields)
     else:
-        logger.warning(message, exc_info=exc, **fields)
+        log_failure(logger, message, exc, **fields)
 
 
 _AWAY_TYPES: tuple[type[BaseException], ...] = (

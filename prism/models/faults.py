@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -161,3 +161,13 @@ async def answered_within(seconds: float, what: str) -> AsyncIterator[None]:
             yield
     except TimeoutError as exc:
         raise DatabaseUnavailable(f"{what} not answered within {seconds:g} s") from exc
+
+
+def log_failure(logger: Any, message: str, exc: BaseException, **fields: object) -> None:
+    """One log line for a failure: without its stack when the database is away (an outage
+    would otherwise log a stack for every request, re-check or job until it ends), with it
+    when it is a bug."""
+    if unavailable(exc):
+        logger.warning(message, error=type(exc).__name__, database="unavailable", **fields)
+    else:
+        logger.warning(message, exc_info=exc, **fields)
