@@ -315,3 +315,23 @@ async def test_a_websocket_that_does_not_authenticate_is_charged_to_its_address(
             response = await http.post("/graphql", json={"query": "{ __typename }"})
             assert response.status_code == 429, response.text
             assert error_code(response) == "RATE_LIMITED"
+
+
+async def test_a_caller_with_allowance_passes_the_door_without_asking_the_store(
+    app: Any, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The door asks the store only about buckets seen running short: an ordinary accepted
+    request takes from its bucket once (its cost), not once more at the door."""
+    store = app.state.services.store
+    taken: list[int] = []
+    real_take = store.take
+
+    async def counted(key: str, cost: int, rate: Any) -> Any:
+        taken.append(cost)
+        return await real_take(key, cost, rate)
+
+    monkeypatch.setattr(store, "take", counted)
+    async with client_of(app, "198.18.90.1") as http:
+        body = await gql(http, "{ viewer { scopes } }", token=tenant.tokens[Role.VIEWER])
+    assert body.get("errors") is None, body
+    assert taken == [1]

@@ -209,7 +209,7 @@ class RateLimit(SchemaExtension):
         key = bucket_key(context)
         charged = 1 if context.cost.cached else max(1, context.cost.requested)
         refused = ctx.result is not None and not context.cost.cached
-        bucket = None if refused else await context.services.store.take(key, charged, rate)
+        bucket = None if refused else await take(context.services, key, charged, rate)
         if bucket is not None:
             context.rate_limit_headers(rate, bucket)
             if not bucket.allowed:
@@ -228,7 +228,7 @@ class RateLimit(SchemaExtension):
             return
         unused = charged - max(1, context.cost.actual or 0)
         if unused > 0:
-            await context.services.store.take(key, -unused, rate)
+            await take(context.services, key, -unused, rate)
 
 
 def bucket_key(context: Context) -> str:
@@ -287,29 +287,63 @@ class Refusal:
         return None if self.bucket.allowed else rate_limited(self.charge, self.bucket)
 
 
+class ShortBuckets:
+    """The buckets this process has seen hold less than one refusal's charge: the only
+    callers the door asks the store about. Everyone else passes the door with no I/O (the
+    bucket stays the authority: a caller another process drained is noticed at its next
+    charge here). Bounded: the oldest entries go first."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._keys: dict[str, None] = {}
+
+    def note(self, key: str, bucket: Bucket, charge: int) -> None:
+        if bucket.remaining >= charge:
+            self._keys.pop(key, None)
+            return
+        self._keys[key] = None
+        if len(self._keys) > self.size:
+            del self._keys[next(iter(self._keys))]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._keys
+
+
+SHORT = ShortBuckets()
+
+
+async def take(services: Services, key: str, amount: int, rate: Rate) -> Bucket:
+    """Take ``amount`` (negative: give back) from ``key``'s bucket, noting a bucket left
+    short of a refusal's charge."""
+    bucket = await services.store.take(key, amount, rate)
+    SHORT.note(key, bucket, services.settings.rate_limit_refusal_cost)
+    return bucket
+
+
 async def charge_refusal(services: Services, key: str) -> Refusal | None:
     """Take the refusal charge from ``key``'s bucket (None when refusals are free)."""
     charge = services.settings.rate_limit_refusal_cost
     if charge <= 0:
         return None
     rate = rate_of(services)
-    return Refusal(rate, await services.store.take(key, charge, rate), charge)
+    return Refusal(rate, await take(services, key, charge, rate), charge)
 
 
 async def refusal_spent(services: Services, key: str) -> Refusal | None:
     """The refusal (not allowed) when ``key``'s bucket cannot pay for one more refused
-    request; None when it can. Takes nothing from a bucket that can pay."""
+    request; None when it can. Takes nothing from a bucket that can pay, and asks the store
+    only about buckets this process saw run short (``ShortBuckets``)."""
     charge = services.settings.rate_limit_refusal_cost
-    if charge <= 0:
+    if charge <= 0 or key not in SHORT:
         return None
     rate = rate_of(services)
-    bucket = await services.store.take(key, 0, rate)
+    bucket = await take(services, key, 0, rate)
     if bucket.remaining >= charge:
         return None
     # Not enough left: taking the charge is refused, and says when it would not be.
-    bucket = await services.store.take(key, charge, rate)
+    bucket = await take(services, key, charge, rate)
     if bucket.allowed:  # refilled in between: give it back
-        await services.store.take(key, -charge, rate)
+        await take(services, key, -charge, rate)
         return None
     return Refusal(rate, bucket, charge)
 
