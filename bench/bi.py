@@ -332,9 +332,9 @@ async def queries(
     from prism.authz.principal import SCOPES, Principal
     from prism.models import bi as bi_models
     from prism.models.enums import Classification, Role
-    from prism.models.operations import operation_hash, register_operations
-    from prism.schema.persisted import split_operations
-    from prism.server import create_app
+    from prism.models.registered_operations import operation_hash, register_operations
+    from prism.operations.persisted import split_operations
+    from prism.web.app import create_app
 
     org_id, org_name, admin_email = corpus.organizations[0]
     services = bench.services

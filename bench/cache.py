@@ -160,8 +160,8 @@ async def make_documents(
     """``count`` documents as the pipeline leaves them: sections with their PII findings
     (store_sections), one rules analysis a section and the document's aggregates
     (analyze_sections), COMPLETED; as tests/factories.py add_document makes them."""
-    from prism.ingest.text import split_sections
-    from prism.jobs.analyzers.rules import RulesAnalyzer
+    from prism.analysis.rules import RulesAnalyzer
+    from prism.extraction.text import split_sections
     from prism.jobs.pipeline import analyze_sections, store_sections
     from prism.models.documents import Document
     from prism.models.enums import Classification, DocumentType
@@ -205,7 +205,7 @@ async def make_documents(
             )
             session.add(document)
             await session.flush()
-            envelope = bench.services.pipeline.envelope
+            envelope = bench.services.envelope
             sections = await store_sections(
                 session, document, split_sections(text), envelope=envelope
             )
@@ -366,8 +366,8 @@ async def register_and_token(bench: BenchDatabase) -> BiSetup:
     documents here)."""
     from prism import operators
     from prism.models.enums import Classification, Role
-    from prism.models.operations import register_operations
-    from prism.schema.persisted import split_operations
+    from prism.models.registered_operations import register_operations
+    from prism.operations.persisted import split_operations
 
     found = split_operations(OPERATION, common.core_schema())
     async with bench.services.db.transaction(None) as session:
@@ -912,12 +912,12 @@ async def microbenchmarks(
 
     from prism.authz import identity
     from prism.cache.store import LocalStore, Rate, build_store
+    from prism.execution.context import Context, RequestTransaction
+    from prism.execution.cost import actual, estimate, operation_of
+    from prism.execution.limits import bucket_key, cache_key, etag
     from prism.models.audit import RequestMeta
-    from prism.resolvers.context import Context, RequestTransaction
-    from prism.resolvers.operations import ResolvedOperation
+    from prism.operations.registry import ResolvedOperation
     from prism.schema import build_schema
-    from prism.schema.cost import actual, estimate, operation_of
-    from prism.schema.limits import bucket_key, cache_key, etag
 
     services = bench.services
     strawberry_schema = build_schema(services.settings.model_copy(update={"mode": "production"}))
@@ -1252,7 +1252,7 @@ def dump(*_):
     profile.dump_stats(out)
 signal.signal(signal.SIGUSR2, dump)
 sys.argv = ["prism", "serve"]
-from prism.cli import main
+from prism.cli.commands import main
 main()
 """
 
@@ -1263,11 +1263,11 @@ def profiled_functions() -> list[tuple[str, Any]]:
     from strawberry.extensions import ValidationCache
     from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-    from prism.resolvers.context import Context
-    from prism.resolvers.operations import OperationRegistry
-    from prism.schema.extensions import Metrics, ParseCache, RequestTransaction
-    from prism.schema.limits import OperationCost, RateLimit, ResponseCache
-    from prism.server import BearerAuthentication, PrismGraphQL, RequestIdMiddleware
+    from prism.execution.context import Context
+    from prism.execution.extensions import Metrics, ParseCache, RequestTransaction
+    from prism.execution.limits import OperationCost, RateLimit, ResponseCache
+    from prism.operations.registry import OperationRegistry
+    from prism.web.app import BearerAuthentication, PrismGraphQL, RequestIdMiddleware
 
     return [
         ("the request inside the app (uvicorn's `run_asgi`)", RequestResponseCycle.run_asgi),

@@ -210,7 +210,7 @@ def core_schema(schema: Any = None) -> Any:
 class BenchDatabase:
     url: str  # the fresh database, as the app's login user
     server_url: str
-    services: Any  # prism.resolvers.context.Services
+    services: Any  # prism.execution.context.Services
     organization_id: uuid.UUID
     data_dir: Path
     postmaster_pid: int | None  # for PostgreSQL's CPU time (embedded server only)
@@ -220,7 +220,7 @@ class BenchDatabase:
         """A plain asyncpg connection as the login user (owner: bypasses RLS, for set-up)."""
         import asyncpg
 
-        from prism.models.db import url_for_asyncpg
+        from prism.db.engine import url_for_asyncpg
 
         return await asyncpg.connect(url_for_asyncpg(self.url))
 
@@ -232,10 +232,10 @@ async def bench_database(scratch: Path, pool_size: int) -> AsyncIterator[BenchDa
     from pydantic import SecretStr
     from sqlalchemy.engine import make_url
 
-    from prism import bootstrap, migrations, operators
+    from prism import bootstrap, operators
     from prism.config import Settings
-    from prism.models import embedded
-    from prism.models.db import url_for_asyncpg
+    from prism.db import embedded, migrations
+    from prism.db.engine import url_for_asyncpg
     from prism.observability import configure_logging
 
     # Production logs every finished job at INFO; WARNING keeps the terminal readable (the

@@ -47,18 +47,19 @@ from bench.common import (
     read_json,
     write_json,
 )
-from prism.ingest.detect import Unsupported, detect
-from prism.ingest.extract import ExtractionError, Limits, extract_file, extract_isolated
-from prism.ingest.pii import scan
+from prism.extraction.detect import Unsupported, detect
+from prism.extraction.extract import ExtractionError, Limits, extract_file, extract_isolated
+from prism.extraction.pii import scan
 
 # multiprocessing makes each forkserver child re-run the parent's __main__ module before its
 # target, unless extract_isolated hides that module (it does since commit 816bf8d). Under
-# `prism worker` the main module is the `prism` entry script, which imports prism.cli and the
-# whole app: with this variable set, this script imports prism.cli too, so that the "main
-# imports prism.cli" rows show what production's children cost (seconds each without the fix).
+# `prism worker` the main module is the `prism` entry script, which imports the command line
+# (prism.cli.commands) and the whole app: with this variable set, this script imports it too, so
+# that the "main imports prism.cli" rows show what production's children cost (seconds each
+# without the fix).
 CLI_MAIN_ENV = "PRISM_BENCH_MAIN_IMPORTS_CLI"
 if os.environ.get(CLI_MAIN_ENV) == "1":
-    import prism.cli  # noqa: F401
+    import prism.cli.commands  # noqa: F401
 
 MIB = 1024 * 1024
 BENCH_KIND = "bench.ack"
@@ -354,7 +355,7 @@ async def bench_extraction(args: argparse.Namespace) -> None:
 
         if args.rows_to:  # a variant run for another process: isolated rows only
             rows = [
-                (await measure("isolated, main imports prism.cli", c, isolated=True))[0]
+                (await measure("isolated, main imports prism.cli.commands", c, isolated=True))[0]
                 for c in concurrencies
             ]
             write_json(Path(args.rows_to), rows)
@@ -412,7 +413,7 @@ async def bench_extraction(args: argparse.Namespace) -> None:
 
 
 async def variant_rows(name: str, arguments: list[str]) -> list[dict[str, Any]]:
-    """Rows of a benchmark run in a child process whose main module imports prism.cli."""
+    """Rows of a benchmark run in a child process whose main module imports prism.cli.commands."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -424,7 +425,7 @@ async def variant_rows(name: str, arguments: list[str]) -> list[dict[str, Any]]:
             env={**os.environ, CLI_MAIN_ENV: "1"},
         )
         if await process.wait() != 0:
-            raise RuntimeError(f"the {name} variant with a prism.cli main failed")
+            raise RuntimeError(f"the {name} variant with a prism.cli.commands main failed")
         rows: list[dict[str, Any]] = read_json(Path(out.name))
         return rows
 
@@ -441,7 +442,7 @@ def vars_of(limits: Limits) -> dict[str, Any]:
 
 
 def bench_analysis(args: argparse.Namespace) -> None:
-    from prism.jobs.analyzers.rules import analyze_text
+    from prism.analysis.rules import analyze_text
 
     rows = []
     workloads = {
@@ -570,7 +571,7 @@ async def ack(run: Any) -> None:
     organization: calling it keeps this benchmark in step with the pipeline."""
     from prism.jobs.pipeline import complete
 
-    async with run.pipeline.db.transaction(run.job.organization_id) as session:
+    async with run.services.db.transaction(run.job.organization_id) as session:
         await complete(session, run)
 
 
@@ -629,7 +630,7 @@ async def drain(bench: BenchDatabase, concurrency: int, counter: SqlCounter) -> 
     """Claim and ack everything queued with a real Worker (its drain loop) and the ack handler."""
     from prism.jobs.worker import Worker
 
-    worker = Worker(bench.services.pipeline, concurrency=concurrency, handlers={BENCH_KIND: ack})
+    worker = Worker(bench.services, concurrency=concurrency, handlers={BENCH_KIND: ack})
     counter.reset()
     with CpuClock(bench.postmaster_pid) as cpu:
         done = await worker.drain()
@@ -661,9 +662,7 @@ async def overlapped(bench: BenchDatabase, jobs: int, batch: int, concurrency: i
         if done == jobs:
             stop.set()
 
-    worker = Worker(
-        bench.services.pipeline, concurrency=concurrency, handlers={BENCH_KIND: counting_ack}
-    )
+    worker = Worker(bench.services, concurrency=concurrency, handlers={BENCH_KIND: counting_ack})
     start = time.perf_counter()
     running = asyncio.create_task(worker.run(stop, grace_seconds=5))
     await enqueue_batches(bench, jobs, batch)
@@ -1102,7 +1101,9 @@ async def bench_hostile(args: argparse.Namespace) -> None:
             write_hostile_corpus(Path(scratch), args.only)
             only = ["--only", args.only] if args.only else []
             cli_rows = await variant_rows("hostile", ["--corpus-dir", scratch, *only])
-        tables["Per file, main module importing prism.cli (as under `prism worker`)"] = cli_rows
+        tables["Per file, main module importing prism.cli.commands (as under `prism worker`)"] = (
+            cli_rows
+        )
     record(
         args,
         "hostile",
@@ -1145,7 +1146,7 @@ async def upload(bench: BenchDatabase, seeds: Iterable[int], args: argparse.Name
         async with services.db.transaction(org) as session:
             await receive_upload(
                 session,
-                services.pipeline,
+                services,
                 scope=Scope.system(org),
                 uploader_id=None,
                 department=None,
@@ -1195,7 +1196,7 @@ async def bench_pipeline(args: argparse.Namespace) -> None:
         async with bench_database(Path(scratch), pool_size=10) as bench:
             counter = SqlCounter(bench.services.db.engine)
             await upload(bench, [1_000_000], args)  # warm-up: forkserver, connections
-            await Worker(bench.services.pipeline).drain()
+            await Worker(bench.services).drain()
             seed = 0
 
             async def run(c: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -1211,7 +1212,7 @@ async def bench_pipeline(args: argparse.Namespace) -> None:
                 before = await pipeline_counts(bench)
                 counter.reset()
                 with CpuClock(bench.postmaster_pid) as cpu:
-                    worker = Worker(bench.services.pipeline, concurrency=c, handlers=handlers)
+                    worker = Worker(bench.services, concurrency=c, handlers=handlers)
                     jobs = await worker.drain()
                 after = await pipeline_counts(bench)
                 if after["completed"] != after["documents"]:
@@ -1383,7 +1384,7 @@ def parser() -> argparse.ArgumentParser:
         "--no-cli-variant",
         dest="cli_variant",
         action="store_false",
-        help="skip the run whose main module imports prism.cli",
+        help="skip the run whose main module imports prism.cli.commands",
     )
     p.add_argument(
         "--only",

@@ -34,7 +34,7 @@ from bench import common
 from bench.common import markdown_table, ms, pct
 from bench.ingest import SENTENCES, TITLES
 from prism.authz.principal import Principal
-from prism.ingest.pii import scan
+from prism.extraction.pii import scan
 from prism.jobs.indexing import reindex
 from prism.jobs.pipeline import search_text
 from prism.models.enums import Classification, DocumentType, RiskLevel, Role

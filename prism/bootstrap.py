@@ -8,19 +8,20 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from prism import migrations
-from prism.authz.secrets import AccessTokens, Passwords, SecretBox, load_or_create_key
+from prism.analysis import Analyzers
+from prism.authn.secrets import AccessTokens, Passwords, SecretBox, load_or_create_key
 from prism.cache.store import build_store
 from prism.config import Settings
-from prism.governance.encryption import Envelope
-from prism.governance.gdpr import ExportLinks
-from prism.governance.keyring import key_encryption_keys
-from prism.jobs.runtime import Pipeline
+from prism.crypto.envelope import Envelope
+from prism.crypto.keyring import key_encryption_keys
+from prism.crypto.links import ExportLinks
+from prism.db import embedded, migrations
+from prism.db.engine import Database, create_engine
 from prism.jobs.worker import Worker
-from prism.models import embedded
-from prism.models.db import Database, create_engine
-from prism.resolvers.context import Services
-from prism.resolvers.operations import OperationRegistry
+from prism.operations.registry import OperationRegistry
+from prism.search import build_search
+from prism.services import Services
+from prism.storage import object_store
 
 AUDIT_MONTHS_AHEAD = 3
 # Tells `uvicorn --factory` worker processes of `prism serve` to run a job worker too.
@@ -99,11 +100,15 @@ def build_services(settings: Settings, url: str) -> Services:
     )
     db = Database(engine)
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
-    store = build_store(redis_url)
+    cache = build_store(redis_url)
     return Services(
         settings=settings,
         db=db,
-        pipeline=Pipeline.build(settings, db, envelope(settings, db)),
+        objects=object_store(settings),
+        cache=cache,
+        envelope=envelope(settings, db),
+        search=build_search(settings, db),
+        analyzers=Analyzers(settings),
         passwords=Passwords(
             time_cost=settings.password_hash_time_cost,
             memory_kib=settings.password_hash_memory_kib,
@@ -111,8 +116,7 @@ def build_services(settings: Settings, url: str) -> Services:
         ),
         access_tokens=access_tokens(settings),
         secrets=secret_box(settings),
-        store=store,
-        operations=OperationRegistry(db, store, apq_ttl_seconds=settings.apq_ttl_seconds),
+        operations=OperationRegistry(db, cache, apq_ttl_seconds=settings.apq_ttl_seconds),
         # Links are signed with a key derived from the JWT key (kept as secret as it).
         export_links=ExportLinks(jwt_key(settings)),
     )
@@ -137,4 +141,4 @@ class BackgroundWorker:
 
 
 async def start_worker(services: Services) -> BackgroundWorker:
-    return BackgroundWorker(Worker(services.pipeline))
+    return BackgroundWorker(Worker(services))

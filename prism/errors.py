@@ -1,5 +1,5 @@
 """Domain errors. Each carries the ``extensions.code`` a client sees; the GraphQL layer maps them
-in one place (``prism.schema.extensions``). Messages are written for the client: never put SQL,
+in one place (``prism.execution.extensions``). Messages are written for the client: never put SQL,
 paths or stack traces in them."""
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from prism.models.audit import Actor, RequestMeta, record_event
 from prism.models.enums import Classification, Role
 from prism.models.organizations import Organization
 from prism.models.users import ApiToken, User
-from prism.resolvers.context import Services
+from prism.services import Services
 
 CLI = RequestMeta(user_agent="prism-cli")
 

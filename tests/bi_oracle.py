@@ -20,7 +20,7 @@ from prism.models.audit import AuditEvent
 from prism.models.documents import Document
 from prism.models.enums import Classification, ProcessingStatus, RiskLevel
 from prism.models.feedback import Feedback
-from prism.resolvers.context import Services
+from prism.services import Services
 
 
 @dataclass
@@ -41,7 +41,7 @@ async def base_rows(services: Services, organization_id: uuid.UUID) -> BaseRows:
         analyses = list(await session.scalars(sa.select(Analysis)))
         # The truth is the findings themselves: a RESTRICTED analysis's are opened (its JSON
         # column holds [] while they are sealed), never taken from a stored count.
-        await services.pipeline.envelope.open_analyses(session, analyses)
+        await services.envelope.open_analyses(session, analyses)
         feedback = list(await session.scalars(sa.select(Feedback)))
         events = list(
             await session.scalars(sa.select(AuditEvent).where(AuditEvent.actor_id.is_not(None)))

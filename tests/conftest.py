@@ -24,11 +24,11 @@ from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
-from prism import bootstrap, migrations
+from prism import bootstrap
 from prism.config import Settings
-from prism.models import embedded
-from prism.resolvers.context import Services
-from prism.server import create_app
+from prism.db import embedded, migrations
+from prism.services import Services
+from prism.web.app import create_app
 from tests.factories import Tenant, make_tenant
 
 

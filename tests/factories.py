@@ -10,15 +10,15 @@ from typing import Any
 import httpx
 
 from prism import operators
+from prism.analysis.rules import RulesAnalyzer
 from prism.authz.principal import SCOPES
-from prism.ingest.text import split_sections
-from prism.jobs.analyzers.rules import RulesAnalyzer
+from prism.extraction.text import split_sections
 from prism.jobs.pipeline import analyze_sections, store_sections
 from prism.models.documents import Document
 from prism.models.enums import Classification, DocumentType, Role
 from prism.models.users import User
-from prism.resolvers.context import Services
 from prism.resolvers.ids import to_global_id
+from prism.services import Services
 
 PASSWORD = "correct horse battery staple"
 CLEARANCE = {
@@ -139,10 +139,10 @@ async def add_document(
         session.add(document)
         await session.flush()
         sections = await store_sections(
-            session, document, split_sections(text), envelope=services.pipeline.envelope
+            session, document, split_sections(text), envelope=services.envelope
         )
         await analyze_sections(
-            session, document, sections, RulesAnalyzer(), envelope=services.pipeline.envelope
+            session, document, sections, RulesAnalyzer(), envelope=services.envelope
         )
     return document
 

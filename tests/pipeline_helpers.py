@@ -8,7 +8,7 @@ import httpx
 import orjson
 
 from prism.jobs.worker import Worker
-from prism.resolvers.context import Services
+from prism.services import Services
 
 CSRF = {"apollo-require-preflight": "true"}
 UPLOAD = """mutation($input: UploadDocumentInput!) {
@@ -50,4 +50,4 @@ async def upload(
 
 async def run_jobs(services: Services) -> int:
     """Run every queued job to the end, as a worker process would."""
-    return await Worker(services.pipeline, concurrency=2).drain()
+    return await Worker(services, concurrency=2).drain()

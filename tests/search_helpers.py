@@ -18,8 +18,8 @@ from prism.config import SearchFallback, Settings
 from prism.jobs.indexing import index_document
 from prism.jobs.worker import Worker
 from prism.models.documents import Document
-from prism.resolvers.context import Services
-from prism.server import create_app
+from prism.services import Services
+from prism.web.app import create_app
 from tests.factories import gql
 
 SEARCH = """query($q: String!, $f: SearchFilter, $first: Int, $after: String) {
@@ -68,7 +68,7 @@ class Stack:
         await self.refresh()
 
     async def run_jobs(self, *, refresh: bool = True) -> int:
-        done = await Worker(self.services.pipeline, concurrency=2).drain()
+        done = await Worker(self.services, concurrency=2).drain()
         if refresh:
             await self.refresh()
         return done

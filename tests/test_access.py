@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from prism.models.enums import Classification, Role
-from prism.resolvers.context import Services
+from prism.services import Services
 from tests.factories import Tenant, add_document, add_user, codes, gid, gql
 
 LIST = "{ documents(first: 100) { totalCount edges { node { id classification } } } }"

@@ -15,12 +15,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from prism import migrations, operators
+from prism import operators
+from prism.db import migrations
 from prism.errors import BadUserInput, Conflict
 from prism.models.enums import Classification, Role
 from prism.models.users import User
-from prism.resolvers.context import Services
 from prism.resolvers.ids import to_global_id
+from prism.services import Services
 from tests.conftest import NewDatabase, client_of
 from tests.factories import PASSWORD, Tenant, codes, gql
 from tests.test_cli import _env, _prism

@@ -10,10 +10,10 @@ import asyncpg
 import httpx
 import sqlalchemy as sa
 
+from prism.db.engine import url_for_asyncpg
 from prism.models.audit import AuditEvent, canonical_form
-from prism.models.db import url_for_asyncpg
 from prism.models.enums import Classification, Role
-from prism.resolvers.context import Services
+from prism.services import Services
 from tests.factories import Tenant, add_document, codes, gid, gql
 
 UPDATE = """mutation($id: ID!, $type: DocumentType) {

@@ -9,10 +9,10 @@ import httpx
 import jwt
 import sqlalchemy as sa
 
-from prism.authz.secrets import Passwords, new_api_token
+from prism.authn.secrets import Passwords, new_api_token
 from prism.models.enums import Role
 from prism.models.users import ApiToken, RefreshSession, User
-from prism.resolvers.context import Services
+from prism.services import Services
 from tests.factories import PASSWORD, Tenant, codes, gql
 
 LOGIN = """mutation($email: String!, $password: String!) {

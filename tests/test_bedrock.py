@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiobotocore.awsrequest import AioAWSResponse
 
-from prism.jobs.analyzers.bedrock import AnalyzerOutputError, BedrockAnalyzer
+from prism.analysis.bedrock import AnalyzerOutputError, BedrockAnalyzer
 from prism.models.enums import RiskLevel
 
 ANSWER = {

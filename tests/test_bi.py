@@ -25,8 +25,10 @@ from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prism import bootstrap, demo, migrations, operators
+from prism import bootstrap, demo, operators
 from prism.authz.principal import Principal
+from prism.db import migrations
+from prism.db.engine import Database, create_engine
 from prism.demo import scale as scale_corpus
 from prism.jobs import bi as bi_jobs
 from prism.jobs.pipeline import store_analysis
@@ -35,7 +37,6 @@ from prism.models import bi as bi_models
 from prism.models.analyses import Analysis
 from prism.models.audit import AuditEvent, verify_chain
 from prism.models.base import utcnow
-from prism.models.db import Database, create_engine
 from prism.models.documents import Document, Section
 from prism.models.enums import (
     Classification,
@@ -49,7 +50,7 @@ from prism.models.enums import (
 )
 from prism.models.feedback import Feedback
 from prism.models.jobs import Job
-from prism.resolvers.context import Services
+from prism.services import Services
 from tests import bi_oracle as oracle
 from tests.conftest import NewDatabase
 from tests.factories import (
@@ -180,7 +181,7 @@ class World:
                     ],
                 },
                 None,
-                envelope=self.services.pipeline.envelope,
+                envelope=self.services.envelope,
             )
 
     async def feedback(self, s: AsyncSession) -> None:
@@ -239,7 +240,7 @@ class World:
         document.classification = self.rng.choice(list(Classification))
         document.department = self.rng.choice(DEPARTMENTS)
         await s.flush()
-        await self.services.pipeline.envelope.apply_classification(s, document)
+        await self.services.envelope.apply_classification(s, document)
 
     async def retype(self, s: AsyncSession) -> None:
         await self._change_document(s, document_type=self.rng.choice(list(DocumentType)))
@@ -698,7 +699,7 @@ async def test_stale_rollups_are_refreshed_by_one_job_per_organization(
         queued = list(await session.scalars(sa.select(Job).where(Job.kind == bi_jobs.REFRESH)))
     assert [j.state for j in queued] == [JobState.QUEUED]
     # a worker runs it: nothing stale is left and the numbers are there
-    await Worker(services.pipeline).drain()
+    await Worker(services).drain()
     async with services.db.transaction(tenant.org_id) as session:
         job = await session.get(Job, queued[0].id)
         assert job is not None
@@ -711,7 +712,7 @@ async def test_stale_rollups_are_refreshed_by_one_job_per_organization(
 
 async def test_a_running_worker_keeps_the_rollups_fresh(services: Services, tenant: Tenant) -> None:
     settings = services.settings.model_copy(update={"bi_refresh_seconds": 0.2})
-    pipeline = replace(services.pipeline, settings=settings)
+    pipeline = replace(services, settings=settings)
     await add_document(services, tenant, classification=Classification.INTERNAL)
     stop = asyncio.Event()
     running = asyncio.create_task(Worker(pipeline).run(stop, grace_seconds=5))
@@ -964,7 +965,7 @@ async def test_the_finding_count_migration_counts_clear_and_sealed_findings(
     ]
     services = bootstrap.build_services(own, url)
     try:
-        await Worker(services.pipeline).drain()
+        await Worker(services).drain()
         await refresh(services, tenant.org_id)
         # and the rollups add up every finding, the sealed ones included
         base = await oracle.base_rows(services, tenant.org_id)

@@ -13,9 +13,9 @@ import pytest
 
 from prism.config import Settings
 from prism.models.enums import Classification, Role
-from prism.resolvers.context import Services
+from prism.operations.persisted import split_operations
 from prism.schema import build_schema
-from prism.schema.persisted import split_operations
+from prism.services import Services
 from tests.conftest import app_with, client_of
 from tests.factories import Tenant, add_document, add_user, gid, gql
 from tests.test_persisted import _call, _register

@@ -9,8 +9,8 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 
-from prism.models import db as db_module
-from prism.models.db import Database, create_engine
+from prism.db import engine as db_module
+from prism.db.engine import Database, create_engine
 
 
 async def test_a_connection_killed_while_idle_is_replaced(

@@ -30,9 +30,9 @@ from pydantic import SecretStr
 
 from prism.cache.store import Rate, build_store
 from prism.config import SearchFallback, Settings
+from prism.execution.extensions import _is_client_error
 from prism.models.enums import Role
 from prism.schema import _parse_datetime
-from prism.schema.extensions import _is_client_error
 from tests.conftest import app_with, client_of
 from tests.factories import Tenant, codes, gql
 from tests.pipeline_helpers import UPLOAD

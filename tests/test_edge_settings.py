@@ -23,10 +23,10 @@ import sqlalchemy as sa
 from pydantic import SecretStr, ValidationError
 
 from prism.config import Mode, Settings
-from prism.edge import TrustedProxies
 from prism.models.audit import AuditEvent
 from prism.models.enums import Role
-from prism.resolvers.context import Services
+from prism.services import Services
+from prism.web.edge import TrustedProxies
 from tests.conftest import app_with
 from tests.factories import PASSWORD, Tenant, codes
 

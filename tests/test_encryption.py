@@ -21,11 +21,10 @@ import pytest
 import sqlalchemy as sa
 from pydantic import SecretStr
 
-from prism import bootstrap, migrations
-from prism.authz.secrets import SecretBox
+from prism import bootstrap
+from prism.authn.secrets import SecretBox
 from prism.config import Settings
-from prism.errors import ServiceUnavailable
-from prism.governance.keyring import (
+from prism.crypto.keyring import (
     KeyUnavailable,
     KmsKeys,
     LocalKeyring,
@@ -33,9 +32,11 @@ from prism.governance.keyring import (
     file_keyring,
     key_id,
 )
+from prism.db import migrations
+from prism.errors import ServiceUnavailable
 from prism.models.documents import Section
 from prism.models.enums import Classification, Role
-from prism.resolvers.context import Services
+from prism.services import Services
 from tests.conftest import NewDatabase, app_with, client_of
 from tests.factories import Tenant, add_document, codes, gid, gql, make_tenant
 from tests.pipeline_helpers import run_jobs
@@ -273,7 +274,7 @@ async def _clear_text(services: Services, tenant: Tenant, document_id: uuid.UUID
         sections = list(
             await session.scalars(sa.select(Section).where(Section.document_id == document_id))
         )
-        await services.pipeline.envelope.open_sections(session, sections)
+        await services.envelope.open_sections(session, sections)
     names = {s.name for s in sections}
     return any("unlimited liability" in s.content for s in sections) and "2. Liability" in names
 
@@ -281,7 +282,7 @@ async def _clear_text(services: Services, tenant: Tenant, document_id: uuid.UUID
 async def test_a_data_key_first_used_in_a_rolled_back_transaction_still_opens(
     services: Services, settings: Settings, tenant: Tenant
 ) -> None:
-    envelope = services.pipeline.envelope
+    envelope = services.envelope
     with pytest.raises(RuntimeError):
         async with services.db.transaction(tenant.org_id) as session:
             await envelope.seal(session, tenant.org_id, b"first", b"c")
@@ -499,7 +500,7 @@ def test_two_concurrent_kek_additions_both_keep_their_key(
     waits for A's lock, then adds to A's file; neither key is lost."""
     import threading
 
-    from prism.governance import keyring as keyring_module
+    from prism.crypto import keyring as keyring_module
 
     path = tmp_path / "keyring.json"
     file_keyring(path, os.urandom(32))
@@ -530,7 +531,7 @@ def test_many_processes_adding_keks_at_once_keep_every_key(tmp_path: Path) -> No
     path = tmp_path / "keyring.json"
     file_keyring(path, os.urandom(32))
     code = (
-        "import sys; from pathlib import Path; from prism.governance.keyring import add_key;"
+        "import sys; from pathlib import Path; from prism.crypto.keyring import add_key;"
         "print(add_key(Path(sys.argv[1])))"
     )
     runs = [
@@ -593,7 +594,7 @@ def test_a_rotation_while_a_process_reads_the_keyring_is_noticed(
 ) -> None:
     """The change stamp is taken before the file is read: a KEK added between the read and
     the stamp is picked up by the next refresh."""
-    from prism.governance import keyring as keyring_module
+    from prism.crypto import keyring as keyring_module
 
     path = tmp_path / "keyring.json"
     file_keyring(path, os.urandom(32))
@@ -621,8 +622,8 @@ async def test_a_data_key_created_during_a_rotation_ends_under_the_new_kek(
     """A server wraps a new data key with the KEK current then; the operator adds a KEK and
     rotates before the server commits. The key still ends under the new KEK, and
     ``keys status`` shows no data key left under the old one."""
-    from prism.governance import encryption
-    from prism.governance import keyring as keyring_module
+    from prism.crypto import envelope as encryption
+    from prism.crypto import keyring as keyring_module
     from prism.models import governance_data
 
     url = await new_database()
@@ -631,7 +632,7 @@ async def test_a_data_key_created_during_a_rotation_ends_under_the_new_kek(
     services = bootstrap.build_services(own, url)
     try:
         tenant = await make_tenant(services)
-        envelope = services.pipeline.envelope
+        envelope = services.envelope
         other = await make_tenant(services)  # its data key is made before the rotation
         async with services.db.transaction(other.org_id) as session:
             await envelope.stream_key(session, other.org_id)
@@ -643,7 +644,7 @@ async def test_a_data_key_created_during_a_rotation_ends_under_the_new_kek(
                 state["new"] = keyring_module.add_key(tmp_path / keyring_module.KEYRING_FILE)
                 cli = bootstrap.build_services(own, url)
                 try:
-                    state["changed"] = await encryption.rotate(cli.db, cli.pipeline.envelope)
+                    state["changed"] = await encryption.rotate(cli.db, cli.envelope)
                 finally:
                     await cli.close()
             return await real_insert(session, **values)  # type: ignore[arg-type]

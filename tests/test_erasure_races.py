@@ -16,7 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from prism.config import Settings
-from prism.governance import gdpr, lake, lifecycle, originals
+from prism.documents import originals
+from prism.governance import lake, lifecycle
 from prism.jobs.worker import Worker
 from prism.models import governance as governance_models
 from prism.models.base import utcnow
@@ -25,7 +26,8 @@ from prism.models.enums import DataCategory, FeedbackAction, Role
 from prism.models.feedback import Feedback, create_feedback
 from prism.models.jobs import Job
 from prism.models.users import User
-from prism.resolvers.context import Services
+from prism.privacy import gdpr
+from prism.services import Services
 from tests.factories import Tenant, add_document, codes
 from tests.pipeline_helpers import upload
 from tests.test_lake import PII_NAME, world  # noqa: F401 - the fixture
@@ -49,7 +51,7 @@ async def _erase(services: Services, tenant: Tenant, role: Role) -> list[Job]:
         assert subject is not None
         erasure = await gdpr.erase_user(session, subject)
         await gdpr.schedule_cleanup(session, erasure, tenant.org_id, max_attempts=3)
-    await Worker(services.pipeline).drain()
+    await Worker(services).drain()
     async with services.db.transaction(tenant.org_id) as session:
         return await gdpr.read_cleanup_jobs(session, tenant.org_id, tenant.users[role].id)
 
@@ -81,7 +83,7 @@ async def test_a_lake_export_racing_an_erasure_does_not_write_the_erased_rows_ba
     real = lake._rows_of_day
     race: dict[str, Any] = {"armed": False, "task": None}
     try:
-        await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+        await lake.export(services.db, services.objects, settle_seconds=0)
         assert PII_NAME in {r["filename"] for r in _rows(root, "bronze", "documents")}
         await add_document(services, tenant, uploader=Role.APPROVER)  # the day changes again
 
@@ -98,7 +100,7 @@ async def test_a_lake_export_racing_an_erasure_does_not_write_the_erased_rows_ba
 
         monkeypatch.setattr(lake, "_rows_of_day", rows_of_day)
         race["armed"] = True
-        await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+        await lake.export(services.db, services.objects, settle_seconds=0)
         jobs: list[Job] = await race["task"]
         monkeypatch.setattr(lake, "_rows_of_day", real)
 
@@ -107,7 +109,7 @@ async def test_a_lake_export_racing_an_erasure_does_not_write_the_erased_rows_ba
             assert PII_NAME not in {r["filename"] for r in _rows(root, "bronze", "documents")}
             texts = [r["custom_text"] for r in _rows(root, "bronze", "feedback")]
             assert not any(t and "jane.doe@example.com" in t for t in texts)
-            await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+            await lake.export(services.db, services.objects, settle_seconds=0)
     finally:
         await services.close()
 
@@ -149,7 +151,7 @@ async def test_an_upload_in_progress_does_not_outlive_its_uploaders_erasure(
     )
     monkeypatch.setattr(originals, "put_original", real)
     assert codes(response.json()) == ["UNAUTHENTICATED"]
-    await Worker(services.pipeline).drain()
+    await Worker(services).drain()
     async with services.db.transaction(tenant.org_id) as session:
         left = await session.scalar(
             sa.select(sa.func.count())
@@ -161,7 +163,7 @@ async def test_an_upload_in_progress_does_not_outlive_its_uploaders_erasure(
             jobs = await gdpr.read_cleanup_jobs(session, tenant.org_id, subject_id)
             assert gdpr.cleanup_complete(jobs)
     (key,) = stored
-    assert not await services.pipeline.store.exists(key)
+    assert not await services.objects.exists(key)
 
 
 async def _retain(services: Services, tenant: Tenant, category: DataCategory, days: int) -> None:
@@ -204,16 +206,16 @@ async def test_lifecycle_purges_leave_the_lake_too_and_a_later_erasure_finds_not
             await session.execute(
                 sa.update(Feedback).where(Feedback.custom_text == note).values(created_at=old)
             )
-        await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+        await lake.export(services.db, services.objects, settle_seconds=0)
         assert PII_NAME in {r["filename"] for r in _rows(root, "bronze", "documents")}
         assert note in {r["custom_text"] for r in _rows(root, "bronze", "feedback")}
 
         await _retain(services, tenant, DataCategory.DOCUMENTS, 5)
         await _retain(services, tenant, DataCategory.FEEDBACK, 5)
-        report = await lifecycle.run_lifecycle(services.db, services.pipeline.store, tenant.org_id)
+        report = await lifecycle.run_lifecycle(services.db, services.objects, tenant.org_id)
         assert report.purged["DOCUMENTS"] == 1
         assert report.purged["FEEDBACK"] >= 1
-        await Worker(services.pipeline).drain()
+        await Worker(services).drain()
         for layer in ("bronze", "silver"):
             assert PII_NAME not in {r["filename"] for r in _rows(root, layer, "documents")}
             assert note not in {r["custom_text"] for r in _rows(root, layer, "feedback")}
@@ -222,7 +224,7 @@ async def test_lifecycle_purges_leave_the_lake_too_and_a_later_erasure_finds_not
 
         jobs = await _erase(services, tenant, Role.REVIEWER)
         assert gdpr.cleanup_complete(jobs)
-        await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+        await lake.export(services.db, services.objects, settle_seconds=0)
         assert PII_NAME not in {r["filename"] for r in _rows(root, "bronze", "documents")}
         assert note not in {r["custom_text"] for r in _rows(root, "bronze", "feedback")}
     finally:

@@ -12,9 +12,9 @@ from pydantic import SecretStr
 
 from prism.config import Mode, Settings
 from prism.errors import NotFound
+from prism.execution.extensions import ErrorCodes
 from prism.models.enums import Role
-from prism.schema.extensions import ErrorCodes
-from prism.server import create_app
+from prism.web.app import create_app
 from tests.factories import Tenant, codes, gql
 
 INTERNALS = ("Traceback", "SELECT", "/work", ".py", "asyncpg", "sqlalchemy")

@@ -38,18 +38,18 @@ from pydantic import SecretStr
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
-from prism import bootstrap, migrations
+from prism import bootstrap
 from prism.config import Settings
-from prism.governance.gdpr import ExportLinks
-from prism.models import db as db_module
-from prism.models import embedded
+from prism.db import embedded, migrations
+from prism.db import engine as db_module
+from prism.db.engine import create_engine, url_for_asyncpg
+from prism.db.faults import DatabaseUnavailable, unavailable
 from prism.models.audit import Actor, record_event, verify_chain
-from prism.models.db import create_engine, url_for_asyncpg
 from prism.models.enums import Role
-from prism.models.faults import DatabaseUnavailable, unavailable
 from prism.models.users import User
-from prism.resolvers.context import Services
+from prism.privacy.gdpr import ExportLinks
 from prism.resolvers.ids import to_global_id
+from prism.services import Services
 from tests.conftest import client_of
 from tests.factories import PASSWORD, Tenant, codes, gql, make_tenant
 from tests.pipeline_helpers import run_jobs, upload
@@ -159,7 +159,7 @@ class ServedApp:
 
     def __enter__(self) -> ServedApp:
         command = [
-            *(sys.executable, "-m", "uvicorn", "--factory", "prism.server:app_from_environment"),
+            *(sys.executable, "-m", "uvicorn", "--factory", "prism.web.app:app_from_environment"),
             *("--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"),
             *("--timeout-keep-alive", "60"),
         ]

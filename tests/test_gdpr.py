@@ -19,8 +19,8 @@ from prism import operators
 from prism.authz.principal import SCOPES
 from prism.models.enums import Classification, FeedbackAction, Role
 from prism.models.feedback import Feedback, create_feedback
-from prism.resolvers.context import Services
 from prism.resolvers.ids import from_global_id
+from prism.services import Services
 from tests.factories import PASSWORD, Tenant, add_document, add_user, codes, gid, gql
 from tests.pipeline_helpers import run_jobs, upload
 
@@ -112,7 +112,7 @@ async def test_export_bundle_holds_the_person_and_is_sealed_at_rest(
     stored = b"".join(
         [
             c
-            async for c in services.pipeline.store.open_stream(
+            async for c in services.objects.open_stream(
                 f"org/{tenant.org_id}/exports/{export_id}.zip.sealed"
             )
         ]
@@ -202,7 +202,7 @@ async def test_erasure_leaves_nothing_but_what_the_receipt_lists(
     assert signed_in["data"]["login"]["accessToken"]
     export = await _export(client, services, token, gid("User", user.id))
     assert export["state"] == "SUCCEEDED"
-    store = services.pipeline.store
+    store = services.objects
     doomed_key = f"org/{tenant.org_id}/documents/{from_global_id(doomed)[1]}"
     held_key = f"org/{tenant.org_id}/documents/{from_global_id(held)[1]}"
     export_key = f"org/{tenant.org_id}/exports/{from_global_id(export['id'])[1]}.zip.sealed"
@@ -367,13 +367,13 @@ async def test_a_document_kept_for_a_legal_hold_is_erased_when_the_hold_lifts(
     status = await gql(client, STATUS, {"id": gid("User", user.id)}, token=admin)
     assert status["data"]["erasureStatus"]["cleanupComplete"] is False
     held_key = f"org/{tenant.org_id}/documents/{from_global_id(held)[1]}"
-    assert await services.pipeline.store.exists(held_key)
+    assert await services.objects.exists(held_key)
 
     lifted = await gql(client, UNHOLD, {"id": held}, token=admin)
     assert lifted.get("errors") is None, lifted
     await run_jobs(services)
     assert codes(await gql(client, READ, {"id": held}, token=admin)) == ["NOT_FOUND"]
-    assert not await services.pipeline.store.exists(held_key)
+    assert not await services.objects.exists(held_key)
     status = await gql(client, STATUS, {"id": gid("User", user.id)}, token=admin)
     jobs = status["data"]["erasureStatus"]["cleanupJobs"]
     assert status["data"]["erasureStatus"]["cleanupComplete"] is True

@@ -22,7 +22,6 @@ from prometheus_client import REGISTRY
 from sqlalchemy.engine import make_url
 
 from prism.governance import backup, lifecycle, quality
-from prism.ingest.storage import LocalStore, S3Store
 from prism.models import governance as governance_models
 from prism.models.audit import AuditEvent, verify_chain
 from prism.models.base import utcnow
@@ -30,7 +29,8 @@ from prism.models.documents import Document
 from prism.models.enums import DataCategory, JobState, Role, StorageTier
 from prism.models.jobs import Job
 from prism.models.organizations import read_organization_ids
-from prism.resolvers.context import Services
+from prism.services import Services
+from prism.storage import LocalStore, S3Store
 from tests.factories import Tenant, add_document, codes, gql
 from tests.pipeline_helpers import upload
 from tests.test_storage import bucket, s3_endpoint  # noqa: F401 - fixtures
@@ -375,7 +375,7 @@ async def test_lifecycle_job_runs_in_the_worker(
     async with services.db.transaction(tenant.org_id) as session:
         claimed = await session.get(Job, job.id)
     assert claimed is not None
-    await HANDLERS[LIFECYCLE](JobRun(job=claimed, worker="w", pipeline=services.pipeline))
+    await HANDLERS[LIFECYCLE](JobRun(job=claimed, worker="w", services=services))
     async with services.db.transaction(tenant.org_id) as session:
         done = await session.get(Job, job.id, populate_existing=True)
     assert done is not None

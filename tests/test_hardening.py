@@ -23,7 +23,7 @@ from prism.models.audit import (
     record_event,
 )
 from prism.models.enums import Classification, Role
-from prism.resolvers.context import Services
+from prism.services import Services
 from tests.factories import Tenant, add_document, codes, gid, gql
 from tests.test_statement_count import count_statements
 

@@ -17,9 +17,9 @@ import websockets
 from graphql import GraphQLNonNull
 from websockets.typing import Subprotocol
 
+from prism.execution.inputs import MAX_LIST_LENGTH, MAX_NESTING, MAX_STRING_LENGTH
 from prism.models.enums import Role
 from prism.schema import build_schema
-from prism.schema.inputs import MAX_LIST_LENGTH, MAX_NESTING, MAX_STRING_LENGTH
 from tests.factories import Tenant, codes, gql
 from tests.schema_inputs import SCHEMA, Position, list_positions, string_positions, valid_value
 

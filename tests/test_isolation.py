@@ -9,8 +9,8 @@ import pytest
 from graphql import GraphQLInputObjectType, GraphQLInputType, get_named_type
 
 from prism.models.enums import Classification, Role
-from prism.resolvers.context import Services
 from prism.schema import build_schema
+from prism.services import Services
 from tests.factories import PASSWORD, Tenant, add_document, codes, gid, gql
 
 NODE = "query($id: ID!) { node(id: $id) { id } }"

@@ -21,10 +21,10 @@ from pyarrow import fs
 from pydantic import SecretStr
 from sqlalchemy.dialects.postgresql import JSONB
 
-from prism import bootstrap, demo, migrations
+from prism import bootstrap, demo
 from prism.config import Settings
-from prism.governance import gdpr, lake
-from prism.ingest.storage import S3Store
+from prism.db import migrations
+from prism.governance import lake
 from prism.jobs.worker import Worker
 from prism.models.analyses import Analysis
 from prism.models.base import utcnow
@@ -33,7 +33,9 @@ from prism.models.enums import Classification, FeedbackAction, JobState, Role
 from prism.models.feedback import Feedback, create_feedback
 from prism.models.jobs import Job
 from prism.models.users import User
-from prism.resolvers.context import Services
+from prism.privacy import gdpr
+from prism.services import Services
+from prism.storage import S3Store
 from tests.conftest import NewDatabase
 from tests.factories import Tenant, add_document, make_tenant
 from tests.test_storage import s3_endpoint  # noqa: F401 - the moto server
@@ -68,7 +70,16 @@ async def world(
 
 def _lake_cli(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "prism.cli", "lake", "export", "--settle-seconds", "0", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "prism.cli",
+            "lake",
+            "export",
+            "--settle-seconds",
+            "0",
+            "--json",
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -125,17 +136,17 @@ async def test_lake_export_reads_back_and_reruns_change_nothing(
 
         # a re-run finds nothing new and writes nothing
         before = _files(root)
-        again = await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+        again = await lake.export(services.db, services.objects, settle_seconds=0)
         assert again.files == 0
         assert _files(root) == before
         # an overlapping --since rewrites the same bytes
         since = utcnow() - timedelta(days=2)
-        await lake.export(services.db, services.pipeline.store, since=since, settle_seconds=0)
+        await lake.export(services.db, services.objects, since=since, settle_seconds=0)
         assert _files(root) == before
 
         # a new row: only its day's partitions are rewritten, and it is there
         await add_document(services, tenant)
-        later = await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+        later = await lake.export(services.db, services.objects, settle_seconds=0)
         assert later.files > 0
         assert bronze_count(root) == 3
     finally:
@@ -184,7 +195,7 @@ async def test_erasure_rewrites_the_lake_partitions_that_held_the_person(
     services, own, tenant = world
     root = own.data_dir / "objects" / "lake"
     try:
-        await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+        await lake.export(services.db, services.objects, settle_seconds=0)
         assert bronze_count(root) == 2
         # when: the uploader of both documents is erased, and the cleanup job runs
         uploader = tenant.users[Role.REVIEWER]
@@ -193,7 +204,7 @@ async def test_erasure_rewrites_the_lake_partitions_that_held_the_person(
             assert subject is not None
             erasure = await gdpr.erase_user(session, subject)
             await gdpr.schedule_cleanup(session, erasure, tenant.org_id, max_attempts=3)
-        await Worker(services.pipeline).drain()
+        await Worker(services).drain()
         # then: their documents (and the feedback on them) are gone from every layer
         assert bronze_count(root) == 0
         for layer in ("bronze", "silver"):
@@ -235,7 +246,7 @@ async def test_the_demo_data_exports_whole_in_every_layer(
             classifications = dict(
                 (await session.execute(sa.select(Document.id, Document.classification))).all()
             )
-            await services.pipeline.envelope.open_analyses(session, analyses)
+            await services.envelope.open_analyses(session, analyses)
         # given the demo: every level, analyses without findings, RESTRICTED (sealed) findings
         assert set(classifications.values()) == set(Classification)
         assert any(not a.feedback_items for a in analyses)
@@ -243,7 +254,7 @@ async def test_the_demo_data_exports_whole_in_every_layer(
         findings = {str(a.id): len(a.feedback_items) for a in analyses}
 
         # when the lake is exported, as an operator does
-        report = await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+        report = await lake.export(services.db, services.objects, settle_seconds=0)
         assert report.files > 0
 
         # then every analysis is in bronze and silver, with its true number of findings
@@ -274,7 +285,7 @@ async def test_erasing_the_demo_uploader_cleans_the_lake_and_the_job_succeeds(
     services, own, org = demo_world
     root = own.data_dir / "objects" / "lake"
     try:
-        await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+        await lake.export(services.db, services.objects, settle_seconds=0)
         async with services.db.transaction(org) as session:
             uploader = await session.scalar(
                 sa.select(User).where(User.email == "admin@acme.example").with_for_update()
@@ -288,7 +299,7 @@ async def test_erasing_the_demo_uploader_cleans_the_lake_and_the_job_succeeds(
             assert names
             erasure = await gdpr.erase_user(session, uploader)
             await gdpr.schedule_cleanup(session, erasure, org, max_attempts=5)
-        await Worker(services.pipeline).drain()
+        await Worker(services).drain()
         async with services.db.transaction(org) as session:
             (state, error) = (
                 await session.execute(
@@ -313,7 +324,7 @@ async def test_a_failed_export_leaves_the_lake_as_it_was(
     services, own, tenant = world
     root = own.data_dir / "objects" / "lake"
     try:
-        await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+        await lake.export(services.db, services.objects, settle_seconds=0)
         before = _files(root)
         # given a new document, and an export that fails part-way through its day (gold)
         await add_document(services, tenant, classification=Classification.RESTRICTED)
@@ -323,12 +334,12 @@ async def test_a_failed_export_leaves_the_lake_as_it_was(
 
         monkeypatch.setattr(lake, "_gold_row", broken)
         with pytest.raises(RuntimeError):
-            await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+            await lake.export(services.db, services.objects, settle_seconds=0)
         # then no partition of that day was rewritten, and no partial file is left
         assert _files(root) == before
         monkeypatch.undo()
         # and the next run exports the day whole (the watermark did not move)
-        again = await lake.export(services.db, services.pipeline.store, settle_seconds=0)
+        again = await lake.export(services.db, services.objects, settle_seconds=0)
         assert again.files > 0
         assert bronze_count(root) == 3
     finally:

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from prism.cache.store import ResilientStore
 from prism.config import Mode, Settings
 from prism.models.enums import Role
-from prism.resolvers.context import Services
+from prism.services import Services
 from tests.conftest import RedisServer, app_with, client_of
 from tests.factories import Tenant, add_document, codes, gid, gql
 
@@ -105,16 +105,16 @@ async def test_a_document_is_validated_once(
 ) -> None:
     """The validation cache finds a document seen before: its key (schema, document, rules)
     must not change from one request to the next."""
-    import prism.schema.validation
+    import prism.execution.validation
 
     validated = []
-    validate = prism.schema.validation.validate
+    validate = prism.execution.validation.validate
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         validated.append(1)
         return validate(*args, **kwargs)
 
-    monkeypatch.setattr(prism.schema.validation, "validate", counting)
+    monkeypatch.setattr(prism.execution.validation, "validate", counting)
     query = f"query Once {{ viewer {{ scopes }} }} # {tenant.org_id}"  # new to this process
     for _ in range(3):
         body = await gql(client, query, token=tenant.tokens[Role.VIEWER])
@@ -177,8 +177,8 @@ async def test_a_redis_outage_degrades_and_recovers(
     async with app_with(settings.model_copy(update=update), database_url) as app:
         services: Services = app.state.services
         registered = await _register(services, OPERATIONS)
-        assert isinstance(services.store, ResilientStore)
-        services.store._retry_seconds = 0.5
+        assert isinstance(services.cache, ResilientStore)
+        services.cache._retry_seconds = 0.5
         async with client_of(app) as client:
             token = tenant.tokens[Role.REVIEWER]
             digest = registered["DocumentTitles"]
@@ -192,14 +192,14 @@ async def test_a_redis_outage_degrades_and_recovers(
                     during = await _call(client, token, digest, {"first": 2})
                     assert during.get("errors") is None, during
                     assert "ratelimit-remaining" in during["_headers"]
-                assert services.store.using_fallback
+                assert services.cache.using_fallback
             finally:
                 redis_server.start()
             await asyncio.sleep(0.6)
             await _call(client, token, digest, {"first": 2})
             after = await _call(client, token, digest, {"first": 2})
             assert after["extensions"]["cost"]["cached"] is True
-            assert not services.store.using_fallback
+            assert not services.cache.using_fallback
 
 
 async def test_production_mode_can_still_serve_introspection_when_asked(

@@ -9,10 +9,10 @@ import httpx
 import pyotp
 import sqlalchemy as sa
 
-from prism.authz.mfa import matching_step
+from prism.authn.mfa import matching_step
 from prism.models.enums import Role
 from prism.models.users import MfaBackupCode, User
-from prism.resolvers.context import Services
+from prism.services import Services
 from tests.factories import PASSWORD, Tenant, codes, gql
 
 LOGIN = """mutation($email: String!, $password: String!, $totp: String) {

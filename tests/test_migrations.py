@@ -9,8 +9,8 @@ import asyncpg
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
-from prism import migrations
 from prism.config import Settings
+from prism.db import migrations
 from prism.models import TENANT_TABLES
 from tests.conftest import NewDatabase
 

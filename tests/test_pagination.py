@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from prism.models.enums import Role
-from prism.resolvers.context import Services
+from prism.services import Services
 from tests.factories import Tenant, add_document, codes, gql
 
 PAGE = """query($first: Int, $after: String, $order: DocumentOrder) {

@@ -14,10 +14,10 @@ from pydantic import SecretStr
 
 from prism.config import Settings
 from prism.models.enums import Classification, Role
-from prism.models.operations import register_operations
-from prism.resolvers.context import Services
+from prism.models.registered_operations import register_operations
+from prism.operations.persisted import split_operations
 from prism.schema import build_schema
-from prism.schema.persisted import split_operations
+from prism.services import Services
 from tests.conftest import RedisServer, app_with, client_of
 from tests.factories import Tenant, add_document, codes, gid, gql
 from tests.pipeline_helpers import upload

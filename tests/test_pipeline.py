@@ -16,8 +16,8 @@ from prism.config import Settings
 from prism.models.documents import Document
 from prism.models.enums import Role
 from prism.models.jobs import Job
-from prism.resolvers.context import Services
-from prism.server import create_app
+from prism.services import Services
+from prism.web.app import create_app
 from tests import corpus
 from tests.factories import Tenant, codes, gql
 from tests.pipeline_helpers import CSRF, DOCUMENT, run_jobs, upload
@@ -276,7 +276,7 @@ async def test_reanalysis_keeps_history_and_feedback(
 
 
 def test_pii_scan_is_linear_on_hostile_text() -> None:
-    from prism.ingest.pii import scan
+    from prism.extraction.pii import scan
 
     started = time.perf_counter()
     scan("a." * 500_000 + "a@" * 200_000 + "1-" * 200_000)

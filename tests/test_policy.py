@@ -26,7 +26,7 @@ from prism.authz.policy import (
 from prism.authz.principal import SCOPES, Principal
 from prism.models.documents import Document, read_documents_by_ids
 from prism.models.enums import Classification, Role
-from prism.resolvers.context import Services
+from prism.services import Services
 from tests.factories import Tenant, add_document, codes, gid, gql
 
 ORG = uuid.uuid4()

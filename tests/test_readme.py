@@ -9,9 +9,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from prism.cli import main
+from prism.cli.commands import main
+from prism.cli.config_docs import configuration_markdown
 from prism.config import Settings
-from prism.config_docs import configuration_markdown
 
 README_MAX_LINES = 200
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")

@@ -29,20 +29,20 @@ import sqlalchemy as sa
 import sqlalchemy.exc
 from sqlalchemy.engine import make_url
 
-from prism import bootstrap, migrations, operators
+from prism import bootstrap, operators
 from prism.config import Settings
+from prism.db import embedded, migrations
+from prism.db.engine import APP_ROLE, url_for_asyncpg
+from prism.db.faults import DatabaseUnavailable
+from prism.db.notify import RESYNC, Notifications
 from prism.jobs import pipeline
 from prism.jobs import worker as worker_module
 from prism.jobs.pipeline import JobRun
 from prism.jobs.worker import Worker
-from prism.models import embedded
-from prism.models.db import APP_ROLE, url_for_asyncpg
 from prism.models.enums import Role
-from prism.models.faults import DatabaseUnavailable
 from prism.models.jobs import enqueue_job
-from prism.models.notify import RESYNC, Notifications
-from prism.resolvers.context import Services
 from prism.resolvers.ids import expect_id, to_global_id
+from prism.services import Services
 from tests.factories import Tenant, add_document
 from tests.pipeline_helpers import upload
 from tests.test_pipeline import CONTRACT_TXT
@@ -315,7 +315,7 @@ async def test_the_worker_is_woken_by_notify_after_a_postgresql_restart(
         raise AssertionError("could not enqueue")
 
     stop = asyncio.Event()
-    worker = Worker(services.pipeline, concurrency=1, handlers={"test.ping": ping})
+    worker = Worker(services, concurrency=1, handlers={"test.ping": ping})
     running = asyncio.create_task(worker.run(stop, grace_seconds=5))
     try:
         await enqueue(1)
@@ -525,7 +525,7 @@ async def test_an_outage_does_not_spend_a_jobs_attempts(
         await pipeline.HANDLERS[pipeline.EXTRACT](run)
 
     handlers = {**worker_module.HANDLERS, pipeline.EXTRACT: extract_after_an_outage}
-    worker = Worker(services.pipeline, concurrency=1, handlers=handlers)
+    worker = Worker(services, concurrency=1, handlers=handlers)
     for _ in range(7):
         await worker.drain()
         job, _document = await _jobs_and_document(services, tenant.org_id, job_id)
@@ -555,7 +555,7 @@ async def test_an_outage_spends_attempts_once_the_job_is_old(
         raise DatabaseUnavailable("database unavailable (ConnectionRefusedError)")
 
     handlers = {**worker_module.HANDLERS, pipeline.EXTRACT: away}
-    worker = Worker(services.pipeline, concurrency=1, handlers=handlers)
+    worker = Worker(services, concurrency=1, handlers=handlers)
     await worker.drain()
     await _make_runnable(services, tenant.org_id, age_hours=worker_module.OUTAGE_RETRY_HOURS + 1)
     for _ in range(10):

@@ -20,7 +20,7 @@ from websockets.typing import Subprotocol
 from prism import operators
 from prism.config import Settings
 from prism.models.enums import Role
-from prism.resolvers.context import Services
+from prism.services import Services
 from tests.conftest import app_with, client_of
 from tests.factories import Tenant, codes, gql
 from tests.test_websocket_auth import connect, serving
@@ -139,12 +139,12 @@ async def test_a_spent_caller_is_answered_before_the_work(
 ) -> None:
     """No JSON decoded, no persisted query looked up in the database, for a caller whose
     allowance is spent."""
-    import prism.resolvers.operations
-    import prism.schema.inputs
+    import prism.execution.inputs
+    import prism.operations.registry
 
     decoded: list[int] = []
     looked_up: list[int] = []
-    decode, find = prism.schema.inputs.decode_json, prism.resolvers.operations.find_operation
+    decode, find = prism.execution.inputs.decode_json, prism.operations.registry.find_operation
 
     def counting_decode(data: Any) -> object:
         decoded.append(1)
@@ -154,8 +154,8 @@ async def test_a_spent_caller_is_answered_before_the_work(
         looked_up.append(1)
         return await find(*args, **kwargs)
 
-    monkeypatch.setattr(prism.schema.inputs, "decode_json", counting_decode)
-    monkeypatch.setattr(prism.resolvers.operations, "find_operation", counting_find)
+    monkeypatch.setattr(prism.execution.inputs, "decode_json", counting_decode)
+    monkeypatch.setattr(prism.operations.registry, "find_operation", counting_find)
     async with app_with(stingy, database_url) as app, client_of(app, ip="198.51.100.77") as http:
         for _ in range(CAPACITY):
             response = await http.post("/graphql", json={"extensions": persisted(random_hash())})
@@ -322,7 +322,7 @@ async def test_a_caller_with_allowance_passes_the_door_without_asking_the_store(
 ) -> None:
     """The door asks the store only about buckets seen running short: an ordinary accepted
     request takes from its bucket once (its cost), not once more at the door."""
-    store = app.state.services.store
+    store = app.state.services.cache
     taken: list[int] = []
     real_take = store.take
 

@@ -9,11 +9,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from prism.migrations.rls import UNVERSIONED_TABLES
+from prism.db.engine import Database
+from prism.db.migrations.rls import UNVERSIONED_TABLES
 from prism.models import TENANT_TABLES, Document
-from prism.models.db import Database
 from prism.models.enums import Classification
-from prism.resolvers.context import Services
+from prism.services import Services
 from tests.factories import Tenant, add_document
 
 
@@ -103,7 +103,7 @@ async def test_organization_setting_does_not_leak_into_the_next_transaction(
     services: Services, tenant: Tenant
 ) -> None:
     # A pool of one connection: the second transaction reuses the first one's connection.
-    from prism.models.db import create_engine
+    from prism.db.engine import create_engine
 
     url = services.db.engine.url.render_as_string(hide_password=False)
     db = Database(create_engine(url, pool_size=1, max_overflow=0))
@@ -123,7 +123,7 @@ async def test_organization_setting_does_not_leak_into_the_next_transaction(
 async def test_every_tenant_table_moves_the_data_version(services: Services) -> None:
     """Cached answers are keyed on organizations.data_version: a tenant table written
     without bumping it would serve stale answers (exceptions are listed, with reasons, in
-    prism/migrations/rls.py)."""
+    prism/db/migrations/rls.py)."""
     async with services.db.transaction(None) as session:
         rows = await session.execute(
             sa.text(

@@ -30,10 +30,9 @@ import sqlalchemy as sa
 from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
 
-from prism import bootstrap, migrations
+from prism import bootstrap
 from prism.config import Settings
-from prism.governance import lifecycle, originals
-from prism.ingest.sealed import (
+from prism.crypto.sealed import (
     HEADER,
     MAGIC,
     SEGMENT,
@@ -44,13 +43,16 @@ from prism.ingest.sealed import (
     open_sealed,
     sealed_size,
 )
-from prism.ingest.storage import LocalStore, ObjectStore, S3Store
+from prism.db import migrations
+from prism.documents import originals
+from prism.governance import lifecycle
 from prism.models.base import utcnow
 from prism.models.documents import Document
 from prism.models.enums import Classification, Role, StorageTier
-from prism.resolvers.context import Services
 from prism.resolvers.ids import from_global_id
-from prism.server import create_app
+from prism.services import Services
+from prism.storage import LocalStore, ObjectStore, S3Store
+from prism.web.app import create_app
 from tests.conftest import NewDatabase
 from tests.factories import Tenant, gid, gql, make_tenant
 from tests.pipeline_helpers import run_jobs, upload
@@ -185,7 +187,7 @@ async def _key(world: World, document_id: uuid.UUID) -> str:
 async def _opened(world: World, key: str) -> bytes:
     services = world.services
     chunks = originals.open_original(
-        services.db, services.pipeline.store, services.pipeline.envelope, world.tenant.org_id, key
+        services.db, services.objects, services.envelope, world.tenant.org_id, key
     )
     return b"".join([chunk async for chunk in chunks])
 
@@ -295,8 +297,8 @@ async def test_originals_seal_seals_clear_objects_resumes_and_a_rerun_changes_no
     async with world.services.db.transaction(world.tenant.org_id) as session:
         outcome = await originals.seal_stored(
             session,
-            world.services.pipeline.store,
-            world.services.pipeline.envelope,
+            world.services.objects,
+            world.services.envelope,
             world.tenant.org_id,
             keys[0],
         )
@@ -478,7 +480,7 @@ async def test_a_file_larger_than_a_multipart_part_is_sealed_into_s3_and_opens(
 async def _set_tier(world: World, document_id: uuid.UUID, tier: StorageTier) -> None:
     """The lifecycle moved the file to ``tier`` (object and row)."""
     key = await _key(world, document_id)
-    await world.services.pipeline.store.change_tier(key, tier.value)
+    await world.services.objects.change_tier(key, tier.value)
     async with world.services.db.transaction(world.tenant.org_id) as session:
         await session.execute(
             sa.update(Document).where(Document.id == document_id).values(storage_tier=tier)
@@ -487,7 +489,7 @@ async def _set_tier(world: World, document_id: uuid.UUID, tier: StorageTier) -> 
 
 @pytest.mark.parametrize("target", ["s3"], indirect=True)
 async def test_sealing_keeps_the_storage_class_of_the_tier_the_file_is_on(world: World) -> None:
-    store = world.services.pipeline.store
+    store = world.services.objects
     assert isinstance(store, S3Store)
     admin = world.tenant.tokens[Role.ADMIN]
     for tier, storage_class in (
@@ -528,7 +530,7 @@ async def test_reclassifying_an_archived_file_applies_and_sealing_follows_the_re
         assert document is not None
         assert document.classification is Classification.RESTRICTED
     # and the file is still listed to seal (a run before the restore fails on it, says so)
-    store, envelope = world.services.pipeline.store, world.services.pipeline.envelope
+    store, envelope = world.services.objects, world.services.envelope
     report = await originals.seal_existing(world.services.db, store, envelope)
     assert (report.failed, report.sealed) == (1, 0)
     # after the operator restores it, `prism originals seal` seals it, on its tier
@@ -546,7 +548,7 @@ async def test_reclassifying_an_archived_file_applies_and_sealing_follows_the_re
 async def test_a_tier_move_waits_for_the_row_lock_sealing_holds(world: World) -> None:
     """A tier move copies the object onto itself; it takes the document row's lock first, so
     it never copies a clear file back over one sealed meanwhile."""
-    store = world.services.pipeline.store
+    store = world.services.objects
     assert isinstance(store, S3Store)
     document_id = await _upload(world, _record(), "INTERNAL")
     key = await _key(world, document_id)
@@ -605,7 +607,7 @@ async def test_a_starting_worker_removes_scratch_left_by_killed_workers_only(
     legacy_new = scratch("prism-extract-q9w8e7")  # unnamed, may still be in use
     unrelated = scratch(f"other-{finished.pid}")
 
-    await Worker(world.services.pipeline).drain()
+    await Worker(world.services).drain()
 
     assert not dead.exists()
     assert not legacy_old.exists()

@@ -18,8 +18,8 @@ from prism.config import Settings
 from prism.models.documents import Document
 from prism.models.enums import Classification, DocumentType, JobState, Role
 from prism.models.jobs import Job
-from prism.resolvers.context import Services
 from prism.search import SearchRequest, mandatory_filter
+from prism.services import Services
 from tests.factories import Tenant, add_document, add_user, codes, gid, gql, make_tenant
 from tests.search_helpers import Stack, opensearch_settings, running
 

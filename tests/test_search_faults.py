@@ -29,9 +29,9 @@ from prism.jobs.pipeline import ANALYZE, EXTRACT, INDEX
 from prism.models.documents import Document
 from prism.models.enums import Classification, JobState, Role
 from prism.models.jobs import Job
-from prism.resolvers.context import Services
 from prism.resolvers.ids import from_global_id
 from prism.search.opensearch import OpenSearchBackend
+from prism.services import Services
 from tests.factories import Tenant, gid, make_tenant
 from tests.pipeline_helpers import CSRF, UPLOAD
 from tests.search_helpers import opensearch_settings

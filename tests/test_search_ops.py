@@ -19,9 +19,9 @@ from prism.config import SearchFallback, Settings
 from prism.models.enums import Classification, JobState, Role
 from prism.models.jobs import Job
 from prism.models.scope import Scope
-from prism.resolvers.context import Services
 from prism.search import SearchRequest, mandatory_filter
 from prism.search.opensearch import OpenSearchBackend
+from prism.services import Services
 from tests.factories import Tenant, add_document, codes, gid, gql, make_tenant
 from tests.search_helpers import opensearch_settings, running
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from prism.models.enums import Classification, Role
-from prism.resolvers.context import Services
+from prism.services import Services
 from tests.factories import Tenant, add_document, gql
 
 DONE_WHEN = """

@@ -10,13 +10,13 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from prism.ingest.text import TextSection
-from prism.jobs.analyzers.rules import RulesAnalyzer
+from prism.analysis.rules import RulesAnalyzer
+from prism.extraction.text import TextSection
 from prism.jobs.pipeline import analyze_sections, store_sections
 from prism.models.documents import Document
 from prism.models.enums import Classification, FeedbackAction, Role
 from prism.models.feedback import Feedback
-from prism.resolvers.context import Services
+from prism.services import Services
 from tests.factories import Tenant, gql
 
 NESTED = """query($first: Int!) {
@@ -70,9 +70,9 @@ async def _fill(services: Services, tenant: Tenant, documents: int, sections: in
             parts = [
                 TextSection(f"S{s}", f"Clause {s}: automatically renews.") for s in range(sections)
             ]
-            rows = await store_sections(session, doc, parts, envelope=services.pipeline.envelope)
+            rows = await store_sections(session, doc, parts, envelope=services.envelope)
             analyses = await analyze_sections(
-                session, doc, rows, RulesAnalyzer(), envelope=services.pipeline.envelope
+                session, doc, rows, RulesAnalyzer(), envelope=services.envelope
             )
             session.add(
                 Feedback(

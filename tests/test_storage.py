@@ -19,13 +19,14 @@ import pytest
 from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
 
-from prism import bootstrap, migrations
+from prism import bootstrap
 from prism.config import Settings
-from prism.ingest.storage import LocalStore, ObjectStore, S3Store, document_key
+from prism.db import migrations
 from prism.jobs.worker import Worker
 from prism.models.enums import Role
-from prism.resolvers.context import Services
-from prism.server import create_app
+from prism.services import Services
+from prism.storage import LocalStore, ObjectStore, S3Store, document_key
+from prism.web.app import create_app
 from tests.conftest import NewDatabase
 from tests.factories import Tenant, gql, make_tenant
 from tests.pipeline_helpers import upload
@@ -169,7 +170,7 @@ async def test_uploads_land_in_s3_and_workers_read_them_back(
     ) as s3:
         listed = await s3.list_objects_v2(Bucket=bucket, Prefix=f"e2e/org/{tenant.org_id}/")
     assert len(listed.get("Contents", [])) == 1
-    await Worker(services.pipeline).drain()
+    await Worker(services).drain()
     result = await gql(
         client,
         "query($id: ID!) { document(id: $id) { processingStatus } }",

@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
+from prism.authn.secrets import Passwords
 from prism.authz import identity
-from prism.authz.secrets import Passwords
 from prism.errors import Unauthenticated
 from prism.models.audit import RequestMeta
 from prism.models.enums import Role
-from prism.resolvers.context import Services
+from prism.services import Services
 from tests.factories import PASSWORD, Tenant, codes, gql
 
 LOGIN = """mutation($email: String!, $password: String!) {

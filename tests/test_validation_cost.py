@@ -13,10 +13,8 @@ from graphql import parse, specified_rules
 from pydantic import SecretStr
 
 from prism.config import Mode, Settings
-from prism.models.enums import Role
-from prism.schema import MAX_ALIASES, MAX_DEPTH, build_schema
-from prism.schema.cost import estimate, operation_of
-from prism.schema.validation import (
+from prism.execution.cost import estimate, operation_of
+from prism.execution.validation import (
     MAX_ARGUMENTS,
     MAX_ERRORS,
     MAX_FIELD_COMPARISONS,
@@ -28,6 +26,8 @@ from prism.schema.validation import (
     analyse,
     validate_document,
 )
+from prism.models.enums import Role
+from prism.schema import MAX_ALIASES, MAX_DEPTH, build_schema
 from tests.conftest import RedisServer, app_with, client_of
 from tests.factories import Tenant, codes, gql
 
@@ -252,16 +252,16 @@ def test_the_cost_estimate_walks_each_fragment_once_and_stays_exact() -> None:
 @pytest.fixture
 def standard_rules(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many times graphql-core's standard rules ran."""
-    import prism.schema.validation
+    import prism.execution.validation
 
     ran: list[int] = []
-    validate = prism.schema.validation.validate
+    validate = prism.execution.validation.validate
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         ran.append(1)
         return validate(*args, **kwargs)
 
-    monkeypatch.setattr(prism.schema.validation, "validate", counting)
+    monkeypatch.setattr(prism.execution.validation, "validate", counting)
     return ran
 
 

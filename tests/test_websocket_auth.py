@@ -33,16 +33,16 @@ import websockets
 from websockets.typing import Subprotocol
 
 from prism import bootstrap, operators
-from prism.authz.secrets import AccessTokens
+from prism.authn.secrets import AccessTokens
 from prism.config import Settings
 from prism.jobs.pipeline import PROGRESS_CHANNEL
 from prism.models.documents import Document
 from prism.models.enums import Classification, ProcessingStatus, Role
-from prism.models.operations import register_operations
-from prism.resolvers.context import Services
+from prism.models.registered_operations import register_operations
+from prism.operations.persisted import split_operations
 from prism.schema import build_schema
-from prism.schema.persisted import split_operations
-from prism.server import create_app
+from prism.services import Services
+from prism.web.app import create_app
 from tests.factories import PASSWORD, Tenant, add_document, add_user, codes, gid, gql
 
 ME = "query WsMe { viewer { scopes } }"
@@ -502,8 +502,8 @@ async def test_a_document_the_transport_did_not_resolve_is_refused_by_the_schema
     """The schema's own check (fail closed): a caller held to registered operations whose
     document is not the registered one its transport resolved runs nothing."""
     from prism.authz.identity import authenticate_bearer
+    from prism.execution.context import Context, RequestTransaction
     from prism.models.audit import RequestMeta
-    from prism.resolvers.context import Context, RequestTransaction
 
     registered = await _register(services, ME)
     bi = await operators.create_token(

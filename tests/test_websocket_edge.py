@@ -23,10 +23,10 @@ import websockets
 from websockets.typing import Subprotocol
 
 from prism.config import Settings
-from prism.edge import MAX_JSON_BODY
 from prism.models.documents import Document
 from prism.models.enums import ProcessingStatus, Role
-from prism.resolvers.context import Services
+from prism.services import Services
+from prism.web.edge import MAX_JSON_BODY
 from tests.factories import Tenant, add_document, gid
 from tests.test_websocket_auth import serving
 

@@ -19,8 +19,8 @@ from prism.models.analyses import Analysis
 from prism.models.documents import Document, Section
 from prism.models.enums import JobState, ProcessingStatus, Role
 from prism.models.jobs import Job
-from prism.resolvers.context import Services
 from prism.resolvers.ids import from_global_id
+from prism.services import Services
 from tests.factories import Tenant
 from tests.pipeline_helpers import run_jobs, upload
 
@@ -37,7 +37,10 @@ def _worker(
     }
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "prism.cli", "worker", *args], env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "prism.cli", "worker", *args],
+            env=env,
+            stdout=out,
+            stderr=out,
         )
 
 

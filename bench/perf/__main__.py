@@ -112,7 +112,7 @@ def check_answers(
 async def register(bench: Any, query_list: list[Query]) -> dict[str, str]:
     """Register the Prism text of the queries, as ``prism operations push`` does; name ->
     sha256 (the hash prism-compiled's requests carry)."""
-    from prism.models.operations import register_operations
+    from prism.models.registered_operations import register_operations
 
     async with bench.services.db.transaction(None) as session:
         stored = await register_operations(session, [q.registered for q in query_list])
@@ -246,7 +246,7 @@ async def main(args: argparse.Namespace) -> int:
             conn = await bench.owner()
             pg_version = await conn.fetchval("SHOW server_version")
             await conn.close()
-            from prism.models.db import url_for_asyncpg
+            from prism.db.engine import url_for_asyncpg
 
             url = url_for_asyncpg(bench.url)
             factories = {

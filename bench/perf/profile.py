@@ -110,17 +110,21 @@ def is_prism(path: str) -> bool:
 # sample belongs to the innermost marker on its stack.
 PHASES = (
     ("authentication (a transaction per request)", "prism/authz/identity.py", None),
-    ("parse", "prism/schema/extensions.py", "ParseCache.on_parse"),
+    ("parse", "prism/execution/extensions.py", "ParseCache.on_parse"),
     ("parse", "graphql/language/parser.py", None),
     ("parse", "graphql/language/lexer.py", None),
     ("validation", "graphql/validation/", None),
-    ("cost estimate", "prism/schema/cost.py", None),
-    ("rate limit, response cache", "prism/schema/limits.py", None),
-    ("compiled path: the plan, its statement, the JSON parsed", "prism/schema/compiled.py", None),
-    ("persisted operation lookup", "prism/resolvers/operations.py", None),
+    ("cost estimate", "prism/execution/cost.py", None),
+    ("rate limit, response cache", "prism/execution/limits.py", None),
+    (
+        "compiled path: the plan, its statement, the JSON parsed",
+        "prism/execution/compiled.py",
+        None,
+    ),
+    ("persisted operation lookup", "prism/operations/registry.py", None),
     ("execution: resolvers, loaders, their SQL", "graphql/execution/", None),
-    ("transaction end (commit)", "prism/resolvers/context.py", "finish"),
-    ("response encoding", "prism/server.py", "PrismGraphQL.create_response"),
+    ("transaction end (commit)", "prism/execution/context.py", "finish"),
+    ("response encoding", "prism/web/app.py", "PrismGraphQL.create_response"),
     ("HTTP, ASGI, Strawberry's request handling", "starlette/", None),
     ("HTTP, ASGI, Strawberry's request handling", "uvicorn/", None),
 )

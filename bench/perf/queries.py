@@ -230,10 +230,10 @@ def _schema() -> Any:
 
 def registered_document(text: str) -> tuple[str, str, str]:
     """(name, canonical document, sha256) of a one-operation text, as ``prism operations
-    push`` registers it (``prism.schema.persisted.split_operations``, validated against the
+    push`` registers it (``prism.operations.persisted.split_operations``, validated against the
     schema): the hash a client sends is the canonical document's, not the source text's."""
-    from prism.models.operations import operation_hash
-    from prism.schema.persisted import split_operations
+    from prism.models.registered_operations import operation_hash
+    from prism.operations.persisted import split_operations
 
     [(name, document)] = split_operations(text, _schema())
     return name, document, operation_hash(document)

@@ -13,11 +13,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prism.authz import throttle
-from prism.authz.mfa import verify_second_factor
-from prism.authz.policy import Action, Resource, may_read_token, require
-from prism.authz.principal import SCOPES, Principal
-from prism.authz.secrets import (
+from prism.authn import throttle
+from prism.authn.mfa import verify_second_factor
+from prism.authn.secrets import (
     AccessTokens,
     Passwords,
     SecretBox,
@@ -27,14 +25,16 @@ from prism.authz.secrets import (
     public_prefix,
     token_digest,
 )
+from prism.authz.policy import Action, Resource, may_read_token, require
+from prism.authz.principal import SCOPES, Principal
+from prism.db.engine import Database
+from prism.db.faults import retry_collisions
 from prism.errors import BadUserInput, Conflict, Forbidden, Unauthenticated, not_found
 from prism.models import organizations as org_models
 from prism.models import users as user_models
 from prism.models.addresses import canonical_domain, canonical_email
 from prism.models.audit import Actor, RequestMeta, record_event
-from prism.models.db import Database
 from prism.models.enums import Classification, Role
-from prism.models.faults import retry_collisions
 from prism.models.users import ApiToken, RefreshSession, User
 
 _INVALID_LOGIN = "Invalid email or password."

@@ -33,7 +33,7 @@ from prism.models.enums import (
 from prism.models.feedback import Feedback
 from prism.models.scope import Scope
 from prism.models.users import ApiToken
-from prism.resolvers.context import Services
+from prism.services import Services
 
 DEMO_ORGANIZATION = "Acme Legal"
 OTHER_ORGANIZATION = "Globex Corporation"
@@ -156,7 +156,7 @@ async def _seed_organization(
         async with services.db.transaction(org.id) as session:
             await receive_upload(
                 session,
-                services.pipeline,
+                services,
                 scope=Scope.system(org.id),
                 uploader_id=uploader.id,
                 department=department,
@@ -169,7 +169,7 @@ async def _seed_organization(
                 meta=operators.CLI,
             )
     # The same pipeline as any upload: extraction and analysis jobs, run here to the end.
-    await Worker(services.pipeline).drain()
+    await Worker(services).drain()
     reviewer, approver = users.get(Role.REVIEWER), users.get(Role.APPROVER)
     if reviewer and approver:
         await _review(services, org.id, reviewer.id, approver.id)

@@ -27,8 +27,8 @@ from typing import Any, cast
 import asyncpg
 import orjson
 
+from prism.db.engine import url_for_asyncpg
 from prism.models.audit import canonical_form
-from prism.models.db import url_for_asyncpg
 from prism.models.enums import (
     Classification,
     DocumentType,

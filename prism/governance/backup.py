@@ -22,8 +22,8 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import URL, make_url
 
-from prism.ingest.storage import ObjectStore
 from prism.models.backup import table_fingerprints
+from prism.storage import ObjectStore
 
 PREFIX = "backups/"
 LATEST = PREFIX + "LATEST"

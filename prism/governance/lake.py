@@ -2,7 +2,7 @@
 
 - bronze: raw rows of documents, analyses and feedback (no section text, no secrets);
 - silver: the same rows cleaned (soft-deleted documents dropped) with PII masked in every
-  free-text column (``prism.ingest.pii.mask_all``);
+  free-text column (``prism.extraction.pii.mask_all``);
 - gold: daily aggregates per organization.
 
 Layout: ``lake/<layer>/<dataset>/year=YYYY/month=M/day=D/org-<organization>.parquet``
@@ -42,15 +42,15 @@ from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prism.ingest.pii import mask_all
-from prism.ingest.storage import ObjectStore
+from prism.db.engine import Database
+from prism.extraction.pii import mask_all
 from prism.models import governance_data as governance_models
 from prism.models.analyses import Analysis
 from prism.models.base import Base, utcnow
-from prism.models.db import Database
 from prism.models.documents import Document
 from prism.models.feedback import Feedback
 from prism.models.organizations import read_organization_ids
+from prism.storage import ObjectStore
 
 PREFIX = "lake"
 PARQUET = "application/vnd.apache.parquet"

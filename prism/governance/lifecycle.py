@@ -18,14 +18,14 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 import structlog
 
-from prism.governance import gdpr
-from prism.ingest.storage import ObjectStore
+from prism.db.engine import Database
 from prism.models import governance as models
 from prism.models.audit import Actor, RequestMeta, record_event
 from prism.models.base import utcnow
-from prism.models.db import Database
 from prism.models.documents import Document
 from prism.models.enums import DataCategory, StorageTier
+from prism.privacy import gdpr
+from prism.storage import ObjectStore
 
 log = structlog.get_logger("prism.lifecycle")
 # Bounded work per organization and run; the next run continues.

@@ -8,8 +8,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from prism.db.engine import Database
 from prism.models import governance as models
-from prism.models.db import Database
 from prism.models.governance import QualityRun
 from prism.observability import DATA_QUALITY_SCORE
 

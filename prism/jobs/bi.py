@@ -9,10 +9,10 @@ import uuid
 import sqlalchemy as sa
 
 from prism.config import Settings
+from prism.db.engine import Database
 from prism.jobs.pipeline import JobRun, complete
 from prism.models import bi as bi_models
 from prism.models.analyses import Analysis
-from prism.models.db import Database
 
 REFRESH = bi_models.REFRESH_JOB
 # Counts the findings of analyses sealed before ``finding_count`` existed (queued by
@@ -38,7 +38,7 @@ async def refresh_organization(db: Database, organization_id: uuid.UUID) -> int:
 
 
 async def handle_refresh(run: JobRun) -> None:
-    db, organization_id = run.pipeline.db, run.job.organization_id
+    db, organization_id = run.services.db, run.job.organization_id
     while True:
         async with db.transaction(organization_id) as session:
             done = await bi_models.refresh_rollups(
@@ -59,8 +59,8 @@ async def schedule_refreshes(db: Database, settings: Settings) -> int:
 async def handle_count_findings(run: JobRun) -> None:
     """Open each sealed analysis without a count, store its count (the row's update marks its
     BI day slice stale, so the next refresh counts it), a batch per transaction."""
-    db, organization_id = run.pipeline.db, run.job.organization_id
-    envelope = run.pipeline.envelope
+    db, organization_id = run.services.db, run.job.organization_id
+    envelope = run.services.envelope
     while True:
         async with db.transaction(organization_id) as session:
             rows = list(

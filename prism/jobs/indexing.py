@@ -9,11 +9,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from prism.db.engine import Database
 from prism.jobs.pipeline import INDEX, JobRun, complete, search_text
 from prism.models import documents as document_models
 from prism.models import organizations as org_models
 from prism.models.base import utcnow
-from prism.models.db import Database
 from prism.models.documents import IndexRow
 from prism.search import Search, SearchUnavailable, SectionDocument
 
@@ -79,9 +79,9 @@ async def index_document(
 async def handle_index(run: JobRun) -> None:
     """The index job. OpenSearch being down fails it like any error: the worker retries it
     with backoff (``PRISM_SEARCH_INDEX_MAX_ATTEMPTS``) until the node is back."""
-    pipeline = run.pipeline
-    await index_document(pipeline.db, pipeline.search, run.job.organization_id, run.document_id)
-    async with pipeline.db.transaction(run.job.organization_id) as session:
+    services = run.services
+    await index_document(services.db, services.search, run.job.organization_id, run.document_id)
+    async with services.db.transaction(run.job.organization_id) as session:
         await complete(session, run)
 
 

@@ -27,6 +27,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from prism.analysis import Analyzer
+from prism.crypto.envelope import Envelope
+from prism.crypto.sealed import SealedObjectError
+from prism.documents import originals
 from prism.errors import (
     BadUserInput,
     Conflict,
@@ -34,16 +38,11 @@ from prism.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from prism.governance import gdpr, lifecycle, originals, quality
-from prism.governance.encryption import Envelope
-from prism.ingest.detect import Kind, Unsupported, detect_stream
-from prism.ingest.extract import ExtractionError, extract_isolated
-from prism.ingest.pii import mask, mask_all, scan
-from prism.ingest.sealed import SealedObjectError
-from prism.ingest.storage import document_key
-from prism.ingest.text import TextSection, count_words
-from prism.jobs.analyzers import Analyzer
-from prism.jobs.runtime import Pipeline
+from prism.extraction.detect import Kind, Unsupported, detect_stream
+from prism.extraction.extract import ExtractionError, extract_isolated
+from prism.extraction.pii import mask, mask_all, scan
+from prism.extraction.text import TextSection, count_words
+from prism.governance import lifecycle, quality
 from prism.models import documents as document_models
 from prism.models import jobs as job_models
 from prism.models.analyses import Analysis
@@ -61,6 +60,9 @@ from prism.models.governance import read_retention_policy
 from prism.models.jobs import Job
 from prism.models.scope import Scope
 from prism.models.users import User
+from prism.privacy import gdpr
+from prism.services import Services
+from prism.storage import document_key
 
 EXTRACT = "document.extract"
 ANALYZE = "document.analyze"
@@ -115,7 +117,7 @@ def _inspect(source: BinaryIO, max_bytes: int) -> tuple[str, int, Kind]:
 
 async def receive_upload(
     session: AsyncSession,
-    pipeline: Pipeline,
+    services: Services,
     *,
     scope: Scope,
     uploader_id: uuid.UUID | None,
@@ -129,7 +131,7 @@ async def receive_upload(
     meta: RequestMeta,
 ) -> Received:
     sha256, size, kind = await asyncio.to_thread(
-        _inspect, source, pipeline.settings.max_upload_bytes
+        _inspect, source, services.settings.max_upload_bytes
     )
     requested = classification
     classification = classification or Classification.INTERNAL
@@ -144,7 +146,7 @@ async def receive_upload(
         document = existing.document
         document.processing_status = ProcessingStatus.UPLOADED
         document.processing_error = None
-        job = await enqueue(session, pipeline, document, EXTRACT, {"analyze": analyze})
+        job = await enqueue(session, services, document, EXTRACT, {"analyze": analyze})
         return Received(document=document, deduplicated=True, job=job)
     if existing is not None:
         return existing
@@ -170,8 +172,8 @@ async def receive_upload(
     # CONFIDENTIAL and RESTRICTED files are sealed on their way to the store.
     await originals.put_original(
         session,
-        pipeline.store,
-        pipeline.envelope,
+        services.objects,
+        services.envelope,
         organization_id=scope.organization_id,
         classification=classification,
         storage_key=document.storage_key,
@@ -190,12 +192,12 @@ async def receive_upload(
                 await session.flush()
         except IntegrityError:
             # The same bytes arrived concurrently and won the race: answer with theirs.
-            await pipeline.store.delete(document.storage_key)
+            await services.objects.delete(document.storage_key)
             raced = _not_below(await _live_document_with_hash(session, scope, sha256), requested)
             if raced is None:
                 raise
             return raced
-        job = await enqueue(session, pipeline, document, EXTRACT, {"analyze": analyze})
+        job = await enqueue(session, services, document, EXTRACT, {"analyze": analyze})
         await record_event(
             session,
             organization_id=scope.organization_id,
@@ -216,7 +218,7 @@ async def receive_upload(
         )
     except BaseException:
         # No row will point at the object: do not leave it behind.
-        await pipeline.store.delete(document.storage_key)
+        await services.objects.delete(document.storage_key)
         raise
     return Received(document=document, deduplicated=False, job=job)
 
@@ -276,7 +278,7 @@ async def _live_document_with_hash(
 
 async def enqueue(
     session: AsyncSession,
-    pipeline: Pipeline,
+    services: Services,
     document: Document,
     kind: str,
     payload: dict[str, Any],
@@ -286,7 +288,7 @@ async def enqueue(
         organization_id=document.organization_id,
         kind=kind,
         payload={"documentId": str(document.id), **payload},
-        max_attempts=pipeline.settings.job_max_attempts,
+        max_attempts=services.settings.job_max_attempts,
     )
 
 
@@ -298,22 +300,22 @@ def search_text(name: str, content: str, findings: list[dict[str, Any]]) -> str:
     return text.translate(_HIGHLIGHT_MARKERS)
 
 
-async def enqueue_index(session: AsyncSession, pipeline: Pipeline, document: Document) -> None:
+async def enqueue_index(session: AsyncSession, services: Services, document: Document) -> None:
     """Tell an external search index (OpenSearch) that the document changed, in the same
     transaction as the change; PostgreSQL's own index needs no job."""
-    if not pipeline.search.needs_index_jobs:
+    if not services.search.needs_index_jobs:
         return
     await job_models.enqueue_job(
         session,
         organization_id=document.organization_id,
         kind=INDEX,
         payload={"documentId": str(document.id)},
-        max_attempts=pipeline.settings.search_index_max_attempts,
+        max_attempts=services.settings.search_index_max_attempts,
     )
 
 
 async def request_analysis(
-    session: AsyncSession, pipeline: Pipeline, document: Document, analyzer: str | None
+    session: AsyncSession, services: Services, document: Document, analyzer: str | None
 ) -> Job:
     """Queue a (re-)analysis; the previous analyses stay as history."""
     if document.processing_status in (ProcessingStatus.UPLOADED, ProcessingStatus.EXTRACTING):
@@ -325,7 +327,7 @@ async def request_analysis(
     document.processing_status = ProcessingStatus.QUEUED
     document.processing_error = None
     await notify_progress(session, document)
-    return await enqueue(session, pipeline, document, ANALYZE, {"analyzer": analyzer})
+    return await enqueue(session, services, document, ANALYZE, {"analyzer": analyzer})
 
 
 async def notify_progress(session: AsyncSession, document: Document, analyzed: int = 0) -> None:
@@ -492,7 +494,7 @@ class JobRun:
 
     job: Job
     worker: str
-    pipeline: Pipeline
+    services: Services
 
     @property
     def document_id(self) -> uuid.UUID:
@@ -571,7 +573,7 @@ def sweep_scratch(max_age_seconds: float, root: Path | None = None) -> int:
 
 
 async def handle_extract(run: JobRun) -> None:
-    db = run.pipeline.db
+    db = run.services.db
     async with db.transaction(run.job.organization_id) as session:
         document = await _locked_document(session, run)
         if document is None or document.storage_key is None:
@@ -585,7 +587,7 @@ async def handle_extract(run: JobRun) -> None:
     with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as scratch:
         path = Path(scratch) / "source"
         stored = originals.open_original(
-            db, run.pipeline.store, run.pipeline.envelope, run.job.organization_id, key
+            db, run.services.objects, run.services.envelope, run.job.organization_id, key
         )
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
@@ -597,7 +599,7 @@ async def handle_extract(run: JobRun) -> None:
                     "The stored file fails its integrity check (altered or cut short)."
                 ) from exc
         try:
-            extracted = await extract_isolated(path, kind, run.pipeline.limits)
+            extracted = await extract_isolated(path, kind, run.services.extraction_limits)
         except ExtractionError as exc:
             raise PermanentJobError(str(exc)) from exc  # the worker marks the document FAILED
     async with db.transaction(run.job.organization_id) as session:
@@ -610,21 +612,21 @@ async def handle_extract(run: JobRun) -> None:
             document,
             extracted.sections,
             extracted.findings,
-            envelope=run.pipeline.envelope,
+            envelope=run.services.envelope,
         )
         document.page_count = extracted.page_count
         document.processing_error = None
         if run.job.payload.get("analyze", True):
-            await request_analysis(session, run.pipeline, document, None)
+            await request_analysis(session, run.services, document, None)
         else:
             await notify_progress(session, document)
-        await enqueue_index(session, run.pipeline, document)
+        await enqueue_index(session, run.services, document)
         await complete(session, run)
 
 
 async def handle_analyze(run: JobRun) -> None:
-    db = run.pipeline.db
-    analyzer = run.pipeline.analyzer(run.job.payload.get("analyzer"))
+    db = run.services.db
+    analyzer = run.services.analyzer(run.job.payload.get("analyzer"))
     async with db.transaction(run.job.organization_id) as session:
         document = await _locked_document(session, run)
         if document is None:
@@ -636,7 +638,7 @@ async def handle_analyze(run: JobRun) -> None:
                 sa.select(Section).where(Section.document_id == document.id).order_by(Section.ord)
             )
         )
-        await run.pipeline.envelope.open_sections(session, sections)
+        await run.services.envelope.open_sections(session, sections)
         done = set(
             await session.scalars(
                 sa.select(Analysis.section_id).where(Analysis.job_id == run.job.id)
@@ -649,7 +651,7 @@ async def handle_analyze(run: JobRun) -> None:
             continue
         values = await run_analyzer(document, section, analyzer)
         async with db.transaction(run.job.organization_id) as session:
-            await store_analysis(session, values, run.job.id, envelope=run.pipeline.envelope)
+            await store_analysis(session, values, run.job.id, envelope=run.services.envelope)
             done.add(section.id)
             await notify_progress(session, document, len(done))
     async with db.transaction(run.job.organization_id) as session:
@@ -658,7 +660,7 @@ async def handle_analyze(run: JobRun) -> None:
             await complete(session, run)
             return
         results = await analyses_of_run(session, locked.id, run.job.id)
-        await run.pipeline.envelope.open_analyses(session, results)
+        await run.services.envelope.open_analyses(session, results)
         apply_aggregates(locked, results)
         risk = locked.risk_level.value if locked.risk_level else None
         await notify_progress(session, locked, len(results))
@@ -679,7 +681,7 @@ async def handle_analyze(run: JobRun) -> None:
                 "jobId": str(run.job.id),
             },
         )
-        await enqueue_index(session, run.pipeline, locked)  # the risk level is a facet
+        await enqueue_index(session, run.services, locked)  # the risk level is a facet
         await complete(session, run)
 
 
@@ -688,7 +690,7 @@ async def fail_document(run: JobRun, error: str) -> None:
     document's own processing: a failed index job leaves the document as it is)."""
     if run.job.kind not in (EXTRACT, ANALYZE):
         return
-    async with run.pipeline.db.transaction(run.job.organization_id) as session:
+    async with run.services.db.transaction(run.job.organization_id) as session:
         document = await _locked_document(session, run)
         if document is None:
             return
@@ -720,30 +722,30 @@ async def handle_lifecycle(run: JobRun) -> None:
     """The organization's scheduled lifecycle run (idempotent: a re-run finds nothing left
     to move or purge)."""
     await lifecycle.run_lifecycle(
-        run.pipeline.db, run.pipeline.store, run.job.organization_id, dry_run=False
+        run.services.db, run.services.objects, run.job.organization_id, dry_run=False
     )
-    async with run.pipeline.db.transaction(run.job.organization_id) as session:
+    async with run.services.db.transaction(run.job.organization_id) as session:
         await complete(session, run)
 
 
 async def handle_quality(run: JobRun) -> None:
     """The organization's scheduled data-quality assessment."""
     await quality.assess(
-        run.pipeline.db,
+        run.services.db,
         run.job.organization_id,
-        analysis_sla_seconds=run.pipeline.settings.analysis_sla_seconds,
+        analysis_sla_seconds=run.services.settings.analysis_sla_seconds,
     )
-    async with run.pipeline.db.transaction(run.job.organization_id) as session:
+    async with run.services.db.transaction(run.job.organization_id) as session:
         await complete(session, run)
 
 
 async def handle_export(run: JobRun) -> None:
-    """Build a personal-data export bundle (prism.governance.gdpr)."""
-    settings = run.pipeline.settings
+    """Build a personal-data export bundle (prism.privacy.gdpr)."""
+    settings = run.services.settings
     await gdpr.build_export(
-        run.pipeline.db,
-        run.pipeline.store,
-        run.pipeline.envelope,
+        run.services.db,
+        run.services.objects,
+        run.services.envelope,
         organization_id=run.job.organization_id,
         export_id=uuid.UUID(run.job.payload["exportId"]),
         scope=gdpr.scope_of_payload(run.job.organization_id, run.job.payload),
@@ -757,21 +759,21 @@ async def handle_erase_cleanup(run: JobRun) -> None:
     cleanup = gdpr.Cleanup(
         organization_id=run.job.organization_id,
         payload=run.job.payload,
-        db=run.pipeline.db,
-        store=run.pipeline.store,
+        db=run.services.db,
+        store=run.services.objects,
     )
     await gdpr.run_erase_hooks(cleanup)
-    async with run.pipeline.db.transaction(run.job.organization_id) as session:
+    async with run.services.db.transaction(run.job.organization_id) as session:
         # The erased documents leave the external search index too (an index job of a
         # document that no longer exists removes it), in the transaction that ends this job.
-        if run.pipeline.search.needs_index_jobs:
+        if run.services.search.needs_index_jobs:
             for document_id in run.job.payload.get("documentIds", []):
                 await job_models.enqueue_job(
                     session,
                     organization_id=run.job.organization_id,
                     kind=INDEX,
                     payload={"documentId": str(document_id)},
-                    max_attempts=run.pipeline.settings.search_index_max_attempts,
+                    max_attempts=run.services.settings.search_index_max_attempts,
                 )
         await complete(session, run)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
+from prism.db.engine import Database
 from prism.models import jobs as job_models
 from prism.models.audit import Actor, RequestMeta, record_event
-from prism.models.db import Database
 from prism.models.jobs import Job
 from prism.observability import JOBS
 

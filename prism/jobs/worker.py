@@ -20,6 +20,9 @@ from opensearchpy.exceptions import ConnectionError as OpenSearchConnectionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import DataError
 
+from prism.db.engine import url_for_asyncpg
+from prism.db.faults import log_failure, unavailable
+from prism.db.notify import Listener
 from prism.jobs import bi, indexing, pipeline
 from prism.jobs.pipeline import (
     PERIODIC,
@@ -28,16 +31,13 @@ from prism.jobs.pipeline import (
     PermanentJobError,
     fail_document,
 )
-from prism.jobs.runtime import Pipeline
 from prism.models import governance as governance_models
 from prism.models import jobs as job_models
 from prism.models.base import utcnow
-from prism.models.db import url_for_asyncpg
 from prism.models.enums import JobState
-from prism.models.faults import log_failure, unavailable
 from prism.models.jobs import Job
-from prism.models.notify import Listener
 from prism.search.backend import SearchUnavailable
+from prism.services import Services
 
 log = structlog.get_logger("prism.worker")
 JOBS_CHANNEL = "prism_jobs"
@@ -69,14 +69,14 @@ def backoff(attempt: int) -> timedelta:
 class Worker:
     def __init__(
         self,
-        pipeline: Pipeline,
+        services: Services,
         *,
         concurrency: int | None = None,
         handlers: dict[str, Handler] | None = None,
         name: str | None = None,
     ) -> None:
-        settings = pipeline.settings
-        self.pipeline = pipeline
+        settings = services.settings
+        self.services = services
         self.concurrency = concurrency or settings.worker_concurrency
         self.lease_seconds = settings.job_lease_seconds
         self.handlers = handlers or HANDLERS
@@ -124,7 +124,7 @@ class Worker:
         """At start: extraction scratch left by killed workers (possibly decrypted files). An
         unnamed directory counts as abandoned after twice the extraction timeout, and never
         before an hour (its download may have taken a while before extraction began)."""
-        timeout = self.pipeline.settings.extract_timeout_seconds
+        timeout = self.services.settings.extract_timeout_seconds
         return pipeline.sweep_scratch(max(2 * timeout, 3600))
 
     async def drain(self) -> int:
@@ -151,7 +151,7 @@ class Worker:
         free = self.concurrency - len(self._running)
         if free <= 0:
             return 0
-        async with self.pipeline.db.transaction(None) as session:
+        async with self.services.db.transaction(None) as session:
             jobs = await job_models.claim_jobs(
                 session, worker=self.name, limit=free, lease_seconds=self.lease_seconds
             )
@@ -183,7 +183,7 @@ class Worker:
         """A kept LISTEN connection: a NOTIFY wakes the loop; PostgreSQL restarting costs a
         reconnect (with backoff), after which the loop looks for what was queued meanwhile.
         While it is down the worker still polls."""
-        url = url_for_asyncpg(self.pipeline.db.engine.url.render_as_string(hide_password=False))
+        url = url_for_asyncpg(self.services.db.engine.url.render_as_string(hide_password=False))
         listener = Listener(
             url, JOBS_CHANNEL, lambda _payload: self._wake.set(), on_connect=self._wake.set
         )
@@ -196,7 +196,7 @@ class Worker:
             await asyncio.sleep(interval)
             if self._running:
                 try:
-                    async with self.pipeline.db.transaction(None) as session:
+                    async with self.services.db.transaction(None) as session:
                         await job_models.renew_leases(
                             session,
                             worker=self.name,
@@ -209,13 +209,13 @@ class Worker:
     async def _schedule_periodic(self) -> None:
         """Queue the governance jobs (lifecycle, data quality) of every organization once per
         PRISM_LIFECYCLE_INTERVAL_HOURS; the jobs themselves run like any other."""
-        hours = self.pipeline.settings.lifecycle_interval_hours
+        hours = self.services.settings.lifecycle_interval_hours
         if hours <= 0:
             return
         every = timedelta(hours=hours)
         while True:
             try:
-                async with self.pipeline.db.transaction(None) as session:
+                async with self.services.db.transaction(None) as session:
                     for kind in PERIODIC:
                         await governance_models.schedule_jobs(session, kind=kind, every=every)
             except Exception as exc:  # noqa: BLE001 - logged; tried next round
@@ -230,7 +230,7 @@ class Worker:
         while True:
             await asyncio.sleep(self.bi_refresh_seconds)
             try:
-                await bi.schedule_refreshes(self.pipeline.db, self.pipeline.settings)
+                await bi.schedule_refreshes(self.services.db, self.services.settings)
             except Exception as exc:  # noqa: BLE001 - logged; tried next round
                 trouble("scheduling BI refreshes failed", exc)
 
@@ -241,14 +241,14 @@ class Worker:
         for job_id in unfinished:
             self._running[job_id].cancel()
         if unfinished:
-            async with self.pipeline.db.transaction(None) as session:
+            async with self.services.db.transaction(None) as session:
                 await job_models.release_jobs(session, worker=self.name, ids=unfinished)
             log.info("released unfinished jobs", count=len(unfinished))
 
     # --- one job -------------------------------------------------------------------------------
 
     async def _execute(self, job: Job) -> None:
-        run = JobRun(job=job, worker=self.name, pipeline=self.pipeline)
+        run = JobRun(job=job, worker=self.name, services=self.services)
         bound = log.bind(job_id=str(job.id), kind=job.kind, attempt=job.attempts)
         try:
             if job.attempts > job.max_attempts:
@@ -327,7 +327,7 @@ class Worker:
         refund: bool = False,
     ) -> bool:
         """Record the outcome; False when another run owns the job now (nothing recorded)."""
-        async with self.pipeline.db.transaction(job.organization_id) as session:
+        async with self.services.db.transaction(job.organization_id) as session:
             return await job_models.finish_job(
                 session,
                 job_id=job.id,

@@ -10,8 +10,8 @@ from prism.models.feedback import Feedback
 from prism.models.governance import QualityRun, RetentionPolicyRow
 from prism.models.governance_data import DataExport, DataKey, LakeWatermark
 from prism.models.jobs import Job
-from prism.models.operations import RegisteredOperation
 from prism.models.organizations import Organization
+from prism.models.registered_operations import RegisteredOperation
 from prism.models.throttle import AuthThrottle
 from prism.models.users import ApiToken, MfaBackupCode, RefreshSession, User
 

@@ -127,7 +127,7 @@ class Section(Base):
         deferred=True,
     )
     # RESTRICTED documents: name and content sealed with the organization's data key
-    # (AES-GCM); ``name``/``content`` then hold empty strings (see prism.governance.encryption).
+    # (AES-GCM); ``name``/``content`` then hold empty strings (see prism.crypto.envelope).
     sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
     created_at: Mapped[datetime] = created_at()
 

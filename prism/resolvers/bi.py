@@ -10,6 +10,7 @@ from typing import TypeVar
 from prism.authz.policy import Action, require
 from prism.authz.principal import Principal
 from prism.errors import BadUserInput
+from prism.execution.context import Context
 from prism.models import bi as bi_models
 from prism.models.bi import (
     ActivityInterval,
@@ -25,7 +26,6 @@ from prism.models.bi import (
     UsageDimension,
     UsageRow,
 )
-from prism.resolvers.context import Context
 
 MAX_PERIOD_DAYS = 3650
 MAX_DAILY_DAYS = 366

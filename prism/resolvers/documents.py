@@ -10,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism.authz.policy import Action, Resource, require
 from prism.authz.principal import Principal
+from prism.documents import originals
 from prism.errors import BadUserInput, Conflict, Forbidden, not_found
-from prism.governance import gdpr, originals
+from prism.execution.context import Context
 from prism.jobs import pipeline
 from prism.models import analyses as analysis_models
 from prism.models import documents as document_models
@@ -23,7 +24,7 @@ from prism.models.enums import Classification, DocumentType, FeedbackAction, Wor
 from prism.models.feedback import Feedback
 from prism.models.jobs import Job
 from prism.models.scope import Scope
-from prism.resolvers.context import Context
+from prism.privacy import gdpr
 
 
 def resource_of(document: Document) -> Resource:
@@ -103,10 +104,10 @@ async def update_document(
         if changes.classification is not None:
             document.classification = changes.classification
             # RESTRICTED text is sealed at rest; text of any other level is not.
-            await ctx.services.pipeline.envelope.apply_classification(session, document)
+            await ctx.services.envelope.apply_classification(session, document)
             # A stored original of CONFIDENTIAL or above is sealed too (never unsealed).
             await originals.apply_classification(
-                session, ctx.services.pipeline.store, ctx.services.pipeline.envelope, document
+                session, ctx.services.objects, ctx.services.envelope, document
             )
         if changes.legal_hold is not None:
             document.legal_hold = changes.legal_hold
@@ -127,7 +128,7 @@ async def update_document(
                 # Readers must clear both the old and the new level to see the change.
                 subject=max(was, subject_of(document), key=_rank),
             )
-            await pipeline.enqueue_index(session, ctx.services.pipeline, document)
+            await pipeline.enqueue_index(session, ctx.services, document)
         if before["legalHold"] and not document.legal_hold:
             # Kept only for the hold: an erased uploader's document goes now.
             job = await gdpr.erase_released_document(
@@ -165,7 +166,7 @@ async def delete_document(ctx: Context, document_id: uuid.UUID) -> uuid.UUID:
             before=snapshot(document),
             subject=subject_of(document),
         )
-        await pipeline.enqueue_index(session, ctx.services.pipeline, document)
+        await pipeline.enqueue_index(session, ctx.services, document)
         return document.id
 
 
@@ -206,7 +207,7 @@ async def submit_feedback(ctx: Context, data: FeedbackInput) -> Feedback:
         if not found:
             raise not_found("Analysis")
         analysis = found[0]
-        await ctx.services.pipeline.envelope.open_analyses(session, found)
+        await ctx.services.envelope.open_analyses(session, found)
         category = None
         if data.item_id is not None:
             item = next(
@@ -297,7 +298,7 @@ async def upload_document(ctx: Context, data: UploadInput) -> pipeline.Received:
     async with ctx.transaction.write() as session:
         received = await pipeline.receive_upload(
             session,
-            ctx.services.pipeline,
+            ctx.services,
             scope=principal.scope(),
             uploader_id=principal.user_id,
             department=principal.department,
@@ -310,7 +311,7 @@ async def upload_document(ctx: Context, data: UploadInput) -> pipeline.Received:
             meta=ctx.meta,
         )
     if not received.deduplicated and received.document.storage_key:
-        store, key = ctx.services.pipeline.store, received.document.storage_key
+        store, key = ctx.services.objects, received.document.storage_key
         ctx.transaction.on_rollback(lambda: store.delete(key))
     return received
 
@@ -320,10 +321,10 @@ async def analyze_document(
 ) -> tuple[Document, Job]:
     principal = ctx.require_principal()
     require(principal, Action.ANALYSIS_RUN)
-    ctx.services.pipeline.analyzer(analyzer)  # an unknown name is bad input, said now
+    ctx.services.analyzer(analyzer)  # an unknown name is bad input, said now
     async with ctx.transaction.write() as session:
         document = await _document_for_update(session, principal, document_id)
-        job = await pipeline.request_analysis(session, ctx.services.pipeline, document, analyzer)
+        job = await pipeline.request_analysis(session, ctx.services, document, analyzer)
         await ctx.audit(
             session,
             event_type="document.analyze",

@@ -4,11 +4,11 @@ AUDITOR)."""
 from __future__ import annotations
 
 from prism.authz.policy import Action, require
+from prism.execution.context import Context
 from prism.governance import quality, retention
 from prism.models import governance as governance_models
 from prism.models.enums import DataCategory
 from prism.models.governance import QualityRun, RetentionPolicy
-from prism.resolvers.context import Context
 
 
 async def retention_policies(ctx: Context) -> list[RetentionPolicy]:

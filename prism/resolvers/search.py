@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prism.authz.policy import Action, require
+from prism.execution.context import Context
 from prism.models.documents import Document, Section
-from prism.resolvers.context import Context
 from prism.search import Hit, SearchFilters, SearchPage, SearchRequest, mandatory_filter
 
 

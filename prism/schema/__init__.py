@@ -11,11 +11,8 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from prism.config import Settings
-from prism.schema.audit import AuditEvent, Job
-from prism.schema.bi import SCALARS as BI_SCALARS
-from prism.schema.compiled import CompiledOperations
-from prism.schema.documents import Analysis, Document, Feedback, Section
-from prism.schema.extensions import (
+from prism.execution.compiled import CompiledOperations
+from prism.execution.extensions import (
     ErrorCodes,
     Metrics,
     OneSecretCheckPerRequest,
@@ -23,15 +20,18 @@ from prism.schema.extensions import (
     RequestTransaction,
     ResponseExtensions,
 )
-from prism.schema.governance_data import DataExport
+from prism.execution.inputs import InputBounds
+from prism.execution.limits import OperationCost, RateLimit, ResponseCache
+from prism.execution.safelist import RegisteredOperationsOnly
+from prism.execution.validation import CheckedValidation, Limits, NoSuggestionsExecutionContext
+from prism.schema.audit import AuditEvent, Job
+from prism.schema.bi import SCALARS as BI_SCALARS
+from prism.schema.documents import Analysis, Document, Feedback, Section
 from prism.schema.identity import ApiToken, Organization, User
-from prism.schema.inputs import InputBounds
-from prism.schema.limits import OperationCost, RateLimit, ResponseCache
 from prism.schema.mutation import Mutation
+from prism.schema.privacy import DataExport
 from prism.schema.query import Query
-from prism.schema.safelist import RegisteredOperationsOnly
 from prism.schema.subscription import Subscription
-from prism.schema.validation import CheckedValidation, Limits, NoSuggestionsExecutionContext
 
 
 def _parse_datetime(value: object) -> datetime:
@@ -79,7 +79,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     # is estimated before the cache is asked, which is asked before the rate limit charges.
     # Classes or factories: Strawberry builds fresh extensions for every request.
     # Depth, aliases and expanded size are measured in one linear pass before the standard
-    # rules (prism.schema.validation); refused requests are charged to the caller's bucket.
+    # rules (prism.execution.validation); refused requests are charged to the caller's bucket.
     rules: list[type[ASTValidationRule]] = [OneSecretCheckPerRequest]
     if not settings.serves_introspection:
         rules.append(NoSchemaIntrospectionCustomRule)

@@ -7,8 +7,8 @@ from typing import Any, TypeVar
 
 import strawberry
 
+from prism.execution.context import Context
 from prism.models.pagination import Page
-from prism.resolvers.context import Context
 
 Info = strawberry.Info[Context, None]
 

@@ -11,14 +11,14 @@ import strawberry
 
 from prism.authz.policy import sees_raw_pii
 from prism.errors import NotFound
-from prism.ingest.pii import mask, mask_all
+from prism.execution.loaders import now_or_later
+from prism.extraction.pii import mask, mask_all
 from prism.models import analyses as analysis_models
 from prism.models import documents as document_models
 from prism.models import feedback as feedback_models
 from prism.models import users as user_models
 from prism.models.pagination import Page, PageRequest
 from prism.resolvers.ids import to_global_id
-from prism.resolvers.loaders import now_or_later
 from prism.schema.base import Edge, Info, Node, PageInfo, edges_of
 from prism.schema.enums import (
     Classification,

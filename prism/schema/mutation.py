@@ -10,20 +10,21 @@ import strawberry
 from starlette.datastructures import UploadFile
 from strawberry.file_uploads import Upload
 
-from prism.authz import identity, mfa, throttle
+from prism.authn import mfa, throttle
+from prism.authz import identity
 from prism.errors import BadUserInput
 from prism.models.users import User as UserRow
 from prism.resolvers import documents as document_resolvers
 from prism.resolvers import governance as governance_resolvers
-from prism.resolvers import governance_data as governance_data_resolvers
+from prism.resolvers import privacy as governance_data_resolvers
 from prism.resolvers.ids import expect_id
 from prism.schema.audit import Job
 from prism.schema.base import Info
 from prism.schema.documents import Document, Feedback
 from prism.schema.enums import Classification, DocumentType, FeedbackAction, Role
 from prism.schema.governance import RetentionPolicy, UpdateRetentionPolicyInput
-from prism.schema.governance_data import DataExport, ErasureReceipt
 from prism.schema.identity import ApiToken, User
+from prism.schema.privacy import DataExport, ErasureReceipt
 
 
 @strawberry.type(description="A signed-in session.")

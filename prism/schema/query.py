@@ -11,6 +11,7 @@ import strawberry
 
 from prism.authz.policy import Action, may_read_token, require
 from prism.errors import BadUserInput, NotFound, PrismError
+from prism.execution.prefetch import prefetch_documents, under
 from prism.models import audit as audit_models
 from prism.models import documents as document_models
 from prism.models import jobs as job_models
@@ -18,7 +19,7 @@ from prism.models import users as user_models
 from prism.models.pagination import MAX_PAGE_SIZE, PageRequest
 from prism.resolvers import access
 from prism.resolvers import governance as governance_resolvers
-from prism.resolvers import governance_data as governance_data_resolvers
+from prism.resolvers import privacy as governance_data_resolvers
 from prism.resolvers import search as search_resolvers
 from prism.resolvers.ids import expect_id, from_global_id
 from prism.resolvers.nodes import load_node
@@ -48,9 +49,8 @@ from prism.schema.enums import (
     RiskLevel,
 )
 from prism.schema.governance import DataQualityReport, RetentionPolicy
-from prism.schema.governance_data import DataExport, ErasureStatus
 from prism.schema.identity import ApiToken, Organization, User, UserConnection, Viewer
-from prism.schema.prefetch import prefetch_documents, under
+from prism.schema.privacy import DataExport, ErasureStatus
 from prism.schema.search import SearchConnection, SearchFilter
 from prism.search.types import MAX_QUERY_LENGTH
 

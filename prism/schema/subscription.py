@@ -9,11 +9,11 @@ import strawberry
 
 from prism.authz.policy import Action, require
 from prism.authz.principal import Principal
+from prism.db.faults import answer_deadline, answered_within
+from prism.db.notify import RESYNC, RESYNC_FIELD
 from prism.errors import NotFound, ServiceUnavailable
 from prism.models import documents as document_models
 from prism.models.enums import ProcessingStatus
-from prism.models.faults import answer_deadline, answered_within
-from prism.models.notify import RESYNC, RESYNC_FIELD
 from prism.resolvers.ids import expect_id
 from prism.schema.base import Info
 from prism.schema.documents import Document

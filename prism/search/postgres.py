@@ -14,9 +14,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from prism.db.engine import Database
 from prism.errors import BadUserInput
 from prism.models import documents as document_models
-from prism.models.db import Database
 from prism.models.documents import SEARCH_CONFIG, Document, Section
 from prism.search.types import (
     FACET_FIELDS,

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import structlog
 
 from prism.config import SearchFallback, Settings
+from prism.db.engine import Database
+from prism.db.faults import RETRY_AFTER_SECONDS
 from prism.errors import ServiceUnavailable
-from prism.models.db import Database
-from prism.models.faults import RETRY_AFTER_SECONDS
 from prism.search.backend import SearchBackend, SearchUnavailable
 from prism.search.postgres import PostgresBackend
 from prism.search.types import SearchPage, SearchRequest

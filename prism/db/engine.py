@@ -1,0 +1,250 @@
+"""Engine and transactions. Every transaction of the app runs as the non-owner role
+``prism_app`` with ``prism.org_id`` set, so row-level security applies to all of it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from prism.db.faults import (
+    RETRY_AFTER_SECONDS,
+    DatabaseUnavailable,
+    committing_writes,
+    unavailable,
+)
+from prism.errors import OutcomeUnknown
+
+APP_ROLE = "prism_app"
+
+
+def async_url(url: str) -> str:
+    """Accept plain ``postgresql://`` URLs (what people and pgserver hand out)."""
+    parsed = make_url(url)
+    if parsed.drivername in {"postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2"}:
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def url_for_asyncpg(url: str) -> str:
+    """The same URL as asyncpg itself takes (no SQLAlchemy driver name)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def create_engine(
+    url: str,
+    *,
+    role: str | None = APP_ROLE,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    statement_timeout_ms: int = 15_000,
+    application_name: str = "prism",
+    pool_timeout_seconds: float = 5.0,
+    connect_timeout_seconds: float = 5.0,
+    command_timeout_seconds: float = 0.0,
+) -> AsyncEngine:
+    server_settings = {"application_name": application_name}
+    if role is not None:
+        # Sent in the startup packet: the session is prism_app from its first statement, and
+        # RLS applies even when the login user owns the tables or is a superuser.
+        server_settings["role"] = role
+    if statement_timeout_ms:
+        server_settings["statement_timeout"] = str(statement_timeout_ms)
+    engine = create_async_engine(
+        async_url(url),
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        # Recycle before common proxy/firewall idle limits (often 30-60 min).
+        pool_recycle=1800,
+        # Bound values (password hashes, token digests) never reach logs via error text.
+        hide_parameters=True,
+        # A database that is down, frozen or out of connections answers within bounds: no
+        # free connection within pool_timeout, no new one within the connect timeout, no
+        # statement (COMMIT included) answered within command_timeout (client-side: the
+        # server-side statement_timeout cannot fire in a server that does not run).
+        pool_timeout=pool_timeout_seconds,
+        connect_args={
+            "async_creator_fn": _connect,
+            "server_settings": server_settings,
+            "timeout": connect_timeout_seconds,
+            "command_timeout": command_timeout_seconds or None,
+        },
+    )
+    _ping_when_idle(engine)
+    _name_lost_connections(engine)
+    return engine
+
+
+class TerminatingConnection(asyncpg.Connection):  # type: ignore[misc]
+    """An asyncpg connection that is dropped, not cancelled, when a command of it timed out
+    or was cancelled.
+
+    asyncpg would open a second connection to ask the server to cancel the command, and every
+    later command on this one (SQLAlchemy's rollback, the pool's reset on checkin, the ping on
+    checkout, a graceful close) would first wait, without limit, for the server to confirm.
+    A server that did not answer within the command timeout (frozen, cut off behind a proxy)
+    answers the cancel no sooner, so the command timeout bounded one statement and nothing
+    after it. Terminated, the connection fails every later command at once ("connection is
+    closed", an outage to ``faults.unavailable``), the pool replaces it, and the server ends
+    the statement itself (``statement_timeout``, or when it notices the socket is gone)."""
+
+    def _cancel_current_command(self, waiter: Any) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+        # Not now: asyncpg's protocol is in the middle of failing the command and still uses
+        # its transport; the next turn of the loop comes before the caller sees the error.
+        self._loop.call_soon(self._drop)
+
+    def _drop(self) -> None:
+        if not self.is_closed():
+            self.terminate()
+
+
+def terminate_driver_connection(dbapi_connection: Any) -> None:
+    """Drop the asyncpg connection under SQLAlchemy's adapter at once (no graceful close:
+    that waits for a server that is not answering)."""
+    raw = getattr(dbapi_connection, "_connection", None)
+    if isinstance(raw, asyncpg.Connection) and not raw.is_closed():
+        raw.terminate()
+
+
+async def _connect(*args: Any, **kwargs: Any) -> Any:
+    """asyncpg.connect, with a server that is not there (no socket, refused, no answer within
+    the connect timeout) said as DatabaseUnavailable: the pool raises connect errors as they
+    are, past the engine's error hook. Connections are ``TerminatingConnection``s."""
+    kwargs.setdefault("connection_class", TerminatingConnection)
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except (OSError, TimeoutError) as exc:
+        raise DatabaseUnavailable(f"cannot connect to the database ({type(exc).__name__})") from exc
+
+
+def _name_lost_connections(engine: AsyncEngine) -> None:
+    """Socket errors and client-side timeouts leave the driver as they are (OSError,
+    TimeoutError, nothing SQLAlchemy wraps): raise them as DatabaseUnavailable, and throw the
+    connection away (a timed-out statement may still be running on it)."""
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _lost(context: Any) -> BaseException | None:
+        original = context.original_exception
+        if isinstance(original, DatabaseUnavailable):
+            return None
+        if isinstance(original, OSError | TimeoutError) or (
+            context.sqlalchemy_exception is None and unavailable(original)
+        ):
+            context.is_disconnect = True
+            # Terminated before SQLAlchemy invalidates it: its invalidation closes the
+            # connection gracefully first, which waits on the server.
+            fairy = getattr(context.connection, "_dbapi_connection", None)
+            if fairy is not None:
+                terminate_driver_connection(getattr(fairy, "dbapi_connection", None))
+            error = DatabaseUnavailable(f"database unavailable ({type(original).__name__})")
+            error.__cause__ = original
+            return error
+        return None
+
+
+# A connection back in use within this many seconds is trusted without a round trip.
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Check a pooled connection before use only when it sat idle for a while.
+
+    A database restart or an idle-timeout proxy leaves dead sockets in the pool; pinging
+    every checkout (SQLAlchemy's pool_pre_ping) finds them but costs a round trip on every
+    request, and a busy server's connections are never idle long enough to have died. A dead
+    one is replaced transparently (DisconnectionError makes the pool retry with a new one)."""
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            # Bounded by the command timeout; what did not answer is dropped, not closed.
+            terminate_driver_connection(dbapi_connection)
+            raise DisconnectionError("pooled connection is gone") from exc
+
+
+async def set_organization(session: AsyncSession, organization_id: uuid.UUID | None) -> None:
+    """Transaction-local: ends with the transaction, so a pooled connection never carries an
+    organization into the next request."""
+    value = str(organization_id) if organization_id else ""
+    await session.execute(sa.select(sa.func.set_config("prism.org_id", value, True)))
+
+
+class Database:
+    """The engine and a factory of organization-bound transactions."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.sessionmaker = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+    @asynccontextmanager
+    async def transaction(
+        self, organization_id: uuid.UUID | None, *, answers_client: bool = False
+    ) -> AsyncIterator[AsyncSession]:
+        """A session in one transaction, committed on success, rolled back on error.
+
+        ``answers_client``: the transaction writes what a client is waiting for (a sign-in's
+        session); losing the connection during its COMMIT raises OutcomeUnknown, since the
+        change may have been saved and a blind retry could act twice."""
+        async with self.sessionmaker() as session:
+            await session.begin()
+            try:
+                await set_organization(session, organization_id)
+                yield session
+            except BaseException:
+                await session.rollback()
+                raise
+            if not answers_client:
+                await session.commit()
+                return
+            try:
+                async with committing_writes():
+                    await session.commit()
+            except Exception as exc:
+                if unavailable(exc):
+                    raise OutcomeUnknown(
+                        "The connection to the database was lost while the change was being "
+                        "committed: it may or may not have been saved. Check before retrying.",
+                        retryAfter=RETRY_AFTER_SECONDS,
+                    ) from exc
+                raise
+
+    async def ping(self) -> bool:
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+        return True
+
+    def pool_status(self) -> dict[str, Any]:
+        pool: Any = self.engine.pool
+        return {
+            "size": pool.size(),
+            "checked_out": pool.checkedout(),
+            "overflow": pool.overflow(),
+        }
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,387 @@
+"""What happens between validation and execution: the cost check, the response cache and the
+rate limit. Each may answer in place of the resolvers (Strawberry skips execution when an
+extension has set the result), so a refused or cached request runs no resolver at all."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from graphql import ExecutionResult as GraphQLExecutionResult
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
+
+from prism.authn.throttle import source_of
+from prism.authz.principal import Principal
+from prism.cache.store import Bucket, Rate
+from prism.execution.context import Context
+from prism.execution.cost import actual, estimate, operation_of
+from prism.services import Services
+
+# Root fields whose answers depend only on the caller's organization and visibility (role,
+# clearance, department, scopes): callers alike share cached answers. PERSONAL ones also
+# depend on who asks. Any other root field (a job's progress, an audit-chain check, the API
+# tokens, whose use is stamped every minute, ...) is never cached.
+SHARED = frozenset(
+    {
+        "documents",
+        "document",
+        "users",
+        "auditLog",
+        "search",
+        # BI fields: rollups summed over the buckets the caller's clearance sees
+        "executiveSummary",
+        "dailySummary",
+        "aiUsage",
+        "riskDistribution",
+        "feedbackAcceptance",
+        "userActivity",
+        "activityByHourOfDay",
+    }
+)
+PERSONAL = frozenset({"viewer", "node", "nodes"})
+
+
+@dataclass
+class CostReport:
+    requested: int
+    actual: int | None = None
+    cached: bool = False
+
+
+def _refuse(message: str, code: str, **details: Any) -> GraphQLExecutionResult:
+    return GraphQLExecutionResult(
+        data=None, errors=[GraphQLError(message, extensions={"code": code, **details})]
+    )
+
+
+class OperationCost(SchemaExtension):
+    """Estimate the cost before execution; refuse what is too big; report both figures."""
+
+    def on_execute(self) -> Iterator[None]:
+        ctx = self.execution_context
+        context = ctx.context
+        document = ctx.graphql_document
+        operation = operation_of(document, ctx.operation_name) if document is not None else None
+        if not isinstance(context, Context) or document is None or operation is None:
+            yield
+            return
+        settings = context.services.settings
+        found = estimate(ctx.schema._schema, document, operation, ctx.variables)
+        context.cost = CostReport(requested=found.cost)
+        context.root_fields = found.root_fields
+        if found.root_field_count > settings.max_root_fields:
+            ctx.result = _refuse(
+                f"The operation has {found.root_field_count} root fields; the limit is "
+                f"{settings.max_root_fields}.",
+                "QUERY_TOO_COMPLEX",
+            )
+        elif found.cost > settings.max_query_cost:
+            ctx.result = _refuse(
+                f"The operation may return {found.cost} objects; the limit is "
+                f"{settings.max_query_cost}. Ask for smaller pages (`first`) or fewer levels.",
+                "QUERY_TOO_COMPLEX",
+                cost=found.cost,
+            )
+        yield
+        _count_actual(context, ctx.result)
+
+    def get_results(self) -> dict[str, Any]:
+        context = self.execution_context.context
+        report = context.cost if isinstance(context, Context) else None
+        if report is None:
+            return {}
+        return {
+            "cost": {
+                "requested": report.requested,
+                "actual": report.actual,
+                "cached": report.cached,
+            }
+        }
+
+
+def _count_actual(context: Context, result: object) -> None:
+    if context.cost is not None and context.cost.actual is None and result is not None:
+        context.cost.actual = actual(getattr(result, "data", None))
+
+
+def visibility_key(principal: Principal) -> str:
+    """What decides what a principal sees, as a cache key part."""
+    scopes = ",".join(sorted(principal.scopes)) if principal.scopes is not None else "*"
+    return "|".join(
+        (
+            str(principal.organization_id),
+            principal.role.value,
+            principal.clearance.value,
+            principal.department or "",
+            scopes,
+        )
+    )
+
+
+def cache_key(context: Context, variables: dict[str, Any] | None, version: int) -> str | None:
+    principal = context.principal
+    operation = context.operation
+    if principal is None or operation is None or operation.sha256 is None:
+        return None
+    roots = set(context.root_fields)
+    if not roots or not roots <= SHARED | PERSONAL:
+        return None
+    who = ""
+    if roots & PERSONAL:
+        who = f"{principal.user_id}|{principal.api_token_id}"
+    parts = (
+        visibility_key(principal),
+        who,
+        str(version),
+        operation.sha256,
+        orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS).decode(),
+    )
+    return "rc:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def etag(data: object) -> str:
+    return 'W/"' + hashlib.sha256(orjson.dumps(data)).hexdigest()[:32] + '"'
+
+
+class ResponseCache(SchemaExtension):
+    """Answers to registered queries, cached per organization data version and visibility.
+
+    An answer is stored only when it has no errors and read no RESTRICTED content (reads of
+    which must be audited each time). Any committed write of the organization changes its
+    data version (database triggers), so no cached answer outlives the data it shows."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        ctx = self.execution_context
+        context = ctx.context
+        key = None
+        if (
+            isinstance(context, Context)
+            and ctx.result is None
+            and context.operation is not None
+            and context.operation.registered
+            and context.services.settings.response_cache_ttl_seconds > 0
+            and ctx.operation_type is OperationType.QUERY
+            and context.principal is not None
+        ):
+            version = await context.data_version()
+            key = cache_key(context, ctx.variables, version)
+        if key is not None:
+            assert isinstance(context, Context)
+            hit = await context.services.cache.get(key)
+            if hit is not None:
+                ctx.result = GraphQLExecutionResult(data=orjson.loads(hit))
+                if context.cost is not None:
+                    context.cost.cached = True
+        yield
+        if not isinstance(context, Context) or context.operation is None:
+            return
+        result = ctx.result
+        if result is None or result.errors or result.data is None:
+            return
+        cached = context.cost is not None and context.cost.cached
+        if key is not None and not cached and not context.content_reads:
+            await context.services.cache.set(
+                key,
+                orjson.dumps(result.data),
+                context.services.settings.response_cache_ttl_seconds,
+            )
+        if context.operation.registered and ctx.operation_type is OperationType.QUERY:
+            context.set_validators(etag(result.data), cacheable=key is not None)
+
+
+class RateLimit(SchemaExtension):
+    """A token bucket per API token, per user, or per source address when anonymous, charged
+    the estimated cost up front (1 for a cached answer) and refunded what the answer did not
+    use."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        ctx = self.execution_context
+        context = ctx.context
+        if not isinstance(context, Context) or context.cost is None:
+            yield
+            return
+        settings = context.services.settings
+        rate = Rate(settings.rate_limit_capacity, settings.rate_limit_refill_per_second)
+        key = bucket_key(context)
+        charged = 1 if context.cost.cached else max(1, context.cost.requested)
+        refused = ctx.result is not None and not context.cost.cached
+        bucket = None if refused else await take(context.services, key, charged, rate)
+        if bucket is not None:
+            context.rate_limit_headers(rate, bucket)
+            if not bucket.allowed:
+                ctx.result = _refuse(
+                    f"Rate limit reached: this request costs {charged}; retry in "
+                    f"{bucket.retry_after} seconds.",
+                    "RATE_LIMITED",
+                    retryAfter=bucket.retry_after,
+                )
+                context.cost.cached = False
+        if ctx.result is None or context.cost.cached:  # accepted
+            await context.services.operations.remember(context.operation)
+        yield
+        _count_actual(context, ctx.result)
+        if bucket is None or not bucket.allowed or context.cost.cached:
+            return
+        unused = charged - max(1, context.cost.actual or 0)
+        if unused > 0:
+            await take(context.services, key, -unused, rate)
+
+
+def bucket_key(context: Context) -> str:
+    return caller_key(context.principal, context.meta.ip_address)
+
+
+def caller_key(principal: Principal | None, ip_address: str | None) -> str:
+    """The rate-limit bucket of a caller: its API token, its user, or (anonymous, or not
+    authenticated) its source address."""
+    if principal is None:
+        return f"rl:ip:{source_of(ip_address)}"
+    if principal.api_token_id is not None:
+        return f"rl:token:{principal.api_token_id}"
+    return f"rl:user:{principal.user_id}"
+
+
+# -- refusals: every request refused before it runs costs its caller ----------------------
+#
+# Whatever refuses it (the HTTP edge: bad JSON, no query, a batch, an unsupported content
+# type, a bad bearer token; the persisted-query lookup: unknown hash, mismatch, a caller held
+# to registered operations; the parser, the validation, the shape and cost limits, variables
+# that do not coerce; over HTTP or a WebSocket), a refused request takes
+# ``rate_limit_refusal_cost`` from its caller's bucket, once, through ``charge_refusal``. A
+# caller whose bucket holds less than that is answered RATE_LIMITED before any of that work
+# (``refusal_spent``): before the body is parsed, the persisted query looked up, or the
+# document validated.
+
+# Set in an HTTP request's scope["state"] once its refusal has been charged (by whichever
+# layer saw it first), so that no other layer charges it again.
+CHARGED = "prism.refusal_charged"
+
+
+def rate_of(services: Services) -> Rate:
+    settings = services.settings
+    return Rate(settings.rate_limit_capacity, settings.rate_limit_refill_per_second)
+
+
+def rate_limited(charge: int, bucket: Bucket) -> GraphQLError:
+    return GraphQLError(
+        f"Rate limit reached: this request costs {charge}; retry in {bucket.retry_after} seconds.",
+        extensions={"code": "RATE_LIMITED", "retryAfter": bucket.retry_after},
+    )
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The outcome of charging (or checking) a caller's bucket for a refusal."""
+
+    rate: Rate
+    bucket: Bucket
+    charge: int
+
+    @property
+    def error(self) -> GraphQLError | None:
+        """RATE_LIMITED when the bucket could not pay; None when it did."""
+        return None if self.bucket.allowed else rate_limited(self.charge, self.bucket)
+
+
+class ShortBuckets:
+    """The buckets this process has seen hold less than one refusal's charge: the only
+    callers the door asks the store about. Everyone else passes the door with no I/O (the
+    bucket stays the authority: a caller another process drained is noticed at its next
+    charge here). Bounded: the oldest entries go first."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._keys: dict[str, None] = {}
+
+    def note(self, key: str, bucket: Bucket, charge: int) -> None:
+        if bucket.remaining >= charge:
+            self._keys.pop(key, None)
+            return
+        self._keys[key] = None
+        if len(self._keys) > self.size:
+            del self._keys[next(iter(self._keys))]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._keys
+
+
+SHORT = ShortBuckets()
+
+
+async def take(services: Services, key: str, amount: int, rate: Rate) -> Bucket:
+    """Take ``amount`` (negative: give back) from ``key``'s bucket, noting a bucket left
+    short of a refusal's charge."""
+    bucket = await services.cache.take(key, amount, rate)
+    SHORT.note(key, bucket, services.settings.rate_limit_refusal_cost)
+    return bucket
+
+
+async def charge_refusal(services: Services, key: str) -> Refusal | None:
+    """Take the refusal charge from ``key``'s bucket (None when refusals are free)."""
+    charge = services.settings.rate_limit_refusal_cost
+    if charge <= 0:
+        return None
+    rate = rate_of(services)
+    return Refusal(rate, await take(services, key, charge, rate), charge)
+
+
+async def refusal_spent(services: Services, key: str) -> Refusal | None:
+    """The refusal (not allowed) when ``key``'s bucket cannot pay for one more refused
+    request; None when it can. Takes nothing from a bucket that can pay, and asks the store
+    only about buckets this process saw run short (``ShortBuckets``)."""
+    charge = services.settings.rate_limit_refusal_cost
+    if charge <= 0 or key not in SHORT:
+        return None
+    rate = rate_of(services)
+    bucket = await take(services, key, 0, rate)
+    if bucket.remaining >= charge:
+        return None
+    # Not enough left: taking the charge is refused, and says when it would not be.
+    bucket = await take(services, key, charge, rate)
+    if bucket.allowed:  # refilled in between: give it back
+        await take(services, key, -charge, rate)
+        return None
+    return Refusal(rate, bucket, charge)
+
+
+def _mark_charged(context: Context) -> bool:
+    """Whether the request was already charged; marks it charged."""
+    if context.refusal_charged:
+        return True
+    context.refusal_charged = True
+    scope = getattr(context.request, "scope", None)
+    # An HTTP request is one request; a WebSocket's scope is shared by all its operations.
+    if isinstance(scope, dict) and scope.get("type") == "http":
+        state = scope.setdefault("state", {})
+        if state.get(CHARGED):
+            return True
+        state[CHARGED] = True
+    return False
+
+
+async def charge_context_refusal(context: Context) -> GraphQLError | None:
+    """Charge the refusal of this request (once, whichever layer asks first); RATE_LIMITED
+    when the caller's bucket could not pay (rate-limit headers set on HTTP)."""
+    if _mark_charged(context):
+        return None
+    found = await charge_refusal(context.services, bucket_key(context))
+    if found is None:
+        return None
+    context.rate_limit_headers(found.rate, found.bucket)
+    return found.error
+
+
+async def context_spent(context: Context) -> GraphQLError | None:
+    """RATE_LIMITED (the request then counts as charged) when the caller cannot pay for a
+    refusal; None otherwise."""
+    found = await refusal_spent(context.services, bucket_key(context))
+    if found is None:
+        return None
+    _mark_charged(context)
+    context.rate_limit_headers(found.rate, found.bucket)
+    return found.error

@@ -1,1 +1,0 @@
-"""Object storage, text extraction, sectioning and PII scanning."""
