@@ -41,15 +41,16 @@ test: install lint
 opensearch-stop:
 	scripts/opensearch.sh stop
 
-# Benchmarks (about 18 minutes): the ingestion pipeline (about 6 minutes), then Prism beside
-# PostGraphile and the raw-SQL limit (bench-perf); results in bench/results/.
+# Benchmarks (about 23 minutes): the ingestion pipeline (about 6 minutes), then Prism beside
+# PostGraphile and the physical limit (bench-perf); results in bench/results/.
 bench: install
 	$(VENV)/bin/python bench/ingest.py all
 	$(VENV)/bin/python -m bench.perf --make
 
-# Prism (interpreted, and compiled for registered operations), PostGraphile (npm, cached in
-# ~/.cache/prism/bench-node) and a raw Starlette+asyncpg endpoint on the same data, driven by
-# wrk (about 12 minutes). Needs Node.js with npm, and wrk (installed from Debian when missing
+# Prism (interpreted, and compiled for registered operations), PostGraphile 4.14 and 5 (npm,
+# cached in ~/.cache/prism/bench-node; 5 from bench/perf/postgraphile5's lock) and the physical
+# limit (raw Starlette+asyncpg, the fastest single statement per query) on the same data,
+# driven by wrk (about 17 minutes). Needs Node.js with npm, and wrk (installed from Debian when missing
 # and run as root). More options in PERF_ARGS, e.g. PERF_ARGS="--profile 30" (needs py-spy on
 # PATH: `install` removes it from the virtualenv; see bench/perf/profile.py).
 bench-perf: install

@@ -228,16 +228,120 @@ def test_perf_benchmark_servers_answer_alike_without_load(run_bench: Run) -> Non
         "bench.perf",
         "--check-only",
         *("--documents", "120", "--organizations", "1"),
-        *("--servers", "prism-compiled,raw"),
+        *("--servers", "prism-compiled,raw", "--limit-repeat", "2"),
         report="perf.json",
     )
     answers = document["checks"]["answers"]
-    assert set(answers) == {"nested", "node", "filtered", "viewer"}
+    assert set(answers) == {"nested", "node", "filtered", "viewer", "nested-text"}
     for query, checked in answers.items():
         assert checked["servers"] == ["prism-compiled", "raw"], query
         assert checked["rows"] > 0, query
     assert answers["nested"]["prism-compiled execution"] == {"path": "compiled"}
+    # The web client's case: query text, no hash: not a registered request, not compiled.
+    assert answers["nested-text"]["prism-compiled execution"] is None
     assert document["runs"] == []
+    # The physical limit: without PostGraphile, prism-compiled's statement is the one
+    # candidate of each query the planner covers, timed, and the raw server answered with it
+    # (its answers were checked equal above); viewer keeps Prism's interpreted statements.
+    limit = document["limit"]
+    assert set(limit) == set(answers)
+    for query in ("nested", "node", "filtered", "nested-text"):
+        chosen = limit[query]["chosen"]
+        assert chosen["source"] == "prism-compiled", limit[query]
+        assert chosen["explain_ms"] > 0, chosen
+        assert chosen["rows"] == 1, chosen
+        assert "prism-compiled" in limit[query]["reason"]
+    assert limit["viewer"]["chosen"] is None
+    assert "Query.viewer" in limit["viewer"]["missing"]["prism-compiled"]
+    coverage = document["coverage"]
+    assert 0 < coverage["planned"] < coverage["fields"]
+
+
+def test_perf_planned_coverage_comes_from_the_planner() -> None:
+    from bench.perf import coverage
+
+    found = coverage.planned_coverage()
+    planned, not_planned = set(found["planned_fields"]), found["not_planned"]
+    assert found["planned"] == len(planned)
+    assert found["fields"] == len(planned) + len(not_planned)
+    # what the benchmark's queries run compiled is planned; the viewer is not (decision 0011)
+    for label in ("Query.documents", "Query.node", "Document.sections", "Section.order"):
+        assert label in planned, label
+    for label in ("Analysis.feedbackItems", "Feedback.author", "User.email"):
+        assert label in planned, label
+    assert "Viewer.organization" in not_planned  # under Query.viewer, which it does not plan
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.perf", "--coverage"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    first = done.stdout.splitlines()[0]
+    assert first == f"planned coverage: {found['planned']} of {found['fields']} read fields"
+    assert "not planned: Viewer.organization" in done.stdout
+
+
+def test_perf_limit_reshapes_postgraphile_rows_into_prism_answers() -> None:
+    """The raw server's reshaping of PostGraphile's rows (PostGraphile itself needs Node.js and
+    is left out here): PostGraphile 5's text arrays and 4.14's JSON, into Prism's shape."""
+    from bench.perf import queries, raw_app
+
+    assert raw_app.text_array('{{a,"b \\"c\\" {d}"},{NULL,"NULL"}}') == [
+        ["a", 'b "c" {d}'],
+        [None, "NULL"],
+    ]
+    assert raw_app.text_array("{}") == []
+    assert raw_app.text_array(None) == []
+    doc, section = "8cd6db88-a6db-4ef8-845c-8d11f2216e07", "209ba031-97db-49c2-b0ac-c6773699d75e"
+    v5 = raw_app.pg5_nested([(doc, "a.docx", f"{{{{{section},0}}}}")])
+    v4 = raw_app.pg4_nested(
+        [
+            {
+                "data": json.dumps(
+                    [
+                        {
+                            "@nodes": {
+                                "id": doc,
+                                "filename": "a.docx",
+                                "@documentSectionsByDocumentId": {
+                                    "data": [{"@nodes": {"id": section, "ord": 0}}]
+                                },
+                            }
+                        }
+                    ]
+                )
+            }
+        ]
+    )
+    assert v5 == v4
+    assert queries.nested_prism(v5) == [(doc, "a.docx", [(section, 0)])]
+    items = json.dumps([{"id": "1-0", "category": "c", "riskLevel": "LOW", "quote": 'a "q"'}])
+    quoted = items.replace("\\", "\\\\").replace('"', '\\"')
+    analyses, feedback = (
+        f'{{{{{section},HIGH,"{quoted}"}}}}',
+        f"{{{{{section},APPROVE,NULL,NULL}}}}",
+    )
+    node = raw_app.pg5_node([(doc, "a.docx", analyses, feedback)])
+    assert node["node"]["analyses"]["edges"][0]["node"]["feedbackItems"] == [
+        {"id": "1-0", "category": "c", "riskLevel": "LOW"}
+    ]
+    assert node["node"]["feedback"]["edges"][0]["node"]["author"] is None
+
+
+def test_perf_postgraphile5_is_pinned_by_its_lock() -> None:
+    """PostGraphile 5 runs from bench/perf/postgraphile5 (npm ci of its lock; not in `make
+    test`: it needs Node.js): the manifest pins exact versions the lock holds."""
+    project = BENCH / "perf" / "postgraphile5"
+    manifest = json.loads((project / "package.json").read_text())
+    lock = json.loads((project / "package-lock.json").read_text())
+    assert manifest["dependencies"]["postgraphile"].startswith("5.")
+    for name, version in manifest["dependencies"].items():
+        assert lock["packages"][""]["dependencies"][name] == version, name
+        assert lock["packages"][f"node_modules/{name}"]["version"] == version, name
+    for name in ("server.js", "polyfill.cjs"):
+        assert (project / name).exists(), name
 
 
 # --- public names only -------------------------------------------------------------------------

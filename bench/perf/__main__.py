@@ -1,26 +1,33 @@
-"""Prism beside PostGraphile and the raw-SQL limit (issue 8): ``make bench-perf``.
+"""Prism beside PostGraphile and the physical limit (issues 8, 9 and 16): ``make bench-perf``.
 
-    .venv/bin/python -m bench.perf                      # the recorded run (about 12 minutes)
+    .venv/bin/python -m bench.perf                      # the recorded run
     .venv/bin/python -m bench.perf --seconds 5 --warmup 1 --concurrency 10   # a quick look
     .venv/bin/python -m bench.perf --profile 20         # and py-spy profiles of Prism
+    .venv/bin/python -m bench.perf --coverage           # the compiled planner's coverage only
 
 Steps: a fresh database migrated by Prism's migrations (embedded PostgreSQL in a temporary
 directory, or a new database on PRISM_DATABASE_URL's server, dropped afterwards); 10,000
 documents × 5 sections with analyses and feedback in 4 organizations, loaded with COPY; the
-Prism text of the four queries registered (for prism-compiled, which sends their hashes); the
-four servers started on 127.0.0.1; every server's answer to every query checked equal, and
-prism-compiled's execution path checked (compiled where the planner covers the query); the
-SQL each sends for one request counted (embedded PostgreSQL only: it reads the server's log);
-then wrk per query, concurrency and server. Results: bench/results/perf.md, perf.json,
-latest.json, perf-sql.md; with --profile, perf.md ends with a profile of each of
---profile-servers (the stacks are kept in bench/results/perf-profile-SERVER.folded.txt, not
-committed). Needs wrk (installed from Debian when missing and root), Node.js with npm
-(PostGraphile is installed once into ~/.cache/prism/bench-node).
+Prism text of the queries registered (for prism-compiled, which sends their hashes; the fifth,
+``nested-text``, is the nested list sent as text with no hash, as the web client sends it);
+the servers started on 127.0.0.1 (PostGraphile 5 left out, with the reason, where it does
+not run); the physical limit chosen (``limit.py``: per query the fastest single statement,
+prism-compiled's or PostGraphile's, by EXPLAIN ANALYZE on the data) and the raw server started
+with it; every server's answer to every query checked equal, and prism-compiled's execution
+path checked (compiled where the planner covers the query); the SQL each sends for one request
+counted (embedded PostgreSQL only: it reads the server's log); then wrk per query,
+concurrency and server. Results: bench/results/perf.md, perf.json, latest.json, perf-sql.md
+(with the limit's choices and the planned coverage, ``coverage.py``); with --profile, perf.md
+ends with a profile of each of --profile-servers (the stacks are kept in
+bench/results/perf-profile-SERVER.folded.txt, not committed). Needs wrk (installed from Debian
+when missing and root), Node.js with npm (PostGraphile 4.14 is installed once into
+~/.cache/prism/bench-node, PostGraphile 5 from bench/perf/postgraphile5's lock with npm ci).
 
     .venv/bin/python -m bench.perf --check-only --documents 40 --servers prism-compiled,raw
 
-``--check-only`` stops before the load: the data, the servers, the answers checked equal and
-the SQL counted, the results written without any run (no wrk; Node.js only for PostGraphile).
+``--check-only`` stops before the load: the data, the servers, the limit chosen, the answers
+checked equal and the SQL counted, the results written without any run (no wrk; Node.js only
+for PostGraphile).
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from typing import Any
 
 from bench import common
 from bench.common import bench_database, environment, read_json, write_json
-from bench.perf import load, profile, report, servers
+from bench.perf import coverage, limit, load, profile, report, servers
 from bench.perf.data import Dataset, generate
 from bench.perf.queries import EXPECTED_PATH, Query, queries
 
@@ -59,7 +66,11 @@ def post(url: str, body: dict[str, Any], token: str, timeout: float = 120) -> tu
         with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
+        text = error.read()
+        try:
+            return error.code, json.loads(text or b"null")
+        except ValueError:
+            return error.code, text.decode(errors="replace")[:500]
 
 
 class Mismatch(RuntimeError):
@@ -114,8 +125,9 @@ async def register(bench: Any, query_list: list[Query]) -> dict[str, str]:
     sha256 (the hash prism-compiled's requests carry)."""
     from prism.models.registered_operations import register_operations
 
+    documents = list(dict.fromkeys(q.registered for q in query_list))
     async with bench.services.db.transaction(None) as session:
-        stored = await register_operations(session, [q.registered for q in query_list])
+        stored = await register_operations(session, documents)
     return {name: digest for name, digest, _ in stored}
 
 
@@ -213,23 +225,36 @@ def tool_versions(bench: Any, pg_version: str) -> dict[str, str]:
 
     package = servers.NODE_CACHE / "node_modules" / "postgraphile" / "package.json"
     postgraphile = json.loads(package.read_text())["version"] if package.exists() else "?"
+    package5 = servers.NODE_CACHE / "postgraphile5" / "node_modules" / "postgraphile"
+    package5 = package5 / "package.json"
+    postgraphile5 = json.loads(package5.read_text())["version"] if package5.exists() else "?"
     wrk = shutil.which("wrk")
     wrk_version = run(wrk, "--version").split(" [")[0] if wrk else "?"
     return {
         "PostgreSQL": pg_version + (" (embedded)" if bench.pgdata else ""),
         "Node.js": run(shutil.which("node") or "node", "--version"),
         "PostGraphile": postgraphile,
+        "PostGraphile 5": postgraphile5,
         "wrk": wrk_version.removeprefix("wrk "),
     }
 
 
 async def main(args: argparse.Namespace) -> int:
+    print(coverage.describe(coverage.planned_coverage()), flush=True)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     wanted_servers = args.servers.split(",")
     if not args.check_only:
         load.ensure_wrk()
     if "postgraphile" in wanted_servers:
         servers.ensure_postgraphile()
+    left_out: dict[str, str] = {}
+    if "postgraphile5" in wanted_servers:
+        try:
+            servers.ensure_postgraphile5()
+        except (servers.ServerFailed, subprocess.SubprocessError, OSError) as error:
+            left_out["postgraphile5"] = f"not installed: {error}"
+            wanted_servers.remove("postgraphile5")
+            print(f"postgraphile5 left out: {left_out['postgraphile5']}", flush=True)
     given = " ".join(a for a in sys.argv[1:] if a != "--make")
     if args.make:
         command = "make bench-perf" + (f' PERF_ARGS="{given}"' if given else "")
@@ -255,8 +280,12 @@ async def main(args: argparse.Namespace) -> int:
                     url, scratch, workers=args.workers
                 ),
                 "postgraphile": lambda: servers.postgraphile_server(url, dataset, scratch),
-                "raw": lambda: servers.raw_server(url, dataset, scratch),
+                "postgraphile5": lambda: servers.postgraphile5_server(url, dataset, scratch),
+                "raw": lambda: servers.raw_server(
+                    url, dataset, scratch, plan=None if args.no_limit else plan_file
+                ),
             }
+            plan_file = scratch / "limit-plan.json"
             running = [factories[name]() for name in wanted_servers]
             query_list = [q for q in queries(dataset) if q.name in args.queries.split(",")]
             registered = None
@@ -272,12 +301,37 @@ async def main(args: argparse.Namespace) -> int:
             statements = scaling = None
             summary: list[dict[str, Any]] | None = None
             checked: dict[str, dict[str, Any]] = {}
+            chosen: dict[str, Any] | None = None
+            # The raw server starts last: it serves the statements chosen with the others up.
+            first = [s for s in running if s.name != "raw"]
             try:
-                for server in running:
+                for server in first:
                     server.start()
-                for server in running:
-                    server.wait_ready()
+                for server in first:
+                    try:
+                        server.wait_ready()
+                    except servers.ServerFailed as error:
+                        if server.name != "postgraphile5":
+                            raise
+                        # PostGraphile 5 is a guest: where it does not run, it is left out.
+                        left_out[server.name] = str(error)
+                        server.stop()
+                        running.remove(server)
+                        print(f"postgraphile5 left out: {error}", flush=True)
+                        continue
                     print(f"{server.name} ready at {server.url} (pid {server.pid})", flush=True)
+                raw_server = next((s for s in running if s.name == "raw"), None)
+                if raw_server is not None:
+                    if not args.no_limit:
+                        print("choosing the physical limit's statements ...", flush=True)
+                        pgs = [s for s in running if s.name.startswith("postgraphile")]
+                        chosen = await limit.choose(
+                            bench, url, dataset, query_list, pgs, post, args.limit_repeat
+                        )
+                        write_json(plan_file, limit.raw_plan(chosen))
+                    raw_server.start()
+                    raw_server.wait_ready()
+                    print(f"raw ready at {raw_server.url} (pid {raw_server.pid})", flush=True)
                 print("checking that every server returns the same data ...", flush=True)
                 checked = check_answers(query_list, running, dataset.token)
                 print("counting SQL statements per request ...", flush=True)
@@ -308,7 +362,13 @@ async def main(args: argparse.Namespace) -> int:
         runs,
         statements,
         summary,
-        checks={"answers": checked, "registered": registered, "statement_scaling": scaling},
+        checks={
+            "answers": checked,
+            "registered": registered,
+            "statement_scaling": scaling,
+            "left_out": left_out,
+        },
+        chosen=chosen,
     )
     # A wrong or failed answer fails the run; timeouts and socket errors under overload are
     # figures (reported in perf.md).
@@ -418,6 +478,7 @@ def write_results(
     statements: dict[str, dict[str, list[str]]] | None,
     summary: list[dict[str, Any]] | None,
     checks: dict[str, Any],
+    chosen: dict[str, Any] | None = None,
 ) -> None:
     results = args.results_dir
     results.mkdir(parents=True, exist_ok=True)
@@ -433,6 +494,8 @@ def write_results(
         "queries": args.queries,
         "workers": args.workers,
         "check_only": args.check_only,
+        "limit_repeat": args.limit_repeat,
+        "no_limit": args.no_limit,
     }
     document = {
         "command": command,
@@ -445,6 +508,8 @@ def write_results(
         "checks": checks,
         "runs": [r.as_json() for r in runs],
         "profile": summary,
+        "limit": chosen,
+        "coverage": coverage.planned_coverage(),
     }
     write_json(results / f"{args.output}.json", document)
     (results / f"{args.output}.md").write_text(report.render(document))
@@ -482,10 +547,31 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--servers",
-        default="prism,prism-compiled,postgraphile,raw",
-        help="a list (all four; the first is the reference of the equality check)",
+        default="prism,prism-compiled,postgraphile,postgraphile5,raw",
+        help="a list (all five; the first is the reference of the equality check; "
+        "postgraphile5 is left out, with the reason, where it does not run)",
     )
-    p.add_argument("--queries", default="nested,node,filtered,viewer", help="a list (all four)")
+    p.add_argument(
+        "--queries",
+        default="nested,node,filtered,viewer,nested-text",
+        help="a list (all five)",
+    )
+    p.add_argument(
+        "--limit-repeat",
+        type=int,
+        default=50,
+        help="EXPLAIN ANALYZE runs of each candidate statement of the physical limit (50)",
+    )
+    p.add_argument(
+        "--no-limit",
+        action="store_true",
+        help="the raw server sends Prism's interpreted statements (the limit before issue 16)",
+    )
+    p.add_argument(
+        "--coverage",
+        action="store_true",
+        help="only print the compiled planner's coverage of the contract's read fields",
+    )
     p.add_argument("--workers", type=int, default=1, help="PRISM_WORKERS of prism serve (1)")
     p.add_argument(
         "--profile",
@@ -534,6 +620,8 @@ def render_only(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     arguments = parser().parse_args()
+    if arguments.coverage:
+        sys.exit(coverage.main())
     if arguments.render:
         sys.exit(render_only(arguments))
     sys.exit(asyncio.run(main(arguments)))

@@ -6,13 +6,16 @@
 //   BENCH_PORT    port on 127.0.0.1
 //   BENCH_TOKENS  {"<bearer token>": "<organization id>"}: the same API token Prism and the raw
 //                 server are sent; it is checked by a map lookup, no database round trip.
+//   BENCH_CAPTURE optional: a file for the statements it sends while capturing (capture.js)
 //
 // Each request runs in a transaction that first sets role prism_app and prism.org_id
 // (pgSettings), so PostGraphile reads under the same row-level security as Prism.
 "use strict";
 
 const http = require("http");
+const { Pool } = require("pg");
 const { postgraphile } = require("postgraphile");
+const { capturing } = require("./capture.js");
 
 const tokens = JSON.parse(process.env.BENCH_TOKENS || "{}");
 const port = Number(process.env.BENCH_PORT || 5678);
@@ -28,7 +31,8 @@ function settingsFor(req) {
   return { role: "prism_app", "prism.org_id": organization };
 }
 
-const middleware = postgraphile(JSON.parse(process.env.BENCH_PG), "public", {
+const pool = capturing(new Pool(JSON.parse(process.env.BENCH_PG)));
+const middleware = postgraphile(pool, "public", {
   pgSettings: settingsFor,
   disableDefaultMutations: true,
   dynamicJson: true,

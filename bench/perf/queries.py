@@ -288,7 +288,7 @@ def queries(dataset: Dataset) -> list[Query]:
         name, document, _ = registered_document(query)
         return name, document
 
-    return [
+    found = [
         Query(
             "nested",
             "`documents(first: 50)` with `sections(first: 5) { id order }` each (a 2-level list)",
@@ -328,4 +328,24 @@ def queries(dataset: Dataset) -> list[Query]:
             lambda n: 3,
             registered(VIEWER),
         ),
+        # The web client's case: the nested list sent as text, no persisted-query hash, to
+        # both Prism servers (prism-compiled answers it like prism: not a registered request).
+        Query(
+            "nested-text",
+            "the nested list sent as query text with no persisted-query hash (the web client)",
+            {
+                "prism": prism_body(NESTED, "Nested"),
+                "prism-compiled": prism_body(NESTED, "Nested"),
+                "raw": prism_body(NESTED, "Nested"),
+                "postgraphile": prism_body(NESTED_PG, "Nested"),
+            },
+            {**prism_normal(nested_prism), "postgraphile": nested_pg},
+            lambda n: len(n) + sum(len(d[2]) for d in n),
+            registered(NESTED),
+        ),
     ]
+    # PostGraphile 5 runs with its V4 preset: the same GraphQL names and answers as 4.14.
+    for query in found:
+        query.bodies["postgraphile5"] = query.bodies["postgraphile"]
+        query.normal["postgraphile5"] = query.normal["postgraphile"]
+    return found

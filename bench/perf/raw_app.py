@@ -15,8 +15,16 @@ authenticates each request in a transaction of its own. Only principals below RE
 at least CONFIDENTIAL clearance are served (the benchmark's): they see every document of
 their organization up to CONFIDENTIAL and nothing is masked for them.
 
+The physical limit (issue 16): with BENCH_LIMIT_PLAN (a JSON file written by
+``bench/perf/limit.py``), each query it names is answered by the one statement chosen there
+(prism-compiled's or PostGraphile's, whichever PostgreSQL runs faster), with the values of the
+benchmark's request, in the same transaction and settings; prism-compiled's statement returns
+the answer's JSON text, sent as it is; PostGraphile's rows are reshaped into Prism's answer
+(SHAPES). The queries it does not name keep Prism's interpreted statements (below).
+
 Run by the harness as ``python -m uvicorn bench.perf.raw_app:app`` with BENCH_DATABASE_URL (an
-asyncpg URL) and BENCH_TOKENS (JSON: token -> API token id, for a sanity check).
+asyncpg URL), BENCH_TOKENS (JSON: token -> API token id, for a sanity check) and optionally
+BENCH_LIMIT_PLAN.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -231,8 +240,19 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     return None
 
 
+@dataclass
+class Statement:
+    """One chosen statement of the physical limit."""
+
+    source: str
+    sql: str
+    args: list[Any]
+    shape: str
+
+
 class Raw:
     def __init__(self) -> None:
+        self.statements: dict[str, Statement] = {}
         self.pool: asyncpg.Pool | None = None
         self.principals: dict[str, Principal] = {}
         self.expected_tokens: dict[str, str] = orjson.loads(os.environ.get("BENCH_TOKENS", "{}"))
@@ -251,6 +271,16 @@ class Raw:
             # and asyncpg's default reset query would cost a round trip per request.
             reset=_no_reset,
         )
+        if PLAN is not None:
+            from bench.perf.limit import typed_args
+
+            plan = PLAN
+            async with self.pool.acquire() as conn:
+                for name, chosen in plan["queries"].items():
+                    args = await typed_args(conn, chosen["sql"], chosen["args"])
+                    self.statements[name] = Statement(
+                        chosen["source"], chosen["sql"], args, chosen["shape"]
+                    )
 
     async def stop(self) -> None:
         if self.pool is not None:
@@ -300,6 +330,15 @@ class Raw:
             api_token_id=api_token["id"],
             classes=CLEARANCES[: rank + 1],
         )
+
+    async def physical(self, principal: Principal, statement: Statement) -> bytes:
+        """The answer (the whole response body) from the one chosen statement."""
+        async with self.read(principal) as conn:
+            if statement.shape == "prism-json":
+                text = await conn.fetchval(statement.sql, *statement.args)
+                return b'{"data":' + text.encode() + b"}"
+            rows = await conn.fetch(statement.sql, *statement.args)
+        return orjson.dumps({"data": SHAPES[statement.shape](rows)})
 
     # --- the four queries ----------------------------------------------------------------------
 
@@ -454,6 +493,199 @@ class Raw:
         }
 
 
+# The physical limit's statements (limit.py), read once when the module loads.
+PLAN_FILE = os.environ.get("BENCH_LIMIT_PLAN")
+PLAN: Any = orjson.loads(Path(PLAN_FILE).read_bytes()) if PLAN_FILE else None
+
+
+# --- PostGraphile's rows as Prism's answers ---------------------------------------------------
+
+
+def _parsed(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+def text_array(literal: str | None) -> list[Any]:
+    """PostgreSQL's text form of a (nested) text[] (PostGraphile 5 selects its nested lists
+    as ``array(...)::text``): lists of str / None."""
+    if not literal:
+        return []
+    stack: list[list[Any]] = []
+    top: list[Any] = []
+    i, n = 0, len(literal)
+    while i < n:
+        c = literal[i]
+        if c == "{":
+            stack.append([])
+            i += 1
+        elif c == "}":
+            done = stack.pop()
+            if stack:
+                stack[-1].append(done)
+            else:
+                top = done
+            i += 1
+        elif c == ",":
+            i += 1
+        elif c == '"':
+            i += 1
+            chars = []
+            while literal[i] != '"':
+                if literal[i] == "\\":
+                    i += 1
+                chars.append(literal[i])
+                i += 1
+            stack[-1].append("".join(chars))
+            i += 1
+        else:
+            j = i
+            while literal[j] not in ",}":
+                j += 1
+            word = literal[i:j]
+            stack[-1].append(None if word == "NULL" else word)
+            i = j
+    return top
+
+
+def _section(section_id: Any, order: Any) -> Any:
+    return {"node": {"id": global_id("Section", section_id), "order": int(order)}}
+
+
+def _items(items: Any) -> list[Any]:
+    return [
+        {"id": str(i["id"]), "category": i["category"], "riskLevel": i["riskLevel"]}
+        for i in _parsed(items)
+    ]
+
+
+def _analysis(analysis_id: Any, risk: Any, items: Any) -> Any:
+    return {
+        "node": {
+            "id": global_id("Analysis", analysis_id),
+            "riskLevel": risk,
+            "feedbackItems": _items(items),
+        }
+    }
+
+
+def _feedback(feedback_id: Any, action: Any, user_id: Any, email: Any) -> Any:
+    author = {"id": global_id("User", user_id), "email": email} if user_id else None
+    return {"node": {"id": global_id("Feedback", feedback_id), "action": action, "author": author}}
+
+
+def _nested(documents: list[tuple[Any, Any, list[tuple[Any, Any]]]]) -> Any:
+    return {
+        "documents": {
+            "edges": [
+                {
+                    "node": {
+                        "id": global_id("Document", d),
+                        "filename": filename,
+                        "sections": {"edges": [_section(s, o) for s, o in sections]},
+                    }
+                }
+                for d, filename, sections in documents
+            ]
+        }
+    }
+
+
+def _node(document: Any, filename: Any, analyses: list[Any], feedback: list[Any]) -> Any:
+    return {
+        "node": {
+            "id": global_id("Document", document),
+            "filename": filename,
+            "analyses": {"edges": [_analysis(*a) for a in analyses]},
+            "feedback": {"edges": [_feedback(*f) for f in feedback]},
+        }
+    }
+
+
+def _filtered(total: Any, documents: list[Any]) -> Any:
+    return {
+        "documents": {
+            "totalCount": int(total),
+            "edges": [
+                {
+                    "node": {
+                        "id": global_id("Document", d["id"]),
+                        "filename": d["filename"],
+                        "processingStatus": d["processingStatus"],
+                        "riskLevel": d["riskLevel"],
+                        "wordCount": d["wordCount"],
+                    }
+                }
+                for d in documents
+            ],
+        }
+    }
+
+
+def _v4_nodes(data: Any) -> list[Any]:
+    return [n["@nodes"] for n in _parsed(data)]
+
+
+def pg4_nested(rows: list[Any]) -> Any:
+    return _nested(
+        [
+            (
+                d["id"],
+                d["filename"],
+                [
+                    (s["id"], s["ord"])
+                    for s in _v4_nodes(d["@documentSectionsByDocumentId"]["data"])
+                ],
+            )
+            for d in _v4_nodes(rows[0]["data"])
+        ]
+    )
+
+
+def pg4_node(rows: list[Any]) -> Any:
+    row = rows[0]
+    analyses = _v4_nodes(_parsed(row["@analysisResultsByDocumentId"])["data"])
+    feedback = _v4_nodes(_parsed(row["@userFeedbacksByDocumentId"])["data"])
+    return _node(
+        _parsed(row["id"]),
+        _parsed(row["filename"]),
+        [(a["id"], a["riskLevel"], a["feedbackItems"]) for a in analyses],
+        [
+            (
+                f["id"],
+                f["action"],
+                (f["@userByUserId"] or {}).get("id"),
+                (f["@userByUserId"] or {}).get("email"),
+            )
+            for f in feedback
+        ],
+    )
+
+
+def pg4_filtered(rows: list[Any]) -> Any:
+    row = rows[0]
+    return _filtered(_parsed(row["aggregates"])["totalCount"], _v4_nodes(row["data"]))
+
+
+def pg5_nested(rows: list[Any]) -> Any:
+    return _nested([(r[0], r[1], text_array(r[2])) for r in rows])
+
+
+def pg5_node(rows: list[Any]) -> Any:
+    r = rows[0]
+    return _node(r[0], r[1], text_array(r[2]), text_array(r[3]))
+
+
+# PostGraphile's rows of one statement -> Prism's answer, by "<server>:<operation>": the
+# Python work the limit does on top of PostgreSQL's for PostGraphile's statements.
+SHAPES: dict[str, Any] = {
+    "postgraphile:Nested": pg4_nested,
+    "postgraphile:Node": pg4_node,
+    "postgraphile:Filtered": pg4_filtered,
+    "postgraphile5:Nested": pg5_nested,
+    "postgraphile5:Node": pg5_node,
+}
+
+
 raw = Raw()
 HANDLERS = {
     "Nested": raw.nested,
@@ -471,6 +703,9 @@ async def graphql(request: Request) -> Response:
     try:
         principal = await raw.principal(request)
         body = orjson.loads(await request.body())
+        statement = raw.statements.get(body.get("operationName") or "")
+        if statement is not None:
+            return Response(await raw.physical(principal, statement), media_type="application/json")
         handler = HANDLERS.get(body.get("operationName") or "")
         if handler is None:
             raise Refused(400, "BAD_USER_INPUT", "Unknown operation (the raw server has four).")

@@ -10,7 +10,7 @@ from typing import Any
 from bench.common import fmt, markdown_table
 from bench.perf.load import Run
 
-SERVERS = ("prism", "prism-compiled", "postgraphile", "raw")
+SERVERS = ("prism", "prism-compiled", "postgraphile", "postgraphile5", "raw")
 SERVER_NOTES = {
     "prism": "`prism serve` of this checkout: uvicorn, 1 worker (`PRISM_WORKERS=1`), production "
     "mode, log level WARNING, every request authenticated by its API token; sent the query "
@@ -24,9 +24,16 @@ SERVER_NOTES = {
     "postgraphile": "PostGraphile 4.14 (npm) in library mode on Node's http server "
     "(`bench/perf/postgraphile.js`); `pgSettings` sets role `prism_app` and `prism.org_id` per "
     "request; the token is checked by a map lookup",
-    "raw": "Starlette + asyncpg + orjson (`bench/perf/raw_app.py`), Prism's SQL statements in "
-    "one REPEATABLE READ transaction per request as `prism_app`; no GraphQL; the token is "
-    "resolved once, then a dictionary lookup: the limit",
+    "postgraphile5": "PostGraphile 5 (Grafast; npm, pinned by `bench/perf/postgraphile5/"
+    "package-lock.json`) configured as 4.14 through its V4 preset (`bench/perf/postgraphile5/"
+    "server.js`): the same options, GraphQL names, `pgSettings` and token map; on Node < 22 "
+    "with `Promise.withResolvers` polyfilled (`--require polyfill.cjs`)",
+    "raw": "the physical limit: Starlette + asyncpg + orjson (`bench/perf/raw_app.py`), each "
+    "query answered by the fastest single statement PostgreSQL runs for it (prism-compiled's "
+    "or PostGraphile's, chosen below) in one REPEATABLE READ transaction per request as "
+    "`prism_app` with `prism.org_id` set; PostGraphile's rows reshaped into Prism's answer in "
+    "Python; queries without a single-statement candidate keep Prism's interpreted "
+    "statements; no GraphQL; the token is resolved once, then a dictionary lookup",
 }
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 100.0
@@ -226,6 +233,39 @@ def execution_rows(answers: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def limit_rows(chosen: dict[str, Any]) -> list[dict[str, Any]]:
+    """The physical limit: per query, each candidate's time and the choice."""
+    rows = []
+    for query, found in chosen.items():
+        times = {c["source"]: c for c in found["candidates"]}
+        best = (found.get("chosen") or {}).get("source")
+        row: dict[str, Any] = {"query": query, "chosen": best or "Prism's interpreted statements"}
+        for source in ("prism-compiled", "postgraphile", "postgraphile5"):
+            c = times.get(source)
+            row[f"{source} ms (EXPLAIN · round trip)"] = (
+                f"{fmt(c['explain_ms'])} · {fmt(c['round_trip_ms'])}"
+                if c
+                else "– " + (found["missing"].get(source) or "not run")
+            )
+        row["why"] = found["reason"]
+        rows.append(row)
+    return rows
+
+
+def coverage_lines(coverage: dict[str, Any]) -> list[str]:
+    lines = [
+        f"**planned coverage: {coverage['planned']} of {coverage['fields']} read fields** "
+        f"(principal: {coverage['principal']}; `python -m bench.perf --coverage`, "
+        "`bench/perf/coverage.py`: every field reachable from `Query` that maps to rows, "
+        "probed with the compiled planner itself). Not planned:",
+        "",
+    ]
+    for label, why in coverage["not_planned"].items():
+        shown = "not in the planner's tables" if why == label else why
+        lines.append(f"- `{label}`: {shown}")
+    return lines
+
+
 def _other_load(runs: list[Run], env: dict[str, Any]) -> str:
     loads = [r.other_cpus for r in runs if r.other_cpus is not None]
     if not loads:
@@ -256,6 +296,8 @@ def markdown(
     concurrency: int,
     title: str,
     checks: dict[str, Any] | None = None,
+    chosen: dict[str, Any] | None = None,
+    coverage: dict[str, Any] | None = None,
 ) -> str:
     checks = checks or {}
     queries = list(dict.fromkeys(r.query for r in runs))
@@ -268,8 +310,8 @@ def markdown(
     lines = [
         f"# {title}",
         "",
-        "Issues 8 and 9: Prism (its interpreted path, and its compiled path for registered "
-        "operations) beside PostGraphile and the raw-SQL limit, each one process on "
+        "Issues 8, 9 and 16: Prism (its interpreted path, and its compiled path for registered "
+        "operations) beside PostGraphile (4.14 and 5) and the physical limit, each one process on "
         "127.0.0.1, on the same PostgreSQL and the same rows, driven by `wrk` over loopback. "
         "Figures of one run: compare the ratios (measured minutes apart on the same machine), "
         "not the absolute numbers, which move with whatever else runs on the machine.",
@@ -330,6 +372,29 @@ def markdown(
             markdown_table(compiled),
             "",
         ]
+    left_out = checks.get("left_out") or {}
+    if left_out:
+        lines += ["## Servers left out", ""]
+        lines += [f"- **{name}**: `{why[:600]}`" for name, why in left_out.items()]
+        lines.append("")
+    if chosen:
+        lines += [
+            "## The physical limit: the statement chosen per query",
+            "",
+            "Candidates: prism-compiled's statement (Prism's compiled planner on the registered "
+            "operation, for the benchmark's principal and request) and each PostGraphile's one "
+            "data statement (captured with its values while it answered the same request; "
+            "none when it sent several). Each timed on the same data as `prism_app` with "
+            "`prism.org_id` set, in one transaction: the median of "
+            f"{(parameters.get('limit_repeat') or '?')} EXPLAIN (ANALYZE, TIMING OFF) execution "
+            "times decides; the median round trip from asyncpg is shown beside it. The raw "
+            "server answers each query with the chosen statement (`bench/perf/limit.py`).",
+            "",
+            markdown_table(limit_rows(chosen)),
+            "",
+        ]
+    if coverage:
+        lines += ["## Planned coverage of the compiled path", "", *coverage_lines(coverage), ""]
     execution = execution_rows(checks.get("answers") or {})
     if execution:
         lines += [
@@ -378,7 +443,8 @@ def sql_markdown(statements: dict[str, dict[str, list[str]]], commit: str) -> st
         "",
         f"Captured at commit `{commit}` by `python -m bench.perf` with PostgreSQL's "
         "`log_statement = 'all'`, one request at a time. Parameters are left out. The raw "
-        "server (`bench/perf/raw_app.py`) sends Prism's read statements, without Prism's "
+        "server (`bench/perf/raw_app.py`, the physical limit) sends the statement chosen for "
+        "the query (perf.md), or Prism's read statements where none was, without Prism's "
         "per-request authentication (it resolves the token once).",
         "",
     ]
@@ -422,6 +488,8 @@ def render(document: dict[str, Any], analysis: str | None = None) -> str:
         concurrency=int(str(parameters["concurrency"]).split(",")[0]),
         title=TITLE,
         checks=document.get("checks"),
+        chosen=document.get("limit"),
+        coverage=document.get("coverage"),
     )
     if analysis:
         head, _, rest = text.partition("\n\n")

@@ -7,7 +7,14 @@
   response cache off so that every request runs it;
 - ``raw``: ``bench/perf/raw_app.py`` (Starlette + asyncpg + orjson, the same SQL as Prism);
 - ``postgraphile``: PostGraphile 4.14 from npm in library mode (``bench/perf/postgraphile.js``),
-  installed into a cache directory outside the repository, never a dependency of Prism.
+  installed into a cache directory outside the repository, never a dependency of Prism;
+- ``postgraphile5``: PostGraphile 5 (Grafast) configured the same way through its V4 preset
+  (``bench/perf/postgraphile5/``: ``server.js`` and the npm project pinned by its
+  ``package-lock.json``, installed with ``npm ci`` into the same cache directory); on Node < 22
+  it runs with ``Promise.withResolvers`` polyfilled (``--require polyfill.cjs``).
+
+Both PostGraphile servers write the statements they send to a file while capturing (SIGUSR2
+toggles it, ``bench/perf/capture.js``): the candidates of the physical limit (``limit.py``).
 """
 
 from __future__ import annotations
@@ -164,12 +171,15 @@ def prism_compiled_server(url: str, scratch: Path, workers: int = 1) -> Server:
     )
 
 
-def raw_server(url: str, dataset: Dataset, scratch: Path) -> Server:
+def raw_server(url: str, dataset: Dataset, scratch: Path, plan: Path | None = None) -> Server:
+    """The limit; ``plan`` is the physical limit's statements (``limit.py``), written before
+    the server starts."""
     port = free_port()
     env = {
         **_base_env(),
         "BENCH_DATABASE_URL": url,
         "BENCH_TOKENS": json.dumps({dataset.token: dataset.token_id}),
+        **({"BENCH_LIMIT_PLAN": str(plan)} if plan is not None else {}),
     }
     command = [
         sys.executable,
@@ -229,6 +239,62 @@ def ensure_postgraphile() -> Path:
     return modules
 
 
+def ensure_postgraphile5() -> Path:
+    """``npm ci`` of ``bench/perf/postgraphile5`` (its lock) into the cache directory, again
+    whenever the lock changes; the module directory."""
+    project = HERE / "postgraphile5"
+    target = NODE_CACHE / "postgraphile5"
+    lock = (project / "package-lock.json").read_text()
+    modules = target / "node_modules"
+    installed = target / "package-lock.json"
+    if modules.exists() and installed.exists() and installed.read_text() == lock:
+        return modules
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        raise ServerFailed("PostGraphile 5 needs Node.js and npm.")
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copyfile(project / name, target / name)
+    print(f"installing {project.relative_to(ROOT)} (npm ci) into {target} ...", flush=True)
+    subprocess.run(  # noqa: S603
+        [npm, "ci", "--no-audit", "--no-fund"], cwd=target, check=True, timeout=600
+    )
+    return modules
+
+
+def node_major() -> int:
+    node = shutil.which("node")
+    if node is None:
+        return 0
+    done = subprocess.run([node, "--version"], capture_output=True, text=True, check=False)  # noqa: S603
+    return int(done.stdout.strip().lstrip("v").split(".")[0] or 0)
+
+
+def postgraphile5_server(url: str, dataset: Dataset, scratch: Path) -> Server:
+    modules = ensure_postgraphile5()
+    port = free_port()
+    node = shutil.which("node") or "node"
+    project = HERE / "postgraphile5"
+    preload = ["--require", str(project / "polyfill.cjs")] if node_major() < 22 else []
+    env = {
+        **_base_env(),
+        "NODE_PATH": str(modules),
+        "NODE_ENV": "production",
+        "BENCH_PG": json.dumps(pg_connection(url)),
+        "BENCH_PORT": str(port),
+        "BENCH_TOKENS": json.dumps({dataset.token: dataset.organization_id}),
+        "BENCH_CAPTURE": str(scratch / "postgraphile5-capture.jsonl"),
+    }
+    return Server(
+        "postgraphile5",
+        [node, *preload, str(project / "server.js")],
+        env,
+        port,
+        "/healthz",
+        scratch / "postgraphile5.log",
+    )
+
+
 def postgraphile_server(url: str, dataset: Dataset, scratch: Path) -> Server:
     modules = ensure_postgraphile()
     port = free_port()
@@ -241,6 +307,7 @@ def postgraphile_server(url: str, dataset: Dataset, scratch: Path) -> Server:
         "BENCH_PORT": str(port),
         # The bearer token -> the organization its requests read, as pgSettings.
         "BENCH_TOKENS": json.dumps({dataset.token: dataset.organization_id}),
+        "BENCH_CAPTURE": str(scratch / "postgraphile-capture.jsonl"),
     }
     return Server(
         "postgraphile",
