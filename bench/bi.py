@@ -158,7 +158,7 @@ async def generate(bench: Any, args: argparse.Namespace, report: dict[str, Any])
 
 
 async def build(bench: Any, corpus: Any, report: dict[str, Any]) -> None:
-    from prism.jobs import bi as bi_jobs
+    from prism.bi import refresh as bi_jobs
 
     owner = await bench.owner()
     try:
@@ -279,7 +279,7 @@ def base_daily(scope: Any, start: date, end: date) -> tuple[Any, Any]:
     import sqlalchemy as sa
 
     from prism.models.analyses import Analysis
-    from prism.models.bi import utc_day
+    from prism.models.bi.refresh import utc_day
     from prism.models.documents import Document, visible_documents
     from prism.models.feedback import Feedback
 
@@ -330,7 +330,7 @@ async def queries(
 
     from prism import operators
     from prism.authz.principal import SCOPES, Principal
-    from prism.models import bi as bi_models
+    from prism.models.bi import reads as bi_models
     from prism.models.enums import Classification, Role
     from prism.models.registered_operations import operation_hash, register_operations
     from prism.operations.persisted import split_operations
@@ -537,10 +537,10 @@ async def upkeep(bench: Any, corpus: Any, args: argparse.Namespace, report: dict
     pipeline commits sections; a refresher folds every second, as the bi.refresh job would."""
     import sqlalchemy as sa
 
-    from prism.jobs import bi as bi_jobs
+    from prism.bi import refresh as bi_jobs
     from prism.models.analyses import Analysis
-    from prism.models.bi import Invalidation
-    from prism.models.bi import utc_day as bi_models_utc_day
+    from prism.models.bi.refresh import utc_day as bi_models_utc_day
+    from prism.models.bi.tables import Invalidation
     from prism.models.documents import Document, Section
     from prism.models.enums import FeedbackAction
     from prism.models.feedback import Feedback

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-import sqlalchemy as sa
-
 from prism.analysis import Analyzers
 from prism.authn.secrets import AccessTokens, Passwords, SecretBox, load_or_create_key
 from prism.cache.store import build_store
@@ -18,6 +16,7 @@ from prism.crypto.links import ExportLinks
 from prism.db import embedded, migrations
 from prism.db.engine import Database, create_engine
 from prism.jobs.worker import Worker
+from prism.models.audit import ensure_audit_partitions as ensure_partitions
 from prism.operations.registry import OperationRegistry
 from prism.search import build_search
 from prism.services import Services
@@ -124,7 +123,7 @@ def build_services(settings: Settings, url: str) -> Services:
 
 async def ensure_audit_partitions(services: Services) -> None:
     async with services.db.transaction(None) as session:
-        await session.execute(sa.select(sa.func.prism_ensure_audit_partitions(AUDIT_MONTHS_AHEAD)))
+        await ensure_partitions(session, months_ahead=AUDIT_MONTHS_AHEAD)
 
 
 class BackgroundWorker:

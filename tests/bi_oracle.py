@@ -14,9 +14,10 @@ import sqlalchemy as sa
 
 from prism.authz.policy import Resource, can_see
 from prism.authz.principal import Principal
-from prism.models import bi as bi_models
 from prism.models.analyses import Analysis
 from prism.models.audit import AuditEvent
+from prism.models.bi import reads as bi_models
+from prism.models.bi import tables as bi_tables
 from prism.models.documents import Document
 from prism.models.enums import Classification, ProcessingStatus, RiskLevel
 from prism.models.feedback import Feedback
@@ -155,7 +156,7 @@ async def actual_rollups(
 ) -> dict[str, dict[tuple[Any, ...], list[Any]]]:
     tables: dict[str, dict[tuple[Any, ...], list[Any]]] = defaultdict(dict)
     async with services.db.transaction(organization_id) as session:
-        for rollup in bi_models.ROLLUPS:
+        for rollup in bi_tables.ROLLUPS:
             table = rollup.__table__
             assert isinstance(table, sa.Table)
             keys = [c for c in table.columns if c.primary_key]
@@ -169,7 +170,7 @@ def assert_same_tables(
     actual: dict[str, dict[tuple[Any, ...], list[Any]]],
     expected: dict[str, dict[tuple[Any, ...], list[Any]]],
 ) -> None:
-    for rollup in bi_models.ROLLUPS:
+    for rollup in bi_tables.ROLLUPS:
         name = str(rollup.__tablename__)
         got, want = actual.get(name, {}), expected.get(name, {})
         assert set(got) == set(want), (name, set(got) ^ set(want))

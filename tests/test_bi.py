@@ -27,16 +27,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism import bootstrap, demo, operators
 from prism.authz.principal import Principal
+from prism.bi import refresh as bi_jobs
 from prism.db import migrations
 from prism.db.engine import Database, create_engine
 from prism.demo import scale as scale_corpus
-from prism.jobs import bi as bi_jobs
 from prism.jobs.pipeline import store_analysis
 from prism.jobs.worker import Worker
-from prism.models import bi as bi_models
 from prism.models.analyses import Analysis
 from prism.models.audit import AuditEvent, verify_chain
 from prism.models.base import utcnow
+from prism.models.bi import reads as bi_models
+from prism.models.bi import refresh as bi_rollups
 from prism.models.documents import Document, Section
 from prism.models.enums import (
     Classification,
@@ -293,7 +294,7 @@ class World:
 
     async def partial_refresh(self) -> None:
         async with self.services.db.transaction(self.org) as session:
-            await bi_models.refresh_rollups(session, self.org, limit=1)
+            await bi_rollups.refresh_rollups(session, self.org, limit=1)
 
     async def run(self, transaction: list[str]) -> None:
         if transaction[0] in ("refresh", "partial_refresh"):
@@ -691,7 +692,7 @@ async def test_stale_rollups_are_refreshed_by_one_job_per_organization(
 ) -> None:
     await add_document(services, tenant, classification=Classification.PUBLIC)
     async with services.db.transaction(tenant.org_id) as session:
-        assert await bi_models.pending_slices(session, tenant.org_id) > 0
+        assert await bi_rollups.pending_slices(session, tenant.org_id) > 0
     # scheduling twice queues one job for the organization
     assert await bi_jobs.schedule_refreshes(services.db, services.settings) >= 1
     await bi_jobs.schedule_refreshes(services.db, services.settings)
@@ -704,7 +705,7 @@ async def test_stale_rollups_are_refreshed_by_one_job_per_organization(
         job = await session.get(Job, queued[0].id)
         assert job is not None
         assert job.state is JobState.SUCCEEDED
-        assert await bi_models.pending_slices(session, tenant.org_id) == 0
+        assert await bi_rollups.pending_slices(session, tenant.org_id) == 0
     body = await _summaries(client, tenant.tokens[Role.ADMIN])
     assert body["executiveSummary"]["totalDocumentsProcessed"] == 1
     assert sum(d["totalAnalyses"] for d in body["dailySummary"]) > 0
@@ -719,7 +720,7 @@ async def test_a_running_worker_keeps_the_rollups_fresh(services: Services, tena
     try:
         for _ in range(100):
             async with services.db.transaction(tenant.org_id) as session:
-                pending = await bi_models.pending_slices(session, tenant.org_id)
+                pending = await bi_rollups.pending_slices(session, tenant.org_id)
             if not pending:
                 break
             await asyncio.sleep(0.1)

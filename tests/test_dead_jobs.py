@@ -22,7 +22,7 @@ from prism.models.audit import Actor, AuditEvent, RequestMeta
 from prism.models.enums import JobState, Role
 from prism.models.jobs import Job
 from prism.models.users import User
-from prism.privacy import gdpr
+from prism.privacy import erasure as gdpr
 from prism.resolvers.ids import from_global_id
 from prism.services import Services
 from tests.factories import PASSWORD, Tenant, add_document, codes, gid, gql

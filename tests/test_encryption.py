@@ -624,7 +624,7 @@ async def test_a_data_key_created_during_a_rotation_ends_under_the_new_kek(
     ``keys status`` shows no data key left under the old one."""
     from prism.crypto import envelope as encryption
     from prism.crypto import keyring as keyring_module
-    from prism.models import governance_data
+    from prism.models import data_keys as governance_data
 
     url = await new_database()
     await asyncio.to_thread(migrations.upgrade, url)

@@ -26,7 +26,7 @@ from prism.models.enums import DataCategory, FeedbackAction, Role
 from prism.models.feedback import Feedback, create_feedback
 from prism.models.jobs import Job
 from prism.models.users import User
-from prism.privacy import gdpr
+from prism.privacy import erasure as gdpr
 from prism.services import Services
 from tests.factories import Tenant, add_document, codes
 from tests.pipeline_helpers import upload

@@ -33,7 +33,7 @@ from prism.models.enums import Classification, FeedbackAction, JobState, Role
 from prism.models.feedback import Feedback, create_feedback
 from prism.models.jobs import Job
 from prism.models.users import User
-from prism.privacy import gdpr
+from prism.privacy import erasure as gdpr
 from prism.services import Services
 from prism.storage import S3Store
 from tests.conftest import NewDatabase

@@ -19,16 +19,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
 import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from prism.crypto.keyring import KeyEncryptionKeys, KeyUnavailable
 from prism.db.engine import Database
-from prism.models import governance_data as governance_models
+from prism.models import data_keys as key_models
 from prism.models.analyses import Analysis
 from prism.models.documents import Document, Section
 from prism.models.enums import Classification
@@ -57,7 +55,7 @@ class Envelope:
         cached = self._keys.get(organization_id)
         if cached is not None:
             return cached
-        row = await governance_models.read_data_key(session, organization_id)
+        row = await key_models.read_data_key(session, organization_id)
         if row is None:
             # Created and committed in a transaction of its own: if the caller's rolled back
             # after sealing, a key cached here but never stored would seal data nobody could
@@ -65,7 +63,7 @@ class Envelope:
             fresh = secrets.token_bytes(32)
             kek_id, wrapped = await self.keks.wrap(fresh, self._wrap_context(organization_id))
             async with self.db.transaction(organization_id) as own:
-                row = await governance_models.insert_data_key(
+                row = await key_models.insert_data_key(
                     own, organization_id=organization_id, kek_id=kek_id, wrapped_key=wrapped
                 )
             if row.kek_id != self.keks.current_id:
@@ -74,7 +72,7 @@ class Envelope:
                 # is left behind under a KEK about to be retired.
                 await _rewrap(self.db, self.keks, organization_id)
                 async with self.db.transaction(organization_id) as own:
-                    row = await governance_models.read_data_key(own, organization_id)
+                    row = await key_models.read_data_key(own, organization_id)
                 assert row is not None
         try:
             plain = await self.keks.unwrap(
@@ -170,8 +168,8 @@ class Envelope:
             if section.sealed is None:
                 continue
             name, content = await self._opened(session, section)
-            set_committed_value(section, "name", name)
-            set_committed_value(section, "content", content)
+            key_models.set_loaded(section, "name", name)
+            key_models.set_loaded(section, "content", content)
 
     async def _opened(self, session: AsyncSession, section: Section) -> tuple[str, str]:
         plain = orjson.loads(
@@ -211,16 +209,11 @@ class Envelope:
         for analysis in analyses:
             if analysis.sealed is not None:
                 items = await self._findings(session, analysis)
-                set_committed_value(analysis, "feedback_items", items)
+                key_models.set_loaded(analysis, "feedback_items", items)
 
     async def apply_classification(self, session: AsyncSession, document: Document) -> None:
         """Seal a RESTRICTED document's sections and analysis findings, unseal any other's."""
-        sections = list(
-            await session.scalars(sa.select(Section).where(Section.document_id == document.id))
-        )
-        analyses = list(
-            await session.scalars(sa.select(Analysis).where(Analysis.document_id == document.id))
-        )
+        sections, analyses = await key_models.read_sealable_rows(session, document.id)
         if document.classification is Classification.RESTRICTED:
             await self.seal_sections(session, sections)
             for analysis in analyses:
@@ -244,14 +237,14 @@ async def _rewrap(
     """Re-wrap one organization's data key with the current KEK, under its row lock (None if
     it has none or is already under the current KEK)."""
     async with db.transaction(organization_id) as session:
-        row = await governance_models.read_data_key(session, organization_id, for_update=True)
+        row = await key_models.read_data_key(session, organization_id, for_update=True)
         if row is None or row.kek_id == keks.current_id:
             return None
         context = Envelope._wrap_context(organization_id)
         plain = await keks.unwrap(row.kek_id, row.wrapped_key, context)
         kek_id, wrapped = await keks.wrap(plain, context)
         old = row.kek_id
-        await governance_models.rewrap_data_key(session, row, kek_id=kek_id, wrapped_key=wrapped)
+        await key_models.rewrap_data_key(session, row, kek_id=kek_id, wrapped_key=wrapped)
     return organization_id, old, kek_id
 
 
@@ -287,7 +280,7 @@ async def key_status(db: Database, envelope: Envelope) -> dict[str, list[uuid.UU
     by_kek: dict[str, list[uuid.UUID]] = {}
     for organization_id in organizations:
         async with db.transaction(organization_id) as session:
-            row = await governance_models.read_data_key(session, organization_id)
+            row = await key_models.read_data_key(session, organization_id)
         if row is not None:
             by_kek.setdefault(row.kek_id, []).append(organization_id)
     return by_kek

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -40,9 +41,26 @@ def async_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def url_for_asyncpg(url: str) -> str:
-    """The same URL as asyncpg itself takes (no SQLAlchemy driver name)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+def url_for_asyncpg(url: str, database: str | None = None) -> str:
+    """The same URL as asyncpg itself takes (no SQLAlchemy driver name), to ``database`` if
+    given."""
+    parsed = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
+def libpq_url(url: str, database: str | None = None) -> tuple[str, dict[str, str]]:
+    """A libpq URL (for pg_dump, pg_restore) without its password, and the environment that
+    carries it (a password on a command line is visible to every user of the machine)."""
+    parsed = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        parsed = parsed.set(database=database)
+    env = dict(os.environ)
+    if parsed.password is not None:
+        env["PGPASSWORD"] = str(parsed.password)
+        parsed = parsed.set(password=None)
+    return parsed.render_as_string(hide_password=False), env
 
 
 def create_engine(

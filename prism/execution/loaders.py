@@ -13,7 +13,7 @@ from strawberry.dataloader import DataLoader
 
 from prism.crypto.envelope import Envelope
 from prism.errors import Unauthenticated
-from prism.models import analyses, audit, documents, feedback, governance_data, jobs, users
+from prism.models import analyses, audit, documents, exports, feedback, jobs, users
 from prism.models.analyses import Analysis
 from prism.models.documents import Section
 from prism.models.pagination import Page, PageRequest
@@ -46,7 +46,7 @@ class Loaders:
         self.job = self._by_id(lambda s, sc, ids: jobs.read_jobs_by_ids(s, sc.organization_id, ids))
         self.audit_event = self._by_id(audit.read_audit_events_by_ids)
         self.data_export = self._by_id(
-            lambda s, sc, ids: governance_data.read_data_exports_by_ids(s, sc.organization_id, ids)
+            lambda s, sc, ids: exports.read_data_exports_by_ids(s, sc.organization_id, ids)
         )
         self.analyses_by_section: DataLoader[uuid.UUID, list[Analysis]] = DataLoader(
             self._analyses_by_section

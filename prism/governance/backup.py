@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy.engine import URL, make_url
 
+from prism.db.engine import libpq_url, url_for_asyncpg
+from prism.models import backup as backup_models
 from prism.models.backup import table_fingerprints
 from prism.storage import ObjectStore
 
@@ -58,19 +59,6 @@ def find_pg_binary(name: str, bin_dir: Path | None = None) -> str:
     return found
 
 
-def _libpq(url: str, database: str | None = None) -> tuple[str, dict[str, str]]:
-    """A libpq URL without its password, and the environment that carries it (a password on
-    a command line is visible to every user of the machine)."""
-    parsed: URL = make_url(url).set(drivername="postgresql")
-    if database is not None:
-        parsed = parsed.set(database=database)
-    env = dict(os.environ)
-    if parsed.password is not None:
-        env["PGPASSWORD"] = str(parsed.password)
-        parsed = parsed.set(password=None)
-    return parsed.render_as_string(hide_password=False), env
-
-
 async def _run(args: list[str], env: dict[str, str]) -> None:
     process = await asyncio.create_subprocess_exec(
         *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -91,11 +79,8 @@ def _sha256(path: Path) -> str:
 
 
 async def _connect(url: str, database: str | None = None) -> asyncpg.Connection:
-    parsed = make_url(url).set(drivername="postgresql")
-    if database is not None:
-        parsed = parsed.set(database=database)
     conn: asyncpg.Connection = await asyncpg.connect(
-        parsed.render_as_string(hide_password=False), server_settings={"TimeZone": "UTC"}
+        url_for_asyncpg(url, database), server_settings={"TimeZone": "UTC"}
     )
     return conn
 
@@ -117,13 +102,12 @@ async def create_backup(
         transaction = conn.transaction(isolation="repeatable_read", readonly=True)
         await transaction.start()
         try:
-            snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
+            snapshot = await backup_models.export_snapshot(conn)
             tables = await table_fingerprints(conn)
-            database = await conn.fetchval("SELECT current_database()")
-            server_version = await conn.fetchval("SHOW server_version")
+            database, server_version = await backup_models.server_identity(conn)
             with tempfile.TemporaryDirectory(prefix="prism-backup-") as scratch:
                 dump = Path(scratch) / "prism.dump"
-                target, env = _libpq(url)
+                target, env = libpq_url(url)
                 await _run(
                     [
                         pg_dump,
@@ -248,9 +232,9 @@ async def verify_backup(
         )
         admin = await _connect(url, "postgres")
         try:
-            await admin.execute(f'CREATE DATABASE "{scratch_db}"')
+            await backup_models.create_database(admin, scratch_db)
             try:
-                target, env = _libpq(url, scratch_db)
+                target, env = libpq_url(url, scratch_db)
                 try:
                     # Data is what is compared: owners and grants are left out, so the dump
                     # also restores on a server without Prism's roles.
@@ -287,7 +271,7 @@ async def verify_backup(
                             )
                         )
             finally:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{scratch_db}" WITH (FORCE)')
+                await backup_models.drop_database(admin, scratch_db)
         finally:
             await admin.close()
     return report

@@ -8,10 +8,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism.errors import Conflict
+from prism.models import governance as models
 from prism.models.documents import Document
 
 HELD_MESSAGE = "The document is under legal hold."
@@ -32,11 +32,7 @@ async def split_held(
     ids = list(set(document_ids))
     if not ids:
         return set(), set()
-    rows = await session.execute(
-        sa.select(Document.id, Document.legal_hold)
-        .where(Document.organization_id == organization_id, Document.id.in_(ids))
-        .with_for_update(read=True)
-    )
+    rows = await models.read_legal_holds(session, organization_id, ids)
     held: set[uuid.UUID] = set()
     free: set[uuid.UUID] = set()
     for document_id, legal_hold in rows:

@@ -32,23 +32,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
-import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB
-from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism.db.engine import Database
 from prism.extraction.pii import mask_all
-from prism.models import governance_data as governance_models
+from prism.models import lake as lake_models
 from prism.models.analyses import Analysis
 from prism.models.base import Base, utcnow
 from prism.models.documents import Document
 from prism.models.feedback import Feedback
+from prism.models.lake import ExportColumn
 from prism.models.organizations import read_organization_ids
 from prism.storage import ObjectStore
 
@@ -97,45 +95,38 @@ GOLD_SCHEMA = pa.schema(
 )
 
 
-def _arrow_type(column: sa.Column[Any]) -> pa.DataType:
-    kind = column.type
-    if isinstance(kind, sa.DateTime):
-        return pa.timestamp("us", tz="UTC")
-    if isinstance(kind, sa.Boolean):
-        return pa.bool_()
-    if isinstance(kind, sa.Integer):  # SmallInteger and BigInteger included
-        return pa.int64()
-    if isinstance(kind, sa.Float):
-        return pa.float64()
-    if isinstance(kind, sa.Numeric):
-        return pa.decimal128(20, 6)
-    if isinstance(kind, ARRAY):
-        return pa.list_(pa.string())
-    if isinstance(kind, sa.String | sa.Enum | PG_UUID | JSONB | INET | sa.Text):
-        return pa.string()
-    raise TypeError(f"no Arrow type for {column.name}: {kind!r}")
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "bool": pa.bool_(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "decimal": pa.decimal128(20, 6),
+    "array": pa.list_(pa.string()),
+    "json": pa.string(),
+    "string": pa.string(),
+}
 
 
-def _columns(dataset: Dataset) -> list[sa.Column[Any]]:
-    table = cast(sa.Table, dataset.model.__table__)
-    return [
-        c
-        for c in table.columns
-        if c.name not in EXCLUDED and not isinstance(c.type, sa.LargeBinary)
-    ]
+def _arrow_type(column: ExportColumn) -> pa.DataType:
+    return ARROW_TYPES[lake_models.column_kind(column)]
+
+
+def _columns(dataset: Dataset) -> list[ExportColumn]:
+    return lake_models.export_columns(dataset.model, EXCLUDED)
 
 
 def schema_of(dataset: Dataset) -> pa.Schema:
     return pa.schema([(c.name, _arrow_type(c)) for c in _columns(dataset)])
 
 
-def _converter(column: sa.Column[Any]) -> Callable[[Any], Any]:
+def _converter(column: ExportColumn) -> Callable[[Any], Any]:
     """How a column's database value becomes its Arrow value, chosen by the column's type
     (never by the value's shape: an empty JSON list and a list of strings look alike)."""
-    if isinstance(column.type, JSONB):
+    kind = lake_models.column_kind(column)
+    if kind == "json":
         # Always a JSON document in a string column, whatever the value ([] and {} too).
         return lambda v: None if v is None else _json(v)
-    if isinstance(column.type, ARRAY):
+    if kind == "array":
         return lambda v: None if v is None else [None if x is None else str(x) for x in v]
     return _value
 
@@ -192,16 +183,9 @@ def partition(layer: str, dataset: str, day: date, organization_id: uuid.UUID) -
     )
 
 
-def _day_column(model: type[Base]) -> sa.ColumnElement[date]:
-    created = model.__table__.c.created_at
-    # A literal zone (not a bound parameter): GROUP BY must see the same expression.
-    return sa.cast(sa.func.timezone(sa.literal_column("'UTC'"), created), sa.Date)
-
-
 async def lock_organization(session: AsyncSession, organization_id: uuid.UUID) -> None:
     """The organization's lake lock, held until ``session``'s transaction ends."""
-    key = sa.func.hashtextextended(sa.literal(f"prism.lake:{organization_id}"), 0)
-    await session.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+    await lake_models.lock_organization(session, organization_id)
 
 
 @dataclass
@@ -227,34 +211,20 @@ async def _changed_days(
     lower: datetime | None,
     upper: datetime,
 ) -> tuple[set[date], datetime | None]:
-    table = dataset.model.__table__
-    changed = table.c[dataset.changed]
-    query = (
-        sa.select(_day_column(dataset.model), sa.func.max(changed))
-        .where(table.c.organization_id == organization_id, changed < upper)
-        .group_by(_day_column(dataset.model))
+    return await lake_models.changed_days(
+        session, dataset.model, dataset.changed, organization_id, lower, upper
     )
-    if lower is not None:
-        query = query.where(changed > lower)
-    rows = (await session.execute(query)).all()
-    newest = max((r[1] for r in rows), default=None)
-    return {r[0] for r in rows}, newest
 
 
 async def _rows_of_day(
     session: AsyncSession, dataset: Dataset, organization_id: uuid.UUID, day: date
 ) -> list[dict[str, Any]]:
-    table = dataset.model.__table__
     columns = _columns(dataset)
     converters = [_converter(c) for c in columns]
-    query = (
-        sa.select(*columns)
-        .where(table.c.organization_id == organization_id, _day_column(dataset.model) == day)
-        .order_by(table.c.created_at, table.c.id)
-    )
+    rows = await lake_models.rows_of_day(session, dataset.model, columns, organization_id, day)
     return [
         {c.name: convert(v) for c, convert, v in zip(columns, converters, row, strict=True)}
-        for row in await session.execute(query)
+        for row in rows
     ]
 
 
@@ -369,8 +339,7 @@ async def rewrite_days(
     async with db.transaction(organization_id) as session:
         await lock_organization(session, organization_id)
         exported = [
-            await governance_models.read_watermark(session, organization_id, d.name)
-            for d in DATASETS
+            await lake_models.read_watermark(session, organization_id, d.name) for d in DATASETS
         ]
         if not any(exported):
             return report
@@ -400,7 +369,7 @@ async def export(
             touched: dict[str, set[date]] = {}
             newest: dict[str, datetime | None] = {}
             for dataset in DATASETS:
-                lower = since or await governance_models.read_watermark(
+                lower = since or await lake_models.read_watermark(
                     session, organization_id, dataset.name
                 )
                 touched[dataset.name], newest[dataset.name] = await _changed_days(
@@ -422,7 +391,7 @@ async def export(
             for dataset in DATASETS:
                 mark = newest[dataset.name]
                 if mark is not None:
-                    await governance_models.advance_watermark(
+                    await lake_models.advance_watermark(
                         session, organization_id, dataset.name, mark, exported[dataset.name]
                     )
     return report

@@ -5,7 +5,7 @@ audit event with its counts.
 Objects first, rows second: a tier change is applied to the object, then recorded; a purge
 deletes the rows (and commits) before the objects, so a crash leaves at worst an orphan
 object, never a row pointing at nothing. A purge queues, in its transaction, the rewrite of
-the lake days that held the purged rows (``gdpr.schedule_lake_rewrite``): the lake never
+the lake days that held the purged rows (``cleanup.schedule_lake_rewrite``): the lake never
 keeps what retention deleted, and a later erasure has nothing there to miss."""
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import sqlalchemy as sa
 import structlog
 
+from prism import audit
+from prism.audit import RequestMeta
+from prism.authz.principal import Principal
 from prism.db.engine import Database
+from prism.governance.cleanup import schedule_lake_rewrite
 from prism.models import governance as models
-from prism.models.audit import Actor, RequestMeta, record_event
 from prism.models.base import utcnow
-from prism.models.documents import Document
 from prism.models.enums import DataCategory, StorageTier
-from prism.privacy import gdpr
 from prism.storage import ObjectStore
 
 log = structlog.get_logger("prism.lifecycle")
@@ -55,23 +55,26 @@ async def run_lifecycle(
     *,
     dry_run: bool = False,
     now: datetime | None = None,
-    actor: Actor | None = None,
+    principal: Principal | None = None,
     meta: RequestMeta | None = None,
 ) -> LifecycleReport:
+    """Move and purge what the organization's policies say, as ``principal`` (None: Prism
+    itself, as the worker and the CLI run it)."""
     now = now or utcnow()
-    actor = actor or Actor()
     report = LifecycleReport(organization_id=organization_id, dry_run=dry_run)
     async with db.transaction(organization_id) as session:
         policies = await models.read_retention_policies(session, organization_id)
-    await _move_tiers(db, store, report, policies[DataCategory.DOCUMENTS], now, actor, meta)
-    await _purge_documents(db, store, report, policies[DataCategory.DOCUMENTS], now, actor, meta)
+    await _move_tiers(db, store, report, policies[DataCategory.DOCUMENTS], now, principal, meta)
+    await _purge_documents(
+        db, store, report, policies[DataCategory.DOCUMENTS], now, principal, meta
+    )
     for category in (
         DataCategory.ANALYSES,
         DataCategory.FEEDBACK,
         DataCategory.AUDIT_LOGS,
         DataCategory.SYSTEM_METRICS,
     ):
-        await _purge_rows(db, report, policies[category], now, actor, meta)
+        await _purge_rows(db, report, policies[category], now, principal, meta)
     return report
 
 
@@ -81,7 +84,7 @@ async def _move_tiers(
     report: LifecycleReport,
     policy: models.RetentionPolicy,
     now: datetime,
-    actor: Actor,
+    principal: Principal | None,
     meta: RequestMeta | None,
 ) -> None:
     org = report.organization_id
@@ -112,16 +115,16 @@ async def _move_tiers(
                 if move.document_id in recorded:
                     counts[f"{move.current.value}->{tier.value}"] += 1
         if counts:
-            await record_event(
+            await audit.record(
                 session,
+                principal,
+                meta,
                 organization_id=org,
-                actor=actor,
                 event_type="lifecycle.transition",
                 category="governance",
                 description=f"Lifecycle moved {sum(counts.values())} document files to colder "
                 "storage tiers",
                 after={"transitions": dict(counts), "store": store.name},
-                meta=meta,
             )
     report.transitions.update(counts)
 
@@ -134,11 +137,7 @@ async def _change_tier_locked(
     that started before a seal can never land over the sealed one. False if the document no
     longer has this file."""
     async with db.transaction(org) as session:
-        key = await session.scalar(
-            sa.select(Document.storage_key)
-            .where(Document.id == move.document_id, Document.organization_id == org)
-            .with_for_update()
-        )
+        key = await models.lock_storage_key(session, org, move.document_id)
         if key is None or key != move.storage_key:
             return False
         await store.change_tier(key, move.target.value)
@@ -151,7 +150,7 @@ async def _purge_documents(
     report: LifecycleReport,
     policy: models.RetentionPolicy,
     now: datetime,
-    actor: Actor,
+    principal: Principal | None,
     meta: RequestMeta | None,
 ) -> None:
     if policy.delete_after_days is None:
@@ -169,13 +168,14 @@ async def _purge_documents(
         purged = await models.purge_documents(session, org, ids)
         if purged:
             # The lake must not keep what retention deleted (nor hide it from an erasure).
-            await gdpr.schedule_lake_rewrite(
+            await schedule_lake_rewrite(
                 session, org, days, reason="lifecycle.purge", max_attempts=LAKE_REWRITE_ATTEMPTS
             )
-            await record_event(
+            await audit.record(
                 session,
+                principal,
+                meta,
                 organization_id=org,
-                actor=actor,
                 event_type="lifecycle.purge",
                 category="governance",
                 description=f"Lifecycle purged {purged} documents past retention",
@@ -185,7 +185,6 @@ async def _purge_documents(
                     "documentIds": [str(i) for i in ids],
                     "deleteAfterDays": policy.delete_after_days,
                 },
-                meta=meta,
             )
     report.purged[DataCategory.DOCUMENTS.value] += purged
     for _, key in expired:
@@ -203,7 +202,7 @@ async def _purge_rows(
     report: LifecycleReport,
     policy: models.RetentionPolicy,
     now: datetime,
-    actor: Actor,
+    principal: Principal | None,
     meta: RequestMeta | None,
 ) -> None:
     if policy.delete_after_days is None:
@@ -220,13 +219,14 @@ async def _purge_rows(
             session, org, policy.category, before=before, dry_run=report.dry_run
         )
         if count and not report.dry_run:
-            await gdpr.schedule_lake_rewrite(
+            await schedule_lake_rewrite(
                 session, org, days, reason="lifecycle.purge", max_attempts=LAKE_REWRITE_ATTEMPTS
             )
-            await record_event(
+            await audit.record(
                 session,
+                principal,
+                meta,
                 organization_id=org,
-                actor=actor,
                 event_type="lifecycle.purge",
                 category="governance",
                 description=f"Lifecycle purged {count} {policy.category.value.lower()} rows "
@@ -237,6 +237,5 @@ async def _purge_rows(
                     "before": before.isoformat(),
                     "deleteAfterDays": policy.delete_after_days,
                 },
-                meta=meta,
             )
     report.purged[policy.category.value] += count

@@ -8,10 +8,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prism.authz.policy import Action, require
+from prism.authz.principal import Principal
 from prism.db.engine import Database
 from prism.models import governance as models
 from prism.models.governance import QualityRun
 from prism.observability import DATA_QUALITY_SCORE
+from prism.services import Services
 
 
 @dataclass(frozen=True)
@@ -194,3 +199,15 @@ def export_gauges(run: QualityRun) -> None:
         DATA_QUALITY_SCORE.labels(org, check["table"], check["dimension"], check["name"]).set(
             check["score"]
         )
+
+
+async def read_quality_report(
+    session: AsyncSession, services: Services, principal: Principal
+) -> QualityRun | None:
+    """The organization's latest data-quality run (ADMIN, AUDITOR); its scores are exported
+    as gauges as they are read."""
+    require(principal, Action.QUALITY_READ)
+    run = await models.read_latest_quality_run(session, principal.organization_id)
+    if run is not None:
+        export_gauges(run)
+    return run

@@ -5,11 +5,13 @@ from prism.models.analyses import Analysis
 from prism.models.audit import AuditChainHead, AuditEvent
 from prism.models.base import TENANT_TABLES, Base
 from prism.models.bi import ROLLUPS, Invalidation
+from prism.models.data_keys import DataKey
 from prism.models.documents import Document, Section
+from prism.models.exports import DataExport
 from prism.models.feedback import Feedback
 from prism.models.governance import QualityRun, RetentionPolicyRow
-from prism.models.governance_data import DataExport, DataKey, LakeWatermark
 from prism.models.jobs import Job
+from prism.models.lake import LakeWatermark
 from prism.models.organizations import Organization
 from prism.models.registered_operations import RegisteredOperation
 from prism.models.throttle import AuthThrottle

@@ -325,3 +325,9 @@ async def verify_chain(
                 checked=checked, valid=False, first_broken_id=head.last_event_id if head else None
             )
     return ChainReport(checked=checked, valid=True, first_broken_id=None)
+
+
+async def ensure_audit_partitions(session: AsyncSession, *, months_ahead: int) -> None:
+    """Create the audit log's monthly partitions up to ``months_ahead`` months from now (the
+    SECURITY DEFINER function does it; existing months are left as they are)."""
+    await session.execute(sa.select(sa.func.prism_ensure_audit_partitions(months_ahead)))

@@ -30,3 +30,25 @@ async def table_fingerprints(conn: asyncpg.Connection) -> dict[str, dict[str, An
         assert row is not None
         result[name] = {"rows": int(row["rows"]), "checksum": row["checksum"]}
     return result
+
+
+async def export_snapshot(conn: asyncpg.Connection) -> str:
+    """The snapshot of the connection's (repeatable read) transaction, for ``pg_dump
+    --snapshot``: what the manifest counts is what is dumped."""
+    snapshot: str = await conn.fetchval("SELECT pg_export_snapshot()")
+    return snapshot
+
+
+async def server_identity(conn: asyncpg.Connection) -> tuple[str, str]:
+    """(database name, server version) of the connection."""
+    database: str = await conn.fetchval("SELECT current_database()")
+    version: str = await conn.fetchval("SHOW server_version")
+    return database, version
+
+
+async def create_database(conn: asyncpg.Connection, name: str) -> None:
+    await conn.execute(f'CREATE DATABASE "{name}"')
+
+
+async def drop_database(conn: asyncpg.Connection, name: str) -> None:
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -480,3 +480,29 @@ async def schedule_jobs(session: AsyncSession, *, kind: str, every: timedelta) -
     ``every``."""
     made = await session.scalar(sa.select(sa.func.prism_schedule_jobs(kind, every)))
     return int(made or 0)
+
+
+async def lock_storage_key(
+    session: AsyncSession, organization_id: uuid.UUID, document_id: uuid.UUID
+) -> str | None:
+    """The document's stored object, under the row's lock (FOR UPDATE): the lock sealing
+    takes. None if the document is gone or has no file."""
+    key: str | None = await session.scalar(
+        sa.select(Document.storage_key)
+        .where(Document.id == document_id, Document.organization_id == organization_id)
+        .with_for_update()
+    )
+    return key
+
+
+async def read_legal_holds(
+    session: AsyncSession, organization_id: uuid.UUID, document_ids: Sequence[uuid.UUID]
+) -> list[tuple[uuid.UUID, bool]]:
+    """(document, under legal hold) of the organization's documents among ``document_ids``,
+    share-locked until the transaction ends."""
+    rows = await session.execute(
+        sa.select(Document.id, Document.legal_hold)
+        .where(Document.organization_id == organization_id, Document.id.in_(document_ids))
+        .with_for_update(read=True)
+    )
+    return [(document_id, bool(held)) for document_id, held in rows]

@@ -10,7 +10,7 @@ from typing import Annotated, Any, NewType
 
 import strawberry
 
-from prism.models import bi as bi_models
+from prism.models.bi import reads as bi_models
 from prism.resolvers import bi as bi_resolvers
 from prism.schema.base import Info
 from prism.schema.enums import Classification, DocumentType, RiskLevel

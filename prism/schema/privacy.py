@@ -6,7 +6,7 @@ from datetime import datetime
 
 import strawberry
 
-from prism.models import governance_data as governance_models
+from prism.models import exports as governance_models
 from prism.models import jobs as job_models
 from prism.models import users as user_models
 from prism.models.base import utcnow

@@ -70,7 +70,7 @@ from prism.jobs.pipeline import PROGRESS_CHANNEL
 from prism.jobs.watch import observe_jobs
 from prism.models.audit import RequestMeta
 from prism.observability import DB_POOL, HTTP_REQUESTS, configure_logging
-from prism.privacy import gdpr
+from prism.privacy import export as personal_export
 from prism.schema import build_schema
 from prism.services import Services
 from prism.web.body import (
@@ -606,7 +606,7 @@ async def download_export(request: Request) -> Response:
         request_id=request.scope.get("state", {}).get("request_id"),
     )
     try:
-        body = await gdpr.open_download(
+        body = await personal_export.open_download(
             services.db,
             services.objects,
             services.envelope,

@@ -1,0 +1,1 @@
+"""BI: the rollups' refresh (``refresh``) and the reports read from them (``reports``)."""
