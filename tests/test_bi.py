@@ -30,8 +30,8 @@ from prism.authz.principal import Principal
 from prism.db import migrations
 from prism.db.engine import Database, create_engine
 from prism.demo import scale as scale_corpus
+from prism.documents.processing import store_analysis
 from prism.jobs import bi as bi_jobs
-from prism.jobs.pipeline import store_analysis
 from prism.jobs.worker import Worker
 from prism.models import bi as bi_models
 from prism.models.analyses import Analysis

@@ -15,9 +15,9 @@ import sqlalchemy as sa
 from prism import operators
 from prism.authz.principal import SCOPES
 from prism.demo import scale as scale_corpus
+from prism.documents.intake import receive_upload
 from prism.errors import NotFound
 from prism.jobs import bi as bi_jobs
-from prism.jobs.pipeline import receive_upload
 from prism.jobs.worker import Worker
 from prism.models import users as user_models
 from prism.models.analyses import Analysis

@@ -23,8 +23,8 @@ from sqlalchemy.exc import DataError
 from prism.db.engine import url_for_asyncpg
 from prism.db.faults import log_failure, unavailable
 from prism.db.notify import Listener
-from prism.jobs import bi, indexing, pipeline
-from prism.jobs.pipeline import (
+from prism.jobs import bi, handlers, indexing
+from prism.jobs.handlers import (
     PERIODIC,
     JobRun,
     LeaseLost,
@@ -42,7 +42,7 @@ from prism.services import Services
 log = structlog.get_logger("prism.worker")
 JOBS_CHANNEL = "prism_jobs"
 Handler = Callable[[JobRun], Awaitable[None]]
-HANDLERS: dict[str, Handler] = {**pipeline.HANDLERS, **indexing.HANDLERS, **bi.HANDLERS}
+HANDLERS: dict[str, Handler] = {**handlers.HANDLERS, **indexing.HANDLERS, **bi.HANDLERS}
 BACKOFF_BASE_SECONDS = 10.0
 BACKOFF_MAX_SECONDS = 600.0
 IDLE_POLL_SECONDS = 5.0
@@ -125,7 +125,7 @@ class Worker:
         unnamed directory counts as abandoned after twice the extraction timeout, and never
         before an hour (its download may have taken a while before extraction began)."""
         timeout = self.services.settings.extract_timeout_seconds
-        return pipeline.sweep_scratch(max(2 * timeout, 3600))
+        return handlers.sweep_scratch(max(2 * timeout, 3600))
 
     async def drain(self) -> int:
         """Run jobs until none is runnable (the demo, tests, `prism worker --drain`)."""
