@@ -161,8 +161,8 @@ async def make_documents(
     (store_sections), one rules analysis a section and the document's aggregates
     (analyze_sections), COMPLETED; as tests/factories.py add_document makes them."""
     from prism.analysis.rules import RulesAnalyzer
+    from prism.documents.processing import analyze_sections, store_sections
     from prism.extraction.text import split_sections
-    from prism.jobs.pipeline import analyze_sections, store_sections
     from prism.models.documents import Document
     from prism.models.enums import Classification, DocumentType
 

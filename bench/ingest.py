@@ -569,7 +569,7 @@ async def ack(run: Any) -> None:
     """A handler that only finishes its job, the way every real handler ends: the pipeline's
     own complete (finish_job fenced on the claim), in a transaction bound to the job's
     organization: calling it keeps this benchmark in step with the pipeline."""
-    from prism.jobs.pipeline import complete
+    from prism.jobs.handlers import complete
 
     async with run.services.db.transaction(run.job.organization_id) as session:
         await complete(session, run)
@@ -1135,7 +1135,7 @@ def stop_forkserver_and_read_children_peak() -> float | None:
 
 async def upload(bench: BenchDatabase, seeds: Iterable[int], args: argparse.Namespace) -> float:
     """Each document through receive_upload in its own transaction, as the upload mutation."""
-    from prism.jobs.pipeline import receive_upload
+    from prism.documents.intake import receive_upload
     from prism.models.audit import Actor, RequestMeta
     from prism.models.scope import Scope
 
@@ -1187,7 +1187,8 @@ def timed(handler: Callable[[Any], Awaitable[None]], totals: dict[str, float], k
 
 
 async def bench_pipeline(args: argparse.Namespace) -> None:
-    from prism.jobs.pipeline import ANALYZE, EXTRACT, handle_analyze, handle_extract
+    from prism.documents.processing import ANALYZE, EXTRACT
+    from prism.jobs.handlers import handle_analyze, handle_extract
     from prism.jobs.worker import Worker
 
     docs, concurrencies = args.docs, parse_ints(args.concurrency)

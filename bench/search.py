@@ -34,9 +34,9 @@ from bench import common
 from bench.common import markdown_table, ms, pct
 from bench.ingest import SENTENCES, TITLES
 from prism.authz.principal import Principal
+from prism.documents.processing import search_text
 from prism.extraction.pii import scan
 from prism.jobs.indexing import reindex
-from prism.jobs.pipeline import search_text
 from prism.models.enums import Classification, DocumentType, RiskLevel, Role
 from prism.search import SearchRequest, SectionDocument, mandatory_filter
 from prism.search.opensearch import OpenSearchBackend

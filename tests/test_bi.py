@@ -31,7 +31,7 @@ from prism.bi import refresh as bi_jobs
 from prism.db import migrations
 from prism.db.engine import Database, create_engine
 from prism.demo import scale as scale_corpus
-from prism.jobs.pipeline import store_analysis
+from prism.documents.processing import store_analysis
 from prism.jobs.worker import Worker
 from prism.models.analyses import Analysis
 from prism.models.audit import AuditEvent, verify_chain

@@ -15,7 +15,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from prism.jobs.pipeline import INDEX, PermanentJobError
+from prism.documents.processing import INDEX
+from prism.jobs.handlers import PermanentJobError
 from prism.jobs.watch import retry_dead
 from prism.models import jobs as job_models
 from prism.models.audit import Actor, AuditEvent, RequestMeta

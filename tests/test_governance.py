@@ -358,7 +358,7 @@ async def test_periodic_jobs_are_scheduled_once_per_interval(
 async def test_lifecycle_job_runs_in_the_worker(
     services: Services, tenant: Tenant, tmp_path: Path
 ) -> None:
-    from prism.jobs.pipeline import HANDLERS, LIFECYCLE, JobRun
+    from prism.jobs.handlers import HANDLERS, LIFECYCLE, JobRun
     from prism.models.jobs import enqueue_job
 
     async with services.db.transaction(tenant.org_id) as session:

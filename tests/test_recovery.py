@@ -35,9 +35,10 @@ from prism.db import embedded, migrations
 from prism.db.engine import APP_ROLE, url_for_asyncpg
 from prism.db.faults import DatabaseUnavailable
 from prism.db.notify import RESYNC, Notifications
-from prism.jobs import pipeline
+from prism.documents import processing
+from prism.jobs import handlers as job_handlers
 from prism.jobs import worker as worker_module
-from prism.jobs.pipeline import JobRun
+from prism.jobs.handlers import JobRun
 from prism.jobs.worker import Worker
 from prism.models.enums import Role
 from prism.models.jobs import enqueue_job
@@ -522,9 +523,9 @@ async def test_an_outage_does_not_spend_a_jobs_attempts(
         if outages < 7:
             outages += 1
             raise DatabaseUnavailable("database unavailable (ConnectionResetError)")
-        await pipeline.HANDLERS[pipeline.EXTRACT](run)
+        await job_handlers.HANDLERS[processing.EXTRACT](run)
 
-    handlers = {**worker_module.HANDLERS, pipeline.EXTRACT: extract_after_an_outage}
+    handlers = {**worker_module.HANDLERS, processing.EXTRACT: extract_after_an_outage}
     worker = Worker(services, concurrency=1, handlers=handlers)
     for _ in range(7):
         await worker.drain()
@@ -554,7 +555,7 @@ async def test_an_outage_spends_attempts_once_the_job_is_old(
     async def away(run: JobRun) -> None:
         raise DatabaseUnavailable("database unavailable (ConnectionRefusedError)")
 
-    handlers = {**worker_module.HANDLERS, pipeline.EXTRACT: away}
+    handlers = {**worker_module.HANDLERS, processing.EXTRACT: away}
     worker = Worker(services, concurrency=1, handlers=handlers)
     await worker.drain()
     await _make_runnable(services, tenant.org_id, age_hours=worker_module.OUTAGE_RETRY_HOURS + 1)

@@ -25,7 +25,7 @@ import orjson
 import sqlalchemy as sa
 
 from prism.config import Settings
-from prism.jobs.pipeline import ANALYZE, EXTRACT, INDEX
+from prism.documents.processing import ANALYZE, EXTRACT, INDEX
 from prism.models.documents import Document
 from prism.models.enums import Classification, JobState, Role
 from prism.models.jobs import Job

@@ -11,8 +11,8 @@ import httpx
 import sqlalchemy as sa
 
 from prism.analysis.rules import RulesAnalyzer
+from prism.documents.processing import analyze_sections, store_sections
 from prism.extraction.text import TextSection
-from prism.jobs.pipeline import analyze_sections, store_sections
 from prism.models.documents import Document
 from prism.models.enums import Classification, FeedbackAction, Role
 from prism.models.feedback import Feedback

@@ -35,7 +35,7 @@ from websockets.typing import Subprotocol
 from prism import bootstrap, operators
 from prism.authn.secrets import AccessTokens
 from prism.config import Settings
-from prism.jobs.pipeline import PROGRESS_CHANNEL
+from prism.documents.processing import PROGRESS_CHANNEL
 from prism.models.documents import Document
 from prism.models.enums import Classification, ProcessingStatus, Role
 from prism.models.registered_operations import register_operations

@@ -13,7 +13,9 @@ from typing import Any
 
 import asyncpg
 import orjson
+import sqlalchemy as sa
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism.db.engine import APP_ROLE
 
@@ -29,6 +31,11 @@ PING_TIMEOUT_SECONDS = 5.0
 # it carries no news, it says "read the source again".
 RESYNC_FIELD = "resync"
 RESYNC: dict[str, Any] = {RESYNC_FIELD: True}
+
+
+async def notify(session: AsyncSession, channel: str, payload: str) -> None:
+    """NOTIFY ``channel`` in the session's transaction: delivered to listeners at commit."""
+    await session.execute(sa.select(sa.func.pg_notify(channel, payload)))
 
 
 class Listener:

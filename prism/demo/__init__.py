@@ -14,10 +14,10 @@ import sqlalchemy as sa
 
 from prism import operators
 from prism.authz.principal import SCOPES
+from prism.bi import refresh as bi_refresh
 from prism.demo import scale as scale_corpus
+from prism.documents.intake import receive_upload
 from prism.errors import NotFound
-from prism.jobs import bi as bi_jobs
-from prism.jobs.pipeline import receive_upload
 from prism.jobs.worker import Worker
 from prism.models import users as user_models
 from prism.models.analyses import Analysis
@@ -83,7 +83,7 @@ async def seed(services: Services) -> DemoResult:
         created = True
     token = await _fresh_token(services, org_id)
     # BI numbers at once, without waiting for a worker's next refresh
-    await bi_jobs.refresh_organization(services.db, org_id)
+    await bi_refresh.refresh_organization(services.db, org_id)
     return DemoResult(organization_id=org_id, token=token, created=created)
 
 
@@ -120,7 +120,7 @@ async def load_scale(
     )
     started = time.perf_counter()
     for org_id, _, _ in corpus.organizations:
-        slices = await bi_jobs.refresh_organization(services.db, org_id)
+        slices = await bi_refresh.refresh_organization(services.db, org_id)
         if on_rollups is not None:
             on_rollups("slices", slices)
     rollup_seconds = time.perf_counter() - started

@@ -28,7 +28,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-import sqlalchemy as sa
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,7 +43,11 @@ from prism.crypto.sealed import (
     sealed_size,
 )
 from prism.db.engine import Database
-from prism.models.documents import Document
+from prism.models.documents import (
+    Document,
+    read_document_ids_with_originals,
+    share_lock_original,
+)
 from prism.models.enums import Classification, StorageTier
 from prism.models.organizations import read_organization_ids
 from prism.storage import ObjectStore
@@ -223,35 +226,17 @@ async def seal_existing(db: Database, store: ObjectStore, envelope: Envelope) ->
     for organization_id in organizations:
         report.organizations += 1
         async with db.transaction(organization_id) as session:
-            documents = (
-                await session.execute(
-                    sa.select(Document.id)
-                    .where(
-                        Document.organization_id == organization_id,
-                        Document.storage_key.is_not(None),
-                        Document.classification.in_(SEALED_CLASSIFICATIONS),
-                    )
-                    .order_by(Document.id)
-                )
-            ).scalars()
-            document_ids = list(documents)
+            document_ids = await read_document_ids_with_originals(
+                session, organization_id, SEALED_CLASSIFICATIONS
+            )
         for document_id in document_ids:
             async with db.transaction(organization_id) as session:
                 # Share-locked while its file is rewritten: an erasure or reclassification
                 # of this document waits, and never finds its file written back afterwards.
-                found = (
-                    await session.execute(
-                        sa.select(Document.storage_key, Document.storage_tier)
-                        .where(
-                            Document.id == document_id,
-                            Document.classification.in_(SEALED_CLASSIFICATIONS),
-                        )
-                        .with_for_update(read=True)
-                    )
-                ).one_or_none()
-                if found is None or found.storage_key is None:
+                found = await share_lock_original(session, document_id, SEALED_CLASSIFICATIONS)
+                if found is None or found[0] is None:
                     continue  # erased or reclassified meanwhile
-                storage_key = found.storage_key
+                storage_key, storage_tier = found[0], found[1]
                 report.examined += 1
                 try:
                     outcome = await seal_stored(
@@ -260,7 +245,7 @@ async def seal_existing(db: Database, store: ObjectStore, envelope: Envelope) ->
                         envelope,
                         organization_id,
                         storage_key,
-                        tier=found.storage_tier.value,
+                        tier=storage_tier.value,
                     )
                 except (OSError, BotoCoreError, ClientError) as exc:
                     # An archived object (restore it first) or a store error: the others go

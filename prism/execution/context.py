@@ -17,10 +17,10 @@ from prism.authz.principal import Principal
 from prism.cache.store import Bucket, Rate
 from prism.db.engine import Database, set_organization
 from prism.db.faults import committing_writes, unavailable
+from prism.documents.reads import record_restricted_reads
 from prism.errors import RateLimited, ServiceUnavailable, Unauthenticated
 from prism.execution.loaders import Loaders
-from prism.models.audit import Actor, AuditEvent, RequestMeta, Subject, record_event
-from prism.models.documents import read_restricted_documents
+from prism.models.audit import Actor, AuditEvent, RequestMeta, record_event
 from prism.models.enums import Classification
 from prism.models.registered_operations import data_version
 from prism.models.scope import Scope
@@ -177,19 +177,7 @@ class Context:
             return
         try:
             async with self.services.db.transaction(self.principal.organization_id) as session:
-                for document in await read_restricted_documents(session, reads):
-                    await record_event(
-                        session,
-                        organization_id=document.organization_id,
-                        actor=self.actor,
-                        meta=self.meta,
-                        event_type="document.read_restricted",
-                        category="data_access",
-                        description=f"Restricted content of {document.filename} read",
-                        resource_type="Document",
-                        resource_id=document.id,
-                        subject=Subject(document.classification, document.department),
-                    )
+                await record_restricted_reads(session, self.principal, self.meta, reads)
         except Exception as exc:
             log.error("restricted read not audited", request_id=self.meta.request_id, exc_info=exc)
             raise ServiceUnavailable(

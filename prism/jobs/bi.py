@@ -2,25 +2,8 @@
 
 from __future__ import annotations
 
-from prism.bi.refresh import (
-    COUNT_FINDINGS,
-    REFRESH,
-    SLICES_PER_TRANSACTION,
-    count_findings,
-    refresh_organization,
-    run_refresh,
-    schedule_refreshes,
-)
-from prism.jobs.pipeline import JobRun, complete
-
-__all__ = [
-    "COUNT_FINDINGS",
-    "HANDLERS",
-    "REFRESH",
-    "SLICES_PER_TRANSACTION",
-    "refresh_organization",
-    "schedule_refreshes",
-]
+from prism.bi.refresh import COUNT_FINDINGS, REFRESH, count_findings, run_refresh
+from prism.jobs.handlers import JobRun, complete
 
 
 async def handle_refresh(run: JobRun) -> None:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from prism.db.engine import Database
-from prism.jobs.pipeline import INDEX, JobRun, complete, search_text
+from prism.documents.processing import INDEX, search_text
+from prism.jobs.handlers import JobRun, complete
 from prism.models import documents as document_models
 from prism.models import organizations as org_models
 from prism.models.base import utcnow

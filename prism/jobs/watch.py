@@ -6,9 +6,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
+from prism import audit
 from prism.db.engine import Database
 from prism.models import jobs as job_models
-from prism.models.audit import Actor, RequestMeta, record_event
+from prism.models.audit import Actor, RequestMeta
 from prism.models.jobs import Job
 from prism.observability import JOBS
 
@@ -41,14 +42,15 @@ async def retry_dead(
     async with db.transaction(organization_id) as session:
         retried = await job_models.retry_dead_jobs(session, organization_id, ids)
         if retried:
-            await record_event(
+            await audit.record(
                 session,
+                None,
+                meta,
                 organization_id=organization_id,
                 actor=actor,
                 event_type="job.retry",
                 category="administration",
                 description=f"{len(retried)} dead job(s) queued again",
                 after={"jobs": [{"id": str(j.id), "kind": j.kind} for j in retried]},
-                meta=meta,
             )
     return retried

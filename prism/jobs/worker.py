@@ -20,11 +20,12 @@ from opensearchpy.exceptions import ConnectionError as OpenSearchConnectionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import DataError
 
+from prism.bi import refresh as bi_refresh
 from prism.db.engine import url_for_asyncpg
 from prism.db.faults import log_failure, unavailable
 from prism.db.notify import Listener
-from prism.jobs import bi, indexing, pipeline
-from prism.jobs.pipeline import (
+from prism.jobs import bi, handlers, indexing
+from prism.jobs.handlers import (
     PERIODIC,
     JobRun,
     LeaseLost,
@@ -42,7 +43,7 @@ from prism.services import Services
 log = structlog.get_logger("prism.worker")
 JOBS_CHANNEL = "prism_jobs"
 Handler = Callable[[JobRun], Awaitable[None]]
-HANDLERS: dict[str, Handler] = {**pipeline.HANDLERS, **indexing.HANDLERS, **bi.HANDLERS}
+HANDLERS: dict[str, Handler] = {**handlers.HANDLERS, **indexing.HANDLERS, **bi.HANDLERS}
 BACKOFF_BASE_SECONDS = 10.0
 BACKOFF_MAX_SECONDS = 600.0
 IDLE_POLL_SECONDS = 5.0
@@ -125,7 +126,7 @@ class Worker:
         unnamed directory counts as abandoned after twice the extraction timeout, and never
         before an hour (its download may have taken a while before extraction began)."""
         timeout = self.services.settings.extract_timeout_seconds
-        return pipeline.sweep_scratch(max(2 * timeout, 3600))
+        return handlers.sweep_scratch(max(2 * timeout, 3600))
 
     async def drain(self) -> int:
         """Run jobs until none is runnable (the demo, tests, `prism worker --drain`)."""
@@ -225,12 +226,12 @@ class Worker:
     async def _schedule_bi_refreshes(self) -> None:
         """Queue BI refreshes for organizations whose rollups went stale (any worker may; the
         database lets one at a time and never queues two for one organization)."""
-        if bi.REFRESH not in self.handlers:
+        if bi_refresh.REFRESH not in self.handlers:
             return
         while True:
             await asyncio.sleep(self.bi_refresh_seconds)
             try:
-                await bi.schedule_refreshes(self.services.db, self.services.settings)
+                await bi_refresh.schedule_refreshes(self.services.db, self.services.settings)
             except Exception as exc:  # noqa: BLE001 - logged; tried next round
                 trouble("scheduling BI refreshes failed", exc)
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -114,4 +114,29 @@ async def read_analysis_pages(
         ANALYSIS_KEY,
         page,
         lambda a: (a.created_at, a.id),
+    )
+
+
+async def insert_analysis(session: AsyncSession, values: dict[str, Any]) -> None:
+    """One analysis row; nothing if the same job already analysed the same section."""
+    await session.execute(
+        insert(Analysis)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=[Analysis.section_id, Analysis.job_id])
+    )
+
+
+async def read_analyses_of_run(
+    session: AsyncSession, document_id: uuid.UUID, job_id: uuid.UUID | None
+) -> list[Analysis]:
+    """The analyses one job made of the document (``job_id`` None: those made without one)."""
+    query = sa.select(Analysis).where(Analysis.document_id == document_id)
+    query = query.where(Analysis.job_id.is_(None) if job_id is None else Analysis.job_id == job_id)
+    return list(await session.scalars(query.order_by(Analysis.created_at, Analysis.id)))
+
+
+async def read_analyzed_section_ids(session: AsyncSession, job_id: uuid.UUID) -> set[uuid.UUID]:
+    """The sections the job has analysed so far."""
+    return set(
+        await session.scalars(sa.select(Analysis.section_id).where(Analysis.job_id == job_id))
     )

@@ -253,6 +253,84 @@ async def soft_delete_document(session: AsyncSession, document: Document) -> Non
     await session.flush()
 
 
+async def read_live_document_with_hash(
+    session: AsyncSession, organization_id: uuid.UUID, sha256: str
+) -> Document | None:
+    """The organization's live document with these bytes, visible or not."""
+    found: Document | None = await session.scalar(
+        sa.select(Document).where(
+            Document.organization_id == organization_id,
+            Document.sha256 == sha256,
+            Document.deleted_at.is_(None),
+        )
+    )
+    return found
+
+
+async def is_document_visible(session: AsyncSession, scope: Scope, document_id: uuid.UUID) -> bool:
+    visible = await session.scalar(
+        sa.select(sa.literal(True)).where(visible_documents(scope), Document.id == document_id)
+    )
+    return bool(visible)
+
+
+async def lock_live_document(session: AsyncSession, document_id: uuid.UUID) -> Document | None:
+    """The document (not deleted), row-locked until the transaction ends."""
+    document: Document | None = await session.scalar(
+        sa.select(Document)
+        .where(Document.id == document_id, Document.deleted_at.is_(None))
+        .with_for_update()
+    )
+    return document
+
+
+async def share_lock_classification(
+    session: AsyncSession, document_id: uuid.UUID
+) -> Classification | None:
+    """The document's classification, its row share-locked until the transaction ends."""
+    classification: Classification | None = await session.scalar(
+        sa.select(Document.classification)
+        .where(Document.id == document_id)
+        .with_for_update(read=True)
+    )
+    return classification
+
+
+async def read_document_ids_with_originals(
+    session: AsyncSession, organization_id: uuid.UUID, classifications: Iterable[Classification]
+) -> list[uuid.UUID]:
+    """The organization's documents (deleted ones too) with a stored original, of these
+    classifications."""
+    query = (
+        sa.select(Document.id)
+        .where(
+            Document.organization_id == organization_id,
+            Document.storage_key.is_not(None),
+            Document.classification.in_(list(classifications)),
+        )
+        .order_by(Document.id)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def share_lock_original(
+    session: AsyncSession, document_id: uuid.UUID, classifications: Iterable[Classification]
+) -> tuple[str | None, StorageTier] | None:
+    """The document's storage key and tier if it is of these classifications, its row
+    share-locked until the transaction ends (None: not, or not any more)."""
+    found = (
+        await session.execute(
+            sa.select(Document.storage_key, Document.storage_tier)
+            .where(
+                Document.id == document_id,
+                Document.classification.in_(list(classifications)),
+            )
+            .with_for_update(read=True)
+        )
+    ).one_or_none()
+    return None if found is None else (found.storage_key, found.storage_tier)
+
+
 # --- sections ------------------------------------------------------------------------------
 
 
@@ -288,6 +366,16 @@ async def read_section_pages(
         page,
         lambda s: (s.ord, s.id),
     )
+
+
+async def delete_sections(session: AsyncSession, document_id: uuid.UUID) -> None:
+    await session.execute(sa.delete(Section).where(Section.document_id == document_id))
+
+
+async def read_sections_of_document(session: AsyncSession, document_id: uuid.UUID) -> list[Section]:
+    """Every section of the document, in order."""
+    query = sa.select(Section).where(Section.document_id == document_id).order_by(Section.ord)
+    return list(await session.scalars(query))
 
 
 async def add_sections(session: AsyncSession, sections: Sequence[Section]) -> None:

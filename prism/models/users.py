@@ -197,6 +197,21 @@ async def lock_user(
     return found
 
 
+async def share_lock_user_state(
+    session: AsyncSession, organization_id: uuid.UUID, user_id: uuid.UUID
+) -> tuple[bool, datetime | None] | None:
+    """Whether the user is active and when they were erased, their row share-locked until the
+    transaction ends (None: not in this organization)."""
+    row = (
+        await session.execute(
+            sa.select(User.is_active, User.erased_at)
+            .where(User.organization_id == organization_id, User.id == user_id)
+            .with_for_update(read=True)
+        )
+    ).one_or_none()
+    return None if row is None else (row.is_active, row.erased_at)
+
+
 async def user_of_live_session(
     session: AsyncSession, user_id: uuid.UUID, family_id: uuid.UUID
 ) -> User | None:

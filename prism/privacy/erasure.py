@@ -219,7 +219,7 @@ async def rewrite_lake(cleanup: Cleanup) -> None:
 
 
 # Run, in order, by the erase-cleanup job; each hook must be idempotent (a job may rerun).
-# The job then queues search index jobs for `documentIds` (prism.jobs.pipeline): an index
+# The job then queues search index jobs for `documentIds` (prism.documents.processing): an index
 # job of a document that no longer exists removes it from OpenSearch.
 ERASE_HOOKS: list[Callable[[Cleanup], Awaitable[None]]] = [delete_objects, rewrite_lake]
 

@@ -9,12 +9,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prism.authz.identity import principal_for, service_principal
 from prism.authz.policy import Action, Decision, decide, require
 from prism.authz.principal import Principal
+from prism.documents.editing import resource_of
 from prism.errors import BadUserInput, NotFound
 from prism.execution.context import Context
 from prism.models import documents as document_models
 from prism.models import users as user_models
 from prism.models.scope import Scope
-from prism.resolvers.documents import resource_of
 from prism.resolvers.ids import from_global_id
 
 

@@ -53,6 +53,7 @@ from prism.db.faults import (
     log_failure,
 )
 from prism.db.notify import Notifications
+from prism.documents.processing import PROGRESS_CHANNEL
 from prism.errors import PrismError, ServiceUnavailable, Unauthenticated
 from prism.execution import inputs
 from prism.execution.context import Context, RequestTransaction
@@ -66,7 +67,6 @@ from prism.execution.limits import (
     rate_limited,
     refusal_spent,
 )
-from prism.jobs.pipeline import PROGRESS_CHANNEL
 from prism.jobs.watch import observe_jobs
 from prism.models.audit import RequestMeta
 from prism.observability import DB_POOL, HTTP_REQUESTS, configure_logging
