@@ -54,12 +54,12 @@ from prism.extraction.pii import scan
 # multiprocessing makes each forkserver child re-run the parent's __main__ module before its
 # target, unless extract_isolated hides that module (it does since commit 816bf8d). Under
 # `prism worker` the main module is the `prism` entry script, which imports the command line
-# (prism.cli.commands) and the whole app: with this variable set, this script imports it too, so
+# (prism.cli.main) and the whole app: with this variable set, this script imports it too, so
 # that the "main imports prism.cli" rows show what production's children cost (seconds each
 # without the fix).
 CLI_MAIN_ENV = "PRISM_BENCH_MAIN_IMPORTS_CLI"
 if os.environ.get(CLI_MAIN_ENV) == "1":
-    import prism.cli.commands  # noqa: F401
+    import prism.cli.main  # noqa: F401
 
 MIB = 1024 * 1024
 BENCH_KIND = "bench.ack"
