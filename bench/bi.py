@@ -328,12 +328,13 @@ async def queries(
     import sqlalchemy as sa
     from asgi_lifespan import LifespanManager
 
-    from prism import operators
+    from prism.audit import OPERATOR
     from prism.authz.principal import SCOPES, Principal
     from prism.models.bi import reads as bi_models
     from prism.models.enums import Classification, Role
     from prism.models.registered_operations import operation_hash, register_operations
     from prism.operations.persisted import split_operations
+    from prism.tokens import api_tokens
     from prism.web.app import create_app
 
     org_id, org_name, admin_email = corpus.organizations[0]
@@ -341,16 +342,22 @@ async def queries(
     readers = {
         "ADMIN (everything)": (
             (
-                await operators.create_token(
-                    services, org_id, name="bench", scopes=sorted(SCOPES), user_email=admin_email
+                await api_tokens.create_token(
+                    services,
+                    OPERATOR,
+                    org_id,
+                    name="bench",
+                    scopes=sorted(SCOPES),
+                    user_email=admin_email,
                 )
             ).secret,
             Principal(org_id, None, None, Role.ADMIN, Classification.RESTRICTED, "legal", None),
         ),
         "BI token (AUDITOR, CONFIDENTIAL)": (
             (
-                await operators.create_token(
+                await api_tokens.create_token(
                     services,
+                    OPERATOR,
                     org_id,
                     name="grafana",
                     scopes=["bi:read"],

@@ -279,7 +279,8 @@ async def add_feedback(
 
 
 async def make_users(bench: BenchDatabase, organization_id: uuid.UUID, domain: str) -> list[Any]:
-    from prism import operators
+    from prism.audit import OPERATOR
+    from prism.identity import users as identity_users
     from prism.models.enums import Classification, Role
 
     people = [
@@ -295,8 +296,9 @@ async def make_users(bench: BenchDatabase, organization_id: uuid.UUID, domain: s
     users = []
     for name, role, clearance, department in people:
         users.append(
-            await operators.create_user(
+            await identity_users.add_user(
                 bench.services,
+                OPERATOR,
                 organization_id,
                 email=f"{name}@{domain}",
                 password="correct horse battery staple " + name,
@@ -312,7 +314,8 @@ async def make_users(bench: BenchDatabase, organization_id: uuid.UUID, domain: s
 
 async def make_organization(bench: BenchDatabase, args: argparse.Namespace) -> Organization:
     """The organization of the BI token, and another one beside it (tenants share tables)."""
-    from prism import operators
+    from prism.audit import OPERATOR
+    from prism.identity import organizations as identity_organizations
 
     start = time.perf_counter()
     users = await make_users(bench, bench.organization_id, "bench.example")
@@ -323,7 +326,9 @@ async def make_organization(bench: BenchDatabase, args: argparse.Namespace) -> O
     feedback = await add_feedback(bench, bench.organization_id, users[2], users[1])
     other_docs = 0
     if args.other_docs:
-        other = await operators.create_organization(bench.services, "Other tenant")
+        other = await identity_organizations.create_organization(
+            bench.services, OPERATOR, "Other tenant"
+        )
         other_users = await make_users(bench, other.id, "other.example")
         other_docs = len(
             await make_documents(
@@ -364,16 +369,18 @@ async def register_and_token(bench: BenchDatabase) -> BiSetup:
     does) and create a BI service token (as `prism token create --scopes
     bi:read,documents:read --role AUDITOR --clearance CONFIDENTIAL`: `bi:read` alone reads no
     documents here)."""
-    from prism import operators
+    from prism.audit import OPERATOR
     from prism.models.enums import Classification, Role
     from prism.models.registered_operations import register_operations
     from prism.operations.persisted import split_operations
+    from prism.tokens import api_tokens
 
     found = split_operations(OPERATION, common.core_schema())
     async with bench.services.db.transaction(None) as session:
         ((_, digest, _),) = await register_operations(session, found)
-    created = await operators.create_token(
+    created = await api_tokens.create_token(
         bench.services,
+        OPERATOR,
         bench.organization_id,
         name="metabase",
         scopes=["bi:read", "documents:read"],
@@ -910,7 +917,7 @@ async def microbenchmarks(
     from graphql import parse, specified_rules
     from strawberry.schema.schema import validate_document
 
-    from prism.authz import identity
+    from prism.authn.bearer import authenticate_bearer
     from prism.cache.store import LocalStore, Rate, build_store
     from prism.execution.context import Context, RequestTransaction
     from prism.execution.cost import actual, estimate, operation_of
@@ -929,7 +936,7 @@ async def microbenchmarks(
     operation = operation_of(document, OPERATION_NAME)
     assert operation is not None
     variables = warm_variables()
-    principal = await identity.authenticate_bearer(services.db, services.access_tokens, setup.token)
+    principal = await authenticate_bearer(services.db, services.access_tokens, setup.token)
     context = Context(
         services=services,
         principal=principal,
@@ -1012,7 +1019,7 @@ async def microbenchmarks(
         (
             "context",
             "token authentication: `authenticate_bearer` (API token lookup transaction)",
-            lambda: identity.authenticate_bearer(services.db, services.access_tokens, setup.token),
+            lambda: authenticate_bearer(services.db, services.access_tokens, setup.token),
             n_io,
             True,
         ),
@@ -1252,7 +1259,7 @@ def dump(*_):
     profile.dump_stats(out)
 signal.signal(signal.SIGUSR2, dump)
 sys.argv = ["prism", "serve"]
-from prism.cli.commands import main
+from prism.cli.main import main
 main()
 """
 

@@ -232,10 +232,12 @@ async def bench_database(scratch: Path, pool_size: int) -> AsyncIterator[BenchDa
     from pydantic import SecretStr
     from sqlalchemy.engine import make_url
 
-    from prism import bootstrap, operators
+    from prism import bootstrap
+    from prism.audit import OPERATOR
     from prism.config import Settings
     from prism.db import embedded, migrations
     from prism.db.engine import url_for_asyncpg
+    from prism.identity import organizations as identity_organizations
     from prism.observability import configure_logging
 
     # Production logs every finished job at INFO; WARNING keeps the terminal readable (the
@@ -260,7 +262,7 @@ async def bench_database(scratch: Path, pool_size: int) -> AsyncIterator[BenchDa
             log_level="WARNING",
         )
         services = bootstrap.build_services(settings, url)
-        org = await operators.create_organization(services, f"Bench {name}")
+        org = await identity_organizations.create_organization(services, OPERATOR, f"Bench {name}")
         yield BenchDatabase(
             url=url,
             server_url=server_url,

@@ -54,12 +54,12 @@ from prism.extraction.pii import scan
 # multiprocessing makes each forkserver child re-run the parent's __main__ module before its
 # target, unless extract_isolated hides that module (it does since commit 816bf8d). Under
 # `prism worker` the main module is the `prism` entry script, which imports the command line
-# (prism.cli.commands) and the whole app: with this variable set, this script imports it too, so
+# (prism.cli.main) and the whole app: with this variable set, this script imports it too, so
 # that the "main imports prism.cli" rows show what production's children cost (seconds each
 # without the fix).
 CLI_MAIN_ENV = "PRISM_BENCH_MAIN_IMPORTS_CLI"
 if os.environ.get(CLI_MAIN_ENV) == "1":
-    import prism.cli.commands  # noqa: F401
+    import prism.cli.main  # noqa: F401
 
 MIB = 1024 * 1024
 BENCH_KIND = "bench.ack"
@@ -355,7 +355,7 @@ async def bench_extraction(args: argparse.Namespace) -> None:
 
         if args.rows_to:  # a variant run for another process: isolated rows only
             rows = [
-                (await measure("isolated, main imports prism.cli.commands", c, isolated=True))[0]
+                (await measure("isolated, main imports prism.cli", c, isolated=True))[0]
                 for c in concurrencies
             ]
             write_json(Path(args.rows_to), rows)
@@ -413,7 +413,7 @@ async def bench_extraction(args: argparse.Namespace) -> None:
 
 
 async def variant_rows(name: str, arguments: list[str]) -> list[dict[str, Any]]:
-    """Rows of a benchmark run in a child process whose main module imports prism.cli.commands."""
+    """Rows of a benchmark run in a child process whose main module imports prism.cli."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -425,7 +425,7 @@ async def variant_rows(name: str, arguments: list[str]) -> list[dict[str, Any]]:
             env={**os.environ, CLI_MAIN_ENV: "1"},
         )
         if await process.wait() != 0:
-            raise RuntimeError(f"the {name} variant with a prism.cli.commands main failed")
+            raise RuntimeError(f"the {name} variant with a prism.cli main failed")
         rows: list[dict[str, Any]] = read_json(Path(out.name))
         return rows
 
@@ -1101,9 +1101,7 @@ async def bench_hostile(args: argparse.Namespace) -> None:
             write_hostile_corpus(Path(scratch), args.only)
             only = ["--only", args.only] if args.only else []
             cli_rows = await variant_rows("hostile", ["--corpus-dir", scratch, *only])
-        tables["Per file, main module importing prism.cli.commands (as under `prism worker`)"] = (
-            cli_rows
-        )
+        tables["Per file, main module importing prism.cli (as under `prism worker`)"] = cli_rows
     record(
         args,
         "hostile",
@@ -1385,7 +1383,7 @@ def parser() -> argparse.ArgumentParser:
         "--no-cli-variant",
         dest="cli_variant",
         action="store_false",
-        help="skip the run whose main module imports prism.cli.commands",
+        help="skip the run whose main module imports prism.cli",
     )
     p.add_argument(
         "--only",

@@ -13,7 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prism.authz.principal import Principal
 from prism.models.audit import Actor, AuditEvent, RequestMeta, Subject, record_event
 
-__all__ = ["Actor", "RequestMeta", "Subject", "actor_of", "record"]
+__all__ = ["OPERATOR", "Actor", "RequestMeta", "Subject", "actor_of", "record"]
+
+# The request an operator's command makes (the CLI, the demo data): no address, its own agent.
+OPERATOR = RequestMeta(user_agent="prism-cli")
 
 
 def actor_of(principal: Principal | None) -> Actor:

@@ -9,16 +9,19 @@ from typing import Any
 
 import httpx
 
-from prism import operators
 from prism.analysis.rules import RulesAnalyzer
+from prism.audit import OPERATOR
 from prism.authz.principal import SCOPES
 from prism.documents.processing import analyze_sections, store_sections
 from prism.extraction.text import split_sections
+from prism.identity import organizations as identity_organizations
+from prism.identity import users as identity_users
 from prism.models.documents import Document
 from prism.models.enums import Classification, DocumentType, Role
 from prism.models.users import User
 from prism.resolvers.ids import to_global_id
 from prism.services import Services
+from prism.tokens import api_tokens
 
 PASSWORD = "correct horse battery staple"
 CLEARANCE = {
@@ -59,13 +62,14 @@ class Tenant:
 
 async def make_tenant(services: Services, *, department: str = "legal") -> Tenant:
     suffix = uuid.uuid4().hex[:8]
-    org = await operators.create_organization(
-        services, f"Org {suffix}", domain=f"org-{suffix}.test"
+    org = await identity_organizations.create_organization(
+        services, OPERATOR, f"Org {suffix}", domain=f"org-{suffix}.test"
     )
     tenant = Tenant(org_id=org.id, name=org.name, domain=f"org-{suffix}.test")
     for role in Role:
-        tenant.users[role] = await operators.create_user(
+        tenant.users[role] = await identity_users.add_user(
             services,
+            OPERATOR,
             org.id,
             email=f"{role.value.lower()}@{tenant.domain}",
             password=PASSWORD,
@@ -75,8 +79,9 @@ async def make_tenant(services: Services, *, department: str = "legal") -> Tenan
             first_name=role.value.title(),
             last_name="Tester",
         )
-        created = await operators.create_token(
+        created = await api_tokens.create_token(
             services,
+            OPERATOR,
             org.id,
             name=f"{role.value.lower()} token",
             scopes=sorted(SCOPES),
@@ -96,8 +101,9 @@ async def add_user(
 ) -> tuple[User, str]:
     """An extra user and an all-scopes token acting for them."""
     email = f"{role.value.lower()}-{uuid.uuid4().hex[:6]}@{tenant.domain}"
-    user = await operators.create_user(
+    user = await identity_users.add_user(
         services,
+        OPERATOR,
         tenant.org_id,
         email=email,
         password=PASSWORD,
@@ -105,8 +111,8 @@ async def add_user(
         clearance=clearance,
         department=department,
     )
-    created = await operators.create_token(
-        services, tenant.org_id, name="extra", scopes=sorted(SCOPES), user_email=email
+    created = await api_tokens.create_token(
+        services, OPERATOR, tenant.org_id, name="extra", scopes=sorted(SCOPES), user_email=email
     )
     return user, created.secret
 

@@ -15,13 +15,16 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from prism import operators
+from prism.audit import OPERATOR
 from prism.db import migrations
 from prism.errors import BadUserInput, Conflict
+from prism.identity import organizations as identity_organizations
+from prism.identity import users as identity_users
 from prism.models.enums import Classification, Role
 from prism.models.users import User
 from prism.resolvers.ids import to_global_id
 from prism.services import Services
+from prism.tokens import api_tokens
 from tests.conftest import NewDatabase, client_of
 from tests.factories import PASSWORD, Tenant, codes, gql
 from tests.test_cli import _env, _prism
@@ -54,8 +57,8 @@ def _answer(body: dict[str, Any]) -> tuple[Any, list[tuple[Any, Any, Any]]]:
 async def _contractor(services: Services, tenant: Tenant) -> str:
     """A user of ``tenant`` whose address is in a domain nobody owns (created by an operator)."""
     email = f"contractor-{uuid.uuid4().hex[:6]}@free-{uuid.uuid4().hex[:6]}.test"
-    await operators.create_user(
-        services, tenant.org_id, email=email, password=PASSWORD, role=Role.VIEWER
+    await identity_users.add_user(
+        services, OPERATOR, tenant.org_id, email=email, password=PASSWORD, role=Role.VIEWER
     )
     return email
 
@@ -124,18 +127,21 @@ async def test_an_admin_creates_users_in_its_own_domain_only(
 async def test_an_organization_without_a_domain_has_its_users_made_by_operators(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    org = await operators.create_organization(services, f"No domain {uuid.uuid4().hex[:8]}")
+    org = await identity_organizations.create_organization(
+        services, OPERATOR, f"No domain {uuid.uuid4().hex[:8]}"
+    )
     email = f"admin-{uuid.uuid4().hex[:6]}@nodomain-{uuid.uuid4().hex[:6]}.test"
-    await operators.create_user(
+    await identity_users.add_user(
         services,
+        OPERATOR,
         org.id,
         email=email,
         password=PASSWORD,
         role=Role.ADMIN,
         clearance=Classification.RESTRICTED,
     )
-    created = await operators.create_token(
-        services, org.id, name="admin", scopes=["users:admin"], user_email=email
+    created = await api_tokens.create_token(
+        services, OPERATOR, org.id, name="admin", scopes=["users:admin"], user_email=email
     )
     same_domain = f"colleague@{email.split('@')[1]}"
     body = await gql(client, CREATE_USER, {"email": same_domain}, token=created.secret)
@@ -181,32 +187,40 @@ async def test_operators_cannot_put_users_or_claims_in_another_organizations_dom
     services: Services, tenant: Tenant, other_tenant: Tenant
 ) -> None:
     with pytest.raises(Conflict, match="another organization"):
-        await operators.create_user(
+        await identity_users.add_user(
             services,
+            OPERATOR,
             tenant.org_id,
             email=f"plant-{uuid.uuid4().hex[:6]}@{other_tenant.domain}",
             password=PASSWORD,
             role=Role.VIEWER,
         )
     with pytest.raises(Conflict, match="another organization"):
-        await operators.create_organization(
-            services, f"Copycat {uuid.uuid4().hex[:8]}", domain=other_tenant.domain.upper()
+        await identity_organizations.create_organization(
+            services,
+            OPERATOR,
+            f"Copycat {uuid.uuid4().hex[:8]}",
+            domain=other_tenant.domain.upper(),
         )
     with pytest.raises(Conflict, match="another organization"):
-        await operators.set_domain(services, tenant.org_id, other_tenant.domain)
+        await identity_organizations.set_domain(
+            services, OPERATOR, tenant.org_id, other_tenant.domain
+        )
     # a domain where another organization already has users cannot be claimed either
     contractor = await _contractor(services, other_tenant)
     with pytest.raises(Conflict, match="other organizations have addresses"):
-        await operators.set_domain(services, tenant.org_id, contractor.split("@")[1])
+        await identity_organizations.set_domain(
+            services, OPERATOR, tenant.org_id, contractor.split("@")[1]
+        )
     with pytest.raises(BadUserInput):
-        await operators.set_domain(services, tenant.org_id, "not a domain")
+        await identity_organizations.set_domain(services, OPERATOR, tenant.org_id, "not a domain")
 
 
 async def test_a_claimed_domain_moves_user_creation_to_its_organization(
     client: httpx.AsyncClient, services: Services, tenant: Tenant, other_tenant: Tenant
 ) -> None:
     fresh = f"fresh-{uuid.uuid4().hex[:6]}.test"
-    org = await operators.set_domain(services, tenant.org_id, fresh)
+    org = await identity_organizations.set_domain(services, OPERATOR, tenant.org_id, fresh)
     assert org.domain == fresh
     created = await gql(
         client, CREATE_USER, {"email": f"x@{fresh}"}, token=tenant.tokens[Role.ADMIN]
@@ -217,8 +231,13 @@ async def test_a_claimed_domain_moves_user_creation_to_its_organization(
     )
     assert codes(refused) == ["BAD_USER_INPUT"]
     with pytest.raises(Conflict):
-        await operators.create_user(
-            services, other_tenant.org_id, email=f"z@{fresh}", password=PASSWORD, role=Role.VIEWER
+        await identity_users.add_user(
+            services,
+            OPERATOR,
+            other_tenant.org_id,
+            email=f"z@{fresh}",
+            password=PASSWORD,
+            role=Role.VIEWER,
         )
 
 
@@ -293,18 +312,19 @@ async def test_every_spelling_of_a_domain_is_that_domain(
     sign-in under any spelling finds that same account."""
     theirs = _spellings(other_tenant.domain)[spelling]
     with pytest.raises(Conflict, match="another organization"):
-        await operators.create_user(
+        await identity_users.add_user(
             services,
+            OPERATOR,
             tenant.org_id,
             email=f"plant-{uuid.uuid4().hex[:6]}@{theirs}",
             password=PASSWORD,
             role=Role.VIEWER,
         )
     with pytest.raises(Conflict, match="another organization"):
-        await operators.set_domain(services, tenant.org_id, theirs)
+        await identity_organizations.set_domain(services, OPERATOR, tenant.org_id, theirs)
     with pytest.raises(Conflict, match="another organization"):
-        await operators.create_organization(
-            services, f"Copycat {uuid.uuid4().hex[:8]}", domain=theirs
+        await identity_organizations.create_organization(
+            services, OPERATOR, f"Copycat {uuid.uuid4().hex[:8]}", domain=theirs
         )
     # B's ADMIN may use any spelling of B's domain; the address is stored in the one form
     local = f"new-{uuid.uuid4().hex[:6]}"
@@ -341,21 +361,25 @@ async def test_an_internationalized_domain_is_one_domain_in_unicode_and_in_punyc
 ) -> None:
     label = f"bücher-{uuid.uuid4().hex[:6]}"
     unicode_name = f"{label}.test"
-    org = await operators.set_domain(services, other_tenant.org_id, unicode_name.upper())
+    org = await identity_organizations.set_domain(
+        services, OPERATOR, other_tenant.org_id, unicode_name.upper()
+    )
     punycode = unicode_name.encode("idna").decode()
     assert punycode.startswith("xn--")
     assert org.domain == punycode
     for spelling in (unicode_name, punycode, punycode.upper(), f"{unicode_name}\u3002"):
         with pytest.raises(Conflict, match="another organization"):
-            await operators.create_user(
+            await identity_users.add_user(
                 services,
+                OPERATOR,
                 tenant.org_id,
                 email=f"plant@{spelling}",
                 password=PASSWORD,
                 role=Role.VIEWER,
             )
-    user = await operators.create_user(
+    user = await identity_users.add_user(
         services,
+        OPERATOR,
         other_tenant.org_id,
         email=f"Someone@{unicode_name}",
         password=PASSWORD,
@@ -384,10 +408,15 @@ async def test_lookalike_and_malformed_domains_are_refused(
     app: object, services: Services, tenant: Tenant, domain: str
 ) -> None:
     with pytest.raises(BadUserInput):
-        await operators.set_domain(services, tenant.org_id, domain)
+        await identity_organizations.set_domain(services, OPERATOR, tenant.org_id, domain)
     with pytest.raises(BadUserInput):
-        await operators.create_user(
-            services, tenant.org_id, email=f"x@{domain}", password=PASSWORD, role=Role.VIEWER
+        await identity_users.add_user(
+            services,
+            OPERATOR,
+            tenant.org_id,
+            email=f"x@{domain}",
+            password=PASSWORD,
+            role=Role.VIEWER,
         )
     # and signing in with one is the failure of an unknown address (from an address of its
     # own: the failures would count against the shared test client's source)
@@ -401,8 +430,8 @@ async def test_an_address_with_invisible_characters_is_refused(
 ) -> None:
     for email in (f"admin\u200b@{tenant.domain}", f"ad\u00admin@{tenant.domain}"):
         with pytest.raises(BadUserInput):
-            await operators.create_user(
-                services, tenant.org_id, email=email, password=PASSWORD, role=Role.VIEWER
+            await identity_users.add_user(
+                services, OPERATOR, tenant.org_id, email=email, password=PASSWORD, role=Role.VIEWER
             )
 
 

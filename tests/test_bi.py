@@ -25,13 +25,16 @@ from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prism import bootstrap, demo, operators
+from prism import bootstrap, demo
+from prism.audit import OPERATOR
 from prism.authz.principal import Principal
 from prism.bi import refresh as bi_jobs
 from prism.db import migrations
 from prism.db.engine import Database, create_engine
 from prism.demo import scale as scale_corpus
 from prism.documents.processing import store_analysis
+from prism.identity import organizations as identity_organizations
+from prism.identity import users as identity_users
 from prism.jobs.worker import Worker
 from prism.models.analyses import Analysis
 from prism.models.audit import AuditEvent, verify_chain
@@ -52,6 +55,7 @@ from prism.models.enums import (
 from prism.models.feedback import Feedback
 from prism.models.jobs import Job
 from prism.services import Services
+from prism.tokens import api_tokens
 from tests import bi_oracle as oracle
 from tests.conftest import NewDatabase
 from tests.factories import (
@@ -338,11 +342,14 @@ PROLOGUE = [
 
 
 async def _world(services: Services, seed: int) -> World:
-    org = await operators.create_organization(services, f"Bi {uuid.uuid4().hex[:8]}")
+    org = await identity_organizations.create_organization(
+        services, OPERATOR, f"Bi {uuid.uuid4().hex[:8]}"
+    )
     users = [
         (
-            await operators.create_user(
+            await identity_users.add_user(
                 services,
+                OPERATOR,
                 org.id,
                 email=f"u{n}-{uuid.uuid4().hex[:6]}@bi.test",
                 password=PASSWORD,
@@ -628,8 +635,9 @@ async def test_bi_needs_the_role_and_the_scope(
         assert body["data"] == {"executiveSummary": {"periodDays": 30}}, (role, body)
     assert codes(await gql(client, query)) == ["UNAUTHENTICATED"]
     # a BI tool: a service token with the bi:read scope only
-    tool = await operators.create_token(
+    tool = await api_tokens.create_token(
         services,
+        OPERATOR,
         tenant.org_id,
         name="grafana",
         scopes=["bi:read"],
@@ -642,8 +650,9 @@ async def test_bi_needs_the_role_and_the_scope(
     answer = await _call(client, tool.secret, registered["Summary"])
     assert answer["data"] == {"executiveSummary": {"periodDays": 30}}, answer
     # the scope is required even of an ADMIN's token
-    narrow = await operators.create_token(
+    narrow = await api_tokens.create_token(
         services,
+        OPERATOR,
         tenant.org_id,
         name="documents only",
         scopes=["documents:read"],

@@ -15,12 +15,14 @@ import httpx
 import orjson
 from sqlalchemy.engine import make_url
 
-from prism import operators
+from prism.audit import OPERATOR
 from prism.authz.principal import SCOPES
+from prism.identity import users as identity_users
 from prism.models.enums import Classification, FeedbackAction, Role
 from prism.models.feedback import Feedback, create_feedback
 from prism.resolvers.ids import from_global_id
 from prism.services import Services
+from prism.tokens import api_tokens
 from tests.factories import PASSWORD, Tenant, add_document, add_user, codes, gid, gql
 from tests.pipeline_helpers import run_jobs, upload
 
@@ -47,8 +49,9 @@ async def _person(services: Services, tenant: Tenant) -> tuple[Any, str, dict[st
         "first": f"Zelda{tag}",
         "last": f"Quixote{tag}",
     }
-    user = await operators.create_user(
+    user = await identity_users.add_user(
         services,
+        OPERATOR,
         tenant.org_id,
         email=marks["email"],
         password=PASSWORD,
@@ -58,8 +61,13 @@ async def _person(services: Services, tenant: Tenant) -> tuple[Any, str, dict[st
         first_name=marks["first"],
         last_name=marks["last"],
     )
-    created = await operators.create_token(
-        services, tenant.org_id, name="zelda", scopes=sorted(SCOPES), user_email=marks["email"]
+    created = await api_tokens.create_token(
+        services,
+        OPERATOR,
+        tenant.org_id,
+        name="zelda",
+        scopes=sorted(SCOPES),
+        user_email=marks["email"],
     )
     return user, created.secret, marks
 

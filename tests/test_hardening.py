@@ -11,7 +11,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from prism import operators
+from prism.audit import OPERATOR
 from prism.authz.principal import SCOPES
 from prism.models.audit import (
     Actor,
@@ -24,6 +24,7 @@ from prism.models.audit import (
 )
 from prism.models.enums import Classification, Role
 from prism.services import Services
+from prism.tokens import api_tokens
 from tests.factories import Tenant, add_document, codes, gid, gql
 from tests.test_statement_count import count_statements
 
@@ -107,16 +108,18 @@ async def test_audit_events_about_restricted_documents_stay_restricted(
 async def test_service_tokens_are_nobody_in_particular(
     client: httpx.AsyncClient, services: Services, tenant: Tenant
 ) -> None:
-    one = await operators.create_token(
+    one = await api_tokens.create_token(
         services,
+        OPERATOR,
         tenant.org_id,
         name="svc-a",
         scopes=sorted(SCOPES),
         role=Role.APPROVER,
         clearance=Classification.INTERNAL,
     )
-    other = await operators.create_token(
+    other = await api_tokens.create_token(
         services,
+        OPERATOR,
         tenant.org_id,
         name="svc-b",
         scopes=sorted(SCOPES),

@@ -117,10 +117,12 @@ async def test_automatic_persisted_queries(store_client: httpx.AsyncClient, tena
 async def test_bi_tokens_run_registered_operations_only(
     client: httpx.AsyncClient, services: Services, tenant: Tenant, registered: dict[str, str]
 ) -> None:
-    from prism import operators
+    from prism.audit import OPERATOR
+    from prism.tokens import api_tokens
 
-    bi = await operators.create_token(
+    bi = await api_tokens.create_token(
         services,
+        OPERATOR,
         tenant.org_id,
         name="grafana",
         scopes=["bi:read", "documents:read"],
@@ -136,8 +138,8 @@ async def test_bi_tokens_run_registered_operations_only(
     titles = await _call(client, bi.secret, registered["DocumentTitles"], {"first": 5})
     assert titles.get("errors") is None, titles
     # a token that can also write is not a BI token: it may send any query
-    writer = await operators.create_token(
-        services, tenant.org_id, name="etl", scopes=["bi:read", "documents:write"]
+    writer = await api_tokens.create_token(
+        services, OPERATOR, tenant.org_id, name="etl", scopes=["bi:read", "documents:write"]
     )
     assert (await gql(client, "{ viewer { scopes } }", token=writer.secret)).get("errors") is None
     # over GET, as a BI tool or an HTTP cache would send it

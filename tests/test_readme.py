@@ -9,8 +9,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from prism.cli.commands import main
 from prism.cli.config_docs import configuration_markdown
+from prism.cli.main import main
 from prism.config import Settings
 
 README_MAX_LINES = 200

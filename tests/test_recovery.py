@@ -29,13 +29,15 @@ import sqlalchemy as sa
 import sqlalchemy.exc
 from sqlalchemy.engine import make_url
 
-from prism import bootstrap, operators
+from prism import bootstrap
+from prism.audit import OPERATOR
 from prism.config import Settings
 from prism.db import embedded, migrations
 from prism.db.engine import APP_ROLE, url_for_asyncpg
 from prism.db.faults import DatabaseUnavailable
 from prism.db.notify import RESYNC, Notifications
 from prism.documents import processing
+from prism.identity import organizations as identity_organizations
 from prism.jobs import handlers as job_handlers
 from prism.jobs import worker as worker_module
 from prism.jobs.handlers import JobRun
@@ -295,7 +297,9 @@ async def test_the_worker_is_woken_by_notify_after_a_postgresql_restart(
     # Polling so rare that only a NOTIFY can wake the worker within the test.
     monkeypatch.setattr(worker_module, "IDLE_POLL_SECONDS", 300.0)
     services = bootstrap.build_services(settings, own_postgres.url)
-    organization = await operators.create_organization(services, f"Restart {uuid.uuid4().hex[:6]}")
+    organization = await identity_organizations.create_organization(
+        services, OPERATOR, f"Restart {uuid.uuid4().hex[:6]}"
+    )
     ran: asyncio.Queue[str] = asyncio.Queue()
 
     async def ping(run: JobRun) -> None:

@@ -17,10 +17,11 @@ import pytest
 import websockets
 from websockets.typing import Subprotocol
 
-from prism import operators
+from prism.audit import OPERATOR
 from prism.config import Settings
 from prism.models.enums import Role
 from prism.services import Services
+from prism.tokens import api_tokens
 from tests.conftest import app_with, client_of
 from tests.factories import Tenant, codes, gql
 from tests.test_websocket_auth import connect, serving
@@ -284,8 +285,13 @@ async def test_an_automatic_persisted_query_is_stored_only_once_accepted(
 async def test_a_bi_token_sending_a_plain_query_is_charged(
     stingy: Settings, database_url: str, tenant: Tenant, services: Services
 ) -> None:
-    bi = await operators.create_token(
-        services, tenant.org_id, name="bi", scopes=["bi:read"], user_email=tenant.email(Role.ADMIN)
+    bi = await api_tokens.create_token(
+        services,
+        OPERATOR,
+        tenant.org_id,
+        name="bi",
+        scopes=["bi:read"],
+        user_email=tenant.email(Role.ADMIN),
     )
     async with app_with(stingy, database_url) as app, client_of(app, ip="198.51.100.90") as http:
         seen = [

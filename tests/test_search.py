@@ -528,10 +528,12 @@ async def test_a_cursor_of_another_query_or_backend_is_refused(
 async def test_search_needs_the_search_read_scope(
     pg_stack: Stack, services: Services, corpus: Corpus
 ) -> None:
-    from prism import operators
+    from prism.audit import OPERATOR
+    from prism.tokens import api_tokens
 
-    created = await operators.create_token(
+    created = await api_tokens.create_token(
         services,
+        OPERATOR,
         corpus.a.org_id,
         name="no search",
         scopes=["documents:read"],

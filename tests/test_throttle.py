@@ -9,15 +9,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from dataclasses import replace
 from typing import Any
 
 import httpx
 import pytest
 
 from prism.authn.secrets import Passwords
-from prism.authz import identity
 from prism.errors import Unauthenticated
+from prism.identity import sessions, users
 from prism.models.audit import RequestMeta
 from prism.models.enums import Role
 from prism.services import Services
@@ -141,29 +141,25 @@ async def test_wrong_password_and_unknown_address_take_similar_time(
     passwords = Passwords()
     known = f"timing-{uuid.uuid4().hex[:6]}@{tenant.domain}"
     async with services.db.transaction(tenant.org_id) as session:
-        await identity.create_user(
+        await users.create_user(
             session,
             None,
+            RequestMeta(),
             organization_id=tenant.org_id,
             email=known,
             password_hash=passwords.hash(PASSWORD),
             role=Role.VIEWER,
-            meta=RequestMeta(),
         )
 
     async def timed(email: str) -> float:
         started = time.perf_counter()
         with pytest.raises(Unauthenticated, match="Invalid email or password"):
-            await identity.login(
-                services.db,
-                passwords,
-                services.access_tokens,
-                services.secrets,
+            await sessions.login(
+                replace(services, passwords=passwords),
+                RequestMeta(ip_address=_ip()),
                 email=email,
                 password=WRONG,
                 totp=None,
-                meta=RequestMeta(ip_address=_ip()),
-                refresh_ttl=timedelta(hours=1),
             )
         return time.perf_counter() - started
 

@@ -32,7 +32,8 @@ import uvicorn
 import websockets
 from websockets.typing import Subprotocol
 
-from prism import bootstrap, operators
+from prism import bootstrap
+from prism.audit import OPERATOR
 from prism.authn.secrets import AccessTokens
 from prism.config import Settings
 from prism.documents.processing import PROGRESS_CHANNEL
@@ -42,6 +43,7 @@ from prism.models.registered_operations import register_operations
 from prism.operations.persisted import split_operations
 from prism.schema import build_schema
 from prism.services import Services
+from prism.tokens import api_tokens
 from prism.web.app import create_app
 from tests.factories import PASSWORD, Tenant, add_document, add_user, codes, gid, gql
 
@@ -212,8 +214,9 @@ async def _credential(
     )
     admin = tenant.tokens[Role.ADMIN]
     if kind == "revoked API token":
-        created = await operators.create_token(
+        created = await api_tokens.create_token(
             services,
+            OPERATOR,
             tenant.org_id,
             name="ws",
             scopes=["documents:read", "tokens:admin"],
@@ -442,8 +445,9 @@ async def _only_registered_operations_run(address: str, token: str, services: Se
 async def test_a_bi_token_runs_registered_operations_only_over_websocket(
     plain: str, services: Services, tenant: Tenant
 ) -> None:
-    bi = await operators.create_token(
+    bi = await api_tokens.create_token(
         services,
+        OPERATOR,
         tenant.org_id,
         name="grafana",
         scopes=["bi:read", "documents:read"],
@@ -501,13 +505,13 @@ async def test_a_document_the_transport_did_not_resolve_is_refused_by_the_schema
 ) -> None:
     """The schema's own check (fail closed): a caller held to registered operations whose
     document is not the registered one its transport resolved runs nothing."""
-    from prism.authz.identity import authenticate_bearer
+    from prism.authn.bearer import authenticate_bearer
     from prism.execution.context import Context, RequestTransaction
     from prism.models.audit import RequestMeta
 
     registered = await _register(services, ME)
-    bi = await operators.create_token(
-        services, tenant.org_id, name="bi-schema", scopes=["bi:read", "documents:read"]
+    bi = await api_tokens.create_token(
+        services, OPERATOR, tenant.org_id, name="bi-schema", scopes=["bi:read", "documents:read"]
     )
     principal = await authenticate_bearer(services.db, services.access_tokens, bi.secret)
     schema = build_schema(services.settings)

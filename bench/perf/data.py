@@ -141,22 +141,26 @@ async def generate(
 ) -> Dataset:
     """Load the data into ``bench``'s database (whose first organization is the principal's)
     and create the principal's API token."""
-    from prism import operators
+    from prism.audit import OPERATOR
     from prism.authz.principal import SCOPES
+    from prism.identity import organizations as identity_organizations
+    from prism.identity import users as identity_users
     from prism.models.enums import Classification, Role
+    from prism.tokens import api_tokens
 
     started = time.perf_counter()
     rng = random.Random(seed)  # noqa: S311 - reproducible data, not security
     services = bench.services
     org_ids = [bench.organization_id]
     for n in range(1, organizations):
-        org = await operators.create_organization(
-            services, f"Bench organization {n}", domain=f"org{n}.bench.example"
+        org = await identity_organizations.create_organization(
+            services, OPERATOR, f"Bench organization {n}", domain=f"org{n}.bench.example"
         )
         org_ids.append(org.id)
     principal_email = "bench-admin@org0.bench.example"
-    principal = await operators.create_user(
+    principal = await identity_users.add_user(
         services,
+        OPERATOR,
         org_ids[0],
         email=principal_email,
         password="bench-password-" + "x" * 12,
@@ -166,8 +170,9 @@ async def generate(
         first_name="Bench",
         last_name="Admin",
     )
-    token = await operators.create_token(
+    token = await api_tokens.create_token(
         services,
+        OPERATOR,
         org_ids[0],
         name="perf-bench",
         scopes=sorted(SCOPES),

@@ -71,7 +71,7 @@ async def compiled_candidate(bench: Any, dataset: Dataset, query: Query) -> Cand
     """prism-compiled's statement for the query, or why there is none."""
     from graphql import OperationDefinitionNode, parse
 
-    from prism.authz.identity import authenticate_bearer
+    from prism.authn.bearer import authenticate_bearer
     from prism.execution.compiled import NotPlanned, plan
 
     body = query.bodies.get("prism")

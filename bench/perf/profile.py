@@ -109,7 +109,7 @@ def is_prism(path: str) -> bool:
 # Phases of a request, by a marker frame (file substring, function name or None for any); a
 # sample belongs to the innermost marker on its stack.
 PHASES = (
-    ("authentication (a transaction per request)", "prism/authz/identity.py", None),
+    ("authentication (a transaction per request)", "prism/authn/bearer.py", None),
     ("parse", "prism/execution/extensions.py", "ParseCache.on_parse"),
     ("parse", "graphql/language/parser.py", None),
     ("parse", "graphql/language/lexer.py", None),

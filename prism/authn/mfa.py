@@ -1,4 +1,5 @@
-"""Multi-factor sign-in: TOTP (RFC 6238) and one-time backup codes.
+"""Multi-factor sign-in: TOTP (RFC 6238) and one-time backup codes, the mechanics (enrolment
+and the rest of what a user does with them: ``prism.identity.mfa``).
 
 The TOTP secret is sealed with the server's key (bound to its user, see ``SecretBox``);
 backup codes are stored as keyed hashes and spent once. A TOTP code is accepted for the
@@ -18,11 +19,7 @@ import pyotp
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism.authn.secrets import SecretBox
-from prism.authz.policy import Action, require
-from prism.authz.principal import Principal
-from prism.errors import BadUserInput, Conflict, not_found
 from prism.models import users as user_models
-from prism.models.audit import Actor, RequestMeta, record_event
 from prism.models.users import User
 
 ISSUER = "Prism"
@@ -66,8 +63,32 @@ def normalize_backup_code(code: str) -> str | None:
     return raw
 
 
-def _backup_hash(box: SecretBox, normalized: str) -> bytes:
+def backup_hash(box: SecretBox, normalized: str) -> bytes:
+    """What is stored of a backup code (keyed with the server's key)."""
     return box.digest(b"mfa-backup", normalized)
+
+
+def backup_hashes(box: SecretBox, codes: list[str]) -> list[bytes]:
+    return [backup_hash(box, c.replace("-", "")) for c in codes]
+
+
+def new_secret() -> str:
+    """A new TOTP secret (base32)."""
+    return pyotp.random_base32()
+
+
+def seal_secret(box: SecretBox, user_id: uuid.UUID, secret: str) -> bytes:
+    return box.seal(secret.encode(), _sealing_context(user_id))
+
+
+def open_secret(box: SecretBox, user_id: uuid.UUID, sealed: bytes) -> str:
+    """A user's TOTP secret, from its sealed form (``User.mfa_secret``)."""
+    return box.open(sealed, _sealing_context(user_id)).decode()
+
+
+def provisioning_uri(secret: str, email: str) -> str:
+    """The otpauth:// URI of a secret, for a QR code."""
+    return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=ISSUER)
 
 
 async def verify_second_factor(
@@ -77,8 +98,7 @@ async def verify_second_factor(
     if not user.mfa_enabled or user.mfa_secret is None or len(code) > 64:
         return False
     if _TOTP.match(code.strip()):
-        secret = box.open(user.mfa_secret, _sealing_context(user.id)).decode()
-        step = matching_step(secret, code)
+        step = matching_step(open_secret(box, user.id, user.mfa_secret), code)
         return step is not None and await user_models.accept_totp_step(session, user.id, step)
     normalized = normalize_backup_code(code)
     if normalized is None:
@@ -88,129 +108,3 @@ async def verify_second_factor(
         if await user_models.use_backup_code(session, user.id, code_hash):
             return True
     return False
-
-
-async def _own_user(session: AsyncSession, principal: Principal) -> User:
-    require(principal, Action.MFA_MANAGE)
-    user = None
-    if principal.user_id is not None:
-        user = await user_models.lock_user(session, principal.organization_id, principal.user_id)
-    if user is None:
-        raise not_found("User")
-    return user
-
-
-async def _audit(
-    session: AsyncSession,
-    principal: Principal,
-    user: User,
-    event: str,
-    text: str,
-    meta: RequestMeta,
-) -> None:
-    await record_event(
-        session,
-        organization_id=user.organization_id,
-        actor=Actor(user_id=principal.user_id, api_token_id=principal.api_token_id),
-        event_type=event,
-        category="security",
-        description=text,
-        resource_type="User",
-        resource_id=user.id,
-        meta=meta,
-    )
-
-
-async def begin_enrollment(
-    session: AsyncSession, box: SecretBox, principal: Principal, *, meta: RequestMeta
-) -> tuple[str, str]:
-    """A new TOTP secret for the caller: (secret, otpauth:// URI for a QR code). MFA is not
-    on until ``confirm_enrollment`` sees a code from it."""
-    user = await _own_user(session, principal)
-    if user.mfa_enabled:
-        raise Conflict("MFA is already on. Turn it off before enrolling another authenticator.")
-    secret = pyotp.random_base32()
-    user.mfa_secret = box.seal(secret.encode(), _sealing_context(user.id))
-    user.mfa_last_step = None
-    await session.flush()
-    await _audit(session, principal, user, "auth.mfa_enrolment", "MFA enrolment started", meta)
-    uri = pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=ISSUER)
-    return secret, uri
-
-
-async def confirm_enrollment(
-    session: AsyncSession, box: SecretBox, principal: Principal, *, code: str, meta: RequestMeta
-) -> tuple[list[str], User]:
-    """Turn MFA on with a code from the new authenticator; returns the backup codes, shown
-    this once."""
-    user = await _own_user(session, principal)
-    if user.mfa_enabled:
-        raise Conflict("MFA is already on.")
-    if user.mfa_secret is None:
-        raise BadUserInput("Start with `beginMfaEnrollment`.", argument="code")
-    secret = box.open(user.mfa_secret, _sealing_context(user.id)).decode()
-    step = matching_step(secret, code)
-    if step is None or not await user_models.accept_totp_step(session, user.id, step):
-        raise BadUserInput(
-            "The code does not match the new authenticator (check its clock).", argument="code"
-        )
-    user.mfa_enabled = True
-    codes = await _new_backup_codes(session, box, user)
-    await _audit(session, principal, user, "auth.mfa_enabled", "MFA turned on", meta)
-    return codes, user
-
-
-async def _new_backup_codes(session: AsyncSession, box: SecretBox, user: User) -> list[str]:
-    codes = new_backup_codes()
-    hashes = [_backup_hash(box, c.replace("-", "")) for c in codes]
-    await user_models.replace_backup_codes(session, user, hashes)
-    return codes
-
-
-async def _check_code(session: AsyncSession, box: SecretBox, user: User, code: str) -> None:
-    if not user.mfa_enabled:
-        raise Conflict("MFA is not on.")
-    if not await verify_second_factor(session, box, user, code):
-        raise BadUserInput("The code is invalid or was already used.", argument="code")
-
-
-async def regenerate_backup_codes(
-    session: AsyncSession, box: SecretBox, principal: Principal, *, code: str, meta: RequestMeta
-) -> tuple[list[str], User]:
-    """New backup codes (the old ones stop working), with a current code as proof."""
-    user = await _own_user(session, principal)
-    await _check_code(session, box, user, code)
-    codes = await _new_backup_codes(session, box, user)
-    await _audit(session, principal, user, "auth.mfa_backup_codes", "New MFA backup codes", meta)
-    return codes, user
-
-
-async def disable(
-    session: AsyncSession, box: SecretBox, principal: Principal, *, code: str, meta: RequestMeta
-) -> User:
-    """Turn the caller's MFA off, with a current code (or a backup code) as proof."""
-    user = await _own_user(session, principal)
-    await _check_code(session, box, user, code)
-    await _clear(session, user)
-    await _audit(session, principal, user, "auth.mfa_disabled", "MFA turned off", meta)
-    return user
-
-
-async def reset(
-    session: AsyncSession, principal: Principal, *, user_id: uuid.UUID, meta: RequestMeta
-) -> User:
-    """An ADMIN turns off another user's MFA (a lost authenticator and no backup codes)."""
-    require(principal, Action.USER_MFA_RESET)
-    user = await user_models.lock_user(session, principal.organization_id, user_id)
-    if user is None:
-        raise not_found("User")
-    await _clear(session, user)
-    await _audit(session, principal, user, "auth.mfa_reset", f"MFA of {user.email} reset", meta)
-    return user
-
-
-async def _clear(session: AsyncSession, user: User) -> None:
-    user.mfa_enabled = False
-    user.mfa_secret = None
-    user.mfa_last_step = None
-    await user_models.replace_backup_codes(session, user, [])

@@ -1,5 +1,5 @@
 """``python -m prism.cli``: the ``prism`` command."""
 
-from prism.cli.commands import main
+from prism.cli.main import main
 
 main()

@@ -11,7 +11,7 @@ from typing import Any
 import click
 import structlog
 
-log = structlog.get_logger("prism.cli.commands")
+log = structlog.get_logger("prism.cli")
 LONGEST = 300
 
 

@@ -12,12 +12,14 @@ from importlib import resources
 
 import sqlalchemy as sa
 
-from prism import operators
+from prism.audit import OPERATOR
 from prism.authz.principal import SCOPES
 from prism.bi import refresh as bi_refresh
 from prism.demo import scale as scale_corpus
 from prism.documents.intake import receive_upload
 from prism.errors import NotFound
+from prism.identity import organizations as identity_organizations
+from prism.identity import users as identity_users
 from prism.jobs.worker import Worker
 from prism.models import users as user_models
 from prism.models.analyses import Analysis
@@ -34,6 +36,7 @@ from prism.models.feedback import Feedback
 from prism.models.scope import Scope
 from prism.models.users import ApiToken
 from prism.services import Services
+from prism.tokens import api_tokens
 
 DEMO_ORGANIZATION = "Acme Legal"
 OTHER_ORGANIZATION = "Globex Corporation"
@@ -75,7 +78,7 @@ def sample(name: str) -> bytes:
 
 async def seed(services: Services) -> DemoResult:
     try:
-        org_id = await operators.find_organization(services, DEMO_ORGANIZATION)
+        org_id = await identity_organizations.find_organization(services, DEMO_ORGANIZATION)
         created = False
     except NotFound:
         org_id = await _seed_organization(services, DEMO_ORGANIZATION, ACME_USERS, ACME_DOCUMENTS)
@@ -125,8 +128,8 @@ async def load_scale(
             on_rollups("slices", slices)
     rollup_seconds = time.perf_counter() - started
     org_id, _, admin = corpus.organizations[0]
-    created = await operators.create_token(
-        services, org_id, name=DEMO_TOKEN_NAME, scopes=sorted(SCOPES), user_email=admin
+    created = await api_tokens.create_token(
+        services, OPERATOR, org_id, name=DEMO_TOKEN_NAME, scopes=sorted(SCOPES), user_email=admin
     )
     return ScaleDemo(corpus=corpus, token=created.secret, rollup_seconds=rollup_seconds)
 
@@ -137,11 +140,14 @@ async def _seed_organization(
     people: list[tuple[str, Role, Classification, str, str, str]],
     documents: list[tuple[str, DocumentType, Classification, str]],
 ) -> uuid.UUID:
-    org = await operators.create_organization(services, name, domain=people[0][0].split("@")[1])
+    org = await identity_organizations.create_organization(
+        services, OPERATOR, name, domain=people[0][0].split("@")[1]
+    )
     users = {}
     for email, role, clearance, department, first, last in people:
-        users[role] = await operators.create_user(
+        users[role] = await identity_users.add_user(
             services,
+            OPERATOR,
             org.id,
             email=email,
             password=DEMO_PASSWORD,
@@ -166,7 +172,7 @@ async def _seed_organization(
                 classification=classification,
                 analyze=True,
                 actor=Actor(user_id=uploader.id),
-                meta=operators.CLI,
+                meta=OPERATOR,
             )
     # The same pipeline as any upload: extraction and analysis jobs, run here to the end.
     await Worker(services).drain()
@@ -225,7 +231,7 @@ async def _review(
 
 
 async def _fresh_token(services: Services, org_id: uuid.UUID) -> str:
-    admin = await operators.user_by_email(services, org_id, ACME_USERS[0][0])
+    admin = await identity_users.user_by_email(services, org_id, ACME_USERS[0][0])
     async with services.db.transaction(org_id) as session:
         old = await session.scalars(
             sa.select(ApiToken).where(
@@ -236,7 +242,12 @@ async def _fresh_token(services: Services, org_id: uuid.UUID) -> str:
         )
         for token in old:
             await user_models.revoke_api_token(session, token)
-    created = await operators.create_token(
-        services, org_id, name=DEMO_TOKEN_NAME, scopes=sorted(SCOPES), user_email=admin.email
+    created = await api_tokens.create_token(
+        services,
+        OPERATOR,
+        org_id,
+        name=DEMO_TOKEN_NAME,
+        scopes=sorted(SCOPES),
+        user_email=admin.email,
     )
     return created.secret

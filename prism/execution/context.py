@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prism.authz import identity
+from prism.authn.bearer import authenticate_bearer
 from prism.authz.principal import Principal
 from prism.cache.store import Bucket, Rate
 from prism.db.engine import Database, set_organization
@@ -200,7 +200,7 @@ class Context:
         changed role, clearance or department comes back as it is now."""
         if self.credential is None:
             return self.require_principal()
-        return await identity.authenticate_bearer(
+        return await authenticate_bearer(
             self.services.db, self.services.access_tokens, self.credential
         )
 

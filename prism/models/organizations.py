@@ -46,6 +46,20 @@ async def read_organization(
     return await session.get(Organization, organization_id)
 
 
+async def lock_organization(
+    session: AsyncSession, organization_id: uuid.UUID
+) -> Organization | None:
+    """The organization, row-locked until the transaction ends."""
+    return await session.get(Organization, organization_id, with_for_update=True)
+
+
+async def find_organization(session: AsyncSession, ref: str) -> uuid.UUID | None:
+    """An organization by id or (case-insensitive) name, whichever it is (a narrow SECURITY
+    DEFINER function, RLS stays on)."""
+    found = await session.scalar(sa.select(sa.func.prism_find_organization(ref)))
+    return None if found is None else uuid.UUID(str(found))
+
+
 async def create_organization(
     session: AsyncSession,
     *,

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from prism.models.addresses import canonical_email
 from prism.models.base import Base, created_at, enum_column, org_fk, pk, updated_at, utcnow
 from prism.models.enums import Classification, Role
 from prism.models.pagination import Page, PageRequest, keyset_page
@@ -237,6 +238,41 @@ async def email_in_use(session: AsyncSession, email: str) -> bool:
     return bool(used)
 
 
+async def read_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    """The user (RLS: of the transaction's organization)."""
+    return await session.get(User, user_id)
+
+
+async def read_user_by_email(
+    session: AsyncSession, organization_id: uuid.UUID, email: str
+) -> User | None:
+    """A user of the organization by any spelling of its address (``addresses``)."""
+    address = canonical_email(email) or email.strip()
+    found: User | None = await session.scalar(
+        sa.select(User).where(
+            User.organization_id == organization_id,
+            sa.func.lower(User.email) == address.lower(),
+        )
+    )
+    return found
+
+
+async def login_lookup(session: AsyncSession, email: str) -> sa.Row[Any] | None:
+    """(user_id, organization_id, password_hash) of an address, before the organization is
+    known (a narrow SECURITY DEFINER function)."""
+    return (
+        await session.execute(
+            sa.select(
+                sa.column("user_id"), sa.column("organization_id"), sa.column("password_hash")
+            ).select_from(
+                sa.func.prism_login_lookup(email).table_valued(
+                    "user_id", "organization_id", "password_hash"
+                )
+            )
+        )
+    ).first()
+
+
 async def mark_login(session: AsyncSession, user: User) -> None:
     user.last_login_at = utcnow()
     await session.flush()
@@ -299,6 +335,20 @@ async def create_api_token(session: AsyncSession, token: ApiToken) -> ApiToken:
     return token
 
 
+async def lock_api_token(
+    session: AsyncSession, organization_id: uuid.UUID, token_id: uuid.UUID
+) -> ApiToken | None:
+    """The token, row-locked until the transaction ends (None: not in this organization)."""
+    found: ApiToken | None = (
+        await session.scalars(
+            sa.select(ApiToken)
+            .where(ApiToken.id == token_id, ApiToken.organization_id == organization_id)
+            .with_for_update()
+        )
+    ).one_or_none()
+    return found
+
+
 async def revoke_api_token(session: AsyncSession, token: ApiToken) -> ApiToken:
     if token.revoked_at is None:
         token.revoked_at = utcnow()
@@ -313,6 +363,27 @@ async def create_refresh_session(session: AsyncSession, row: RefreshSession) -> 
     session.add(row)
     await session.flush()
     return row
+
+
+async def refresh_lookup(session: AsyncSession, token_hash: bytes) -> sa.Row[Any] | None:
+    """(session_id, organization_id) of a refresh token's hash, before the organization is
+    known (a narrow SECURITY DEFINER function)."""
+    return (
+        await session.execute(
+            sa.select(sa.column("session_id"), sa.column("organization_id")).select_from(
+                sa.func.prism_refresh_lookup(token_hash).table_valued(
+                    "session_id", "organization_id"
+                )
+            )
+        )
+    ).first()
+
+
+async def lock_refresh_session(
+    session: AsyncSession, session_id: uuid.UUID
+) -> RefreshSession | None:
+    """The refresh session, row-locked until the transaction ends."""
+    return await session.get(RefreshSession, session_id, with_for_update=True)
 
 
 async def revoke_session_family(session: AsyncSession, family_id: uuid.UUID) -> None:

@@ -6,7 +6,7 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from prism.authz.identity import principal_for, service_principal
+from prism.authn.bearer import principal_for, service_principal
 from prism.authz.policy import Action, Decision, decide, require
 from prism.authz.principal import Principal
 from prism.documents.editing import resource_of

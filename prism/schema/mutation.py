@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from datetime import datetime
 
 import strawberry
 from starlette.datastructures import UploadFile
 from strawberry.file_uploads import Upload
 
-from prism.authn import mfa, throttle
-from prism.authz import identity
 from prism.errors import BadUserInput
-from prism.models.users import User as UserRow
 from prism.resolvers import documents as document_resolvers
 from prism.resolvers import governance as governance_resolvers
+from prism.resolvers import identity as identity_resolvers
 from prism.resolvers import privacy as governance_data_resolvers
+from prism.resolvers import tokens as token_resolvers
 from prism.resolvers.ids import expect_id
 from prism.schema.audit import Job
 from prism.schema.base import Info
@@ -35,7 +32,7 @@ class AuthPayload:
     user: User
 
     @classmethod
-    def from_signed_in(cls, signed_in: identity.SignedIn) -> AuthPayload:
+    def from_signed_in(cls, signed_in: identity_resolvers.SignedIn) -> AuthPayload:
         return cls(
             access_token=signed_in.access_token,
             refresh_token=signed_in.refresh_token,
@@ -173,89 +170,56 @@ class ReviewFeedbackInput:
 class Mutation:
     @strawberry.mutation(description="Sign in with e-mail and password.")
     async def login(self, info: Info, input: LoginInput) -> AuthPayload:
-        services = info.context.services
-        # Sign-in runs in transactions of its own: the caller's organization (if any) must
-        # not be switched under the request's other fields.
-        with info.context.retry_after_header():
-            signed_in = await identity.login(
-                services.db,
-                services.passwords,
-                services.access_tokens,
-                services.secrets,
-                email=input.email,
-                password=input.password,
-                totp=input.totp,
-                meta=info.context.meta,
-                refresh_ttl=services.refresh_ttl,
-            )
+        signed_in = await identity_resolvers.login(
+            info.context, input.email, input.password, input.totp
+        )
         return AuthPayload.from_signed_in(signed_in)
 
     @strawberry.mutation(
         description="Trade a refresh token for a new session (the old token stops working)."
     )
     async def refresh_session(self, info: Info, refresh_token: str) -> AuthPayload:
-        services = info.context.services
-        signed_in = await identity.refresh(
-            services.db,
-            services.access_tokens,
-            refresh_token=refresh_token,
-            meta=info.context.meta,
-            refresh_ttl=services.refresh_ttl,
-        )
+        signed_in = await identity_resolvers.refresh_session(info.context, refresh_token)
         return AuthPayload.from_signed_in(signed_in)
 
     @strawberry.mutation(
         description="End the session of a refresh token; false if it was not active."
     )
     async def logout(self, info: Info, refresh_token: str) -> bool:
-        return await identity.logout(
-            info.context.services.db, refresh_token=refresh_token, meta=info.context.meta
-        )
+        return await identity_resolvers.logout(info.context, refresh_token)
 
     @strawberry.mutation(
         description="Start MFA enrolment: a new TOTP secret for the caller's authenticator "
         "app (signed-in session only)."
     )
     async def begin_mfa_enrollment(self, info: Info) -> MfaEnrollment:
-        principal = info.context.require_principal()
-        async with info.context.transaction.write() as session:
-            secret, uri = await mfa.begin_enrollment(
-                session, info.context.services.secrets, principal, meta=info.context.meta
-            )
+        secret, uri = await identity_resolvers.begin_mfa_enrollment(info.context)
         return MfaEnrollment(secret=secret, otpauth_uri=uri)
 
     @strawberry.mutation(
         description="Turn MFA on with a code from the new authenticator; returns backup codes."
     )
     async def confirm_mfa_enrollment(self, info: Info, input: MfaCodeInput) -> MfaBackupCodes:
-        return await _with_backup_codes(info, mfa.confirm_enrollment, input.code)
+        codes, row = await identity_resolvers.confirm_mfa_enrollment(info.context, input.code)
+        return MfaBackupCodes(backup_codes=codes, user=User.from_row(row))
 
     @strawberry.mutation(
         description="Replace the caller's backup codes (the old ones stop working)."
     )
     async def regenerate_mfa_backup_codes(self, info: Info, input: MfaCodeInput) -> MfaBackupCodes:
-        return await _with_backup_codes(info, mfa.regenerate_backup_codes, input.code)
+        codes, row = await identity_resolvers.regenerate_mfa_backup_codes(info.context, input.code)
+        return MfaBackupCodes(backup_codes=codes, user=User.from_row(row))
 
     @strawberry.mutation(description="Turn the caller's MFA off, with a current or backup code.")
     async def disable_mfa(self, info: Info, input: MfaCodeInput) -> User:
-        principal = info.context.require_principal()
-        services = info.context.services
-        async with _code_attempt(info), info.context.transaction.write() as session:
-            row = await mfa.disable(
-                session, services.secrets, principal, code=input.code, meta=info.context.meta
-            )
-        return User.from_row(row)
+        return User.from_row(await identity_resolvers.disable_mfa(info.context, input.code))
 
     @strawberry.mutation(
         description="Turn off another user's MFA when their authenticator and backup codes "
         "are lost (ADMIN, signed-in session only)."
     )
     async def reset_user_mfa(self, info: Info, user_id: strawberry.ID) -> User:
-        principal = info.context.require_principal()
-        async with info.context.transaction.write() as session:
-            row = await mfa.reset(
-                session, principal, user_id=expect_id(user_id, "User"), meta=info.context.meta
-            )
+        row = await identity_resolvers.reset_user_mfa(info.context, user_id)
         return User.from_row(row)
 
     @strawberry.mutation(
@@ -264,54 +228,37 @@ class Mutation:
     async def create_api_token(
         self, info: Info, input: CreateApiTokenInput
     ) -> CreateApiTokenPayload:
-        principal = info.context.require_principal()
-        async with info.context.transaction.write() as session:
-            secret, row = await identity.create_api_token(
-                session,
-                principal,
-                name=input.name,
-                scopes=input.scopes,
-                expires_at=input.expires_at,
-                meta=info.context.meta,
-            )
+        secret, row = await token_resolvers.create_api_token(
+            info.context, input.name, input.scopes, input.expires_at
+        )
         return CreateApiTokenPayload(token=secret, api_token=ApiToken.from_row(row))
 
     @strawberry.mutation(description="Revoke an API token: it stops working on the next request.")
     async def revoke_api_token(self, info: Info, id: strawberry.ID) -> ApiToken:
-        principal = info.context.require_principal()
-        async with info.context.transaction.write() as session:
-            row = await identity.revoke_api_token(
-                session, principal, token_id=expect_id(id, "ApiToken"), meta=info.context.meta
-            )
+        row = await token_resolvers.revoke_api_token(info.context, id)
         return ApiToken.from_row(row)
 
     @strawberry.mutation(description="Create a user in the caller's organization (ADMIN).")
     async def create_user(self, info: Info, input: CreateUserInput) -> User:
-        principal = info.context.require_principal()
-        # Hashed before the transaction: no pooled connection waits on argon2.
-        password_hash = await info.context.services.passwords.hash_async(input.password)
-        async with info.context.transaction.write() as session:
-            row = await identity.create_user(
-                session,
-                principal,
-                organization_id=principal.organization_id,
+        row = await identity_resolvers.create_user(
+            info.context,
+            identity_resolvers.NewUser(
                 email=input.email,
-                password_hash=password_hash,
+                password=input.password,
                 role=input.role,
                 clearance=input.clearance,
                 first_name=input.first_name,
                 last_name=input.last_name,
                 department=input.department,
                 access_expires_at=input.access_expires_at,
-                meta=info.context.meta,
-            )
+            ),
+        )
         return User.from_row(row)
 
     @strawberry.mutation(
         description="Change a user's role, department, clearance or access expiry (ADMIN)."
     )
     async def update_user(self, info: Info, input: UpdateUserInput) -> User:
-        principal = info.context.require_principal()
         changes = {
             name: value
             for name, value in (
@@ -322,14 +269,7 @@ class Mutation:
             )
             if value is not None
         }
-        async with info.context.transaction.write() as session:
-            row = await identity.update_user(
-                session,
-                principal,
-                user_id=expect_id(input.id, "User"),
-                changes=changes,
-                meta=info.context.meta,
-            )
+        row = await identity_resolvers.update_user(info.context, input.id, changes)
         return User.from_row(row)
 
     @strawberry.mutation(
@@ -447,31 +387,3 @@ class Mutation:
             info.context, input.category, input.changes()
         )
         return RetentionPolicy.from_row(row)
-
-
-@asynccontextmanager
-async def _code_attempt(info: Info) -> AsyncIterator[None]:
-    """Codes checked in a session are throttled like sign-in: a stolen session must not be
-    able to guess its way past the second factor."""
-    context = info.context
-    principal = context.require_principal()
-    services = context.services
-    keys = throttle.SignInKeys.of(
-        services.secrets, f"user:{principal.user_id}", context.meta.ip_address
-    )
-    with context.retry_after_header():
-        await throttle.reserve(services.db, keys)
-    yield
-    await throttle.succeeded(services.db, keys)
-
-
-async def _with_backup_codes(
-    info: Info, operation: Callable[..., Awaitable[tuple[list[str], UserRow]]], code: str
-) -> MfaBackupCodes:
-    principal = info.context.require_principal()
-    services = info.context.services
-    async with _code_attempt(info), info.context.transaction.write() as session:
-        codes, row = await operation(
-            session, services.secrets, principal, code=code, meta=info.context.meta
-        )
-    return MfaBackupCodes(backup_codes=codes, user=User.from_row(row))

@@ -42,7 +42,7 @@ from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET
 
 from prism import bootstrap
-from prism.authz import identity
+from prism.authn.bearer import authenticate_bearer
 from prism.authz.principal import Principal
 from prism.config import Settings
 from prism.db.engine import url_for_asyncpg
@@ -170,7 +170,7 @@ class BearerAuthentication(AuthenticationBackend):
             raise AuthenticationError("Use `Authorization: Bearer <token>`.")
         services: Services = conn.app.state.services
         try:
-            principal = await identity.authenticate_bearer(
+            principal = await authenticate_bearer(
                 services.db, services.access_tokens, value.strip()
             )
         except Unauthenticated as exc:
@@ -519,9 +519,7 @@ class PrismGraphQL(GraphQL[Context, None]):
         deadline = answer_deadline(services.settings.request_timeout_seconds)
         try:
             async with answered_within(deadline, "connection_init"):
-                principal = await identity.authenticate_bearer(
-                    services.db, services.access_tokens, bearer
-                )
+                principal = await authenticate_bearer(services.db, services.access_tokens, bearer)
         except Unauthenticated as exc:
             raise await _rejected(context, exc.message) from exc
         context.authenticate(principal, bearer)

@@ -1,0 +1,268 @@
+"""``prism lifecycle``, ``quality``, ``backup`` and ``lake``: retention, data quality, verified
+backups and the data lake."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from prism.audit import OPERATOR
+from prism.cli.app import console, emit, main, organization_ids, with_services
+from prism.services import Services
+
+
+@main.group()
+def lifecycle() -> None:
+    """Retention: storage tiers and purges by each organization's policies."""
+
+
+@lifecycle.command("run")
+@click.option("--dry-run", is_flag=True, help="Say what would move and be purged; change nothing.")
+@click.option("--org", "org_ref", default=None, help="One organization (name or id); default all.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def lifecycle_run(dry_run: bool, org_ref: str | None, as_json: bool) -> None:
+    """Move document files to colder tiers and purge what has expired (never under legal
+    hold); every transition and purge is audited with its counts."""
+    from prism.governance.lifecycle import LifecycleReport, run_lifecycle
+
+    async def work(services: Services) -> list[LifecycleReport]:
+        return [
+            await run_lifecycle(services.db, services.objects, org, dry_run=dry_run, meta=OPERATOR)
+            for org in await organization_ids(services, org_ref)
+        ]
+
+    reports = with_services(work)
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "organizationId": str(r.organization_id),
+                        "dryRun": r.dry_run,
+                        "transitions": dict(r.transitions),
+                        "purged": dict(r.purged),
+                        "objectErrors": r.object_errors,
+                    }
+                    for r in reports
+                ]
+            )
+        )
+        return
+    title = "Lifecycle (dry run: nothing changed)" if dry_run else "Lifecycle"
+    table = Table("organization", "tier moves", "purged", "object errors", title=title)
+    for r in reports:
+        moves = ", ".join(f"{k} {v}" for k, v in sorted(r.transitions.items())) or "-"
+        purged = ", ".join(f"{k.lower()} {v}" for k, v in sorted(r.purged.items()) if v) or "-"
+        table.add_row(str(r.organization_id), moves, purged, str(r.object_errors))
+    Console().print(table)
+
+
+@main.group()
+def quality() -> None:
+    """Data quality."""
+
+
+@quality.command("check")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    default=0.95,
+    show_default=True,
+    help="Exit 1 when an organization's overall score is below this.",
+)
+@click.option("--org", "org_ref", default=None, help="One organization (name or id); default all.")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+def quality_check(threshold: float, org_ref: str | None, as_json: bool) -> None:
+    """Assess data quality (stored as a run, shown by `dataQualityReport`)."""
+    from prism.governance.quality import assess
+    from prism.models.governance import QualityRun
+
+    async def work(services: Services) -> list[QualityRun]:
+        sla = services.settings.analysis_sla_seconds
+        return [
+            await assess(services.db, org, analysis_sla_seconds=sla)
+            for org in await organization_ids(services, org_ref)
+        ]
+
+    runs = with_services(work)
+    below = [r for r in runs if r.overall_score < threshold]
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "organizationId": str(r.organization_id),
+                        "overallScore": r.overall_score,
+                        "checks": r.checks,
+                    }
+                    for r in runs
+                ]
+            )
+        )
+    else:
+        out = Console()
+        for run in runs:
+            table = Table(
+                "table",
+                "dimension",
+                "check",
+                "score",
+                "failing",
+                "checked",
+                title=f"{run.organization_id}: overall {run.overall_score:.3f}",
+            )
+            for c in run.checks:
+                style = "red" if c["score"] < threshold else ""
+                table.add_row(
+                    c["table"],
+                    c["dimension"],
+                    c["name"],
+                    f"[{style}]{c['score']:.3f}[/{style}]" if style else f"{c['score']:.3f}",
+                    str(c["failingRows"]),
+                    str(c["checkedRows"]),
+                )
+            out.print(table)
+    if below:
+        console.print(f"[red]{len(below)} organization(s) below the threshold {threshold}.[/red]")
+        sys.exit(1)
+
+
+@main.group()
+def backup() -> None:
+    """Verified backups of the database to the object store."""
+
+
+@backup.command("create")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def backup_create(as_json: bool) -> None:
+    """pg_dump (custom format) to the object store, with a manifest of row counts and
+    checksums per table taken from the same snapshot."""
+    from prism.governance.backup import BackupError, BackupResult, create_backup
+
+    async def work(services: Services) -> BackupResult:
+        url = services.db.engine.url.render_as_string(hide_password=False)
+        return await create_backup(url, services.objects, bin_dir=services.settings.pg_bin_dir)
+
+    try:
+        result = with_services(work)
+    except BackupError as error:
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(result.manifest))
+        return
+    tables = result.manifest["tables"]
+    console.print(
+        f"Backup {result.name}: {result.manifest['dump']['bytes']} bytes, {len(tables)} tables, "
+        f"{sum(t['rows'] for t in tables.values())} rows; dump sha256 "
+        f"{result.manifest['dump']['sha256']}"
+    )
+    click.echo(result.name)
+
+
+@backup.command("verify")
+@click.option("--name", default=None, help="The backup to verify (default: the latest).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def backup_verify(name: str | None, as_json: bool) -> None:
+    """Restore a backup into a scratch database and compare it with its manifest; exit 1 on
+    any difference."""
+    from prism.governance.backup import BackupError, VerifyReport, verify_backup
+
+    async def work(services: Services) -> VerifyReport:
+        url = services.db.engine.url.render_as_string(hide_password=False)
+        return await verify_backup(
+            url, services.objects, name=name, bin_dir=services.settings.pg_bin_dir
+        )
+
+    try:
+        report = with_services(work)
+    except BackupError as error:
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "name": report.name,
+                    "ok": report.ok,
+                    "dumpChecksumMatches": report.dump_checksum_matches,
+                    "restored": report.restored,
+                    "error": report.error,
+                    "tables": [
+                        {
+                            "table": t.table,
+                            "expectedRows": t.expected_rows,
+                            "actualRows": t.actual_rows,
+                            "checksumMatches": t.checksum_matches,
+                        }
+                        for t in report.tables
+                    ],
+                }
+            )
+        )
+    elif report.error and not report.restored and not report.tables:
+        # Nothing was restored to compare (manifest or dump missing): one line says it.
+        console.print(f"[red]error:[/red] backup {report.name}: {report.error}", soft_wrap=True)
+    else:
+        table = Table("table", "manifest rows", "restored rows", "checksum", title=report.name)
+        for t in report.tables:
+            mark = "[green]ok[/green]" if t.ok else "[red]MISMATCH[/red]"
+            table.add_row(t.table, str(t.expected_rows), str(t.actual_rows), mark)
+        Console().print(table)
+        dump = "matches" if report.dump_checksum_matches else "[red]DOES NOT MATCH[/red]"
+        console.print(f"Dump checksum {dump}; restored: {report.restored}.")
+        if report.error:
+            console.print(f"[red]{report.error}[/red]")
+        verdict = "[green]verified[/green]" if report.ok else "[red]verification failed[/red]"
+        console.print(f"Backup {report.name}: {verdict}")
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.group()
+def lake() -> None:
+    """The data lake: Parquet datasets in the object store."""
+
+
+@lake.command("export")
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    default=None,
+    help="Export rows changed from this UTC date on (default: from each table's watermark).",
+)
+@click.option(
+    "--settle-seconds",
+    type=click.FloatRange(0, 3600),
+    default=60,
+    show_default=True,
+    help="Leave rows younger than this for the next run (transactions still in flight).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def lake_export(since: Any, settle_seconds: float, as_json: bool) -> None:
+    """Write bronze (raw), silver (PII-masked) and gold (daily aggregates) Parquet datasets
+    partitioned year=/month=/day=, incrementally from the last watermark."""
+    from datetime import UTC
+
+    from prism.governance import lake as lake_module
+
+    async def work(services: Services) -> lake_module.LakeReport:
+        return await lake_module.export(
+            services.db,
+            services.objects,
+            since=since.replace(tzinfo=UTC) if since else None,
+            settle_seconds=settle_seconds,
+        )
+
+    report = with_services(work)
+    emit(
+        report.as_json(),
+        as_json,
+        f"Lake export: {report.rows} rows in {report.files} files "
+        f"({report.organizations} organizations).",
+    )

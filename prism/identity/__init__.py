@@ -1,0 +1,1 @@
+"""Identity: organizations, users, sign-in sessions and MFA enrolment (the use cases)."""

@@ -1,0 +1,30 @@
+"""API token mutations: one use case of ``prism.tokens`` each, in the request's
+transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prism.execution.context import Context
+from prism.models.users import ApiToken
+from prism.resolvers.ids import expect_id
+from prism.tokens import api_tokens
+
+
+async def create_api_token(
+    ctx: Context, name: str, scopes: list[str], expires_at: datetime | None
+) -> tuple[str, ApiToken]:
+    """(the secret, shown once; the token)."""
+    principal = ctx.require_principal()
+    async with ctx.transaction.write() as session:
+        return await api_tokens.create_api_token(
+            session, principal, ctx.meta, name=name, scopes=scopes, expires_at=expires_at
+        )
+
+
+async def revoke_api_token(ctx: Context, token_id: str) -> ApiToken:
+    principal = ctx.require_principal()
+    async with ctx.transaction.write() as session:
+        return await api_tokens.revoke_api_token(
+            session, principal, ctx.meta, token_id=expect_id(token_id, "ApiToken")
+        )

@@ -1,0 +1,174 @@
+"""API tokens: a partner's or an automation's credential, bound to a user (acting with that
+user's current rights) or a service token with its own role; issued and revoked here, each
+audited in the change's transaction."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prism import audit
+from prism.audit import RequestMeta
+from prism.authn.secrets import new_api_token, public_prefix, token_digest
+from prism.authz.policy import Action, Resource, may_read_token, require
+from prism.authz.principal import SCOPES, Principal
+from prism.errors import BadUserInput, NotFound, not_found
+from prism.models import users as user_models
+from prism.models.enums import Classification, Role
+from prism.models.users import ApiToken
+from prism.services import Services
+
+
+def validate_scopes(scopes: list[str], principal: Principal) -> list[str]:
+    unknown = sorted(set(scopes) - SCOPES)
+    if not scopes or unknown:
+        raise BadUserInput(
+            f"Unknown or missing scopes: {', '.join(unknown) or '(none given)'}. "
+            f"Known scopes: {', '.join(sorted(SCOPES))}.",
+            argument="scopes",
+        )
+    wider = sorted(set(scopes) - principal.granted_scopes)
+    if wider:
+        raise BadUserInput(
+            f"A token cannot grant scopes its creator lacks: {', '.join(wider)}.", argument="scopes"
+        )
+    return sorted(set(scopes))
+
+
+async def create_api_token(
+    session: AsyncSession,
+    principal: Principal,
+    meta: RequestMeta,
+    *,
+    name: str,
+    scopes: list[str],
+    expires_at: datetime | None,
+) -> tuple[str, ApiToken]:
+    """A token bound to the calling user (or, from a service token, one with its role)."""
+    require(principal, Action.TOKEN_CREATE)
+    name = name.strip()
+    if not 1 <= len(name) <= 100:
+        raise BadUserInput("A token name is 1 to 100 characters.", argument="name")
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise BadUserInput("`expiresAt` needs a UTC offset.", argument="expiresAt")
+    if expires_at is not None and expires_at <= datetime.now(UTC):
+        raise BadUserInput("`expiresAt` must be in the future.", argument="expiresAt")
+    secret = new_api_token()
+    token = await user_models.create_api_token(
+        session,
+        ApiToken(
+            organization_id=principal.organization_id,
+            user_id=principal.user_id,
+            role=principal.role,
+            clearance=principal.clearance,
+            department=principal.department,
+            name=name,
+            prefix=public_prefix(secret),
+            token_hash=token_digest(secret),
+            scopes=validate_scopes(scopes, principal),
+            expires_at=expires_at,
+            created_by=principal.user_id,
+        ),
+    )
+    await audit.record(
+        session,
+        principal,
+        meta,
+        event_type="token.create",
+        category="security",
+        description=f"API token {token.name!r} ({token.prefix}…) created",
+        resource_type="ApiToken",
+        resource_id=token.id,
+        after={
+            "name": token.name,
+            "prefix": token.prefix,
+            "scopes": token.scopes,
+            "expiresAt": expires_at.isoformat() if expires_at else None,
+        },
+    )
+    return secret, token
+
+
+async def revoke_api_token(
+    session: AsyncSession, principal: Principal, meta: RequestMeta, *, token_id: uuid.UUID
+) -> ApiToken:
+    token = await user_models.lock_api_token(session, principal.organization_id, token_id)
+    if token is None or not may_read_token(principal, token.user_id, token.created_by):
+        raise not_found("ApiToken")
+    owner = token.user_id or token.created_by
+    require(
+        principal,
+        Action.TOKEN_REVOKE,
+        Resource(organization_id=token.organization_id, kind="ApiToken", owner_id=owner),
+    )
+    if token.revoked_at is None:
+        await user_models.revoke_api_token(session, token)
+        await audit.record(
+            session,
+            principal,
+            meta,
+            event_type="token.revoke",
+            category="security",
+            description=f"API token {token.name!r} ({token.prefix}…) revoked",
+            resource_type="ApiToken",
+            resource_id=token.id,
+        )
+    return token
+
+
+# --- operators -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreatedToken:
+    secret: str
+    token: ApiToken
+
+
+async def create_token(
+    services: Services,
+    meta: RequestMeta,
+    organization_id: uuid.UUID,
+    *,
+    name: str,
+    scopes: list[str],
+    user_email: str | None = None,
+    role: Role = Role.VIEWER,
+    clearance: Classification = Classification.INTERNAL,
+    expires_in_days: int | None = None,
+) -> CreatedToken:
+    """An operator (CLI, demo) issues a token bound to ``user_email`` (acting with that
+    user's rights) or a service token with its own role and clearance."""
+    if user_email is not None:
+        async with services.db.transaction(organization_id) as session:
+            user = await user_models.read_user_by_email(session, organization_id, user_email)
+        if user is None:
+            raise NotFound(f"No user {user_email!r} in that organization.")
+        creator = Principal(
+            organization_id=organization_id,
+            user_id=user.id,
+            api_token_id=None,
+            role=user.role,
+            clearance=user.clearance,
+            department=user.department,
+            scopes=None,
+        )
+    else:
+        creator = Principal(
+            organization_id=organization_id,
+            user_id=None,
+            api_token_id=None,
+            role=role,
+            clearance=clearance,
+            department=None,
+            scopes=SCOPES,
+        )
+    expires_at = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+    async with services.db.transaction(organization_id) as session:
+        secret, token = await create_api_token(
+            session, creator, meta, name=name, scopes=scopes, expires_at=expires_at
+        )
+    return CreatedToken(secret=secret, token=token)
