@@ -12,12 +12,12 @@ import httpx
 from prism import operators
 from prism.analysis.rules import RulesAnalyzer
 from prism.authz.principal import SCOPES
+from prism.execution.ids import to_global_id
 from prism.extraction.text import split_sections
 from prism.jobs.pipeline import analyze_sections, store_sections
 from prism.models.documents import Document
 from prism.models.enums import Classification, DocumentType, Role
 from prism.models.users import User
-from prism.resolvers.ids import to_global_id
 from prism.services import Services
 
 PASSWORD = "correct horse battery staple"

@@ -18,9 +18,9 @@ from sqlalchemy.engine import make_url
 from prism import operators
 from prism.db import migrations
 from prism.errors import BadUserInput, Conflict
+from prism.execution.ids import to_global_id
 from prism.models.enums import Classification, Role
 from prism.models.users import User
-from prism.resolvers.ids import to_global_id
 from prism.services import Services
 from tests.conftest import NewDatabase, client_of
 from tests.factories import PASSWORD, Tenant, codes, gql

@@ -17,9 +17,9 @@ from sqlalchemy.engine import make_url
 
 from prism import operators
 from prism.authz.principal import SCOPES
+from prism.execution.ids import from_global_id
 from prism.models.enums import Classification, FeedbackAction, Role
 from prism.models.feedback import Feedback, create_feedback
-from prism.resolvers.ids import from_global_id
 from prism.services import Services
 from tests.factories import PASSWORD, Tenant, add_document, add_user, codes, gid, gql
 from tests.pipeline_helpers import run_jobs, upload

@@ -22,7 +22,6 @@ SQL_FREE_IMPORTS = {"sqlalchemy.ext.asyncio", "sqlalchemy.exc"}
 PENDING = {
     "prism/authz/identity.py",
     "prism/operators.py",
-    "prism/execution/compiled.py",
     "prism/governance/lifecycle.py",
     "prism/resolvers/documents.py",
     "prism/bootstrap.py",

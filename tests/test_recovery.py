@@ -35,13 +35,13 @@ from prism.db import embedded, migrations
 from prism.db.engine import APP_ROLE, url_for_asyncpg
 from prism.db.faults import DatabaseUnavailable
 from prism.db.notify import RESYNC, Notifications
+from prism.execution.ids import expect_id, to_global_id
 from prism.jobs import pipeline
 from prism.jobs import worker as worker_module
 from prism.jobs.pipeline import JobRun
 from prism.jobs.worker import Worker
 from prism.models.enums import Role
 from prism.models.jobs import enqueue_job
-from prism.resolvers.ids import expect_id, to_global_id
 from prism.services import Services
 from tests.factories import Tenant, add_document
 from tests.pipeline_helpers import upload

@@ -118,7 +118,7 @@ PHASES = (
     ("rate limit, response cache", "prism/execution/limits.py", None),
     (
         "compiled path: the plan, its statement, the JSON parsed",
-        "prism/execution/compiled.py",
+        "prism/execution/plan",  # planner.py and planned.py
         None,
     ),
     ("persisted operation lookup", "prism/operations/registry.py", None),

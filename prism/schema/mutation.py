@@ -13,11 +13,11 @@ from strawberry.file_uploads import Upload
 from prism.authn import mfa, throttle
 from prism.authz import identity
 from prism.errors import BadUserInput
+from prism.execution.ids import expect_id
 from prism.models.users import User as UserRow
 from prism.resolvers import documents as document_resolvers
 from prism.resolvers import governance as governance_resolvers
 from prism.resolvers import privacy as governance_data_resolvers
-from prism.resolvers.ids import expect_id
 from prism.schema.audit import Job
 from prism.schema.base import Info
 from prism.schema.documents import Document, Feedback
