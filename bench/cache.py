@@ -1267,7 +1267,9 @@ def profiled_functions() -> list[tuple[str, Any]]:
     from prism.execution.extensions import Metrics, ParseCache, TransactionEnd
     from prism.execution.limits import OperationCost, RateLimit, ResponseCache
     from prism.operations.registry import OperationRegistry
-    from prism.web.app import BearerAuthentication, PrismGraphQL, RequestIdMiddleware
+    from prism.web.app import RequestIdMiddleware
+    from prism.web.auth import BearerAuthentication
+    from prism.web.graphql import PrismGraphQL
 
     return [
         ("the request inside the app (uvicorn's `run_asgi`)", RequestResponseCycle.run_asgi),

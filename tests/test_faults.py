@@ -40,6 +40,7 @@ from websockets.typing import Subprotocol
 
 from prism import bootstrap
 from prism.config import Settings
+from prism.crypto.links import ExportLinks
 from prism.db import embedded, migrations
 from prism.db import engine as db_module
 from prism.db.engine import create_engine, url_for_asyncpg
@@ -48,7 +49,6 @@ from prism.execution.ids import to_global_id
 from prism.models.audit import Actor, record_event, verify_chain
 from prism.models.enums import Role
 from prism.models.users import User
-from prism.privacy.gdpr import ExportLinks
 from prism.services import Services
 from tests.conftest import client_of
 from tests.factories import PASSWORD, Tenant, codes, gql, make_tenant
