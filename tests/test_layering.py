@@ -26,7 +26,6 @@ PENDING = {
     "prism/resolvers/documents.py",
     "prism/bootstrap.py",
     "prism/crypto/envelope.py",
-    "prism/demo/__init__.py",
     "prism/documents/originals.py",
     "prism/governance/backup.py",
     "prism/governance/hold.py",
@@ -36,6 +35,17 @@ PENDING = {
     "prism/privacy/gdpr.py",
 }
 PENDING_UNITS = {"bi", "identity", "tokens"}
+# A module of prism/ longer than this says why in its docstring (a line `Long because: ...`).
+MAX_LINES = 600
+# Modules being split by work in progress elsewhere (this set only shrinks: the integrator
+# empties it once those splits are merged).
+LONG_PENDING = {
+    "prism/cli/commands.py",
+    "prism/privacy/gdpr.py",
+    "prism/models/bi.py",
+    "prism/jobs/pipeline.py",
+    "prism/authz/identity.py",  # in PENDING: moving out of authz
+}
 
 
 def _table(repo_root: Path) -> dict[str, tuple[str, set[str] | None]]:
@@ -161,3 +171,20 @@ def test_the_table_names_only_units_that_exist(repo_root: Path, modules: list) -
     present = {unit for _, unit, _ in modules}
     missing = sorted(set(_table(repo_root)) - present - PENDING_UNITS)
     assert not missing, f"docs/architecture.md names units with no module: {missing}"
+
+
+def test_a_long_module_says_why(repo_root: Path, modules: list) -> None:
+    unexplained = []
+    for path, _, _ in modules:
+        relative = str(path.relative_to(repo_root))
+        text = path.read_text()
+        lines = len(text.splitlines())
+        if lines <= MAX_LINES or relative in LONG_PENDING:
+            continue
+        docstring = ast.get_docstring(ast.parse(text)) or ""
+        if not any(line.startswith("Long because:") for line in docstring.splitlines()):
+            unexplained.append(f"{relative}: {lines} lines")
+    assert not unexplained, (
+        f"modules over {MAX_LINES} lines with no `Long because:` line in their docstring "
+        "(split them, or say why not):\n" + "\n".join(unexplained)
+    )

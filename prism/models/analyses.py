@@ -115,3 +115,14 @@ async def read_analysis_pages(
         page,
         lambda a: (a.created_at, a.id),
     )
+
+
+async def read_flagged_analyses(session: AsyncSession) -> list[Analysis]:
+    """The analyses with at least one feedback item that the session sees (row-level
+    security scopes it to the transaction's organization), by document then age."""
+    query = (
+        sa.select(Analysis)
+        .where(Analysis.feedback_items != sa.text("'[]'::jsonb"))
+        .order_by(Analysis.document_id, Analysis.created_at)
+    )
+    return list(await session.scalars(query))
