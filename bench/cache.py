@@ -1271,10 +1271,12 @@ def profiled_functions() -> list[tuple[str, Any]]:
     from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
     from prism.execution.context import Context
-    from prism.execution.extensions import Metrics, ParseCache, RequestTransaction
+    from prism.execution.extensions import Metrics, ParseCache, TransactionEnd
     from prism.execution.limits import OperationCost, RateLimit, ResponseCache
     from prism.operations.registry import OperationRegistry
-    from prism.web.app import BearerAuthentication, PrismGraphQL, RequestIdMiddleware
+    from prism.web.app import RequestIdMiddleware
+    from prism.web.auth import BearerAuthentication
+    from prism.web.graphql import PrismGraphQL
 
     return [
         ("the request inside the app (uvicorn's `run_asgi`)", RequestResponseCycle.run_asgi),
@@ -1291,7 +1293,7 @@ def profiled_functions() -> list[tuple[str, Any]]:
         ("response cache (`ResponseCache.on_execute`)", ResponseCache.on_execute),
         ("… of which the data-version read (`Context.data_version`)", Context.data_version),
         ("rate limit (`RateLimit.on_execute`)", RateLimit.on_execute),
-        ("transaction end (`RequestTransaction.on_operation`)", RequestTransaction.on_operation),
+        ("transaction end (`TransactionEnd.on_operation`)", TransactionEnd.on_operation),
         ("metrics (`Metrics.on_operation`)", Metrics.on_operation),
         ("response body (`PrismGraphQL.create_response`)", PrismGraphQL.create_response),
     ]

@@ -13,13 +13,13 @@ from prism.analysis.rules import RulesAnalyzer
 from prism.audit import OPERATOR
 from prism.authz.principal import SCOPES
 from prism.documents.processing import analyze_sections, store_sections
+from prism.execution.ids import to_global_id
 from prism.extraction.text import split_sections
 from prism.identity import organizations as identity_organizations
 from prism.identity import users as identity_users
 from prism.models.documents import Document
 from prism.models.enums import Classification, DocumentType, Role
 from prism.models.users import User
-from prism.resolvers.ids import to_global_id
 from prism.services import Services
 from prism.tokens import api_tokens
 

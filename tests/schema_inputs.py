@@ -23,7 +23,7 @@ from graphql import (
     is_composite_type,
 )
 
-from prism.resolvers.ids import to_global_id
+from prism.execution.ids import to_global_id
 from prism.schema import build_schema
 
 SCHEMA: GraphQLSchema = build_schema()._schema

@@ -18,11 +18,11 @@ from sqlalchemy.engine import make_url
 from prism.audit import OPERATOR
 from prism.db import migrations
 from prism.errors import BadUserInput, Conflict
+from prism.execution.ids import to_global_id
 from prism.identity import organizations as identity_organizations
 from prism.identity import users as identity_users
 from prism.models.enums import Classification, Role
 from prism.models.users import User
-from prism.resolvers.ids import to_global_id
 from prism.services import Services
 from prism.tokens import api_tokens
 from tests.conftest import NewDatabase, client_of

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from prism.documents.processing import INDEX
+from prism.execution.ids import from_global_id
 from prism.jobs.handlers import PermanentJobError
 from prism.jobs.watch import retry_dead
 from prism.models import jobs as job_models
@@ -24,7 +25,6 @@ from prism.models.enums import JobState, Role
 from prism.models.jobs import Job
 from prism.models.users import User
 from prism.privacy import erasure as gdpr
-from prism.resolvers.ids import from_global_id
 from prism.services import Services
 from tests.factories import PASSWORD, Tenant, add_document, codes, gid, gql
 from tests.pipeline_helpers import run_jobs

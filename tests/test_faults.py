@@ -45,10 +45,10 @@ from prism.db import embedded, migrations
 from prism.db import engine as db_module
 from prism.db.engine import create_engine, url_for_asyncpg
 from prism.db.faults import DatabaseUnavailable, unavailable
+from prism.execution.ids import to_global_id
 from prism.models.audit import Actor, record_event, verify_chain
 from prism.models.enums import Role
 from prism.models.users import User
-from prism.resolvers.ids import to_global_id
 from prism.services import Services
 from tests.conftest import client_of
 from tests.factories import PASSWORD, Tenant, codes, gql, make_tenant

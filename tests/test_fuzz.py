@@ -28,9 +28,9 @@ from hypothesis import strategies as st
 from hypothesis_graphql import Mode, mutations, queries
 
 from prism.config import Settings
+from prism.execution.ids import to_global_id
 from prism.execution.inputs import MAX_LIST_LENGTH, MAX_STRING_LENGTH
 from prism.models.enums import Role
-from prism.resolvers.ids import to_global_id
 from prism.services import Services
 from tests.conftest import app_with, client_of
 from tests.factories import Tenant, add_document, gql

@@ -17,10 +17,10 @@ from sqlalchemy.engine import make_url
 
 from prism.audit import OPERATOR
 from prism.authz.principal import SCOPES
+from prism.execution.ids import from_global_id
 from prism.identity import users as identity_users
 from prism.models.enums import Classification, FeedbackAction, Role
 from prism.models.feedback import Feedback, create_feedback
-from prism.resolvers.ids import from_global_id
 from prism.services import Services
 from prism.tokens import api_tokens
 from tests.factories import PASSWORD, Tenant, add_document, add_user, codes, gid, gql

@@ -37,6 +37,7 @@ from prism.db.engine import APP_ROLE, url_for_asyncpg
 from prism.db.faults import DatabaseUnavailable
 from prism.db.notify import RESYNC, Notifications
 from prism.documents import processing
+from prism.execution.ids import expect_id, to_global_id
 from prism.identity import organizations as identity_organizations
 from prism.jobs import handlers as job_handlers
 from prism.jobs import worker as worker_module
@@ -44,7 +45,6 @@ from prism.jobs.handlers import JobRun
 from prism.jobs.worker import Worker
 from prism.models.enums import Role
 from prism.models.jobs import enqueue_job
-from prism.resolvers.ids import expect_id, to_global_id
 from prism.services import Services
 from tests.factories import Tenant, add_document
 from tests.pipeline_helpers import upload

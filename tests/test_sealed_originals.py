@@ -45,11 +45,11 @@ from prism.crypto.sealed import (
 )
 from prism.db import migrations
 from prism.documents import originals
+from prism.execution.ids import from_global_id
 from prism.governance import lifecycle
 from prism.models.base import utcnow
 from prism.models.documents import Document
 from prism.models.enums import Classification, Role, StorageTier
-from prism.resolvers.ids import from_global_id
 from prism.services import Services
 from prism.storage import LocalStore, ObjectStore, S3Store
 from prism.web.app import create_app

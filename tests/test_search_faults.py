@@ -26,10 +26,10 @@ import sqlalchemy as sa
 
 from prism.config import Settings
 from prism.documents.processing import ANALYZE, EXTRACT, INDEX
+from prism.execution.ids import from_global_id
 from prism.models.documents import Document
 from prism.models.enums import Classification, JobState, Role
 from prism.models.jobs import Job
-from prism.resolvers.ids import from_global_id
 from prism.search.opensearch import OpenSearchBackend
 from prism.services import Services
 from tests.factories import Tenant, gid, make_tenant

@@ -15,11 +15,11 @@ import httpx
 import sqlalchemy as sa
 
 from prism.config import Settings
+from prism.execution.ids import from_global_id
 from prism.models.analyses import Analysis
 from prism.models.documents import Document, Section
 from prism.models.enums import JobState, ProcessingStatus, Role
 from prism.models.jobs import Job
-from prism.resolvers.ids import from_global_id
 from prism.services import Services
 from tests.factories import Tenant
 from tests.pipeline_helpers import run_jobs, upload

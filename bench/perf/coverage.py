@@ -159,7 +159,6 @@ def _probe(text: str, principal: Any) -> str | None:
     """None when the planner plans the query and the probed field is in its statement (a
     fragment on another type than the planner's is left out, not refused), else why not."""
     from graphql import OperationDefinitionNode, parse
-
     from prism.execution.compiled import NotPlanned, plan
 
     document = parse(text)

@@ -70,9 +70,9 @@ def jsonable(value: Any) -> Any:
 async def compiled_candidate(bench: Any, dataset: Dataset, query: Query) -> Candidate | str:
     """prism-compiled's statement for the query, or why there is none."""
     from graphql import OperationDefinitionNode, parse
+    from prism.execution.compiled import NotPlanned, plan
 
     from prism.authn.bearer import authenticate_bearer
-    from prism.execution.compiled import NotPlanned, plan
 
     body = query.bodies.get("prism")
     if body is None:

@@ -118,13 +118,13 @@ PHASES = (
     ("rate limit, response cache", "prism/execution/limits.py", None),
     (
         "compiled path: the plan, its statement, the JSON parsed",
-        "prism/execution/compiled.py",
+        "prism/execution/plan",  # planner.py and planned.py
         None,
     ),
     ("persisted operation lookup", "prism/operations/registry.py", None),
     ("execution: resolvers, loaders, their SQL", "graphql/execution/", None),
     ("transaction end (commit)", "prism/execution/context.py", "finish"),
-    ("response encoding", "prism/web/app.py", "PrismGraphQL.create_response"),
+    ("response encoding", "prism/web/graphql.py", "PrismGraphQL.create_response"),
     ("HTTP, ASGI, Strawberry's request handling", "starlette/", None),
     ("HTTP, ASGI, Strawberry's request handling", "uvicorn/", None),
 )

@@ -100,7 +100,7 @@ VIEWER_PG = """query Viewer($org: UUID!, $user: UUID!, $token: UUID!) {
 
 
 def to_global_id(type_name: str, row_id: str) -> str:
-    """Prism's global ID (``prism.resolvers.ids``): unpadded URL-safe base64 of Type:uuid."""
+    """Prism's global ID (``prism.execution.ids``): unpadded URL-safe base64 of Type:uuid."""
     return base64.urlsafe_b64encode(f"{type_name}:{row_id}".encode()).decode().rstrip("=")
 
 

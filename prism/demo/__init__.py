@@ -10,8 +10,6 @@ import uuid
 from dataclasses import dataclass
 from importlib import resources
 
-import sqlalchemy as sa
-
 from prism.audit import OPERATOR
 from prism.authz.principal import SCOPES
 from prism.bi import refresh as bi_refresh
@@ -21,6 +19,7 @@ from prism.errors import NotFound
 from prism.identity import organizations as identity_organizations
 from prism.identity import users as identity_users
 from prism.jobs.worker import Worker
+from prism.models import analyses as analysis_models
 from prism.models import users as user_models
 from prism.models.analyses import Analysis
 from prism.models.audit import Actor
@@ -34,7 +33,6 @@ from prism.models.enums import (
 )
 from prism.models.feedback import Feedback
 from prism.models.scope import Scope
-from prism.models.users import ApiToken
 from prism.services import Services
 from prism.tokens import api_tokens
 
@@ -187,13 +185,7 @@ async def _review(
 ) -> None:
     """Reviewer feedback on the first and last flagged analysis of each document."""
     async with services.db.transaction(org_id) as session:
-        analyses = list(
-            await session.scalars(
-                sa.select(Analysis)
-                .where(Analysis.feedback_items != sa.text("'[]'::jsonb"))
-                .order_by(Analysis.document_id, Analysis.created_at)
-            )
-        )
+        analyses = await analysis_models.read_flagged_analyses(session)
         by_document: dict[uuid.UUID, list[Analysis]] = {}
         for analysis in analyses:
             by_document.setdefault(analysis.document_id, []).append(analysis)
@@ -233,13 +225,7 @@ async def _review(
 async def _fresh_token(services: Services, org_id: uuid.UUID) -> str:
     admin = await identity_users.user_by_email(services, org_id, ACME_USERS[0][0])
     async with services.db.transaction(org_id) as session:
-        old = await session.scalars(
-            sa.select(ApiToken).where(
-                ApiToken.user_id == admin.id,
-                ApiToken.name == DEMO_TOKEN_NAME,
-                ApiToken.revoked_at.is_(None),
-            )
-        )
+        old = await user_models.read_live_api_tokens_named(session, admin.id, DEMO_TOKEN_NAME)
         for token in old:
             await user_models.revoke_api_token(session, token)
     created = await api_tokens.create_token(

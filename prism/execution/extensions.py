@@ -36,7 +36,7 @@ from prism.observability import (
 log = structlog.get_logger("prism.graphql")
 
 
-class RequestTransaction(SchemaExtension):
+class TransactionEnd(SchemaExtension):
     """End the request's transaction: commit when every root field answered, roll back when
     any answered null with an error (bad input changes nothing). The client's view decides:
     a mutation whose payload arrived (a nested read failed inside it) has happened; one that

@@ -140,3 +140,14 @@ async def read_analyzed_section_ids(session: AsyncSession, job_id: uuid.UUID) ->
     return set(
         await session.scalars(sa.select(Analysis.section_id).where(Analysis.job_id == job_id))
     )
+
+
+async def read_flagged_analyses(session: AsyncSession) -> list[Analysis]:
+    """The analyses with at least one feedback item that the session sees (row-level
+    security scopes it to the transaction's organization), by document then age."""
+    query = (
+        sa.select(Analysis)
+        .where(Analysis.feedback_items != sa.text("'[]'::jsonb"))
+        .order_by(Analysis.document_id, Analysis.created_at)
+    )
+    return list(await session.scalars(query))

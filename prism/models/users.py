@@ -329,6 +329,18 @@ async def read_api_tokens_by_ids(
     return list(await session.scalars(query))
 
 
+async def read_live_api_tokens_named(
+    session: AsyncSession, user_id: uuid.UUID, name: str
+) -> list[ApiToken]:
+    """The tokens bound to ``user_id`` called ``name`` that are not revoked."""
+    query = sa.select(ApiToken).where(
+        ApiToken.user_id == user_id,
+        ApiToken.name == name,
+        ApiToken.revoked_at.is_(None),
+    )
+    return list(await session.scalars(query))
+
+
 async def create_api_token(session: AsyncSession, token: ApiToken) -> ApiToken:
     session.add(token)
     await session.flush()

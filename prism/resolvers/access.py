@@ -12,10 +12,10 @@ from prism.authz.principal import Principal
 from prism.documents.editing import resource_of
 from prism.errors import BadUserInput, NotFound
 from prism.execution.context import Context
+from prism.execution.ids import from_global_id
 from prism.models import documents as document_models
 from prism.models import users as user_models
 from prism.models.scope import Scope
-from prism.resolvers.ids import from_global_id
 
 
 async def explain(

@@ -12,11 +12,11 @@ from typing import Any
 
 from prism.authn import throttle
 from prism.execution.context import Context
+from prism.execution.ids import expect_id
 from prism.identity import mfa, sessions, users
 from prism.identity.sessions import SignedIn as SignedIn  # the answer the schema maps
 from prism.models.enums import Classification, Role
 from prism.models.users import User
-from prism.resolvers.ids import expect_id
 
 # --- sessions --------------------------------------------------------------------------------
 

@@ -7,8 +7,8 @@ from typing import Any
 from prism.authz.policy import Action, Resource, decide, may_read_token, require
 from prism.errors import NotFound
 from prism.execution.context import Context
+from prism.execution.ids import from_global_id
 from prism.models import organizations
-from prism.resolvers.ids import from_global_id
 
 # Type name -> (action the caller needs, loader attribute).
 _READABLE: dict[str, tuple[Action, str]] = {

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from prism.execution.context import Context
+from prism.execution.ids import expect_id
 from prism.models.users import ApiToken
-from prism.resolvers.ids import expect_id
 from prism.tokens import api_tokens
 
 

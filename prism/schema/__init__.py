@@ -11,17 +11,17 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from prism.config import Settings
-from prism.execution.compiled import CompiledOperations
 from prism.execution.extensions import (
     ErrorCodes,
     Metrics,
     OneSecretCheckPerRequest,
     ParseCache,
-    RequestTransaction,
     ResponseExtensions,
+    TransactionEnd,
 )
 from prism.execution.inputs import InputBounds
 from prism.execution.limits import OperationCost, RateLimit, ResponseCache
+from prism.execution.planned import CompiledOperations
 from prism.execution.safelist import RegisteredOperationsOnly
 from prism.execution.validation import CheckedValidation, Limits, NoSuggestionsExecutionContext
 from prism.schema.audit import AuditEvent, Job
@@ -89,7 +89,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         max_selections=settings.max_query_selections,
     )
     extensions: list[object] = [
-        RequestTransaction,
+        TransactionEnd,
         ResponseExtensions,
         Metrics,
         ErrorCodes,

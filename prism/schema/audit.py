@@ -9,10 +9,10 @@ import strawberry
 from strawberry.scalars import JSON
 
 from prism.authz.policy import may_read_token
+from prism.execution.ids import to_global_id
 from prism.models import audit as audit_models
 from prism.models import jobs as job_models
 from prism.models.pagination import Page
-from prism.resolvers.ids import to_global_id
 from prism.schema.base import Edge, Info, Node, PageInfo, edges_of
 from prism.schema.enums import JobState
 from prism.schema.identity import ApiToken, User

@@ -11,6 +11,7 @@ import strawberry
 
 from prism.authz.policy import sees_raw_pii
 from prism.errors import NotFound
+from prism.execution.ids import to_global_id
 from prism.execution.loaders import now_or_later
 from prism.extraction.pii import mask, mask_all
 from prism.models import analyses as analysis_models
@@ -18,7 +19,6 @@ from prism.models import documents as document_models
 from prism.models import feedback as feedback_models
 from prism.models import users as user_models
 from prism.models.pagination import Page, PageRequest
-from prism.resolvers.ids import to_global_id
 from prism.schema.base import Edge, Info, Node, PageInfo, edges_of
 from prism.schema.enums import (
     Classification,

@@ -6,10 +6,10 @@ from datetime import datetime
 
 import strawberry
 
+from prism.execution.ids import to_global_id
 from prism.models import organizations as org_models
 from prism.models import users as user_models
 from prism.models.pagination import Page
-from prism.resolvers.ids import to_global_id
 from prism.schema.base import Edge, Info, Node, PageInfo, edges_of
 from prism.schema.enums import Classification, Role
 

@@ -9,12 +9,12 @@ from starlette.datastructures import UploadFile
 from strawberry.file_uploads import Upload
 
 from prism.errors import BadUserInput
+from prism.execution.ids import expect_id
 from prism.resolvers import documents as document_resolvers
 from prism.resolvers import governance as governance_resolvers
 from prism.resolvers import identity as identity_resolvers
 from prism.resolvers import privacy as governance_data_resolvers
 from prism.resolvers import tokens as token_resolvers
-from prism.resolvers.ids import expect_id
 from prism.schema.audit import Job
 from prism.schema.base import Info
 from prism.schema.documents import Document, Feedback

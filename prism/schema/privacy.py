@@ -6,12 +6,12 @@ from datetime import datetime
 
 import strawberry
 
+from prism.execution.ids import to_global_id
 from prism.models import exports as governance_models
 from prism.models import jobs as job_models
 from prism.models import users as user_models
 from prism.models.base import utcnow
 from prism.models.enums import JobState as JobStateValue
-from prism.resolvers.ids import to_global_id
 from prism.resolvers.privacy import Erasure, cleanup_complete
 from prism.schema.audit import Job
 from prism.schema.base import Info, Node

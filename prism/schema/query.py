@@ -11,6 +11,7 @@ import strawberry
 
 from prism.authz.policy import Action, may_read_token, require
 from prism.errors import BadUserInput, NotFound, PrismError
+from prism.execution.ids import expect_id, from_global_id
 from prism.execution.prefetch import prefetch_documents, under
 from prism.models import audit as audit_models
 from prism.models import documents as document_models
@@ -21,7 +22,6 @@ from prism.resolvers import access
 from prism.resolvers import governance as governance_resolvers
 from prism.resolvers import privacy as governance_data_resolvers
 from prism.resolvers import search as search_resolvers
-from prism.resolvers.ids import expect_id, from_global_id
 from prism.resolvers.nodes import load_node
 from prism.schema.audit import (
     AuditChainReport,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import strawberry
 
+from prism.execution.ids import expect_id
 from prism.resolvers import search as search_resolvers
-from prism.resolvers.ids import expect_id
 from prism.schema.base import PageInfo
 from prism.schema.documents import Document, Section
 from prism.schema.enums import Classification, DocumentType, RiskLevel

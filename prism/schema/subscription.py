@@ -12,9 +12,9 @@ from prism.authz.principal import Principal
 from prism.db.faults import answer_deadline, answered_within
 from prism.db.notify import RESYNC, RESYNC_FIELD
 from prism.errors import NotFound, ServiceUnavailable
+from prism.execution.ids import expect_id
 from prism.models import documents as document_models
 from prism.models.enums import ProcessingStatus
-from prism.resolvers.ids import expect_id
 from prism.schema.base import Info
 from prism.schema.documents import Document
 

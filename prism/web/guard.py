@@ -38,6 +38,14 @@ def coded_response(status: int, code: str, message: str, **extensions: Any) -> J
     return response
 
 
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    """A coded error answer as it is (unlike ``coded_response``, no Retry-After on a 503)."""
+    return JSONResponse(
+        {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]},
+        status_code=status,
+    )
+
+
 def unavailable_response() -> JSONResponse:
     return coded_response(
         503,

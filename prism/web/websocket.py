@@ -2,7 +2,7 @@
 
 A socket authenticates once, in connection_init, but it is not a session of its own: every
 operation on it (subscriptions, queries and mutations) authenticates its credential again
-by the HTTP requests' path (`identity.authenticate_bearer`), runs in a context of its own
+by the HTTP requests' path (`authenticate_bearer`), runs in a context of its own
 (principal, transaction, loaders, persisted query), and is held to registered operations as
 an HTTP request would be (`Context.resolve_operation`). Between operations the connection
 checks its credential every PRISM_WEBSOCKET_RECHECK_SECONDS: a revoked API token, a

@@ -2,6 +2,9 @@
 prism_app role, row-level security on every tenant table, the narrow SECURITY DEFINER
 functions sign-in needs before an organization is known, and monthly audit partitions.
 
+Long because: the first revision as shipped, the whole schema in one step; revisions are
+never edited, so it stays one file.
+
 Revision ID: 0001
 Revises:
 Create Date: 2026-11-26 18:08:40.296427

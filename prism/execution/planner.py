@@ -1,37 +1,33 @@
-"""Registered read-only operations answered by one SQL statement that builds the JSON answer.
+"""Turning a registered read-only operation into one SQL statement that builds the JSON answer.
 
 For an operation known ahead of time (a registered one), the planner turns the selection into
 nested ``json_build_object`` / ``json_agg`` over correlated subqueries, so PostgreSQL builds
-the whole answer and Python neither walks rows nor resolves fields. It runs in the request's
-transaction, so row-level security and the organization setting apply as to any statement;
-the caller's scope (organization, clearance, department rule, deletion) is written into the
-SQL exactly as ``prism.models.documents.visible_documents`` writes it.
+the whole answer and Python neither walks rows nor resolves fields. The statement runs in the
+request's transaction (``prism.execution.planned``), so row-level security and the
+organization setting apply as to any statement; the caller's scope (organization, clearance,
+department rule, deletion) is written into the SQL exactly as
+``prism.models.documents.visible_documents`` writes it.
 
-What is not planned falls back to the interpreted path, which is the reference: fields with
-logic of their own (PII masking below CONFIDENTIAL, audited reads of RESTRICTED text, PII
-summaries, the viewer), directives, merged duplicate keys, any root field but `documents`,
-`document`, `node` (of a Document) and `users`, and any request whose answer would carry an
-error (a missing document, a refused action, a bad argument: the interpreted path reports it
-with its path). The answer records which path ran, and why not the compiled one.
-
-Plans are cached per (operation, visibility class); each request only binds its values."""
+What is not planned raises ``NotPlanned`` and falls back to the interpreted path, which is the
+reference: fields with logic of their own (PII masking below CONFIDENTIAL, audited reads of
+RESTRICTED text, PII summaries, the viewer), directives, merged duplicate keys, any root field
+but `documents`, `document`, `node` (of a Document) and `users`, and any request whose answer
+would carry an error (a missing document, a refused action, a bad argument: the interpreted
+path reports it with its path). What a selection maps to (tables, columns) is described in
+``prism.execution.fragments``; this is the only module of ``execution`` that writes SQL."""
 
 from __future__ import annotations
 
 import uuid
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from graphql import (
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
-    FragmentSpreadNode,
-    InlineFragmentNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
@@ -39,24 +35,26 @@ from graphql import (
     VariableNode,
     value_from_ast_untyped,
 )
-from graphql import ExecutionResult as GraphQLExecutionResult
-from strawberry.extensions import SchemaExtension
 
 from prism.authz.policy import Action, decide, sees_raw_pii
 from prism.authz.principal import Principal
 from prism.errors import PrismError
-from prism.execution.context import Context
-from prism.execution.cost import operation_of
-from prism.execution.limits import visibility_key
+from prism.execution.fragments import (
+    ITEM_FIELDS,
+    SECTION_TEXT,
+    TYPES,
+    Column,
+    ItemKind,
+    Kind,
+    NotPlanned,
+    response_key,
+    selected_fields,
+    with_defaults,
+)
+from prism.execution.ids import from_global_id
 from prism.models.documents import DocumentFilter
 from prism.models.enums import Classification
 from prism.models.pagination import MAX_PAGE_SIZE, PageRequest
-from prism.resolvers.ids import from_global_id
-
-
-class NotPlanned(Exception):
-    """The operation (or this request of it) goes to the interpreted path; says why."""
-
 
 # --- SQL fragments --------------------------------------------------------------------------
 
@@ -130,101 +128,25 @@ DOCUMENT_KEYS = {
 CREATED = (("{a}.created_at", "datetime"), ("{a}.id", "uuid"))
 
 
-# --- the types ------------------------------------------------------------------------------
-
-Scalar = Callable[[str], str]  # row alias -> SQL of a JSON-able value
-
-
-def _col(name: str) -> Scalar:
-    return lambda a: f"{a}.{name}"
-
-
-def _iso_col(name: str) -> Scalar:
-    return lambda a: _iso(f"{a}.{name}")
-
-
-def _dec_col(name: str) -> Scalar:
-    return lambda a: _decimal(f"{a}.{name}")
+def _column(column: Column, alias: str) -> str:
+    """SQL of the JSON-able value of ``column`` on the row alias ``alias``."""
+    sql = f"{alias}.{column.name}"
+    if column.kind is Kind.TIMESTAMP:
+        return _iso(sql)
+    if column.kind is Kind.DECIMAL:
+        return _decimal(sql)
+    if column.kind is Kind.OPTIONAL_DECIMAL:
+        return f"CASE WHEN {sql} IS NULL THEN NULL ELSE {sql}::text END"
+    return sql
 
 
-DOCUMENT_SCALARS: dict[str, Scalar] = {
-    "filename": _col("filename"),
-    "mimeType": _col("mime_type"),
-    "fileSize": _col("file_size"),
-    "sha256": _col("sha256"),
-    "documentType": _col("document_type"),
-    "classification": _col("classification"),
-    "languageCode": _col("language_code"),
-    "wordCount": _col("word_count"),
-    "pageCount": _col("page_count"),
-    "processingStatus": _col("processing_status"),
-    "processingError": _col("processing_error"),
-    "createdAt": _iso_col("created_at"),
-    "updatedAt": _iso_col("updated_at"),
-    "legalHold": _col("legal_hold"),
-    "retentionExpiresAt": _iso_col("retention_expires_at"),
-    "storageTier": _col("storage_tier"),
-    "totalSections": _col("total_sections"),
-    "totalFeedbackItems": _col("total_feedback_items"),
-    "riskLevel": _col("risk_level"),
-    "confidence": _col("confidence"),
-    "costUsd": lambda a: f"CASE WHEN {a}.cost_usd IS NULL THEN NULL ELSE {a}.cost_usd::text END",
-}
-SECTION_SCALARS: dict[str, Scalar] = {
-    "order": _col("ord"),
-    "wordCount": _col("word_count"),
-}
-SECTION_TEXT = {"name": _col("name"), "content": _col("content")}
-ANALYSIS_SCALARS: dict[str, Scalar] = {
-    "model": _col("model"),
-    "modelVersion": _col("model_version"),
-    "startedAt": _iso_col("started_at"),
-    "completedAt": _iso_col("completed_at"),
-    "durationSeconds": _col("duration_seconds"),
-    "riskLevel": _col("risk_level"),
-    "confidence": _col("confidence"),
-    "tokensUsed": _col("tokens_used"),
-    "costUsd": _dec_col("cost_usd"),
-}
-FEEDBACK_SCALARS: dict[str, Scalar] = {
-    "itemId": _col("item_id"),
-    "action": _col("action"),
-    "category": _col("category"),
-    "rating": _col("rating"),
-    "customText": _col("custom_text"),
-    "highlightedText": _col("highlighted_text"),
-    "workflowStatus": _col("workflow_status"),
-    "approvedAt": _iso_col("approved_at"),
-    "createdAt": _iso_col("created_at"),
-}
-USER_SCALARS: dict[str, Scalar] = {
-    "email": _col("email"),
-    "firstName": _col("first_name"),
-    "lastName": _col("last_name"),
-    "role": _col("role"),
-    "department": _col("department"),
-    "clearance": _col("clearance"),
-    "mfaEnabled": _col("mfa_enabled"),
-    "accessExpiresAt": _iso_col("access_expires_at"),
-    "lastLoginAt": _iso_col("last_login_at"),
-    "createdAt": _iso_col("created_at"),
-}
-ITEM_FIELDS: dict[str, str] = {
-    "id": "i->>'id'",
-    "category": "i->'category'",
-    "description": "i->'description'",
-    "suggestion": "i->'suggestion'",
-    "riskLevel": "i->'riskLevel'",
-    "confidence": "(i->>'confidence')::float8",
-    "quote": "i->'quote'",
-}
-TYPES = {
-    "Document": ("documents", DOCUMENT_SCALARS),
-    "Section": ("document_sections", SECTION_SCALARS),
-    "Analysis": ("analysis_results", ANALYSIS_SCALARS),
-    "Feedback": ("user_feedback", FEEDBACK_SCALARS),
-    "User": ("users", USER_SCALARS),
-}
+def _item_field(key: str, kind: ItemKind) -> str:
+    """SQL of a key of a feedback item, the JSON object ``i``."""
+    if kind is ItemKind.TEXT:
+        return f"i->>'{key}'"
+    if kind is ItemKind.FLOAT:
+        return f"(i->>'{key}')::float8"
+    return f"i->'{key}'"
 
 
 # --- planning -------------------------------------------------------------------------------
@@ -262,27 +184,7 @@ class Planner:
     # -- selections --
 
     def fields(self, selection_set: SelectionSetNode, type_name: str) -> list[FieldNode]:
-        found: list[FieldNode] = []
-        for node in selection_set.selections:
-            if node.directives:
-                raise NotPlanned("directives")
-            if isinstance(node, FieldNode):
-                found.append(node)
-            elif isinstance(node, InlineFragmentNode):
-                on = node.type_condition.name.value if node.type_condition else type_name
-                if on == type_name or on == "Node":
-                    found.extend(self.fields(node.selection_set, type_name))
-            elif isinstance(node, FragmentSpreadNode):
-                fragment = self.fragments.get(node.name.value)
-                if fragment is None:
-                    raise NotPlanned("unknown fragment")
-                on = fragment.type_condition.name.value
-                if on == type_name or on == "Node":
-                    found.extend(self.fields(fragment.selection_set, type_name))
-        keys = [f.alias.value if f.alias else f.name.value for f in found]
-        if len(keys) != len(set(keys)):
-            raise NotPlanned("a response key selected twice")
-        return found
+        return selected_fields(selection_set, type_name, self.fragments)
 
     def argument(self, node: FieldNode, name: str) -> Any:
         for argument in node.arguments or ():
@@ -300,7 +202,7 @@ class Planner:
             raise NotPlanned("an object without a selection")
         pairs: list[str] = []
         for node in self.fields(selection_set, type_name):
-            key = node.alias.value if node.alias else node.name.value
+            key = response_key(node)
             pairs.append(f"'{key}', {self.field(type_name, alias, node)}")
         if len(pairs) > 50:
             raise NotPlanned("more than 50 fields in one object")
@@ -312,9 +214,9 @@ class Planner:
             return f"'{type_name}'"
         if name == "id":
             return _global_id(type_name, f"{alias}.id")
-        scalars = TYPES[type_name][1]
+        scalars = TYPES[type_name].scalars
         if name in scalars:
-            return scalars[name](alias)
+            return _column(scalars[name], alias)
         method = getattr(self, f"_{type_name}_{name}", None)
         if method is None:
             raise NotPlanned(f"{type_name}.{name}")
@@ -328,7 +230,7 @@ class Planner:
             raise NotPlanned("reads of RESTRICTED text are audited")
 
     def lookup(self, type_name: str, id_sql: str, node: FieldNode) -> str:
-        table = TYPES[type_name][0]
+        table = TYPES[type_name].table
         a = self.alias(type_name[0].lower())
         return (
             f"(SELECT {self.object(type_name, a, node.selection_set)} "
@@ -367,7 +269,7 @@ class Planner:
         parts: list[str] = []
         assert node.selection_set is not None
         for child in self.fields(node.selection_set, f"{type_name}Connection"):
-            key = child.alias.value if child.alias else child.name.value
+            key = response_key(child)
             value = self.connection_part(
                 type_name, child, a, ordering, limit, after is not None, total
             )
@@ -401,7 +303,7 @@ class Planner:
         assert node.selection_set is not None
         parts = []
         for child in self.fields(node.selection_set, f"{type_name}Edge"):
-            key = child.alias.value if child.alias else child.name.value
+            key = response_key(child)
             if child.name.value == "node":
                 parts.append(f"'{key}', {self.object(type_name, a, child.selection_set)}")
             elif child.name.value == "cursor":
@@ -423,7 +325,7 @@ class Planner:
         parts = []
         cursor = ordering.cursor(a)
         for child in self.fields(node.selection_set, "PageInfo"):
-            key = child.alias.value if child.alias else child.name.value
+            key = response_key(child)
             name = child.name.value
             if name == "hasNextPage":
                 value = f"count(*) > {limit}"
@@ -465,11 +367,11 @@ class Planner:
 
     def _Section_name(self, a: str, node: FieldNode) -> str:
         self._check_text()
-        return SECTION_TEXT["name"](a)
+        return _column(SECTION_TEXT["name"], a)
 
     def _Section_content(self, a: str, node: FieldNode) -> str:
         self._check_text()
-        return SECTION_TEXT["content"](a)
+        return _column(SECTION_TEXT["content"], a)
 
     def _Section_redacted(self, a: str, node: FieldNode) -> str:
         if sees_raw_pii(self.principal):
@@ -500,11 +402,11 @@ class Planner:
         assert node.selection_set is not None
         pairs = []
         for child in self.fields(node.selection_set, "FeedbackItem"):
-            key = child.alias.value if child.alias else child.name.value
+            key = response_key(child)
             if child.name.value == "__typename":
                 pairs.append(f"'{key}', 'FeedbackItem'")
             elif child.name.value in ITEM_FIELDS:
-                pairs.append(f"'{key}', {ITEM_FIELDS[child.name.value]}")
+                pairs.append(f"'{key}', {_item_field(*ITEM_FIELDS[child.name.value])}")
             else:
                 raise NotPlanned(f"FeedbackItem.{child.name.value}")
         return (
@@ -665,19 +567,6 @@ class Compiled:
     must_exist: tuple[str, ...] = ()
 
 
-def with_defaults(
-    operation: OperationDefinitionNode, variables: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The request's variables, plus the operation's default for each one it leaves out, as
-    GraphQL's coercion gives them to the interpreted path (an explicit null stays null)."""
-    values = dict(variables)
-    for definition in operation.variable_definitions or ():
-        name = definition.variable.name.value
-        if name not in values and definition.default_value is not None:
-            values[name] = value_from_ast_untyped(definition.default_value)
-    return values
-
-
 def plan(
     document: DocumentNode,
     operation: OperationDefinitionNode,
@@ -694,74 +583,9 @@ def plan(
     pairs = []
     must_exist = []
     for node in planner.fields(operation.selection_set, "Query"):
-        key = node.alias.value if node.alias else node.name.value
+        key = response_key(node)
         pairs.append(f"'{key}', {planner.root(node)}")
         if node.name.value in ("document", "node"):
             must_exist.append(key)
     sql = f"SELECT json_build_object({', '.join(pairs)})::text"
     return Compiled(sa.text(sql), planner.binds.values, tuple(must_exist))
-
-
-class CompiledOperations(SchemaExtension):
-    """Answer a registered query with its compiled statement when it has one (and the
-    interpreted path otherwise); report which ran in ``extensions.execution``."""
-
-    # Shared by every request of the process (extensions are made per request).
-    _plans: ClassVar[OrderedDict[tuple[str, ...], Compiled | str]] = OrderedDict()
-    PLAN_CACHE_SIZE = 1024
-
-    def __init__(self) -> None:
-        self.report: dict[str, str] | None = None
-
-    async def on_execute(self) -> AsyncIterator[None]:
-        ctx = self.execution_context
-        context = ctx.context
-        if (
-            isinstance(context, Context)
-            and ctx.result is None
-            and context.operation is not None
-            and context.operation.registered
-            and context.principal is not None
-            and ctx.graphql_document is not None
-        ):
-            if not context.services.settings.compiled_operations:
-                self.report = {"path": "interpreted", "reason": "compiled operations are off"}
-            else:
-                self.report = await self._run(context, ctx.graphql_document)
-        yield
-
-    async def _run(self, context: Context, document: DocumentNode) -> dict[str, str]:
-        ctx = self.execution_context
-        operation = operation_of(document, ctx.operation_name)
-        principal = context.principal
-        assert principal is not None
-        assert context.operation is not None
-        if operation is None:
-            return {"path": "interpreted", "reason": "no single operation"}
-        key = (
-            context.operation.sha256 or "",
-            visibility_key(principal),
-            orjson.dumps(ctx.variables or {}, option=orjson.OPT_SORT_KEYS).decode(),
-        )
-        compiled = self._plans.get(key)
-        if compiled is None:
-            try:
-                compiled = plan(document, operation, principal, ctx.variables)
-            except NotPlanned as reason:
-                compiled = str(reason)
-            self._plans[key] = compiled
-            while len(self._plans) > self.PLAN_CACHE_SIZE:
-                self._plans.popitem(last=False)
-        if isinstance(compiled, str):
-            return {"path": "interpreted", "reason": compiled}
-        async with context.transaction.read() as session:
-            text = await session.scalar(compiled.sql, compiled.values)
-        data: dict[str, Any] = orjson.loads(text)
-        if any(data.get(key) is None for key in compiled.must_exist):
-            # The interpreted path answers NOT_FOUND with the field's path.
-            return {"path": "interpreted", "reason": "not found"}
-        ctx.result = GraphQLExecutionResult(data=data)
-        return {"path": "compiled"}
-
-    def get_results(self) -> dict[str, Any]:
-        return {"execution": self.report} if self.report else {}
