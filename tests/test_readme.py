@@ -113,3 +113,17 @@ def test_the_readme_links_every_document_in_docs(repo_root: Path) -> None:
     linked = {target.partition("#")[0] for target in LINK.findall(readme)}
     documents = [p.relative_to(repo_root).as_posix() for p in (repo_root / "docs").glob("*.md")]
     assert not [d for d in documents if d not in linked], "README.md does not link them"
+
+
+def test_the_code_paths_the_documents_cite_exist(repo_root: Path) -> None:
+    """A document that names a module (``prism/web/app.py``, ``execution/planner.py``) names
+    one that exists: moving code moves its mentions too."""
+    prism = repo_root / "prism"
+    units = "|".join(sorted(p.name for p in prism.iterdir() if (p / "__init__.py").exists()))
+    cited = re.compile(rf"(?<![\w/.])(?:prism/)?((?:{units})/[\w/]+\.py)")
+    stale = []
+    for document in _documents(repo_root):
+        for path in cited.findall(document.read_text()):
+            if not (prism / path).exists():
+                stale.append(f"{document.relative_to(repo_root)}: {path}")
+    assert not stale, "\n".join(stale)

@@ -1,1 +1,1 @@
-"""Who the caller is (principals, passwords, tokens, JWT) and what they may do (policy)."""
+"""What the caller may do: principals and the one policy, ``decide(principal, action, resource)``."""

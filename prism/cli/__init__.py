@@ -1,0 +1,1 @@
+"""The ``prism`` command, one module per area of commands (``main`` assembles them)."""

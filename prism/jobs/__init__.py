@@ -1,1 +1,2 @@
-"""The job queue, workers, job handlers and analyzers."""
+"""The worker: claims jobs from the PostgreSQL queue, runs schedules, and dispatches each job to
+its use case."""

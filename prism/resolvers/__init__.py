@@ -1,2 +1,2 @@
-"""Field resolvers and per-request DataLoaders: GraphQL arguments in, calls on authz, models,
-search and jobs out. They return rows; the schema maps rows to types."""
+"""Thin resolvers: GraphQL arguments in, one use case (or read) called, rows out; the schema
+maps rows to types."""
