@@ -1,5 +1,5 @@
 """Planned coverage (issue 16): the share of the contract's read fields that Prism's compiled
-planner answers, by asking the planner itself (``prism.execution.compiled.plan``) about each.
+planner answers, by asking the planner itself (``prism.execution.planner.plan``) about each.
 
 The read fields that map to rows: from the schema (the one ``schema.graphql`` exports), every
 object type reachable from ``Query`` but the paging wrappers (``*Connection``, ``*Edge``,
@@ -159,7 +159,9 @@ def _probe(text: str, principal: Any) -> str | None:
     """None when the planner plans the query and the probed field is in its statement (a
     fragment on another type than the planner's is left out, not refused), else why not."""
     from graphql import OperationDefinitionNode, parse
-    from prism.execution.compiled import NotPlanned, plan
+
+    from prism.execution.fragments import NotPlanned
+    from prism.execution.planner import plan
 
     document = parse(text)
     operation = next(d for d in document.definitions if isinstance(d, OperationDefinitionNode))

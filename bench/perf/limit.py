@@ -3,7 +3,7 @@ answer it with, served by the raw server on bare asyncpg.
 
 The candidates of a query are
 
-- **prism-compiled**'s statement: what Prism's compiled planner (``prism.execution.compiled.
+- **prism-compiled**'s statement: what Prism's compiled planner (``prism.execution.planner.
   plan``) makes of the registered operation for the benchmark's principal, with the values of
   the benchmark's request; it returns the whole answer, in Prism's shape, as JSON text;
 - **postgraphile**'s (and **postgraphile5**'s) statement: the one data statement the server
@@ -70,9 +70,10 @@ def jsonable(value: Any) -> Any:
 async def compiled_candidate(bench: Any, dataset: Dataset, query: Query) -> Candidate | str:
     """prism-compiled's statement for the query, or why there is none."""
     from graphql import OperationDefinitionNode, parse
-    from prism.execution.compiled import NotPlanned, plan
 
     from prism.authn.bearer import authenticate_bearer
+    from prism.execution.fragments import NotPlanned
+    from prism.execution.planner import plan
 
     body = query.bodies.get("prism")
     if body is None:

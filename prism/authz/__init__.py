@@ -1,1 +1,2 @@
-"""What the caller may do: principals and the one policy, ``decide(principal, action, resource)``."""
+"""What the caller may do: principals, and the one policy that decides,
+``decide(principal, action, resource)``."""

@@ -11,11 +11,14 @@ from datetime import datetime
 from typing import Any
 
 from prism.authn import throttle
+from prism.authz.policy import Action, require
 from prism.execution.context import Context
 from prism.execution.ids import expect_id
 from prism.identity import mfa, sessions, users
 from prism.identity.sessions import SignedIn as SignedIn  # the answer the schema maps
+from prism.models import users as user_models
 from prism.models.enums import Classification, Role
+from prism.models.pagination import Page, PageRequest
 from prism.models.users import User
 
 # --- sessions --------------------------------------------------------------------------------
@@ -90,6 +93,17 @@ async def reset_user_mfa(ctx: Context, user_id: str) -> User:
 
 
 # --- users -----------------------------------------------------------------------------------
+
+
+async def read_users(ctx: Context, first: int | None, after: str | None) -> Page[User]:
+    """A page of the users of the caller's organization."""
+    principal = ctx.require_principal()
+    require(principal, Action.USER_LIST)
+    page_request = PageRequest.parse(first, after, ordering="users")
+    async with ctx.transaction.read() as session:
+        return await user_models.read_users(
+            session, organization_id=principal.organization_id, page=page_request
+        )
 
 
 @dataclass(frozen=True)

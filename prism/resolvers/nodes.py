@@ -1,14 +1,17 @@
-"""``node(id)``: load any object by global ID, with the read rule of its type."""
+"""``node(id)`` and ``nodes(ids)``: load any object by global ID, with the read rule of its
+type."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from prism.authz.policy import Action, Resource, decide, may_read_token, require
-from prism.errors import NotFound
+from prism.errors import BadUserInput, NotFound, PrismError
 from prism.execution.context import Context
 from prism.execution.ids import from_global_id
 from prism.models import organizations
+from prism.models.pagination import MAX_PAGE_SIZE
 
 # Type name -> (action the caller needs, loader attribute).
 _READABLE: dict[str, tuple[Action, str]] = {
@@ -54,3 +57,23 @@ async def load_node(ctx: Context, global_id: str) -> tuple[str, Any]:
         if not decide(principal, Action.USER_EXPORT, owner).allowed:
             raise NotFound("DataExport not found.")
     return type_name, row
+
+
+async def load_nodes(ctx: Context, ids: list[str]) -> list[tuple[str, Any] | PrismError]:
+    """What ``load_node`` answers for each of ``ids`` (at most MAX_PAGE_SIZE), in order; a
+    refused or missing one is its error, in its place."""
+    if len(ids) > MAX_PAGE_SIZE:
+        raise BadUserInput(f"At most {MAX_PAGE_SIZE} ids.", argument="ids")
+    # Loaded together, so the loaders batch them: one statement per type, not per id.
+    loaded = await asyncio.gather(
+        *(load_node(ctx, global_id) for global_id in ids), return_exceptions=True
+    )
+    result: list[tuple[str, Any] | PrismError] = []
+    for item in loaded:
+        if isinstance(item, PrismError):
+            result.append(item)
+        elif isinstance(item, BaseException):
+            raise item
+        else:
+            result.append(item)
+    return result

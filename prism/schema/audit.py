@@ -1,7 +1,8 @@
-"""Audit events and background jobs."""
+"""Audit events and background jobs; the audit and job fields of the root Query."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import cast
 
@@ -9,11 +10,13 @@ import strawberry
 from strawberry.scalars import JSON
 
 from prism.authz.policy import may_read_token
-from prism.execution.ids import to_global_id
+from prism.execution.ids import expect_id, from_global_id, to_global_id
 from prism.models import audit as audit_models
 from prism.models import jobs as job_models
 from prism.models.pagination import Page
-from prism.schema.base import Edge, Info, Node, PageInfo, edges_of
+from prism.resolvers import audit as audit_resolvers
+from prism.resolvers import jobs as job_resolvers
+from prism.schema.base import After, Edge, First, Info, Node, PageInfo, edges_of
 from prism.schema.enums import JobState
 from prism.schema.identity import ApiToken, User
 
@@ -163,3 +166,86 @@ class AuditChainReport:
             valid=report.valid,
             first_broken_id=strawberry.ID(to_global_id("AuditEvent", broken)) if broken else None,
         )
+
+
+@strawberry.input(description="Narrows the audit log.")
+class AuditFilter:
+    event_type: list[str] | None = None
+    resource_id: strawberry.ID | None = None
+    actor_id: strawberry.ID | None = strawberry.field(default=None, description="A User ID.")
+    after: datetime | None = None
+    before: datetime | None = None
+
+    def to_model(self) -> audit_models.AuditFilter:
+        return audit_models.AuditFilter(
+            event_type=self.event_type,
+            resource_id=_any_row_id(self.resource_id),
+            actor_id=expect_id(self.actor_id, "User") if self.actor_id else None,
+            after=self.after,
+            before=self.before,
+        )
+
+
+def _any_row_id(global_id: strawberry.ID | None) -> uuid.UUID | None:
+    return None if global_id is None else from_global_id(global_id)[1]
+
+
+@strawberry.type
+class AuditQuery:
+    """``auditLog`` and ``verifyAuditChain`` of the root Query."""
+
+    @strawberry.field(description="The organization's audit log, oldest first (ADMIN, AUDITOR).")
+    async def audit_log(
+        self,
+        info: Info,
+        filter: AuditFilter | None = None,
+        first: First = None,
+        after: After = None,
+    ) -> AuditEventConnection:
+        page = await audit_resolvers.read_audit_log(info.context, filter, first, after)
+        return AuditEventConnection.from_page(page)
+
+    @strawberry.field(
+        description="Re-verify the organization's audit hash chain (ADMIN, AUDITOR), optionally "
+        "within [after, before)."
+    )
+    async def verify_audit_chain(
+        self, info: Info, after: datetime | None = None, before: datetime | None = None
+    ) -> AuditChainReport:
+        report = await audit_resolvers.verify_audit_chain(info.context, after, before)
+        return AuditChainReport.from_report(report)
+
+
+@strawberry.input(description="Narrows the job list; all given conditions must hold.")
+class JobFilter:
+    state: list[JobState] | None = None
+    kind: list[str] | None = strawberry.field(
+        default=None, description="e.g. gdpr.erase_cleanup, document.analyze."
+    )
+
+
+@strawberry.type
+class JobQuery:
+    """``job`` and ``jobs`` of the root Query."""
+
+    @strawberry.field(description="A background job.")
+    async def job(self, info: Info, id: strawberry.ID) -> Job | None:
+        return Job.from_row(await job_resolvers.read_job(info.context, id))
+
+    @strawberry.field(
+        description="The organization's background jobs, newest first (ADMIN). "
+        "`filter: {state: [DEAD]}` lists the jobs that gave up: what they should have done "
+        "is not done (an erasure's cleanup, an index update, ...)."
+    )
+    async def jobs(
+        self,
+        info: Info,
+        filter: JobFilter | None = None,
+        first: First = None,
+        after: After = None,
+    ) -> JobConnection:
+        flt = job_models.JobFilter(
+            states=filter.state if filter else None, kinds=filter.kind if filter else None
+        )
+        page = await job_resolvers.read_jobs(info.context, flt, first, after)
+        return JobConnection.from_page(page)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import strawberry
 
 from prism.execution.context import Context
-from prism.models.pagination import Page
+from prism.models.pagination import MAX_PAGE_SIZE, Page
 
 Info = strawberry.Info[Context, None]
+
+# The arguments of every connection field.
+First = Annotated[
+    int | None, strawberry.argument(description=f"Page size (0-{MAX_PAGE_SIZE}, default 20).")
+]
+After = Annotated[str | None, strawberry.argument(description="`endCursor` of the previous page.")]
 
 T = TypeVar("T")
 N = TypeVar("N")

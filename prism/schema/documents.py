@@ -1,17 +1,20 @@
-"""Documents, their sections, AI analyses and reviewer feedback."""
+"""Documents, their sections, AI analyses and reviewer feedback; the document fields of the
+root Query and Mutation."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Any
 
 import strawberry
+from starlette.datastructures import UploadFile
+from strawberry.file_uploads import Upload
 
 from prism.authz.policy import sees_raw_pii
-from prism.errors import NotFound
-from prism.execution.ids import to_global_id
+from prism.errors import BadUserInput, NotFound
+from prism.execution.ids import expect_id, to_global_id
 from prism.execution.loaders import now_or_later
 from prism.extraction.pii import mask, mask_all
 from prism.models import analyses as analysis_models
@@ -19,20 +22,21 @@ from prism.models import documents as document_models
 from prism.models import feedback as feedback_models
 from prism.models import users as user_models
 from prism.models.pagination import Page, PageRequest
-from prism.schema.base import Edge, Info, Node, PageInfo, edges_of
+from prism.resolvers import documents as document_resolvers
+from prism.schema.audit import Job
+from prism.schema.base import After, Edge, First, Info, Node, PageInfo, edges_of
 from prism.schema.enums import (
     Classification,
+    DocumentOrderField,
     DocumentType,
     FeedbackAction,
+    OrderDirection,
     ProcessingStatus,
     RiskLevel,
     StorageTier,
     WorkflowStatus,
 )
 from prism.schema.identity import User
-
-First = Annotated[int | None, strawberry.argument(description="Page size (0-100, default 20).")]
-After = Annotated[str | None, strawberry.argument(description="`endCursor` of the previous page.")]
 
 
 @strawberry.type(description="PII found in a section: its type and offsets, never the text.")
@@ -420,3 +424,177 @@ class FeedbackConnection:
             edges=edges_of(page, Feedback.from_row, FeedbackEdge),
             page_info=PageInfo.from_page(page),
         )
+
+
+@strawberry.input(description="Narrows a document list; all given conditions must hold.")
+class DocumentFilter:
+    processing_status: list[ProcessingStatus] | None = None
+    classification: list[Classification] | None = None
+    document_type: list[DocumentType] | None = None
+    risk_level: list[RiskLevel] | None = None
+    uploaded_by: strawberry.ID | None = strawberry.field(default=None, description="A User ID.")
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    legal_hold: bool | None = None
+
+    def to_model(self) -> document_models.DocumentFilter:
+        return document_models.DocumentFilter(
+            processing_status=self.processing_status,
+            classification=self.classification,
+            document_type=self.document_type,
+            risk_level=self.risk_level,
+            uploaded_by=expect_id(self.uploaded_by, "User") if self.uploaded_by else None,
+            created_after=self.created_after,
+            created_before=self.created_before,
+            legal_hold=self.legal_hold,
+        )
+
+
+@strawberry.input(description="How to order a document list (ties broken by ID).")
+class DocumentOrder:
+    field: DocumentOrderField
+    direction: OrderDirection
+
+
+@strawberry.type
+class DocumentQuery:
+    """``documents`` and ``document`` of the root Query."""
+
+    @strawberry.field(description="Documents the caller may see, filtered, ordered and paged.")
+    async def documents(
+        self,
+        info: Info,
+        filter: DocumentFilter | None = None,
+        order_by: DocumentOrder | None = None,
+        first: First = None,
+        after: After = None,
+    ) -> DocumentConnection:
+        page, flt = await document_resolvers.read_documents(
+            info.context,
+            filter,
+            field=order_by.field.value if order_by else "CREATED_AT",
+            descending=order_by.direction is OrderDirection.DESC if order_by else True,
+            first=first,
+            after=after,
+            selections=info.selected_fields[0].selections,
+        )
+        return DocumentConnection.from_page(page, flt)
+
+    @strawberry.field(description="One document; NOT_FOUND if it does not exist or is not visible.")
+    async def document(self, info: Info, id: strawberry.ID) -> Document | None:
+        return Document.from_row(await document_resolvers.read_document(info.context, id))
+
+
+@strawberry.input(description="A file (GraphQL multipart request) and how to file it.")
+class UploadDocumentInput:
+    file: Upload = strawberry.field(
+        description="docx, pdf or plain text; the type is read from the bytes."
+    )
+    document_type: DocumentType | None = None
+    classification: Classification | None = strawberry.field(
+        default=None, description="Default INTERNAL; never above the uploader's clearance."
+    )
+    analyze: bool = strawberry.field(default=True, description="Analyse once extracted.")
+
+
+@strawberry.type(description="An uploaded document and the job that processes it.")
+class UploadDocumentPayload:
+    document: Document
+    deduplicated: bool = strawberry.field(
+        description="True when the organization already had these bytes: that document is "
+        "returned and nothing new is stored."
+    )
+    job: Job | None
+
+
+@strawberry.input(description="Re-run the AI analysis of a document.")
+class AnalyzeDocumentInput:
+    document_id: strawberry.ID
+    analyzer: str | None = strawberry.field(
+        default=None, description="rules or bedrock; default: the server's PRISM_ANALYZER."
+    )
+
+
+@strawberry.type(description="A document queued for analysis.")
+class AnalyzeDocumentPayload:
+    document: Document
+    job: Job
+
+
+@strawberry.input(description="Changes to a document; omitted fields stay as they are.")
+class UpdateDocumentInput:
+    id: strawberry.ID
+    document_type: DocumentType | None = None
+    classification: Classification | None = None
+    legal_hold: bool | None = strawberry.field(default=None, description="ADMIN only.")
+
+
+@strawberry.type(description="What `deleteDocument` removed.")
+class DeleteDocumentPayload:
+    deleted_id: strawberry.ID
+
+
+@strawberry.type
+class DocumentMutation:
+    """``uploadDocument`` ... ``deleteDocument`` of the root Mutation."""
+
+    @strawberry.mutation(
+        description="Upload a document (multipart); it is extracted and analysed by workers."
+    )
+    async def upload_document(
+        self, info: Info, input: UploadDocumentInput
+    ) -> UploadDocumentPayload:
+        if not isinstance(input.file, UploadFile) or input.file.file.closed:
+            raise BadUserInput(
+                "`file` must be a file part of a multipart request, used once.", argument="file"
+            )
+        file = input.file
+        try:
+            received = await document_resolvers.upload_document(
+                info.context,
+                document_resolvers.UploadInput(
+                    source=file.file,
+                    filename=file.filename,
+                    document_type=input.document_type,
+                    classification=input.classification,
+                    analyze=input.analyze,
+                ),
+            )
+        finally:
+            await file.close()  # the spooled copy goes as soon as the object is stored
+        return UploadDocumentPayload(
+            document=Document.from_row(received.document),
+            deduplicated=received.deduplicated,
+            job=Job.from_row(received.job) if received.job else None,
+        )
+
+    @strawberry.mutation(
+        description="Queue a new analysis of a document; earlier ones stay as history."
+    )
+    async def analyze_document(
+        self, info: Info, input: AnalyzeDocumentInput
+    ) -> AnalyzeDocumentPayload:
+        document, job = await document_resolvers.analyze_document(
+            info.context, expect_id(input.document_id, "Document"), input.analyzer
+        )
+        return AnalyzeDocumentPayload(document=Document.from_row(document), job=Job.from_row(job))
+
+    @strawberry.mutation(description="Change a document's type, classification or legal hold.")
+    async def update_document(self, info: Info, input: UpdateDocumentInput) -> Document:
+        row = await document_resolvers.update_document(
+            info.context,
+            expect_id(input.id, "Document"),
+            document_resolvers.DocumentChanges(
+                document_type=input.document_type,
+                classification=input.classification,
+                legal_hold=input.legal_hold,
+            ),
+        )
+        return Document.from_row(row)
+
+    @strawberry.mutation(
+        description="Delete a document (owner or ADMIN); CONFLICT under legal hold."
+    )
+    async def delete_document(self, info: Info, id: strawberry.ID) -> DeleteDocumentPayload:
+        await document_resolvers.delete_document(info.context, expect_id(id, "Document"))
+        return DeleteDocumentPayload(deleted_id=id)

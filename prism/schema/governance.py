@@ -1,4 +1,5 @@
-"""Governance types: retention policies and data-quality reports."""
+"""Governance types: retention policies and data-quality reports; the governance fields of
+the root Query and Mutation."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import strawberry
 
 from prism.models.governance import QualityRun
 from prism.models.governance import RetentionPolicy as PolicyRow
+from prism.resolvers import governance as governance_resolvers
+from prism.schema.base import Info
 from prism.schema.enums import DataCategory
 
 
@@ -95,3 +98,40 @@ class DataQualityReport:
                 for c in row.checks
             ],
         )
+
+
+@strawberry.type
+class GovernanceQuery:
+    """``retentionPolicies`` and ``dataQualityReport`` of the root Query."""
+
+    @strawberry.field(
+        description="The organization's retention policy of every data category (ADMIN)."
+    )
+    async def retention_policies(self, info: Info) -> list[RetentionPolicy]:
+        rows = await governance_resolvers.retention_policies(info.context)
+        return [RetentionPolicy.from_row(r) for r in rows]
+
+    @strawberry.field(
+        description="The latest data-quality assessment (ADMIN, AUDITOR); null before the "
+        "first one."
+    )
+    async def data_quality_report(self, info: Info) -> DataQualityReport | None:
+        row = await governance_resolvers.data_quality_report(info.context)
+        return DataQualityReport.from_row(row) if row else None
+
+
+@strawberry.type
+class GovernanceMutation:
+    """``updateRetentionPolicy`` of the root Mutation."""
+
+    @strawberry.mutation(
+        description="Change one category's retention policy (ADMIN); a documents policy also "
+        "moves its documents' retentionExpiresAt."
+    )
+    async def update_retention_policy(
+        self, info: Info, input: UpdateRetentionPolicyInput
+    ) -> RetentionPolicy:
+        row = await governance_resolvers.update_retention_policy(
+            info.context, input.category, input.changes()
+        )
+        return RetentionPolicy.from_row(row)

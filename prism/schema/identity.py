@@ -1,4 +1,5 @@
-"""Organizations, users, API tokens and the viewer."""
+"""Organizations, users, API tokens and the viewer; the identity fields of the root Query
+(users, API tokens) and Mutation (sign-in, sessions, MFA, API tokens, users)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from prism.execution.ids import to_global_id
 from prism.models import organizations as org_models
 from prism.models import users as user_models
 from prism.models.pagination import Page
-from prism.schema.base import Edge, Info, Node, PageInfo, edges_of
+from prism.resolvers import identity as identity_resolvers
+from prism.resolvers import tokens as token_resolvers
+from prism.schema.base import After, Edge, First, Info, Node, PageInfo, edges_of
 from prism.schema.enums import Classification, Role
 
 
@@ -136,3 +139,205 @@ class Viewer:
             return None
         row = await info.context.loaders.api_token.load(principal.api_token_id)
         return ApiToken.from_row(row) if row else None
+
+
+@strawberry.type
+class IdentityQuery:
+    """``users`` and ``apiTokens`` of the root Query."""
+
+    @strawberry.field(description="Users of the caller's organization (ADMIN, AUDITOR).")
+    async def users(self, info: Info, first: First = None, after: After = None) -> UserConnection:
+        page = await identity_resolvers.read_users(info.context, first, after)
+        return UserConnection.from_page(page)
+
+    @strawberry.field(
+        description="API tokens: the caller's own, or all of the organization's for ADMIN "
+        "and AUDITOR."
+    )
+    async def api_tokens(self, info: Info) -> list[ApiToken]:
+        rows = await token_resolvers.read_api_tokens(info.context)
+        return [ApiToken.from_row(r) for r in rows]
+
+
+@strawberry.type(description="A signed-in session.")
+class AuthPayload:
+    access_token: str = strawberry.field(description="Short-lived JWT for `Authorization: Bearer`.")
+    refresh_token: str = strawberry.field(description="Single-use token for `refreshSession`.")
+    expires_at: datetime = strawberry.field(description="When the access token expires.")
+    user: User
+
+    @classmethod
+    def from_signed_in(cls, signed_in: identity_resolvers.SignedIn) -> AuthPayload:
+        return cls(
+            access_token=signed_in.access_token,
+            refresh_token=signed_in.refresh_token,
+            expires_at=signed_in.expires_at,
+            user=User.from_row(signed_in.user),
+        )
+
+
+@strawberry.input(description="E-mail and password (and a TOTP code when MFA is on).")
+class LoginInput:
+    email: str
+    password: str
+    totp: str | None = None
+
+
+@strawberry.type(description="A new authenticator to confirm with `confirmMfaEnrollment`.")
+class MfaEnrollment:
+    secret: str = strawberry.field(description="Base32 TOTP secret, for manual entry.")
+    otpauth_uri: str = strawberry.field(description="otpauth:// URI, to show as a QR code.")
+
+
+@strawberry.type(description="One-time backup codes: shown once, each works once.")
+class MfaBackupCodes:
+    backup_codes: list[str]
+    user: User
+
+
+@strawberry.input(description="A code from the authenticator app, or a backup code.")
+class MfaCodeInput:
+    code: str
+
+
+@strawberry.input(description="A new API token, bound to the caller.")
+class CreateApiTokenInput:
+    name: str
+    scopes: list[str] = strawberry.field(description="Subset of the caller's scopes.")
+    expires_at: datetime | None = None
+
+
+@strawberry.type(description="A new API token.")
+class CreateApiTokenPayload:
+    token: str = strawberry.field(description="Shown once, never stored in the clear.")
+    api_token: ApiToken
+
+
+@strawberry.input(description="A new user of the caller's organization.")
+class CreateUserInput:
+    email: str
+    password: str = strawberry.field(description="12 to 1024 characters.")
+    first_name: str | None = None
+    last_name: str | None = None
+    role: Role
+    department: str | None = None
+    clearance: Classification | None = None
+    access_expires_at: datetime | None = None
+
+
+@strawberry.input(description="Changes to a user; omitted fields stay as they are.")
+class UpdateUserInput:
+    id: strawberry.ID
+    role: Role | None = None
+    department: str | None = None
+    clearance: Classification | None = None
+    access_expires_at: datetime | None = None
+
+
+@strawberry.type
+class IdentityMutation:
+    """``login`` ... ``updateUser`` of the root Mutation."""
+
+    @strawberry.mutation(description="Sign in with e-mail and password.")
+    async def login(self, info: Info, input: LoginInput) -> AuthPayload:
+        signed_in = await identity_resolvers.login(
+            info.context, input.email, input.password, input.totp
+        )
+        return AuthPayload.from_signed_in(signed_in)
+
+    @strawberry.mutation(
+        description="Trade a refresh token for a new session (the old token stops working)."
+    )
+    async def refresh_session(self, info: Info, refresh_token: str) -> AuthPayload:
+        signed_in = await identity_resolvers.refresh_session(info.context, refresh_token)
+        return AuthPayload.from_signed_in(signed_in)
+
+    @strawberry.mutation(
+        description="End the session of a refresh token; false if it was not active."
+    )
+    async def logout(self, info: Info, refresh_token: str) -> bool:
+        return await identity_resolvers.logout(info.context, refresh_token)
+
+    @strawberry.mutation(
+        description="Start MFA enrolment: a new TOTP secret for the caller's authenticator "
+        "app (signed-in session only)."
+    )
+    async def begin_mfa_enrollment(self, info: Info) -> MfaEnrollment:
+        secret, uri = await identity_resolvers.begin_mfa_enrollment(info.context)
+        return MfaEnrollment(secret=secret, otpauth_uri=uri)
+
+    @strawberry.mutation(
+        description="Turn MFA on with a code from the new authenticator; returns backup codes."
+    )
+    async def confirm_mfa_enrollment(self, info: Info, input: MfaCodeInput) -> MfaBackupCodes:
+        codes, row = await identity_resolvers.confirm_mfa_enrollment(info.context, input.code)
+        return MfaBackupCodes(backup_codes=codes, user=User.from_row(row))
+
+    @strawberry.mutation(
+        description="Replace the caller's backup codes (the old ones stop working)."
+    )
+    async def regenerate_mfa_backup_codes(self, info: Info, input: MfaCodeInput) -> MfaBackupCodes:
+        codes, row = await identity_resolvers.regenerate_mfa_backup_codes(info.context, input.code)
+        return MfaBackupCodes(backup_codes=codes, user=User.from_row(row))
+
+    @strawberry.mutation(description="Turn the caller's MFA off, with a current or backup code.")
+    async def disable_mfa(self, info: Info, input: MfaCodeInput) -> User:
+        return User.from_row(await identity_resolvers.disable_mfa(info.context, input.code))
+
+    @strawberry.mutation(
+        description="Turn off another user's MFA when their authenticator and backup codes "
+        "are lost (ADMIN, signed-in session only)."
+    )
+    async def reset_user_mfa(self, info: Info, user_id: strawberry.ID) -> User:
+        row = await identity_resolvers.reset_user_mfa(info.context, user_id)
+        return User.from_row(row)
+
+    @strawberry.mutation(
+        description="Create an API token for the caller; the secret is in the answer only."
+    )
+    async def create_api_token(
+        self, info: Info, input: CreateApiTokenInput
+    ) -> CreateApiTokenPayload:
+        secret, row = await token_resolvers.create_api_token(
+            info.context, input.name, input.scopes, input.expires_at
+        )
+        return CreateApiTokenPayload(token=secret, api_token=ApiToken.from_row(row))
+
+    @strawberry.mutation(description="Revoke an API token: it stops working on the next request.")
+    async def revoke_api_token(self, info: Info, id: strawberry.ID) -> ApiToken:
+        row = await token_resolvers.revoke_api_token(info.context, id)
+        return ApiToken.from_row(row)
+
+    @strawberry.mutation(description="Create a user in the caller's organization (ADMIN).")
+    async def create_user(self, info: Info, input: CreateUserInput) -> User:
+        row = await identity_resolvers.create_user(
+            info.context,
+            identity_resolvers.NewUser(
+                email=input.email,
+                password=input.password,
+                role=input.role,
+                clearance=input.clearance,
+                first_name=input.first_name,
+                last_name=input.last_name,
+                department=input.department,
+                access_expires_at=input.access_expires_at,
+            ),
+        )
+        return User.from_row(row)
+
+    @strawberry.mutation(
+        description="Change a user's role, department, clearance or access expiry (ADMIN)."
+    )
+    async def update_user(self, info: Info, input: UpdateUserInput) -> User:
+        changes = {
+            name: value
+            for name, value in (
+                ("role", input.role),
+                ("department", input.department),
+                ("clearance", input.clearance),
+                ("access_expires_at", input.access_expires_at),
+            )
+            if value is not None
+        }
+        row = await identity_resolvers.update_user(info.context, input.id, changes)
+        return User.from_row(row)

@@ -1,4 +1,5 @@
-"""Data governance: personal-data exports and erasure receipts."""
+"""Data governance: personal-data exports and erasure receipts; the privacy fields of the
+root Query (erasure status) and Mutation (export, erasure)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ from datetime import datetime
 
 import strawberry
 
-from prism.execution.ids import to_global_id
+from prism.execution.ids import expect_id, to_global_id
 from prism.models import exports as governance_models
 from prism.models import jobs as job_models
 from prism.models import users as user_models
 from prism.models.base import utcnow
 from prism.models.enums import JobState as JobStateValue
+from prism.resolvers import privacy as privacy_resolvers
 from prism.resolvers.privacy import Erasure, cleanup_complete
 from prism.schema.audit import Job
 from prism.schema.base import Info, Node
@@ -134,3 +136,39 @@ class ErasureStatus:
             cleanup_complete=cleanup_complete(jobs, held),
             cleanup_jobs=[Job.from_row(j) for j in jobs],
         )
+
+
+@strawberry.type
+class PrivacyQuery:
+    """``erasureStatus`` of the root Query."""
+
+    @strawberry.field(
+        description="Where a person's erasure stands: whether its cleanup (stored files, "
+        "lake, search index) is complete, and its jobs (ADMIN). Null if the user was never "
+        "erased."
+    )
+    async def erasure_status(self, info: Info, user_id: strawberry.ID) -> ErasureStatus | None:
+        found = await privacy_resolvers.erasure_status(info.context, expect_id(user_id, "User"))
+        return ErasureStatus.from_rows(*found) if found else None
+
+
+@strawberry.type
+class PrivacyMutation:
+    """``exportUserData`` and ``eraseUser`` of the root Mutation."""
+
+    @strawberry.mutation(
+        description="Export a person's data (GDPR access): a job builds an encrypted bundle "
+        "with an expiring download link. The person themself or an ADMIN."
+    )
+    async def export_user_data(self, info: Info, user_id: strawberry.ID) -> DataExport:
+        row = await privacy_resolvers.export_user_data(info.context, expect_id(user_id, "User"))
+        return DataExport.from_row(row)
+
+    @strawberry.mutation(
+        description="Erase a person (GDPR): identity pseudonymized, documents deleted unless "
+        "under legal hold, sessions and tokens revoked; the receipt is an audit event (ADMIN, "
+        "signed-in session only; cannot be undone)."
+    )
+    async def erase_user(self, info: Info, user_id: strawberry.ID) -> ErasureReceipt:
+        erasure = await privacy_resolvers.erase_user(info.context, expect_id(user_id, "User"))
+        return ErasureReceipt.from_erasure(erasure)

@@ -1,16 +1,19 @@
-"""Full-text search over sections: hits with highlights, facets and keyset cursors."""
+"""Full-text search over sections: hits with highlights, facets and keyset cursors; the
+search field of the root Query."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import strawberry
 
 from prism.execution.ids import expect_id
 from prism.resolvers import search as search_resolvers
-from prism.schema.base import PageInfo
+from prism.schema.base import After, First, Info, PageInfo
 from prism.schema.documents import Document, Section
 from prism.schema.enums import Classification, DocumentType, RiskLevel
 from prism.search import SearchFilters
-from prism.search.types import MAX_FILTER_VALUES
+from prism.search.types import MAX_FILTER_VALUES, MAX_QUERY_LENGTH
 
 
 @strawberry.type(description="A section matching a search.")
@@ -108,3 +111,28 @@ class SearchFilter:
             risk_level=tuple(self.risk_level or ()),
             document_id=expect_id(self.document_id, "Document") if self.document_id else None,
         )
+
+
+@strawberry.type
+class SearchQuery:
+    """``search`` of the root Query."""
+
+    @strawberry.field(
+        description="Full-text search over the sections the caller may read (`search:read`), "
+        "best first. `query` follows web-search syntax: words must all match, "
+        '`"a phrase"` in order, `OR` between two terms either, `-word` excludes. '
+        "Personal data is masked in what is searched and shown."
+    )
+    async def search(
+        self,
+        info: Info,
+        query: Annotated[
+            str, strawberry.argument(description=f"1 to {MAX_QUERY_LENGTH} characters.")
+        ],
+        filter: SearchFilter | None = None,
+        first: First = None,
+        after: After = None,
+    ) -> SearchConnection:
+        filters = filter.to_filters() if filter else None
+        found = await search_resolvers.search(info.context, query, filters, first, after)
+        return SearchConnection.from_found(found)
