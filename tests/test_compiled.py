@@ -9,9 +9,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+from graphql import parse
 
+from prism.authn.bearer import authenticate_bearer
 from prism.config import Settings
+from prism.execution.fragments import NotPlanned
+from prism.execution.plans import Plan, PlanCache
 from prism.models.enums import Classification, Role
 from prism.operations.persisted import split_operations
 from prism.schema import build_schema
@@ -306,3 +311,82 @@ async def test_the_compiled_path_can_be_turned_off_and_reports_why_not(
     assert nested["extensions"]["execution"] == {"path": "compiled"}
     adhoc = await gql(client, "{ documents { totalCount } }", token=tenant.tokens[Role.VIEWER])
     assert "execution" not in adhoc["extensions"]
+
+
+async def _planned(
+    services: Services, cache: PlanCache, source: str, name: str, token: str, variables: Any
+) -> dict[str, Any] | str:
+    """The planned answer through ``cache`` (run as the compiled path runs it), or why not."""
+    principal = await authenticate_bearer(services.db, services.access_tokens, token)
+    entry = cache.get(source, parse(source), name, principal, variables=variables)
+    if isinstance(entry, str):
+        return entry
+    try:
+        compiled = entry.bind(variables, principal)
+    except NotPlanned as reason:
+        return str(reason)
+    async with services.db.transaction(principal.organization_id) as session:
+        text = await session.scalar(compiled.sql, compiled.values)
+    data: dict[str, Any] = orjson.loads(text)
+    if any(data.get(key) is None for key in compiled.must_exist):
+        return "not found"
+    return data
+
+
+async def test_one_plan_serves_every_value_of_the_variables(
+    interpreted: httpx.AsyncClient, services: Services, world: dict[str, Any]
+) -> None:
+    """One cache entry per (document, operation, visibility class): page sizes, filters,
+    cursors and IDs are bound, and each binding answers what the interpreted path answers."""
+    registered = await _register(services, OPERATIONS)
+    documents = world["documents"]
+    cache = PlanCache()
+    token = world["tenant"].tokens[Role.ADMIN]
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("Page", {"first": 1}),
+        ("Page", {"first": 4}),
+        ("Page", {"first": 2, "filter": {"classification": ["INTERNAL", "PUBLIC"]}}),
+        ("Page", {"first": 3, "filter": {"processingStatus": ["FAILED"], "legalHold": False}}),
+        ("Page", {"first": 3, "filter": {"uploadedBy": gid("User", documents[0].uploaded_by)}}),
+        ("Page", {"first": 3, "filter": None}),
+        ("Nested", {"first": 1}),
+        ("Nested", {"first": 3}),
+        ("Nested", {}),
+        ("Again", {"id": gid("Document", documents[0].id)}),
+        ("Again", {"id": gid("Document", documents[1].id)}),
+    ]
+    for name, variables in cases:
+        answer = await _planned(services, cache, OPERATIONS, name, token, variables)
+        reference = await _call(interpreted, token, registered[name], variables)
+        assert answer == reference["data"], (name, variables)
+    assert len(cache) == 3  # Page, Nested, Again: one entry each
+    page = cache.entries[next(k for k in cache.entries if k[1] == "Page")]
+    assert isinstance(page, Plan)
+    assert len(page.statements) == 1
+    # a cursor is a shape of its own (one more statement), its key parts are bound
+    after = None
+    for _ in range(8):
+        variables = {"first": 2, "after": after}
+        answer = await _planned(services, cache, OPERATIONS, "Page", token, variables)
+        reference = await _call(interpreted, token, registered["Page"], variables)
+        assert answer == reference["data"], variables
+        assert isinstance(answer, dict)
+        if not answer["documents"]["pageInfo"]["hasNextPage"]:
+            break
+        after = answer["documents"]["pageInfo"]["endCursor"]
+    assert len(page.statements) == 2
+    assert len(cache) == 3
+    # values the interpreted path refuses go to it (it reports the error)
+    for variables in (
+        {"first": 101},
+        {"first": -1},
+        {"first": 2, "after": "not-a-cursor"},
+        {"first": 2, "filter": {"uploadedBy": "bad"}},
+        {"first": 2, "filter": {"createdAfter": "2024-01-01T00:00:00Z"}},
+    ):
+        assert isinstance(
+            await _planned(services, cache, OPERATIONS, "Page", token, variables), str
+        ), variables
+    bad = await _planned(services, cache, OPERATIONS, "Again", token, {"id": "nope"})
+    assert bad == "an ID the interpreted path refuses"
+    assert len(cache) == 3

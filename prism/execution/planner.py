@@ -19,7 +19,7 @@ path reports it with its path). What a selection maps to (tables, columns) is de
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,8 @@ from graphql import (
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
+    ListValueNode,
+    ObjectValueNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
@@ -54,7 +56,7 @@ from prism.execution.fragments import (
 from prism.execution.ids import from_global_id
 from prism.models.documents import DocumentFilter
 from prism.models.enums import Classification
-from prism.models.pagination import MAX_PAGE_SIZE, PageRequest
+from prism.models.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageRequest
 
 # --- SQL fragments --------------------------------------------------------------------------
 
@@ -153,49 +155,107 @@ def _item_field(key: str, kind: ItemKind) -> str:
 
 
 @dataclass
+class Request:
+    """What one request binds: its variables (the operation's defaults filled in) and its
+    principal. ``memo`` holds values several bind slots share (a parsed cursor, a filter)."""
+
+    variables: Mapping[str, Any]
+    principal: Principal
+    memo: dict[object, Any] = field(default_factory=dict)
+
+
+# A bind slot's value for a request; raises NotPlanned for a value the interpreted path refuses.
+Getter = Callable[[Request], Any]
+
+
+def _memo(getter: Getter) -> Getter:
+    """``getter``, computed once per request however many slots use it."""
+    key = object()
+
+    def get(request: Request) -> Any:
+        if key not in request.memo:
+            request.memo[key] = getter(request)
+        return request.memo[key]
+
+    return get
+
+
+def _constant(value: Any) -> Getter:
+    return lambda request: value
+
+
+def _part(getter: Getter, index: int) -> Getter:
+    return lambda request: getter(request)[index]
+
+
+def _has_variables(node: ValueNode) -> bool:
+    if isinstance(node, VariableNode):
+        return True
+    if isinstance(node, ListValueNode):
+        return any(_has_variables(v) for v in node.values)
+    if isinstance(node, ObjectValueNode):
+        return any(_has_variables(f.value) for f in node.fields)
+    return False
+
+
+@dataclass
 class Binds:
-    """Values of one request, named as the SQL names them."""
+    """The statement's bind slots, named as the SQL names them; each is a ``Getter``."""
 
-    values: dict[str, Any] = field(default_factory=dict)
+    slots: dict[str, Getter] = field(default_factory=dict)
 
-    def add(self, value: Any) -> str:
-        name = f"p{len(self.values)}"
-        self.values[name] = value
+    def add(self, getter: Getter) -> str:
+        name = f"p{len(self.slots)}"
+        self.slots[name] = getter
         return f":{name}"
+
+    def const(self, value: Any) -> str:
+        return self.add(_constant(value))
 
 
 @dataclass
 class Planner:
-    """Turns one operation into SQL for one principal and one set of variables. Every
-    variable-dependent choice (page sizes, cursors, IDs, filters) becomes a bind value, so the
-    SQL text of a (plan, visibility class) pair is stable and PostgreSQL's prepared statement
-    and SQLAlchemy's compiled cache are reused."""
+    """Turns one operation into SQL for one visibility class. Values (variables, the caller's
+    organization, user, department) are bind slots read at bind time, so one statement serves
+    every value; what changes the statement's shape is read here from the planning request's
+    variables and recorded in ``shapes`` (a getter and the value the statement was made for)."""
 
     principal: Principal
     fragments: Mapping[str, FragmentDefinitionNode]
     variables: Mapping[str, Any]
     binds: Binds = field(default_factory=Binds)
     aliases: int = 0
+    shapes: list[tuple[Getter, Any]] = field(default_factory=list)
+    actions: set[Action] = field(default_factory=set)
 
     def alias(self, prefix: str) -> str:
         self.aliases += 1
         return f"{prefix}{self.aliases}"
+
+    def shape(self, getter: Getter) -> Any:
+        """The value of ``getter`` for the planning request; the statement is made for it, so
+        a request binds this statement only when its value is the same."""
+        value = getter(Request(self.variables, self.principal))
+        self.shapes.append((getter, value))
+        return value
 
     # -- selections --
 
     def fields(self, selection_set: SelectionSetNode, type_name: str) -> list[FieldNode]:
         return selected_fields(selection_set, type_name, self.fragments)
 
-    def argument(self, node: FieldNode, name: str) -> Any:
+    def argument(self, node: FieldNode, name: str) -> Getter:
+        """The argument's value for a request (None when it is not given)."""
         for argument in node.arguments or ():
             if argument.name.value == name:
-                return self.value(argument.value)
-        return None
-
-    def value(self, node: ValueNode) -> Any:
-        if isinstance(node, VariableNode):
-            return self.variables.get(node.name.value)
-        return value_from_ast_untyped(node, dict(self.variables))
+                value = argument.value
+                if isinstance(value, VariableNode):
+                    variable = value.name.value
+                    return lambda request: request.variables.get(variable)
+                if _has_variables(value):
+                    return lambda request: value_from_ast_untyped(value, dict(request.variables))
+                return _constant(value_from_ast_untyped(value))
+        return _constant(None)
 
     def object(self, type_name: str, alias: str, selection_set: SelectionSetNode | None) -> str:
         if selection_set is None:
@@ -237,6 +297,21 @@ class Planner:
             f"FROM {table} {a} WHERE {a}.id = {id_sql})"
         )
 
+    def page_size(self, node: FieldNode) -> Getter:
+        given = self.argument(node, "first")
+
+        def first(request: Request) -> int:
+            value = given(request)
+            if value is None:
+                return DEFAULT_PAGE_SIZE
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise NotPlanned("a page size the interpreted path refuses")
+            if not 0 <= value <= MAX_PAGE_SIZE:
+                raise NotPlanned("a page size the interpreted path refuses")
+            return int(value)
+
+        return _memo(first)
+
     def connection(
         self,
         type_name: str,
@@ -247,33 +322,37 @@ class Planner:
         total: str | None = None,
     ) -> str:
         """A Relay connection over the rows of ``source`` (a FROM clause with alias "{a}" and
-        its WHERE), ordered by ``ordering``, paged by the field's first/after."""
-        first = self.argument(node, "first")
-        if first is None:
-            first = 20
-        if not isinstance(first, int) or not 0 <= first <= MAX_PAGE_SIZE:
-            raise NotPlanned("a page size the interpreted path refuses")
-        after = self.argument(node, "after")
+        its WHERE), ordered by ``ordering``, paged by the field's first/after: the page size
+        and the cursor's key parts are binds, whether there is a cursor is the shape."""
+        first = self.page_size(node)
+        given_after = self.argument(node, "after")
+        has_after = bool(self.shape(lambda request: given_after(request) is not None))
         a = self.alias("r")
         where = ""
-        if after is not None:
-            try:
-                request = PageRequest.parse(first, after, ordering=ordering.name)
-            except PrismError as exc:
-                raise NotPlanned("a cursor the interpreted path refuses") from exc
-            assert request.after is not None
+        if has_after:
+
+            def key(request: Request) -> tuple[Any, ...]:
+                try:
+                    parsed = PageRequest.parse(
+                        first(request), given_after(request), ordering=ordering.name
+                    )
+                except PrismError as exc:
+                    raise NotPlanned("a cursor the interpreted path refuses") from exc
+                if parsed.after is None or len(parsed.after) != len(ordering.keys):
+                    raise NotPlanned("a cursor the interpreted path refuses")
+                return tuple(parsed.after)
+
+            cursor = _memo(key)
             op = "<" if ordering.descending else ">"
-            values = ", ".join(self.binds.add(v) for v in request.after)
+            values = ", ".join(self.binds.add(_part(cursor, i)) for i in range(len(ordering.keys)))
             where = f" AND ({', '.join(ordering.columns(a))}) {op} ({values})"
         limit = self.binds.add(first)
         parts: list[str] = []
         assert node.selection_set is not None
         for child in self.fields(node.selection_set, f"{type_name}Connection"):
-            key = response_key(child)
-            value = self.connection_part(
-                type_name, child, a, ordering, limit, after is not None, total
-            )
-            parts.append(f"'{key}', {value}")
+            key_name = response_key(child)
+            value = self.connection_part(type_name, child, a, ordering, limit, has_after, total)
+            parts.append(f"'{key_name}', {value}")
         rows = (
             f"SELECT {a}.*, row_number() OVER (ORDER BY {ordering.order_by(a)}) AS rn "
             f"FROM {source.format(a=a)}{where} ORDER BY {ordering.order_by(a)} LIMIT {limit} + 1"
@@ -434,20 +513,26 @@ class Planner:
     # -- documents and the scope --
 
     def visible(self, a: str) -> str:
-        """``visible_documents(scope)`` over the documents alias ``a``."""
+        """``visible_documents(scope)`` over the documents alias ``a``. Which rule applies is
+        decided by the visibility class; the organization, levels and department are binds."""
         scope = self.principal.scope()
-        levels = [c.value for c in scope.max_classification.at_most()]
+        org = self.binds.add(lambda request: request.principal.scope().organization_id)
+        levels = self.binds.add(
+            lambda request: [
+                c.value for c in request.principal.scope().max_classification.at_most()
+            ]
+        )
         rule = (
-            f"{a}.organization_id = {self.binds.add(scope.organization_id)} "
+            f"{a}.organization_id = {org} "
             f"AND {a}.deleted_at IS NULL "
-            f"AND {a}.classification = ANY({self.binds.add(levels)})"
+            f"AND {a}.classification = ANY({levels})"
         )
         if not scope.all_departments and scope.max_classification is Classification.RESTRICTED:
-            same = (
-                f"{a}.department = {self.binds.add(scope.department)}"
-                if scope.department
-                else "false"
-            )
+            if scope.department:
+                department = self.binds.add(lambda request: request.principal.scope().department)
+                same = f"{a}.department = {department}"
+            else:
+                same = "false"
             rule += f" AND ({a}.classification <> 'RESTRICTED' OR {same})"
         return rule
 
@@ -458,82 +543,124 @@ class Planner:
             f"FROM documents {d} WHERE {d}.id = {id_sql} AND {self.visible(d)})"
         )
 
-    def document_filter(self, a: str, value: Any) -> str:
-        if value is None:
-            return ""
-        if not isinstance(value, dict):
-            raise NotPlanned("a filter the interpreted path refuses")
-        try:
-            flt = DocumentFilter(
-                processing_status=value.get("processingStatus"),
-                classification=value.get("classification"),
-                document_type=value.get("documentType"),
-                risk_level=value.get("riskLevel"),
-                uploaded_by=_user_id(value.get("uploadedBy")),
-                created_after=value.get("createdAfter"),
-                created_before=value.get("createdBefore"),
-                legal_hold=value.get("legalHold"),
-            )
-        except (TypeError, ValueError, PrismError) as exc:
-            raise NotPlanned("a filter the interpreted path refuses") from exc
-        sql = ""
-        for column, values in (
-            ("processing_status", flt.processing_status),
-            ("classification", flt.classification),
-            ("document_type", flt.document_type),
-            ("risk_level", flt.risk_level),
-        ):
-            if values:
-                names = [getattr(v, "value", v) for v in values]
-                if not all(isinstance(n, str) for n in names):
+    def document_filter(self, a: str, given: Getter) -> str:
+        """The filter's conditions, each ``(column matches bind OR bind IS NULL)``: one
+        statement for every filter value (date bounds go to the interpreted path)."""
+
+        def parse(request: Request) -> DocumentFilter | None:
+            value = given(request)
+            if value is None:
+                return None
+            if not isinstance(value, dict):
+                raise NotPlanned("a filter the interpreted path refuses")
+            try:
+                flt = DocumentFilter(
+                    processing_status=value.get("processingStatus"),
+                    classification=value.get("classification"),
+                    document_type=value.get("documentType"),
+                    risk_level=value.get("riskLevel"),
+                    uploaded_by=_user_id(value.get("uploadedBy")),
+                    created_after=value.get("createdAfter"),
+                    created_before=value.get("createdBefore"),
+                    legal_hold=value.get("legalHold"),
+                )
+            except (TypeError, ValueError, PrismError) as exc:
+                raise NotPlanned("a filter the interpreted path refuses") from exc
+            if flt.created_after is not None or flt.created_before is not None:
+                raise NotPlanned("date filters")  # parsed by the DateTime scalar: interpreted
+            return flt
+
+        flt = _memo(parse)
+
+        def names(attribute: str) -> Getter:
+            def get(request: Request) -> list[str] | None:
+                parsed = flt(request)
+                values = getattr(parsed, attribute) if parsed is not None else None
+                if not values:
+                    return None
+                found = [getattr(v, "value", v) for v in values]
+                if not all(isinstance(n, str) for n in found):
                     raise NotPlanned("an enum value the interpreted path refuses")
-                sql += f" AND {a}.{column} = ANY({self.binds.add(names)})"
-        if flt.uploaded_by is not None:
-            sql += f" AND {a}.uploaded_by = {self.binds.add(flt.uploaded_by)}"
-        if flt.created_after is not None or flt.created_before is not None:
-            raise NotPlanned("date filters")  # parsed by the DateTime scalar: interpreted
-        if flt.legal_hold is not None:
-            sql += f" AND {a}.legal_hold = {self.binds.add(bool(flt.legal_hold))}"
+                return found
+
+            return get
+
+        sql = ""
+        for column in ("processing_status", "classification", "document_type", "risk_level"):
+            p = self.binds.add(names(column))
+            sql += f" AND ({a}.{column} = ANY({p}) OR {p} IS NULL)"
+        uploader = self.binds.add(
+            lambda request: f.uploaded_by if (f := flt(request)) is not None else None
+        )
+        sql += f" AND ({a}.uploaded_by = {uploader} OR {uploader} IS NULL)"
+        hold = self.binds.add(
+            lambda request: (
+                bool(f.legal_hold) if (f := flt(request)) and f.legal_hold is not None else None
+            )
+        )
+        sql += f" AND ({a}.legal_hold = {hold} OR {hold} IS NULL)"
         return sql
 
     # -- root fields --
 
-    def root(self, node: FieldNode) -> str:
+    def root(self, node: FieldNode) -> tuple[str, bool]:
+        """The root field's SQL, and whether its null means NOT_FOUND."""
         name = node.name.value
         if name == "documents":
             self.allowed(Action.DOCUMENT_READ)
-            return self.documents(node)
+            return self.documents(node), False
         if name in ("document", "node"):
             self.allowed(Action.DOCUMENT_READ)
-            raw = self.argument(node, "id")
-            try:
-                kind, row_id = from_global_id(raw) if isinstance(raw, str) else ("", None)
-            except PrismError as exc:
-                raise NotPlanned("an ID the interpreted path refuses") from exc
-            if kind != "Document" or row_id is None:
+            given = self.argument(node, "id")
+
+            def kind_of(request: Request) -> str | None:
+                raw = given(request)
+                try:
+                    return from_global_id(raw)[0] if isinstance(raw, str) else None
+                except PrismError:
+                    return None
+
+            kind = self.shape(kind_of)
+            if kind is None:
+                raise NotPlanned("an ID the interpreted path refuses")
+            if kind != "Document":
                 raise NotPlanned("a node that is not a Document")
-            return self.visible_document(self.binds.add(row_id), node)
+            row_id = self.binds.add(lambda request: from_global_id(given(request))[1])
+            return self.visible_document(row_id, node), True
         if name == "users":
             self.allowed(Action.USER_LIST)
-            org = self.binds.add(self.principal.organization_id)
+            org = self.binds.add(lambda request: request.principal.organization_id)
             source = f"users {{a}} WHERE {{a}}.organization_id = {org}"
-            return self.connection("User", node, source, Ordering("users", CREATED))
+            return self.connection("User", node, source, Ordering("users", CREATED)), False
         if name == "__typename":
-            return "'Query'"
+            return "'Query'", False
         raise NotPlanned(f"Query.{name}")
 
     def allowed(self, action: Action) -> None:
+        """The action is allowed (checked again for each request's principal at bind time)."""
         if not decide(self.principal, action).allowed:
             raise NotPlanned("refused: the interpreted path reports it")
+        self.actions.add(action)
 
     def documents(self, node: FieldNode) -> str:
-        order = self.argument(node, "orderBy") or {}
-        field_name = order.get("field", "CREATED_AT") if isinstance(order, dict) else None
-        direction = order.get("direction", "DESC") if isinstance(order, dict) else None
-        field_name = getattr(field_name, "value", field_name)
-        direction = getattr(direction, "value", direction)
-        if field_name not in DOCUMENT_KEYS or direction not in ("ASC", "DESC"):
+        given = self.argument(node, "orderBy")
+
+        def order_of(request: Request) -> tuple[str, str] | None:
+            order = given(request) or {}
+            if not isinstance(order, dict):
+                return None
+            field_name = order.get("field", "CREATED_AT")
+            direction = order.get("direction", "DESC")
+            field_name = getattr(field_name, "value", field_name)
+            direction = getattr(direction, "value", direction)
+            if field_name not in DOCUMENT_KEYS or direction not in ("ASC", "DESC"):
+                return None
+            return field_name, direction
+
+        order = self.shape(order_of)
+        if order is None:
             raise NotPlanned("an ordering the interpreted path refuses")
+        field_name, direction = order
         ordering = Ordering(
             f"documents:{field_name}:{'desc' if direction == 'DESC' else 'asc'}",
             DOCUMENT_KEYS[field_name],
@@ -556,15 +683,82 @@ def _user_id(value: Any) -> uuid.UUID | None:
     return row_id
 
 
-# --- entry point ----------------------------------------------------------------------------
+# --- entry points ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Compiled:
+    """A statement with one request's values bound."""
+
     sql: sa.TextClause
     values: dict[str, Any]
     # Root keys whose null means NOT_FOUND (an error only the interpreted path gives).
     must_exist: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Statement:
+    """An operation planned for one visibility class and one shape of its variables: the SQL
+    and its bind slots, or the reason it goes to the interpreted path."""
+
+    # What the statement was made for: a request whose getters give these values binds it.
+    shapes: tuple[tuple[Getter, Any], ...]
+    sql: sa.TextClause | None = None
+    slots: Mapping[str, Getter] = field(default_factory=dict)
+    must_exist: tuple[str, ...] = ()
+    actions: frozenset[Action] = frozenset()
+    reason: str | None = None
+
+    def fits(self, request: Request) -> bool:
+        """Whether ``request``'s variables have the shape this statement was made for."""
+        return all(getter(request) == value for getter, value in self.shapes)
+
+    def bind(self, request: Request) -> Compiled:
+        """The statement with ``request``'s values; NotPlanned when it has none, when the
+        request's principal may not do what it does, or for a value the interpreted path
+        refuses (it reports the error)."""
+        if self.sql is None:
+            raise NotPlanned(self.reason or "not planned")
+        for action in self.actions:
+            if not decide(request.principal, action).allowed:
+                raise NotPlanned("refused: the interpreted path reports it")
+        values = {name: getter(request) for name, getter in self.slots.items()}
+        return Compiled(self.sql, values, self.must_exist)
+
+
+def fragments_of(document: DocumentNode) -> dict[str, FragmentDefinitionNode]:
+    return {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+
+
+def statement(
+    document: DocumentNode,
+    operation: OperationDefinitionNode,
+    principal: Principal,
+    variables: Mapping[str, Any],
+) -> Statement:
+    """``operation`` planned for ``principal``'s visibility class and the shape of
+    ``variables`` (the operation's defaults filled in: ``with_defaults``)."""
+    planner = Planner(principal, fragments_of(document), variables)
+    try:
+        if operation.operation is not OperationType.QUERY:
+            raise NotPlanned("not a query")
+        pairs = []
+        must_exist = []
+        for node in planner.fields(operation.selection_set, "Query"):
+            key = response_key(node)
+            sql, must = planner.root(node)
+            pairs.append(f"'{key}', {sql}")
+            if must:
+                must_exist.append(key)
+    except NotPlanned as reason:
+        return Statement(tuple(planner.shapes), reason=str(reason))
+    return Statement(
+        tuple(planner.shapes),
+        sa.text(f"SELECT json_build_object({', '.join(pairs)})::text"),
+        dict(planner.binds.slots),
+        tuple(must_exist),
+        frozenset(planner.actions),
+    )
 
 
 def plan(
@@ -573,19 +767,7 @@ def plan(
     principal: Principal,
     variables: Mapping[str, Any] | None,
 ) -> Compiled:
-    """The statement answering ``operation`` for ``principal``; NotPlanned if it cannot."""
-    if operation.operation is not OperationType.QUERY:
-        raise NotPlanned("not a query")
-    fragments = {
-        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-    }
-    planner = Planner(principal, fragments, with_defaults(operation, variables or {}))
-    pairs = []
-    must_exist = []
-    for node in planner.fields(operation.selection_set, "Query"):
-        key = response_key(node)
-        pairs.append(f"'{key}', {planner.root(node)}")
-        if node.name.value in ("document", "node"):
-            must_exist.append(key)
-    sql = f"SELECT json_build_object({', '.join(pairs)})::text"
-    return Compiled(sa.text(sql), planner.binds.values, tuple(must_exist))
+    """The statement answering ``operation`` for ``principal`` with ``variables`` bound;
+    NotPlanned if it cannot (no cache: ``prism.execution.plans.PlanCache`` keeps plans)."""
+    values = with_defaults(operation, variables or {})
+    return statement(document, operation, principal, values).bind(Request(values, principal))
