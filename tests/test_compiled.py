@@ -4,7 +4,9 @@ clearance, on one database."""
 
 from __future__ import annotations
 
+import itertools
 import random
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +14,8 @@ import httpx
 import orjson
 import pytest
 from graphql import parse
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from prism.authn.bearer import authenticate_bearer
 from prism.config import Settings
@@ -306,7 +310,11 @@ async def test_the_compiled_path_can_be_turned_off_and_reports_why_not(
     registered = await _register(services, OPERATIONS)
     tenant: Tenant = world["tenant"]
     me = await _call(client, tenant.tokens[Role.VIEWER], registered["Me"])
-    assert me["extensions"]["execution"] == {"path": "interpreted", "reason": "Query.viewer"}
+    assert me["extensions"]["execution"] == {"path": "compiled"}
+    tokens = await _call(
+        client, tenant.tokens[Role.VIEWER], (await _register(services, NODES))["Tokens"]
+    )
+    assert tokens["extensions"]["execution"] == {"path": "interpreted", "reason": "Query.apiTokens"}
     nested = await _call(client, tenant.tokens[Role.VIEWER], registered["Nested"])
     assert nested["extensions"]["execution"] == {"path": "compiled"}
     adhoc = await gql(client, "{ documents { totalCount } }", token=tenant.tokens[Role.VIEWER])
@@ -387,6 +395,190 @@ async def test_one_plan_serves_every_value_of_the_variables(
         assert isinstance(
             await _planned(services, cache, OPERATIONS, "Page", token, variables), str
         ), variables
+    # the caller's own user is bound per request: one plan for two reviewers of one class
+    reviewers = [world["tenant"].tokens[Role.REVIEWER], world["principals"]["REVIEWER"]]
+    reviewers.append(world["principals"]["REVIEWER-CONFIDENTIAL-legal"])
+    me_digest = (await _register(services, NODES))["MeAgain"]
+    before = len(cache)
+    emails = set()
+    for reviewer in reviewers:
+        answer = await _planned(services, cache, NODES, "MeAgain", reviewer, {})
+        reference = await _call(interpreted, reviewer, me_digest, {})
+        assert answer == reference["data"]
+        emails.add(reference["data"]["viewer"]["user"]["email"])
+    assert len(emails) == 2
+    assert len(cache) == before + 1
     bad = await _planned(services, cache, OPERATIONS, "Again", token, {"id": "nope"})
     assert bad == "an ID the interpreted path refuses"
-    assert len(cache) == 3
+    assert len(cache) == 4
+
+
+NODES = """
+query AnyNode($id: ID!) { node(id: $id) { __typename id
+  ... on Section { order wordCount name content redacted document { filename }
+    analyses { model riskLevel } }
+  ... on Analysis { model riskLevel costUsd tokensUsed section { order redacted }
+    document { classification } feedbackItems { id category } }
+  ... on Feedback { action rating author { email } document { filename } }
+  ... on User { email role department clearance createdAt }
+  ... on Document { filename classification } } }
+query Several($ids: [ID!]!) { nodes(ids: $ids) { __typename id ... on Document { filename }
+  ... on User { email } ... on Section { order redacted } ... on Analysis { model } } }
+query MeUser { viewer { scopes user { __typename id email role department } } }
+query MeAgain { viewer { user { id email } scopes } }
+query Children($id: ID!) { document(id: $id) { uploadedBy { id }
+  sections(first: 3) { edges { node { id } } }
+  analyses(first: 3) { edges { node { id } } } } }
+query Tokens { apiTokens { id } }
+"""
+
+
+@pytest.fixture(scope="module")
+async def node_ids(
+    interpreted: httpx.AsyncClient, services: Services, world: dict[str, Any]
+) -> list[str]:
+    """IDs of every planned node type the world has (read as an ADMIN), and a few that name
+    nothing or another organization's rows."""
+    registered = await _register(services, NODES)
+    token = world["tenant"].tokens[Role.ADMIN]
+    found: list[str] = []
+    for document in world["documents"]:
+        found.append(gid("Document", document.id))
+        body = await _call(interpreted, token, registered["Children"], {"id": found[-1]})
+        children = body["data"]["document"]
+        found.append(children["uploadedBy"]["id"])
+        for part in ("sections", "analyses"):
+            found += [e["node"]["id"] for e in children[part]["edges"]]
+    found += [gid("Section", uuid.uuid4()), gid("User", uuid.uuid4()), "bm90LWFuLWlk"]
+    return list(dict.fromkeys(found))
+
+
+async def test_nodes_of_every_planned_type_and_the_viewer_answer_the_same(
+    client: httpx.AsyncClient,
+    interpreted: httpx.AsyncClient,
+    services: Services,
+    world: dict[str, Any],
+    node_ids: list[str],
+) -> None:
+    registered = await _register(services, NODES)
+    cases: list[tuple[str, dict[str, Any]]] = [("MeUser", {})]
+    cases += [("AnyNode", {"id": i}) for i in node_ids[::2]]
+    cases += [("Several", {"ids": node_ids[n : n + 4]}) for n in range(0, 12, 3)]
+    cases += [("Several", {"ids": []})]
+    paths: dict[str, int] = {}
+    for name, token in world["principals"].items():
+        for operation, variables in cases:
+            compiled, reference = await _both(
+                client, interpreted, token, registered[operation], variables
+            )
+            assert compiled.get("data") == reference.get("data"), (name, operation, variables)
+            assert [e["extensions"]["code"] for e in compiled.get("errors", [])] == [
+                e["extensions"]["code"] for e in reference.get("errors", [])
+            ]
+            path = compiled["extensions"]["execution"]["path"]
+            paths[path] = paths.get(path, 0) + 1
+    assert paths["compiled"] >= 100, paths
+
+
+def _node_selection(draw: st.DrawFn) -> str:
+    """Fields of the node types; each type's under its own aliases (the same name has
+    different types on different node types: they may not share a response key)."""
+    parts = [draw(st.sampled_from(["__typename", "id"]))]
+    if draw(st.booleans()):
+        parts.append(f"... on Document {{ {_drawn(draw, DOCUMENT_SCALARS, 'd')} }}")
+    if draw(st.booleans()):
+        section = _drawn(draw, SECTION_SCALARS, "s")
+        if draw(st.booleans()):
+            section += f" s_document: document {{ {_drawn(draw, DOCUMENT_SCALARS)} }}"
+        parts.append(f"... on Section {{ {section} }}")
+    if draw(st.booleans()):
+        analysis = _drawn(draw, ANALYSIS_SCALARS, "a")
+        if draw(st.booleans()):
+            analysis += f" a_section: section {{ {_drawn(draw, SECTION_SCALARS)} }}"
+        parts.append(f"... on Analysis {{ {analysis} }}")
+    if draw(st.booleans()):
+        parts.append(f"... on User {{ {_drawn(draw, USER_SCALARS, 'u')} }}")
+    return " ".join(parts)
+
+
+USER_SCALARS = ["id", "email", "firstName", "role", "department", "clearance", "createdAt"]
+
+
+def _drawn(draw: st.DrawFn, names: list[str], prefix: str = "") -> str:
+    chosen = draw(st.lists(st.sampled_from(names), min_size=1, max_size=4, unique=True))
+    if prefix:
+        return " ".join(f"{prefix}_{n.strip('_')}: {n}" for n in chosen)
+    return " ".join(chosen)
+
+
+@st.composite
+def _planned_operations(draw: st.DrawFn) -> tuple[str, str]:
+    """A query over the planned root fields, with variables; its kind."""
+    kind = draw(st.sampled_from(["node", "nodes", "documents", "viewer", "users"]))
+    if kind == "node":
+        return f"query G($id: ID!) {{ node(id: $id) {{ {_node_selection(draw)} }} }}", kind
+    if kind == "nodes":
+        return f"query G($ids: [ID!]!) {{ nodes(ids: $ids) {{ {_node_selection(draw)} }} }}", kind
+    if kind == "viewer":
+        user = f" user {{ {_drawn(draw, USER_SCALARS)} }}" if draw(st.booleans()) else ""
+        return f"query G {{ viewer {{ scopes{user} }} }}", kind
+    if kind == "users":
+        body = _drawn(draw, USER_SCALARS)
+        return (
+            f"query G($first: Int) {{ users(first: $first) {{ edges {{ node {{ {body} }} }} }} }}",
+            kind,
+        )
+    body = _drawn(draw, DOCUMENT_SCALARS)
+    return (
+        "query G($first: Int, $filter: DocumentFilter) { documents(first: $first, "
+        f"filter: $filter) {{ totalCount edges {{ node {{ {body} }} }} }} }}",
+        kind,
+    )
+
+
+_GENERATED = itertools.count()
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(operation=_planned_operations(), data=st.data())
+async def test_generated_selections_of_planned_fields_answer_the_same(
+    client: httpx.AsyncClient,
+    interpreted: httpx.AsyncClient,
+    services: Services,
+    world: dict[str, Any],
+    node_ids: list[str],
+    operation: tuple[str, str],
+    data: st.DataObject,
+) -> None:
+    source, kind = operation
+    # a name of its own: no answer of an earlier example comes from the response cache
+    unique = f"G{next(_GENERATED)}"
+    source = source.replace("query G", f"query {unique}", 1)
+    digest = (await _register(services, source))[unique]
+    principals = sorted(world["principals"].items())
+    name, token = data.draw(st.sampled_from(principals))
+    seen: list[dict[str, Any]] = []
+    for _ in range(2):  # the same plan, two sets of values
+        variables: dict[str, Any] = {}
+        if kind == "node":
+            variables["id"] = data.draw(st.sampled_from(node_ids))
+        elif kind == "nodes":
+            variables["ids"] = data.draw(st.lists(st.sampled_from(node_ids), max_size=4))
+        elif kind in ("users", "documents"):
+            variables["first"] = data.draw(st.sampled_from([None, 0, 1, 3, 50]))
+            if kind == "documents" and data.draw(st.booleans()):
+                levels = data.draw(st.lists(st.sampled_from(CLEARANCES), max_size=2))
+                variables["filter"] = {"classification": [c.value for c in levels]}
+        if variables in seen:
+            continue  # the same request again would be answered from the response cache
+        seen.append(variables)
+        compiled, reference = await _both(client, interpreted, token, digest, variables)
+        assert compiled == reference | {"extensions": compiled["extensions"]}, (
+            name,
+            source,
+            variables,
+        )

@@ -147,6 +147,8 @@ TYPES: dict[str, ObjectType] = {
     "Analysis": ObjectType("analysis_results", ANALYSIS_SCALARS),
     "Feedback": ObjectType("user_feedback", FEEDBACK_SCALARS),
     "User": ObjectType("users", USER_SCALARS),
+    # The caller: no table; its fields are the planner's methods (scopes, user).
+    "Viewer": ObjectType("", {}),
 }
 
 

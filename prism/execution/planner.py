@@ -227,6 +227,9 @@ class Planner:
     aliases: int = 0
     shapes: list[tuple[Getter, Any]] = field(default_factory=list)
     actions: set[Action] = field(default_factory=set)
+    # Binds the caller's own identity (user): the statement's values are the principal's, not
+    # only its visibility class's.
+    personal: bool = False
 
     def alias(self, prefix: str) -> str:
         self.aliases += 1
@@ -610,23 +613,18 @@ class Planner:
             self.allowed(Action.DOCUMENT_READ)
             return self.documents(node), False
         if name in ("document", "node"):
-            self.allowed(Action.DOCUMENT_READ)
             given = self.argument(node, "id")
-
-            def kind_of(request: Request) -> str | None:
-                raw = given(request)
-                try:
-                    return from_global_id(raw)[0] if isinstance(raw, str) else None
-                except PrismError:
-                    return None
-
-            kind = self.shape(kind_of)
+            kind = self.shape(lambda request: _kind_of(given(request)))
             if kind is None:
                 raise NotPlanned("an ID the interpreted path refuses")
-            if kind != "Document":
-                raise NotPlanned("a node that is not a Document")
+            if name == "document" and kind != "Document":
+                raise NotPlanned("a document ID that is not a Document's")
             row_id = self.binds.add(lambda request: from_global_id(given(request))[1])
-            return self.visible_document(row_id, node), True
+            return self.node(kind, row_id, node), True
+        if name == "nodes":
+            return self.nodes(node), True
+        if name == "viewer":
+            return self.object("Viewer", "", node.selection_set), False
         if name == "users":
             self.allowed(Action.USER_LIST)
             org = self.binds.add(lambda request: request.principal.organization_id)
@@ -635,6 +633,83 @@ class Planner:
         if name == "__typename":
             return "'Query'", False
         raise NotPlanned(f"Query.{name}")
+
+    def node(self, kind: str, id_sql: str, node: FieldNode) -> str:
+        """The ``kind`` row of id ``id_sql`` as ``node`` and ``load_node`` read it: the
+        action its type needs, through a visible document, in the caller's organization."""
+        if kind not in NODE_ACTIONS:
+            raise NotPlanned(f"a node of type {kind}")
+        self.allowed(NODE_ACTIONS[kind])
+        if kind == "Document":
+            return self.visible_document(id_sql, node)
+        table = TYPES[kind].table
+        a = self.alias(kind[0].lower())
+        if kind == "User":
+            org = self.binds.add(lambda request: request.principal.organization_id)
+            where = f"{a}.organization_id = {org}"
+        else:
+            d = self.alias("d")
+            where = (
+                f"EXISTS (SELECT FROM documents {d} WHERE {d}.id = {a}.document_id "
+                f"AND {self.visible(d)})"
+            )
+        return (
+            f"(SELECT {self.object(kind, a, node.selection_set)} "
+            f"FROM {table} {a} WHERE {a}.id = {id_sql} AND {where})"
+        )
+
+    def nodes(self, node: FieldNode) -> str:
+        """``nodes(ids)``: null (so the interpreted path answers, with each missing one's
+        error) unless every ID names a row the caller sees. The statement is made for the set
+        of types the IDs name; the IDs themselves are binds."""
+        given = self.argument(node, "ids")
+
+        def kinds_of(request: Request) -> tuple[str | None, ...] | None:
+            ids = given(request)
+            if not isinstance(ids, list):
+                return None
+            return tuple(sorted({_kind_of(i) or "" for i in ids}))
+
+        kinds = self.shape(kinds_of)
+        if kinds is None or "" in kinds:
+            raise NotPlanned("an ID the interpreted path refuses")
+        if not kinds:
+            return "'[]'::json"  # no IDs (the shape: no type named)
+
+        def parsed(request: Request) -> list[tuple[str, uuid.UUID]]:
+            ids = given(request)
+            if not isinstance(ids, list) or len(ids) > MAX_PAGE_SIZE:
+                raise NotPlanned("IDs the interpreted path refuses")
+            return [from_global_id(i) for i in ids]
+
+        rows = _memo(parsed)
+        kind_list = self.binds.add(lambda request: [k for k, _ in rows(request)])
+        id_list = self.binds.add(lambda request: [i for _, i in rows(request)])
+        x = self.alias("x")
+        cases = " ".join(f"WHEN '{kind}' THEN {self.node(kind, f'{x}.id', node)}" for kind in kinds)
+        item = f"(CASE {x}.kind {cases} END)"
+        return (
+            f"(SELECT CASE WHEN count(*) = 0 THEN '[]'::json "
+            f"WHEN bool_and({item} IS NOT NULL) THEN json_agg({item} ORDER BY {x}.n) END "
+            f"FROM unnest(CAST({kind_list} AS text[]), CAST({id_list} AS uuid[])) "
+            f"WITH ORDINALITY AS {x}(kind, id, n))"
+        )
+
+    # -- Viewer --
+
+    def _Viewer_scopes(self, a: str, node: FieldNode) -> str:
+        scopes = self.binds.add(lambda request: sorted(request.principal.granted_scopes))
+        return f"to_json(CAST({scopes} AS text[]))"
+
+    def _Viewer_user(self, a: str, node: FieldNode) -> str:
+        self.personal = True
+        user = self.binds.add(lambda request: request.principal.user_id)
+        org = self.binds.add(lambda request: request.principal.organization_id)
+        u = self.alias("u")
+        return (
+            f"(SELECT {self.object('User', u, node.selection_set)} FROM users {u} "
+            f"WHERE {u}.id = CAST({user} AS uuid) AND {u}.organization_id = {org})"
+        )
 
     def allowed(self, action: Action) -> None:
         """The action is allowed (checked again for each request's principal at bind time)."""
@@ -674,6 +749,24 @@ class Planner:
         )
 
 
+# What ``node`` needs to read a type (``prism.resolvers.nodes``), for the types planned.
+NODE_ACTIONS: dict[str, Action] = {
+    "Document": Action.DOCUMENT_READ,
+    "Section": Action.DOCUMENT_READ,
+    "Analysis": Action.DOCUMENT_READ,
+    "Feedback": Action.DOCUMENT_READ,
+    "User": Action.USER_READ,
+}
+
+
+def _kind_of(raw: Any) -> str | None:
+    """The type an ID names, or None when it is not an ID."""
+    try:
+        return from_global_id(raw)[0] if isinstance(raw, str) else None
+    except PrismError:
+        return None
+
+
 def _user_id(value: Any) -> uuid.UUID | None:
     if value is None:
         return None
@@ -708,6 +801,7 @@ class Statement:
     must_exist: tuple[str, ...] = ()
     actions: frozenset[Action] = frozenset()
     reason: str | None = None
+    personal: bool = False
 
     def fits(self, request: Request) -> bool:
         """Whether ``request``'s variables have the shape this statement was made for."""
@@ -758,6 +852,7 @@ def statement(
         dict(planner.binds.slots),
         tuple(must_exist),
         frozenset(planner.actions),
+        personal=planner.personal,
     )
 
 
@@ -768,6 +863,13 @@ def plan(
     variables: Mapping[str, Any] | None,
 ) -> Compiled:
     """The statement answering ``operation`` for ``principal`` with ``variables`` bound;
-    NotPlanned if it cannot (no cache: ``prism.execution.plans.PlanCache`` keeps plans)."""
+    NotPlanned if it cannot (no cache: ``prism.execution.plans.PlanCache`` keeps plans).
+
+    Its callers may keep the result per visibility class (``prism.execution.planned`` does),
+    so a statement that binds the caller's own identity (``viewer { user }``) is not given
+    here: ``PlanCache`` and ``Plan.bind(variables, principal)`` bind it per request."""
     values = with_defaults(operation, variables or {})
-    return statement(document, operation, principal, values).bind(Request(values, principal))
+    made = statement(document, operation, principal, values)
+    if made.personal:
+        raise NotPlanned("the caller's own user: planned per request by PlanCache only")
+    return made.bind(Request(values, principal))
