@@ -252,7 +252,7 @@ def test_perf_benchmark_servers_answer_alike_without_load(run_bench: Run) -> Non
         assert chosen["rows"] == 1, chosen
         assert "prism-compiled" in limit[query]["reason"]
     assert limit["viewer"]["chosen"] is None
-    assert "Query.viewer" in limit["viewer"]["missing"]["prism-compiled"]
+    assert "Viewer.organization" in limit["viewer"]["missing"]["prism-compiled"]
     coverage = document["coverage"]
     assert 0 < coverage["planned"] < coverage["fields"]
 

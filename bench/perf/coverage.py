@@ -1,5 +1,5 @@
 """Planned coverage (issue 16): the share of the contract's read fields that Prism's compiled
-planner answers, by asking the planner itself (``prism.execution.planner.plan``) about each.
+planner answers, by asking the planner itself (``prism.execution.plans.make_plan``) about each.
 
 The read fields that map to rows: from the schema (the one ``schema.graphql`` exports), every
 object type reachable from ``Query`` but the paging wrappers (``*Connection``, ``*Edge``,
@@ -10,7 +10,7 @@ answer: the shortest path of planned fields from ``Query`` to its type, the fiel
 its end (``__typename`` under an object, ``edges { node { __typename } }`` under a
 connection), required arguments filled with a Document's ID or a plain value. The planner
 plans for a principal: the benchmark's (ADMIN, CONFIDENTIAL clearance, every scope), who sees
-text unmasked. A field is planned when ``plan`` returns a statement; otherwise the planner's
+text unmasked. A field is planned when its plan binds to a statement; otherwise the planner's
 reason (``NotPlanned``) is listed.
 
     .venv/bin/python -m bench.perf --coverage
@@ -158,15 +158,16 @@ PROBE = "probedField"  # the alias of the probed field: its key in the planned s
 def _probe(text: str, principal: Any) -> str | None:
     """None when the planner plans the query and the probed field is in its statement (a
     fragment on another type than the planner's is left out, not refused), else why not."""
-    from graphql import OperationDefinitionNode, parse
+    from graphql import parse
 
     from prism.execution.fragments import NotPlanned
-    from prism.execution.planner import plan
+    from prism.execution.plans import make_plan
 
-    document = parse(text)
-    operation = next(d for d in document.definitions if isinstance(d, OperationDefinitionNode))
+    entry = make_plan(parse(text), None, principal, {})
+    if isinstance(entry, str):
+        return entry or "not planned"
     try:
-        compiled = plan(document, operation, principal, {})
+        compiled = entry.bind({}, principal)
     except NotPlanned as reason:
         return str(reason) or "not planned"
     if f"'{PROBE}'" not in compiled.sql.text:

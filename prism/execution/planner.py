@@ -10,11 +10,17 @@ department rule, deletion) is written into the SQL exactly as
 
 What is not planned raises ``NotPlanned`` and falls back to the interpreted path, which is the
 reference: fields with logic of their own (PII masking below CONFIDENTIAL, audited reads of
-RESTRICTED text, PII summaries, the viewer), directives, merged duplicate keys, any root field
-but `documents`, `document`, `node` (of a Document) and `users`, and any request whose answer
-would carry an error (a missing document, a refused action, a bad argument: the interpreted
-path reports it with its path). What a selection maps to (tables, columns) is described in
-``prism.execution.fragments``; this is the only module of ``execution`` that writes SQL."""
+RESTRICTED text, PII summaries, the viewer's organization and API token), directives, merged
+duplicate keys, any root field but `documents`, `document`, `node` and `nodes` (of a Document,
+Section, Analysis, Feedback or User), `users` and `viewer` (its scopes and user), and any
+request whose answer would carry an error (a missing row, a refused action, a bad argument:
+the interpreted path reports it with its path). What a selection maps to (tables, columns) is
+described in ``prism.execution.fragments``; plans and their cache are
+``prism.execution.plans``.
+
+Long because: this is the only module of ``execution`` that writes SQL (the layering rule), so
+the statement of every planned field, and the bind slots that keep it independent of variable
+values, live here together."""
 
 from __future__ import annotations
 
