@@ -183,28 +183,36 @@ async def test_sign_in_with_another_organizations_address_is_an_ordinary_failure
 # --- operators keep every domain to one organization ----------------------------------------
 
 
-async def test_operators_cannot_put_users_or_claims_in_another_organizations_domain(
-    services: Services, tenant: Tenant, other_tenant: Tenant
-) -> None:
+async def _operators_refused_in(services: Services, tenant: Tenant, domain: str) -> None:
+    """Operators can neither plant a user of ``tenant`` in another organization's ``domain``
+    nor claim it, for ``tenant`` or for a new organization."""
     with pytest.raises(Conflict, match="another organization"):
         await identity_users.add_user(
             services,
             OPERATOR,
             tenant.org_id,
-            email=f"plant-{uuid.uuid4().hex[:6]}@{other_tenant.domain}",
+            email=f"plant-{uuid.uuid4().hex[:6]}@{domain}",
             password=PASSWORD,
             role=Role.VIEWER,
         )
+    with pytest.raises(Conflict, match="another organization"):
+        await identity_organizations.set_domain(services, OPERATOR, tenant.org_id, domain)
+    with pytest.raises(Conflict, match="another organization"):
+        await identity_organizations.create_organization(
+            services, OPERATOR, f"Copycat {uuid.uuid4().hex[:8]}", domain=domain
+        )
+
+
+async def test_operators_cannot_put_users_or_claims_in_another_organizations_domain(
+    services: Services, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    await _operators_refused_in(services, tenant, other_tenant.domain)
     with pytest.raises(Conflict, match="another organization"):
         await identity_organizations.create_organization(
             services,
             OPERATOR,
             f"Copycat {uuid.uuid4().hex[:8]}",
             domain=other_tenant.domain.upper(),
-        )
-    with pytest.raises(Conflict, match="another organization"):
-        await identity_organizations.set_domain(
-            services, OPERATOR, tenant.org_id, other_tenant.domain
         )
     # a domain where another organization already has users cannot be claimed either
     contractor = await _contractor(services, other_tenant)
@@ -311,21 +319,7 @@ async def test_every_spelling_of_a_domain_is_that_domain(
     another spelling; its own ADMIN creates users under any spelling, stored as the one form;
     sign-in under any spelling finds that same account."""
     theirs = _spellings(other_tenant.domain)[spelling]
-    with pytest.raises(Conflict, match="another organization"):
-        await identity_users.add_user(
-            services,
-            OPERATOR,
-            tenant.org_id,
-            email=f"plant-{uuid.uuid4().hex[:6]}@{theirs}",
-            password=PASSWORD,
-            role=Role.VIEWER,
-        )
-    with pytest.raises(Conflict, match="another organization"):
-        await identity_organizations.set_domain(services, OPERATOR, tenant.org_id, theirs)
-    with pytest.raises(Conflict, match="another organization"):
-        await identity_organizations.create_organization(
-            services, OPERATOR, f"Copycat {uuid.uuid4().hex[:8]}", domain=theirs
-        )
+    await _operators_refused_in(services, tenant, theirs)
     # B's ADMIN may use any spelling of B's domain; the address is stored in the one form
     local = f"new-{uuid.uuid4().hex[:6]}"
     created = await gql(

@@ -722,10 +722,10 @@ async def test_stale_rollups_are_refreshed_by_one_job_per_organization(
 
 async def test_a_running_worker_keeps_the_rollups_fresh(services: Services, tenant: Tenant) -> None:
     settings = services.settings.model_copy(update={"bi_refresh_seconds": 0.2})
-    pipeline = replace(services, settings=settings)
+    worker_services = replace(services, settings=settings)
     await add_document(services, tenant, classification=Classification.INTERNAL)
     stop = asyncio.Event()
-    running = asyncio.create_task(Worker(pipeline).run(stop, grace_seconds=5))
+    running = asyncio.create_task(Worker(worker_services).run(stop, grace_seconds=5))
     try:
         for _ in range(100):
             async with services.db.transaction(tenant.org_id) as session:

@@ -16,6 +16,7 @@ const http = require("http");
 const { Pool } = require("pg");
 const { postgraphile } = require("postgraphile");
 const { capturing } = require("./capture.js");
+const { V4_OPTIONS } = require("./postgraphile-options.js");
 
 const tokens = JSON.parse(process.env.BENCH_TOKENS || "{}");
 const port = Number(process.env.BENCH_PORT || 5678);
@@ -32,18 +33,7 @@ function settingsFor(req) {
 }
 
 const pool = capturing(new Pool(JSON.parse(process.env.BENCH_PG)));
-const middleware = postgraphile(pool, "public", {
-  pgSettings: settingsFor,
-  disableDefaultMutations: true,
-  dynamicJson: true,
-  setofFunctionsContainNulls: false,
-  legacyRelations: "omit",
-  graphiql: false,
-  disableQueryLog: true,
-  enableQueryBatching: false,
-  retryOnInitFail: false,
-  watchPg: false,
-});
+const middleware = postgraphile(pool, "public", { pgSettings: settingsFor, ...V4_OPTIONS });
 
 http
   .createServer((req, res) => {

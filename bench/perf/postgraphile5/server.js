@@ -15,6 +15,7 @@ const { makeV4Preset } = require("postgraphile/presets/v4");
 const { makePgService } = require("postgraphile/adaptors/pg");
 const { grafserv } = require("postgraphile/grafserv/node");
 const { capturing } = require("../capture.js");
+const { V4_OPTIONS } = require("../postgraphile-options.js");
 
 const tokens = JSON.parse(process.env.BENCH_TOKENS || "{}");
 const port = Number(process.env.BENCH_PORT || 5678);
@@ -31,18 +32,7 @@ function settingsFor(req) {
 const pool = capturing(new Pool(JSON.parse(process.env.BENCH_PG)));
 const preset = {
   extends: [
-    makeV4Preset({
-      pgSettings: settingsFor,
-      disableDefaultMutations: true,
-      dynamicJson: true,
-      setofFunctionsContainNulls: false,
-      legacyRelations: "omit",
-      graphiql: false,
-      disableQueryLog: true,
-      enableQueryBatching: false,
-      retryOnInitFail: false,
-      watchPg: false,
-    }),
+    makeV4Preset({ pgSettings: settingsFor, ...V4_OPTIONS }),
   ],
   pgServices: [makePgService({ pool, schemas: ["public"] })],
   grafserv: { graphqlPath: "/graphql", graphiql: false, watch: false },
