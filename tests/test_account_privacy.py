@@ -259,12 +259,18 @@ async def test_the_domain_command(database_url: str, tenant: Tenant, other_tenan
     assert "another organization" in refused.stderr
 
 
+async def _database_at(new_database: NewDatabase, revision: str) -> tuple[str, str]:
+    """A new database migrated up to ``revision``: (its URL, the plain one asyncpg takes)."""
+    url = await new_database()
+    await asyncio.to_thread(migrations.upgrade, url, revision)
+    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    return url, plain
+
+
 async def test_the_migration_refuses_a_domain_shared_by_two_organizations(
     new_database: NewDatabase,
 ) -> None:
-    url = await new_database()
-    await asyncio.to_thread(migrations.upgrade, url, "0013")
-    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    url, plain = await _database_at(new_database, "0013")
     conn = await asyncpg.connect(plain)
     try:
         await conn.execute(
@@ -442,9 +448,7 @@ async def _insert_user(conn: asyncpg.Connection, org: uuid.UUID, email: str) -> 
 async def test_the_migration_stores_every_address_in_its_canonical_spelling(
     new_database: NewDatabase,
 ) -> None:
-    url = await new_database()
-    await asyncio.to_thread(migrations.upgrade, url, "0015")
-    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    url, plain = await _database_at(new_database, "0015")
     conn = await asyncpg.connect(plain)
     try:
         org = await conn.fetchval(
@@ -466,9 +470,7 @@ async def test_the_migration_stores_every_address_in_its_canonical_spelling(
 async def test_the_migration_refuses_an_address_held_under_two_spellings(
     new_database: NewDatabase,
 ) -> None:
-    url = await new_database()
-    await asyncio.to_thread(migrations.upgrade, url, "0015")
-    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    url, plain = await _database_at(new_database, "0015")
     conn = await asyncpg.connect(plain)
     try:
         org = await conn.fetchval("INSERT INTO organizations (name) VALUES ('a') RETURNING id")
