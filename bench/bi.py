@@ -158,7 +158,7 @@ async def generate(bench: Any, args: argparse.Namespace, report: dict[str, Any])
 
 
 async def build(bench: Any, corpus: Any, report: dict[str, Any]) -> None:
-    from prism.bi import refresh as bi_jobs
+    from prism.bi import refresh as bi_refresh
 
     owner = await bench.owner()
     try:
@@ -175,7 +175,7 @@ async def build(bench: Any, corpus: Any, report: dict[str, Any]) -> None:
         )
         with CpuClock(bench.postmaster_pid) as cpu:
             for org_id, _, _ in [*corpus.organizations, (bench.organization_id, "", "")]:
-                await bi_jobs.refresh_organization(bench.services.db, org_id)
+                await bi_refresh.refresh_organization(bench.services.db, org_id)
         await owner.execute("ANALYZE")  # what autovacuum would do soon after
         rollup_rows = {
             t: await owner.fetchval(f"SELECT count(*) FROM {t}")  # noqa: S608
@@ -544,7 +544,7 @@ async def upkeep(bench: Any, corpus: Any, args: argparse.Namespace, report: dict
     pipeline commits sections; a refresher folds every second, as the bi.refresh job would."""
     import sqlalchemy as sa
 
-    from prism.bi import refresh as bi_jobs
+    from prism.bi import refresh as bi_refresh
     from prism.models.analyses import Analysis
     from prism.models.bi.refresh import utc_day as bi_models_utc_day
     from prism.models.bi.tables import Invalidation
@@ -611,7 +611,7 @@ async def upkeep(bench: Any, corpus: Any, args: argparse.Namespace, report: dict
                     )
                 )
             started = time.perf_counter()
-            slices = await bi_jobs.refresh_organization(services.db, org_id)
+            slices = await bi_refresh.refresh_organization(services.db, org_id)
             took = time.perf_counter() - started
             if slices:
                 staleness = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
@@ -625,7 +625,7 @@ async def upkeep(bench: Any, corpus: Any, args: argparse.Namespace, report: dict
                 await owner.execute(f"ALTER TABLE {table} {verb} TRIGGER bi_mark_insert")
         finally:
             await owner.close()
-        await bi_jobs.refresh_organization(services.db, org_id)  # nothing stale from before
+        await bi_refresh.refresh_organization(services.db, org_id)  # nothing stale from before
         folds.clear()
         counter = [0]
         stop = time.perf_counter() + args.upkeep_seconds
@@ -653,7 +653,7 @@ async def upkeep(bench: Any, corpus: Any, args: argparse.Namespace, report: dict
         rows.append(await run(writers, triggers=False, refresh=False))
         rows.append(await run(writers, triggers=True, refresh=False))
         rows.append(await run(writers, triggers=True, refresh=True))
-    await bi_jobs.refresh_organization(services.db, org_id)
+    await bi_refresh.refresh_organization(services.db, org_id)
     # what one fold costs: recomputing a day is linear in the day's rows
     day_slices = []
     for day in (today(), today() - timedelta(days=30)):
@@ -665,7 +665,7 @@ async def upkeep(bench: Any, corpus: Any, args: argparse.Namespace, report: dict
             )
             session.add(Invalidation(organization_id=org_id, kind="analyses", day=day))
         started = time.perf_counter()
-        await bi_jobs.refresh_organization(services.db, org_id)
+        await bi_refresh.refresh_organization(services.db, org_id)
         took = time.perf_counter() - started
         day_slices.append(
             {
@@ -688,7 +688,7 @@ async def upkeep(bench: Any, corpus: Any, args: argparse.Namespace, report: dict
             sa.update(Document).where(Document.id.in_(ids)).values(classification="RESTRICTED")
         )
     started = time.perf_counter()
-    slices = await bi_jobs.refresh_organization(services.db, org_id)
+    slices = await bi_refresh.refresh_organization(services.db, org_id)
     reclassified = {
         "documents reclassified": len(ids),
         "day slices refreshed": slices,

@@ -183,28 +183,36 @@ async def test_sign_in_with_another_organizations_address_is_an_ordinary_failure
 # --- operators keep every domain to one organization ----------------------------------------
 
 
-async def test_operators_cannot_put_users_or_claims_in_another_organizations_domain(
-    services: Services, tenant: Tenant, other_tenant: Tenant
-) -> None:
+async def _operators_refused_in(services: Services, tenant: Tenant, domain: str) -> None:
+    """Operators can neither plant a user of ``tenant`` in another organization's ``domain``
+    nor claim it, for ``tenant`` or for a new organization."""
     with pytest.raises(Conflict, match="another organization"):
         await identity_users.add_user(
             services,
             OPERATOR,
             tenant.org_id,
-            email=f"plant-{uuid.uuid4().hex[:6]}@{other_tenant.domain}",
+            email=f"plant-{uuid.uuid4().hex[:6]}@{domain}",
             password=PASSWORD,
             role=Role.VIEWER,
         )
+    with pytest.raises(Conflict, match="another organization"):
+        await identity_organizations.set_domain(services, OPERATOR, tenant.org_id, domain)
+    with pytest.raises(Conflict, match="another organization"):
+        await identity_organizations.create_organization(
+            services, OPERATOR, f"Copycat {uuid.uuid4().hex[:8]}", domain=domain
+        )
+
+
+async def test_operators_cannot_put_users_or_claims_in_another_organizations_domain(
+    services: Services, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    await _operators_refused_in(services, tenant, other_tenant.domain)
     with pytest.raises(Conflict, match="another organization"):
         await identity_organizations.create_organization(
             services,
             OPERATOR,
             f"Copycat {uuid.uuid4().hex[:8]}",
             domain=other_tenant.domain.upper(),
-        )
-    with pytest.raises(Conflict, match="another organization"):
-        await identity_organizations.set_domain(
-            services, OPERATOR, tenant.org_id, other_tenant.domain
         )
     # a domain where another organization already has users cannot be claimed either
     contractor = await _contractor(services, other_tenant)
@@ -251,12 +259,18 @@ async def test_the_domain_command(database_url: str, tenant: Tenant, other_tenan
     assert "another organization" in refused.stderr
 
 
+async def _database_at(new_database: NewDatabase, revision: str) -> tuple[str, str]:
+    """A new database migrated up to ``revision``: (its URL, the plain one asyncpg takes)."""
+    url = await new_database()
+    await asyncio.to_thread(migrations.upgrade, url, revision)
+    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    return url, plain
+
+
 async def test_the_migration_refuses_a_domain_shared_by_two_organizations(
     new_database: NewDatabase,
 ) -> None:
-    url = await new_database()
-    await asyncio.to_thread(migrations.upgrade, url, "0013")
-    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    url, plain = await _database_at(new_database, "0013")
     conn = await asyncpg.connect(plain)
     try:
         await conn.execute(
@@ -311,21 +325,7 @@ async def test_every_spelling_of_a_domain_is_that_domain(
     another spelling; its own ADMIN creates users under any spelling, stored as the one form;
     sign-in under any spelling finds that same account."""
     theirs = _spellings(other_tenant.domain)[spelling]
-    with pytest.raises(Conflict, match="another organization"):
-        await identity_users.add_user(
-            services,
-            OPERATOR,
-            tenant.org_id,
-            email=f"plant-{uuid.uuid4().hex[:6]}@{theirs}",
-            password=PASSWORD,
-            role=Role.VIEWER,
-        )
-    with pytest.raises(Conflict, match="another organization"):
-        await identity_organizations.set_domain(services, OPERATOR, tenant.org_id, theirs)
-    with pytest.raises(Conflict, match="another organization"):
-        await identity_organizations.create_organization(
-            services, OPERATOR, f"Copycat {uuid.uuid4().hex[:8]}", domain=theirs
-        )
+    await _operators_refused_in(services, tenant, theirs)
     # B's ADMIN may use any spelling of B's domain; the address is stored in the one form
     local = f"new-{uuid.uuid4().hex[:6]}"
     created = await gql(
@@ -448,9 +448,7 @@ async def _insert_user(conn: asyncpg.Connection, org: uuid.UUID, email: str) -> 
 async def test_the_migration_stores_every_address_in_its_canonical_spelling(
     new_database: NewDatabase,
 ) -> None:
-    url = await new_database()
-    await asyncio.to_thread(migrations.upgrade, url, "0015")
-    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    url, plain = await _database_at(new_database, "0015")
     conn = await asyncpg.connect(plain)
     try:
         org = await conn.fetchval(
@@ -472,9 +470,7 @@ async def test_the_migration_stores_every_address_in_its_canonical_spelling(
 async def test_the_migration_refuses_an_address_held_under_two_spellings(
     new_database: NewDatabase,
 ) -> None:
-    url = await new_database()
-    await asyncio.to_thread(migrations.upgrade, url, "0015")
-    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    url, plain = await _database_at(new_database, "0015")
     conn = await asyncpg.connect(plain)
     try:
         org = await conn.fetchval("INSERT INTO organizations (name) VALUES ('a') RETURNING id")

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prism import bootstrap, demo
 from prism.audit import OPERATOR
 from prism.authz.principal import Principal
-from prism.bi import refresh as bi_jobs
+from prism.bi import refresh as bi_refresh
 from prism.db import migrations
 from prism.db.engine import Database, create_engine
 from prism.demo import scale as scale_corpus
@@ -83,7 +83,7 @@ def today() -> date:
 
 async def refresh(services: Services, *organizations: uuid.UUID) -> None:
     for organization_id in organizations:
-        await bi_jobs.refresh_organization(services.db, organization_id)
+        await bi_refresh.refresh_organization(services.db, organization_id)
 
 
 def principal(
@@ -703,10 +703,10 @@ async def test_stale_rollups_are_refreshed_by_one_job_per_organization(
     async with services.db.transaction(tenant.org_id) as session:
         assert await bi_rollups.pending_slices(session, tenant.org_id) > 0
     # scheduling twice queues one job for the organization
-    assert await bi_jobs.schedule_refreshes(services.db, services.settings) >= 1
-    await bi_jobs.schedule_refreshes(services.db, services.settings)
+    assert await bi_refresh.schedule_refreshes(services.db, services.settings) >= 1
+    await bi_refresh.schedule_refreshes(services.db, services.settings)
     async with services.db.transaction(tenant.org_id) as session:
-        queued = list(await session.scalars(sa.select(Job).where(Job.kind == bi_jobs.REFRESH)))
+        queued = list(await session.scalars(sa.select(Job).where(Job.kind == bi_refresh.REFRESH)))
     assert [j.state for j in queued] == [JobState.QUEUED]
     # a worker runs it: nothing stale is left and the numbers are there
     await Worker(services).drain()
@@ -722,10 +722,10 @@ async def test_stale_rollups_are_refreshed_by_one_job_per_organization(
 
 async def test_a_running_worker_keeps_the_rollups_fresh(services: Services, tenant: Tenant) -> None:
     settings = services.settings.model_copy(update={"bi_refresh_seconds": 0.2})
-    pipeline = replace(services, settings=settings)
+    worker_services = replace(services, settings=settings)
     await add_document(services, tenant, classification=Classification.INTERNAL)
     stop = asyncio.Event()
-    running = asyncio.create_task(Worker(pipeline).run(stop, grace_seconds=5))
+    running = asyncio.create_task(Worker(worker_services).run(stop, grace_seconds=5))
     try:
         for _ in range(100):
             async with services.db.transaction(tenant.org_id) as session:
@@ -925,7 +925,7 @@ async def test_existing_data_is_marked_stale_by_the_migration(
         # then the first refresh builds the rollups from it
         db = Database(create_engine(url, pool_size=1, max_overflow=0))
         try:
-            await bi_jobs.refresh_organization(db, org)
+            await bi_refresh.refresh_organization(db, org)
             reader = principal(org, Role.ADMIN, Classification.RESTRICTED, None)
             async with db.transaction(org) as session:
                 figures = await bi_models.read_executive_figures(
@@ -971,7 +971,7 @@ async def test_the_finding_count_migration_counts_clear_and_sealed_findings(
     assert {r["sealed"] for r in counted} == {True, False}
     assert all((r["finding_count"] is None) == r["sealed"] for r in counted)
     assert [(r["organization_id"], r["kind"]) for r in jobs if r["kind"].startswith("bi.")] == [
-        (tenant.org_id, bi_jobs.COUNT_FINDINGS)
+        (tenant.org_id, bi_refresh.COUNT_FINDINGS)
     ]
     services = bootstrap.build_services(own, url)
     try:
@@ -1042,7 +1042,7 @@ async def test_a_deleted_organization_leaves_nothing_to_refresh(
         assert await owner.fetchval(
             "SELECT count(*) FROM bi_invalidations WHERE organization_id = $1", world.org
         )
-        await bi_jobs.schedule_refreshes(services.db, services.settings)
+        await bi_refresh.schedule_refreshes(services.db, services.settings)
         assert not await owner.fetchval(
             "SELECT count(*) FROM bi_invalidations WHERE organization_id = $1", world.org
         )

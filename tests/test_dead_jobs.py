@@ -24,7 +24,7 @@ from prism.models.audit import Actor, AuditEvent, RequestMeta
 from prism.models.enums import JobState, Role
 from prism.models.jobs import Job
 from prism.models.users import User
-from prism.privacy import erasure as gdpr
+from prism.privacy import erasure as privacy_erasure
 from prism.services import Services
 from tests.factories import PASSWORD, Tenant, add_document, codes, gid, gql
 from tests.pipeline_helpers import run_jobs
@@ -204,17 +204,17 @@ async def test_an_erasure_says_whether_its_cleanup_is_done(
     admin = login["data"]["login"]["accessToken"]
 
     # given a cleanup that cannot finish (the object store refuses, say)
-    async def refused(cleanup: gdpr.Cleanup) -> None:
+    async def refused(cleanup: privacy_erasure.Cleanup) -> None:
         raise PermanentJobError("the object store refused the deletion")
 
-    monkeypatch.setattr(gdpr, "ERASE_HOOKS", [refused, *gdpr.ERASE_HOOKS])
+    monkeypatch.setattr(privacy_erasure, "ERASE_HOOKS", [refused, *privacy_erasure.ERASE_HOOKS])
     body = await gql(client, ERASE, {"id": gid("User", person.id)}, token=admin)
     assert body.get("errors") is None, body
     receipt = body["data"]["eraseUser"]
     # the receipt does not claim what has not happened yet
     assert receipt["cleanupComplete"] is False
     assert [(j["kind"], j["state"]) for j in receipt["cleanupJobs"]] == [
-        (gdpr.ERASE_CLEANUP, "QUEUED")
+        (privacy_erasure.ERASE_CLEANUP, "QUEUED")
     ]
     await run_jobs(services)
     status = await gql(client, STATUS, {"id": gid("User", person.id)}, token=admin)
@@ -225,7 +225,10 @@ async def test_an_erasure_says_whether_its_cleanup_is_done(
     assert "refused" in job["lastError"]
     # and the ADMIN's DEAD-job view shows it
     dead = await gql(
-        client, JOBS, {"filter": {"state": ["DEAD"], "kind": [gdpr.ERASE_CLEANUP]}}, token=admin
+        client,
+        JOBS,
+        {"filter": {"state": ["DEAD"], "kind": [privacy_erasure.ERASE_CLEANUP]}},
+        token=admin,
     )
     assert job["id"] in {e["node"]["id"] for e in dead["data"]["jobs"]["edges"]}
 
@@ -277,8 +280,10 @@ async def test_erasure_status_of_another_organization_is_not_found(
     async with services.db.transaction(other_tenant.org_id) as session:
         subject = await session.get(User, victim.id, with_for_update=True)
         assert subject is not None
-        erasure = await gdpr.erase_user(session, subject)
-        await gdpr.schedule_cleanup(session, erasure, other_tenant.org_id, max_attempts=3)
+        erasure = await privacy_erasure.erase_user(session, subject)
+        await privacy_erasure.schedule_cleanup(
+            session, erasure, other_tenant.org_id, max_attempts=3
+        )
     # then this organization's ADMIN learns nothing of it
     body = await gql(
         client, STATUS, {"id": gid("User", victim.id)}, token=tenant.tokens[Role.ADMIN]

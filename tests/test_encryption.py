@@ -622,9 +622,9 @@ async def test_a_data_key_created_during_a_rotation_ends_under_the_new_kek(
     """A server wraps a new data key with the KEK current then; the operator adds a KEK and
     rotates before the server commits. The key still ends under the new KEK, and
     ``keys status`` shows no data key left under the old one."""
-    from prism.crypto import envelope as encryption
+    from prism.crypto import envelope as crypto_envelope
     from prism.crypto import keyring as keyring_module
-    from prism.models import data_keys as governance_data
+    from prism.models import data_keys
 
     url = await new_database()
     await asyncio.to_thread(migrations.upgrade, url)
@@ -636,7 +636,7 @@ async def test_a_data_key_created_during_a_rotation_ends_under_the_new_kek(
         other = await make_tenant(services)  # its data key is made before the rotation
         async with services.db.transaction(other.org_id) as session:
             await envelope.stream_key(session, other.org_id)
-        real_insert = governance_data.insert_data_key
+        real_insert = data_keys.insert_data_key
         state: dict[str, object] = {}
 
         async def insert_after_a_rotation(session: object, **values: object) -> object:
@@ -644,19 +644,19 @@ async def test_a_data_key_created_during_a_rotation_ends_under_the_new_kek(
                 state["new"] = keyring_module.add_key(tmp_path / keyring_module.KEYRING_FILE)
                 cli = bootstrap.build_services(own, url)
                 try:
-                    state["changed"] = await encryption.rotate(cli.db, cli.envelope)
+                    state["changed"] = await crypto_envelope.rotate(cli.db, cli.envelope)
                 finally:
                     await cli.close()
             return await real_insert(session, **values)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(governance_data, "insert_data_key", insert_after_a_rotation)
+        monkeypatch.setattr(data_keys, "insert_data_key", insert_after_a_rotation)
         async with services.db.transaction(tenant.org_id) as session:
             await envelope.stream_key(session, tenant.org_id)
         async with services.db.transaction(tenant.org_id) as session:
-            row = await governance_data.read_data_key(session, tenant.org_id)
+            row = await data_keys.read_data_key(session, tenant.org_id)
         assert row is not None
         assert row.kek_id == state["new"]
-        status = await encryption.key_status(services.db, envelope)
+        status = await crypto_envelope.key_status(services.db, envelope)
         assert set(status) == {state["new"]}
         assert {tenant.org_id, other.org_id} <= set(status[str(state["new"])])
     finally:

@@ -26,7 +26,7 @@ from prism.models.enums import DataCategory, FeedbackAction, Role
 from prism.models.feedback import Feedback, create_feedback
 from prism.models.jobs import Job
 from prism.models.users import User
-from prism.privacy import erasure as gdpr
+from prism.privacy import erasure as privacy_erasure
 from prism.services import Services
 from tests.factories import Tenant, add_document, codes
 from tests.pipeline_helpers import upload
@@ -49,11 +49,13 @@ async def _erase(services: Services, tenant: Tenant, role: Role) -> list[Job]:
     async with services.db.transaction(tenant.org_id) as session:
         subject = await session.get(User, tenant.users[role].id, with_for_update=True)
         assert subject is not None
-        erasure = await gdpr.erase_user(session, subject)
-        await gdpr.schedule_cleanup(session, erasure, tenant.org_id, max_attempts=3)
+        erasure = await privacy_erasure.erase_user(session, subject)
+        await privacy_erasure.schedule_cleanup(session, erasure, tenant.org_id, max_attempts=3)
     await Worker(services).drain()
     async with services.db.transaction(tenant.org_id) as session:
-        return await gdpr.read_cleanup_jobs(session, tenant.org_id, tenant.users[role].id)
+        return await privacy_erasure.read_cleanup_jobs(
+            session, tenant.org_id, tenant.users[role].id
+        )
 
 
 async def _waiting_on_a_lock(services: Services) -> bool:
@@ -104,7 +106,7 @@ async def test_a_lake_export_racing_an_erasure_does_not_write_the_erased_rows_ba
         jobs: list[Job] = await race["task"]
         monkeypatch.setattr(lake, "_rows_of_day", real)
 
-        assert gdpr.cleanup_complete(jobs)
+        assert privacy_erasure.cleanup_complete(jobs)
         for _ in range(2):  # as the race left it, and after the next export
             assert PII_NAME not in {r["filename"] for r in _rows(root, "bronze", "documents")}
             texts = [r["custom_text"] for r in _rows(root, "bronze", "feedback")]
@@ -136,8 +138,10 @@ async def test_an_upload_in_progress_does_not_outlive_its_uploaders_erasure(
             subject = await session.get(User, subject_id, with_for_update=True)
             assert subject is not None
             if meanwhile == "erased":
-                erasure = await gdpr.erase_user(session, subject)
-                await gdpr.schedule_cleanup(session, erasure, tenant.org_id, max_attempts=3)
+                erasure = await privacy_erasure.erase_user(session, subject)
+                await privacy_erasure.schedule_cleanup(
+                    session, erasure, tenant.org_id, max_attempts=3
+                )
             else:
                 subject.is_active = False
 
@@ -160,8 +164,8 @@ async def test_an_upload_in_progress_does_not_outlive_its_uploaders_erasure(
         )
         assert left == 0
         if meanwhile == "erased":
-            jobs = await gdpr.read_cleanup_jobs(session, tenant.org_id, subject_id)
-            assert gdpr.cleanup_complete(jobs)
+            jobs = await privacy_erasure.read_cleanup_jobs(session, tenant.org_id, subject_id)
+            assert privacy_erasure.cleanup_complete(jobs)
     (key,) = stored
     assert not await services.objects.exists(key)
 
@@ -223,7 +227,7 @@ async def test_lifecycle_purges_leave_the_lake_too_and_a_later_erasure_finds_not
         assert old.date() not in {r["activity_date"] for r in gold}
 
         jobs = await _erase(services, tenant, Role.REVIEWER)
-        assert gdpr.cleanup_complete(jobs)
+        assert privacy_erasure.cleanup_complete(jobs)
         await lake.export(services.db, services.objects, settle_seconds=0)
         assert PII_NAME not in {r["filename"] for r in _rows(root, "bronze", "documents")}
         assert note not in {r["custom_text"] for r in _rows(root, "bronze", "feedback")}

@@ -38,7 +38,7 @@ from pydantic import SecretStr
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
-from prism import bootstrap
+from prism import audit, bootstrap
 from prism.config import Settings
 from prism.crypto.links import ExportLinks
 from prism.db import embedded, migrations
@@ -46,7 +46,7 @@ from prism.db import engine as db_module
 from prism.db.engine import create_engine, url_for_asyncpg
 from prism.db.faults import DatabaseUnavailable, unavailable
 from prism.execution.ids import to_global_id
-from prism.models.audit import Actor, record_event, verify_chain
+from prism.models.audit import Actor, verify_chain
 from prism.models.enums import Role
 from prism.models.users import User
 from prism.services import Services
@@ -733,10 +733,11 @@ async def test_audit_events_lock_the_organization_before_the_chain_head(
             assert user is not None
             user.last_login_at = datetime.now(UTC)
             first_event.set()
-            await record_event(
+            await audit.record(
                 session,
+                None,
+                None,
                 organization_id=tenant.org_id,
-                actor=Actor(),
                 event_type="test.event_first",
                 category="processing",
                 description="event recorded before its change is flushed",
@@ -751,8 +752,10 @@ async def test_audit_events_lock_the_organization_before_the_chain_head(
         await first_event.wait()
         assert await _blocked_on_a_lock(database_url)
         # ... then the event, while the other transaction waits.
-        await record_event(
+        await audit.record(
             session,
+            None,
+            None,
             organization_id=tenant.org_id,
             actor=Actor(user_id=admin.id),
             event_type="test.change_first",

@@ -210,11 +210,11 @@ async def test_erasure_leaves_nothing_but_what_the_receipt_lists(
     assert signed_in["data"]["login"]["accessToken"]
     export = await _export(client, services, token, gid("User", user.id))
     assert export["state"] == "SUCCEEDED"
-    store = services.objects
+    objects = services.objects
     doomed_key = f"org/{tenant.org_id}/documents/{from_global_id(doomed)[1]}"
     held_key = f"org/{tenant.org_id}/documents/{from_global_id(held)[1]}"
     export_key = f"org/{tenant.org_id}/exports/{from_global_id(export['id'])[1]}.zip.sealed"
-    assert await store.exists(doomed_key)
+    assert await objects.exists(doomed_key)
 
     # when: an ADMIN (signed in) erases them
     admin_login = await gql(client, LOGIN, {"e": tenant.email(Role.ADMIN), "p": PASSWORD})
@@ -233,9 +233,9 @@ async def test_erasure_leaves_nothing_but_what_the_receipt_lists(
     assert codes(again) == ["UNAUTHENTICATED"]
     assert codes(await gql(client, "{ viewer { id } }", token=token)) == ["UNAUTHENTICATED"]
     # stored objects: deleted, except the held document's
-    assert not await store.exists(doomed_key)
-    assert not await store.exists(export_key)
-    assert await store.exists(held_key)
+    assert not await objects.exists(doomed_key)
+    assert not await objects.exists(export_key)
+    assert await objects.exists(held_key)
     # the receipt is in the chain, which still verifies
     chain = await gql(
         client, "{ verifyAuditChain { valid checked } }", token=tenant.tokens[Role.AUDITOR]

@@ -163,12 +163,12 @@ async def test_upload_sets_retention_expiry_from_the_policy(
 
 
 async def _stored_document(
-    services: Services, tenant: Tenant, store: LocalStore | S3Store, *, age_days: int
+    services: Services, tenant: Tenant, objects: LocalStore | S3Store, *, age_days: int
 ) -> Document:
     """A document with an object in ``store``, created ``age_days`` ago."""
     document = await add_document(services, tenant)
     key = f"org/{tenant.org_id}/documents/{document.id}"
-    await store.put_file(key, io.BytesIO(b"file bytes"), size=10, content_type="text/plain")
+    await objects.put_file(key, io.BytesIO(b"file bytes"), size=10, content_type="text/plain")
     created = utcnow() - timedelta(days=age_days)
     async with services.db.transaction(tenant.org_id) as session:
         await session.execute(
@@ -197,18 +197,18 @@ async def _tier(services: Services, tenant: Tenant, document: Document) -> Stora
 async def test_lifecycle_moves_tiers_on_the_local_store_and_records_them(
     services: Services, tenant: Tenant, tmp_path: Path
 ) -> None:
-    store = LocalStore(tmp_path)
-    warm = await _stored_document(services, tenant, store, age_days=100)
-    archive = await _stored_document(services, tenant, store, age_days=2000)
-    held = await _stored_document(services, tenant, store, age_days=2000)
-    fresh = await _stored_document(services, tenant, store, age_days=1)
+    objects = LocalStore(tmp_path)
+    warm = await _stored_document(services, tenant, objects, age_days=100)
+    archive = await _stored_document(services, tenant, objects, age_days=2000)
+    held = await _stored_document(services, tenant, objects, age_days=2000)
+    fresh = await _stored_document(services, tenant, objects, age_days=1)
     await _set_hold(services, tenant, held)
 
-    dry = await lifecycle.run_lifecycle(services.db, store, tenant.org_id, dry_run=True)
+    dry = await lifecycle.run_lifecycle(services.db, objects, tenant.org_id, dry_run=True)
     assert dict(dry.transitions) == {"HOT->WARM": 1, "HOT->ARCHIVE": 1}
     assert await _tier(services, tenant, warm) is StorageTier.HOT
 
-    report = await lifecycle.run_lifecycle(services.db, store, tenant.org_id)
+    report = await lifecycle.run_lifecycle(services.db, objects, tenant.org_id)
     assert dict(report.transitions) == {"HOT->WARM": 1, "HOT->ARCHIVE": 1}
     assert await _tier(services, tenant, warm) is StorageTier.WARM
     assert await _tier(services, tenant, archive) is StorageTier.ARCHIVE
@@ -217,7 +217,7 @@ async def test_lifecycle_moves_tiers_on_the_local_store_and_records_them(
     [event] = await _events(services, tenant, "lifecycle.transition")
     assert event.after == {"transitions": {"HOT->WARM": 1, "HOT->ARCHIVE": 1}, "store": "local"}
 
-    again = await lifecycle.run_lifecycle(services.db, store, tenant.org_id)
+    again = await lifecycle.run_lifecycle(services.db, objects, tenant.org_id)
     assert not again.changed
     assert len(await _events(services, tenant, "lifecycle.transition")) == 1
 
@@ -228,33 +228,33 @@ async def test_lifecycle_changes_the_s3_storage_class(
     s3_endpoint: str,  # noqa: F811
     bucket: str,  # noqa: F811
 ) -> None:
-    store = S3Store(bucket=bucket, prefix=f"t{uuid.uuid4().hex[:6]}/", endpoint_url=s3_endpoint)
-    warm = await _stored_document(services, tenant, store, age_days=100)
-    cold = await _stored_document(services, tenant, store, age_days=1000)
-    report = await lifecycle.run_lifecycle(services.db, store, tenant.org_id)
+    objects = S3Store(bucket=bucket, prefix=f"t{uuid.uuid4().hex[:6]}/", endpoint_url=s3_endpoint)
+    warm = await _stored_document(services, tenant, objects, age_days=100)
+    cold = await _stored_document(services, tenant, objects, age_days=1000)
+    report = await lifecycle.run_lifecycle(services.db, objects, tenant.org_id)
     assert dict(report.transitions) == {"HOT->WARM": 1, "HOT->COLD": 1}
     assert warm.storage_key is not None
     assert cold.storage_key is not None
-    assert await store.read_storage_class(warm.storage_key) == "STANDARD_IA"
-    assert await store.read_storage_class(cold.storage_key) == "GLACIER_IR"
+    assert await objects.read_storage_class(warm.storage_key) == "STANDARD_IA"
+    assert await objects.read_storage_class(cold.storage_key) == "GLACIER_IR"
     # still readable (Glacier Instant Retrieval)
-    assert b"".join([c async for c in store.open_stream(cold.storage_key)]) == b"file bytes"
+    assert b"".join([c async for c in objects.open_stream(cold.storage_key)]) == b"file bytes"
     assert await _tier(services, tenant, cold) is StorageTier.COLD
 
 
 async def test_purge_never_touches_a_document_under_legal_hold(
     services: Services, tenant: Tenant, tmp_path: Path
 ) -> None:
-    store = LocalStore(tmp_path)
+    objects = LocalStore(tmp_path)
     async with services.db.transaction(tenant.org_id) as session:
         await governance_models.store_retention_policy(
             session,
             tenant.org_id,
             governance_models.RetentionPolicy(DataCategory.DOCUMENTS, 30, 365, 1825, 2555, 2555),
         )
-    expired = await _stored_document(services, tenant, store, age_days=3000)
-    held = await _stored_document(services, tenant, store, age_days=3000)
-    young = await _stored_document(services, tenant, store, age_days=10)
+    expired = await _stored_document(services, tenant, objects, age_days=3000)
+    held = await _stored_document(services, tenant, objects, age_days=3000)
+    young = await _stored_document(services, tenant, objects, age_days=10)
     await _set_hold(services, tenant, held)
     async with services.db.transaction(tenant.org_id) as session:
         policy = await governance_models.read_retention_policy(
@@ -262,11 +262,11 @@ async def test_purge_never_touches_a_document_under_legal_hold(
         )
         await governance_models.reset_document_expiry(session, tenant.org_id, policy)
 
-    dry = await lifecycle.run_lifecycle(services.db, store, tenant.org_id, dry_run=True)
+    dry = await lifecycle.run_lifecycle(services.db, objects, tenant.org_id, dry_run=True)
     assert dry.purged["DOCUMENTS"] == 1
-    assert await store.exists(expired.storage_key or "")
+    assert await objects.exists(expired.storage_key or "")
 
-    report = await lifecycle.run_lifecycle(services.db, store, tenant.org_id)
+    report = await lifecycle.run_lifecycle(services.db, objects, tenant.org_id)
     assert report.purged["DOCUMENTS"] == 1
     async with services.db.transaction(tenant.org_id) as session:
         left = set(
@@ -276,8 +276,8 @@ async def test_purge_never_touches_a_document_under_legal_hold(
         )
     assert expired.id not in left
     assert {held.id, young.id} <= left
-    assert not await store.exists(expired.storage_key or "")
-    assert await store.exists(held.storage_key or "")
+    assert not await objects.exists(expired.storage_key or "")
+    assert await objects.exists(held.storage_key or "")
     purges = await _events(services, tenant, "lifecycle.purge")
     assert [e.after["count"] for e in purges if e.after] == [1]
     assert purges[0].after is not None
@@ -496,13 +496,13 @@ async def test_backup_round_trip_and_tampering_is_detected(
     services: Services, tenant: Tenant, database_url: str, tmp_path: Path
 ) -> None:
     await add_document(services, tenant)
-    store = LocalStore(tmp_path / "objects")
-    made = await backup.create_backup(database_url, store)
+    objects = LocalStore(tmp_path / "objects")
+    made = await backup.create_backup(database_url, objects)
     tables = made.manifest["tables"]
     assert tables["documents"]["rows"] > 0
     assert tables["audit_logs"]["rows"] > 0
 
-    report = await backup.verify_backup(database_url, store)
+    report = await backup.verify_backup(database_url, objects)
     assert report.ok, report
     assert report.name == made.name
     assert {t.table for t in report.tables} == set(tables)
@@ -512,17 +512,17 @@ async def test_backup_round_trip_and_tampering_is_detected(
     manifest = json.loads(manifest_path.read_text())
     manifest["tables"]["documents"]["rows"] += 1
     manifest_path.write_text(json.dumps(manifest))
-    tampered = await backup.verify_backup(database_url, store, name=made.name)
+    tampered = await backup.verify_backup(database_url, objects, name=made.name)
     assert not tampered.ok
     assert [t.table for t in tampered.tables if not t.ok] == ["documents"]
 
     # a dump altered after it was made
-    second = await backup.create_backup(database_url, store)
+    second = await backup.create_backup(database_url, objects)
     dump_path = tmp_path / "objects" / "backups" / second.name / "prism.dump"
     data = bytearray(dump_path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     dump_path.write_bytes(bytes(data))
-    broken = await backup.verify_backup(database_url, store)
+    broken = await backup.verify_backup(database_url, objects)
     assert broken.name == second.name
     assert not broken.dump_checksum_matches
     assert not broken.ok

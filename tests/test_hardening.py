@@ -11,16 +11,15 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
+from prism import audit
 from prism.audit import OPERATOR
 from prism.authz.principal import SCOPES
 from prism.models.audit import (
-    Actor,
     AuditEvent,
     RequestMeta,
     canonical_form,
     event_hash,
     normalize_ip,
-    record_event,
 )
 from prism.models.enums import Classification, Role
 from prism.services import Services
@@ -276,14 +275,14 @@ def test_ip_addresses_are_normalized(raw: str | None, stored: str | None) -> Non
 
 async def test_hash_verifies_after_a_round_trip(services: Services, tenant: Tenant) -> None:
     async with services.db.transaction(tenant.org_id) as session:
-        event = await record_event(
+        event = await audit.record(
             session,
+            None,
+            RequestMeta(ip_address="2001:DB8::1", user_agent="ua"),
             organization_id=tenant.org_id,
-            actor=Actor(),
             event_type="t",
             category="c",
             description="d",
-            meta=RequestMeta(ip_address="2001:DB8::1", user_agent="ua"),
             after={"x": 1.5, "when": "now"},
         )
     async with services.db.transaction(tenant.org_id) as session:

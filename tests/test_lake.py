@@ -33,7 +33,7 @@ from prism.models.enums import Classification, FeedbackAction, JobState, Role
 from prism.models.feedback import Feedback, create_feedback
 from prism.models.jobs import Job
 from prism.models.users import User
-from prism.privacy import erasure as gdpr
+from prism.privacy import erasure as privacy_erasure
 from prism.services import Services
 from prism.storage import S3Store
 from tests.conftest import NewDatabase
@@ -168,9 +168,9 @@ async def test_lake_export_to_s3_reads_back(
         "s3", endpoint_url=s3_endpoint, region_name="us-east-1"
     ) as s3:
         await s3.create_bucket(Bucket=bucket)
-    store = S3Store(bucket=bucket, prefix="p/", endpoint_url=s3_endpoint)
+    objects = S3Store(bucket=bucket, prefix="p/", endpoint_url=s3_endpoint)
     try:
-        report = await lake.export(services.db, store, settle_seconds=0)
+        report = await lake.export(services.db, objects, settle_seconds=0)
         assert report.files > 0
         s3fs = fs.S3FileSystem(
             access_key=os.environ["AWS_ACCESS_KEY_ID"],
@@ -202,8 +202,8 @@ async def test_erasure_rewrites_the_lake_partitions_that_held_the_person(
         async with services.db.transaction(tenant.org_id) as session:
             subject = await session.get(User, uploader.id, with_for_update=True)
             assert subject is not None
-            erasure = await gdpr.erase_user(session, subject)
-            await gdpr.schedule_cleanup(session, erasure, tenant.org_id, max_attempts=3)
+            erasure = await privacy_erasure.erase_user(session, subject)
+            await privacy_erasure.schedule_cleanup(session, erasure, tenant.org_id, max_attempts=3)
         await Worker(services).drain()
         # then: their documents (and the feedback on them) are gone from every layer
         assert bronze_count(root) == 0
@@ -297,13 +297,15 @@ async def test_erasing_the_demo_uploader_cleans_the_lake_and_the_job_succeeds(
                 )
             )
             assert names
-            erasure = await gdpr.erase_user(session, uploader)
-            await gdpr.schedule_cleanup(session, erasure, org, max_attempts=5)
+            erasure = await privacy_erasure.erase_user(session, uploader)
+            await privacy_erasure.schedule_cleanup(session, erasure, org, max_attempts=5)
         await Worker(services).drain()
         async with services.db.transaction(org) as session:
             (state, error) = (
                 await session.execute(
-                    sa.select(Job.state, Job.last_error).where(Job.kind == gdpr.ERASE_CLEANUP)
+                    sa.select(Job.state, Job.last_error).where(
+                        Job.kind == privacy_erasure.ERASE_CLEANUP
+                    )
                 )
             ).one()
         assert state is JobState.SUCCEEDED, error

@@ -127,3 +127,22 @@ def test_the_code_paths_the_documents_cite_exist(repo_root: Path) -> None:
             if not (prism / path).exists():
                 stale.append(f"{document.relative_to(repo_root)}: {path}")
     assert not stale, "\n".join(stale)
+
+
+def test_the_files_the_documents_name_exist(repo_root: Path) -> None:
+    """A module or test named by its file name alone (``guard.py``, ``test_auth.py``) in the
+    README or docs/ (decision records excepted: they tell what was) is a file of the repo."""
+    names = {
+        path.name
+        for folder in ("prism", "tests", "bench", "scripts")
+        for path in (repo_root / folder).rglob("*.py")
+    }
+    named = re.compile(r"`(?:[\w/]*/)?(\w+\.py)")
+    documents = [repo_root / "README.md", *sorted((repo_root / "docs").glob("*.md"))]
+    stale = [
+        f"{document.relative_to(repo_root)}: {name}"
+        for document in documents
+        for name in named.findall(document.read_text())
+        if name not in names
+    ]
+    assert not stale, "\n".join(stale)

@@ -423,7 +423,7 @@ async def test_sealing_and_opening_stream_in_constant_memory(tmp_path: Path) -> 
     with source.open("wb") as out:
         for _ in range(size // (1 << 20)):
             out.write(os.urandom(1 << 20))
-    store: ObjectStore = LocalStore(tmp_path / "objects")
+    objects: ObjectStore = LocalStore(tmp_path / "objects")
     key, key_id, context = os.urandom(32), os.urandom(16), b"big"
     tracemalloc.start()
     try:
@@ -431,7 +431,7 @@ async def test_sealing_and_opening_stream_in_constant_memory(tmp_path: Path) -> 
             reader: Any = SealingReader(
                 plain, Sealer(data_key_id=key_id, data_key=key, context=context)
             )
-            await store.put_file("big", reader, size=sealed_size(size), content_type="x")
+            await objects.put_file("big", reader, size=sealed_size(size), content_type="x")
         _, sealing_peak = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
 
@@ -439,7 +439,7 @@ async def test_sealing_and_opening_stream_in_constant_memory(tmp_path: Path) -> 
             return key
 
         total = 0
-        async for part in open_sealed(store.open_stream("big"), key_for, context):
+        async for part in open_sealed(objects.open_stream("big"), key_for, context):
             total += len(part)
         _, opening_peak = tracemalloc.get_traced_memory()
     finally:
@@ -457,19 +457,19 @@ async def test_a_file_larger_than_a_multipart_part_is_sealed_into_s3_and_opens(
     bucket: str,  # noqa: F811
 ) -> None:
     """Above 8 MiB the S3 client uploads in parts, pulling from the sealing reader as it goes."""
-    store = S3Store(bucket=bucket, prefix="multipart/", endpoint_url=s3_endpoint)
+    objects = S3Store(bucket=bucket, prefix="multipart/", endpoint_url=s3_endpoint)
     plain = os.urandom(9 * 1024 * 1024 + 333)
     key, key_id, name = os.urandom(32), os.urandom(16), f"org/x/documents/{uuid.uuid4()}"
     reader: Any = SealingReader(
         io.BytesIO(plain), Sealer(data_key_id=key_id, data_key=key, context=name.encode())
     )
-    await store.put_file(name, reader, size=sealed_size(len(plain)), content_type="x")
+    await objects.put_file(name, reader, size=sealed_size(len(plain)), content_type="x")
 
     async def key_for(_found: bytes) -> bytes:
         return key
 
     opened = b"".join(
-        [p async for p in open_sealed(store.open_stream(name), key_for, name.encode())]
+        [p async for p in open_sealed(objects.open_stream(name), key_for, name.encode())]
     )
     assert opened == plain
 
@@ -489,8 +489,8 @@ async def _set_tier(world: World, document_id: uuid.UUID, tier: StorageTier) -> 
 
 @pytest.mark.parametrize("target", ["s3"], indirect=True)
 async def test_sealing_keeps_the_storage_class_of_the_tier_the_file_is_on(world: World) -> None:
-    store = world.services.objects
-    assert isinstance(store, S3Store)
+    objects = world.services.objects
+    assert isinstance(objects, S3Store)
     admin = world.tenant.tokens[Role.ADMIN]
     for tier, storage_class in (
         (StorageTier.COLD, "GLACIER_IR"),
@@ -504,7 +504,7 @@ async def test_sealing_keeps_the_storage_class_of_the_tier_the_file_is_on(world:
         )
         assert body.get("errors") is None, body
         assert (await world.raw(key)).startswith(MAGIC)
-        assert await store.read_storage_class(key) == storage_class
+        assert await objects.read_storage_class(key) == storage_class
 
 
 @pytest.mark.parametrize("target", ["s3"], indirect=True)
@@ -530,26 +530,26 @@ async def test_reclassifying_an_archived_file_applies_and_sealing_follows_the_re
         assert document is not None
         assert document.classification is Classification.RESTRICTED
     # and the file is still listed to seal (a run before the restore fails on it, says so)
-    store, envelope = world.services.objects, world.services.envelope
-    report = await originals.seal_existing(world.services.db, store, envelope)
+    objects, envelope = world.services.objects, world.services.envelope
+    report = await originals.seal_existing(world.services.db, objects, envelope)
     assert (report.failed, report.sealed) == (1, 0)
     # after the operator restores it, `prism originals seal` seals it, on its tier
     async with aioboto3.Session().client(
         "s3", endpoint_url=world.endpoint, region_name="us-east-1"
     ) as s3:
         await s3.restore_object(Bucket=BUCKET, Key=world.prefix + key, RestoreRequest={"Days": 1})
-    report = await originals.seal_existing(world.services.db, store, envelope)
+    report = await originals.seal_existing(world.services.db, objects, envelope)
     assert (report.failed, report.sealed) == (0, 1)
-    assert isinstance(store, S3Store)
-    assert await store.read_storage_class(key) == "DEEP_ARCHIVE"
+    assert isinstance(objects, S3Store)
+    assert await objects.read_storage_class(key) == "DEEP_ARCHIVE"
 
 
 @pytest.mark.parametrize("target", ["s3"], indirect=True)
 async def test_a_tier_move_waits_for_the_row_lock_sealing_holds(world: World) -> None:
     """A tier move copies the object onto itself; it takes the document row's lock first, so
     it never copies a clear file back over one sealed meanwhile."""
-    store = world.services.objects
-    assert isinstance(store, S3Store)
+    objects = world.services.objects
+    assert isinstance(objects, S3Store)
     document_id = await _upload(world, _record(), "INTERNAL")
     key = await _key(world, document_id)
     async with world.services.db.transaction(world.tenant.org_id) as session:
@@ -564,14 +564,14 @@ async def test_a_tier_move_waits_for_the_row_lock_sealing_holds(world: World) ->
             sa.select(Document.id).where(Document.id == document_id).with_for_update()
         )
         move = asyncio.create_task(
-            lifecycle.run_lifecycle(world.services.db, store, world.tenant.org_id)
+            lifecycle.run_lifecycle(world.services.db, objects, world.tenant.org_id)
         )
         await asyncio.sleep(1.5)
         assert not move.done()
-        assert await store.read_storage_class(key) == "STANDARD"  # not copied meanwhile
+        assert await objects.read_storage_class(key) == "STANDARD"  # not copied meanwhile
     report = await asyncio.wait_for(move, timeout=30)
     assert dict(report.transitions) == {"HOT->WARM": 1}
-    assert await store.read_storage_class(key) == "STANDARD_IA"
+    assert await objects.read_storage_class(key) == "STANDARD_IA"
 
 
 # --- extraction scratch left by a killed worker -------------------------------------------

@@ -81,7 +81,7 @@ async def bucket(s3_endpoint: str) -> str:
 
 
 @pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: object) -> ObjectStore:
+def objects(request: pytest.FixtureRequest, tmp_path: object) -> ObjectStore:
     if request.param == "local":
         return LocalStore(tmp_path / "objects")  # type: ignore[operator]
     endpoint = request.getfixturevalue("s3_endpoint")
@@ -91,18 +91,18 @@ def store(request: pytest.FixtureRequest, tmp_path: object) -> ObjectStore:
     )
 
 
-async def _read(store: ObjectStore, key: str) -> bytes:
-    return b"".join([chunk async for chunk in store.open_stream(key)])
+async def _read(objects: ObjectStore, key: str) -> bytes:
+    return b"".join([chunk async for chunk in objects.open_stream(key)])
 
 
-async def test_put_read_delete(store: ObjectStore) -> None:
+async def test_put_read_delete(objects: ObjectStore) -> None:
     key = document_key(uuid.uuid4(), uuid.uuid4())
     data = os.urandom(3 * 1024 * 1024 + 17)  # more than one chunk
-    await store.put_file(key, io.BytesIO(data), size=len(data), content_type="application/pdf")
-    assert await store.exists(key)
-    assert await _read(store, key) == data
-    await store.delete(key)
-    assert not await store.exists(key)
+    await objects.put_file(key, io.BytesIO(data), size=len(data), content_type="application/pdf")
+    assert await objects.exists(key)
+    assert await _read(objects, key) == data
+    await objects.delete(key)
+    assert not await objects.exists(key)
 
 
 async def test_local_keys_cannot_escape(tmp_path: object) -> None:
@@ -112,7 +112,7 @@ async def test_local_keys_cannot_escape(tmp_path: object) -> None:
 
 
 async def test_s3_objects_carry_encryption_and_class(s3_endpoint: str, bucket: str) -> None:
-    store = S3Store(
+    objects = S3Store(
         bucket=bucket,
         prefix="p/",
         endpoint_url=s3_endpoint,
@@ -120,7 +120,7 @@ async def test_s3_objects_carry_encryption_and_class(s3_endpoint: str, bucket: s
         storage_class="STANDARD_IA",
     )
     key = document_key(uuid.uuid4(), uuid.uuid4())
-    await store.put_file(key, io.BytesIO(b"hello"), size=5, content_type="text/plain")
+    await objects.put_file(key, io.BytesIO(b"hello"), size=5, content_type="text/plain")
     async with aioboto3.Session().client(
         "s3", endpoint_url=s3_endpoint, region_name="us-east-1"
     ) as s3:

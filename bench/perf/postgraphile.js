@@ -12,10 +12,10 @@
 // (pgSettings), so PostGraphile reads under the same row-level security as Prism.
 "use strict";
 
-const http = require("http");
 const { Pool } = require("pg");
 const { postgraphile } = require("postgraphile");
 const { capturing } = require("./capture.js");
+const { V4_OPTIONS, listen } = require("./postgraphile-common.js");
 
 const tokens = JSON.parse(process.env.BENCH_TOKENS || "{}");
 const port = Number(process.env.BENCH_PORT || 5678);
@@ -32,28 +32,6 @@ function settingsFor(req) {
 }
 
 const pool = capturing(new Pool(JSON.parse(process.env.BENCH_PG)));
-const middleware = postgraphile(pool, "public", {
-  pgSettings: settingsFor,
-  disableDefaultMutations: true,
-  dynamicJson: true,
-  setofFunctionsContainNulls: false,
-  legacyRelations: "omit",
-  graphiql: false,
-  disableQueryLog: true,
-  enableQueryBatching: false,
-  retryOnInitFail: false,
-  watchPg: false,
-});
+const middleware = postgraphile(pool, "public", { pgSettings: settingsFor, ...V4_OPTIONS });
 
-http
-  .createServer((req, res) => {
-    if (req.url === "/healthz") {
-      res.writeHead(200, { "content-type": "application/json" });
-      res.end('{"status":"ok"}');
-      return;
-    }
-    middleware(req, res);
-  })
-  .listen(port, "127.0.0.1", () => {
-    console.log(`postgraphile listening on http://127.0.0.1:${port}/graphql`);
-  });
+listen(middleware, port, "postgraphile");

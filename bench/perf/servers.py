@@ -270,33 +270,10 @@ def node_major() -> int:
     return int(done.stdout.strip().lstrip("v").split(".")[0] or 0)
 
 
-def postgraphile5_server(url: str, dataset: Dataset, scratch: Path) -> Server:
-    modules = ensure_postgraphile5()
-    port = free_port()
-    node = shutil.which("node") or "node"
-    project = HERE / "postgraphile5"
-    preload = ["--require", str(project / "polyfill.cjs")] if node_major() < 22 else []
-    env = {
-        **_base_env(),
-        "NODE_PATH": str(modules),
-        "NODE_ENV": "production",
-        "BENCH_PG": json.dumps(pg_connection(url)),
-        "BENCH_PORT": str(port),
-        "BENCH_TOKENS": json.dumps({dataset.token: dataset.organization_id}),
-        "BENCH_CAPTURE": str(scratch / "postgraphile5-capture.jsonl"),
-    }
-    return Server(
-        "postgraphile5",
-        [node, *preload, str(project / "server.js")],
-        env,
-        port,
-        "/healthz",
-        scratch / "postgraphile5.log",
-    )
-
-
-def postgraphile_server(url: str, dataset: Dataset, scratch: Path) -> Server:
-    modules = ensure_postgraphile()
+def _postgraphile(
+    name: str, script: list[str], modules: Path, url: str, dataset: Dataset, scratch: Path
+) -> Server:
+    """A PostGraphile server (``name``) run by node as ``script`` with its npm modules."""
     port = free_port()
     node = shutil.which("node") or "node"
     env = {
@@ -307,13 +284,20 @@ def postgraphile_server(url: str, dataset: Dataset, scratch: Path) -> Server:
         "BENCH_PORT": str(port),
         # The bearer token -> the organization its requests read, as pgSettings.
         "BENCH_TOKENS": json.dumps({dataset.token: dataset.organization_id}),
-        "BENCH_CAPTURE": str(scratch / "postgraphile-capture.jsonl"),
+        "BENCH_CAPTURE": str(scratch / f"{name}-capture.jsonl"),
     }
-    return Server(
-        "postgraphile",
-        [node, str(HERE / "postgraphile.js")],
-        env,
-        port,
-        "/healthz",
-        scratch / "postgraphile.log",
-    )
+    return Server(name, [node, *script], env, port, "/healthz", scratch / f"{name}.log")
+
+
+def postgraphile5_server(url: str, dataset: Dataset, scratch: Path) -> Server:
+    modules = ensure_postgraphile5()
+    project = HERE / "postgraphile5"
+    preload = ["--require", str(project / "polyfill.cjs")] if node_major() < 22 else []
+    script = [*preload, str(project / "server.js")]
+    return _postgraphile("postgraphile5", script, modules, url, dataset, scratch)
+
+
+def postgraphile_server(url: str, dataset: Dataset, scratch: Path) -> Server:
+    modules = ensure_postgraphile()
+    script = [str(HERE / "postgraphile.js")]
+    return _postgraphile("postgraphile", script, modules, url, dataset, scratch)

@@ -58,6 +58,16 @@ def emit(obj: dict[str, Any], as_json: bool, text: str) -> None:
         click.echo(text)
 
 
+# ``--org``: the organization (name or id) a command acts in, or, where it is optional, the
+# one organization a command acts in instead of all of them (``organization_ids``).
+organization_option = click.option(
+    "--org", "org_ref", required=True, help="Organization name or id."
+)
+organizations_option = click.option(
+    "--org", "org_ref", default=None, help="One organization (name or id); default all."
+)
+
+
 @click.group(cls=FailsInOneLine)
 def main() -> None:
     """Prism: the GraphQL data-platform API of AI document review."""

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from prism.audit import OPERATOR
-from prism.cli.app import console, emit, main, organization_ids, with_services
+from prism.cli.app import console, emit, main, organization_ids, organizations_option, with_services
 from prism.services import Services
 
 
@@ -23,7 +23,7 @@ def lifecycle() -> None:
 
 @lifecycle.command("run")
 @click.option("--dry-run", is_flag=True, help="Say what would move and be purged; change nothing.")
-@click.option("--org", "org_ref", default=None, help="One organization (name or id); default all.")
+@organizations_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def lifecycle_run(dry_run: bool, org_ref: str | None, as_json: bool) -> None:
     """Move document files to colder tiers and purge what has expired (never under legal
@@ -75,7 +75,7 @@ def quality() -> None:
     show_default=True,
     help="Exit 1 when an organization's overall score is below this.",
 )
-@click.option("--org", "org_ref", default=None, help="One organization (name or id); default all.")
+@organizations_option
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
 def quality_check(threshold: float, org_ref: str | None, as_json: bool) -> None:
     """Assess data quality (stored as a run, shown by `dataQualityReport`)."""

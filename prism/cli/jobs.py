@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from prism.audit import OPERATOR
-from prism.cli.app import emit, main, organization_ids, with_services
+from prism.cli.app import emit, main, organization_ids, organizations_option, with_services
 from prism.services import Services
 
 
@@ -29,7 +29,7 @@ def _job_states() -> click.Choice[str]:
 @jobs.command("list")
 @click.option("--state", "states", multiple=True, type=_job_states(), help="Repeatable.")
 @click.option("--kind", "kinds", multiple=True, help="A job kind, e.g. gdpr.erase_cleanup.")
-@click.option("--org", "org_ref", default=None, help="One organization (name or id); default all.")
+@organizations_option
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON lines.")
 def jobs_list(
@@ -93,7 +93,7 @@ def jobs_list(
 @jobs.command("retry")
 @click.argument("job_ids", nargs=-1)
 @click.option("--all-dead", is_flag=True, help="Every DEAD job (of --org, or of all).")
-@click.option("--org", "org_ref", default=None, help="One organization (name or id); default all.")
+@organizations_option
 @click.option("--json", "as_json", is_flag=True, help="Print the retried jobs as JSON.")
 def jobs_retry(
     job_ids: tuple[str, ...], all_dead: bool, org_ref: str | None, as_json: bool

@@ -29,7 +29,7 @@ def keys() -> None:
 def keys_rotate(new_kek: bool) -> None:
     """Re-wrap every organization's data key with the current key-encryption key. Data stays
     as it is and servers keep running: old and new keys both unwrap until this finishes."""
-    from prism.crypto import envelope as encryption
+    from prism.crypto import envelope as crypto_envelope
     from prism.crypto import keyring
 
     settings = Settings()
@@ -48,7 +48,7 @@ def keys_rotate(new_kek: bool) -> None:
         console.print(f"New key-encryption key {added} is current.")
 
     async def work(services: Services) -> list[tuple[Any, str, str]]:
-        return await encryption.rotate(services.db, services.envelope)
+        return await crypto_envelope.rotate(services.db, services.envelope)
 
     changed = with_services(work)
     for organization_id, old, new in changed:
@@ -61,11 +61,11 @@ def keys_rotate(new_kek: bool) -> None:
 def keys_status(as_json: bool) -> None:
     """Data keys per key-encryption key. A retired KEK may be removed from the keyring only
     when it wraps none; exits 1 while any data key is under a KEK that is not current."""
-    from prism.crypto import envelope as encryption
+    from prism.crypto import envelope as crypto_envelope
 
     async def work(services: Services) -> tuple[str, dict[str, list[Any]]]:
         envelope = services.envelope
-        return envelope.keks.current_id, await encryption.key_status(services.db, envelope)
+        return envelope.keks.current_id, await crypto_envelope.key_status(services.db, envelope)
 
     current, by_kek = with_services(work)
     stale = {kek: orgs for kek, orgs in by_kek.items() if kek != current}

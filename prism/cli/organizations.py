@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from prism.audit import OPERATOR
-from prism.cli.app import choice, emit, main, with_services
+from prism.cli.app import choice, emit, main, organization_option, with_services
 from prism.identity import organizations, users
 from prism.models.enums import Classification, Role
 from prism.services import Services
@@ -61,7 +61,7 @@ def user() -> None:
 
 
 @user.command("create")
-@click.option("--org", "org_ref", required=True, help="Organization name or id.")
+@organization_option
 @click.option("--email", required=True)
 @click.option("--password", required=True, help="12 characters or more.")
 @click.option("--role", required=True, type=choice(Role))
@@ -113,7 +113,7 @@ def token() -> None:
 
 
 @token.command("create")
-@click.option("--org", "org_ref", required=True, help="Organization name or id.")
+@organization_option
 @click.option("--name", required=True)
 @click.option("--scopes", required=True, help="Comma-separated, e.g. documents:read,search:read")
 @click.option("--user", "user_email", default=None, help="Bind the token to this user's rights.")

@@ -1,2 +1,2 @@
-"""Keys and sealing: key-encryption keys, envelope encryption with per-organization data keys,
-sealed streams, signed links."""
+"""Keys and sealing: key-encryption keys and their rotation, envelope encryption with
+per-organization data keys, sealed streams, signed links."""

@@ -73,7 +73,7 @@ def _sealer(key_id: uuid.UUID, data_key: bytes, storage_key: str) -> Sealer:
 
 async def put_original(
     session: AsyncSession,
-    store: ObjectStore,
+    objects: ObjectStore,
     envelope: Envelope,
     *,
     organization_id: uuid.UUID,
@@ -85,18 +85,18 @@ async def put_original(
 ) -> None:
     """Store an upload (read from ``source``'s position), sealed if its classification is."""
     if not is_sealed_classification(classification):
-        await store.put_file(storage_key, source, size=size, content_type=content_type)
+        await objects.put_file(storage_key, source, size=size, content_type=content_type)
         return
     key_id, data_key = await envelope.stream_key(session, organization_id)
     reader: Any = SealingReader(source, _sealer(key_id, data_key, storage_key))
-    await store.put_file(
+    await objects.put_file(
         storage_key, reader, size=sealed_size(size), content_type=SEALED_CONTENT_TYPE
     )
 
 
 def open_original(
     db: Database,
-    store: ObjectStore,
+    objects: ObjectStore,
     envelope: Envelope,
     organization_id: uuid.UUID,
     storage_key: str,
@@ -114,7 +114,7 @@ def open_original(
             raise SealedObjectError("sealed with another organization's data key")
         return cached[1]
 
-    return open_any(store.open_stream(storage_key), key_for, _context(storage_key))
+    return open_any(objects.open_stream(storage_key), key_for, _context(storage_key))
 
 
 async def _head(chunks: AsyncIterator[bytes]) -> tuple[bytes, AsyncIterator[bytes]]:
@@ -134,7 +134,7 @@ async def _close(chunks: AsyncIterator[bytes]) -> None:
 
 async def seal_stored(
     session: AsyncSession,
-    store: ObjectStore,
+    objects: ObjectStore,
     envelope: Envelope,
     organization_id: uuid.UUID,
     storage_key: str,
@@ -144,9 +144,9 @@ async def seal_stored(
     ``missing``. The sealed form is written to a temporary file as it is made (no clear
     byte reaches the disk or memory beyond one chunk), then replaces the object in one put;
     an object on a tier other than HOT (``tier``, as the row records it) is put back on it."""
-    if not await store.exists(storage_key):
+    if not await objects.exists(storage_key):
         return "missing"
-    head, chunks = await _head(store.open_stream(storage_key))
+    head, chunks = await _head(objects.open_stream(storage_key))
     if is_sealed(head):
         await _close(chunks)
         return "already"
@@ -160,16 +160,16 @@ async def seal_stored(
             sealed.write(sealer.finish())
             size = sealed.tell()
             sealed.seek(0)
-            await store.put_file(storage_key, sealed, size=size, content_type=SEALED_CONTENT_TYPE)
+            await objects.put_file(storage_key, sealed, size=size, content_type=SEALED_CONTENT_TYPE)
     finally:
         await _close(chunks)
     if tier is not None and tier != StorageTier.HOT.value:
-        await store.change_tier(storage_key, tier)
+        await objects.change_tier(storage_key, tier)
     return "sealed"
 
 
 async def apply_classification(
-    session: AsyncSession, store: ObjectStore, envelope: Envelope, document: Document
+    session: AsyncSession, objects: ObjectStore, envelope: Envelope, document: Document
 ) -> str | None:
     """After a reclassification (the document row locked by the caller): seal the stored
     original if the new level is sealed. Never unsealed (see the module's docstring). A file
@@ -180,7 +180,7 @@ async def apply_classification(
     try:
         return await seal_stored(
             session,
-            store,
+            objects,
             envelope,
             document.organization_id,
             document.storage_key,
@@ -217,7 +217,7 @@ class SealReport:
         }
 
 
-async def seal_existing(db: Database, store: ObjectStore, envelope: Envelope) -> SealReport:
+async def seal_existing(db: Database, objects: ObjectStore, envelope: Envelope) -> SealReport:
     """Seal every stored original of a CONFIDENTIAL or RESTRICTED document (deleted ones
     too, while their file is kept) that is still in the clear. Safe to re-run."""
     report = SealReport()
@@ -241,7 +241,7 @@ async def seal_existing(db: Database, store: ObjectStore, envelope: Envelope) ->
                 try:
                     outcome = await seal_stored(
                         session,
-                        store,
+                        objects,
                         envelope,
                         organization_id,
                         storage_key,

@@ -20,7 +20,7 @@ from prism.db.faults import committing_writes, unavailable
 from prism.documents.reads import record_restricted_reads
 from prism.errors import RateLimited, ServiceUnavailable, Unauthenticated
 from prism.execution.loaders import Loaders
-from prism.models.audit import Actor, AuditEvent, RequestMeta, record_event
+from prism.models.audit import Actor, RequestMeta
 from prism.models.enums import Classification
 from prism.models.registered_operations import data_version
 from prism.models.scope import Scope
@@ -299,18 +299,3 @@ class Context:
     def actor(self) -> Actor:
         p = self.principal
         return Actor(user_id=p.user_id, api_token_id=p.api_token_id) if p else Actor()
-
-    async def audit(self, session: AsyncSession, **event: Any) -> None:
-        """Record an audit event for the caller, in the mutation's transaction."""
-        await self.audit_event(session, **event)
-
-    async def audit_event(self, session: AsyncSession, **event: Any) -> AuditEvent:
-        """``audit``, returning the event (when its id is part of the answer)."""
-        principal = self.require_principal()
-        return await record_event(
-            session,
-            organization_id=principal.organization_id,
-            actor=self.actor,
-            meta=self.meta,
-            **event,
-        )

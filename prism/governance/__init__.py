@@ -1,2 +1,2 @@
 """Data governance use cases: retention and lifecycle, legal hold, data quality, verified backups,
-key rotation and the lake export."""
+the lake export, and the cleanup job that removes what lives outside the database."""

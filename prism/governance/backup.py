@@ -92,7 +92,7 @@ class BackupResult:
 
 
 async def create_backup(
-    url: str, store: ObjectStore, *, bin_dir: Path | None = None
+    url: str, objects: ObjectStore, *, bin_dir: Path | None = None
 ) -> BackupResult:
     pg_dump = find_pg_binary("pg_dump", bin_dir)
     name = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
@@ -122,7 +122,7 @@ async def create_backup(
                 checksum = await asyncio.to_thread(_sha256, dump)
                 dump_key = f"{PREFIX}{name}/prism.dump"
                 with dump.open("rb") as source:
-                    await store.put_file(
+                    await objects.put_file(
                         dump_key, source, size=size, content_type="application/octet-stream"
                     )
         finally:
@@ -138,24 +138,24 @@ async def create_backup(
         "dump": {"key": dump_key, "format": "pg_dump custom", "bytes": size, "sha256": checksum},
         "tables": tables,
     }
-    await _put_json(store, f"{PREFIX}{name}/manifest.json", manifest)
-    await _put_bytes(store, LATEST, name.encode())
+    await _put_json(objects, f"{PREFIX}{name}/manifest.json", manifest)
+    await _put_bytes(objects, LATEST, name.encode())
     return BackupResult(name=name, manifest=manifest)
 
 
-async def _put_bytes(store: ObjectStore, key: str, data: bytes) -> None:
+async def _put_bytes(objects: ObjectStore, key: str, data: bytes) -> None:
     with tempfile.TemporaryFile() as buffer:
         buffer.write(data)
         buffer.seek(0)
-        await store.put_file(key, buffer, size=len(data), content_type="application/json")
+        await objects.put_file(key, buffer, size=len(data), content_type="application/json")
 
 
-async def _put_json(store: ObjectStore, key: str, value: dict[str, Any]) -> None:
-    await _put_bytes(store, key, json.dumps(value, indent=2, sort_keys=True).encode())
+async def _put_json(objects: ObjectStore, key: str, value: dict[str, Any]) -> None:
+    await _put_bytes(objects, key, json.dumps(value, indent=2, sort_keys=True).encode())
 
 
-async def _read(store: ObjectStore, key: str) -> bytes:
-    chunks = [chunk async for chunk in store.open_stream(key)]
+async def _read(objects: ObjectStore, key: str) -> bytes:
+    chunks = [chunk async for chunk in objects.open_stream(key)]
     return b"".join(chunks)
 
 
@@ -200,19 +200,19 @@ class VerifyReport:
 
 
 async def verify_backup(
-    url: str, store: ObjectStore, *, name: str | None = None, bin_dir: Path | None = None
+    url: str, objects: ObjectStore, *, name: str | None = None, bin_dir: Path | None = None
 ) -> VerifyReport:
     """Restore the backup ``name`` (default: the latest) into a scratch database on the same
     server and compare it with its manifest; the scratch database is dropped afterwards."""
     pg_restore = find_pg_binary("pg_restore", bin_dir)
     if name is None:
         try:
-            name = (await _read(store, LATEST)).decode().strip()
+            name = (await _read(objects, LATEST)).decode().strip()
         except Exception as exc:
             raise BackupError("No backup to verify (none was made in this store).") from exc
     report = VerifyReport(name=name)
     try:
-        manifest = json.loads(await _read(store, f"{PREFIX}{name}/manifest.json"))
+        manifest = json.loads(await _read(objects, f"{PREFIX}{name}/manifest.json"))
         expected: dict[str, dict[str, Any]] = manifest["tables"]
     except Exception as exc:  # noqa: BLE001 - a missing or unreadable manifest is the report
         report.error = f"manifest of {name} unreadable: {_reason(exc)}"
@@ -222,7 +222,7 @@ async def verify_backup(
         dump = Path(scratch) / "prism.dump"
         try:
             with dump.open("wb") as out:
-                async for chunk in store.open_stream(manifest["dump"]["key"]):
+                async for chunk in objects.open_stream(manifest["dump"]["key"]):
                     out.write(chunk)
         except Exception as exc:  # noqa: BLE001 - a missing or unreadable dump is the report
             report.error = f"dump {manifest['dump']['key']} unreadable: {_reason(exc)}"

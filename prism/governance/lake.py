@@ -251,11 +251,11 @@ def _gold_row(
     }
 
 
-async def _put(store: ObjectStore, key: str, body: bytes, content_type: str) -> None:
-    await store.put_file(key, io.BytesIO(body), size=len(body), content_type=content_type)
+async def _put(objects: ObjectStore, key: str, body: bytes, content_type: str) -> None:
+    await objects.put_file(key, io.BytesIO(body), size=len(body), content_type=content_type)
 
 
-async def write_schemas(store: ObjectStore) -> None:
+async def write_schemas(objects: ObjectStore) -> None:
     """Each dataset's Arrow schema as JSON (written only when it changed)."""
     layouts: list[tuple[str, str, pa.Schema]] = []
     for dataset in DATASETS:
@@ -273,16 +273,16 @@ async def write_schemas(store: ObjectStore) -> None:
             option=orjson.OPT_INDENT_2,
         )
         key = f"{PREFIX}/_schemas/{layer}/{name}.json"
-        if await store.exists(key):
-            current = b"".join([chunk async for chunk in store.open_stream(key)])
+        if await objects.exists(key):
+            current = b"".join([chunk async for chunk in objects.open_stream(key)])
             if current == body:
                 continue
-        await _put(store, key, body, "application/json")
+        await _put(objects, key, body, "application/json")
 
 
 async def _write_day(
     session: AsyncSession,
-    store: ObjectStore,
+    objects: ObjectStore,
     organization_id: uuid.UUID,
     day: date,
     datasets: list[Dataset],
@@ -321,9 +321,9 @@ async def _write_day(
         writes.append((key, None, None))
     for key, body, name in writes:
         if body is None:
-            await store.delete(key)
+            await objects.delete(key)
             continue
-        await _put(store, key, body, PARQUET)
+        await _put(objects, key, body, PARQUET)
         report.files += 1
         report.partitions[str(name)] += 1
     report.rows += sum(written.values())
@@ -331,7 +331,7 @@ async def _write_day(
 
 
 async def rewrite_days(
-    db: Database, store: ObjectStore, organization_id: uuid.UUID, days: set[date]
+    db: Database, objects: ObjectStore, organization_id: uuid.UUID, days: set[date]
 ) -> LakeReport:
     """Rewrite an organization's partitions of ``days`` from the current rows (after an
     erasure deleted rows the watermark cannot see). Nothing, if the lake was never written."""
@@ -344,13 +344,13 @@ async def rewrite_days(
         if not any(exported):
             return report
         for day in sorted(days):
-            await _write_day(session, store, organization_id, day, list(DATASETS), report)
+            await _write_day(session, objects, organization_id, day, list(DATASETS), report)
     return report
 
 
 async def export(
     db: Database,
-    store: ObjectStore,
+    objects: ObjectStore,
     *,
     since: datetime | None = None,
     settle_seconds: float = 60,
@@ -358,7 +358,7 @@ async def export(
 ) -> LakeReport:
     """Export every organization's changes since its watermarks (or since ``since``)."""
     report = LakeReport()
-    await write_schemas(store)
+    await write_schemas(objects)
     upper = now() - timedelta(seconds=settle_seconds)
     async with db.transaction(None) as session:
         organizations = await read_organization_ids(session)
@@ -380,7 +380,7 @@ async def export(
             for day in sorted(days):
                 written = await _write_day(
                     session,
-                    store,
+                    objects,
                     organization_id,
                     day,
                     [d for d in DATASETS if day in touched[d.name]],

@@ -13,9 +13,11 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from typing import Any
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism import audit
 from prism.audit import RequestMeta
@@ -50,7 +52,7 @@ class LifecycleReport:
 
 async def run_lifecycle(
     db: Database,
-    store: ObjectStore,
+    objects: ObjectStore,
     organization_id: uuid.UUID,
     *,
     dry_run: bool = False,
@@ -64,9 +66,9 @@ async def run_lifecycle(
     report = LifecycleReport(organization_id=organization_id, dry_run=dry_run)
     async with db.transaction(organization_id) as session:
         policies = await models.read_retention_policies(session, organization_id)
-    await _move_tiers(db, store, report, policies[DataCategory.DOCUMENTS], now, principal, meta)
+    await _move_tiers(db, objects, report, policies[DataCategory.DOCUMENTS], now, principal, meta)
     await _purge_documents(
-        db, store, report, policies[DataCategory.DOCUMENTS], now, principal, meta
+        db, objects, report, policies[DataCategory.DOCUMENTS], now, principal, meta
     )
     for category in (
         DataCategory.ANALYSES,
@@ -80,7 +82,7 @@ async def run_lifecycle(
 
 async def _move_tiers(
     db: Database,
-    store: ObjectStore,
+    objects: ObjectStore,
     report: LifecycleReport,
     policy: models.RetentionPolicy,
     now: datetime,
@@ -96,7 +98,9 @@ async def _move_tiers(
     applied: dict[StorageTier, list[models.TierMove]] = {}
     for move in moves:
         try:
-            if move.storage_key is not None and not await _change_tier_locked(db, store, org, move):
+            if move.storage_key is not None and not await _change_tier_locked(
+                db, objects, org, move
+            ):
                 continue  # erased or its file replaced meanwhile
         except Exception:
             report.object_errors += 1
@@ -124,13 +128,13 @@ async def _move_tiers(
                 category="governance",
                 description=f"Lifecycle moved {sum(counts.values())} document files to colder "
                 "storage tiers",
-                after={"transitions": dict(counts), "store": store.name},
+                after={"transitions": dict(counts), "store": objects.name},
             )
     report.transitions.update(counts)
 
 
 async def _change_tier_locked(
-    db: Database, store: ObjectStore, org: uuid.UUID, move: models.TierMove
+    db: Database, objects: ObjectStore, org: uuid.UUID, move: models.TierMove
 ) -> bool:
     """Copy the file onto its new tier under the document row's lock (FOR UPDATE), the lock
     sealing takes (a reclassification, ``prism originals seal``): a copy of the clear object
@@ -140,13 +144,13 @@ async def _change_tier_locked(
         key = await models.lock_storage_key(session, org, move.document_id)
         if key is None or key != move.storage_key:
             return False
-        await store.change_tier(key, move.target.value)
+        await objects.change_tier(key, move.target.value)
     return True
 
 
 async def _purge_documents(
     db: Database,
-    store: ObjectStore,
+    objects: ObjectStore,
     report: LifecycleReport,
     policy: models.RetentionPolicy,
     now: datetime,
@@ -167,19 +171,14 @@ async def _purge_documents(
         days = await models.document_days(session, ids)
         purged = await models.purge_documents(session, org, ids)
         if purged:
-            # The lake must not keep what retention deleted (nor hide it from an erasure).
-            await schedule_lake_rewrite(
-                session, org, days, reason="lifecycle.purge", max_attempts=LAKE_REWRITE_ATTEMPTS
-            )
-            await audit.record(
+            await _purged(
                 session,
                 principal,
                 meta,
-                organization_id=org,
-                event_type="lifecycle.purge",
-                category="governance",
-                description=f"Lifecycle purged {purged} documents past retention",
-                after={
+                org,
+                days,
+                f"Lifecycle purged {purged} documents past retention",
+                {
                     "category": DataCategory.DOCUMENTS.value,
                     "count": purged,
                     "documentIds": [str(i) for i in ids],
@@ -191,10 +190,36 @@ async def _purge_documents(
         if key is None:
             continue
         try:
-            await store.delete(key)
+            await objects.delete(key)
         except Exception:
             report.object_errors += 1
             log.warning("object delete failed", key=key, exc_info=True)
+
+
+async def _purged(
+    session: AsyncSession,
+    principal: Principal | None,
+    meta: RequestMeta | None,
+    org: uuid.UUID,
+    days: set[date],
+    description: str,
+    after: dict[str, Any],
+) -> None:
+    """After a purge: the lake rewrites the days it touched (the lake must not keep what
+    retention deleted, nor hide it from an erasure), and the purge is audited."""
+    await schedule_lake_rewrite(
+        session, org, days, reason="lifecycle.purge", max_attempts=LAKE_REWRITE_ATTEMPTS
+    )
+    await audit.record(
+        session,
+        principal,
+        meta,
+        organization_id=org,
+        event_type="lifecycle.purge",
+        category="governance",
+        description=description,
+        after=after,
+    )
 
 
 async def _purge_rows(
@@ -219,19 +244,14 @@ async def _purge_rows(
             session, org, policy.category, before=before, dry_run=report.dry_run
         )
         if count and not report.dry_run:
-            await schedule_lake_rewrite(
-                session, org, days, reason="lifecycle.purge", max_attempts=LAKE_REWRITE_ATTEMPTS
-            )
-            await audit.record(
+            await _purged(
                 session,
                 principal,
                 meta,
-                organization_id=org,
-                event_type="lifecycle.purge",
-                category="governance",
-                description=f"Lifecycle purged {count} {policy.category.value.lower()} rows "
-                "past retention",
-                after={
+                org,
+                days,
+                f"Lifecycle purged {count} {policy.category.value.lower()} rows past retention",
+                {
                     "category": policy.category.value,
                     "count": count,
                     "before": before.isoformat(),

@@ -14,7 +14,8 @@ from prism.authn import mfa
 from prism.authn.secrets import SecretBox
 from prism.authz.policy import Action, require
 from prism.authz.principal import Principal
-from prism.errors import BadUserInput, Conflict, not_found
+from prism.errors import BadUserInput, Conflict
+from prism.identity.users import locked_user
 from prism.models import users as user_models
 from prism.models.users import User
 from prism.services import Services
@@ -22,12 +23,7 @@ from prism.services import Services
 
 async def _own_user(session: AsyncSession, principal: Principal) -> User:
     require(principal, Action.MFA_MANAGE)
-    user = None
-    if principal.user_id is not None:
-        user = await user_models.lock_user(session, principal.organization_id, principal.user_id)
-    if user is None:
-        raise not_found("User")
-    return user
+    return await locked_user(session, principal, principal.user_id)
 
 
 async def _audit(
@@ -146,9 +142,7 @@ async def reset(
 ) -> User:
     """An ADMIN turns off another user's MFA (a lost authenticator and no backup codes)."""
     require(principal, Action.USER_MFA_RESET)
-    user = await user_models.lock_user(session, principal.organization_id, user_id)
-    if user is None:
-        raise not_found("User")
+    user = await locked_user(session, principal, user_id)
     await _clear(session, user)
     await _audit(session, principal, user, "auth.mfa_reset", f"MFA of {user.email} reset", meta)
     return user

@@ -109,6 +109,19 @@ async def create_user(
     return user
 
 
+async def locked_user(
+    session: AsyncSession, principal: Principal, user_id: uuid.UUID | None
+) -> User:
+    """A user of the caller's organization, row-locked for the change; NOT_FOUND when there
+    is none (or no user id: a service token is nobody)."""
+    user = None
+    if user_id is not None:
+        user = await user_models.lock_user(session, principal.organization_id, user_id)
+    if user is None:
+        raise not_found("User")
+    return user
+
+
 async def update_user(
     session: AsyncSession,
     principal: Principal,
@@ -119,9 +132,7 @@ async def update_user(
 ) -> User:
     """Apply ``changes`` (role, department, clearance, access_expires_at) to a user."""
     require(principal, Action.USER_UPDATE)
-    user = await user_models.lock_user(session, principal.organization_id, user_id)
-    if user is None:
-        raise not_found("User")
+    user = await locked_user(session, principal, user_id)
     if user.id == principal.user_id and changes.get("role", Role.ADMIN) is not Role.ADMIN:
         raise BadUserInput("An ADMIN cannot remove their own ADMIN role.", argument="role")
     check_profile(department=changes.get("department"))

@@ -1,2 +1,2 @@
 """The worker: claims jobs from the PostgreSQL queue, runs schedules, and dispatches each job to
-its use case."""
+its use case; the search index jobs, and the queue's gauge and DEAD-job retries."""

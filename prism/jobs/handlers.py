@@ -227,7 +227,7 @@ async def handle_erase_cleanup(run: JobRun) -> None:
         organization_id=run.job.organization_id,
         payload=run.job.payload,
         db=run.services.db,
-        store=run.services.objects,
+        objects=run.services.objects,
     )
     await run_erase_hooks(cleanup)
     async with run.services.db.transaction(run.job.organization_id) as session:

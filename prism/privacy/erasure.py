@@ -204,18 +204,18 @@ class Cleanup:
     organization_id: uuid.UUID
     payload: dict[str, Any]
     db: Database
-    store: ObjectStore
+    objects: ObjectStore
 
 
 async def delete_objects(cleanup: Cleanup) -> None:
     for key in cleanup.payload.get("objects", []):
-        await cleanup.store.delete(key)  # deleting a missing object succeeds: reruns are safe
+        await cleanup.objects.delete(key)  # deleting a missing object succeeds: reruns are safe
 
 
 async def rewrite_lake(cleanup: Cleanup) -> None:
     days = {date.fromisoformat(d) for d in cleanup.payload.get("days", [])}
     if days:
-        await lake.rewrite_days(cleanup.db, cleanup.store, cleanup.organization_id, days)
+        await lake.rewrite_days(cleanup.db, cleanup.objects, cleanup.organization_id, days)
 
 
 # Run, in order, by the erase-cleanup job; each hook must be idempotent (a job may rerun).

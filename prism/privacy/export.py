@@ -220,7 +220,7 @@ async def collect(
 
 
 async def build_bundle(
-    store: ObjectStore,
+    objects: ObjectStore,
     data: dict[str, Any],
     documents: list[Document],
     target: Any,
@@ -234,9 +234,9 @@ async def build_bundle(
             orjson.dumps(data, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS),
         )
         for document in documents:
-            if document.storage_key is None or not await store.exists(document.storage_key):
+            if document.storage_key is None or not await objects.exists(document.storage_key):
                 continue
-            chunks = opened(document) if opened else store.open_stream(document.storage_key)
+            chunks = opened(document) if opened else objects.open_stream(document.storage_key)
             with archive.open(f"files/{document.id}", "w") as member:
                 async for chunk in chunks:
                     member.write(chunk)
@@ -318,7 +318,7 @@ class ExportPlan:
 
 async def build_export(
     db: Database,
-    store: ObjectStore,
+    objects: ObjectStore,
     envelope: Envelope,
     *,
     organization_id: uuid.UUID,
@@ -342,23 +342,23 @@ async def build_export(
     key = export_key(organization_id, export_id)
     with tempfile.TemporaryFile() as plain, tempfile.TemporaryFile() as sealed:
         await build_bundle(
-            store,
+            objects,
             data,
             documents,
             plain,
             lambda d: originals.open_original(
-                db, store, envelope, organization_id, d.storage_key or ""
+                db, objects, envelope, organization_id, d.storage_key or ""
             ),
         )
         plain.seek(0)
         async with db.transaction(organization_id) as session:
             size = await seal_frames(session, envelope, organization_id, export_id, plain, sealed)
         sealed.seek(0)
-        await store.put_file(key, sealed, size=size, content_type="application/octet-stream")
+        await objects.put_file(key, sealed, size=size, content_type="application/octet-stream")
     async with db.transaction(organization_id) as session:
         export = await export_models.read_data_export(session, export_id, for_update=True)
         if export is None:  # erased meanwhile: the bundle must not outlive the row
-            await store.delete(key)
+            await objects.delete(key)
             await complete(session)
             return
         export.state = JobState.SUCCEEDED
@@ -388,7 +388,7 @@ async def build_export(
 
 async def open_download(
     db: Database,
-    store: ObjectStore,
+    objects: ObjectStore,
     envelope: Envelope,
     *,
     organization_id: uuid.UUID,
@@ -422,7 +422,7 @@ async def open_download(
         )
         key = export.storage_key
 
-    return open_frames(envelope, organization_id, export_id, store.open_stream(key))
+    return open_frames(envelope, organization_id, export_id, objects.open_stream(key))
 
 
 async def export_user_data(

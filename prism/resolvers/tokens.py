@@ -1,14 +1,12 @@
-"""API tokens: the list the caller may see; the mutations, one use case of ``prism.tokens``
-each, in the request's transaction."""
+"""API tokens: the list the caller may see and the mutations, one use case of
+``prism.tokens`` each, in the request's transaction."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from prism.authz.policy import may_read_token
 from prism.execution.context import Context
 from prism.execution.ids import expect_id
-from prism.models import users as user_models
 from prism.models.users import ApiToken
 from prism.tokens import api_tokens
 
@@ -16,16 +14,8 @@ from prism.tokens import api_tokens
 async def read_api_tokens(ctx: Context) -> list[ApiToken]:
     """The caller's own tokens, or all of the organization's for who may read them all."""
     principal = ctx.require_principal()
-    all_of_them = may_read_token(principal, None, None)
     async with ctx.transaction.read() as session:
-        rows = await user_models.read_api_tokens(
-            session,
-            organization_id=principal.organization_id,
-            user_id=None if all_of_them else principal.user_id,
-        )
-    if not all_of_them and principal.user_id is None:
-        rows = [r for r in rows if r.id == principal.api_token_id]
-    return rows
+        return await api_tokens.list_api_tokens(session, principal)
 
 
 async def create_api_token(

@@ -8,7 +8,7 @@ from datetime import datetime
 import strawberry
 
 from prism.execution.ids import expect_id, to_global_id
-from prism.models import exports as governance_models
+from prism.models import exports as export_models
 from prism.models import jobs as job_models
 from prism.models import users as user_models
 from prism.models.base import utcnow
@@ -30,10 +30,10 @@ class DataExport(Node):
     expires_at: datetime | None = strawberry.field(
         description="When the download link stops working."
     )
-    row: strawberry.Private[governance_models.DataExport]
+    row: strawberry.Private[export_models.DataExport]
 
     @classmethod
-    def from_row(cls, row: governance_models.DataExport) -> DataExport:
+    def from_row(cls, row: export_models.DataExport) -> DataExport:
         return cls(
             id=strawberry.ID(to_global_id("DataExport", row.id)),
             created_at=row.created_at,

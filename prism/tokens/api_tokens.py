@@ -1,6 +1,6 @@
 """API tokens: a partner's or an automation's credential, bound to a user (acting with that
-user's current rights) or a service token with its own role; issued and revoked here, each
-audited in the change's transaction."""
+user's current rights) or a service token with its own role; listed, issued and revoked
+here, each change audited in its transaction."""
 
 from __future__ import annotations
 
@@ -36,6 +36,19 @@ def validate_scopes(scopes: list[str], principal: Principal) -> list[str]:
             f"A token cannot grant scopes its creator lacks: {', '.join(wider)}.", argument="scopes"
         )
     return sorted(set(scopes))
+
+
+async def list_api_tokens(session: AsyncSession, principal: Principal) -> list[ApiToken]:
+    """The caller's own tokens, or all of the organization's for who may read them all."""
+    all_of_them = may_read_token(principal, None, None)
+    rows = await user_models.read_api_tokens(
+        session,
+        organization_id=principal.organization_id,
+        user_id=None if all_of_them else principal.user_id,
+    )
+    if not all_of_them and principal.user_id is None:
+        rows = [r for r in rows if r.id == principal.api_token_id]
+    return rows
 
 
 async def create_api_token(

@@ -8,13 +8,13 @@
 // BENCH_CAPTURE (optional): a file that gets one JSON line {text, values} per SQL statement.
 "use strict";
 
-const http = require("http");
 const { Pool } = require("pg");
 const { postgraphile } = require("postgraphile");
 const { makeV4Preset } = require("postgraphile/presets/v4");
 const { makePgService } = require("postgraphile/adaptors/pg");
 const { grafserv } = require("postgraphile/grafserv/node");
 const { capturing } = require("../capture.js");
+const { V4_OPTIONS, listen } = require("../postgraphile-common.js");
 
 const tokens = JSON.parse(process.env.BENCH_TOKENS || "{}");
 const port = Number(process.env.BENCH_PORT || 5678);
@@ -31,18 +31,7 @@ function settingsFor(req) {
 const pool = capturing(new Pool(JSON.parse(process.env.BENCH_PG)));
 const preset = {
   extends: [
-    makeV4Preset({
-      pgSettings: settingsFor,
-      disableDefaultMutations: true,
-      dynamicJson: true,
-      setofFunctionsContainNulls: false,
-      legacyRelations: "omit",
-      graphiql: false,
-      disableQueryLog: true,
-      enableQueryBatching: false,
-      retryOnInitFail: false,
-      watchPg: false,
-    }),
+    makeV4Preset({ pgSettings: settingsFor, ...V4_OPTIONS }),
   ],
   pgServices: [makePgService({ pool, schemas: ["public"] })],
   grafserv: { graphqlPath: "/graphql", graphiql: false, watch: false },
@@ -51,15 +40,4 @@ const preset = {
 
 const serv = postgraphile(preset).createServ(grafserv);
 const handler = serv.createHandler();
-http
-  .createServer((req, res) => {
-    if (req.url === "/healthz") {
-      res.writeHead(200, { "content-type": "application/json" });
-      res.end('{"status":"ok"}');
-      return;
-    }
-    handler(req, res);
-  })
-  .listen(port, "127.0.0.1", () => {
-    console.log(`postgraphile 5 listening on http://127.0.0.1:${port}/graphql`);
-  });
+listen(handler, port, "postgraphile 5");
