@@ -201,7 +201,10 @@ class Context:
         if self.credential is None:
             return self.require_principal()
         return await authenticate_bearer(
-            self.services.db, self.services.access_tokens, self.credential
+            self.services.db,
+            self.services.access_tokens,
+            self.credential,
+            self.services.credentials,
         )
 
     def for_operation(self, principal: Principal) -> Context:
