@@ -191,7 +191,7 @@ async def test_a_failed_round_trip_is_not_trusted(second: Any, tenant: Tenant) -
     await _remembered([app], token)
     cache = cache_of(app)
 
-    async def fails() -> bool:
+    async def fails(_seconds: float = 0) -> bool:
         return False
 
     cache.listener.round_trip = fails  # type: ignore[method-assign]

@@ -37,6 +37,10 @@ from prism.db.notify import Listener
 log = structlog.get_logger("prism.authn")
 CHANNEL = "prism_credentials"
 DEFAULT_SIZE = 10_000
+# A LISTEN connection that does not answer within this is not waited for: the request asks
+# the database instead (which has its own command timeout), so a frozen server costs a
+# request this much more at most.
+ROUND_TRIP_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,6 @@ class CredentialCache:
     async def _ping(self) -> None:
         while self._queued is not None:
             waiter, self._queued = self._queued, None
-            ok = await self.listener.round_trip()
+            ok = await self.listener.round_trip(ROUND_TRIP_SECONDS)
             if not waiter.done():
                 waiter.set_result(ok)

@@ -92,7 +92,7 @@ class Listener:
                 await self._conn.close(timeout=PING_TIMEOUT_SECONDS)
         self._conn = None
 
-    async def round_trip(self) -> bool:
+    async def round_trip(self, seconds: float = PING_TIMEOUT_SECONDS) -> bool:
         """A query on the LISTEN connection: when it returns True, every notification of a
         transaction committed before it was sent has been delivered to the callback
         (PostgreSQL sends them ahead of the answer). False when the connection is down or did
@@ -101,7 +101,7 @@ class Listener:
         if conn is None or conn.is_closed():
             return False
         try:
-            await asyncio.wait_for(conn.execute("SELECT 1"), timeout=PING_TIMEOUT_SECONDS)
+            await asyncio.wait_for(conn.execute("SELECT 1"), timeout=seconds)
         except Exception:  # noqa: BLE001 - any failure means "not known"
             return False
         # The notifications that came before the answer are dispatched by call_soon, in

@@ -78,9 +78,9 @@ class CompiledOperations(SchemaExtension):
                 self._plans.popitem(last=False)
         if isinstance(compiled, str):
             return {"path": "interpreted", "reason": compiled}
-        async with context.transaction.read() as session:
-            text = await session.scalar(compiled.sql, compiled.values)
-        data: dict[str, Any] = orjson.loads(text)
+        row = await context.transaction.fetch_row(compiled.sql, compiled.values)
+        assert row is not None
+        data: dict[str, Any] = orjson.loads(row[0])
         if any(data.get(key) is None for key in compiled.must_exist):
             # The interpreted path answers NOT_FOUND with the field's path.
             return {"path": "interpreted", "reason": "not found"}
