@@ -34,6 +34,8 @@ from prism.db.faults import (
 from prism.errors import OutcomeUnknown
 
 APP_ROLE = "prism_app"
+# A statement given as SQL text with named binds (what the planner makes).
+Statement = sa.TextClause
 _DIALECT = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
 
 

@@ -11,13 +11,12 @@ from typing import Any
 
 import asyncpg
 import structlog
-from sqlalchemy import TextClause
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism.authn.bearer import authenticate_bearer
 from prism.authz.principal import Principal
 from prism.cache.store import Bucket, Rate
-from prism.db.engine import Database, fetch_row, set_organization
+from prism.db.engine import Database, Statement, fetch_row, set_organization
 from prism.db.faults import committing_writes, unavailable
 from prism.documents.reads import record_restricted_reads
 from prism.errors import RateLimited, ServiceUnavailable, Unauthenticated
@@ -87,7 +86,7 @@ class RequestTransaction:
             yield await self._open()
 
     async def fetch_row(
-        self, statement: TextClause, values: dict[str, Any]
+        self, statement: Statement, values: dict[str, Any]
     ) -> asyncpg.Record | None:
         """One row of ``statement``, in the request's transaction (opened, with its isolation
         and organization, if it was not), on the driver's connection: no ORM in between."""

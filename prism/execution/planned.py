@@ -24,6 +24,7 @@ from prism.execution.cost import operation_of
 from prism.execution.fragments import NotPlanned
 from prism.execution.limits import visibility_key
 from prism.execution.planner import Compiled, plan
+from prism.models.answers import enveloped
 
 
 class CompiledOperations(SchemaExtension):
@@ -78,12 +79,18 @@ class CompiledOperations(SchemaExtension):
                 self._plans.popitem(last=False)
         if isinstance(compiled, str):
             return {"path": "interpreted", "reason": compiled}
-        row = await context.transaction.fetch_row(compiled.sql, compiled.values)
+        statement = enveloped(compiled.sql, compiled.must_exist)
+        row = await context.transaction.fetch_row(statement, compiled.values)
         assert row is not None
-        data: dict[str, Any] = orjson.loads(row[0])
-        if any(data.get(key) is None for key in compiled.must_exist):
+        text, found, objects = row
+        if not found:
             # The interpreted path answers NOT_FOUND with the field's path.
             return {"path": "interpreted", "reason": "not found"}
+        if context.cost is not None and context.cost.actual is None:
+            context.cost.actual = objects
+        # Over HTTP the answer's bytes are PostgreSQL's, written as they are (orjson embeds
+        # a Fragment without parsing it); a WebSocket's messages are encoded by Strawberry.
+        data: Any = orjson.Fragment(text) if context.response is not None else orjson.loads(text)
         ctx.result = GraphQLExecutionResult(data=data)
         return {"path": "compiled"}
 
