@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import psutil
 from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
@@ -49,6 +50,24 @@ async def _database(server: str) -> str:
     url = make_url(server).set(database=name).render_as_string(hide_password=False)
     await asyncio.to_thread(migrations.upgrade, url)
     return url
+
+
+def _postgres_cpu(data: Path) -> float:
+    """CPU seconds of the embedded PostgreSQL's processes so far (its connections persist
+    through a run: the pool's and the LISTEN ones)."""
+    try:
+        root = psutil.Process(int((data / "pg" / "postmaster.pid").read_text().split()[0]))
+        processes = [root, *root.children(recursive=True)]
+    except (OSError, ValueError, psutil.Error):
+        return float("nan")
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
 
 
 async def main(requests: int, auth_cache: float, data: Path, documents: int) -> None:
@@ -99,12 +118,14 @@ async def main(requests: int, auth_cache: float, data: Path, documents: int) -> 
                 assert not first.get("errors"), first
                 for _ in range(max(50, requests // 5)):
                     await one()
-                cpu, wall = time.process_time(), time.perf_counter()
+                cpu, wall, pg = time.process_time(), time.perf_counter(), _postgres_cpu(data)
                 for _ in range(requests):
                     await one()
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                pg = _postgres_cpu(data) - pg
                 print(
                     f"{name}: {requests} requests, CPU {cpu / requests * 1000:.3f} ms/request, "
+                    f"PostgreSQL CPU {pg / requests * 1000:.3f} ms/request, "
                     f"wall {wall / requests * 1000:.3f} ms/request"
                 )
 

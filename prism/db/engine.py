@@ -255,6 +255,13 @@ async def _begin_with(session: AsyncSession, setup: str) -> bool:
         await start()
     except Exception as exc:
         await _lost(connection, driver, exc)
+        # BEGIN ran and its setup failed: SQLAlchemy does not know a transaction is open,
+        # so it is ended here (or the connection dropped) before the pool takes it back.
+        if not driver.is_closed() and driver.is_in_transaction():
+            try:
+                await driver.execute("ROLLBACK")
+            except Exception:  # noqa: BLE001 - a connection that cannot roll back is dropped
+                driver.terminate()
         raise
     finally:
         driver.setup = None

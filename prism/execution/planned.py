@@ -2,8 +2,11 @@
 with the one statement ``prism.execution.planner`` made for it, and falls back to the
 interpreted path (the reference) when there is none.
 
-It runs in the request's transaction, so row-level security and the organization setting
-apply as to any statement. A plan (or the reason there is none) is cached per (operation,
+It runs in the request's transaction (on the driver's connection, no ORM in between), so
+row-level security and the organization setting apply as to any statement. The statement also
+says whether the roots that must exist do and how many objects the answer holds (the rate
+limit's refund), so over HTTP the answer is written as the bytes PostgreSQL returned, neither
+parsed nor walked (decision 0023). A plan (or the reason there is none) is cached per (operation,
 visibility class, variables); each request only binds its values. A document the statement
 does not find goes to the interpreted path, which answers NOT_FOUND with the field's path.
 The answer records which path ran, and why not the compiled one."""
