@@ -1,6 +1,5 @@
-"""The lean path of a planned answer: PostgreSQL's JSON written as it came, the NOT_FOUND check
-and the object count done by the statement, with the same answer, cost and refund as the
-walk of the parsed answer would give."""
+"""The lean path of a planned answer: PostgreSQL's JSON written as it came, with the same
+answer, NOT_FOUND, cost and refund as before."""
 
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ from tests.test_compiled import OPERATIONS
 from tests.test_persisted import _call, _register
 
 
-async def test_planned_answers_count_their_objects_in_the_statement(
+async def test_planned_answers_report_the_objects_they_hold(
     client: httpx.AsyncClient, services: Services, tenant: Tenant
 ) -> None:
     documents = [await add_document(services, tenant) for _ in range(3)]

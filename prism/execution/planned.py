@@ -3,11 +3,12 @@ with the one statement ``prism.execution.planner`` made for it, and falls back t
 interpreted path (the reference) when there is none.
 
 It runs in the request's transaction (on the driver's connection, no ORM in between), so
-row-level security and the organization setting apply as to any statement. The statement also
-says whether the roots that must exist do and how many objects the answer holds (the rate
-limit's refund), so over HTTP the answer is written as the bytes PostgreSQL returned, neither
-parsed nor walked (decision 0023). A plan (or the reason there is none) is cached per (operation,
-visibility class, variables); each request only binds its values. A document the statement
+row-level security and the organization setting apply as to any statement. Over HTTP the
+answer is written as the bytes PostgreSQL returned; it is parsed once, to check the roots that
+must exist and count its objects (the rate limit's refund) (decision 0023).
+
+A plan (or the reason there is none) is cached per (operation, visibility class, variables);
+each request only binds its values. A document the statement
 does not find goes to the interpreted path, which answers NOT_FOUND with the field's path.
 The answer records which path ran, and why not the compiled one."""
 
@@ -23,11 +24,10 @@ from graphql import ExecutionResult as GraphQLExecutionResult
 from strawberry.extensions import SchemaExtension
 
 from prism.execution.context import Context
-from prism.execution.cost import operation_of
+from prism.execution.cost import actual, operation_of
 from prism.execution.fragments import NotPlanned
 from prism.execution.limits import visibility_key
 from prism.execution.planner import Compiled, plan
-from prism.models.answers import enveloped
 
 
 class CompiledOperations(SchemaExtension):
@@ -82,18 +82,20 @@ class CompiledOperations(SchemaExtension):
                 self._plans.popitem(last=False)
         if isinstance(compiled, str):
             return {"path": "interpreted", "reason": compiled}
-        statement = enveloped(compiled.sql, compiled.must_exist)
-        row = await context.transaction.fetch_row(statement, compiled.values)
+        row = await context.transaction.fetch_row(compiled.sql, compiled.values)
         assert row is not None
-        text, found, objects = row
-        if not found:
+        text: str = row[0]
+        parsed: dict[str, Any] = orjson.loads(text)
+        if any(parsed.get(key) is None for key in compiled.must_exist):
             # The interpreted path answers NOT_FOUND with the field's path.
             return {"path": "interpreted", "reason": "not found"}
         if context.cost is not None and context.cost.actual is None:
-            context.cost.actual = objects
+            # Counted here, once (PostgreSQL counting them costs it more than this walk).
+            context.cost.actual = actual(parsed)
         # Over HTTP the answer's bytes are PostgreSQL's, written as they are (orjson embeds
-        # a Fragment without parsing it); a WebSocket's messages are encoded by Strawberry.
-        data: Any = orjson.Fragment(text) if context.response is not None else orjson.loads(text)
+        # a Fragment without serializing it again); a WebSocket's messages are encoded by
+        # Strawberry from the parsed answer.
+        data: Any = orjson.Fragment(text) if context.response is not None else parsed
         ctx.result = GraphQLExecutionResult(data=data)
         return {"path": "compiled"}
 
