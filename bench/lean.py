@@ -22,13 +22,15 @@ from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
+from bench import common
 from prism import bootstrap
 from prism.config import Settings
 from prism.db import embedded, migrations
 from prism.models.enums import Role
+from prism.models.registered_operations import register_operations
+from prism.operations.persisted import split_operations
 from prism.web.app import create_app
 from tests.factories import add_document, make_tenant
-from tests.test_persisted import _register
 
 OPERATIONS = """
 query Nested($first: Int) {
@@ -87,7 +89,11 @@ async def main(requests: int, auth_cache: float, data: Path, documents: int) -> 
     services = bootstrap.build_services(settings, url)
     tenant = await make_tenant(services)
     docs = [await add_document(services, tenant) for _ in range(documents)]
-    digests = await _register(services, OPERATIONS)
+    async with services.db.transaction(None) as session:
+        stored = await register_operations(
+            session, split_operations(OPERATIONS, common.core_schema())
+        )
+    digests = {name: digest for name, digest, _ in stored}
     await services.close()
     from prism.execution.ids import to_global_id
 
