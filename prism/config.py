@@ -235,6 +235,17 @@ class Settings(BaseSettings):
             "caller."
         ),
     )
+    auth_cache_seconds: float = Field(
+        10,
+        ge=0,
+        le=300,
+        description=(
+            "How long a verified bearer credential (API token, sign-in session) is remembered "
+            "by a process (0: checked in the database on every request). A revocation, "
+            "sign-out or change of rights is heard at once through LISTEN/NOTIFY; while that "
+            "connection is down every request is checked in the database."
+        ),
+    )
     compiled_operations: bool = Field(
         True,
         description="Answer registered queries with one planned SQL statement where possible.",

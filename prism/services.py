@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from prism.analysis import Analyzer, Analyzers
+from prism.authn.cache import CredentialCache
 from prism.authn.secrets import AccessTokens, Passwords, SecretBox
 from prism.cache.store import Store
 from prism.config import Settings
@@ -41,6 +42,9 @@ class Services:
     export_links: ExportLinks
     # Document progress events; None until the server's lifespan starts listening.
     progress: Notifications | None = field(default=None)
+    # Verified bearer credentials; None until the server's lifespan starts listening (and
+    # then every request is checked in the database).
+    credentials: CredentialCache | None = field(default=None)
 
     def analyzer(self, name: str | None = None) -> Analyzer:
         """The configured analyzer, or the one named (BAD_USER_INPUT for an unknown name)."""

@@ -297,6 +297,8 @@ async def test_nodes_are_loaded_in_batches(
 ) -> None:
     ids = [gid("Document", (await add_document(services, tenant)).id) for _ in range(6)]
     query = "query($ids: [ID!]!) { nodes(ids: $ids) { id } }"
+    # the token is verified (and remembered) by a first request, counted by neither
+    await gql(client, query, {"ids": ids[:1]}, token=tenant.tokens[Role.ADMIN])
     counts = []
     for some in (ids[:1], ids):
         with count_statements(app) as statements:

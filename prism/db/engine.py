@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -13,9 +14,11 @@ from typing import Any
 import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -31,6 +34,9 @@ from prism.db.faults import (
 from prism.errors import OutcomeUnknown
 
 APP_ROLE = "prism_app"
+# A statement given as SQL text with named binds (what the planner makes).
+Statement = sa.TextClause
+_DIALECT = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
 
 
 def async_url(url: str) -> str:
@@ -120,6 +126,17 @@ class TerminatingConnection(asyncpg.Connection):  # type: ignore[misc]
     closed", an outage to ``faults.unavailable``), the pool replaces it, and the server ends
     the statement itself (``statement_timeout``, or when it notices the socket is gone)."""
 
+    # Statements sent with the transaction's BEGIN, in the same round trip (``begin_with``).
+    setup: str | None = None
+
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:  # noqa: ASYNC109 - asyncpg's signature
+        setup, self.setup = self.setup, None
+        if setup is not None and not args and query.startswith("BEGIN"):
+            # One simple-protocol message: the transaction and its settings together.
+            query = f"{query.rstrip().rstrip(';')}; {setup}"
+        result: str = await super().execute(query, *args, timeout=timeout)
+        return result
+
     def _cancel_current_command(self, waiter: Any) -> None:
         if not waiter.done():
             waiter.set_result(None)
@@ -207,9 +224,97 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
 
 async def set_organization(session: AsyncSession, organization_id: uuid.UUID | None) -> None:
     """Transaction-local: ends with the transaction, so a pooled connection never carries an
-    organization into the next request."""
-    value = str(organization_id) if organization_id else ""
+    organization into the next request. Sent with the transaction's BEGIN when the
+    transaction has not started yet (one round trip for both)."""
+    # A UUID's canonical text (hex and dashes) is all that is ever written into the SQL.
+    value = str(uuid.UUID(str(organization_id))) if organization_id else ""
+    if await _begin_with(session, f"SELECT set_config('prism.org_id', '{value}', true)"):
+        return
     await session.execute(sa.select(sa.func.set_config("prism.org_id", value, True)))
+
+
+async def _begin_with(session: AsyncSession, setup: str) -> bool:
+    """Start the session's transaction on the server now, with ``setup`` (trusted SQL) in
+    BEGIN's round trip; False (nothing done) when the transaction has already started or the
+    connection is not one of ours."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    adapter: Any = raw.dbapi_connection
+    driver = raw.driver_connection
+    start = getattr(adapter, "_start_transaction", None)
+    if (
+        not isinstance(driver, TerminatingConnection)
+        or start is None
+        or getattr(adapter, "_started", True)
+        or getattr(adapter, "isolation_level", None) == "autocommit"
+        or driver.is_in_transaction()
+    ):
+        return False
+    driver.setup = setup
+    try:
+        await start()
+    except Exception as exc:
+        await _lost(connection, driver, exc)
+        # BEGIN ran and its setup failed: SQLAlchemy does not know a transaction is open,
+        # so it is ended here (or the connection dropped) before the pool takes it back.
+        if not driver.is_closed() and driver.is_in_transaction():
+            try:
+                await driver.execute("ROLLBACK")
+            except Exception:  # noqa: BLE001 - a connection that cannot roll back is dropped
+                driver.terminate()
+        raise
+    finally:
+        driver.setup = None
+    return True
+
+
+async def _lost(connection: AsyncConnection, driver: asyncpg.Connection, exc: Exception) -> None:
+    """What the engine's error hook does for a statement sent past SQLAlchemy: a lost
+    connection is dropped (not closed: that waits on the server), invalidated in the pool,
+    and said as DatabaseUnavailable. Returns for any other error."""
+    if not (isinstance(exc, OSError | TimeoutError) or unavailable(exc)):
+        return
+    if not driver.is_closed():
+        driver.terminate()
+    with contextlib.suppress(Exception):
+        await connection.invalidate(exc)
+    raise DatabaseUnavailable(f"database unavailable ({type(exc).__name__})") from exc
+
+
+# SQL text of a statement as asyncpg takes it ($1, $2, ...) and its parameters' names in
+# that order, per statement text (planned statements are few and reused).
+_DRIVER_TEXT: dict[str, tuple[str, tuple[str, ...]]] = {}
+DRIVER_TEXT_CACHE_SIZE = 1024
+
+
+def driver_text(clause: sa.TextClause) -> tuple[str, tuple[str, ...]]:
+    found = _DRIVER_TEXT.get(clause.text)
+    if found is None:
+        compiled = clause.compile(dialect=_DIALECT)
+        found = (str(compiled), tuple(compiled.positiontup or ()))
+        if len(_DRIVER_TEXT) >= DRIVER_TEXT_CACHE_SIZE:
+            del _DRIVER_TEXT[next(iter(_DRIVER_TEXT))]
+        _DRIVER_TEXT[clause.text] = found
+    return found
+
+
+async def fetch_row(
+    session: AsyncSession, clause: sa.TextClause, values: dict[str, Any]
+) -> asyncpg.Record | None:
+    """One row of ``clause`` run in ``session``'s transaction on the driver's connection,
+    with no ORM in between (the same SQL and prepared statement SQLAlchemy would use)."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    if not driver.is_in_transaction():
+        raise RuntimeError("the session's transaction has not started")
+    text, names = driver_text(clause)
+    try:
+        row: asyncpg.Record | None = await driver.fetchrow(text, *(values[n] for n in names))
+    except Exception as exc:
+        await _lost(connection, driver, exc)
+        raise
+    return row
 
 
 class Database:

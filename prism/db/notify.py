@@ -92,6 +92,23 @@ class Listener:
                 await self._conn.close(timeout=PING_TIMEOUT_SECONDS)
         self._conn = None
 
+    async def round_trip(self, seconds: float = PING_TIMEOUT_SECONDS) -> bool:
+        """A query on the LISTEN connection: when it returns True, every notification of a
+        transaction committed before it was sent has been delivered to the callback
+        (PostgreSQL sends them ahead of the answer). False when the connection is down or did
+        not answer in time (the caller then knows nothing)."""
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            return False
+        try:
+            await asyncio.wait_for(conn.execute("SELECT 1"), timeout=seconds)
+        except Exception:  # noqa: BLE001 - any failure means "not known"
+            return False
+        # The notifications that came before the answer are dispatched by call_soon, in
+        # order; one turn of the loop runs them before the caller resumes.
+        await asyncio.sleep(0)
+        return True
+
     async def _connect(self) -> None:
         conn: asyncpg.Connection = await asyncpg.connect(
             self._url, server_settings={"role": APP_ROLE}

@@ -9,13 +9,14 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism.authn.bearer import authenticate_bearer
 from prism.authz.principal import Principal
 from prism.cache.store import Bucket, Rate
-from prism.db.engine import Database, set_organization
+from prism.db.engine import Database, Statement, fetch_row, set_organization
 from prism.db.faults import committing_writes, unavailable
 from prism.documents.reads import record_restricted_reads
 from prism.errors import RateLimited, ServiceUnavailable, Unauthenticated
@@ -83,6 +84,14 @@ class RequestTransaction:
     async def read(self) -> AsyncIterator[AsyncSession]:
         async with self._lock:
             yield await self._open()
+
+    async def fetch_row(
+        self, statement: Statement, values: dict[str, Any]
+    ) -> asyncpg.Record | None:
+        """One row of ``statement``, in the request's transaction (opened, with its isolation
+        and organization, if it was not), on the driver's connection: no ORM in between."""
+        async with self._lock:
+            return await fetch_row(await self._open(), statement, values)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
@@ -201,7 +210,10 @@ class Context:
         if self.credential is None:
             return self.require_principal()
         return await authenticate_bearer(
-            self.services.db, self.services.access_tokens, self.credential
+            self.services.db,
+            self.services.access_tokens,
+            self.credential,
+            self.services.credentials,
         )
 
     def for_operation(self, principal: Principal) -> Context:

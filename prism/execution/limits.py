@@ -145,7 +145,12 @@ def cache_key(context: Context, variables: dict[str, Any] | None, version: int) 
 
 
 def etag(data: object) -> str:
-    return 'W/"' + hashlib.sha256(orjson.dumps(data)).hexdigest()[:32] + '"'
+    return etag_of(orjson.dumps(data))
+
+
+def etag_of(body: bytes) -> str:
+    """The ETag of an answer's ``data`` as written (a cached answer's as it was stored)."""
+    return 'W/"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
 class ResponseCache(SchemaExtension):
@@ -159,6 +164,7 @@ class ResponseCache(SchemaExtension):
         ctx = self.execution_context
         context = ctx.context
         key = None
+        stored: bytes | None = None
         if (
             isinstance(context, Context)
             and ctx.result is None
@@ -174,6 +180,7 @@ class ResponseCache(SchemaExtension):
             assert isinstance(context, Context)
             hit = await context.services.cache.get(key)
             if hit is not None:
+                stored = hit
                 ctx.result = GraphQLExecutionResult(data=orjson.loads(hit))
                 if context.cost is not None:
                     context.cost.cached = True
@@ -184,14 +191,14 @@ class ResponseCache(SchemaExtension):
         if result is None or result.errors or result.data is None:
             return
         cached = context.cost is not None and context.cost.cached
+        # A planned answer's data is PostgreSQL's text (an orjson Fragment): dumped as is.
+        body = stored if cached and stored is not None else orjson.dumps(result.data)
         if key is not None and not cached and not context.content_reads:
             await context.services.cache.set(
-                key,
-                orjson.dumps(result.data),
-                context.services.settings.response_cache_ttl_seconds,
+                key, body, context.services.settings.response_cache_ttl_seconds
             )
         if context.operation.registered and ctx.operation_type is OperationType.QUERY:
-            context.set_validators(etag(result.data), cacheable=key is not None)
+            context.set_validators(etag_of(body), cacheable=key is not None)
 
 
 class RateLimit(SchemaExtension):

@@ -2,9 +2,13 @@
 with the one statement ``prism.execution.planner`` made for it, and falls back to the
 interpreted path (the reference) when there is none.
 
-It runs in the request's transaction, so row-level security and the organization setting
-apply as to any statement. A plan (or the reason there is none) is cached per (operation,
-visibility class, variables); each request only binds its values. A document the statement
+It runs in the request's transaction (on the driver's connection, no ORM in between), so
+row-level security and the organization setting apply as to any statement. Over HTTP the
+answer is written as the bytes PostgreSQL returned; it is parsed once, to check the roots that
+must exist and count its objects (the rate limit's refund) (decision 0023).
+
+A plan (or the reason there is none) is cached per (operation, visibility class, variables);
+each request only binds its values. A document the statement
 does not find goes to the interpreted path, which answers NOT_FOUND with the field's path.
 The answer records which path ran, and why not the compiled one."""
 
@@ -20,7 +24,7 @@ from graphql import ExecutionResult as GraphQLExecutionResult
 from strawberry.extensions import SchemaExtension
 
 from prism.execution.context import Context
-from prism.execution.cost import operation_of
+from prism.execution.cost import actual, operation_of
 from prism.execution.fragments import NotPlanned
 from prism.execution.limits import visibility_key
 from prism.execution.planner import Compiled, plan
@@ -78,12 +82,20 @@ class CompiledOperations(SchemaExtension):
                 self._plans.popitem(last=False)
         if isinstance(compiled, str):
             return {"path": "interpreted", "reason": compiled}
-        async with context.transaction.read() as session:
-            text = await session.scalar(compiled.sql, compiled.values)
-        data: dict[str, Any] = orjson.loads(text)
-        if any(data.get(key) is None for key in compiled.must_exist):
+        row = await context.transaction.fetch_row(compiled.sql, compiled.values)
+        assert row is not None
+        text: str = row[0]
+        parsed: dict[str, Any] = orjson.loads(text)
+        if any(parsed.get(key) is None for key in compiled.must_exist):
             # The interpreted path answers NOT_FOUND with the field's path.
             return {"path": "interpreted", "reason": "not found"}
+        if context.cost is not None and context.cost.actual is None:
+            # Counted here, once (PostgreSQL counting them costs it more than this walk).
+            context.cost.actual = actual(parsed)
+        # Over HTTP the answer's bytes are PostgreSQL's, written as they are (orjson embeds
+        # a Fragment without serializing it again); a WebSocket's messages are encoded by
+        # Strawberry from the parsed answer.
+        data: Any = orjson.Fragment(text) if context.response is not None else parsed
         ctx.result = GraphQLExecutionResult(data=data)
         return {"path": "compiled"}
 

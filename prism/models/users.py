@@ -297,6 +297,7 @@ async def authenticate_api_token(engine: AsyncEngine, token_hash: bytes) -> sa.R
         "user_clearance",
         "user_department",
         "user_access_expires_at",
+        "token_expires_at",
     )
     query = sa.select(*(sa.column(c) for c in columns)).select_from(
         sa.func.prism_authenticate_api_token(token_hash).table_valued(*columns)

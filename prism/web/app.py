@@ -23,6 +23,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prism import bootstrap
+from prism.authn.cache import CredentialCache
 from prism.config import Settings
 from prism.db.engine import url_for_asyncpg
 from prism.db.notify import Notifications
@@ -133,7 +134,10 @@ def create_app(
         await bootstrap.ensure_audit_partitions(services)
         progress = Notifications(url_for_asyncpg(url), PROGRESS_CHANNEL, key_field="d")
         await progress.start()
-        services = replace(services, progress=progress)
+        credentials = CredentialCache(url_for_asyncpg(url), ttl_seconds=settings.auth_cache_seconds)
+        if settings.auth_cache_seconds > 0:
+            await credentials.start()
+        services = replace(services, progress=progress, credentials=credentials)
         app.state.services = services
         background = await bootstrap.start_worker(services) if with_worker else None
         settle_garbage_collector()
@@ -145,6 +149,7 @@ def create_app(
             if background is not None:
                 await background.stop()
             await progress.stop()
+            await credentials.stop()
             await services.close()
 
     graphql = PrismGraphQL(

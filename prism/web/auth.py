@@ -59,7 +59,7 @@ class BearerAuthentication(AuthenticationBackend):
         services: Services = conn.app.state.services
         try:
             principal = await authenticate_bearer(
-                services.db, services.access_tokens, value.strip()
+                services.db, services.access_tokens, value.strip(), services.credentials
             )
         except Unauthenticated as exc:
             raise AuthenticationError(exc.message) from exc

@@ -322,7 +322,9 @@ class PrismGraphQL(GraphQL[Context, None]):
         deadline = answer_deadline(services.settings.request_timeout_seconds)
         try:
             async with answered_within(deadline, "connection_init"):
-                principal = await authenticate_bearer(services.db, services.access_tokens, bearer)
+                principal = await authenticate_bearer(
+                    services.db, services.access_tokens, bearer, services.credentials
+                )
         except Unauthenticated as exc:
             raise await _rejected(context, exc.message) from exc
         context.authenticate(principal, bearer)
