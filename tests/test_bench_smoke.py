@@ -237,8 +237,8 @@ def test_perf_benchmark_servers_answer_alike_without_load(run_bench: Run) -> Non
         assert checked["servers"] == ["prism-compiled", "raw"], query
         assert checked["rows"] > 0, query
     assert answers["nested"]["prism-compiled execution"] == {"path": "compiled"}
-    # The web client's case: query text, no hash: not a registered request, not compiled.
-    assert answers["nested-text"]["prism-compiled execution"] is None
+    # The web client's case: query text, no hash: planned all the same.
+    assert answers["nested-text"]["prism-compiled execution"] == {"path": "compiled"}
     assert document["runs"] == []
     # The physical limit: without PostGraphile, prism-compiled's statement is the one
     # candidate of each query the planner covers, timed, and the raw server answered with it

@@ -317,8 +317,31 @@ async def test_the_compiled_path_can_be_turned_off_and_reports_why_not(
     assert tokens["extensions"]["execution"] == {"path": "interpreted", "reason": "Query.apiTokens"}
     nested = await _call(client, tenant.tokens[Role.VIEWER], registered["Nested"])
     assert nested["extensions"]["execution"] == {"path": "compiled"}
+    # A query sent as text (the web client's case) is planned too.
     adhoc = await gql(client, "{ documents { totalCount } }", token=tenant.tokens[Role.VIEWER])
-    assert "execution" not in adhoc["extensions"]
+    assert adhoc["extensions"]["execution"] == {"path": "compiled"}
+
+
+async def test_queries_sent_as_text_are_planned_and_answer_as_the_interpreted_path(
+    client: httpx.AsyncClient, interpreted: httpx.AsyncClient, world: dict[str, Any]
+) -> None:
+    """The nested list and a filtered page sent as text, not registered: planned (one plan
+    for both values of `first`), and the same answer as the reference path gives."""
+    tenant: Tenant = world["tenant"]
+    text = (
+        "query Nested($first: Int) { documents(first: $first) { edges { node { id filename "
+        "sections(first: 5) { edges { node { id order } } } } } } }"
+    )
+    for role in (Role.VIEWER, Role.ADMIN):
+        for first in (2, 7):
+            token = tenant.tokens[role]
+            planned = await gql(client, text, {"first": first}, token=token)
+            reference = await gql(interpreted, text, {"first": first}, token=token)
+            assert planned["extensions"]["execution"] == {"path": "compiled"}
+            assert "execution" not in reference["extensions"] or reference["extensions"][
+                "execution"
+            ] == {"path": "interpreted", "reason": "compiled operations are off"}
+            assert planned["data"] == reference["data"], (role, first)
 
 
 async def _planned(

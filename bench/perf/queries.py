@@ -242,7 +242,12 @@ def registered_document(text: str) -> tuple[str, str, str]:
 # What extensions.execution.path prism-compiled must report for each query: the planner
 # covers documents, node (of a Document) and their nested connections; `viewer` has logic of
 # its own (the caller) and is interpreted by design (docs/decisions/0011).
-EXPECTED_PATH = {"nested": "compiled", "node": "compiled", "filtered": "compiled"}
+EXPECTED_PATH = {
+    "nested": "compiled",
+    "node": "compiled",
+    "filtered": "compiled",
+    "nested-text": "compiled",
+}
 
 
 @dataclass(frozen=True)

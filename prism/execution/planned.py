@@ -1,20 +1,20 @@
-"""Running a planned operation: the schema extension that answers a registered read-only query
-with the one statement ``prism.execution.planner`` made for it, and falls back to the
-interpreted path (the reference) when there is none.
+"""Running a planned operation: the schema extension that answers a read-only query, registered
+or sent as text, with the one statement ``prism.execution.planner`` made for it, and falls
+back to the interpreted path (the reference) when there is none.
 
 It runs in the request's transaction (on the driver's connection, no ORM in between), so
 row-level security and the organization setting apply as to any statement. Over HTTP the
 answer is written as the bytes PostgreSQL returned; it is parsed once, to check the roots that
 must exist and count its objects (the rate limit's refund) (decision 0023).
 
-A plan (or the reason there is none) is cached per (operation, visibility class, variables);
-each request only binds its values. A document the statement
+A plan (or the reason there is none) is cached per (document hash, operation name, visibility
+class) in ``prism.execution.plans.PlanCache``, independent of variable values: each request
+only binds its values. A document the statement
 does not find goes to the interpreted path, which answers NOT_FOUND with the field's path.
 The answer records which path ran, and why not the compiled one."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -26,17 +26,15 @@ from strawberry.extensions import SchemaExtension
 from prism.execution.context import Context
 from prism.execution.cost import actual, operation_of
 from prism.execution.fragments import NotPlanned
-from prism.execution.limits import visibility_key
-from prism.execution.planner import Compiled, plan
+from prism.execution.plans import PlanCache
 
 
 class CompiledOperations(SchemaExtension):
-    """Answer a registered query with its compiled statement when it has one (and the
-    interpreted path otherwise); report which ran in ``extensions.execution``."""
+    """Answer a query with its compiled statement when it has one (and the interpreted path
+    otherwise); report which ran in ``extensions.execution``."""
 
     # Shared by every request of the process (extensions are made per request).
-    _plans: ClassVar[OrderedDict[tuple[str, ...], Compiled | str]] = OrderedDict()
-    PLAN_CACHE_SIZE = 1024
+    plans: ClassVar[PlanCache] = PlanCache(size=1024)
 
     def __init__(self) -> None:
         self.report: dict[str, str] | None = None
@@ -48,7 +46,7 @@ class CompiledOperations(SchemaExtension):
             isinstance(context, Context)
             and ctx.result is None
             and context.operation is not None
-            and context.operation.registered
+            and context.operation.query is not None
             and context.principal is not None
             and ctx.graphql_document is not None
         ):
@@ -66,22 +64,22 @@ class CompiledOperations(SchemaExtension):
         assert context.operation is not None
         if operation is None:
             return {"path": "interpreted", "reason": "no single operation"}
-        key = (
-            context.operation.sha256 or "",
-            visibility_key(principal),
-            orjson.dumps(ctx.variables or {}, option=orjson.OPT_SORT_KEYS).decode(),
+        source = context.operation.query
+        assert source is not None
+        entry = self.plans.get(
+            source,
+            document,
+            ctx.operation_name,
+            principal,
+            variables=ctx.variables,
+            digest=context.operation.sha256,
         )
-        compiled = self._plans.get(key)
-        if compiled is None:
-            try:
-                compiled = plan(document, operation, principal, ctx.variables)
-            except NotPlanned as reason:
-                compiled = str(reason)
-            self._plans[key] = compiled
-            while len(self._plans) > self.PLAN_CACHE_SIZE:
-                self._plans.popitem(last=False)
-        if isinstance(compiled, str):
-            return {"path": "interpreted", "reason": compiled}
+        if isinstance(entry, str):
+            return {"path": "interpreted", "reason": entry}
+        try:
+            compiled = entry.bind(ctx.variables, principal)
+        except NotPlanned as reason:
+            return {"path": "interpreted", "reason": str(reason)}
         row = await context.transaction.fetch_row(compiled.sql, compiled.values)
         assert row is not None
         text: str = row[0]
