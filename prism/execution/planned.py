@@ -19,14 +19,18 @@ from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import orjson
+import structlog
 from graphql import DocumentNode
 from graphql import ExecutionResult as GraphQLExecutionResult
+from graphql.execution.values import get_variable_values
 from strawberry.extensions import SchemaExtension
 
 from prism.execution.context import Context
 from prism.execution.cost import actual, operation_of
 from prism.execution.fragments import NotPlanned
 from prism.execution.plans import PlanCache
+
+log = structlog.get_logger("prism.planned")
 
 
 class CompiledOperations(SchemaExtension):
@@ -53,8 +57,23 @@ class CompiledOperations(SchemaExtension):
             if not context.services.settings.compiled_operations:
                 self.report = {"path": "interpreted", "reason": "compiled operations are off"}
             else:
-                self.report = await self._run(context, ctx.graphql_document)
+                try:
+                    self.report = await self._run(context, ctx.graphql_document)
+                except Exception as exc:
+                    # A value the statement refused, or the database gone: the interpreted
+                    # path, in a fresh transaction, gives the coded error with its path (an
+                    # error raised here would reach the client without its code).
+                    log.info("planned statement failed; interpreted path answers", exc_info=exc)
+                    await self._reset(context)
+                    self.report = {"path": "interpreted", "reason": "the statement failed"}
         yield
+
+    @staticmethod
+    async def _reset(context: Context) -> None:
+        try:
+            await context.transaction.finish(commit=False)
+        except Exception as exc:
+            log.info("rollback after a failed planned statement failed", exc_info=exc)
 
     async def _run(self, context: Context, document: DocumentNode) -> dict[str, str]:
         ctx = self.execution_context
@@ -64,6 +83,13 @@ class CompiledOperations(SchemaExtension):
         assert context.operation is not None
         if operation is None:
             return {"path": "interpreted", "reason": "no single operation"}
+        # Variables as execution coerces them: a value of the wrong type (an unknown enum
+        # value, a number for a string) is the interpreted path's error to report.
+        coerced = get_variable_values(
+            ctx.schema._schema, operation.variable_definitions or (), ctx.variables or {}
+        )
+        if isinstance(coerced, list):
+            return {"path": "interpreted", "reason": "variables"}
         source = context.operation.query
         assert source is not None
         entry = self.plans.get(
