@@ -222,13 +222,21 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
             raise DisconnectionError("pooled connection is gone") from exc
 
 
+# Whether the organization setting rides on BEGIN's round trip (decision 0023). Off: under
+# database outages the combined BEGIN was seen to end a request with INTERNAL instead of
+# SERVICE_UNAVAILABLE now and then; until that is understood, the setting is its own statement.
+BEGIN_WITH_SETUP = False
+
+
 async def set_organization(session: AsyncSession, organization_id: uuid.UUID | None) -> None:
     """Transaction-local: ends with the transaction, so a pooled connection never carries an
     organization into the next request. Sent with the transaction's BEGIN when the
     transaction has not started yet (one round trip for both)."""
     # A UUID's canonical text (hex and dashes) is all that is ever written into the SQL.
     value = str(uuid.UUID(str(organization_id))) if organization_id else ""
-    if await _begin_with(session, f"SELECT set_config('prism.org_id', '{value}', true)"):
+    if BEGIN_WITH_SETUP and await _begin_with(
+        session, f"SELECT set_config('prism.org_id', '{value}', true)"
+    ):
         return
     await session.execute(sa.select(sa.func.set_config("prism.org_id", value, True)))
 
