@@ -126,17 +126,6 @@ class TerminatingConnection(asyncpg.Connection):  # type: ignore[misc]
     closed", an outage to ``faults.unavailable``), the pool replaces it, and the server ends
     the statement itself (``statement_timeout``, or when it notices the socket is gone)."""
 
-    # Statements sent with the transaction's BEGIN, in the same round trip (``begin_with``).
-    setup: str | None = None
-
-    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:  # noqa: ASYNC109 - asyncpg's signature
-        setup, self.setup = self.setup, None
-        if setup is not None and not args and query.startswith("BEGIN"):
-            # One simple-protocol message: the transaction and its settings together.
-            query = f"{query.rstrip().rstrip(';')}; {setup}"
-        result: str = await super().execute(query, *args, timeout=timeout)
-        return result
-
     def _cancel_current_command(self, waiter: Any) -> None:
         if not waiter.done():
             waiter.set_result(None)
@@ -222,58 +211,11 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
             raise DisconnectionError("pooled connection is gone") from exc
 
 
-# Whether the organization setting rides on BEGIN's round trip (decision 0023). Off: under
-# database outages the combined BEGIN was seen to end a request with INTERNAL instead of
-# SERVICE_UNAVAILABLE now and then; until that is understood, the setting is its own statement.
-BEGIN_WITH_SETUP = False
-
-
 async def set_organization(session: AsyncSession, organization_id: uuid.UUID | None) -> None:
     """Transaction-local: ends with the transaction, so a pooled connection never carries an
-    organization into the next request. Sent with the transaction's BEGIN when the
-    transaction has not started yet (one round trip for both)."""
-    # A UUID's canonical text (hex and dashes) is all that is ever written into the SQL.
-    value = str(uuid.UUID(str(organization_id))) if organization_id else ""
-    if BEGIN_WITH_SETUP and await _begin_with(
-        session, f"SELECT set_config('prism.org_id', '{value}', true)"
-    ):
-        return
+    organization into the next request."""
+    value = str(organization_id) if organization_id else ""
     await session.execute(sa.select(sa.func.set_config("prism.org_id", value, True)))
-
-
-async def _begin_with(session: AsyncSession, setup: str) -> bool:
-    """Start the session's transaction on the server now, with ``setup`` (trusted SQL) in
-    BEGIN's round trip; False (nothing done) when the transaction has already started or the
-    connection is not one of ours."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    adapter: Any = raw.dbapi_connection
-    driver = raw.driver_connection
-    start = getattr(adapter, "_start_transaction", None)
-    if (
-        not isinstance(driver, TerminatingConnection)
-        or start is None
-        or getattr(adapter, "_started", True)
-        or getattr(adapter, "isolation_level", None) == "autocommit"
-        or driver.is_in_transaction()
-    ):
-        return False
-    driver.setup = setup
-    try:
-        await start()
-    except Exception as exc:
-        await _lost(connection, driver, exc)
-        # BEGIN ran and its setup failed: SQLAlchemy does not know a transaction is open,
-        # so it is ended here (or the connection dropped) before the pool takes it back.
-        if not driver.is_closed() and driver.is_in_transaction():
-            try:
-                await driver.execute("ROLLBACK")
-            except Exception:  # noqa: BLE001 - a connection that cannot roll back is dropped
-                driver.terminate()
-        raise
-    finally:
-        driver.setup = None
-    return True
 
 
 async def _lost(connection: AsyncConnection, driver: asyncpg.Connection, exc: Exception) -> None:
