@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from prism.models.base import Base, created_at, enum_column, org_fk, pk
+from prism.models.base import Base, among, created_at, enum_column, org_fk, pk
 from prism.models.documents import Document, visible_documents
 from prism.models.enums import RiskLevel
 from prism.models.pagination import Page, PageRequest, window_pages
@@ -90,7 +90,7 @@ async def read_analyses_by_ids(
 ) -> list[Analysis]:
     if not ids:
         return []
-    return list(await session.scalars(_visible(scope).where(Analysis.id.in_(ids))))
+    return list(await session.scalars(_visible(scope).where(among(Analysis.id, ids))))
 
 
 async def read_analyses_by_section_ids(
@@ -98,7 +98,7 @@ async def read_analyses_by_section_ids(
 ) -> list[Analysis]:
     if not section_ids:
         return []
-    query = _visible(scope).where(Analysis.section_id.in_(section_ids)).order_by(*ANALYSIS_KEY)
+    query = _visible(scope).where(among(Analysis.section_id, section_ids)).order_by(*ANALYSIS_KEY)
     return list(await session.scalars(query))
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import INET, JSONB, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from prism.models.base import Base, enum_column, org_fk, utcnow
+from prism.models.base import Base, among, enum_column, org_fk, utcnow
 from prism.models.enums import Classification
 from prism.models.organizations import Organization
 from prism.models.pagination import Page, PageRequest, keyset_page
@@ -276,7 +276,7 @@ async def read_audit_events_by_ids(
 ) -> list[AuditEvent]:
     if not ids:
         return []
-    return list(await session.scalars(_visible(scope).where(AuditEvent.id.in_(ids))))
+    return list(await session.scalars(_visible(scope).where(among(AuditEvent.id, ids))))
 
 
 @dataclass(frozen=True)

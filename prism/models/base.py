@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -51,6 +52,17 @@ TENANT_TABLES: tuple[str, ...] = (
     "bi_activity_daily",
     "bi_invalidations",
 )
+
+
+_UUIDS = ARRAY(UUID(as_uuid=True))
+
+
+def among(column: sa.ColumnElement[uuid.UUID], ids: Iterable[uuid.UUID]) -> sa.ColumnElement[bool]:
+    """``column = ANY($n)`` with the ids as one array value: the statement's text is the same
+    for any number of ids, so SQLAlchemy compiles it once and asyncpg prepares it once (an
+    expanding ``IN`` renders a new statement, and a new prepared one, per count of ids)."""
+    values = sa.bindparam(None, list(ids), type_=_UUIDS)
+    return column == sa.any_(values)
 
 
 def utcnow() -> datetime:

@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from prism.models.base import Base, created_at, enum_column, org_fk, pk, updated_at, utcnow
+from prism.models.base import Base, among, created_at, enum_column, org_fk, pk, updated_at, utcnow
 from prism.models.enums import (
     Classification,
     DocumentType,
@@ -223,7 +223,7 @@ async def read_documents_by_ids(
 ) -> list[Document]:
     if not ids:
         return []
-    query = sa.select(Document).where(visible_documents(scope), Document.id.in_(ids))
+    query = sa.select(Document).where(visible_documents(scope), among(Document.id, ids))
     return list(await session.scalars(query))
 
 
@@ -345,7 +345,7 @@ async def read_sections_by_ids(
     query = (
         sa.select(Section)
         .join(Document, Document.id == Section.document_id)
-        .where(visible_documents(scope), Section.id.in_(ids))
+        .where(visible_documents(scope), among(Section.id, ids))
     )
     return list(await session.scalars(query))
 
@@ -397,7 +397,7 @@ async def read_pii_summaries(
         .select_from(Section)
         .join(Document, Document.id == Section.document_id)
         .join(finding, sa.true())
-        .where(visible_documents(scope), Section.document_id.in_(document_ids))
+        .where(visible_documents(scope), among(Section.document_id, document_ids))
         .group_by(Section.document_id, kind)
         .order_by(Section.document_id, kind)
     )
@@ -468,7 +468,7 @@ async def read_index_rows(
         .order_by(Section.id)
     )
     if document_ids is not None:
-        query = query.where(Section.document_id.in_(document_ids))
+        query = query.where(among(Section.document_id, document_ids))
     if after is not None:
         query = query.where(Section.id > after)
     if limit is not None:

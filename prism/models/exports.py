@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from prism.models.audit import AuditEvent
-from prism.models.base import Base, created_at, enum_column, org_fk, pk
+from prism.models.base import Base, among, created_at, enum_column, org_fk, pk
 from prism.models.documents import Document
 from prism.models.enums import JobState
 from prism.models.feedback import Feedback
@@ -57,7 +57,7 @@ async def read_data_exports_by_ids(
     if not ids:
         return []
     query = sa.select(DataExport).where(
-        DataExport.organization_id == organization_id, DataExport.id.in_(ids)
+        DataExport.organization_id == organization_id, among(DataExport.id, ids)
     )
     return list(await session.scalars(query))
 

@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from prism.models.base import Base, created_at, enum_column, org_fk, pk, updated_at
+from prism.models.base import Base, among, created_at, enum_column, org_fk, pk, updated_at
 from prism.models.documents import Document, visible_documents
 from prism.models.enums import FeedbackAction, WorkflowStatus
 from prism.models.pagination import Page, PageRequest, window_pages
@@ -77,7 +77,7 @@ async def read_feedback_by_ids(
 ) -> list[Feedback]:
     if not ids:
         return []
-    return list(await session.scalars(_visible(scope).where(Feedback.id.in_(ids))))
+    return list(await session.scalars(_visible(scope).where(among(Feedback.id, ids))))
 
 
 async def read_feedback_for_update(

@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from prism.models.base import Base, created_at, enum_column, org_fk, pk, updated_at, utcnow
+from prism.models.base import Base, among, created_at, enum_column, org_fk, pk, updated_at, utcnow
 from prism.models.enums import JobState
 from prism.models.pagination import Page, PageRequest, keyset_page
 
@@ -88,7 +88,7 @@ async def read_jobs_by_ids(
 ) -> list[Job]:
     if not ids:
         return []
-    query = sa.select(Job).where(Job.organization_id == organization_id, Job.id.in_(ids))
+    query = sa.select(Job).where(Job.organization_id == organization_id, among(Job.id, ids))
     return list(await session.scalars(query))
 
 

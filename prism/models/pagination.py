@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute, aliased
 
 from prism.errors import BadUserInput
+from prism.models.base import among
 
 T = TypeVar("T")
 # A sort key column: a mapped attribute (Document.created_at) or a SQL expression.
@@ -195,7 +196,7 @@ async def window_pages(
     rank = sa.func.row_number().over(
         partition_by=parent_column, order_by=order_by(key_columns, descending=page.descending)
     )
-    inner = base.where(parent_column.in_(parent_ids))
+    inner = base.where(among(parent_column, parent_ids))
     if page.after is not None:
         inner = inner.where(after_clause(key_columns, page.after, descending=page.descending))
     ranked = inner.add_columns(rank.label("rn")).subquery()

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from prism.models.addresses import canonical_email
-from prism.models.base import Base, created_at, enum_column, org_fk, pk, updated_at, utcnow
+from prism.models.base import Base, among, created_at, enum_column, org_fk, pk, updated_at, utcnow
 from prism.models.enums import Classification, Role
 from prism.models.pagination import Page, PageRequest, keyset_page
 
@@ -143,7 +143,7 @@ async def read_users_by_ids(
 ) -> list[User]:
     if not ids:
         return []
-    query = sa.select(User).where(User.organization_id == organization_id, User.id.in_(ids))
+    query = sa.select(User).where(User.organization_id == organization_id, among(User.id, ids))
     if for_update:
         query = query.with_for_update()
     return list(await session.scalars(query))
@@ -325,7 +325,7 @@ async def read_api_tokens_by_ids(
     if not ids:
         return []
     query = sa.select(ApiToken).where(
-        ApiToken.organization_id == organization_id, ApiToken.id.in_(ids)
+        ApiToken.organization_id == organization_id, among(ApiToken.id, ids)
     )
     return list(await session.scalars(query))
 
