@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, QueryableAttribute, mapped_column
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -57,7 +57,9 @@ TENANT_TABLES: tuple[str, ...] = (
 _UUIDS = ARRAY(UUID(as_uuid=True))
 
 
-def among(column: sa.ColumnElement[uuid.UUID], ids: Iterable[uuid.UUID]) -> sa.ColumnElement[bool]:
+def among(
+    column: sa.ColumnElement[Any] | QueryableAttribute[Any], ids: Iterable[uuid.UUID]
+) -> sa.ColumnElement[bool]:
     """``column = ANY($n)`` with the ids as one array value: the statement's text is the same
     for any number of ids, so SQLAlchemy compiles it once and asyncpg prepares it once (an
     expanding ``IN`` renders a new statement, and a new prepared one, per count of ids)."""
