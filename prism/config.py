@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from enum import StrEnum
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -304,6 +305,15 @@ class Settings(BaseSettings):
         "X-Forwarded-For is believed (the client is the rightmost hop not in the list); empty: "
         "none, the TCP peer is the client.",
     )
+    cors_origins: str = Field(
+        "",
+        description="Comma-separated origins (`https://app.example.com`) whose browser pages "
+        "may call the API (CORS); `*`: any origin (no cookies are ever involved: callers send "
+        "bearer tokens); empty: none, browsers allow only same-origin pages.",
+    )
+    cors_max_age_seconds: int = Field(
+        600, ge=0, le=86_400, description="How long browsers may cache a CORS preflight's answer."
+    )
     metrics_token: SecretStr | None = Field(
         None,
         description="Bearer token that /metrics on the public port asks for (or "
@@ -322,6 +332,30 @@ class Settings(BaseSettings):
     def _proxies_are_networks(cls, value: str) -> str:
         for item in filter(None, (part.strip() for part in value.split(","))):
             ipaddress.ip_network(item, strict=False)  # ValueError names the bad entry
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: str) -> str:
+        for item in cors_origins(value):
+            if item == "*":
+                continue
+            parsed = urlsplit(item)
+            try:
+                parsed.port  # noqa: B018 - a port out of range raises
+            except ValueError:
+                parsed = parsed._replace(netloc="")
+            if (
+                parsed.scheme not in ("http", "https")
+                or not parsed.hostname
+                or parsed.path
+                or parsed.query
+                or parsed.fragment
+                or parsed.username is not None
+            ):
+                raise ValueError(
+                    f"PRISM_CORS_ORIGINS: {item!r} is not an origin (scheme://host[:port])"
+                )
         return value
 
     @field_validator("metrics_token")
@@ -347,6 +381,10 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def allowed_origins(self) -> list[str]:
+        return cors_origins(self.cors_origins)
+
+    @property
     def production(self) -> bool:
         return self.mode is Mode.PRODUCTION
 
@@ -357,3 +395,17 @@ class Settings(BaseSettings):
     @property
     def serves_graphiql(self) -> bool:
         return not self.production if self.graphiql is None else self.graphiql
+
+
+def cors_origins(value: str) -> list[str]:
+    """The origins of a PRISM_CORS_ORIGINS value, as browsers send them (no trailing slash,
+    scheme and host in lower case)."""
+    found: list[str] = []
+    for part in value.split(","):
+        item = part.strip().rstrip("/")
+        if item and item != "*":
+            scheme, sep, rest = item.partition("://")
+            item = f"{scheme.lower()}{sep}{rest.lower()}"
+        if item and item not in found:
+            found.append(item)
+    return found

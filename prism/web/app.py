@@ -17,6 +17,7 @@ import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
@@ -32,7 +33,7 @@ from prism.observability import HTTP_REQUESTS, configure_logging
 from prism.schema import build_schema
 from prism.web.auth import BearerAuthentication, unauthenticated
 from prism.web.edge import ClientAddressMiddleware, TrustedProxies
-from prism.web.graphql import PrismGraphQL
+from prism.web.graphql import CSRF_HEADERS, PrismGraphQL
 from prism.web.guard import RequestGuard, error_answer
 from prism.web.routes import (
     download_export,
@@ -171,6 +172,7 @@ def create_app(
         middleware=[
             Middleware(ClientAddressMiddleware, TrustedProxies.parse(settings.trusted_proxies)),
             Middleware(RequestIdMiddleware),
+            *cors(settings),
             Middleware(RequestGuard, timeout_seconds=settings.request_timeout_seconds),
             Middleware(
                 AuthenticationMiddleware,
@@ -181,6 +183,47 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={Exception: internal_error},
     )
+
+
+# What a browser page on an allowed origin may send beside the CORS-safelisted headers: the
+# bearer token, JSON, the multipart CSRF headers, the request id, a conditional request.
+CORS_REQUEST_HEADERS = (
+    "authorization",
+    "content-type",
+    *CSRF_HEADERS,
+    "x-request-id",
+    "if-none-match",
+)
+# What its script may read of an answer: the rate limit, the cache validator, when to retry.
+CORS_RESPONSE_HEADERS = (
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+    "retry-after",
+    "etag",
+    "x-request-id",
+)
+
+
+def cors(settings: Settings) -> list[Middleware]:
+    """CORS for the configured origins (none: no middleware, browsers keep pages on other
+    origins out). Preflights are answered before authentication and limits, and every answer
+    to an allowed origin (errors included) says so, so a page can read its error codes.
+    Never with credentials: Prism reads bearer tokens, not cookies."""
+    origins = settings.allowed_origins
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=list(CORS_REQUEST_HEADERS),
+            expose_headers=list(CORS_RESPONSE_HEADERS),
+            allow_credentials=False,
+            max_age=settings.cors_max_age_seconds,
+        )
+    ]
 
 
 def app_from_environment() -> Starlette:
