@@ -82,13 +82,19 @@ ROLE_MAY["REVIEWER"] = ROLE_MAY["VIEWER"] | {
     "document:upload",
     "analysis:run",
 }
-ROLE_MAY["APPROVER"] = ROLE_MAY["REVIEWER"] | {"feedback:review", "document:classify", "bi:read"}
+ROLE_MAY["APPROVER"] = ROLE_MAY["REVIEWER"] | {
+    "feedback:review",
+    "document:classify",
+    "bi:read",
+    "operation:read",
+}
 ROLE_MAY["AUDITOR"] = ROLE_MAY["VIEWER"] | {
     "audit:read",
     "user:list",
     "token:read-all",
     "quality:read",
     "bi:read",
+    "operation:read",
 }
 ROLE_MAY["ADMIN"] = {a.value for a in Action}
 

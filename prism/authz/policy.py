@@ -47,6 +47,8 @@ class Action(StrEnum):
     RETENTION_UPDATE = "retention:update"
     QUALITY_READ = "quality:read"
     BI_READ = "bi:read"
+    OPERATION_READ = "operation:read"
+    OPERATION_MANAGE = "operation:manage"
 
 
 _READ = {
@@ -70,7 +72,12 @@ _REVIEW = _READ | {
 }
 # BI numbers (cost, throughput, satisfaction, activity) are for those who run the review work
 # or oversee it, and for BI tools acting for them; always within the reader's clearance.
-_APPROVE = _REVIEW | {Action.FEEDBACK_REVIEW, Action.DOCUMENT_CLASSIFY, Action.BI_READ}
+_APPROVE = _REVIEW | {
+    Action.FEEDBACK_REVIEW,
+    Action.DOCUMENT_CLASSIFY,
+    Action.BI_READ,
+    Action.OPERATION_READ,
+}
 
 ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
     Role.VIEWER: frozenset(_READ),
@@ -84,6 +91,7 @@ ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.TOKEN_READ_ALL,
             Action.QUALITY_READ,
             Action.BI_READ,
+            Action.OPERATION_READ,
         }
     ),
     Role.ADMIN: frozenset(Action),
@@ -120,6 +128,9 @@ ACTION_SCOPE: dict[Action, str | None] = {
     Action.RETENTION_UPDATE: "users:admin",
     Action.QUALITY_READ: "audit:read",
     Action.BI_READ: "bi:read",
+    # The registered operations a BI tool may run; registering and retiring them.
+    Action.OPERATION_READ: "bi:read",
+    Action.OPERATION_MANAGE: "operations:admin",
 }
 
 # Actions whose resource is owned: the owner may act, others need ADMIN.

@@ -21,6 +21,7 @@ SCOPES: frozenset[str] = frozenset(
         "bi:read",
         "users:admin",
         "tokens:admin",
+        "operations:admin",
     }
 )
 

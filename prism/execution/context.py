@@ -254,7 +254,10 @@ class Context:
         name; a caller held to registered operations gets PERSISTED_QUERY_REQUIRED for
         anything else. Every transport calls this before executing."""
         resolved = await self.services.operations.resolve(
-            query, extensions, registered_only=self.registered_only
+            query,
+            extensions,
+            registered_only=self.registered_only,
+            organization_id=self.principal.organization_id if self.principal else None,
         )
         self.operation = resolved
         return resolved

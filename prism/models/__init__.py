@@ -13,7 +13,7 @@ from prism.models.governance import QualityRun, RetentionPolicyRow
 from prism.models.jobs import Job
 from prism.models.lake import LakeWatermark
 from prism.models.organizations import Organization
-from prism.models.registered_operations import RegisteredOperation
+from prism.models.registered_operations import OrganizationOperation, RegisteredOperation
 from prism.models.throttle import AuthThrottle
 from prism.models.users import ApiToken, MfaBackupCode, RefreshSession, User
 
@@ -37,6 +37,7 @@ __all__ = [
     "LakeWatermark",
     "MfaBackupCode",
     "Organization",
+    "OrganizationOperation",
     "QualityRun",
     "RefreshSession",
     "RegisteredOperation",

@@ -51,6 +51,7 @@ TENANT_TABLES: tuple[str, ...] = (
     "bi_activity_hourly",
     "bi_activity_daily",
     "bi_invalidations",
+    "organization_operations",
 )
 
 

@@ -14,6 +14,7 @@ import strawberry
 from prism.schema.documents import DocumentMutation
 from prism.schema.governance import GovernanceMutation
 from prism.schema.identity import IdentityMutation
+from prism.schema.operations import OperationsMutation
 from prism.schema.privacy import PrivacyMutation
 from prism.schema.review import ReviewMutation
 
@@ -25,5 +26,6 @@ class Mutation(
     PrivacyMutation,
     ReviewMutation,
     GovernanceMutation,
+    OperationsMutation,
 ):
     pass

@@ -20,6 +20,7 @@ from prism.schema.documents import DocumentQuery
 from prism.schema.governance import GovernanceQuery
 from prism.schema.identity import IdentityQuery
 from prism.schema.nodes import NodeQuery
+from prism.schema.operations import OperationsQuery
 from prism.schema.privacy import PrivacyQuery
 from prism.schema.search import SearchQuery
 
@@ -36,5 +37,6 @@ class Query(
     JobQuery,
     PrivacyQuery,
     GovernanceQuery,
+    OperationsQuery,
 ):
     pass

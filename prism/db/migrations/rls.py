@@ -45,6 +45,8 @@ UNVERSIONED_TABLES = frozenset(
         "lake_watermarks",
         # the rollups' to-do list: the rollup tables move the version when they are refreshed
         "bi_invalidations",
+        # the organization's registered operations: query texts, not data an answer shows
+        "organization_operations",
     }
 )
 
