@@ -7,7 +7,7 @@ that sends the text of one of them runs it as that operation: the text is matche
 sha256 of its normalized form (``graphql.strip_ignored_characters``: whitespace, commas and
 comments do not count).
 
-Revision ID: 0020
+Revision ID: 0018
 Revises: 0017
 Create Date: 2026-12-06 07:00:00
 """
@@ -23,7 +23,7 @@ from graphql import strip_ignored_characters
 
 from prism.db.migrations.rls import enable_tenant_rls
 
-revision: str = "0020"
+revision: str = "0018"
 down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
