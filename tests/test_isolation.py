@@ -138,7 +138,13 @@ MUTATIONS = {
     "resetUserMfa": ("mutation($id: ID!) { resetUserMfa(userId: $id) { id } }", "User"),
     "exportUserData": ("mutation($id: ID!) { exportUserData(userId: $id) { id } }", "User"),
     "eraseUser": ("mutation($id: ID!) { eraseUser(userId: $id) { subjectId } }", "User"),
+    "retireOperation": (
+        "mutation($id: ID!) { retireOperation(id: $id) { id } }",
+        "RegisteredOperation",
+    ),
 }
+REGISTER = """mutation($d: String!) { registerOperations(document: $d) { id } }"""
+OPERATIONS = "{ registeredOperations { id retiredAt } }"
 # Root query fields taking an ID, and the test that sends them another organization's.
 QUERIES = {
     "node": "test_node_of_another_organization_is_not_found",
@@ -197,6 +203,15 @@ async def test_mutation_on_another_organization_is_not_found_and_changes_nothing
     mutation: str,
 ) -> None:
     document, type_name = MUTATIONS[mutation]
+    victim_ids = dict(victim_ids)
+    if type_name == "RegisteredOperation":  # not a Node: one made for this test
+        made = await gql(
+            client,
+            REGISTER,
+            {"d": f"query Victim{uuid.uuid4().hex} {{ viewer {{ scopes }} }}"},
+            token=other_tenant.tokens[Role.ADMIN],
+        )
+        victim_ids[type_name] = made["data"]["registerOperations"][0]["id"]
     # An ADMIN's signed-in session: it may do everything (API tokens may not manage MFA).
     signed_in = await gql(
         client,
@@ -208,6 +223,11 @@ async def test_mutation_on_another_organization_is_not_found_and_changes_nothing
     body = await gql(client, document, {"id": victim_ids[type_name]}, token=admin)
     assert codes(body) == ["NOT_FOUND"], body
     # the victim's objects are untouched
+    if type_name == "RegisteredOperation":
+        theirs = await gql(client, OPERATIONS, token=other_tenant.tokens[Role.ADMIN])
+        live = {o["id"] for o in theirs["data"]["registeredOperations"] if not o["retiredAt"]}
+        assert victim_ids[type_name] in live
+        return
     check = await gql(
         client,
         "query($id: ID!) { node(id: $id) { id } }",
