@@ -118,7 +118,7 @@ def reference(p: Principal, action: Action, r: Resource | None) -> tuple[bool, s
             return False, "NOT_FOUND"
     if action.value not in ROLE_MAY[p.role.value]:
         return False, "FORBIDDEN"
-    interactive = ("mfa:manage", "user:mfa-reset", "user:erase")
+    interactive = ("mfa:manage", "user:mfa-reset", "user:erase", "token:create-service")
     if action.value in interactive and p.api_token_id is not None:
         return False, "FORBIDDEN"
     scope = ACTION_SCOPE[action]

@@ -37,6 +37,7 @@ class Action(StrEnum):
     USER_ERASE = "user:erase"
     MFA_MANAGE = "mfa:manage"
     TOKEN_CREATE = "token:create"
+    TOKEN_CREATE_SERVICE = "token:create-service"
     TOKEN_READ_ALL = "token:read-all"
     TOKEN_REVOKE = "token:revoke"
     AUDIT_READ = "audit:read"
@@ -120,6 +121,7 @@ ACTION_SCOPE: dict[Action, str | None] = {
     Action.USER_ERASE: None,
     Action.MFA_MANAGE: None,
     Action.TOKEN_CREATE: "tokens:admin",
+    Action.TOKEN_CREATE_SERVICE: "tokens:admin",
     Action.TOKEN_READ_ALL: "tokens:admin",
     Action.TOKEN_REVOKE: "tokens:admin",
     Action.AUDIT_READ: "audit:read",
@@ -138,8 +140,14 @@ ACTION_SCOPE: dict[Action, str | None] = {
 _OWNED = {Action.DOCUMENT_DELETE, Action.TOKEN_REVOKE, Action.USER_EXPORT}
 # Second factors are managed from a signed-in session, never with an API token: a leaked
 # token must not be able to turn off (or take over) someone's MFA. Erasure cannot be undone:
-# a person asks for it, not an automation holding a token.
-_INTERACTIVE = {Action.MFA_MANAGE, Action.USER_MFA_RESET, Action.USER_ERASE}
+# a person asks for it, not an automation holding a token. A service token outlives whoever
+# made it: a leaked token must not be able to mint credentials that survive its revocation.
+_INTERACTIVE = {
+    Action.MFA_MANAGE,
+    Action.USER_MFA_RESET,
+    Action.USER_ERASE,
+    Action.TOKEN_CREATE_SERVICE,
+}
 # Actions that change a document's content or existence, refused under legal hold.
 _HELD = {Action.DOCUMENT_DELETE}
 
@@ -238,6 +246,17 @@ def owns(principal: Principal, owner_id: uuid.UUID | None) -> bool:
     """A known owner who is the caller: a missing owner never matches a service token's
     missing user."""
     return owner_id is not None and principal.user_id is not None and owner_id == principal.user_id
+
+
+def check_clearance(principal: Principal | None, clearance: Classification | None) -> None:
+    """Nobody hands out more clearance than they hold (ADMINs included): to a user or to a
+    service token."""
+    if (
+        principal is not None
+        and clearance is not None
+        and clearance.rank > principal.clearance.rank
+    ):
+        raise Forbidden("You cannot grant a clearance above your own.")
 
 
 def require(principal: Principal, action: Action, resource: Resource | None = None) -> None:

@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism import audit
 from prism.audit import RequestMeta
-from prism.authz.policy import Action, require
+from prism.authz.policy import Action, check_clearance, require
 from prism.authz.principal import Principal
-from prism.errors import BadUserInput, Conflict, Forbidden, NotFound, not_found
+from prism.errors import BadUserInput, Conflict, NotFound, not_found
 from prism.identity.organizations import check_address_owner, normalize_email
 from prism.models import users as user_models
 from prism.models.enums import Classification, Role
@@ -38,16 +38,6 @@ def check_profile(**fields: str | None) -> None:
     for name, value in fields.items():
         if value is not None and (len(value) > 100 or "\x00" in value):
             raise BadUserInput(f"`{name}` is at most 100 characters of text.", argument=name)
-
-
-def check_clearance(principal: Principal | None, clearance: Classification | None) -> None:
-    """Nobody hands out more clearance than they hold (ADMINs included)."""
-    if (
-        principal is not None
-        and clearance is not None
-        and clearance.rank > principal.clearance.rank
-    ):
-        raise Forbidden("You cannot grant a clearance above your own.")
 
 
 async def create_user(

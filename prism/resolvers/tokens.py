@@ -7,6 +7,7 @@ from datetime import datetime
 
 from prism.execution.context import Context
 from prism.execution.ids import expect_id
+from prism.models.enums import Classification, Role
 from prism.models.users import ApiToken
 from prism.tokens import api_tokens
 
@@ -26,6 +27,31 @@ async def create_api_token(
     async with ctx.transaction.write() as session:
         return await api_tokens.create_api_token(
             session, principal, ctx.meta, name=name, scopes=scopes, expires_at=expires_at
+        )
+
+
+async def create_service_token(
+    ctx: Context,
+    name: str,
+    role: Role,
+    clearance: Classification,
+    department: str | None,
+    scopes: list[str],
+    expires_at: datetime | None,
+) -> tuple[str, ApiToken]:
+    """(the secret, shown once; the token)."""
+    principal = ctx.require_principal()
+    async with ctx.transaction.write() as session:
+        return await api_tokens.create_service_token(
+            session,
+            principal,
+            ctx.meta,
+            name=name,
+            role=role,
+            clearance=clearance,
+            department=department,
+            scopes=scopes,
+            expires_at=expires_at,
         )
 
 

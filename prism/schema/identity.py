@@ -207,6 +207,23 @@ class CreateApiTokenInput:
     expires_at: datetime | None = None
 
 
+@strawberry.input(
+    description="A token of the organization, not of a person: a partner's integration keeps "
+    "working when whoever made it leaves."
+)
+class CreateServiceTokenInput:
+    name: str
+    role: Role = strawberry.field(description="What the token may do (its scopes narrow it).")
+    clearance: Classification = strawberry.field(
+        description="What it may read; at most the caller's."
+    )
+    department: str | None = strawberry.field(
+        default=None, description="Its department, for RESTRICTED documents."
+    )
+    scopes: list[str] = strawberry.field(description="Subset of the caller's scopes.")
+    expires_at: datetime | None = None
+
+
 @strawberry.type(description="A new API token.")
 class CreateApiTokenPayload:
     token: str = strawberry.field(description="Shown once, never stored in the clear.")
@@ -300,6 +317,25 @@ class IdentityMutation:
     ) -> CreateApiTokenPayload:
         secret, row = await token_resolvers.create_api_token(
             info.context, input.name, input.scopes, input.expires_at
+        )
+        return CreateApiTokenPayload(token=secret, api_token=ApiToken.from_row(row))
+
+    @strawberry.mutation(
+        description="Create a service token that belongs to the organization, with its own "
+        "role, clearance and scopes (ADMIN, signed-in session only); the secret is in the "
+        "answer only."
+    )
+    async def create_service_token(
+        self, info: Info, input: CreateServiceTokenInput
+    ) -> CreateApiTokenPayload:
+        secret, row = await token_resolvers.create_service_token(
+            info.context,
+            input.name,
+            input.role,
+            input.clearance,
+            input.department,
+            input.scopes,
+            input.expires_at,
         )
         return CreateApiTokenPayload(token=secret, api_token=ApiToken.from_row(row))
 

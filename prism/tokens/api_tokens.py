@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prism import audit
 from prism.audit import RequestMeta
 from prism.authn.secrets import new_api_token, public_prefix, token_digest
-from prism.authz.policy import Action, Resource, may_read_token, require
+from prism.authz.policy import Action, Resource, check_clearance, may_read_token, require
 from prism.authz.principal import SCOPES, Principal
 from prism.errors import BadUserInput, NotFound, not_found
 from prism.models import users as user_models
@@ -62,6 +62,71 @@ async def create_api_token(
 ) -> tuple[str, ApiToken]:
     """A token bound to the calling user (or, from a service token, one with its role)."""
     require(principal, Action.TOKEN_CREATE)
+    return await _issue(
+        session,
+        principal,
+        meta,
+        ApiToken(
+            organization_id=principal.organization_id,
+            user_id=principal.user_id,
+            role=principal.role,
+            clearance=principal.clearance,
+            department=principal.department,
+            scopes=validate_scopes(scopes, principal),
+        ),
+        name=name,
+        expires_at=expires_at,
+    )
+
+
+async def create_service_token(
+    session: AsyncSession,
+    principal: Principal,
+    meta: RequestMeta,
+    *,
+    name: str,
+    role: Role,
+    clearance: Classification,
+    department: str | None,
+    scopes: list[str],
+    expires_at: datetime | None,
+) -> tuple[str, ApiToken]:
+    """A token that belongs to the organization, not to a person (a partner's integration):
+    it keeps working when whoever made it leaves or is erased, with its own role, clearance
+    and department, never above the ADMIN's who makes it (signed in, not with a token)."""
+    require(principal, Action.TOKEN_CREATE_SERVICE)
+    check_clearance(principal, clearance)
+    if department is not None:
+        department = department.strip()
+        if not 1 <= len(department) <= 100:
+            raise BadUserInput("A department is 1 to 100 characters.", argument="department")
+    return await _issue(
+        session,
+        principal,
+        meta,
+        ApiToken(
+            organization_id=principal.organization_id,
+            user_id=None,
+            role=role,
+            clearance=clearance,
+            department=department,
+            scopes=validate_scopes(scopes, principal),
+        ),
+        name=name,
+        expires_at=expires_at,
+    )
+
+
+async def _issue(
+    session: AsyncSession,
+    principal: Principal,
+    meta: RequestMeta,
+    token: ApiToken,
+    *,
+    name: str,
+    expires_at: datetime | None,
+) -> tuple[str, ApiToken]:
+    """Store ``token`` (its owner, rights and scopes decided) under a new secret, audited."""
     name = name.strip()
     if not 1 <= len(name) <= 100:
         raise BadUserInput("A token name is 1 to 100 characters.", argument="name")
@@ -70,22 +135,25 @@ async def create_api_token(
     if expires_at is not None and expires_at <= datetime.now(UTC):
         raise BadUserInput("`expiresAt` must be in the future.", argument="expiresAt")
     secret = new_api_token()
-    token = await user_models.create_api_token(
-        session,
-        ApiToken(
-            organization_id=principal.organization_id,
-            user_id=principal.user_id,
-            role=principal.role,
-            clearance=principal.clearance,
-            department=principal.department,
-            name=name,
-            prefix=public_prefix(secret),
-            token_hash=token_digest(secret),
-            scopes=validate_scopes(scopes, principal),
-            expires_at=expires_at,
-            created_by=principal.user_id,
-        ),
-    )
+    token.name = name
+    token.prefix = public_prefix(secret)
+    token.token_hash = token_digest(secret)
+    token.expires_at = expires_at
+    token.created_by = principal.user_id
+    token = await user_models.create_api_token(session, token)
+    after: dict[str, object] = {
+        "name": token.name,
+        "prefix": token.prefix,
+        "scopes": token.scopes,
+        "expiresAt": expires_at.isoformat() if expires_at else None,
+    }
+    if token.user_id is None:
+        after |= {
+            "service": True,
+            "role": token.role.value,
+            "clearance": token.clearance.value,
+            "department": token.department,
+        }
     await audit.record(
         session,
         principal,
@@ -95,12 +163,7 @@ async def create_api_token(
         description=f"API token {token.name!r} ({token.prefix}…) created",
         resource_type="ApiToken",
         resource_id=token.id,
-        after={
-            "name": token.name,
-            "prefix": token.prefix,
-            "scopes": token.scopes,
-            "expiresAt": expires_at.isoformat() if expires_at else None,
-        },
+        after=after,
     )
     return secret, token
 
