@@ -21,20 +21,30 @@ from starlette.routing import Route
 
 from prism.config import Settings
 from prism.models.enums import Role
+from prism.services import Services
 from prism.web.app import create_app
 from tests.browser import Loopback, Violations, chromium_or_skip, serving, watch, watch_csp
-from tests.factories import Tenant
+from tests.factories import Tenant, add_document, gid
 
 pytestmark = pytest.mark.browser
+# A page's state is waited for (never slept on); on a busy machine GraphiQL's 3.5 MB script
+# takes a while to start.
+expect.set_options(timeout=20_000)
 
 QUERY = "{ viewer { user { email } organization { name } } }"
+PROGRESS = 'subscription { documentProgress(id: "%s") { processingStatus document { filename } } }'
 
 
 @pytest.fixture(scope="module")
 async def chromium() -> AsyncIterator[Browser]:
     binary = chromium_or_skip()
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=binary, headless=True)
+        browser = await playwright.chromium.launch(
+            executable_path=binary,
+            headless=True,
+            # Containers give /dev/shm little room; Chromium then uses /tmp.
+            args=["--disable-dev-shm-usage"],
+        )
         yield browser
         await browser.close()
 
@@ -61,10 +71,12 @@ async def profile(chromium: Browser) -> AsyncIterator[Profile]:
 async def test_graphiql_offline_signs_in_and_runs_a_query(
     settings: Settings,
     database_url: str,
+    services: Services,
     tenant: Tenant,
     profile: Profile,
 ) -> None:
     browser, loopback = profile.context, profile.loopback
+    document = await add_document(services, tenant)
     async with serving(create_app(settings, database_url=database_url)) as prism:
         page = await browser.new_page()
         watched = watch(page)
@@ -99,15 +111,19 @@ async def test_graphiql_offline_signs_in_and_runs_a_query(
         assert stored == [token]
         assert await browser.cookies() == []
 
-        await page.evaluate(
-            "(q) => document.querySelector('.graphiql-query-editor .CodeMirror')"
-            ".CodeMirror.setValue(q)",
-            QUERY,
-        )
+        editor = "(q) => document.querySelector('.graphiql-query-editor .CodeMirror')"
+        await page.evaluate(f"{editor}.CodeMirror.setValue(q)", QUERY)
         await page.click(".graphiql-execute-button")
         response = page.locator(".graphiql-response")
         await expect(response).to_contain_text(tenant.name)
         await expect(response).to_contain_text(tenant.email(Role.REVIEWER))
+
+        # A subscription goes over the WebSocket, signed in through connection_init.
+        progress = PROGRESS % gid("Document", document.id)
+        await page.evaluate(f"{editor}.CodeMirror.setValue(q)", progress)
+        await page.click(".graphiql-execute-button")
+        await expect(response).to_contain_text(document.filename)
+        await expect(response).to_contain_text("COMPLETED")
 
         # The explorer plugin is there and opens.
         await page.click("button[aria-label='Show GraphiQL Explorer']")
