@@ -23,9 +23,21 @@ from urllib.parse import urlsplit
 
 import pytest
 import uvicorn
-from playwright.async_api import BrowserContext, ConsoleMessage, Page, Route, WebSocketRoute
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Route,
+    WebSocketRoute,
+    async_playwright,
+    expect,
+)
 
 CHROMIUM_ENV = "PRISM_TEST_CHROMIUM"
+# A page's state is waited for (never slept on); on a busy machine GraphiQL's 3.5 MB script
+# takes a while to start.
+expect.set_options(timeout=20_000)
 
 
 def chromium_or_skip() -> str:
@@ -38,6 +50,23 @@ def chromium_or_skip() -> str:
             pytest.fail(f"CI needs Debian's chromium for the browser tests: {message}")
         pytest.skip(message)
     return binary
+
+
+@asynccontextmanager
+async def launched_chromium() -> AsyncIterator[Browser]:
+    """The system Chromium, headless, under Playwright (conftest's ``chromium`` fixture)."""
+    binary = chromium_or_skip()
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=binary,
+            headless=True,
+            # Containers give /dev/shm little room; Chromium then uses /tmp.
+            args=["--disable-dev-shm-usage"],
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
 
 
 def free_port() -> int:
@@ -158,3 +187,26 @@ def watch(page: Page) -> PageWatch:
     page.on("console", on_console)
     page.on("pageerror", lambda error: watched.exceptions.append(str(error)))
     return watched
+
+
+@dataclass
+class Profile:
+    """A fresh browser profile (conftest's ``browser_profile``): its requests may reach
+    127.0.0.1 only (``loopback.refused`` lists the others), its CSP violations recorded."""
+
+    context: BrowserContext
+    loopback: Loopback
+    violations: Violations
+
+
+@asynccontextmanager
+async def loopback_profile(browser: Browser, **options: Any) -> AsyncIterator[Profile]:
+    """``options`` go to ``new_context`` (a viewport, a device scale factor, …)."""
+    loopback = Loopback()
+    context = await browser.new_context(**options)
+    try:
+        await loopback.install(context)
+        violations = await watch_csp(context)
+        yield Profile(context, loopback, violations)
+    finally:
+        await context.close()

@@ -10,11 +10,9 @@ origin that is not configured is refused by the browser."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, async_playwright, expect
+from playwright.async_api import expect
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
@@ -23,49 +21,14 @@ from prism.config import Settings
 from prism.models.enums import Role
 from prism.services import Services
 from prism.web.app import create_app
-from tests.browser import Loopback, Violations, chromium_or_skip, serving, watch, watch_csp
+from prism.web.graphql import GRAPHIQL
+from tests.browser import Profile, serving, watch
 from tests.factories import Tenant, add_document, gid
 
 pytestmark = pytest.mark.browser
-# A page's state is waited for (never slept on); on a busy machine GraphiQL's 3.5 MB script
-# takes a while to start.
-expect.set_options(timeout=20_000)
 
 QUERY = "{ viewer { user { email } organization { name } } }"
 PROGRESS = 'subscription { documentProgress(id: "%s") { processingStatus document { filename } } }'
-
-
-@pytest.fixture(scope="module")
-async def chromium() -> AsyncIterator[Browser]:
-    binary = chromium_or_skip()
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=binary,
-            headless=True,
-            # Containers give /dev/shm little room; Chromium then uses /tmp.
-            args=["--disable-dev-shm-usage"],
-        )
-        yield browser
-        await browser.close()
-
-
-@dataclass
-class Profile:
-    """A fresh browser profile whose requests may reach 127.0.0.1 only, watched."""
-
-    context: BrowserContext
-    loopback: Loopback
-    violations: Violations
-
-
-@pytest.fixture
-async def profile(chromium: Browser) -> AsyncIterator[Profile]:
-    loopback = Loopback()
-    fresh = await chromium.new_context()
-    await loopback.install(fresh)
-    violations = await watch_csp(fresh)
-    yield Profile(fresh, loopback, violations)
-    await fresh.close()
 
 
 async def test_graphiql_offline_signs_in_and_runs_a_query(
@@ -73,9 +36,9 @@ async def test_graphiql_offline_signs_in_and_runs_a_query(
     database_url: str,
     services: Services,
     tenant: Tenant,
-    profile: Profile,
+    browser_profile: Profile,
 ) -> None:
-    browser, loopback = profile.context, profile.loopback
+    browser, loopback = browser_profile.context, browser_profile.loopback
     document = await add_document(services, tenant)
     async with serving(create_app(settings, database_url=database_url)) as prism:
         page = await browser.new_page()
@@ -139,10 +102,10 @@ async def test_graphiql_offline_signs_in_and_runs_a_query(
         assert await page.evaluate("sessionStorage.length") == 0
 
         assert loopback.refused == []
-        assert profile.violations.all == []
+        assert browser_profile.violations.all == []
         assert watched.exceptions == []
-        served = {url: cache for url, cache in assets.items() if "/assets/" in url}
-        assert len(served) >= 8, served
+        served = {u.rsplit("/", 1)[1]: cache for u, cache in assets.items() if "/assets/" in u}
+        assert sorted(served) == sorted(GRAPHIQL.files)
         assert all("immutable" in cache for cache in served.values()), served
 
 
@@ -178,9 +141,9 @@ async def test_a_page_on_another_origin_calls_the_api_through_cors(
     settings: Settings,
     database_url: str,
     tenant: Tenant,
-    profile: Profile,
+    browser_profile: Profile,
 ) -> None:
-    browser, loopback = profile.context, profile.loopback
+    browser, loopback = browser_profile.context, browser_profile.loopback
     token = tenant.tokens[Role.VIEWER]
     async with serving(_partner_site()) as allowed, serving(_partner_site()) as other:
         configured = settings.model_copy(update={"cors_origins": allowed})
