@@ -137,7 +137,8 @@ async def test_a_page_whose_files_are_missing_says_which(tmp_path: Path) -> None
     for entry in FILES:
         if entry.source is None:
             (tmp_path / entry.path).write_bytes((STATIC / entry.path).read_bytes())
-    answer = await page_response(Assets(tmp_path), GRAPHIQL)
+    assets = Assets(tmp_path)
+    answer = await page_response(assets, GRAPHIQL)
     assert answer.status_code == 503
     text = bytes(answer.body).decode()
     assert "GraphiQL cannot start" in text
@@ -150,6 +151,11 @@ async def test_a_page_whose_files_are_missing_says_which(tmp_path: Path) -> None
     assert "make install" in text
     assert "<script" not in text
     assert answer.headers["content-security-policy"].startswith("default-src 'none'")
+    # Installed later (`make install` while the server runs): the page works without a restart.
+    for entry in vendored:
+        (tmp_path / entry.path).parent.mkdir(exist_ok=True)
+        (tmp_path / entry.path).write_bytes((STATIC / entry.path).read_bytes())
+    assert (await page_response(assets, GRAPHIQL)).status_code == 200
 
 
 async def test_another_page_uses_the_same_files_and_policy() -> None:

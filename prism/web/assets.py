@@ -98,16 +98,20 @@ class Assets:
     def __init__(self, directory: Path = STATIC, files: Iterable[AssetFile] = FILES) -> None:
         self.directory = directory
         self.files: Mapping[str, AssetFile] = {f.name: f for f in files}
-        self._loaded: dict[str, Loaded | None] = {}
+        self._loaded: dict[str, Loaded] = {}
         self._lock = threading.Lock()
 
     def load(self, name: str) -> Loaded | None:
-        """The file of that name; None when it is not installed. KeyError: not allowed."""
+        """The file of that name; None while it is not installed (looked for again next
+        time). KeyError: not allowed."""
         entry = self.files[name]
         with self._lock:
-            if name not in self._loaded:
-                self._loaded[name] = _read(self.directory / entry.path)
-            return self._loaded[name]
+            loaded = self._loaded.get(name)
+            if loaded is None:
+                loaded = _read(self.directory / entry.path)
+                if loaded is not None:
+                    self._loaded[name] = loaded
+            return loaded
 
     async def prepare(self, names: Iterable[str]) -> None:
         """Read (and compress) files not read yet away from the event loop."""
