@@ -8,8 +8,9 @@
   var KEY = "prism.graphiql.bearer";
   var WHO = "query PrismGraphiQLViewer { viewer { scopes user { email } } }";
   var DEFAULT_QUERY = [
-    "# Prism's GraphQL API. Sign in above with a bearer token, then run this query",
-    "# (Ctrl-Enter, or the ▶ button). The explorer (left) builds queries by clicking.",
+    "# Sign in above with a bearer token, then run this",
+    "# query (Ctrl-Enter, or ▶). The explorer in the",
+    "# sidebar builds queries by clicking.",
     "{",
     "  viewer {",
     "    user { email }",
