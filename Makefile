@@ -1,5 +1,6 @@
 # Prism: `make run` serves the demo on embedded defaults; `make test` runs the test suite.
-# Needs only Python >= 3.11, make and git: everything else is installed here from the lock.
+# Needs only Python >= 3.11, make, git and npm (Debian's is installed when missing, as root):
+# everything else is installed here from the locks (uv.lock, web/package-lock.json).
 
 PYTHON ?= python3
 UV_VERSION := 0.9.30
