@@ -88,6 +88,21 @@ async def test_graphiql_offline_signs_in_and_runs_a_query(
         await expect(response).to_contain_text(document.filename)
         await expect(response).to_contain_text("COMPLETED")
 
+        # The rest of the IDE works under the policy too: its dialogs, the schema's docs
+        # (from introspection), the history, tabs.
+        for opener in ("Open settings dialog", "Open short keys dialog"):
+            await page.click(f"button[aria-label='{opener}']")
+            dialog = page.get_by_role("dialog")
+            await expect(dialog).to_be_visible()
+            await page.keyboard.press("Escape")
+            await expect(dialog).to_be_hidden()
+        await page.click("button[aria-label='Show Documentation Explorer']")
+        await expect(page.locator(".graphiql-doc-explorer")).to_contain_text("Query")
+        await page.click("button[aria-label='Show History']")
+        await expect(page.locator(".graphiql-history")).to_be_visible()
+        await page.click(".graphiql-tab-add")
+        await expect(page.locator(".graphiql-tab")).to_have_count(2)
+
         # The explorer plugin is there and opens.
         await page.click("button[aria-label='Show GraphiQL Explorer']")
         await page.wait_for_selector(".graphiql-explorer-root")

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from prism.config import Mode, Settings
 from prism.models.enums import Role
 from prism.web.assets import FILES, STATIC, Assets, Page, page_response, vendor
-from prism.web.graphql import GRAPHIQL
+from prism.web.graphql import GRAPHIQL, GRAPHIQL_DIALOG_STYLE
 from tests.conftest import app_with, client_of
 from tests.factories import Tenant
 
@@ -38,7 +38,8 @@ async def test_the_page_loads_only_its_own_files_under_a_strict_policy(
     )
     assert policy["default-src"] == "'none'"
     assert policy["script-src"] == "'self'"
-    assert policy["style-src"] == "'self'"
+    # Styles: files, and the one style element GraphiQL's dialogs add, by its hash.
+    assert policy["style-src"] == f"'self' {GRAPHIQL_DIALOG_STYLE}"
     assert policy["connect-src"] == "'self'"
     assert policy["frame-ancestors"] == "'none'"
     assert policy["img-src"] == "'self' data:"

@@ -172,18 +172,20 @@ def _read(path: Path) -> Loaded | None:
 @dataclass(frozen=True)
 class Policy:
     """A page's Content-Security-Policy: nothing by default, scripts, styles and requests
-    to its own origin only; ``images``/``fonts``/``connect`` add sources (e.g. ``data:``)."""
+    to its own origin only; ``images``/``fonts``/``connect``/``styles`` add sources (e.g.
+    ``data:``). Scripts never get more than ``'self'``."""
 
     images: Sequence[str] = ()
     fonts: Sequence[str] = ()
     connect: Sequence[str] = ()
+    styles: Sequence[str] = ()  # e.g. the hash of a style element a library adds
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def header(self) -> str:
         directives = {
             "default-src": "'none'",
             "script-src": "'self'",
-            "style-src": "'self'",
+            "style-src": " ".join(["'self'", *self.styles]),
             "connect-src": " ".join(["'self'", *self.connect]),
             "img-src": " ".join(["'self'", *self.images]),
             "font-src": " ".join(["'self'", *self.fonts]),
