@@ -3,7 +3,8 @@ network cut to loopback, against real uvicorn servers on free loopback ports.
 
 GraphiQL loads from Prism alone under its Content-Security-Policy (no request leaves the
 machine, no violation is reported), signs in with a bearer token and runs a query whose
-answer appears in its result pane. A page on another origin calls the API through CORS
+answer appears in its result pane, and a subscription over the WebSocket; its dialogs, docs,
+history, tabs, explorer and completion work under the same policy. A page on another origin calls the API through CORS
 with a bearer token and reads the answer and its rate-limit header; the same page on an
 origin that is not configured is refused by the browser."""
 
@@ -103,9 +104,17 @@ async def test_graphiql_offline_signs_in_and_runs_a_query(
         await page.click(".graphiql-tab-add")
         await expect(page.locator(".graphiql-tab")).to_have_count(2)
 
-        # The explorer plugin is there and opens.
+        # The explorer plugin is there: a click on a field puts it in the query.
         await page.click("button[aria-label='Show GraphiQL Explorer']")
-        await page.wait_for_selector(".graphiql-explorer-root")
+        await page.click(".graphiql-explorer-root >> text=apiTokens")
+        query_editor = page.locator(".graphiql-query-editor")
+        await expect(query_editor).to_contain_text("apiTokens")
+        # Typing completes from the schema.
+        await page.click(".graphiql-query-editor .CodeMirror")
+        await page.keyboard.press("Control+End")
+        await page.keyboard.type("\nquery Typed { docu")
+        await expect(page.locator(".CodeMirror-hints")).to_contain_text("documents")
+        await page.keyboard.press("Escape")
 
         # Reloading keeps the tab signed in (sessionStorage), without asking again; signing
         # out forgets the token.
