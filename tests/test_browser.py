@@ -4,9 +4,11 @@ network cut to loopback, against real uvicorn servers on free loopback ports.
 GraphiQL loads from Prism alone under its Content-Security-Policy (no request leaves the
 machine, no violation is reported), signs in with a bearer token and runs a query whose
 answer appears in its result pane, and a subscription over the WebSocket; its dialogs, docs,
-history, tabs, explorer and completion work under the same policy. A page on another origin calls the API through CORS
-with a bearer token and reads the answer and its rate-limit header; the same page on an
-origin that is not configured is refused by the browser."""
+history, tabs, explorer and completion work under the same policy.
+
+A page on another origin calls the API through CORS with a bearer token and reads the answer
+and its rate-limit header; the same page on an origin that is not configured is refused by
+the browser."""
 
 from __future__ import annotations
 
