@@ -1,5 +1,6 @@
 # Prism: `make run` serves the demo on embedded defaults; `make test` runs the test suite.
-# Needs only Python >= 3.11, make and git: everything else is installed here from the lock.
+# Needs only Python >= 3.11, make, git and npm (Debian's is installed when missing, as root):
+# everything else is installed here from the locks (uv.lock, web/package-lock.json).
 
 PYTHON ?= python3
 UV_VERSION := 0.9.30
@@ -15,9 +16,11 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-# The runtime, and the embedded PostgreSQL (pgserver) where wheels exist (CPython <= 3.12).
+# The runtime, and the embedded PostgreSQL (pgserver) where wheels exist (CPython <= 3.12);
+# the browser files Prism serves (GraphiQL), pinned by web/package-lock.json (npm ci).
 install: $(UV)
 	$(UV) sync --frozen --python $(PYTHON) --extra embedded
+	scripts/web-assets.sh install $(VENV)/bin/python
 
 run: install
 	$(VENV)/bin/prism serve --demo --with-worker
@@ -27,12 +30,14 @@ lint: install
 	$(VENV)/bin/ruff format --check prism tests bench
 	$(VENV)/bin/mypy
 
-# The services the tests need: Redis is installed here (the tests start their own
-# instances); an OpenSearch node is started here (once; a running one is reused) and handed to
+# The services the tests need: Redis and Chromium (headless, for tests/test_browser.py) are
+# installed here from Debian when missing (the tests start their own Redis instances and
+# browsers); an OpenSearch node is started here (once; a running one is reused) and handed to
 # pytest as PRISM_TEST_OPENSEARCH_URL. Under CI=true a node that cannot start fails the run;
 # elsewhere its tests are skipped, saying why.
 test: install lint
 	scripts/redis.sh ensure
+	scripts/chromium.sh ensure
 	@url="$$(scripts/opensearch.sh start)" || { \
 	  if [ "$$CI" = true ]; then echo "make test: OpenSearch did not start" >&2; exit 1; fi; \
 	  echo "make test: no OpenSearch node; its tests will be skipped" >&2; url=; }; \

@@ -21,6 +21,7 @@ import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from playwright.async_api import Browser
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
@@ -29,6 +30,7 @@ from prism.config import Settings
 from prism.db import embedded, migrations
 from prism.services import Services
 from prism.web.app import create_app
+from tests.browser import Profile, launched_chromium, loopback_profile
 from tests.factories import Tenant, make_tenant
 
 
@@ -221,3 +223,18 @@ def opensearch_url() -> str:
             pytest.fail(f"CI needs a real OpenSearch node: {problem}")
         pytest.skip(f"no OpenSearch node: {problem}; start one with scripts/opensearch.sh start")
     return url
+
+
+@pytest.fixture(scope="session")
+async def chromium() -> AsyncIterator[Browser]:
+    """Debian's headless Chromium (tests/browser.py): fails under CI=true when missing,
+    skips elsewhere."""
+    async with launched_chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+async def browser_profile(chromium: Browser) -> AsyncIterator[Profile]:
+    """A fresh profile of that Chromium with the network cut to loopback."""
+    async with loopback_profile(chromium) as profile:
+        yield profile

@@ -31,6 +31,8 @@ from prism.db.notify import Notifications
 from prism.documents.processing import PROGRESS_CHANNEL
 from prism.observability import HTTP_REQUESTS, configure_logging
 from prism.schema import build_schema
+from prism.web.assets import ROUTE as ASSET_ROUTE
+from prism.web.assets import Assets
 from prism.web.auth import BearerAuthentication, unauthenticated
 from prism.web.edge import ClientAddressMiddleware, TrustedProxies
 from prism.web.graphql import CSRF_HEADERS, PrismGraphQL
@@ -81,6 +83,8 @@ class RequestIdMiddleware:
         finally:
             path = scope.get("path", "")
             route = path if path in ROUTES else "other"
+            if path.startswith("/assets/"):
+                route = "/assets"
             if scope["type"] == "http":
                 HTTP_REQUESTS.labels(scope.get("method", ""), route, str(status)).inc()
                 log.info(
@@ -153,8 +157,10 @@ def create_app(
             await credentials.stop()
             await services.close()
 
+    assets = Assets()
     graphql = PrismGraphQL(
         build_schema(settings),
+        assets=assets,
         graphql_ide="graphiql" if settings.serves_graphiql else None,
         allow_queries_via_get=True,
         multipart_uploads_enabled=True,
@@ -168,6 +174,7 @@ def create_app(
             Route("/readyz", readyz),
             Route("/metrics", public_metrics(metrics_gate(settings))),
             Route("/exports/{organization}/{export}", download_export),
+            Route(ASSET_ROUTE, assets.serve, methods=["GET"]),
         ],
         middleware=[
             Middleware(ClientAddressMiddleware, TrustedProxies.parse(settings.trusted_proxies)),

@@ -43,6 +43,7 @@ from prism.execution.limits import (
 )
 from prism.models.audit import RequestMeta
 from prism.services import Services
+from prism.web.assets import Assets, Page, Policy, page_response
 from prism.web.auth import PrincipalUser, bearer_of, caller_of, charged, rate_limited_response
 from prism.web.body import (
     SUBSCRIPTIONS_OVER_WEBSOCKET,
@@ -66,15 +67,50 @@ class BodyTooLarge(Exception):
     pass
 
 
+# GraphiQL, served by Prism from its own files (prism/web/assets.py). Its stylesheet embeds
+# its fonts and icons as data: URLs; everything else comes from this origin. One inline style
+# is allowed by its hash: the <style> element GraphiQL's dialogs (settings, shortcuts) add to
+# lock the page's scrolling while open (react-remove-scroll), always the same text on this
+# page (it has no scroll bar and no body margin). tests/test_browser.py opens them and fails
+# on any violation.
+GRAPHIQL_DIALOG_STYLE = "'sha256-Y/huXlwoYkVyQlxwSVcCi1RCDGDCSVBzDt0hYP9qlTc='"
+GRAPHIQL = Page(
+    title="Prism GraphiQL",
+    what="GraphiQL",
+    styles=("graphiql.css", "graphiql-explorer.css", "prism-graphiql.css"),
+    scripts=(
+        "react.js",
+        "react-dom.js",
+        "graphiql.js",
+        "graphiql-explorer.js",
+        "prism-graphiql.js",
+    ),
+    body=(
+        '<header class="prism-bar"><strong>Prism GraphiQL</strong>'
+        '<form id="prism-sign-in"><label for="prism-token">Bearer token</label>'
+        '<input id="prism-token" type="password" autocomplete="off" spellcheck="false"'
+        ' placeholder="prism_pat_… or an access token from login">'
+        '<button type="submit">Sign in</button></form>'
+        '<span id="prism-status" role="status" aria-live="polite">Loading…</span>'
+        '<button id="prism-sign-out" type="button" hidden>Sign out</button></header>'
+        '<main id="graphiql"><noscript>GraphiQL needs JavaScript.</noscript></main>'
+    ),
+    policy=Policy(images=("data:",), fonts=("data:",), styles=(GRAPHIQL_DIALOG_STYLE,)),
+)
+
+
 class PrismGraphQL(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = PrismTransportWS
 
-    def __init__(self, *args: Any, max_upload_bytes: int, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, max_upload_bytes: int, assets: Assets | None = None, **kwargs: Any
+    ) -> None:
         # One WebSocket protocol, whose every operation is authenticated and authorized as
         # an HTTP request (the legacy `graphql-ws` handler shares one context per socket).
         kwargs.setdefault("subscription_protocols", (GRAPHQL_TRANSPORT_WS_PROTOCOL,))
         super().__init__(*args, **kwargs)
         self.max_body = max_upload_bytes + MULTIPART_OVERHEAD
+        self.assets = assets or Assets()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -282,6 +318,10 @@ class PrismGraphQL(GraphQL[Context, None]):
         return super().should_render_graphql_ide(request) and (
             request.query_params.get("extensions") is None
         )
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """GraphiQL from Prism's own files, under a policy that lets it load nothing else."""
+        return await page_response(self.assets, GRAPHIQL)
 
     def create_response(
         self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse], sub_response: Response
