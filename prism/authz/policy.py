@@ -36,6 +36,7 @@ class Action(StrEnum):
     USER_EXPORT = "user:export"
     USER_ERASE = "user:erase"
     MFA_MANAGE = "mfa:manage"
+    PASSWORD_CHANGE = "password:change"
     TOKEN_CREATE = "token:create"
     TOKEN_READ_ALL = "token:read-all"
     TOKEN_REVOKE = "token:revoke"
@@ -58,6 +59,7 @@ _READ = {
     Action.TOKEN_CREATE,
     Action.TOKEN_REVOKE,
     Action.MFA_MANAGE,
+    Action.PASSWORD_CHANGE,
     Action.USER_EXPORT,
 }
 # DOCUMENT_DELETE is owned: a reviewer deletes only what they uploaded.
@@ -111,6 +113,7 @@ ACTION_SCOPE: dict[Action, str | None] = {
     Action.USER_EXPORT: "users:admin",
     Action.USER_ERASE: None,
     Action.MFA_MANAGE: None,
+    Action.PASSWORD_CHANGE: None,
     Action.TOKEN_CREATE: "tokens:admin",
     Action.TOKEN_READ_ALL: "tokens:admin",
     Action.TOKEN_REVOKE: "tokens:admin",
@@ -125,10 +128,15 @@ ACTION_SCOPE: dict[Action, str | None] = {
 # Actions whose resource is owned: the owner may act, others need ADMIN.
 # USER_EXPORT: people export their own data; an ADMIN anyone's.
 _OWNED = {Action.DOCUMENT_DELETE, Action.TOKEN_REVOKE, Action.USER_EXPORT}
-# Second factors are managed from a signed-in session, never with an API token: a leaked
-# token must not be able to turn off (or take over) someone's MFA. Erasure cannot be undone:
-# a person asks for it, not an automation holding a token.
-_INTERACTIVE = {Action.MFA_MANAGE, Action.USER_MFA_RESET, Action.USER_ERASE}
+# Second factors and passwords are managed from a signed-in session, never with an API token:
+# a leaked token must not be able to turn off (or take over) someone's MFA or password.
+# Erasure cannot be undone: a person asks for it, not an automation holding a token.
+_INTERACTIVE = {
+    Action.MFA_MANAGE,
+    Action.PASSWORD_CHANGE,
+    Action.USER_MFA_RESET,
+    Action.USER_ERASE,
+}
 # Actions that change a document's content or existence, refused under legal hold.
 _HELD = {Action.DOCUMENT_DELETE}
 
