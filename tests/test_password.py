@@ -14,9 +14,11 @@ import json
 import re
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -406,6 +408,33 @@ async def test_the_answer_does_not_wait_for_the_mail(mail_app: MailApp, tenant: 
     finally:
         mail_app.inbox.gate.set()
     await mail_app.inbox.wait_for(address)
+
+
+async def test_known_and_unknown_addresses_are_answered_in_the_same_time(
+    mail_app: MailApp, tenant: Tenant
+) -> None:
+    """Interleaved, each from a source of its own, each after the last one's e-mail is out
+    (so a send never slows the next answer): the medians agree."""
+
+    async def timed(address: str) -> float:
+        await mail_app.services.mail.idle()
+        async with mail_app.client() as client:
+            started = time.perf_counter()
+            body = await gql(client, REQUEST, {"email": address})
+            elapsed = time.perf_counter() - started
+        assert body["data"] == {"requestPasswordReset": True}
+        return elapsed
+
+    known: list[float] = []
+    unknown: list[float] = []
+    for _ in range(2):  # each address twice: within its throttle (3 an hour)
+        for role in Role:
+            known.append(await timed(tenant.email(role)))
+            unknown.append(await timed(f"ghost-{uuid.uuid4().hex[:6]}@{tenant.domain}"))
+    ratio = statistics.median(unknown) / statistics.median(known)
+    assert 0.5 < ratio < 2, (known, unknown)
+    await mail_app.services.mail.idle()
+    assert all(len(mail_app.inbox.to(tenant.email(role))) == 2 for role in Role)
 
 
 async def test_an_expired_token_is_refused_like_an_unknown_one(
