@@ -563,20 +563,22 @@ async def test_one_request_holds_one_reset_mutation(mail_app: MailApp, tenant: T
 
 
 async def test_change_password_ends_the_other_sessions_at_once(
-    mail_app: MailApp, tenant: Tenant
+    mail_app: MailApp, app: Any, tenant: Tenant
 ) -> None:
     address = tenant.email(Role.REVIEWER)
-    async with mail_app.client() as client:
+    elsewhere = client_of(app, _ip())  # another server process on the same database
+    async with mail_app.client() as client, elsewhere:
         mine = await _session(client, address, PASSWORD)
         other = await _session(client, address, PASSWORD)
-        # the other session's access token is remembered by the credential cache ...
-        cache = mail_app.services.credentials
-        assert cache is not None
-        assert cache.trusted
-        assert await _works(client, other["accessToken"])
-        hits = cache.hits
-        assert await _works(client, other["accessToken"])
-        assert cache.hits == hits + 1
+        # the other session's access token is remembered by both processes' caches ...
+        for application, http in ((mail_app.app, client), (app, elsewhere)):
+            cache = application.state.services.credentials
+            assert cache is not None
+            assert cache.trusted
+            assert await _works(http, other["accessToken"])
+            hits = cache.hits
+            assert await _works(http, other["accessToken"])
+            assert cache.hits == hits + 1
 
         wrong = await gql(
             client,
@@ -596,8 +598,10 @@ async def test_change_password_ends_the_other_sessions_at_once(
         assert changed.get("errors") is None, changed
         assert changed["data"]["changePassword"] is True
 
-        # ... and is refused on the very next request; its refresh token too
+        # ... and is refused on the very next request in each; its refresh token too
         assert not await _works(client, other["accessToken"])
+        assert not await _works(elsewhere, other["accessToken"])
+        assert await _works(elsewhere, mine["accessToken"])
         assert not await _refreshes(client, other["refreshToken"])
         # the caller's own session goes on
         assert await _works(client, mine["accessToken"])
