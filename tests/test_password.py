@@ -491,6 +491,27 @@ async def test_the_reset_link_follows_the_configured_template(
     assert "resetPassword" not in text
 
 
+async def test_an_erased_user_keeps_no_reset_token(mail_app: MailApp, tenant: Tenant) -> None:
+    viewer = tenant.users[Role.VIEWER]
+    token = await _request_token(mail_app, viewer.email)
+    async with mail_app.client() as client:
+        admin = await _session(client, tenant.email(Role.ADMIN), PASSWORD)
+        erased = await gql(
+            client,
+            "mutation($id: ID!) { eraseUser(userId: $id) { erasedAt } }",
+            {"id": tenant.user_gid(Role.VIEWER)},
+            token=admin["accessToken"],
+        )
+        assert erased.get("errors") is None, erased
+        body = await gql(client, RESET, {"token": token, "password": NEW_PASSWORD})
+        assert codes(body) == ["UNAUTHENTICATED"]
+    async with mail_app.services.db.transaction(tenant.org_id) as session:
+        left = await session.scalars(
+            sa.select(PasswordReset).where(PasswordReset.user_id == viewer.id)
+        )
+        assert left.all() == []
+
+
 # --- throttling --------------------------------------------------------------------------------
 
 
