@@ -536,6 +536,23 @@ async def test_reset_requests_are_throttled_without_locking_sign_in(
     await mail_app.inbox.wait_for(address, 3)
 
 
+async def test_requests_from_elsewhere_do_not_hold_back_the_owner(
+    mail_app: MailApp, tenant: Tenant
+) -> None:
+    address = tenant.email(Role.AUDITOR)
+    home = _ip()
+    async with mail_app.client(home) as owner:
+        await _session(owner, address, PASSWORD)
+    for _ in range(3):
+        async with mail_app.client() as stranger:
+            assert (await gql(stranger, REQUEST, {"email": address})).get("errors") is None
+    async with mail_app.client() as stranger:
+        assert codes(await gql(stranger, REQUEST, {"email": address})) == ["RATE_LIMITED"]
+    async with mail_app.client(home) as owner:
+        assert (await gql(owner, REQUEST, {"email": address})).get("errors") is None
+    await mail_app.inbox.wait_for(address, 4)
+
+
 async def test_one_source_cannot_ask_for_many_addresses(mail_app: MailApp, tenant: Tenant) -> None:
     async with mail_app.client() as client:
         for n in range(20):
