@@ -16,6 +16,7 @@ from prism.crypto.links import ExportLinks
 from prism.db import embedded, migrations
 from prism.db.engine import Database, create_engine
 from prism.jobs.worker import Worker
+from prism.mail import Mailer
 from prism.models.audit import ensure_audit_partitions as ensure_partitions
 from prism.operations.registry import OperationRegistry
 from prism.search import build_search
@@ -118,6 +119,7 @@ def build_services(settings: Settings, url: str) -> Services:
         operations=OperationRegistry(db, cache, apq_ttl_seconds=settings.apq_ttl_seconds),
         # Links are signed with a key derived from the JWT key (kept as secret as it).
         export_links=ExportLinks(jwt_key(settings)),
+        mail=Mailer(settings),
     )
 
 

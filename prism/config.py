@@ -7,9 +7,11 @@ settings are flat so that the README's table stays short.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
+from email.utils import parseaddr
 from enum import StrEnum
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -140,6 +142,41 @@ class Settings(BaseSettings):
         65_536, ge=1_024, description="argon2id memory per hash in KiB (64 MiB by default)."
     )
     password_hash_parallelism: int = Field(4, ge=1, le=16, description="argon2id lanes.")
+    password_reset_minutes: int = Field(
+        30,
+        ge=5,
+        le=24 * 60,
+        description="How long a password reset token (`requestPasswordReset`) works (once).",
+    )
+    password_reset_url: str | None = Field(
+        None,
+        description="Link of the web front end's reset page, with `{token}` where the token "
+        "goes (`https://app.example.com/reset?token={token}`); unset: the e-mail carries the "
+        "token and says to call `resetPassword`.",
+    )
+    smtp_url: SecretStr | None = Field(
+        None,
+        description="Where e-mail goes: `smtps://user:pass@host:465` (TLS from the start) or "
+        "`smtp://user:pass@host:587` (STARTTLS, required); `smtp+insecure://127.0.0.1:25` only "
+        "for a relay on this machine, without TLS. Unset: development writes each message to "
+        "the log instead; production sends none and logs that mail is not configured.",
+    )
+    smtp_ca_file: Path | None = Field(
+        None,
+        description="PEM file of the certificate authorities the SMTP server's certificate is "
+        "checked against (a private CA); unset: the system's.",
+    )
+    smtp_timeout_seconds: float = Field(
+        30,
+        gt=0,
+        le=300,
+        description="Longest an e-mail may take to compose and send, off the request path; "
+        "past it the message is given up and logged.",
+    )
+    mail_from: str = Field(
+        "Prism <prism@localhost>",
+        description="From address of Prism's e-mail (`Name <address>` or an address).",
+    )
     max_upload_bytes: int = Field(
         50 * 1024 * 1024, ge=1024, description="Largest accepted upload (PAYLOAD_TOO_LARGE above)."
     )
@@ -358,6 +395,30 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url_is_one_of_three(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            smtp_endpoint(value.get_secret_value())  # ValueError says what is wrong
+        return value
+
+    @field_validator("password_reset_url")
+    @classmethod
+    def _reset_url_has_a_token(cls, value: str | None) -> str | None:
+        if value is not None:
+            parsed = urlsplit(value.replace("{token}", "t"))
+            if "{token}" not in value or parsed.scheme not in ("http", "https"):
+                raise ValueError("PRISM_PASSWORD_RESET_URL is an http(s) URL with {token} in it")
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from_is_an_address(cls, value: str) -> str:
+        _name, address = parseaddr(value)
+        if "@" not in address or any(c in value for c in "\r\n"):
+            raise ValueError("PRISM_MAIL_FROM is an e-mail address (`Name <address>`)")
+        return value
+
     @field_validator("metrics_token")
     @classmethod
     def _token_digest_is_sha256(cls, value: SecretStr | None) -> SecretStr | None:
@@ -395,6 +456,59 @@ class Settings(BaseSettings):
     @property
     def serves_graphiql(self) -> bool:
         return not self.production if self.graphiql is None else self.graphiql
+
+
+@dataclass(frozen=True)
+class SmtpEndpoint:
+    """A PRISM_SMTP_URL taken apart."""
+
+    host: str
+    port: int
+    # "tls": TLS from the first byte; "starttls": STARTTLS, required; "none": a local relay.
+    security: str
+    username: str | None
+    password: str | None
+
+
+_SMTP_SCHEMES = {"smtps": ("tls", 465), "smtp": ("starttls", 587), "smtp+insecure": ("none", 25)}
+
+
+def smtp_endpoint(url: str) -> SmtpEndpoint:
+    """Host, port, TLS and credentials of an SMTP URL; ValueError for anything else (the
+    message never repeats the URL: it may hold a password)."""
+    parsed = urlsplit(url)
+    scheme = parsed.scheme.lower()
+    if scheme not in _SMTP_SCHEMES:
+        raise ValueError("PRISM_SMTP_URL is smtps://, smtp:// (STARTTLS) or smtp+insecure://")
+    try:
+        port = parsed.port
+    except ValueError:
+        raise ValueError("PRISM_SMTP_URL has a port out of range") from None
+    host = parsed.hostname
+    if not host or parsed.path not in ("", "/") or parsed.query or parsed.fragment:
+        raise ValueError("PRISM_SMTP_URL is scheme://[user:password@]host[:port]")
+    security, default_port = _SMTP_SCHEMES[scheme]
+    if security == "none" and not _loopback(host):
+        raise ValueError(
+            "smtp+insecure:// sends mail (and any password) in the clear: only to a relay on "
+            "this machine (localhost, 127.0.0.0/8, ::1); use smtps:// or smtp:// (STARTTLS)"
+        )
+    return SmtpEndpoint(
+        host=host,
+        port=port or default_port,
+        security=security,
+        username=unquote(parsed.username) if parsed.username else None,
+        password=unquote(parsed.password) if parsed.password is not None else None,
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def cors_origins(value: str) -> list[str]:

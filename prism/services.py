@@ -16,6 +16,7 @@ from prism.crypto.links import ExportLinks
 from prism.db.engine import Database
 from prism.db.notify import Notifications
 from prism.extraction.extract import Limits
+from prism.mail import Mailer
 from prism.operations.registry import OperationRegistry
 from prism.search import Search
 from prism.storage import ObjectStore
@@ -40,6 +41,8 @@ class Services:
     operations: OperationRegistry
     # Signs and checks the download links of personal-data exports.
     export_links: ExportLinks
+    # E-mail (password resets), sent off the request path.
+    mail: Mailer
     # Document progress events; None until the server's lifespan starts listening.
     progress: Notifications | None = field(default=None)
     # Verified bearer credentials; None until the server's lifespan starts listening (and
@@ -64,6 +67,7 @@ class Services:
         return timedelta(seconds=self.settings.refresh_token_ttl_seconds)
 
     async def close(self) -> None:
+        await self.mail.close()
         await self.search.close()
         await self.cache.close()
         await self.db.dispose()

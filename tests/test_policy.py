@@ -72,6 +72,7 @@ ROLE_MAY = {
         "token:create",
         "token:revoke",
         "mfa:manage",
+        "password:change",
         "user:export",
     },
 }
@@ -118,7 +119,13 @@ def reference(p: Principal, action: Action, r: Resource | None) -> tuple[bool, s
             return False, "NOT_FOUND"
     if action.value not in ROLE_MAY[p.role.value]:
         return False, "FORBIDDEN"
-    interactive = ("mfa:manage", "user:mfa-reset", "user:erase", "token:create-service")
+    interactive = (
+        "mfa:manage",
+        "password:change",
+        "user:mfa-reset",
+        "user:erase",
+        "token:create-service",
+    )
     if action.value in interactive and p.api_token_id is not None:
         return False, "FORBIDDEN"
     scope = ACTION_SCOPE[action]

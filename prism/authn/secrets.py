@@ -31,6 +31,7 @@ MAX_PASSWORD_LENGTH = 1024
 
 API_TOKEN_PREFIX = "prism_pat_"
 REFRESH_TOKEN_PREFIX = "prism_rt_"
+PASSWORD_RESET_TOKEN_PREFIX = "prism_reset_"
 _ALPHABET = string.ascii_letters + string.digits
 _BODY_LENGTH = 32
 _CHECKSUM_LENGTH = 6
@@ -58,11 +59,13 @@ class Passwords:
         self._dummy = self._hasher.hash(secrets.token_hex(16))
 
     @staticmethod
-    def validate(password: str) -> None:
+    def validate(password: str, argument: str = "password") -> None:
+        """The password policy (every password set: createUser, changePassword,
+        resetPassword); ``argument`` names the input in the error."""
         if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
             raise BadUserInput(
                 f"Passwords are {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters long.",
-                argument="password",
+                argument=argument,
             )
 
     def hash(self, password: str) -> str:
@@ -126,6 +129,11 @@ def public_prefix(token: str) -> str:
 
 def new_refresh_token() -> str:
     return REFRESH_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_password_reset_token() -> str:
+    """32 random bytes (base64url), with a prefix that says what it is."""
+    return PASSWORD_RESET_TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def token_digest(token: str) -> bytes:

@@ -36,6 +36,7 @@ class Action(StrEnum):
     USER_EXPORT = "user:export"
     USER_ERASE = "user:erase"
     MFA_MANAGE = "mfa:manage"
+    PASSWORD_CHANGE = "password:change"
     TOKEN_CREATE = "token:create"
     TOKEN_CREATE_SERVICE = "token:create-service"
     TOKEN_READ_ALL = "token:read-all"
@@ -61,6 +62,7 @@ _READ = {
     Action.TOKEN_CREATE,
     Action.TOKEN_REVOKE,
     Action.MFA_MANAGE,
+    Action.PASSWORD_CHANGE,
     Action.USER_EXPORT,
 }
 # DOCUMENT_DELETE is owned: a reviewer deletes only what they uploaded.
@@ -120,6 +122,7 @@ ACTION_SCOPE: dict[Action, str | None] = {
     Action.USER_EXPORT: "users:admin",
     Action.USER_ERASE: None,
     Action.MFA_MANAGE: None,
+    Action.PASSWORD_CHANGE: None,
     Action.TOKEN_CREATE: "tokens:admin",
     Action.TOKEN_CREATE_SERVICE: "tokens:admin",
     Action.TOKEN_READ_ALL: "tokens:admin",
@@ -138,12 +141,14 @@ ACTION_SCOPE: dict[Action, str | None] = {
 # Actions whose resource is owned: the owner may act, others need ADMIN.
 # USER_EXPORT: people export their own data; an ADMIN anyone's.
 _OWNED = {Action.DOCUMENT_DELETE, Action.TOKEN_REVOKE, Action.USER_EXPORT}
-# Second factors are managed from a signed-in session, never with an API token: a leaked
-# token must not be able to turn off (or take over) someone's MFA. Erasure cannot be undone:
-# a person asks for it, not an automation holding a token. A service token outlives whoever
-# made it: a leaked token must not be able to mint credentials that survive its revocation.
+# Second factors and passwords are managed from a signed-in session, never with an API token:
+# a leaked token must not be able to turn off (or take over) someone's MFA or password.
+# Erasure cannot be undone: a person asks for it, not an automation holding a token. A service
+# token outlives whoever made it: a leaked token must not be able to mint credentials that
+# survive its revocation.
 _INTERACTIVE = {
     Action.MFA_MANAGE,
+    Action.PASSWORD_CHANGE,
     Action.USER_MFA_RESET,
     Action.USER_ERASE,
     Action.TOKEN_CREATE_SERVICE,

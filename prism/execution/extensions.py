@@ -285,9 +285,19 @@ class Metrics(SchemaExtension):
             GRAPHQL_ERRORS.labels((error.extensions or {}).get("code", "INTERNAL")).inc()
 
 
-# Mutations that check a password, a refresh token or a second factor.
+# Mutations that check a password, a refresh token, a reset token or a second factor, or send
+# a reset e-mail: one per request, so aliases cannot multiply them.
 SECRET_CHECKS = frozenset(
-    {"login", "refreshSession", "confirmMfaEnrollment", "disableMfa", "regenerateMfaBackupCodes"}
+    {
+        "login",
+        "refreshSession",
+        "confirmMfaEnrollment",
+        "disableMfa",
+        "regenerateMfaBackupCodes",
+        "changePassword",
+        "requestPasswordReset",
+        "resetPassword",
+    }
 )
 
 
@@ -307,7 +317,7 @@ class OneSecretCheckPerRequest(ValidationRule):
         if self.seen == 2:
             self.report_error(
                 GraphQLError(
-                    "A request may sign in or check a code once: send one "
+                    "A request may check a password, a token or a code once: send one "
                     f"`{node.name.value}` per request.",
                     node,
                 )

@@ -15,7 +15,7 @@ from prism.models.lake import LakeWatermark
 from prism.models.organizations import Organization
 from prism.models.registered_operations import OrganizationOperation, RegisteredOperation
 from prism.models.throttle import AuthThrottle
-from prism.models.users import ApiToken, MfaBackupCode, RefreshSession, User
+from prism.models.users import ApiToken, MfaBackupCode, PasswordReset, RefreshSession, User
 
 metadata = Base.metadata
 
@@ -38,6 +38,7 @@ __all__ = [
     "MfaBackupCode",
     "Organization",
     "OrganizationOperation",
+    "PasswordReset",
     "QualityRun",
     "RefreshSession",
     "RegisteredOperation",

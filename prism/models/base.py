@@ -39,6 +39,7 @@ TENANT_TABLES: tuple[str, ...] = (
     "audit_chain_heads",
     "jobs",
     "mfa_backup_codes",
+    "password_resets",
     "retention_policies",
     "data_quality_runs",
     "data_keys",

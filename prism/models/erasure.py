@@ -17,7 +17,7 @@ from prism.models.documents import Document
 from prism.models.exports import DataExport
 from prism.models.feedback import Feedback
 from prism.models.jobs import Job
-from prism.models.users import ApiToken, MfaBackupCode, RefreshSession, User
+from prism.models.users import ApiToken, MfaBackupCode, PasswordReset, RefreshSession, User
 
 
 async def lock_uploads(session: AsyncSession, user_id: uuid.UUID) -> list[Document]:
@@ -45,8 +45,8 @@ async def delete_exports(session: AsyncSession, ids: Sequence[uuid.UUID]) -> Non
 
 
 async def remove_personal_rows(session: AsyncSession, user_id: uuid.UUID) -> None:
-    """The person's own text on feedback (the decision stays), their sessions, API tokens
-    and MFA backup codes."""
+    """The person's own text on feedback (the decision stays), their sessions, API tokens,
+    MFA backup codes and password reset tokens."""
     await session.execute(
         sa.update(Feedback)
         .where(Feedback.user_id == user_id)
@@ -55,6 +55,7 @@ async def remove_personal_rows(session: AsyncSession, user_id: uuid.UUID) -> Non
     await session.execute(sa.delete(RefreshSession).where(RefreshSession.user_id == user_id))
     await session.execute(sa.delete(ApiToken).where(ApiToken.user_id == user_id))
     await session.execute(sa.delete(MfaBackupCode).where(MfaBackupCode.user_id == user_id))
+    await session.execute(sa.delete(PasswordReset).where(PasswordReset.user_id == user_id))
 
 
 async def count_retained_events(

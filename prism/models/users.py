@@ -131,6 +131,29 @@ class MfaBackupCode(Base):
     __table_args__ = (sa.UniqueConstraint("user_id", "code_hash"),)
 
 
+class PasswordReset(Base):
+    """A password reset token sent by e-mail (its sha256 only): it works once, until
+    ``expires_at``; using one voids the user's other outstanding ones."""
+
+    __tablename__ = "password_resets"
+
+    id: Mapped[uuid.UUID] = pk()
+    organization_id: Mapped[uuid.UUID] = org_fk()
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    token_hash: Mapped[bytes] = mapped_column(sa.LargeBinary(32), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False)
+    # Set when the token is used, or voided by another of the user's tokens being used.
+    used_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    created_at: Mapped[datetime] = created_at()
+
+    __table_args__ = (
+        sa.UniqueConstraint("token_hash"),
+        sa.Index("ix_password_resets_user_id", "user_id"),
+    )
+
+
 # --- users -------------------------------------------------------------------------------
 
 
@@ -404,6 +427,69 @@ async def revoke_session_family(session: AsyncSession, family_id: uuid.UUID) -> 
         sa.update(RefreshSession)
         .where(RefreshSession.family_id == family_id, RefreshSession.revoked_at.is_(None))
         .values(revoked_at=utcnow())
+    )
+
+
+async def revoke_user_sessions(
+    session: AsyncSession, user_id: uuid.UUID, *, keep_family: uuid.UUID | None = None
+) -> int:
+    """End every open session of the user, but the family ``keep_family``; returns how many
+    families were ended. Their access tokens stop working on their next request (the
+    credential cache hears it: migration 0017)."""
+    ended = await session.scalars(
+        sa.update(RefreshSession)
+        .where(
+            RefreshSession.user_id == user_id,
+            RefreshSession.revoked_at.is_(None),
+            *([RefreshSession.family_id != keep_family] if keep_family is not None else []),
+        )
+        .values(revoked_at=utcnow())
+        .returning(RefreshSession.family_id)
+    )
+    return len(set(ended))
+
+
+# --- password resets -------------------------------------------------------------------------
+
+
+async def create_password_reset(session: AsyncSession, row: PasswordReset) -> PasswordReset:
+    """Store a new reset token; the user's used and expired ones are deleted on the way."""
+    await session.execute(
+        sa.delete(PasswordReset).where(
+            PasswordReset.user_id == row.user_id,
+            sa.or_(PasswordReset.used_at.is_not(None), PasswordReset.expires_at <= sa.func.now()),
+        )
+    )
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def password_reset_lookup(session: AsyncSession, token_hash: bytes) -> sa.Row[Any] | None:
+    """(reset_id, organization_id) of a reset token's hash that is neither used nor expired,
+    before the organization is known (a narrow SECURITY DEFINER function, migration 0019)."""
+    return (
+        await session.execute(
+            sa.select(sa.column("reset_id"), sa.column("organization_id")).select_from(
+                sa.func.prism_password_reset_lookup(token_hash).table_valued(
+                    "reset_id", "organization_id"
+                )
+            )
+        )
+    ).first()
+
+
+async def lock_password_reset(session: AsyncSession, reset_id: uuid.UUID) -> PasswordReset | None:
+    """The reset token, row-locked until the transaction ends."""
+    return await session.get(PasswordReset, reset_id, with_for_update=True)
+
+
+async def use_password_resets(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Mark every outstanding reset token of the user used (one was)."""
+    await session.execute(
+        sa.update(PasswordReset)
+        .where(PasswordReset.user_id == user_id, PasswordReset.used_at.is_(None))
+        .values(used_at=utcnow())
     )
 
 

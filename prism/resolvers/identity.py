@@ -1,6 +1,7 @@
-"""Sign-in, sessions, MFA and users: each resolver calls one use case of ``prism.identity``
-with the request's principal and metadata, in the request's transaction (sign-in, refresh
-and sign-out run in transactions of their own: the caller is not known yet)."""
+"""Sign-in, sessions, passwords, MFA and users: each resolver calls one use case of
+``prism.identity`` with the request's principal and metadata, in the request's transaction
+(sign-in, refresh, sign-out and passwords run in transactions of their own: the caller is not
+known yet, or a refused attempt must be counted even though the request fails)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from prism.authn import throttle
 from prism.authz.policy import Action, require
 from prism.execution.context import Context
 from prism.execution.ids import expect_id
-from prism.identity import mfa, sessions, users
+from prism.identity import mfa, passwords, sessions, users
 from prism.identity.sessions import SignedIn as SignedIn  # the answer the schema maps
 from prism.models import users as user_models
 from prism.models.enums import Classification, Role
@@ -39,6 +40,40 @@ async def refresh_session(ctx: Context, refresh_token: str) -> SignedIn:
 
 async def logout(ctx: Context, refresh_token: str) -> bool:
     return await sessions.logout(ctx.services, ctx.meta, refresh_token=refresh_token)
+
+
+# --- passwords -------------------------------------------------------------------------------
+
+
+async def change_password(ctx: Context, current_password: str, new_password: str) -> bool:
+    principal = ctx.require_principal()
+    # The caller's own session (the access token's) goes on; an API token has none.
+    session_id = None
+    if principal.api_token_id is None and ctx.credential is not None:
+        session_id = ctx.services.access_tokens.verify(ctx.credential).session_id
+    with ctx.retry_after_header():
+        await passwords.change_password(
+            ctx.services,
+            principal,
+            ctx.meta,
+            session_id=session_id,
+            current_password=current_password,
+            new_password=new_password,
+        )
+    return True
+
+
+async def request_password_reset(ctx: Context, email: str) -> bool:
+    with ctx.retry_after_header():
+        return await passwords.request_password_reset(ctx.services, ctx.meta, email=email)
+
+
+async def reset_password(ctx: Context, token: str, new_password: str) -> bool:
+    with ctx.retry_after_header():
+        await passwords.reset_password(
+            ctx.services, ctx.meta, token=token, new_password=new_password
+        )
+    return True
 
 
 # --- MFA -------------------------------------------------------------------------------------

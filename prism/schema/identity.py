@@ -1,5 +1,5 @@
 """Organizations, users, API tokens and the viewer; the identity fields of the root Query
-(users, API tokens) and Mutation (sign-in, sessions, MFA, API tokens, users)."""
+(users, API tokens) and Mutation (sign-in, sessions, passwords, MFA, API tokens, users)."""
 
 from __future__ import annotations
 
@@ -183,6 +183,18 @@ class LoginInput:
     totp: str | None = None
 
 
+@strawberry.input(description="The caller's current password and the new one.")
+class ChangePasswordInput:
+    current_password: str
+    new_password: str = strawberry.field(description="12 to 1024 characters.")
+
+
+@strawberry.input(description="A token from a password reset e-mail, and the new password.")
+class ResetPasswordInput:
+    token: str
+    new_password: str = strawberry.field(description="12 to 1024 characters.")
+
+
 @strawberry.type(description="A new authenticator to confirm with `confirmMfaEnrollment`.")
 class MfaEnrollment:
     secret: str = strawberry.field(description="Base32 TOTP secret, for manual entry.")
@@ -274,6 +286,32 @@ class IdentityMutation:
     )
     async def logout(self, info: Info, refresh_token: str) -> bool:
         return await identity_resolvers.logout(info.context, refresh_token)
+
+    @strawberry.mutation(
+        description="Change the caller's password, with the current one (signed-in session "
+        "only); the caller's other sessions end. A wrong current password counts as a failed "
+        "sign-in."
+    )
+    async def change_password(self, info: Info, input: ChangePasswordInput) -> bool:
+        return await identity_resolvers.change_password(
+            info.context, input.current_password, input.new_password
+        )
+
+    @strawberry.mutation(
+        description="E-mail a password reset token to this address, if it is a user's. The "
+        "answer is `true` either way: it says nothing about whether the address exists."
+    )
+    async def request_password_reset(self, info: Info, email: str) -> bool:
+        return await identity_resolvers.request_password_reset(info.context, email)
+
+    @strawberry.mutation(
+        description="Set a new password with the token of a reset e-mail. The token works "
+        "once (and voids the user's other reset tokens); every session of the user ends."
+    )
+    async def reset_password(self, info: Info, input: ResetPasswordInput) -> bool:
+        return await identity_resolvers.reset_password(
+            info.context, input.token, input.new_password
+        )
 
     @strawberry.mutation(
         description="Start MFA enrolment: a new TOTP secret for the caller's authenticator "

@@ -46,7 +46,7 @@ class PrincipalUser(BaseUser):
 
 class BearerAuthentication(AuthenticationBackend):
     """Who is calling: ``Authorization: Bearer <JWT | prism_pat_…>``; none means anonymous
-    (only ``login`` and ``refreshSession`` then work)."""
+    (only sign-in, refresh, sign-out and the password reset mutations then work)."""
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         header = conn.headers.get("authorization")

@@ -30,7 +30,7 @@ def disable_tenant_rls(table: str) -> None:
 
 
 # Tenant tables whose writes do not change what a cached answer shows (sign-in sessions, MFA
-# codes, the audit chain's bookkeeping, the job queue's leases, wrapped data keys (a re-wrap
+# codes, password reset tokens, the audit chain's bookkeeping, the job queue's leases, wrapped data keys (a re-wrap
 # changes no plaintext), the lake export's watermarks), or change too often for caching to
 # survive them and are never cached (API tokens: `last_used_at` every minute): no
 # data_version trigger.
@@ -38,6 +38,7 @@ UNVERSIONED_TABLES = frozenset(
     {
         "sessions",
         "mfa_backup_codes",
+        "password_resets",
         "audit_chain_heads",
         "jobs",
         "api_tokens",
