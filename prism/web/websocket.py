@@ -363,7 +363,9 @@ class PrismTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
             await operation.send_operation_message(
                 CompleteMessage(id=operation.id, type="complete")
             )
-        except _OperationStreamClosed:
+        except (_OperationStreamClosed, WebSocketDisconnected):
+            # The client went away before the last message (its socket closed as the
+            # operation ended): nobody to tell, nothing went wrong.
             return
         except Exception as error:
             await self.handle_task_exception(error)
