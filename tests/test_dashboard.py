@@ -322,19 +322,74 @@ async def _check_numbers(page: Page, api: dict[str, Any]) -> None:
     }
 
 
-async def _tab_order(page: Page, stops: int) -> list[str]:
-    """What the Tab key reaches from the top of the page, in order (ids, or tag names)."""
-    await page.locator("body").focus()
-    reached = []
-    for _ in range(stops):
+# The focused element: its id (or tag and type), and whether its focus is drawn.
+_FOCUSED = """() => {
+  const e = document.activeElement;
+  const style = getComputedStyle(e);
+  const drawn = style.outlineStyle !== "none" && parseFloat(style.outlineWidth) >= 2;
+  return [e.id || e.tagName.toLowerCase() + (e.type ? ":" + e.type : ""), drawn];
+}"""
+
+
+async def _tab_order(page: Page) -> list[str]:
+    """What the Tab key reaches from the top of the page to its end, in order (ids, or tag
+    names); each stop must show its focus."""
+    # A click on the title moves the starting point of sequential navigation there.
+    await page.click("h1")
+    reached: list[str] = []
+    while len(reached) < 30:
         await page.keyboard.press("Tab")
-        reached.append(
-            await page.evaluate(
-                "() => document.activeElement.id || document.activeElement.tagName.toLowerCase()"
-                " + (document.activeElement.type ? ':' + document.activeElement.type : '')"
-            )
-        )
+        name, drawn = await page.evaluate(_FOCUSED)
+        if name == "body":  # past the last stop
+            break
+        assert drawn, f"{name} shows no focus"
+        reached.append(name)
     return reached
+
+
+# Text whose colour does not stand out from its background as WCAG AA asks (4.5:1; 3:1 for
+# large text), measured on what the page computes: "tag#id text ratio" for each, and how many
+# elements with text were measured.
+_LOW_CONTRAST = """() => {
+  const channels = (text) => {
+    const found = text.match(/rgba?\\(([^)]+)\\)/);
+    if (!found) return null;
+    const p = found[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return { rgb: p.slice(0, 3), alpha: p.length > 3 ? p[3] : 1 };
+  };
+  const luminance = ({ rgb }) => {
+    const [r, g, b] = rgb.map((v) => {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const background = (element) => {
+    for (let e = element; e; e = e.parentElement) {
+      const colour = channels(getComputedStyle(e).backgroundColor);
+      if (colour && colour.alpha > 0) return colour;
+    }
+    return { rgb: [255, 255, 255], alpha: 1 };
+  };
+  const low = [];
+  let measured = 0;
+  for (const element of document.querySelectorAll("body *")) {
+    const texts = [...element.childNodes].filter((n) => n.nodeType === 3 && n.textContent.trim());
+    const style = getComputedStyle(element);
+    if (!texts.length || style.visibility === "hidden" || !element.getClientRects().length) {
+      continue;
+    }
+    measured += 1;
+    const [a, b] = [luminance(channels(style.color)), luminance(background(element))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (Number(style.fontWeight) >= 700 && size >= 18.66);
+    if (ratio < (large ? 3 : 4.5)) {
+      low.push(`${element.tagName}#${element.id} ${texts[0].textContent.trim()} ${ratio}`);
+    }
+  }
+  return [low, measured];
+}"""
 
 
 @pytest.mark.browser
@@ -361,6 +416,9 @@ async def test_the_dashboard_draws_the_demo_as_the_api_answers(
         status = page.locator("#who")
         await expect(status).to_have_text("Not signed in")
         await expect(page.locator("#panels")).to_be_hidden()
+        # The first stop of the keyboard is the link that skips to the dashboard.
+        await page.keyboard.press("Tab")
+        assert await page.evaluate(_FOCUSED) == ["a", True]
 
         # A refused token is said so, and not kept.
         await page.fill("#token", "prism_pat_not-a-token")
@@ -410,6 +468,9 @@ async def test_the_dashboard_draws_the_demo_as_the_api_answers(
             label = await canvas.get_attribute("aria-label") or ""
             assert first in label, label
             assert await canvas.get_attribute("role") == "img"
+        low, measured = await page.evaluate(_LOW_CONTRAST)
+        assert low == []
+        assert measured > 60  # tiles, notes, tables: the whole page was measured
         # Nothing sideways: the page fits the width, the phone's included.
         assert await page.evaluate("document.documentElement.scrollWidth") <= width
 
@@ -430,7 +491,7 @@ async def test_the_dashboard_draws_the_demo_as_the_api_answers(
         await expect(page.locator("#problem")).to_contain_text("starts after it ends")
 
         # The keyboard reaches the range picker and sign-out, in reading order.
-        reached = await _tab_order(page, 12)
+        reached = await _tab_order(page)
         for stop in ("sign-out", "from", "to"):
             assert stop in reached, reached
         assert reached.index("sign-out") < reached.index("from") < reached.index("to")
