@@ -17,7 +17,7 @@ $(UV):
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 # The runtime, and the embedded PostgreSQL (pgserver) where wheels exist (CPython <= 3.12);
-# the browser files Prism serves (GraphiQL), pinned by web/package-lock.json (npm ci).
+# the browser files Prism serves (GraphiQL, Chart.js for the dashboard), pinned by web/package-lock.json (npm ci).
 install: $(UV)
 	$(UV) sync --frozen --python $(PYTHON) --extra embedded
 	scripts/web-assets.sh install $(VENV)/bin/python

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The browser files Prism serves itself (GraphiQL and React), pinned by web/package-lock.json.
+# The browser files Prism serves itself (GraphiQL and React; Chart.js), pinned by web/package-lock.json.
 #
 #   scripts/web-assets.sh install PYTHON   `npm ci` in web/ (again only when its lock changed),
 #                                          then copy the files prism/web/assets.py names into

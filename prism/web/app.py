@@ -34,6 +34,8 @@ from prism.schema import build_schema
 from prism.web.assets import ROUTE as ASSET_ROUTE
 from prism.web.assets import Assets
 from prism.web.auth import BearerAuthentication, unauthenticated
+from prism.web.dashboard import ROUTE as DASHBOARD_ROUTE
+from prism.web.dashboard import Dashboard
 from prism.web.edge import ClientAddressMiddleware, TrustedProxies
 from prism.web.graphql import CSRF_HEADERS, PrismGraphQL
 from prism.web.guard import RequestGuard, error_answer
@@ -47,7 +49,7 @@ from prism.web.routes import (
 )
 
 log = structlog.get_logger("prism.http")
-ROUTES = frozenset({"/graphql", "/healthz", "/readyz", "/metrics"})
+ROUTES = frozenset({"/graphql", "/healthz", "/readyz", "/metrics", "/dashboard"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -137,6 +139,7 @@ def create_app(
         url = database_url or await bootstrap.prepare_database(settings)
         services = bootstrap.build_services(settings, url)
         await bootstrap.ensure_audit_partitions(services)
+        await dashboard.register(services)
         progress = Notifications(url_for_asyncpg(url), PROGRESS_CHANNEL, key_field="d")
         await progress.start()
         credentials = CredentialCache(url_for_asyncpg(url), ttl_seconds=settings.auth_cache_seconds)
@@ -158,8 +161,10 @@ def create_app(
             await services.close()
 
     assets = Assets()
+    schema = build_schema(settings)
+    dashboard = Dashboard(schema._schema, assets)
     graphql = PrismGraphQL(
-        build_schema(settings),
+        schema,
         assets=assets,
         graphql_ide="graphiql" if settings.serves_graphiql else None,
         allow_queries_via_get=True,
@@ -174,6 +179,7 @@ def create_app(
             Route("/readyz", readyz),
             Route("/metrics", public_metrics(metrics_gate(settings))),
             Route("/exports/{organization}/{export}", download_export),
+            Route(DASHBOARD_ROUTE, dashboard.serve, methods=["GET"]),
             Route(ASSET_ROUTE, assets.serve, methods=["GET"]),
         ],
         middleware=[

@@ -3,9 +3,10 @@ loads from anywhere but Prism.
 
 Every file served is named in ``FILES``, an allow-list: a request names a file, the name is
 looked up there, and the path read is the list's, never one built from the request. The
-vendored files (GraphiQL, React, …) are pinned by ``web/package-lock.json``; ``make install``
-runs ``npm ci`` there and copies the ones named here into ``static/vendor/`` (``python -m
-prism.web.assets <node_modules>``); Prism's own page scripts and styles live in ``static/``.
+vendored files (GraphiQL, React, Chart.js, …) are pinned by ``web/package-lock.json``; ``make
+install`` runs ``npm ci`` there and copies the ones named here into ``static/vendor/``
+(``python -m prism.web.assets <node_modules>``); Prism's own page scripts and styles live in
+``static/``.
 
 A file's URL is ``/assets/<digest>/<name>``, the digest that of its bytes: an answer is
 cacheable for a year (``immutable``), and a new file is a new URL. A page names its files
@@ -75,9 +76,14 @@ FILES: tuple[AssetFile, ...] = (
         "vendor/graphiql-explorer.css",
         "@graphiql/plugin-explorer/dist/style.css",
     ),
-    # Prism's own: the IDE page's script (token sign-in, the fetcher) and its style.
+    # Chart.js's UMD build (the global ``Chart``): the dashboard's charts, drawn on canvases.
+    AssetFile("chart.js", "vendor/chart.umd.min.js", "chart.js/dist/chart.umd.min.js"),
+    # Prism's own: the IDE page's script (token sign-in, the fetcher) and its style; the
+    # dashboard's.
     AssetFile("prism-graphiql.js", "prism-graphiql.js"),
     AssetFile("prism-graphiql.css", "prism-graphiql.css"),
+    AssetFile("prism-dashboard.js", "prism-dashboard.js"),
+    AssetFile("prism-dashboard.css", "prism-dashboard.css"),
 )
 
 
