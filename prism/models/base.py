@@ -50,6 +50,8 @@ TENANT_TABLES: tuple[str, ...] = (
     "bi_activity_hourly",
     "bi_activity_daily",
     "bi_invalidations",
+    "outbox_events",
+    "outbox_cursors",
 )
 
 

@@ -45,6 +45,9 @@ UNVERSIONED_TABLES = frozenset(
         "lake_watermarks",
         # the rollups' to-do list: the rollup tables move the version when they are refreshed
         "bi_invalidations",
+        # the outbox: its events describe changes that moved the version themselves
+        "outbox_events",
+        "outbox_cursors",
     }
 )
 
