@@ -9,7 +9,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint schema docs bench bench-bi bench-perf bench-search opensearch-stop clean install
+.PHONY: run test lint schema docs bench bench-bi bench-perf bench-search bench-events opensearch-stop kafka-stop clean install
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -28,18 +28,25 @@ lint: install
 	$(VENV)/bin/mypy
 
 # The services the tests need: Redis is installed here (the tests start their own
-# instances); an OpenSearch node is started here (once; a running one is reused) and handed to
-# pytest as PRISM_TEST_OPENSEARCH_URL. Under CI=true a node that cannot start fails the run;
-# elsewhere its tests are skipped, saying why.
+# instances); an OpenSearch node and a Kafka broker are started here (once; running ones are
+# reused) and handed to pytest as PRISM_TEST_OPENSEARCH_URL and PRISM_TEST_KAFKA_BOOTSTRAP.
+# Under CI=true a service that cannot start fails the run; elsewhere its tests are skipped,
+# saying why.
 test: install lint
 	scripts/redis.sh ensure
 	@url="$$(scripts/opensearch.sh start)" || { \
 	  if [ "$$CI" = true ]; then echo "make test: OpenSearch did not start" >&2; exit 1; fi; \
 	  echo "make test: no OpenSearch node; its tests will be skipped" >&2; url=; }; \
-	PRISM_TEST_OPENSEARCH_URL="$$url" $(VENV)/bin/pytest
+	kafka="$$(scripts/kafka.sh ensure)" || { \
+	  if [ "$$CI" = true ]; then echo "make test: Kafka did not start" >&2; exit 1; fi; \
+	  echo "make test: no Kafka broker; its tests will be skipped" >&2; kafka=; }; \
+	PRISM_TEST_OPENSEARCH_URL="$$url" PRISM_TEST_KAFKA_BOOTSTRAP="$$kafka" $(VENV)/bin/pytest
 
 opensearch-stop:
 	scripts/opensearch.sh stop
+
+kafka-stop:
+	scripts/kafka.sh stop
 
 # Benchmarks (about 23 minutes): the ingestion pipeline (about 6 minutes), then Prism beside
 # PostGraphile and the physical limit (bench-perf); results in bench/results/.

@@ -62,8 +62,13 @@ class KafkaPublisher:
         self._prefix = settings.kafka_topic_prefix
         self._timeout = settings.kafka_timeout_seconds
         self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
 
     async def _started(self) -> AIOKafkaProducer:
+        async with self._starting:
+            return await self._start()
+
+    async def _start(self) -> AIOKafkaProducer:
         if self._producer is None:
             producer = AIOKafkaProducer(**self._options)
             try:

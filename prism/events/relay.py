@@ -104,6 +104,7 @@ class Relay:
         consumer: str = CONSUMER,
         batch_size: int | None = None,
         concurrency: int = CONCURRENCY,
+        max_backoff_seconds: float = BACKOFF_MAX_SECONDS,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -111,6 +112,7 @@ class Relay:
         self.consumer = consumer
         self.batch_size = batch_size or settings.events_batch_size
         self.concurrency = concurrency
+        self.max_backoff = max_backoff_seconds
         self.published = 0
         self._wake = asyncio.Event()
         self._pruned_at = 0.0
@@ -147,7 +149,7 @@ class Relay:
                         retry_in=round(delay, 2),
                     )
                     await _wait(stop, delay)
-                    delay = min(delay * 2, BACKOFF_MAX_SECONDS) * random.uniform(0.8, 1.2)  # noqa: S311
+                    delay = min(delay * 2, self.max_backoff) * random.uniform(0.8, 1.2)  # noqa: S311
                     continue
                 if moved == 0:
                     self._wake.clear()

@@ -264,6 +264,16 @@ async def advance_cursor(
     )
 
 
+async def read_cursor(session: AsyncSession, consumer: str, organization_id: uuid.UUID) -> int:
+    """The last sequence ``consumer`` handled of the organization (0: none)."""
+    found = await session.scalar(
+        sa.select(OutboxCursor.last_sequence).where(
+            OutboxCursor.consumer == consumer, OutboxCursor.organization_id == organization_id
+        )
+    )
+    return int(found or 0)
+
+
 @dataclass(frozen=True)
 class Lag:
     events: int
