@@ -68,6 +68,12 @@ bench-perf: install
 bench-search: install
 	PRISM_BENCH_OPENSEARCH_URL="$$(scripts/opensearch.sh start)" $(VENV)/bin/python bench/search.py $(SEARCH_ARGS)
 
+# The outbox and its Kafka relay (about 2 minutes): relay throughput, what the outbox adds to a
+# mutation, commit → Kafka latency; results in bench/results/events.*. More options in
+# EVENTS_ARGS, e.g. EVENTS_ARGS="--events 10000 --results-dir /tmp/events".
+bench-events: install
+	PRISM_BENCH_KAFKA_BOOTSTRAP="$$(scripts/kafka.sh ensure)" $(VENV)/bin/python bench/outbox.py $(EVENTS_ARGS)
+
 # BI benchmarks at a million analyses (about 15 minutes); results in bench/results/bi.*.
 # More options in BI_ARGS (later ones win), e.g. BI_ARGS="--documents 1000 --results-dir /tmp/bi".
 # tests/test_bench_smoke.py runs every benchmark at a tiny size, into a temporary directory.

@@ -388,3 +388,29 @@ async def _until(read: Any, value: int, *, within: float = 30) -> None:
     while (current := await read()) != value:
         assert time.monotonic() < deadline, f"still {current}, waiting for {value}"
         await asyncio.sleep(0.1)
+
+
+async def test_prism_worker_runs_the_relay_when_kafka_is_set(
+    events_services: Services, kafka_bootstrap: str
+) -> None:
+    from dataclasses import replace
+
+    from prism.jobs.worker import Worker
+
+    prefix = f"worker-{uuid.uuid4().hex[:8]}."
+    settings = events_services.settings.model_copy(update={"kafka_topic_prefix": prefix})
+    assert settings.runs_relay
+    assert not settings.model_copy(update={"events_relay": False}).runs_relay
+    services = replace(events_services, settings=settings)
+    tenant = await make_tenant(services)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(Worker(services, concurrency=1).run(stop, grace_seconds=1))
+    try:
+        # the worker's relay is the default consumer ("kafka")
+        await _until(lambda: pending_total(services, "kafka"), 0)
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, 30)
+    messages = await consume(kafka_bootstrap, prefix, at_least=1)
+    found = by_organization(messages)
+    assert_in_order(found, str(tenant.org_id), await head_of(services, tenant.org_id))

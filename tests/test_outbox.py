@@ -352,3 +352,11 @@ async def test_published_events_are_pruned_after_the_window_and_unpublished_ones
     async with services.db.transaction(None) as session:
         lag = await outbox.lag(session, consumer)
     assert lag.events >= len(stored) - 3
+
+
+async def test_the_outbox_lag_is_on_metrics(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    # no relay runs in these tests: the tenant's events are pending
+    body = (await client.get("/metrics")).text
+    lag = next(line for line in body.splitlines() if line.startswith("prism_outbox_lag_events "))
+    assert float(lag.split()[1]) > 0
+    assert "prism_outbox_lag_seconds " in body
