@@ -49,6 +49,8 @@ CONCURRENCY = 4
 BACKOFF_FIRST_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
 PRUNE_EVERY_SECONDS = 60.0
+# Lag gauges and the snapshot's turn are looked at this often, not after every batch.
+MAINTAIN_EVERY_SECONDS = 1.0
 PRUNE_BATCH = 10_000
 
 
@@ -116,6 +118,7 @@ class Relay:
         self.published = 0
         self._wake = asyncio.Event()
         self._pruned_at = 0.0
+        self._maintained_at = 0.0
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -208,6 +211,9 @@ class Relay:
     # --- upkeep --------------------------------------------------------------------------------
 
     async def maintain(self) -> None:
+        if time.monotonic() - self._maintained_at < MAINTAIN_EVERY_SECONDS:
+            return
+        self._maintained_at = time.monotonic()
         await observe_lag(self.db, self.consumer)
         if time.monotonic() - self._pruned_at >= PRUNE_EVERY_SECONDS:
             self._pruned_at = time.monotonic()

@@ -200,7 +200,7 @@ async def unregister_consumer(session: AsyncSession, consumer: str) -> bool:
 
 
 async def pending_organizations(session: AsyncSession, consumer: str, limit: int) -> list[Pending]:
-    """Organizations with events past ``consumer``'s cursor, most behind first (a SECURITY
+    """Organizations with events past ``consumer``'s cursor, least recently served first (a SECURITY
     DEFINER function: it reads every organization's head, no event)."""
     rows = await session.execute(
         sa.text(
@@ -217,13 +217,7 @@ async def claim_stream(
 ) -> int | None:
     """Lock ``consumer``'s cursor of the organization (the transaction's organization) until the
     transaction ends; its last sequence, or None when another process holds it."""
-    await session.execute(
-        sa.text(
-            "INSERT INTO outbox_cursors (consumer, organization_id) "
-            "VALUES (:consumer, CAST(:org AS uuid)) ON CONFLICT DO NOTHING"
-        ),
-        {"consumer": consumer, "org": str(organization_id)},
-    )
+    values = {"consumer": consumer, "org": str(organization_id)}
     row = (
         await session.execute(
             sa.text(
@@ -231,10 +225,23 @@ async def claim_stream(
                 "WHERE consumer = :consumer AND organization_id = CAST(:org AS uuid) "
                 "FOR UPDATE SKIP LOCKED"
             ),
-            {"consumer": consumer, "org": str(organization_id)},
+            values,
         )
     ).first()
-    return None if row is None else int(row[0])
+    if row is not None:
+        return int(row[0])
+    # Held by another process, or not made yet: the first claim makes it (and holds it).
+    made = (
+        await session.execute(
+            sa.text(
+                "INSERT INTO outbox_cursors (consumer, organization_id) "
+                "VALUES (:consumer, CAST(:org AS uuid)) ON CONFLICT DO NOTHING "
+                "RETURNING last_sequence"
+            ),
+            values,
+        )
+    ).first()
+    return None if made is None else int(made[0])
 
 
 async def read_after(

@@ -47,7 +47,8 @@ FUNCTIONS = (
         LEFT JOIN outbox_cursors c
             ON c.consumer = p_consumer AND c.organization_id = h.organization_id
         WHERE h.outbox_sequence > coalesce(c.last_sequence, 0)
-        ORDER BY h.outbox_sequence - coalesce(c.last_sequence, 0) DESC
+        -- the least recently served first: no organization waits behind busier ones
+        ORDER BY c.updated_at NULLS FIRST
         LIMIT p_limit
     $$""",
     f"""
