@@ -325,6 +325,10 @@ async def latency(bench: Any, kafka: str, args: argparse.Namespace) -> list[dict
                 )
             committed[str(event.id)] = time.perf_counter()
             await asyncio.sleep(args.latency_gap)
+        # the relay still runs until the last change arrived (or 30 s passed)
+        waited = time.perf_counter()
+        while len(arrived) < len(committed) and time.perf_counter() - waited < 30:
+            await asyncio.sleep(0.05)
     finally:
         stopped_at = time.perf_counter()
         stop.set()
