@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
@@ -289,6 +290,7 @@ async def latency(bench: Any, kafka: str, args: argparse.Namespace) -> list[dict
     stop = asyncio.Event()
     committed: dict[str, float] = {}
     arrived: dict[str, float] = {}
+    written, all_arrived = asyncio.Event(), asyncio.Event()
     reader = AIOKafkaConsumer(
         f"{prefix}{USER_INTERACTIONS}",
         bootstrap_servers=kafka,
@@ -304,6 +306,8 @@ async def latency(bench: Any, kafka: str, args: argparse.Namespace) -> list[dict
             for records in batch.values():
                 for record in records:
                     arrived.setdefault(dict(record.headers)["ce_id"].decode(), now)
+            if written.is_set() and len(arrived) >= len(committed):
+                all_arrived.set()
             if stop.is_set() and time.perf_counter() - stopped_at > 30:
                 return
 
@@ -326,9 +330,9 @@ async def latency(bench: Any, kafka: str, args: argparse.Namespace) -> list[dict
             committed[str(event.id)] = time.perf_counter()
             await asyncio.sleep(args.latency_gap)
         # the relay still runs until the last change arrived (or 30 s passed)
-        waited = time.perf_counter()
-        while len(arrived) < len(committed) and time.perf_counter() - waited < 30:
-            await asyncio.sleep(0.05)
+        written.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_arrived.wait(), 30)
     finally:
         stopped_at = time.perf_counter()
         stop.set()
