@@ -179,8 +179,16 @@ class Relay:
             async with gate:
                 return await self.publish_organization(organization_id)
 
-        counts = await asyncio.gather(*(one(p.organization_id) for p in pending))
-        return sum(counts)
+        # Every batch of the pass ends (acknowledged, or failed and rolled back) before the pass
+        # does: a failed one closed the producer the others shared, and nothing sent by it may
+        # still be on its way when the next pass sends again.
+        outcomes = await asyncio.gather(
+            *(one(p.organization_id) for p in pending), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return sum(o for o in outcomes if isinstance(o, int))
 
     async def publish_organization(self, organization_id: uuid.UUID) -> int:
         """Publish the organization's next batch if no other relay holds its stream."""
