@@ -192,6 +192,27 @@ def test_no_event_type_carries_text_or_personal_data(event_type: str) -> None:
         assert draft.event["subject"].startswith("Document/")
 
 
+def test_an_audit_event_type_without_an_entry_makes_an_event_of_ids_only() -> None:
+    draft = catalog.from_audit(
+        event_id=uuid.uuid4(),
+        organization_id=uuid.uuid4(),
+        time=datetime.now(UTC),
+        event_type="Reports.Exported-Monthly",
+        actor_user_id=None,
+        actor_api_token_id=None,
+        resource_type=None,
+        resource_id=None,
+        classification=None,
+        department=None,
+        before=_hostile(set()),
+        after=_hostile({"email"}),
+    )
+    _assert_cloudevent(draft.event, draft.type)
+    _assert_clean(draft.event)
+    assert draft.type == "prism.reports.exported_monthly"
+    assert set(draft.event["data"]) == {"organizationId"}
+
+
 def test_figures_of_the_allowed_shapes_pass() -> None:
     draft = catalog.from_audit(
         event_id=uuid.uuid4(),
