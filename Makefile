@@ -10,7 +10,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint schema docs bench bench-bi bench-perf bench-search opensearch-stop clean install
+.PHONY: run test lint schema docs bench bench-bi bench-perf bench-search bench-events opensearch-stop kafka-stop clean install
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -30,21 +30,28 @@ lint: install
 	$(VENV)/bin/ruff format --check prism tests bench
 	$(VENV)/bin/mypy
 
-# The services the tests need: Redis and Chromium (headless, for tests/test_browser.py) are
+# The services the tests need: Redis and Chromium (headless, for the browser tests) are
 # installed here from Debian when missing (the tests start their own Redis instances and
-# browsers); an OpenSearch node is started here (once; a running one is reused) and handed to
-# pytest as PRISM_TEST_OPENSEARCH_URL. Under CI=true a node that cannot start fails the run;
-# elsewhere its tests are skipped, saying why.
+# browsers); an OpenSearch node and a Kafka broker are started here (once; running ones are
+# reused) and handed to pytest as PRISM_TEST_OPENSEARCH_URL and PRISM_TEST_KAFKA_BOOTSTRAP.
+# Under CI=true a service that cannot start fails the run; elsewhere its tests are skipped,
+# saying why.
 test: install lint
 	scripts/redis.sh ensure
 	scripts/chromium.sh ensure
 	@url="$$(scripts/opensearch.sh start)" || { \
 	  if [ "$$CI" = true ]; then echo "make test: OpenSearch did not start" >&2; exit 1; fi; \
 	  echo "make test: no OpenSearch node; its tests will be skipped" >&2; url=; }; \
-	PRISM_TEST_OPENSEARCH_URL="$$url" $(VENV)/bin/pytest
+	kafka="$$(scripts/kafka.sh ensure)" || { \
+	  if [ "$$CI" = true ]; then echo "make test: Kafka did not start" >&2; exit 1; fi; \
+	  echo "make test: no Kafka broker; its tests will be skipped" >&2; kafka=; }; \
+	PRISM_TEST_OPENSEARCH_URL="$$url" PRISM_TEST_KAFKA_BOOTSTRAP="$$kafka" $(VENV)/bin/pytest
 
 opensearch-stop:
 	scripts/opensearch.sh stop
+
+kafka-stop:
+	scripts/kafka.sh stop
 
 # Benchmarks (about 23 minutes): the ingestion pipeline (about 6 minutes), then Prism beside
 # PostGraphile and the physical limit (bench-perf); results in bench/results/.
@@ -65,6 +72,12 @@ bench-perf: install
 # More options in SEARCH_ARGS, e.g. SEARCH_ARGS="--sections 2000 --results-dir /tmp/search".
 bench-search: install
 	PRISM_BENCH_OPENSEARCH_URL="$$(scripts/opensearch.sh start)" $(VENV)/bin/python bench/search.py $(SEARCH_ARGS)
+
+# The outbox and its Kafka relay (about 2 minutes): relay throughput, what the outbox adds to a
+# mutation, commit → Kafka latency; results in bench/results/events.*. More options in
+# EVENTS_ARGS, e.g. EVENTS_ARGS="--events 10000 --results-dir /tmp/events".
+bench-events: install
+	PRISM_BENCH_KAFKA_BOOTSTRAP="$$(scripts/kafka.sh ensure)" $(VENV)/bin/python bench/outbox.py $(EVENTS_ARGS)
 
 # BI benchmarks at a million analyses (about 15 minutes); results in bench/results/bi.*.
 # More options in BI_ARGS (later ones win), e.g. BI_ARGS="--documents 1000 --results-dir /tmp/bi".

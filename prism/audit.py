@@ -1,7 +1,9 @@
 """The one way a use case records what it changed: ``record(session, ...)`` appends the audit
 event to its organization's chain in the change's own transaction, so a change and its event
 commit together or not at all. Every audited change in Prism goes through here (the domain
-packages call it; nothing above them writes audit rows)."""
+packages call it; nothing above them writes audit rows), and so each also writes its outbox
+event (``prism.events.catalog``: the CloudEvent, its topic and what it may carry) in the same
+statement that advances the chain head: what leaves Prism is exactly what was committed."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism.authz.principal import Principal
+from prism.events.catalog import from_audit
 from prism.models.audit import Actor, AuditEvent, RequestMeta, Subject, record_event
+from prism.models.outbox import Draft
 
 __all__ = ["OPERATOR", "Actor", "RequestMeta", "Subject", "actor_of", "record"]
 
@@ -62,4 +66,22 @@ async def record(
         before=before,
         after=after,
         subject=subject,
+        outbox=_outbox_event,
+    )
+
+
+def _outbox_event(event: AuditEvent) -> Draft:
+    return from_audit(
+        event_id=event.id,
+        organization_id=event.organization_id,
+        time=event.created_at,
+        event_type=event.event_type,
+        actor_user_id=event.actor_id,
+        actor_api_token_id=event.api_token_id,
+        resource_type=event.resource_type,
+        resource_id=event.resource_id,
+        classification=event.classification.value if event.classification else None,
+        department=event.department,
+        before=event.before,
+        after=event.after,
     )

@@ -32,6 +32,19 @@ class SearchFallback(StrEnum):
     POSTGRES = "postgres"
 
 
+class KafkaSecurity(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class KafkaSaslMechanism(StrEnum):
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
 class Settings(BaseSettings):
     """All of Prism's configuration. Build it once at start-up and pass it down."""
 
@@ -361,6 +374,68 @@ class Settings(BaseSettings):
         description="host:port of a separate listener that serves /metrics alone (an internal "
         "network); the public port then serves it only with PRISM_METRICS_TOKEN.",
     )
+    kafka_bootstrap: str | None = Field(
+        None,
+        description="Comma-separated host:port of Kafka brokers the outbox relay publishes "
+        "events to (`prism events relay`; `prism worker` runs the relay when this is set).",
+    )
+    kafka_topic_prefix: str = Field(
+        "",
+        max_length=100,
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="Prefix of the topics document-events, user-interactions and "
+        "system-metrics (e.g. `prism.`).",
+    )
+    kafka_security_protocol: KafkaSecurity = Field(
+        KafkaSecurity.PLAINTEXT,
+        description="How the relay reaches the brokers: PLAINTEXT, SSL, SASL_PLAINTEXT or "
+        "SASL_SSL (TLS with the system's trust store unless PRISM_KAFKA_SSL_CAFILE).",
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism = Field(
+        KafkaSaslMechanism.PLAIN,
+        description="SASL mechanism with a SASL_* protocol: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.",
+    )
+    kafka_sasl_username: SecretStr | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="CA bundle (PEM) that signs the brokers' certificates."
+    )
+    kafka_timeout_seconds: float = Field(
+        30,
+        gt=0,
+        le=600,
+        description="How long the relay waits for the brokers to acknowledge a batch before "
+        "it sends the batch again (with backoff).",
+    )
+    events_relay: bool | None = Field(
+        None,
+        description="Run the outbox relay in `prism worker` (unset: when PRISM_KAFKA_BOOTSTRAP "
+        "is set).",
+    )
+    events_batch_size: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="Events the relay publishes per batch (the most a killed relay re-sends).",
+    )
+    events_poll_seconds: float = Field(
+        2,
+        gt=0,
+        le=300,
+        description="How often an idle relay looks for events (it also wakes on NOTIFY).",
+    )
+    events_snapshot_seconds: float = Field(
+        60,
+        ge=0,
+        description="How often the relay writes each active organization's metrics snapshot "
+        "(queue depth, processing times, AI cost) to system-metrics (0: never).",
+    )
+    outbox_retention_hours: float = Field(
+        168,
+        gt=0,
+        description="Published events are deleted from the outbox after this; events a "
+        "registered consumer has not yet published are kept.",
+    )
     log_level: str = Field("INFO", description="Log level of the JSON logs on stderr.")
     log_json: bool = Field(True, description="JSON logs (false: human-readable console logs).")
 
@@ -444,6 +519,8 @@ class Settings(BaseSettings):
     @property
     def allowed_origins(self) -> list[str]:
         return cors_origins(self.cors_origins)
+    def runs_relay(self) -> bool:
+        return bool(self.kafka_bootstrap) if self.events_relay is None else self.events_relay
 
     @property
     def production(self) -> bool:

@@ -35,6 +35,34 @@ DATA_QUALITY_SCORE = Gauge(
     "Latest data-quality score (0-1) by organization, table, dimension and check.",
     ["organization", "table", "dimension", "check"],
 )
+OUTBOX_PUBLISHED = Counter(
+    "prism_outbox_published_total",
+    "Outbox events the relay published to Kafka (acknowledged by the brokers), by topic.",
+    ["topic"],
+)
+OUTBOX_BATCHES = Counter(
+    "prism_outbox_batches_total",
+    "Relay batches by outcome (published; failed: sent again after a backoff).",
+    ["outcome"],
+)
+OUTBOX_BATCH_SECONDS = Histogram(
+    "prism_outbox_batch_seconds",
+    "Time from reading a batch of events to the brokers' acknowledgement of all of it.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+OUTBOX_LAG_EVENTS = Gauge(
+    "prism_outbox_lag_events",
+    "Outbox events not yet published to Kafka, over every organization (read from the "
+    "database at scrape time and by the relay).",
+)
+OUTBOX_LAG_SECONDS = Gauge(
+    "prism_outbox_lag_seconds",
+    "Age of the oldest outbox event not yet published to Kafka (0: none). Alert when it grows: "
+    "the brokers or the relay are away.",
+)
+OUTBOX_PRUNED = Counter(
+    "prism_outbox_pruned_total", "Published outbox events deleted after the retention window."
+)
 
 # Label values come from clients (paths, operation names): a bounded set keeps one client from
 # growing the metrics without end.

@@ -238,3 +238,22 @@ async def browser_profile(chromium: Browser) -> AsyncIterator[Profile]:
     """A fresh profile of that Chromium with the network cut to loopback."""
     async with loopback_profile(chromium) as profile:
         yield profile
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """The Kafka broker `make test` starts (scripts/kafka.sh), as host:port. In CI a missing
+    broker fails the tests that need it; elsewhere they are skipped, saying why."""
+    address = os.environ.get("PRISM_TEST_KAFKA_BOOTSTRAP", "")
+    problem = "" if address else "PRISM_TEST_KAFKA_BOOTSTRAP is not set (`make test` sets it)"
+    if address:
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except (OSError, ValueError) as exc:
+            problem = f"Kafka at {address} is unreachable: {exc}"
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs a real Kafka broker: {problem}")
+        pytest.skip(f"no Kafka broker: {problem}; start one with scripts/kafka.sh start")
+    return address

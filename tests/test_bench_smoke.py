@@ -402,3 +402,24 @@ def test_benchmarks_import_each_other_as_the_bench_package() -> None:
                 )
     for name in sorted(modules - {"__init__", "__main__"}):
         __import__(f"bench.{name}")
+
+
+# --- bench/outbox.py ---------------------------------------------------------------------------
+
+
+def test_outbox_benchmark_publishes_every_event_and_measures_the_mutation(
+    run_bench: Run, kafka_bootstrap: str
+) -> None:
+    document = run_bench(
+        "bench/outbox.py",
+        *("--events", "200", "--organizations", "2", "--batch", "50", "--rounds", "1"),
+        *("--blocks", "1", "--block", "3", "--latency-changes", "3", "--latency-gap", "0.01"),
+        report="events.json",
+        env={"PRISM_BENCH_KAFKA_BOOTSTRAP": kafka_bootstrap},
+    )
+    found = tables(document)
+    (relayed,) = found["Relay throughput to the local broker (Relay.drain, acks=all, idempotent)"]
+    assert relayed["events"] >= 200  # and the organizations' own events
+    (latency,) = found["Latency: commit → arrival in Kafka (relay running, woken by NOTIFY)"]
+    assert latency["arrived"] == latency["changes"] == 3
+    assert len(found["What the outbox adds to the mutation"]) == 2

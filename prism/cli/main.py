@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from prism.cli import (  # noqa: F401 (each module registers its commands on `main`)
     config,
+    events,
     governance,
     jobs,
     keys,

@@ -418,6 +418,10 @@ async def finish_analysis(
         after={
             "riskLevel": risk,
             "feedbackItems": locked.total_feedback_items,
+            "sections": len(results),
+            "costUsd": float(sum((r.cost_usd for r in results), Decimal(0))),
+            "tokensUsed": sum(r.tokens_used for r in results),
+            "durationSeconds": round(sum(r.duration_seconds for r in results), 3),
             "jobId": str(job_id),
         },
     )

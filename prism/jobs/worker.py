@@ -24,6 +24,8 @@ from prism.bi import refresh as bi_refresh
 from prism.db.engine import url_for_asyncpg
 from prism.db.faults import log_failure, unavailable
 from prism.db.notify import Listener
+from prism.events.kafka import KafkaPublisher
+from prism.events.relay import Relay
 from prism.jobs import bi, handlers, indexing
 from prism.jobs.handlers import (
     PERIODIC,
@@ -96,6 +98,7 @@ class Worker:
         heartbeat = asyncio.create_task(self._heartbeat())
         scheduler = asyncio.create_task(self._schedule_periodic())
         bi_scheduler = asyncio.create_task(self._schedule_bi_refreshes())
+        relay = asyncio.create_task(self._relay(stop))
         log.info("worker started", worker=self.name, concurrency=self.concurrency)
         delay = 0.5
         try:
@@ -118,6 +121,9 @@ class Worker:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+                # The relay ends its batch in flight (published, or rolled back) on `stop`.
+                with contextlib.suppress(Exception):
+                    await relay
                 await listener.stop()
                 log.info("worker stopped", worker=self.name)
 
@@ -206,6 +212,16 @@ class Worker:
                         )
                 except Exception as exc:  # noqa: BLE001 - logged; renewed next beat
                     trouble("lease renewal failed", exc)
+
+    async def _relay(self, stop: asyncio.Event) -> None:
+        """The outbox relay to Kafka, when PRISM_KAFKA_BOOTSTRAP is set (PRISM_EVENTS_RELAY)."""
+        settings = self.services.settings
+        if not settings.runs_relay:
+            return
+        if not settings.kafka_bootstrap:
+            log.warning("PRISM_EVENTS_RELAY is on but PRISM_KAFKA_BOOTSTRAP is not set")
+            return
+        await Relay(self.services.db, settings, KafkaPublisher(settings)).run(stop)
 
     async def _schedule_periodic(self) -> None:
         """Queue the governance jobs (lifecycle, data quality) of every organization once per

@@ -13,6 +13,7 @@ from prism.models.governance import QualityRun, RetentionPolicyRow
 from prism.models.jobs import Job
 from prism.models.lake import LakeWatermark
 from prism.models.organizations import Organization
+from prism.models.outbox import OutboxConsumer, OutboxCursor, OutboxEvent
 from prism.models.registered_operations import OrganizationOperation, RegisteredOperation
 from prism.models.throttle import AuthThrottle
 from prism.models.users import ApiToken, MfaBackupCode, PasswordReset, RefreshSession, User
@@ -39,6 +40,9 @@ __all__ = [
     "Organization",
     "OrganizationOperation",
     "PasswordReset",
+    "OutboxConsumer",
+    "OutboxCursor",
+    "OutboxEvent",
     "QualityRun",
     "RefreshSession",
     "RegisteredOperation",

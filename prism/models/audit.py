@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from prism.models.base import Base, among, enum_column, org_fk, utcnow
 from prism.models.enums import Classification
 from prism.models.organizations import Organization
+from prism.models.outbox import Draft, advance_head_with_event
 from prism.models.pagination import Page, PageRequest, keyset_page
 from prism.models.scope import Scope, within_clearance
 
@@ -78,6 +79,9 @@ class AuditChainHead(Base):
     events: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, default=0)
     # The hash of the newest event retention purged: the oldest remaining event links to it.
     purged_hash: Mapped[str | None] = mapped_column(sa.CHAR(64))
+    # The number of the organization's newest outbox event (prism.models.outbox): the same
+    # row lock orders both streams.
+    outbox_sequence: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, default=0)
 
 
 @dataclass(frozen=True)
@@ -155,8 +159,11 @@ async def record_event(
     after: dict[str, Any] | None = None,
     meta: RequestMeta | None = None,
     subject: Subject | None = None,
+    outbox: Callable[[AuditEvent], Draft] | None = None,
 ) -> AuditEvent:
-    """Append an event to the organization's chain, in the caller's transaction."""
+    """Append an event to the organization's chain, in the caller's transaction; with
+    ``outbox``, also the outbox event it makes of the audit event, numbered by the same
+    update of the head row."""
     meta = meta or RequestMeta()
     # Locks are taken in one order by every writer: the organization's row, then its chain
     # head. Every write of the organization's data takes the row (the data-version triggers
@@ -209,6 +216,11 @@ async def record_event(
     event.hash = event_hash(event)
     session.add(event)
     await session.flush()
+    if outbox is not None:
+        await advance_head_with_event(
+            session, last_hash=event.hash, last_event_id=event.id, draft=outbox(event)
+        )
+        return event
     await session.execute(
         sa.update(AuditChainHead)
         .where(AuditChainHead.organization_id == organization_id)

@@ -53,6 +53,8 @@ TENANT_TABLES: tuple[str, ...] = (
     "bi_activity_daily",
     "bi_invalidations",
     "organization_operations",
+    "outbox_events",
+    "outbox_cursors",
 )
 
 

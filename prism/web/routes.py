@@ -24,6 +24,7 @@ from prism.db.faults import (
     log_failure,
 )
 from prism.errors import ServiceUnavailable
+from prism.events.relay import observe_lag
 from prism.jobs.watch import observe_jobs
 from prism.models.audit import RequestMeta
 from prism.observability import DB_POOL
@@ -113,6 +114,7 @@ async def render_metrics(services: Services) -> Response:
         # Within the deadline: a scraper gets the other metrics while the database is frozen.
         async with answered_within(deadline, "job counts"):
             await observe_jobs(services.db)
+            await observe_lag(services.db)
     except Exception as exc:  # noqa: BLE001 (logged) the other metrics still answer
         log_failure(log, "job counts unavailable", exc)
     return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)

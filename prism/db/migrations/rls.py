@@ -48,6 +48,9 @@ UNVERSIONED_TABLES = frozenset(
         "bi_invalidations",
         # the organization's registered operations: query texts, not data an answer shows
         "organization_operations",
+        # the outbox: its events describe changes that moved the version themselves
+        "outbox_events",
+        "outbox_cursors",
     }
 )
 
