@@ -519,6 +519,8 @@ class Settings(BaseSettings):
     @property
     def allowed_origins(self) -> list[str]:
         return cors_origins(self.cors_origins)
+
+    @property
     def runs_relay(self) -> bool:
         return bool(self.kafka_bootstrap) if self.events_relay is None else self.events_relay
 
