@@ -2,6 +2,9 @@
 
 Nested sections use ``__`` in their variable names only where a section is named; the common
 settings are flat so that the README's table stays short.
+
+Long because: one flat class is the one place every setting is declared, validated and
+documented (``prism config docs`` writes docs/configuration.md from it).
 """
 
 from __future__ import annotations

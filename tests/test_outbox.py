@@ -243,7 +243,7 @@ def test_every_audit_event_type_in_the_code_has_an_event(repo_root: Path) -> Non
     """A new audited change without an entry would fail at run time: caught here."""
     found: set[str] = set()
     pattern = re.compile(
-        r"\"((?:document|user|auth|token|organization|feedback|retention|lifecycle|job)"
+        r"\"((?:document|user|auth|token|organization|feedback|retention|lifecycle|job|operation)"
         r"\.[a-z_]+)\""
     )
     for path in (repo_root / "prism").rglob("*.py"):

@@ -137,11 +137,19 @@ KINDS: dict[str, Kind] = {
     "auth.mfa_backup_codes": _user("auth", "mfa_backup_codes_renewed"),
     "auth.mfa_disabled": _user("auth", "mfa_disabled"),
     "auth.mfa_reset": _user("auth", "mfa_reset"),
-    "token.create": _user("token", "created", "scopes", "expiresAt"),
+    "auth.password_changed": _user("auth", "password_changed"),
+    "auth.password_reset_requested": _user("auth", "password_reset_requested"),
+    "auth.password_reset": _user("auth", "password_reset"),
+    "token.create": _user(
+        "token", "created", "scopes", "expiresAt", "service", "role", "clearance"
+    ),
     "token.revoke": _user("token", "revoked"),
     "organization.create": _user("organization", "created"),
     "organization.domain": _user("organization", "domain_changed"),
     "job.retry": _user("job", "retried", "jobs"),
+    # an organization's registered operations (its dashboards' queries)
+    "operation.registered": _user("operation", "registered"),
+    "operation.retired": _user("operation", "retired"),
 }
 
 # The feedback review's outcome names its event: approved or rejected.
