@@ -402,3 +402,13 @@ def test_benchmarks_import_each_other_as_the_bench_package() -> None:
                 )
     for name in sorted(modules - {"__init__", "__main__"}):
         __import__(f"bench.{name}")
+
+
+# --- bench/pii.py ------------------------------------------------------------------------------
+
+
+def test_pii_benchmark_reports_every_type(run_bench: Run) -> None:
+    document = run_bench("bench/pii.py", "--repeat", "1", report="pii.json")
+    rows = tables(document)["Precision and recall per type"]
+    assert {row["type"] for row in rows} >= {"IBAN", "MRZ", "PHONE", "PERSON"}
+    assert document["environment"]["loadavg_1m_start"] >= 0
