@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import environment, markdown_table, results_options, shown, write_json
-from prism.extraction.pii import TYPES, first_names, scan
+from prism.extraction.names import first_names
+from prism.extraction.pii import TYPES, scan
 from tests.pii_corpus import CORPUS, PATTERN_TYPES, evaluate, load
 
 

@@ -45,6 +45,7 @@ def section_document(row: IndexRow) -> tuple[SectionDocument, bool]:
             risk_level=row.risk_level,
             legal_hold=row.legal_hold,
             document_created_at=row.document_created_at,
+            language=row.language_code,
         ),
         text != row.search_text,
     )
