@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import string
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -971,6 +972,77 @@ def _positive_value(r: R, kind: str, language: str) -> dict[str, tuple[str, str]
     }
 
 
+# Contract passages written by hand, several values each among numbers and names that are
+# not personal: values are marked [[TYPE|value]].
+PASSAGES: dict[str, list[str]] = {
+    "en": [
+        "This Agreement is made on 12 March 2024 between Acme Holdings Limited and "
+        "[[PERSON|Sarah Mitchell]], born on [[DATE_OF_BIRTH|04/17/1981]], residing at "
+        "[[STREET_ADDRESS|221 Baker Street]], London. Fees of GBP 12,500.00 are paid to "
+        "[[IBAN|GB82 WEST 1234 5698 7654 32]] within 30 days of invoice no. 2024-0042.",
+        "Notices: [[PERSON|Daniel Okafor]], General Counsel, [[EMAIL|d.okafor@acme.example]], "
+        "tel. [[PHONE|+44 20 7946 0958]]. Clause 14.2.1 applies; version 3.1.4 of the "
+        "Schedule is attached.",
+        "The Grant Agreement (ref. GA-101004) is signed by Mr. [[PERSON|Hargreaves]] for the "
+        "Supplier. Payment by card [[CREDIT_CARD|4111 1111 1111 1111]] was declined on "
+        "2024-01-15; order 4711-0815-22 stays open.",
+        "Will the Supplier deliver to [[STREET_ADDRESS|10 Downing Street]]? Mark the date: "
+        "May 5. Contact "
+        "[[PHONE|(212) 555-0147]] or the server at [[IP_ADDRESS|192.168.10.24]].",
+        "Passport No. [[PASSPORT|533401372]] of [[PERSON|Emily Carter]] was copied; her SSN "
+        "[[SSN|123-45-6789]] is on file. Sterling amounts only; Frank discussions followed.",
+        "Signed by [[PERSON|James O'Neill]] and witnessed by [[PERSON|Linda Shaw]] on "
+        "behalf of Christian Dior SE, Victoria Station branch, unit 4.2.1.",
+    ],
+    "de": [
+        "Zwischen der Muster GmbH und Herrn [[PERSON|Jürgen Becker]], geboren am "
+        "[[DATE_OF_BIRTH|12.03.1975]], wohnhaft [[STREET_ADDRESS|Lindenstraße 14]], 10115 "
+        "Berlin, wird folgender Vertrag geschlossen. Die Vergütung von 12.500,00 EUR wird auf "
+        "das Konto [[IBAN|DE89 3704 0044 0532 0130 00]] überwiesen.",
+        "Ansprechpartnerin ist Frau [[PERSON|Sabine Krüger]], erreichbar unter "
+        "[[PHONE|030 12345678]] oder [[EMAIL|s.krueger@muster-gmbh.example]]. Gemäß § 823 "
+        "Abs. 1 BGB, Az. 12 O 345/21, gilt Ziffer 4.2.1.",
+        "Die Steuer-ID des Arbeitnehmers lautet [[DE_TAX_ID|86095742719]]; Personalnummer "
+        "12345678901 und Kostenstelle 4711 bleiben intern. Der Vertrag beginnt am 01.08.2024.",
+        "Der Reisepass Nr. [[PASSPORT|C01X00T47]] von [[PERSON|Tobias Hoffmann]] wurde "
+        "geprüft. Die Deutsche Bank AG ist Zahlstelle, Gerichtsstand ist Frankfurt am Main.",
+        "Maschinenlesbare Zone der Kopie:\n"
+        "[[MRZ|P<D<<MUSTERMANN<<ERIKA<<<<<<<<<<<<<<<<<<<<<<\n"
+        "C01X00T478D<<6408125F2702283<<<<<<<<<<<<<<<4]]\nEnde der Kopie.",
+        "Vertreten durch [[PERSON|Anja Schröder]], Prokuristin; Mobil [[PHONE|0171 2345678]]. "
+        "Die Haftung ist auf 250 000,00 EUR begrenzt; Ernst und Young prüfen den Abschluss.",
+    ],
+    "fr": [
+        "Entre la société Exemple SAS et Madame [[PERSON|Nathalie Dubois]], née le "
+        "[[DATE_OF_BIRTH|3 mars 1982]], demeurant [[STREET_ADDRESS|12 rue de la Paix]], 75002 "
+        "Paris, il est convenu ce qui suit. Le montant de 12 500,00 EUR est versé sur le "
+        "compte [[IBAN|FR14 2004 1010 0505 0001 3M02 606]].",
+        "Contact : M. [[PERSON|Laurent]], au [[PHONE|01 42 68 53 00]] ou "
+        "[[EMAIL|contact@exemple-sas.example]]. SIRET 732 829 320 00074; article 4.2.1.",
+        "Le numéro de sécurité sociale du salarié est [[FR_NIR|2 95 10 99 126 111 93]]; sa "
+        "carte [[CREDIT_CARD|5555 5555 5555 4444]] sert aux frais. Facture du 15/01/2024.",
+        "Le contrat est signé par [[PERSON|Julien Moreau]] pour le fournisseur Saint-Gobain. "
+        "La Société Générale est la banque; la Pierre angulaire du projet est la livraison.",
+        "Passeport n° [[PASSPORT|12AB34567]] de Monsieur [[PERSON|Olivier Bernard]], "
+        "joignable au [[PHONE|+33 6 12 34 56 78]]. Livraison à la Gare Saint-Lazare.",
+        "Représentée par [[PERSON|Céline Fournier]], gérante. Le serveur "
+        "[[IP_ADDRESS|10.0.12.7]] héberge la version 2.4.1 du logiciel.",
+    ],
+}
+_MARK = re.compile(r"\[\[([A-Z_]+)\|(.*?)\]\]", re.S)
+
+
+def passage(marked: str) -> tuple[str, list[tuple[str, int, int]]]:
+    """A passage's text and spans, from its [[TYPE|value]] marks."""
+    text, spans, position = "", [], 0
+    for match in _MARK.finditer(marked):
+        text += marked[position : match.start()]
+        spans.append((match.group(1), len(text), len(text) + len(match.group(2))))
+        text += match.group(2)
+        position = match.end()
+    return text + marked[position:], spans
+
+
 def build(seed: int = 19, per_language: int = 20) -> list[Example]:
     """``per_language`` positives and as many near misses per type and language."""
     r = random.Random(seed)
@@ -989,6 +1061,12 @@ def build(seed: int = 19, per_language: int = 20) -> list[Example]:
                 examples.append(
                     Example(f"{kind}-{language}-n{i}", language, text, tuple(spans), f"not {kind}")
                 )
+    for language in LANGUAGES:
+        for i, marked in enumerate(PASSAGES[language]):
+            text, spans = passage(marked)
+            examples.append(
+                Example(f"passage-{language}-{i}", language, text, tuple(spans), "passage")
+            )
     return examples
 
 

@@ -284,3 +284,53 @@ async def test_the_migration_detects_the_languages_of_existing_sections(
         )
     finally:
         await conn.close()
+
+
+async def test_an_index_made_before_languages_gets_their_fields_and_a_reindex_fills_them(
+    settings: Settings, database_url: str, opensearch_url: str, services: Any
+) -> None:
+    from prism.jobs.indexing import reindex
+    from prism.search.opensearch import MAPPINGS
+    from tests.factories import add_document, gql
+    from tests.search_helpers import SEARCH
+
+    tenant = await make_tenant(services)
+    german = await add_document(services, tenant, text=GERMAN_CONTRACT)
+    configured = opensearch_settings(settings, opensearch_url)
+    async with running(configured, database_url, "opensearch") as stack:
+        backend = stack.services.search.opensearch
+        assert backend is not None
+        # given an index as the release before made it: one English text field
+        old = {
+            **MAPPINGS,
+            "properties": {
+                k: v
+                for k, v in MAPPINGS["properties"].items()
+                if k not in ("language", "text_de", "text_fr", "text_simple")
+            },
+        }
+        await backend.client.indices.create(
+            index=f"{backend.alias}-initial",
+            body={"mappings": old, "aliases": {backend.alias: {"is_write_index": True}}},
+        )
+        # when Prism starts on it, the language fields are added in place
+        await backend.ensure_index()
+        mapping = await backend.client.indices.get_mapping(index=backend.alias)
+        (fields,) = [m["mappings"]["properties"] for m in mapping.values()]
+        assert fields["text_de"]["analyzer"] == "german"
+        # and after a reindex the German contract is in its field, stemmed in German
+        await reindex(stack.services.db, stack.services.search, organization_id=None)
+        admin = tenant.tokens[Role.ADMIN]
+        body = await gql(
+            stack.client,
+            SEARCH,
+            {"q": "Haftung", "f": {"documentId": _gid(german.id)}},
+            token=admin,
+        )
+        assert body["data"]["search"]["totalCount"] >= 1, body
+
+
+def _gid(document_id: Any) -> str:
+    from tests.factories import gid
+
+    return gid("Document", document_id)

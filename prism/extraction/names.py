@@ -73,7 +73,8 @@ def first_names() -> frozenset[str]:
     return frozenset(names - _AMBIGUOUS)
 
 
-_CAP = r"[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ]+(?:-[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ]+)?"
+# A capitalised word: "Müller", "Jean-Pierre", "O'Neill".
+_CAP = r"[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ]*(?:['’-][A-ZÀ-ÖØ-Þ])?[a-zß-öø-ÿ]+(?:-[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ]+)?"
 _PARTICLE = r"(?:(?:von|van|de|du|da|di|le|la|zu|von der|van der|de la)\s)"
 _NAME_RUN = re.compile(
     rf"\b{_CAP}(?:\s(?:[A-Z]\.\s)?{_PARTICLE}?{_CAP}){{0,3}}\b",
@@ -91,6 +92,7 @@ _ROLE = re.compile(
 
 
 _TITLE_WORDS = _words("""herr herrn frau monsieur madame mademoiselle maître mister miss""")
+_TITLE_ABBREVIATIONS = _words("mr mrs ms mx dr prof hr fr mme mlle me")
 _SALUTATION_WORDS = _words("""dear hi hello liebe lieber hallo cher chère bonjour""")
 
 
@@ -119,6 +121,8 @@ def find_names(text: str) -> Iterator[Match]:
         run = match.group()
         words = run.split()
         offsets = [m.start() for m in re.finditer(r"\S+", run)]
+        if words[0].lower() in _TITLE_ABBREVIATIONS and text[match.end() : match.end() + 1] == ".":
+            continue  # "Mr." itself: the name after it is a run of its own
         for index, word in enumerate(words):
             lower = word.lower()
             rest = run[offsets[index] :]
