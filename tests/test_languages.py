@@ -334,3 +334,42 @@ def _gid(document_id: Any) -> str:
     from tests.factories import gid
 
     return gid("Document", document_id)
+
+
+async def test_a_reindex_masks_names_in_sections_scanned_before(services: Any) -> None:
+    import sqlalchemy as sa
+
+    from prism.jobs.indexing import reindex
+    from prism.models.documents import Section
+    from prism.models.scope import Scope
+    from prism.search import SearchRequest, mandatory_filter
+    from tests.factories import add_document
+
+    tenant = await make_tenant(services)
+    document = await add_document(
+        services, tenant, text="NOTE\n\n1. Contact\nThe contact person is Jane Doe in Berlin.\n"
+    )
+    # given a section scanned before names were PII: no finding, its name in the search text
+    async with services.db.transaction(tenant.org_id) as session:
+        await session.execute(
+            sa.update(Section)
+            .where(Section.document_id == document.id)
+            .values(pii_findings=[], search_text=Section.content)
+        )
+    scope = mandatory_filter(Scope.system(tenant.org_id))
+
+    async def hits(query: str) -> int:
+        page = await services.search.postgres.search(scope, SearchRequest.parse(query))
+        return int(page.total_count)
+
+    assert await hits("jane") == 1
+    # when the operator reindexes
+    await reindex(services.db, services.search, organization_id=tenant.org_id)
+    # then the name is a finding, and the search text has it masked
+    assert await hits("jane") == 0
+    assert await hits("Berlin") == 1
+    async with services.db.transaction(tenant.org_id) as session:
+        findings = await session.scalars(
+            sa.select(Section.pii_findings).where(Section.document_id == document.id)
+        )
+        assert "PERSON" in {f["type"] for found in findings for f in found}

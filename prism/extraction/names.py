@@ -28,7 +28,7 @@ _AMBIGUOUS = _words(
     king carter don long young white brown black green gray grey love ernst christian
     sunny star iris lily penny ruby angel autumn winter storm rock cliff glen wood
     forest river sky honor justice trinity destiny harmony liberty sage said sun see son
-    bay ben gay mai juni juli mars jean franc claire blanche constance prudence patience
+    bay ben gay mai juni juli mars franc blanche constance prudence patience
     victoria florence paris london berlin marine avril toussaint noel noël pascal
     dominique fleur bonne aimé premier max lee van von der den die das des les une la le
     de du per par pour sans"""

@@ -513,6 +513,16 @@ async def write_search_texts(session: AsyncSession, texts: dict[uuid.UUID, str])
         )
 
 
+async def write_pii_findings(
+    session: AsyncSession, findings: dict[uuid.UUID, list[dict[str, Any]]]
+) -> None:
+    """Set the PII findings of sections (one executemany)."""
+    if findings:
+        await session.execute(
+            sa.update(Section), [{"id": k, "pii_findings": v} for k, v in findings.items()]
+        )
+
+
 async def read_document_any_state(
     session: AsyncSession, organization_id: uuid.UUID, document_id: uuid.UUID
 ) -> Document | None:
