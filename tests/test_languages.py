@@ -80,6 +80,35 @@ def test_short_sections_take_their_documents_language() -> None:
     assert sections == ["de", "de"]
 
 
+def test_languages_from_the_extraction_child_are_checked() -> None:
+    # The child parsed hostile input: what it says is data to check, not to trust.
+    import orjson
+
+    from prism.extraction.extract import Extracted
+
+    def sent(language: object, languages: object) -> Extracted:
+        return Extracted.from_json(
+            orjson.dumps(
+                {
+                    "sections": [["a", "b"], ["c", "d"]],
+                    "page_count": None,
+                    "word_count": 2,
+                    "findings": [[], []],
+                    "language": language,
+                    "languages": languages,
+                }
+            )
+        )
+
+    assert (sent("de", ["de", "fr"]).language, sent("de", ["de", "fr"]).languages) == (
+        "de",
+        ["de", "fr"],
+    )
+    assert sent("x" * 100, ["de", "' OR 1=1"]).language is None
+    assert sent("de", ["de", "' OR 1=1"]).languages == ["de", None]
+    assert sent("de", ["de"]).languages is None  # not one per section
+
+
 # --- the rules analyzer ------------------------------------------------------------------------
 
 

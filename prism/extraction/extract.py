@@ -77,9 +77,19 @@ class Extracted:
             page_count=raw["page_count"],
             word_count=int(raw["word_count"]),
             findings=raw["findings"],
-            language=raw.get("language"),
-            languages=raw.get("languages"),
+            language=_language_code(raw.get("language")),
+            languages=[_language_code(code) for code in raw["languages"]]
+            if isinstance(raw.get("languages"), list)
+            and len(raw["languages"]) == len(raw["sections"])
+            else None,
         )
+
+
+def _language_code(value: object) -> str | None:
+    """A language code from the (untrusted) child: two lower-case letters, or nothing."""
+    if isinstance(value, str) and len(value) == 2 and value.isascii() and value.islower():
+        return value
+    return None
 
 
 def _bounded(extracted: Extracted) -> Extracted:
