@@ -481,12 +481,15 @@ def de_phone(r: R) -> str:
             f"+49 171 {_digits(r, 7)}",
             f"040 {_digits(r, 4)} {_digits(r, 4)}",
             f"0221 {_digits(r, 7)}",
+            f"+49 (0)30 {_digits(r, 8)}",
+            f"030/{_digits(r, 7)}",
+            f"0049 89 {_digits(r, 7)}",
         ]
     )
 
 
 def fr_phone(r: R) -> str:
-    pairs = f"{r.randint(10, 79)} " + " ".join(_digits(r, 2) for _ in range(3))
+    pairs = f"{r.randint(10, 38)} " + " ".join(_digits(r, 2) for _ in range(3))
     return r.choice(
         [
             f"01 {pairs}",
@@ -495,6 +498,7 @@ def fr_phone(r: R) -> str:
             f"+33 6 {pairs}",
             f"04 {pairs}",
             f"0{r.randint(1, 5)}.{pairs.replace(' ', '.')}",
+            f"+33 (0)1 {pairs}",
         ]
     )
 

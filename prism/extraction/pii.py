@@ -378,10 +378,17 @@ _US_NATIONAL = re.compile(r"(?:1[ .-]?)?(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4
 _DOTTED_QUAD = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 
 
+# The groups of an account number before a run of digits (an IBAN that failed its check):
+# the run is the rest of that number, not a phone number.
+_ACCOUNT_GROUPS = re.compile(r"[A-Z]{2}\d{2}(?: [A-Z0-9]{4})+ $")
+
+
 def _phone(text: str) -> Iterator[Match]:
     for match in _PHONE_RUN.finditer(text):
         raw = match.group()
         start = match.start()
+        if _ACCOUNT_GROUPS.search(text, max(0, start - 40), start):
+            continue
         # A run of several numbers ("030 1234 / 030 5678") is split at its separators.
         for part in re.finditer(r"[^/]+", raw) if " / " in raw else [re.match(r".*", raw)]:
             assert part is not None
