@@ -423,3 +423,13 @@ def test_outbox_benchmark_publishes_every_event_and_measures_the_mutation(
     (latency,) = found["Latency: commit → arrival in Kafka (relay running, woken by NOTIFY)"]
     assert latency["arrived"] == latency["changes"] == 3
     assert len(found["What the outbox adds to the mutation"]) == 2
+
+
+# --- bench/pii.py ------------------------------------------------------------------------------
+
+
+def test_pii_benchmark_reports_every_type(run_bench: Run) -> None:
+    document = run_bench("bench/pii.py", "--repeat", "1", report="pii.json")
+    rows = tables(document)["Precision and recall per type"]
+    assert {row["type"] for row in rows} >= {"IBAN", "MRZ", "PHONE", "PERSON"}
+    assert document["environment"]["loadavg_1m_start"] >= 0

@@ -556,9 +556,7 @@ async def test_matching_through_the_index_sees_only_the_current_organization(
 ) -> None:
     # prism_match_sections runs as the owner (so the GIN index is usable under RLS): it must
     # still answer only for the organization set on the transaction, and nothing without one
-    match = sa.text(
-        "SELECT count(*) FROM prism_match_sections(websearch_to_tsquery('english', 'liability'))"
-    )
+    match = sa.text("SELECT count(*) FROM prism_match_sections('liability')")
     async with services.db.transaction(None) as session:
         assert await session.scalar(match) == 0
     async with services.db.transaction(corpus.b.org_id) as session:

@@ -24,9 +24,9 @@ def search() -> None:
     help="Sections per batch.",
 )
 def search_reindex(org_ref: str | None, batch: int) -> None:
-    """Re-mask and re-index every section: PostgreSQL's search text, and with OpenSearch a new
-    index that replaces the old one in one alias swap (with --org: that organization in
-    place)."""
+    """Re-scan for PII (sealed sections excepted), re-mask and re-index every section:
+    PostgreSQL's search text, and with OpenSearch a new index that replaces the old one in one
+    alias swap (with --org: that organization in place)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

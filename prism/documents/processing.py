@@ -141,13 +141,20 @@ async def store_sections(
     findings: list[list[dict[str, Any]]] | None = None,
     *,
     envelope: Envelope,
+    languages: tuple[str | None, list[str | None]] | None = None,
 ) -> list[Section]:
-    """Sections with their PII findings (offsets only), replacing any earlier extraction.
-    ``findings`` come from the extraction child; without them the text is scanned here.
+    """Sections with their PII findings (offsets only) and languages, replacing any earlier
+    extraction. ``findings`` and ``languages`` (the document's, each section's) come from the
+    extraction child; without them the text is scanned here.
     A RESTRICTED document's sections are sealed with the organization's data key; the rows
     returned hold the text in the clear for the rest of this transaction only."""
     if findings is None:
         findings = [[f.as_json() for f in scan(part.content)] for part in parts]
+    if languages is None:
+        from prism.extraction.language import detect_sections  # 0.1 s to build, once
+
+        languages = detect_sections([part.content for part in parts])
+    document_language, section_languages = languages
     await document_models.delete_sections(session, document.id)
     sections = [
         Section(
@@ -160,8 +167,11 @@ async def store_sections(
             word_count=part.word_count,
             pii_findings=found,
             search_text=search_text(part.name, part.content, found),
+            language_code=language,
         )
-        for index, (part, found) in enumerate(zip(parts, findings, strict=True))
+        for index, (part, found, language) in enumerate(
+            zip(parts, findings, section_languages, strict=True)
+        )
     ]
     restricted = document.classification is Classification.RESTRICTED
     if restricted:
@@ -169,6 +179,7 @@ async def store_sections(
     await document_models.add_sections(session, sections)
     if restricted:
         await envelope.open_sections(session, sections)
+    document.language_code = document_language
     document.total_sections = len(sections)
     document.word_count = sum(count_words(p.content) for p in parts)
     document.processing_status = ProcessingStatus.EXTRACTED
@@ -332,6 +343,9 @@ async def store_extraction(
         extracted.sections,
         extracted.findings,
         envelope=services.envelope,
+        languages=(extracted.language, extracted.languages)
+        if extracted.languages is not None
+        else None,
     )
     document.page_count = extracted.page_count
     document.processing_error = None

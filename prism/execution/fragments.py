@@ -84,6 +84,7 @@ DOCUMENT_SCALARS: dict[str, Column] = {
 SECTION_SCALARS: dict[str, Column] = {
     "order": Column("ord"),
     "wordCount": Column("word_count"),
+    "languageCode": Column("language_code"),
 }
 # A section's text: planned only for callers who see it raw and whose reads are not audited.
 SECTION_TEXT: dict[str, Column] = {"name": Column("name"), "content": Column("content")}

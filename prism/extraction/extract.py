@@ -53,6 +53,9 @@ class Extracted:
     word_count: int = 0
     # PII findings per section, computed in the child too (under its time limit).
     findings: list[list[dict[str, Any]]] | None = None
+    # The document's language and each section's (ISO 639-1), detected in the child too.
+    language: str | None = None
+    languages: list[str | None] | None = None
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -61,6 +64,8 @@ class Extracted:
                 "page_count": self.page_count,
                 "word_count": self.word_count,
                 "findings": self.findings,
+                "language": self.language,
+                "languages": self.languages,
             }
         )
 
@@ -72,7 +77,19 @@ class Extracted:
             page_count=raw["page_count"],
             word_count=int(raw["word_count"]),
             findings=raw["findings"],
+            language=_language_code(raw.get("language")),
+            languages=[_language_code(code) for code in raw["languages"]]
+            if isinstance(raw.get("languages"), list)
+            and len(raw["languages"]) == len(raw["sections"])
+            else None,
         )
+
+
+def _language_code(value: object) -> str | None:
+    """A language code from the (untrusted) child: two lower-case letters, or nothing."""
+    if isinstance(value, str) and len(value) == 2 and value.isascii() and value.islower():
+        return value
+    return None
 
 
 def _bounded(extracted: Extracted) -> Extracted:
@@ -89,6 +106,11 @@ def _bounded(extracted: Extracted) -> Extracted:
         for s in extracted.sections
     ]
     extracted.findings = [[f.as_json() for f in scan(s.content)] for s in extracted.sections]
+    from prism.extraction.language import detect_sections  # built in the fork server
+
+    extracted.language, extracted.languages = detect_sections(
+        [s.content for s in extracted.sections]
+    )
     return extracted
 
 
@@ -269,7 +291,16 @@ def _child(conn: Connection, path: str, kind: str, limits: Limits) -> None:
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 # Imported once in the forkserver, so each child starts in milliseconds.
-_CONTEXT.set_forkserver_preload(["prism.extraction.extract", "docx", "pypdf", "charset_normalizer"])
+_CONTEXT.set_forkserver_preload(
+    [
+        "prism.extraction.extract",
+        "prism.extraction.language",
+        "docx",
+        "pypdf",
+        "charset_normalizer",
+        "phonenumbers",
+    ]
+)
 
 
 @contextlib.contextmanager

@@ -8,9 +8,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from prism.db.engine import Database
 from prism.documents.processing import INDEX, search_text
+from prism.extraction.pii import scan
 from prism.jobs.handlers import JobRun, complete
 from prism.models import documents as document_models
 from prism.models import organizations as org_models
@@ -32,6 +34,23 @@ def section_document(row: IndexRow) -> tuple[SectionDocument, bool]:
         text = row.search_text or ""
     else:
         text = search_text(row.name, row.content, row.pii_findings)
+    return _section_document(row, text)
+
+
+def rescanned_section_document(
+    row: IndexRow,
+) -> tuple[SectionDocument, bool, list[dict[str, Any]] | None]:
+    """As ``section_document``, with the section's text scanned for PII again (the reindex:
+    sections extracted before the scanner learnt a type get it masked, names included); the
+    new findings when they differ from the stored ones. Sealed text keeps its findings."""
+    if row.sealed:
+        return (*section_document(row), None)
+    findings = [f.as_json() for f in scan(row.content)]
+    document, stale = _section_document(row, search_text(row.name, row.content, findings))
+    return document, stale, findings if findings != row.pii_findings else None
+
+
+def _section_document(row: IndexRow, text: str) -> tuple[SectionDocument, bool]:
     return (
         SectionDocument(
             section_id=row.section_id,
@@ -45,6 +64,7 @@ def section_document(row: IndexRow) -> tuple[SectionDocument, bool]:
             risk_level=row.risk_level,
             legal_hold=row.legal_hold,
             document_created_at=row.document_created_at,
+            language=row.language_code,
         ),
         text != row.search_text,
     )
@@ -114,12 +134,13 @@ async def reindex(
     batch: int = BATCH,
     report: Report | None = None,
 ) -> ReindexProgress:
-    """Re-mask every section's search text (PostgreSQL's index follows) and, with OpenSearch,
-    rebuild its index. All organizations: into a new index, then the alias swaps to it and the
-    old index is deleted. One organization (``organization_id``): in place, then that
-    organization's sections left over from before are deleted. The full rebuild also repairs
-    whatever state the index is in (alias lost, an index squatting its name, template gone,
-    indices of an interrupted reindex); in place needs the alias to be there."""
+    """Scan every readable section for PII again and re-mask its search text (PostgreSQL's
+    index follows) and, with OpenSearch, rebuild its index. All organizations: into a new
+    index, then the alias swaps to it and the old index is deleted. One organization
+    (``organization_id``): in place, then that organization's sections left over from before
+    are deleted. The full rebuild also repairs whatever state the index is in (alias lost, an
+    index squatting its name, template gone, indices of an interrupted reindex); in place
+    needs the alias to be there."""
     progress = ReindexProgress()
     started = utcnow()
     async with db.transaction(None) as session:
@@ -152,11 +173,15 @@ async def reindex(
                 rows = await document_models.read_index_rows(session, org, after=after, limit=batch)
                 if not rows:
                     break
-                built = [section_document(row) for row in rows]
-                stale = {doc.section_id: doc.text for doc, changed in built if changed}
+                rescanned = [rescanned_section_document(row) for row in rows]
+                stale = {doc.section_id: doc.text for doc, changed, _ in rescanned if changed}
                 await document_models.write_search_texts(session, stale)
+                await document_models.write_pii_findings(
+                    session,
+                    {doc.section_id: found for doc, _, found in rescanned if found is not None},
+                )
             if backend is not None:
-                await backend.bulk([doc for doc, _ in built], index=target)
+                await backend.bulk([doc for doc, _, _ in rescanned], index=target)
             after = rows[-1].section_id
             progress.done += len(rows)
             if report:

@@ -96,8 +96,20 @@ class Document(Base):
     )
 
 
-# The text search configuration of the PostgreSQL index (stemming and stop words).
-SEARCH_CONFIG = "'english'::regconfig"
+# The text search configuration of a section's language (stemming and stop words), by
+# ISO 639-1 code; other languages detected: FALLBACK_SEARCH_CONFIG (words as written); a
+# section of unknown language: english. ``prism_search_config(language_code)`` (migration
+# 0022) is the same mapping in SQL, which the index and the queries use.
+SEARCH_CONFIGS = {"en": "english", "de": "german", "fr": "french"}
+FALLBACK_SEARCH_CONFIG = "simple"
+UNKNOWN_LANGUAGE_SEARCH_CONFIG = "english"
+
+
+def search_config(language_code: str | None) -> str:
+    """The text search configuration of a language, as ``prism_search_config`` maps it."""
+    if language_code is None:
+        return UNKNOWN_LANGUAGE_SEARCH_CONFIG
+    return SEARCH_CONFIGS.get(language_code, FALLBACK_SEARCH_CONFIG)
 
 
 class Section(Base):
@@ -112,6 +124,8 @@ class Section(Base):
     name: Mapped[str] = mapped_column(sa.String(500), nullable=False)
     content: Mapped[str] = mapped_column(sa.Text, nullable=False)
     word_count: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    # ISO 639-1, detected at extraction (None: too short or too mixed to tell).
+    language_code: Mapped[str | None] = mapped_column(sa.String(16))
     # [{"type", "start", "end", "confidence"}]: offsets only, never the matched text.
     pii_findings: Mapped[list[dict[str, Any]]] = mapped_column(
         JSONB, nullable=False, default=list, server_default=sa.text("'[]'::jsonb")
@@ -119,11 +133,14 @@ class Section(Base):
     # Heading and text with PII masked: the only text any search index holds (NULL until a
     # section is (re)indexed: rows older than search, before `prism search reindex`).
     search_text: Mapped[str | None] = mapped_column(sa.Text, deferred=True)
-    # PostgreSQL's full-text index of search_text, kept by the database in the same
-    # transaction as the text.
+    # PostgreSQL's full-text index of search_text, analysed in the section's language, kept
+    # by the database in the same transaction as the text.
     search_vector: Mapped[Any] = mapped_column(
         TSVECTOR,
-        sa.Computed(f"to_tsvector({SEARCH_CONFIG}, coalesce(search_text, ''))", persisted=True),
+        sa.Computed(
+            "to_tsvector(prism_search_config(language_code), coalesce(search_text, ''))",
+            persisted=True,
+        ),
         deferred=True,
     )
     # RESTRICTED documents: name and content sealed with the organization's data key
@@ -430,6 +447,7 @@ class IndexRow:
     # The text is sealed (RESTRICTED): name and content read '', search_text was made from
     # the clear text when it was stored or sealed.
     sealed: bool
+    language_code: str | None
 
 
 _INDEX_COLUMNS = (
@@ -448,6 +466,7 @@ _INDEX_COLUMNS = (
     Document.legal_hold,
     Document.created_at,
     Section.sealed.is_not(None),
+    Section.language_code,
 )
 
 
@@ -491,6 +510,16 @@ async def write_search_texts(session: AsyncSession, texts: dict[uuid.UUID, str])
     if texts:
         await session.execute(
             sa.update(Section), [{"id": k, "search_text": v} for k, v in texts.items()]
+        )
+
+
+async def write_pii_findings(
+    session: AsyncSession, findings: dict[uuid.UUID, list[dict[str, Any]]]
+) -> None:
+    """Set the PII findings of sections (one executemany)."""
+    if findings:
+        await session.execute(
+            sa.update(Section), [{"id": k, "pii_findings": v} for k, v in findings.items()]
         )
 
 

@@ -1,5 +1,8 @@
 """Documents, their sections, AI analyses and reviewer feedback; the document fields of the
-root Query and Mutation."""
+root Query and Mutation.
+
+Long because: the document aggregate's types (documents, sections, analyses, feedback) and
+its part of the root types belong together (decision 0022: one home for each thing)."""
 
 from __future__ import annotations
 
@@ -169,6 +172,13 @@ class Section(Node):
         if self._masked(info):
             return mask(self.row.content, self.row.pii_findings)
         return self.row.content
+
+    @strawberry.field(
+        description="The section's language (ISO 639-1, e.g. `de`), detected at extraction; "
+        "null when the text is too short or too mixed to tell."
+    )
+    def language_code(self) -> str | None:
+        return self.row.language_code
 
     @strawberry.field(description="True when `content` has PII masked for this viewer.")
     def redacted(self, info: Info) -> bool:

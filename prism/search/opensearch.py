@@ -4,7 +4,11 @@ Documents are sections (``_id`` = section id) in an index behind an alias: searc
 go through the alias, a full reindex builds ``<alias>-<timestamp>`` and swaps the alias in one
 atomic ``_aliases`` call, so searches never see a half-built index. An index template gives
 every such index explicit, strict mappings: keywords for what is filtered and counted, the
-``english`` analyzer for the (PII-masked) text.
+(PII-masked) text in the field of its language with that language's analyzer (``text``:
+``english``, also for unknown; ``text_de``: ``german``; ``text_fr``: ``french``;
+``text_simple``: ``standard`` for other languages). An index made before the language fields
+gets them added in place (new fields only: its sections stay in ``text`` until ``prism search
+reindex`` moves them to their language's field).
 
 Writes never create an index by themselves (``require_alias`` on every write through the
 alias): a node that lost its data (restarted empty) would otherwise get a plain, dynamically
@@ -27,7 +31,7 @@ from opensearchpy.exceptions import NotFoundError, SerializationError, Transport
 
 from prism.errors import BadUserInput
 from prism.search.backend import SearchUnavailable
-from prism.search.query import TEXT_FIELD, opensearch_query
+from prism.search.query import TEXT_ANALYZERS, TEXT_FIELDS, opensearch_query, text_field
 from prism.search.types import (
     FACET_FIELDS,
     HIGHLIGHT_FRAGMENTS,
@@ -42,7 +46,7 @@ from prism.search.visibility import MandatoryFilter
 
 T = TypeVar("T")
 log = structlog.get_logger("prism.search")
-TEMPLATE_VERSION = 1
+TEMPLATE_VERSION = 2
 KEYWORD = {"type": "keyword"}
 MAPPINGS: dict[str, Any] = {
     # A field nobody declared is refused, not guessed: nothing unplanned reaches the index.
@@ -58,7 +62,8 @@ MAPPINGS: dict[str, Any] = {
         "legal_hold": {"type": "boolean"},
         "deleted": {"type": "boolean"},
         "ord": {"type": "integer"},
-        TEXT_FIELD: {"type": "text", "analyzer": "english"},
+        "language": KEYWORD,
+        **{field: {"type": "text", "analyzer": a} for field, a in TEXT_ANALYZERS.items()},
         "document_created_at": {"type": "date"},
         "indexed_at": {"type": "date"},
     },
@@ -102,7 +107,8 @@ def source_of(doc: SectionDocument, indexed_at: str) -> dict[str, Any]:
         "legal_hold": doc.legal_hold,
         "deleted": False,
         "ord": doc.ord,
-        TEXT_FIELD: doc.text,
+        "language": doc.language,
+        text_field(doc.language): doc.text,
         "document_created_at": doc.document_created_at.isoformat(),
         "indexed_at": indexed_at,
     }
@@ -236,12 +242,24 @@ class OpenSearchBackend:
                     alias=self.alias,
                     index=initial,
                 )
+        else:
+            await self._add_fields()
         self._ready = True
 
     async def _put_template(self) -> None:
         await self._call(
             self.client.indices.put_index_template(
                 name=f"{self.alias}-template", body=self.template()
+            )
+        )
+
+    async def _add_fields(self) -> None:
+        """Fields the template gained since the indices behind the alias were made (the
+        language fields), added in place: adding a field is allowed, and the same mapping
+        again changes nothing."""
+        await self._call(
+            self.client.indices.put_mapping(
+                index=self.alias, body={"properties": MAPPINGS["properties"]}
             )
         )
 
@@ -468,10 +486,11 @@ class OpenSearchBackend:
                 "pre_tags": ["<em>"],
                 "post_tags": ["</em>"],
                 "fields": {
-                    TEXT_FIELD: {
+                    field: {
                         "fragment_size": FRAGMENT_SIZE,
                         "number_of_fragments": HIGHLIGHT_FRAGMENTS,
                     }
+                    for field in TEXT_FIELDS
                 },
             },
             "aggs": {
@@ -510,7 +529,9 @@ class OpenSearchBackend:
         for raw in found[: request.first]:
             score = float(raw["sort"][0])
             section_id = uuid.UUID(raw["_id"])
-            fragments = raw.get("highlight", {}).get(TEXT_FIELD, [])
+            # A section's text is in one language's field: its fragments are there.
+            highlight = raw.get("highlight", {})
+            fragments = [f for field in TEXT_FIELDS for f in highlight.get(field, [])]
             hits.append(
                 Hit(
                     section_id=section_id,

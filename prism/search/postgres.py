@@ -1,8 +1,10 @@
 """Search with PostgreSQL full-text search: the embedded default, and the fallback.
 
 Its index is ``document_sections.search_vector``, a stored tsvector of the masked search text
-that PostgreSQL keeps in the same transaction as the text, under a GIN index, matched by
-``prism_match_sections`` (the current organization's sections only). Visibility is joined
+analysed in the section's language (``prism_search_config``: english, german, french, or
+simple), that PostgreSQL keeps in the same transaction as the text, under a GIN index, matched
+by ``prism_match_sections`` (the current organization's sections only; the query is parsed
+in each language and a section matches with its own language's). Visibility is joined
 live from ``documents``, so a reclassified or deleted document is out of reach at once: this
 backend has no lag to catch up on."""
 
@@ -17,7 +19,7 @@ import sqlalchemy as sa
 from prism.db.engine import Database
 from prism.errors import BadUserInput
 from prism.models import documents as document_models
-from prism.models.documents import SEARCH_CONFIG, Document, Section
+from prism.models.documents import Document, Section
 from prism.search.types import (
     FACET_FIELDS,
     Hit,
@@ -38,7 +40,6 @@ HEADLINE_OPTIONS = (
 )
 # Normalization 1: rank / (1 + log(length)), so long sections do not win by length alone.
 RANK_NORMALIZATION = 1
-_CONFIG: sa.ColumnElement[str] = sa.literal_column(SEARCH_CONFIG)
 # grouping() of (classification, document_type, risk_level) for each grouping set.
 _GROUPING = {3: "classification", 5: "documentType", 6: "riskLevel", 7: "total"}
 
@@ -81,11 +82,10 @@ class PostgresBackend:
                 "`after` was made by another search backend; search again without it.",
                 argument="after",
             )
-        tsquery = sa.func.websearch_to_tsquery(_CONFIG, request.query)
         # Sections of the current organization matching the query, through the GIN index
-        # (see migration 0006: under row-level security `@@` could not use it).
+        # (see migrations 0006 and 0022: under row-level security `@@` could not use it).
         match = (
-            sa.func.prism_match_sections(tsquery)
+            sa.func.prism_match_sections(sa.cast(request.query, sa.Text))
             .table_valued(
                 sa.column("section_id", Section.id.type),
                 sa.column("document_id", Section.document_id.type),
@@ -160,8 +160,12 @@ class PostgresBackend:
             page_rows = rows[: request.first]
             headlines: dict[uuid.UUID, str] = {}
             if page_rows:
+                config = sa.func.prism_search_config(Section.language_code)
                 headline = sa.func.ts_headline(
-                    _CONFIG, Section.search_text, tsquery, HEADLINE_OPTIONS
+                    config,
+                    Section.search_text,
+                    sa.func.websearch_to_tsquery(config, request.query),
+                    HEADLINE_OPTIONS,
                 )
                 headline_query = (
                     sa.select(Section.id, headline)

@@ -2,7 +2,12 @@
 ANDed, ``"a phrase"`` matches words in order, ``OR`` between two terms matches either, and
 ``-word`` excludes. PostgreSQL parses it itself; this module gives OpenSearch the same
 meaning, built from match queries only (no query-string syntax, so no syntax errors and
-nothing a client can use to reach outside the mandatory filter)."""
+nothing a client can use to reach outside the mandatory filter).
+
+A section's text is in the field of its language (``text`` for English and unknown, analysed
+with OpenSearch's ``english`` analyzer; ``text_de`` with ``german``, ``text_fr`` with
+``french``; ``text_simple`` for other languages), so every clause asks all of them: each
+field analyses the query in its own language, as PostgreSQL parses it per configuration."""
 
 from __future__ import annotations
 
@@ -11,6 +16,26 @@ from dataclasses import dataclass
 from typing import Any
 
 TEXT_FIELD = "text"
+# Field of each language's text, and its analyzer.
+LANGUAGE_FIELDS = {"de": "text_de", "fr": "text_fr"}
+OTHER_LANGUAGE_FIELD = "text_simple"
+TEXT_ANALYZERS = {
+    TEXT_FIELD: "english",
+    "text_de": "german",
+    "text_fr": "french",
+    OTHER_LANGUAGE_FIELD: "standard",
+}
+TEXT_FIELDS = tuple(TEXT_ANALYZERS)
+
+
+def text_field(language: str | None) -> str:
+    """The field a section's text goes in: English and unknown in ``text``, German and
+    French in their own, other languages in ``text_simple``."""
+    if language is None or language == "en":
+        return TEXT_FIELD
+    return LANGUAGE_FIELDS.get(language, OTHER_LANGUAGE_FIELD)
+
+
 _TOKEN = re.compile(r'(-?)"([^"]*)"?|(\S+)')
 
 
@@ -46,9 +71,18 @@ def parse(query: str) -> list[list[Term]]:
 
 
 def _match(term: Term) -> dict[str, Any]:
+    """The term in any language's field, each analysing it in its language (all words in
+    one field: ``best_fields`` applies ``and`` per field)."""
     if term.phrase:
-        return {"match_phrase": {TEXT_FIELD: {"query": term.text}}}
-    return {"match": {TEXT_FIELD: {"query": term.text, "operator": "and"}}}
+        return {"multi_match": {"query": term.text, "type": "phrase", "fields": [*TEXT_FIELDS]}}
+    return {
+        "multi_match": {
+            "query": term.text,
+            "type": "best_fields",
+            "operator": "and",
+            "fields": [*TEXT_FIELDS],
+        }
+    }
 
 
 def _clause(term: Term) -> dict[str, Any]:

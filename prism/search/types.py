@@ -144,6 +144,8 @@ class SectionDocument:
     risk_level: RiskLevel | None
     legal_hold: bool
     document_created_at: datetime
+    # The section's language (ISO 639-1; None: unknown): which analysis its text gets.
+    language: str | None = None
 
 
 @dataclass(frozen=True)
