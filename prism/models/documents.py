@@ -99,7 +99,7 @@ class Document(Base):
 # The text search configuration of a section's language (stemming and stop words), by
 # ISO 639-1 code; other languages detected: FALLBACK_SEARCH_CONFIG (words as written); a
 # section of unknown language: english. ``prism_search_config(language_code)`` (migration
-# 0022) is the same mapping in SQL, which the index and the queries use.
+# 0021) is the same mapping in SQL, which the index and the queries use.
 SEARCH_CONFIGS = {"en": "english", "de": "german", "fr": "french"}
 FALLBACK_SEARCH_CONFIG = "simple"
 UNKNOWN_LANGUAGE_SEARCH_CONFIG = "english"

@@ -83,7 +83,7 @@ class PostgresBackend:
                 argument="after",
             )
         # Sections of the current organization matching the query, through the GIN index
-        # (see migrations 0006 and 0022: under row-level security `@@` could not use it).
+        # (see migrations 0006 and 0021: under row-level security `@@` could not use it).
         match = (
             sa.func.prism_match_sections(sa.cast(request.query, sa.Text))
             .table_valued(
