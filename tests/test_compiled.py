@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import sqlalchemy as sa
 from graphql import parse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,6 +21,8 @@ from hypothesis import strategies as st
 from prism.authn.bearer import authenticate_bearer
 from prism.config import Settings
 from prism.execution.fragments import NotPlanned
+from prism.execution.ids import to_global_id
+from prism.execution.planner import concat, global_id
 from prism.execution.plans import Plan, PlanCache
 from prism.models.enums import Classification, Role
 from prism.operations.persisted import split_operations
@@ -605,3 +608,30 @@ async def test_generated_selections_of_planned_fields_answer_the_same(
             source,
             variables,
         )
+
+
+@pytest.mark.parametrize(
+    "type_name",
+    [
+        *("Document", "Section", "Analysis", "Feedback", "User", "Organization", "ApiToken"),
+        *("Job", "AuditEvent", "DataExport", "A", "Ab", "Under_score"),
+    ],
+)
+async def test_global_ids_written_by_the_statement_are_the_ids_python_writes(
+    services: Services, type_name: str
+) -> None:
+    """The statement encodes only what follows the type's constant prefix (every length of
+    the rest: 0, 1 and 2 bytes); the answer's IDs are ``to_global_id``'s, for any uuid."""
+    rng = random.Random(type_name)
+    ids = [uuid.UUID(int=rng.getrandbits(128)) for _ in range(300)]
+    ids += [uuid.UUID(int=0), uuid.UUID(int=2**128 - 1)]
+    text = concat(global_id(type_name, "x.id"))
+    async with services.db.transaction(None) as session:
+        found = (
+            await session.execute(
+                sa.text(f"SELECT {text} FROM unnest(CAST(:ids AS uuid[])) AS x(id)"),  # noqa: S608
+                {"ids": ids},
+            )
+        ).scalars()
+        written = [orjson.loads(value) for value in found]
+    assert written == [to_global_id(type_name, i) for i in ids]
