@@ -113,6 +113,8 @@ async def _both(
     compiled = await _call(client, token, digest, variables)
     reference = await _call(interpreted, token, digest, variables)
     assert reference["extensions"]["execution"]["path"] == "interpreted"
+    # A statement PostgreSQL refuses falls back quietly: it must never happen.
+    assert compiled["extensions"]["execution"].get("reason") != "the statement failed"
     for body in (compiled, reference):
         body.pop("_headers")
         body["extensions"].pop("cost", None)

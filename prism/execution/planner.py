@@ -31,6 +31,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -50,6 +51,7 @@ from graphql import (
 
 from prism.authz.policy import Action, decide, sees_raw_pii
 from prism.authz.principal import Principal
+from prism.db.engine import PositionalText
 from prism.errors import PrismError
 from prism.execution.fragments import (
     ITEM_FIELDS,
@@ -77,11 +79,10 @@ from prism.models.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageReques
 # expressions never null (a null is written ``null``).
 
 
-@dataclass(frozen=True)
-class Lit:
-    """A constant piece of the answer's text."""
+class Lit(str):
+    """A constant piece of the answer's text (a str: made and told apart cheaply)."""
 
-    text: str
+    __slots__ = ()
 
 
 # A piece of JSON text: a constant, or an SQL expression of type text that is never null.
@@ -98,13 +99,13 @@ def concat(parts: Text) -> str:
     pieces: list[str] = []
     pending: list[str] = []
     for part in parts:
-        if isinstance(part, Lit):
-            pending.append(part.text)
-            continue
-        if pending:
-            pieces.append(sql_literal("".join(pending)))
-            pending = []
-        pieces.append(part)
+        if type(part) is Lit:
+            pending.append(part)
+        else:
+            if pending:
+                pieces.append(sql_literal("".join(pending)))
+                pending = []
+            pieces.append(part)
     if pending or not pieces:
         pieces.append(sql_literal("".join(pending)))
     return pieces[0] if len(pieces) == 1 else "(" + " || ".join(pieces) + ")"
@@ -112,11 +113,13 @@ def concat(parts: Text) -> str:
 
 def json_object(pairs: list[tuple[str, Text]]) -> Text:
     """``json_build_object``'s text of the pairs (keys are GraphQL names: nothing to escape)."""
-    out: Text = [Lit("{")]
-    for n, (key, value) in enumerate(pairs):
-        out.append(Lit(f'{", " if n else ""}"{key}" : '))
-        out.extend(value)
-    out.append(Lit("}"))
+    out: Text = []
+    separator = "{"
+    for key, value in pairs:
+        out.append(Lit(f'{separator}"{key}" : '))
+        out += value
+        separator = ", "
+    out.append(Lit("}") if pairs else Lit("{}"))
     return out
 
 
@@ -165,18 +168,29 @@ def global_id(type_name: str, id_column: str) -> Text:
     most 4 one-bits in a row: no 6-bit group of it is 62 or 63, so its standard base64 has
     no ``+`` or ``/`` and is already the URL-safe one; it is 38 bytes at most, under the 57
     after which encode() breaks lines. Only its padding is dropped."""
+    head, tail = _id_template(type_name)
+    return [head, tail.format(id=id_column), _QUOTE]
+
+
+_QUOTE = Lit('"')
+
+
+@cache
+def _id_template(type_name: str) -> tuple[Lit, str]:
+    """The constant start of a type's IDs (with the string's opening quote), and the SQL of
+    the rest, ``{id}`` standing for the row id's column."""
     prefix = f"{type_name}:".encode()
     if not (type_name.isascii() and type_name.isalnum()):
-        return [Lit('"'), _b64url(f"'{type_name}:' || {id_column}::text"), Lit('"')]
+        return Lit('"'), _b64url(f"'{type_name}:' || {{id}}::text")
     cut = len(prefix) // 3 * 3
     head = base64.b64encode(prefix[:cut]).decode()
     rest = prefix[cut:].decode()
-    text = f"'{rest}' || {id_column}::text" if rest else f"{id_column}::text"
+    text = f"'{rest}' || {{id}}::text" if rest else "{id}::text"
     # textsend: the text's bytes (ASCII, the same in every encoding), cheaper than convert_to.
     tail = f"encode(textsend({text}), 'base64')"
     if (len(rest) + UUID_TEXT_BYTES) % 3:
         tail = f"split_part({tail}, '=', 1)"  # the padding: no other '=' in base64
-    return [Lit(f'"{head}'), tail, Lit('"')]
+    return Lit(f'"{head}'), tail
 
 
 # A cursor key part: how the interpreted path encodes it (prism.models.pagination).
@@ -223,9 +237,8 @@ DOCUMENT_KEYS = {
 CREATED = (("{a}.created_at", "datetime"), ("{a}.id", "uuid"))
 
 
-def _column(column: Column, alias: str) -> Text:
-    """The JSON text of ``column`` on the row alias ``alias``."""
-    sql = f"{alias}.{column.name}"
+def _column(column: Column, sql: str) -> Text:
+    """The JSON text of ``column``, read as ``sql``."""
     if column.kind is Kind.TIMESTAMP:
         return json_string(_iso(sql))
     if column.kind in (Kind.DECIMAL, Kind.OPTIONAL_DECIMAL):
@@ -244,10 +257,12 @@ def _item_field(key: str, kind: ItemKind) -> Text:
     return [f"coalesce((i->'{key}')::text, 'null')"]  # jsonb's text, as json_build_object
 
 
-def _columns(alias: str, sql: str) -> list[str]:
-    """The columns of the row alias ``alias`` that ``sql`` reads (aliases are unique)."""
-    found = dict.fromkeys(re.findall(rf"\b{alias}\.([a-z_][a-z0-9_]*)\b", sql))
-    return [c for c in found if c not in (ROW_NUMBER, TOTAL)]
+@cache
+def _key_columns(keys: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    """The columns of the row ("{a}") an ordering's keys read."""
+    return tuple(
+        dict.fromkeys(re.findall(r"\{a\}\.([a-z_][a-z0-9_]*)", " ".join(k for k, _ in keys)))
+    )
 
 
 # Columns a connection's rows add: the row's number in the page, the count of all rows.
@@ -304,14 +319,15 @@ def _has_variables(node: ValueNode) -> bool:
 
 @dataclass
 class Binds:
-    """The statement's bind slots, named as the SQL names them; each is a ``Getter``."""
+    """The statement's bind slots in the order the SQL numbers them; each is a ``Getter``."""
 
     slots: dict[str, Getter] = field(default_factory=dict)
 
     def add(self, getter: Getter) -> str:
+        """A new slot: its placeholder, asyncpg's positional ``$n`` (the n-th slot)."""
         name = f"p{len(self.slots)}"
         self.slots[name] = getter
-        return f":{name}"
+        return f"${len(self.slots)}"
 
     def const(self, value: Any) -> str:
         return self.add(_constant(value))
@@ -334,6 +350,13 @@ class Planner:
     # Binds the caller's own identity (user): the statement's values are the principal's, not
     # only its visibility class's.
     personal: bool = False
+    # The columns read of each row alias (a connection's page selects them).
+    reads: dict[str, dict[str, None]] = field(default_factory=dict)
+
+    def col(self, alias: str, name: str) -> str:
+        """The column ``name`` of the row alias ``alias``, recorded as read."""
+        self.reads.setdefault(alias, {})[name] = None
+        return f"{alias}.{name}"
 
     def alias(self, prefix: str) -> str:
         self.aliases += 1
@@ -379,10 +402,10 @@ class Planner:
         if name == "__typename":
             return [Lit(f'"{type_name}"')]
         if name == "id":
-            return global_id(type_name, f"{alias}.id")
+            return global_id(type_name, self.col(alias, "id"))
         scalars = TYPES[type_name].scalars
         if name in scalars:
-            return _column(scalars[name], alias)
+            return _column(scalars[name], self.col(alias, scalars[name].name))
         method = getattr(self, f"_{type_name}_{name}", None)
         if method is None:
             raise NotPlanned(f"{type_name}.{name}")
@@ -420,15 +443,17 @@ class Planner:
         self,
         type_name: str,
         node: FieldNode,
-        source: str,
+        source: Callable[[], str],
         ordering: Ordering,
         *,
-        total: str | None = None,
+        total: Callable[[], str] | None = None,
         total_in_scan: bool = False,
     ) -> Text:
-        """A Relay connection over the rows of ``source`` (a FROM clause with alias "{a}" and
-        its WHERE), ordered by ``ordering``, paged by the field's first/after: the page size
-        and the cursor's key parts are binds, whether there is a cursor is the shape.
+        """A Relay connection over the rows of ``source()`` (a FROM clause with alias "{a}"
+        and its WHERE), ordered by ``ordering``, paged by the field's first/after: the page
+        size and the cursor's key parts are binds, whether there is a cursor is the shape.
+        ``source`` and ``total`` are called only when the selection reads them: each bind
+        slot the statement has, it uses (asyncpg's ``$n`` have no gaps).
 
         The page is read with ``LIMIT first`` in key order and aggregated in that order (no
         numbering, no second sort); ``pageInfo`` reads one row more and numbers the rows as
@@ -436,12 +461,18 @@ class Planner:
         own, or, with ``total_in_scan`` (an ordering no index gives: the page is a sort of
         every row anyway), in the page's scan itself (``count(*) OVER ()``), the statement of
         ``total`` answering only when the page is empty."""
+        assert node.selection_set is not None
+        children = self.fields(node.selection_set, f"{type_name}Connection")
+        numbered = any(child.name.value == "pageInfo" for child in children)
+        reads_rows = any(child.name.value in ("edges", "pageInfo") for child in children)
+        in_scan = total is not None and total_in_scan and reads_rows
         first = self.page_size(node)
         given_after = self.argument(node, "after")
         has_after = bool(self.shape(lambda request: given_after(request) is not None))
         a = self.alias("r")
         after = ""
-        if has_after:
+        limit = ""
+        if has_after and reads_rows:
 
             def key(request: Request) -> tuple[Any, ...]:
                 try:
@@ -458,19 +489,15 @@ class Planner:
             op = "<" if ordering.descending else ">"
             values = ", ".join(self.binds.add(_part(cursor, i)) for i in range(len(ordering.keys)))
             after = f"({', '.join(ordering.columns(a))}) {op} ({values})"
-        limit = self.binds.add(first)
-        assert node.selection_set is not None
-        children = self.fields(node.selection_set, f"{type_name}Connection")
-        numbered = any(child.name.value == "pageInfo" for child in children)
-        reads_rows = any(child.name.value in ("edges", "pageInfo") for child in children)
-        in_scan = total is not None and total_in_scan and reads_rows
+        if reads_rows:
+            limit = self.binds.add(first)
         pairs: list[tuple[str, Text]] = []
         for child in children:
             name = child.name.value
             if name == "__typename":
                 value: Text = [Lit(f'"{type_name}Connection"')]
             elif name == "totalCount" and total is not None:
-                value = [f"coalesce(max({a}.{TOTAL}), {total})" if in_scan else total]
+                value = [f"coalesce(max({a}.{TOTAL}), {total()})" if in_scan else total()]
             elif name == "pageInfo":
                 value = self.page_info(child, a, ordering, limit, has_after)
             elif name == "edges":
@@ -482,8 +509,7 @@ class Planner:
         if not reads_rows:
             return [f"(SELECT {body})"]
         # The row's columns the answer reads, and the ordering's (the page is sorted by them).
-        keys = ", ".join(ordering.columns(a))
-        columns = _columns(a, body + " " + keys)
+        columns = dict.fromkeys([*self.reads.get(a, {}), *_key_columns(ordering.keys)])
         listed = ", ".join(f"{a}.{c}" for c in columns)
         order = ordering.order_by(a)
         size = f"{limit} + 1" if numbered else limit
@@ -493,11 +519,13 @@ class Planner:
             outer = f"{listed}, {a}.{TOTAL}" if listed else f"{a}.{TOTAL}"
             rows = (
                 f"SELECT {outer} FROM (SELECT {inner}count(*) OVER () AS {TOTAL} "
-                f"FROM {source.format(a=a)}) {a}{' WHERE ' + after if after else ''} "
+                f"FROM {source().format(a=a)}) {a}{' WHERE ' + after if after else ''} "
                 f"ORDER BY {order} LIMIT {size}"
             )
         else:
-            rows = f"SELECT {listed} FROM {source.format(a=a)}{where} ORDER BY {order} LIMIT {size}"
+            rows = (
+                f"SELECT {listed} FROM {source().format(a=a)}{where} ORDER BY {order} LIMIT {size}"
+            )
         if numbered:
             rows = f"SELECT *, row_number() OVER () AS {ROW_NUMBER} FROM ({rows}) {a}"
         # HAVING makes it one group even with no rows: an empty page, not a null connection.
@@ -551,7 +579,7 @@ class Planner:
     # -- Document --
 
     def _Document_uploadedBy(self, a: str, node: FieldNode) -> Text:
-        return self.lookup("User", f"{a}.uploaded_by", node)
+        return self.lookup("User", self.col(a, "uploaded_by"), node)
 
     def children(self, table: str, parent: str) -> str:
         """The rows of ``table`` under the document ``parent``, as a source ("{a}"). They are
@@ -559,38 +587,40 @@ class Planner:
         PostgreSQL check it once, not per row."""
         org = self.binds.add(lambda request: request.principal.organization_id)
         return (
-            f"{table} {{a}} WHERE {{a}}.document_id = {parent}.id AND {{a}}.organization_id = {org}"
+            f"{table} {{a}} WHERE {{a}}.document_id = {self.col(parent, 'id')} "
+            f"AND {{a}}.organization_id = {org}"
         )
 
     def _Document_sections(self, a: str, node: FieldNode) -> Text:
         ordering = Ordering("sections", (("{a}.ord", "int"), ("{a}.id", "uuid")))
-        return self.connection("Section", node, self.children("document_sections", a), ordering)
+        source = lambda: self.children("document_sections", a)  # noqa: E731
+        return self.connection("Section", node, source, ordering)
 
     def _Document_analyses(self, a: str, node: FieldNode) -> Text:
-        source = self.children("analysis_results", a)
+        source = lambda: self.children("analysis_results", a)  # noqa: E731
         return self.connection("Analysis", node, source, Ordering("analyses", CREATED))
 
     def _Document_feedback(self, a: str, node: FieldNode) -> Text:
-        source = self.children("user_feedback", a)
+        source = lambda: self.children("user_feedback", a)  # noqa: E731
         return self.connection("Feedback", node, source, Ordering("feedback", CREATED))
 
     # -- Section --
 
     def _Section_name(self, a: str, node: FieldNode) -> Text:
         self._check_text()
-        return _column(SECTION_TEXT["name"], a)
+        return _column(SECTION_TEXT["name"], self.col(a, "name"))
 
     def _Section_content(self, a: str, node: FieldNode) -> Text:
         self._check_text()
-        return _column(SECTION_TEXT["content"], a)
+        return _column(SECTION_TEXT["content"], self.col(a, "content"))
 
     def _Section_redacted(self, a: str, node: FieldNode) -> Text:
         if sees_raw_pii(self.principal):
             return [Lit("false")]
-        return [f"(jsonb_array_length({a}.pii_findings) > 0)::text"]
+        return [f"(jsonb_array_length({self.col(a, 'pii_findings')}) > 0)::text"]
 
     def _Section_document(self, a: str, node: FieldNode) -> Text:
-        return json_or_null(self.visible_document(f"{a}.document_id", node))
+        return json_or_null(self.visible_document(self.col(a, "document_id"), node))
 
     def _Section_analyses(self, a: str, node: FieldNode) -> Text:
         b = self.alias("a")
@@ -598,17 +628,17 @@ class Planner:
         return [
             Lit("["),
             f"coalesce((SELECT string_agg({body}, ', ' ORDER BY {b}.created_at, {b}.id) "
-            f"FROM analysis_results {b} WHERE {b}.section_id = {a}.id), '')",
+            f"FROM analysis_results {b} WHERE {b}.section_id = {self.col(a, 'id')}), '')",
             Lit("]"),
         ]
 
     # -- Analysis --
 
     def _Analysis_document(self, a: str, node: FieldNode) -> Text:
-        return json_or_null(self.visible_document(f"{a}.document_id", node))
+        return json_or_null(self.visible_document(self.col(a, "document_id"), node))
 
     def _Analysis_section(self, a: str, node: FieldNode) -> Text:
-        return self.lookup("Section", f"{a}.section_id", node)
+        return self.lookup("Section", self.col(a, "section_id"), node)
 
     def _Analysis_feedbackItems(self, a: str, node: FieldNode) -> Text:
         self._check_text()
@@ -627,26 +657,26 @@ class Planner:
         return [
             Lit("["),
             f"coalesce((SELECT string_agg({item}, ', ') "
-            f"FROM jsonb_array_elements({a}.feedback_items) AS x(i)), '')",
+            f"FROM jsonb_array_elements({self.col(a, 'feedback_items')}) AS x(i)), '')",
             Lit("]"),
         ]
 
     # -- Feedback --
 
     def _Feedback_document(self, a: str, node: FieldNode) -> Text:
-        return json_or_null(self.visible_document(f"{a}.document_id", node))
+        return json_or_null(self.visible_document(self.col(a, "document_id"), node))
 
     def _Feedback_section(self, a: str, node: FieldNode) -> Text:
-        return self.lookup("Section", f"{a}.section_id", node)
+        return self.lookup("Section", self.col(a, "section_id"), node)
 
     def _Feedback_analysis(self, a: str, node: FieldNode) -> Text:
-        return self.lookup("Analysis", f"{a}.analysis_id", node)
+        return self.lookup("Analysis", self.col(a, "analysis_id"), node)
 
     def _Feedback_author(self, a: str, node: FieldNode) -> Text:
-        return self.lookup("User", f"{a}.user_id", node)
+        return self.lookup("User", self.col(a, "user_id"), node)
 
     def _Feedback_approvedBy(self, a: str, node: FieldNode) -> Text:
-        return self.lookup("User", f"{a}.approved_by", node)
+        return self.lookup("User", self.col(a, "approved_by"), node)
 
     # -- documents and the scope --
 
@@ -763,9 +793,12 @@ class Planner:
             return self.object("Viewer", "", node.selection_set), False
         if name == "users":
             self.allowed(Action.USER_LIST)
-            org = self.binds.add(lambda request: request.principal.organization_id)
-            source = f"users {{a}} WHERE {{a}}.organization_id = {org}"
-            return self.connection("User", node, source, Ordering("users", CREATED)), False
+
+            def users() -> str:
+                org = self.binds.add(lambda request: request.principal.organization_id)
+                return f"users {{a}} WHERE {{a}}.organization_id = {org}"
+
+            return self.connection("User", node, users, Ordering("users", CREATED)), False
         if name == "__typename":
             return [Lit('"Query"')], False
         raise NotPlanned(f"Query.{name}")
@@ -879,13 +912,22 @@ class Planner:
             DOCUMENT_KEYS[field_name],
             descending=direction == "DESC",
         )
-        where = self.visible("{a}") + self.document_filter("{a}", self.argument(node, "filter"))
-        c = self.alias("c")
-        total = f"(SELECT count(*) FROM documents {c} WHERE {where.replace('{a}', c)})"
+        given_filter = self.argument(node, "filter")
+        made: list[str] = []
+
+        def where() -> str:  # made once, on first use: the count and the page share it
+            if not made:
+                made.append(self.visible("{a}") + self.document_filter("{a}", given_filter))
+            return made[0]
+
+        def total() -> str:
+            c = self.alias("c")
+            return f"(SELECT count(*) FROM documents {c} WHERE {where().replace('{a}', c)})"
+
         return self.connection(
             "Document",
             node,
-            "documents {a} WHERE " + where,
+            lambda: "documents {a} WHERE " + where(),
             ordering,
             total=total,
             # No index gives this order: the page sorts every row, which the count reads.
@@ -992,7 +1034,7 @@ def statement(
         return Statement(tuple(planner.shapes), reason=str(reason))
     return Statement(
         tuple(planner.shapes),
-        sa.text(f"SELECT {concat(json_object(pairs))}"),
+        PositionalText(f"SELECT {concat(json_object(pairs))}", tuple(planner.binds.slots)),
         dict(planner.binds.slots),
         tuple(must_exist),
         frozenset(planner.actions),
