@@ -18,6 +18,7 @@ from graphql import parse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from prism.audit import OPERATOR
 from prism.authn.bearer import authenticate_bearer
 from prism.config import Settings
 from prism.execution.fragments import NotPlanned
@@ -28,8 +29,9 @@ from prism.models.enums import Classification, Role
 from prism.operations.persisted import split_operations
 from prism.schema import build_schema
 from prism.services import Services
+from prism.tokens import api_tokens
 from tests.conftest import app_with, client_of
-from tests.factories import Tenant, add_document, add_user, gid, gql
+from tests.factories import PASSWORD, Tenant, add_document, add_user, gid, gql
 from tests.test_persisted import _call, _register
 
 OPERATIONS = """
@@ -53,10 +55,16 @@ query Again($id: ID!) { document(id: $id) { a: filename b: filename riskLevel } 
 query Count($filter: DocumentFilter) { documents(filter: $filter) { totalCount } }
 query People { users(first: 50) { edges { node { email role clearance mfaEnabled createdAt } } } }
 query Me { viewer { scopes } }
+query Whole { viewer { scopes
+  organization { __typename id name domain subscriptionTier dataRetentionDays createdAt }
+  user { id email role }
+  apiToken { __typename id name prefix scopes expiresAt lastUsedAt revokedAt createdAt } } }
 fragment Row on Document { __typename filename fileSize documentType riskLevel legalHold
   totalSections processingStatus }
 """
 CLEARANCES = list(Classification)
+LOGIN = """mutation($email: String!, $password: String!) {
+  login(input: {email: $email, password: $password}) { accessToken } }"""
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +101,17 @@ async def world(services: Services) -> dict[str, Any]:
                 services, tenant, role=Role.REVIEWER, clearance=clearance, department=department
             )
             principals[f"REVIEWER-{clearance.value}-{department}"] = token
+    # A service token: no user, a role and clearance of its own, some scopes.
+    service = await api_tokens.create_token(
+        services,
+        OPERATOR,
+        tenant.org_id,
+        name="service",
+        scopes=["audit:read", "documents:read", "users:admin"],
+        role=Role.AUDITOR,
+        clearance=Classification.CONFIDENTIAL,
+    )
+    principals["SERVICE"] = service.secret
     return {"tenant": tenant, "documents": documents, "principals": principals}
 
 
@@ -139,6 +158,7 @@ async def test_registered_operations_answer_the_same_on_both_paths(
         ("Count", {"filter": {"processingStatus": ["FAILED"]}}),
         ("Page", {"first": 5, "filter": {"processingStatus": ["FAILED"]}}),
         ("Me", {}),
+        ("Whole", {}),
         *[("One", {"id": gid("Document", d.id)}) for d in documents[:6]],
         ("One", {"id": gid("User", documents[0].uploaded_by)}),
         *[("Again", {"id": gid("Document", d.id)}) for d in documents[:6]],
@@ -530,6 +550,8 @@ def _node_selection(draw: st.DrawFn) -> str:
 
 
 USER_SCALARS = ["id", "email", "firstName", "role", "department", "clearance", "createdAt"]
+ORGANIZATION_SCALARS = ["id", "name", "domain", "subscriptionTier", "dataRetentionDays"]
+TOKEN_SCALARS = ["id", "name", "prefix", "scopes", "expiresAt", "revokedAt", "createdAt"]
 
 
 def _drawn(draw: st.DrawFn, names: list[str], prefix: str = "") -> str:
@@ -548,8 +570,14 @@ def _planned_operations(draw: st.DrawFn) -> tuple[str, str]:
     if kind == "nodes":
         return f"query G($ids: [ID!]!) {{ nodes(ids: $ids) {{ {_node_selection(draw)} }} }}", kind
     if kind == "viewer":
-        user = f" user {{ {_drawn(draw, USER_SCALARS)} }}" if draw(st.booleans()) else ""
-        return f"query G {{ viewer {{ scopes{user} }} }}", kind
+        parts = ["scopes"] if draw(st.booleans()) else []
+        if draw(st.booleans()):
+            parts.append(f"user {{ {_drawn(draw, USER_SCALARS)} }}")
+        if draw(st.booleans()):
+            parts.append(f"organization {{ {_drawn(draw, ORGANIZATION_SCALARS)} }}")
+        if draw(st.booleans()) or not parts:
+            parts.append(f"apiToken {{ {_drawn(draw, TOKEN_SCALARS)} }}")
+        return f"query G {{ viewer {{ {' '.join(parts)} }} }}", kind
     if kind == "users":
         body = _drawn(draw, USER_SCALARS)
         return (
@@ -637,3 +665,35 @@ async def test_global_ids_written_by_the_statement_are_the_ids_python_writes(
         ).scalars()
         written = [orjson.loads(value) for value in found]
     assert written == [to_global_id(type_name, i) for i in ids]
+
+
+async def test_the_viewer_of_a_signed_in_session_answers_the_same_on_both_paths(
+    client: httpx.AsyncClient,
+    interpreted: httpx.AsyncClient,
+    services: Services,
+    world: dict[str, Any],
+) -> None:
+    """A session has no API token (``apiToken`` null), a service token no user: planned
+    (per request: the caller's own identity is bound) and answered as the reference path."""
+    registered = await _register(services, OPERATIONS)
+    tenant: Tenant = world["tenant"]
+    body = await gql(
+        client,
+        LOGIN,
+        {"email": tenant.email(Role.ADMIN), "password": PASSWORD},
+    )
+    session = body["data"]["login"]["accessToken"]
+    viewers = []
+    for token in (session, world["principals"]["SERVICE"], tenant.tokens[Role.VIEWER]):
+        compiled, reference = await _both(client, interpreted, token, registered["Whole"], {})
+        assert compiled["data"] == reference["data"]
+        assert compiled["extensions"]["execution"] == {"path": "compiled"}
+        viewers.append(compiled["data"]["viewer"])
+    signed_in, service, viewer = viewers
+    assert signed_in["apiToken"] is None
+    assert signed_in["user"]["email"] == tenant.email(Role.ADMIN)
+    assert service["user"] is None
+    assert service["apiToken"]["scopes"] == ["audit:read", "documents:read", "users:admin"]
+    assert viewer["apiToken"]["name"] == "viewer token"
+    assert signed_in["organization"] == viewer["organization"]
+    assert viewer["organization"]["name"] == tenant.name

@@ -128,6 +128,24 @@ USER_SCALARS: dict[str, Column] = {
 }
 
 
+ORGANIZATION_SCALARS: dict[str, Column] = {
+    "name": Column("name"),
+    "domain": Column("domain"),
+    "subscriptionTier": Column("subscription_tier"),
+    "dataRetentionDays": _plain("data_retention_days"),
+    "createdAt": _timestamp("created_at"),
+}
+API_TOKEN_SCALARS: dict[str, Column] = {
+    "name": Column("name"),
+    "prefix": Column("prefix"),
+    "scopes": Column("scopes"),
+    "expiresAt": _timestamp("expires_at"),
+    "lastUsedAt": _timestamp("last_used_at"),
+    "revokedAt": _timestamp("revoked_at"),
+    "createdAt": _timestamp("created_at"),
+}
+
+
 class ItemKind(Enum):
     """How a key of an analysis's feedback item (a JSON object) is read."""
 
@@ -152,7 +170,10 @@ TYPES: dict[str, ObjectType] = {
     "Analysis": ObjectType("analysis_results", ANALYSIS_SCALARS),
     "Feedback": ObjectType("user_feedback", FEEDBACK_SCALARS),
     "User": ObjectType("users", USER_SCALARS),
-    # The caller: no table; its fields are the planner's methods (scopes, user).
+    "Organization": ObjectType("organizations", ORGANIZATION_SCALARS),
+    "ApiToken": ObjectType("api_tokens", API_TOKEN_SCALARS),
+    # The caller: no table; its fields are the planner's methods (scopes, organization, user,
+    # apiToken).
     "Viewer": ObjectType("", {}),
 }
 

@@ -12,9 +12,9 @@ department rule, deletion) is written into the SQL exactly as
 
 What is not planned raises ``NotPlanned`` and falls back to the interpreted path, which is the
 reference: fields with logic of their own (PII masking below CONFIDENTIAL, audited reads of
-RESTRICTED text, PII summaries, the viewer's organization and API token), directives, merged
-duplicate keys, any root field but `documents`, `document`, `node` and `nodes` (of a Document,
-Section, Analysis, Feedback or User), `users` and `viewer` (its scopes and user), and any
+RESTRICTED text, PII summaries), directives, merged duplicate keys, any root field but
+`documents`, `document`, `node` and `nodes` (of a Document, Section, Analysis, Feedback or
+User), `users` and `viewer` (its scopes, organization, user and API token), and any
 request whose answer would carry an error (a missing row, a refused action, a bad argument:
 the interpreted path reports it with its path). What a selection maps to (tables, columns) is
 described in ``prism.execution.fragments``; plans and their cache are
@@ -880,6 +880,27 @@ class Planner:
         return json_or_null(
             f"(SELECT {concat(self.object('User', u, node.selection_set))} FROM users {u} "
             f"WHERE {u}.id = CAST({user} AS uuid) AND {u}.organization_id = {org})"
+        )
+
+    def _Viewer_organization(self, a: str, node: FieldNode) -> Text:
+        """The caller's organization (``Viewer.organization``: no action to check)."""
+        org = self.binds.add(lambda request: request.principal.organization_id)
+        o = self.alias("o")
+        return json_or_null(
+            f"(SELECT {concat(self.object('Organization', o, node.selection_set))} "
+            f"FROM organizations {o} WHERE {o}.id = {org})"
+        )
+
+    def _Viewer_apiToken(self, a: str, node: FieldNode) -> Text:
+        """The API token of the call, as ``Viewer.apiToken`` loads it: in the caller's
+        organization; null without one (its id, bound per request, is null)."""
+        self.personal = True
+        token = self.binds.add(lambda request: request.principal.api_token_id)
+        org = self.binds.add(lambda request: request.principal.organization_id)
+        t = self.alias("t")
+        return json_or_null(
+            f"(SELECT {concat(self.object('ApiToken', t, node.selection_set))} FROM api_tokens "
+            f"{t} WHERE {t}.id = CAST({token} AS uuid) AND {t}.organization_id = {org})"
         )
 
     def allowed(self, action: Action) -> None:
