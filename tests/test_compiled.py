@@ -59,6 +59,8 @@ query Whole { viewer { scopes
   organization { __typename id name domain subscriptionTier dataRetentionDays createdAt }
   user { id email role }
   apiToken { __typename id name prefix scopes expiresAt lastUsedAt revokedAt createdAt } } }
+query Tokens { apiTokens { __typename id name prefix scopes expiresAt lastUsedAt revokedAt
+  createdAt } }
 fragment Row on Document { __typename filename fileSize documentType riskLevel legalHold
   totalSections processingStatus }
 """
@@ -159,6 +161,7 @@ async def test_registered_operations_answer_the_same_on_both_paths(
         ("Page", {"first": 5, "filter": {"processingStatus": ["FAILED"]}}),
         ("Me", {}),
         ("Whole", {}),
+        ("Tokens", {}),
         *[("One", {"id": gid("Document", d.id)}) for d in documents[:6]],
         ("One", {"id": gid("User", documents[0].uploaded_by)}),
         *[("Again", {"id": gid("Document", d.id)}) for d in documents[:6]],
@@ -336,10 +339,8 @@ async def test_the_compiled_path_can_be_turned_off_and_reports_why_not(
     tenant: Tenant = world["tenant"]
     me = await _call(client, tenant.tokens[Role.VIEWER], registered["Me"])
     assert me["extensions"]["execution"] == {"path": "compiled"}
-    tokens = await _call(
-        client, tenant.tokens[Role.VIEWER], (await _register(services, NODES))["Tokens"]
-    )
-    assert tokens["extensions"]["execution"] == {"path": "interpreted", "reason": "Query.apiTokens"}
+    log = await _call(client, tenant.tokens[Role.VIEWER], (await _register(services, NODES))["Log"])
+    assert log["extensions"]["execution"] == {"path": "interpreted", "reason": "Query.auditLog"}
     nested = await _call(client, tenant.tokens[Role.VIEWER], registered["Nested"])
     assert nested["extensions"]["execution"] == {"path": "compiled"}
     # A query sent as text (the web client's case) is planned too.
@@ -478,6 +479,7 @@ query Children($id: ID!) { document(id: $id) { uploadedBy { id }
   sections(first: 3) { edges { node { id } } }
   analyses(first: 3) { edges { node { id } } } } }
 query Tokens { apiTokens { id } }
+query Log { auditLog { edges { node { id } } } }
 """
 
 
@@ -564,7 +566,9 @@ def _drawn(draw: st.DrawFn, names: list[str], prefix: str = "") -> str:
 @st.composite
 def _planned_operations(draw: st.DrawFn) -> tuple[str, str]:
     """A query over the planned root fields, with variables; its kind."""
-    kind = draw(st.sampled_from(["node", "nodes", "documents", "viewer", "users"]))
+    kind = draw(st.sampled_from(["node", "nodes", "documents", "viewer", "users", "tokens"]))
+    if kind == "tokens":
+        return f"query G {{ apiTokens {{ {_drawn(draw, TOKEN_SCALARS)} }} }}", kind
     if kind == "node":
         return f"query G($id: ID!) {{ node(id: $id) {{ {_node_selection(draw)} }} }}", kind
     if kind == "nodes":
@@ -689,6 +693,11 @@ async def test_the_viewer_of_a_signed_in_session_answers_the_same_on_both_paths(
         assert compiled["data"] == reference["data"]
         assert compiled["extensions"]["execution"] == {"path": "compiled"}
         viewers.append(compiled["data"]["viewer"])
+        # apiTokens: all of the organization's (ADMIN's session), or the caller's own
+        compiled, reference = await _both(client, interpreted, token, registered["Tokens"], {})
+        assert compiled["data"] == reference["data"]
+        assert compiled["extensions"]["execution"] == {"path": "compiled"}
+        assert compiled["data"]["apiTokens"]
     signed_in, service, viewer = viewers
     assert signed_in["apiToken"] is None
     assert signed_in["user"]["email"] == tenant.email(Role.ADMIN)

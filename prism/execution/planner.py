@@ -14,7 +14,7 @@ What is not planned raises ``NotPlanned`` and falls back to the interpreted path
 reference: fields with logic of their own (PII masking below CONFIDENTIAL, audited reads of
 RESTRICTED text, PII summaries), directives, merged duplicate keys, any root field but
 `documents`, `document`, `node` and `nodes` (of a Document, Section, Analysis, Feedback or
-User), `users` and `viewer` (its scopes, organization, user and API token), and any
+User), `users`, `apiTokens` and `viewer` (its scopes, organization, user and API token), and any
 request whose answer would carry an error (a missing row, a refused action, a bad argument:
 the interpreted path reports it with its path). What a selection maps to (tables, columns) is
 described in ``prism.execution.fragments``; plans and their cache are
@@ -49,7 +49,7 @@ from graphql import (
     value_from_ast_untyped,
 )
 
-from prism.authz.policy import Action, decide, sees_raw_pii
+from prism.authz.policy import Action, decide, may_read_token, sees_raw_pii
 from prism.authz.principal import Principal
 from prism.db.engine import PositionalText
 from prism.errors import PrismError
@@ -791,6 +791,8 @@ class Planner:
             return json_or_null(self.nodes(node)), True
         if name == "viewer":
             return self.object("Viewer", "", node.selection_set), False
+        if name == "apiTokens":
+            return self.api_tokens(node), False
         if name == "users":
             self.allowed(Action.USER_LIST)
 
@@ -902,6 +904,31 @@ class Planner:
             f"(SELECT {concat(self.object('ApiToken', t, node.selection_set))} FROM api_tokens "
             f"{t} WHERE {t}.id = CAST({token} AS uuid) AND {t}.organization_id = {org})"
         )
+
+    def api_tokens(self, node: FieldNode) -> Text:
+        """``apiTokens`` as ``prism.tokens.api_tokens.list_api_tokens`` reads them: all of the
+        organization's for who may read them all (``may_read_token``: a shape, decided again
+        for each request's principal), else the caller's own (bound to or created by its
+        user; a service token: itself), newest first. No action is required."""
+        every = self.shape(lambda request: may_read_token(request.principal, None, None))
+        org = self.binds.add(lambda request: request.principal.organization_id)
+        t = self.alias("t")
+        where = f"{t}.organization_id = {org}"
+        if not every:
+            self.personal = True
+            user = self.binds.add(lambda request: request.principal.user_id)
+            token = self.binds.add(lambda request: request.principal.api_token_id)
+            where += (
+                f" AND CASE WHEN CAST({user} AS uuid) IS NULL THEN {t}.id = CAST({token} AS uuid)"
+                f" ELSE ({t}.user_id = {user} OR {t}.created_by = {user}) END"
+            )
+        body = concat(self.object("ApiToken", t, node.selection_set))
+        return [
+            Lit("["),
+            f"coalesce((SELECT string_agg({body}, ', ' ORDER BY {t}.created_at DESC, {t}.id) "
+            f"FROM api_tokens {t} WHERE {where}), '')",
+            Lit("]"),
+        ]
 
     def allowed(self, action: Action) -> None:
         """The action is allowed (checked again for each request's principal at bind time)."""
