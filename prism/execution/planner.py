@@ -352,6 +352,8 @@ class Planner:
     personal: bool = False
     # The columns read of each row alias (a connection's page selects them).
     reads: dict[str, dict[str, None]] = field(default_factory=dict)
+    # The planning request (its variables and principal), made on first use.
+    planning: Request | None = None
 
     def col(self, alias: str, name: str) -> str:
         """The column ``name`` of the row alias ``alias``, recorded as read."""
@@ -365,7 +367,9 @@ class Planner:
     def shape(self, getter: Getter) -> Any:
         """The value of ``getter`` for the planning request; the statement is made for it, so
         a request binds this statement only when its value is the same."""
-        value = getter(Request(self.variables, self.principal))
+        if self.planning is None:
+            self.planning = Request(self.variables, self.principal)
+        value = getter(self.planning)
         self.shapes.append((getter, value))
         return value
 
