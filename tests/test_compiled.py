@@ -25,7 +25,8 @@ from prism.execution.fragments import NotPlanned
 from prism.execution.ids import to_global_id
 from prism.execution.planner import concat, global_id
 from prism.execution.plans import Plan, PlanCache
-from prism.models.enums import Classification, Role
+from prism.models import jobs as job_models
+from prism.models.enums import Classification, JobState, Role
 from prism.operations.persisted import split_operations
 from prism.schema import build_schema
 from prism.services import Services
@@ -554,6 +555,7 @@ def _node_selection(draw: st.DrawFn) -> str:
 USER_SCALARS = ["id", "email", "firstName", "role", "department", "clearance", "createdAt"]
 ORGANIZATION_SCALARS = ["id", "name", "domain", "subscriptionTier", "dataRetentionDays"]
 TOKEN_SCALARS = ["id", "name", "prefix", "scopes", "expiresAt", "revokedAt", "createdAt"]
+JOB_SCALARS = ["id", "kind", "state", "attempts", "maxAttempts", "lastError", "runAt"]
 
 
 def _drawn(draw: st.DrawFn, names: list[str], prefix: str = "") -> str:
@@ -566,9 +568,16 @@ def _drawn(draw: st.DrawFn, names: list[str], prefix: str = "") -> str:
 @st.composite
 def _planned_operations(draw: st.DrawFn) -> tuple[str, str]:
     """A query over the planned root fields, with variables; its kind."""
-    kind = draw(st.sampled_from(["node", "nodes", "documents", "viewer", "users", "tokens"]))
+    kinds = ["node", "nodes", "documents", "viewer", "users", "tokens", "jobs"]
+    kind = draw(st.sampled_from(kinds))
     if kind == "tokens":
         return f"query G {{ apiTokens {{ {_drawn(draw, TOKEN_SCALARS)} }} }}", kind
+    if kind == "jobs":
+        body = _drawn(draw, JOB_SCALARS)
+        return (
+            f"query G($first: Int) {{ jobs(first: $first) {{ edges {{ node {{ {body} }} }} }} }}",
+            kind,
+        )
     if kind == "node":
         return f"query G($id: ID!) {{ node(id: $id) {{ {_node_selection(draw)} }} }}", kind
     if kind == "nodes":
@@ -628,7 +637,7 @@ async def test_generated_selections_of_planned_fields_answer_the_same(
             variables["id"] = data.draw(st.sampled_from(node_ids))
         elif kind == "nodes":
             variables["ids"] = data.draw(st.lists(st.sampled_from(node_ids), max_size=4))
-        elif kind in ("users", "documents"):
+        elif kind in ("users", "documents", "jobs"):
             variables["first"] = data.draw(st.sampled_from([None, 0, 1, 3, 50]))
             if kind == "documents" and data.draw(st.booleans()):
                 levels = data.draw(st.lists(st.sampled_from(CLEARANCES), max_size=2))
@@ -706,3 +715,73 @@ async def test_the_viewer_of_a_signed_in_session_answers_the_same_on_both_paths(
     assert viewer["apiToken"]["name"] == "viewer token"
     assert signed_in["organization"] == viewer["organization"]
     assert viewer["organization"]["name"] == tenant.name
+
+
+JOBS = """
+query OneJob($id: ID!) { job(id: $id) { __typename id kind state attempts maxAttempts
+  lastError createdAt updatedAt runAt startedAt finishedAt } }
+query Jobs($first: Int, $after: String, $filter: JobFilter) {
+  jobs(first: $first, after: $after, filter: $filter) {
+    pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+    edges { cursor node { id kind state attempts lastError } } } }
+"""
+
+
+async def test_jobs_answer_the_same_on_both_paths(
+    client: httpx.AsyncClient,
+    interpreted: httpx.AsyncClient,
+    services: Services,
+    world: dict[str, Any],
+) -> None:
+    """``job`` (JOB_READ) and ``jobs`` (JOB_ADMIN) for every principal: planned where the
+    policy allows, refused by the interpreted path where not; filters, pages and cursors."""
+    tenant: Tenant = world["tenant"]
+    ids = []
+    async with services.db.transaction(tenant.org_id) as session:
+        for n, state in enumerate([*JobState, JobState.DEAD]):
+            job = await job_models.enqueue_job(
+                session,
+                organization_id=tenant.org_id,
+                kind=f"test.kind{n % 2}",
+                payload={"n": n},
+            )
+            job.state = state
+            job.last_error = 'failed: "quoted"' if state is JobState.DEAD else None
+            ids.append(gid("Job", job.id))
+    registered = await _register(services, JOBS)
+    cases: list[tuple[str, dict[str, Any]]] = [("OneJob", {"id": i}) for i in ids[:3]]
+    cases += [
+        ("OneJob", {"id": gid("Job", uuid.uuid4())}),
+        ("OneJob", {"id": gid("Document", world["documents"][0].id)}),
+        ("Jobs", {"first": 3}),
+        ("Jobs", {"filter": {"state": ["DEAD"]}}),
+        ("Jobs", {"filter": {"state": [], "kind": ["test.kind1"]}}),
+        ("Jobs", {"first": 0}),
+    ]
+    paths: dict[str, int] = {}
+    for name, token in world["principals"].items():
+        for operation, variables in cases:
+            compiled, reference = await _both(
+                client, interpreted, token, registered[operation], variables
+            )
+            assert compiled.get("data") == reference.get("data"), (name, operation, variables)
+            assert [e["extensions"]["code"] for e in compiled.get("errors", [])] == [
+                e["extensions"]["code"] for e in reference.get("errors", [])
+            ]
+            path = compiled["extensions"]["execution"]["path"]
+            paths[path] = paths.get(path, 0) + 1
+    assert paths["compiled"] >= 10, paths
+    # page through with the compiled path's cursors
+    token = tenant.tokens[Role.ADMIN]
+    after, seen = None, []
+    for _ in range(10):
+        variables = {"first": 2, "after": after, "filter": {"kind": ["test.kind0", "test.kind1"]}}
+        compiled, reference = await _both(client, interpreted, token, registered["Jobs"], variables)
+        assert compiled["data"] == reference["data"], variables
+        assert compiled["extensions"]["execution"] == {"path": "compiled"}
+        page = compiled["data"]["jobs"]
+        seen += [e["node"]["id"] for e in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert sorted(seen) == sorted(ids)

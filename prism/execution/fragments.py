@@ -145,6 +145,19 @@ API_TOKEN_SCALARS: dict[str, Column] = {
     "createdAt": _timestamp("created_at"),
 }
 
+JOB_SCALARS: dict[str, Column] = {
+    "kind": Column("kind"),
+    "state": Column("state"),
+    "attempts": _plain("attempts"),
+    "maxAttempts": _plain("max_attempts"),
+    "lastError": Column("last_error"),
+    "createdAt": _timestamp("created_at"),
+    "updatedAt": _timestamp("updated_at"),
+    "runAt": _timestamp("run_at"),
+    "startedAt": _timestamp("started_at"),
+    "finishedAt": _timestamp("finished_at"),
+}
+
 
 class ItemKind(Enum):
     """How a key of an analysis's feedback item (a JSON object) is read."""
@@ -172,6 +185,7 @@ TYPES: dict[str, ObjectType] = {
     "User": ObjectType("users", USER_SCALARS),
     "Organization": ObjectType("organizations", ORGANIZATION_SCALARS),
     "ApiToken": ObjectType("api_tokens", API_TOKEN_SCALARS),
+    "Job": ObjectType("jobs", JOB_SCALARS),
     # The caller: no table; its fields are the planner's methods (scopes, organization, user,
     # apiToken).
     "Viewer": ObjectType("", {}),

@@ -14,7 +14,8 @@ What is not planned raises ``NotPlanned`` and falls back to the interpreted path
 reference: fields with logic of their own (PII masking below CONFIDENTIAL, audited reads of
 RESTRICTED text, PII summaries), directives, merged duplicate keys, any root field but
 `documents`, `document`, `node` and `nodes` (of a Document, Section, Analysis, Feedback or
-User), `users`, `apiTokens` and `viewer` (its scopes, organization, user and API token), and any
+User), `users`, `apiTokens`, `job`, `jobs` and `viewer` (its scopes, organization, user and
+API token), and any
 request whose answer would carry an error (a missing row, a refused action, a bad argument:
 the interpreted path reports it with its path). What a selection maps to (tables, columns) is
 described in ``prism.execution.fragments``; plans and their cache are
@@ -467,8 +468,9 @@ class Planner:
         ``total`` answering only when the page is empty."""
         assert node.selection_set is not None
         children = self.fields(node.selection_set, f"{type_name}Connection")
-        numbered = any(child.name.value == "pageInfo" for child in children)
-        reads_rows = any(child.name.value in ("edges", "pageInfo") for child in children)
+        names = {child.name.value for child in children}
+        numbered = "pageInfo" in names
+        reads_rows = numbered or "edges" in names
         in_scan = total is not None and total_in_scan and reads_rows
         first = self.page_size(node)
         given_after = self.argument(node, "after")
@@ -514,7 +516,7 @@ class Planner:
             return [f"(SELECT {body})"]
         # The row's columns the answer reads, and the ordering's (the page is sorted by them).
         columns = dict.fromkeys([*self.reads.get(a, {}), *_key_columns(ordering.keys)])
-        listed = ", ".join(f"{a}.{c}" for c in columns)
+        listed = ", ".join([f"{a}.{c}" for c in columns])
         order = ordering.order_by(a)
         size = f"{limit} + 1" if numbered else limit
         where = f" AND {after}" if after else ""
@@ -791,6 +793,21 @@ class Planner:
                 raise NotPlanned("a document ID that is not a Document's")
             row_id = self.binds.add(lambda request: from_global_id(given(request))[1])
             return json_or_null(self.node(kind, row_id, node)), True
+        if name == "job":
+            # read_job: JOB_READ; an ID of another type is NOT_FOUND (the interpreted path's).
+            self.allowed(Action.JOB_READ)
+            given = self.argument(node, "id")
+            if self.shape(lambda request: _kind_of(given(request))) != "Job":
+                raise NotPlanned("an ID that is not a Job's")
+            row_id = self.binds.add(lambda request: from_global_id(given(request))[1])
+            org = self.binds.add(lambda request: request.principal.organization_id)
+            j = self.alias("j")
+            body = concat(self.object("Job", j, node.selection_set))
+            where = f"{j}.id = {row_id} AND {j}.organization_id = {org}"
+            return json_or_null(f"(SELECT {body} FROM jobs {j} WHERE {where})"), True
+        if name == "jobs":
+            self.allowed(Action.JOB_ADMIN)
+            return self.jobs(node), False
         if name == "nodes":
             return json_or_null(self.nodes(node)), True
         if name == "viewer":
@@ -933,6 +950,40 @@ class Planner:
             f"FROM api_tokens {t} WHERE {where}), '')",
             Lit("]"),
         ]
+
+    def jobs(self, node: FieldNode) -> Text:
+        """``jobs(filter, first, after)`` as ``read_jobs`` pages them: the organization's,
+        newest first, in any of the filter's states and kinds (an empty list: any)."""
+        given = self.argument(node, "filter")
+
+        def listed(key: str) -> Getter:
+            def get(request: Request) -> list[str] | None:
+                value = given(request)
+                if value is None:
+                    return None
+                if not isinstance(value, dict):
+                    raise NotPlanned("a filter the interpreted path refuses")
+                found = value.get(key)
+                if not found:
+                    return None
+                names = [getattr(v, "value", v) for v in found]
+                if not all(isinstance(n, str) for n in names):
+                    raise NotPlanned("a filter the interpreted path refuses")
+                return names
+
+            return get
+
+        def source() -> str:
+            org = self.binds.add(lambda request: request.principal.organization_id)
+            states = self.binds.add(listed("state"))
+            kinds = self.binds.add(listed("kind"))
+            return (
+                f"jobs {{a}} WHERE {{a}}.organization_id = {org} "
+                f"AND ({{a}}.state = ANY({states}) OR {states} IS NULL) "
+                f"AND ({{a}}.kind = ANY({kinds}) OR {kinds} IS NULL)"
+            )
+
+        return self.connection("Job", node, source, Ordering("jobs", CREATED, descending=True))
 
     def allowed(self, action: Action) -> None:
         """The action is allowed (checked again for each request's principal at bind time)."""
