@@ -225,8 +225,7 @@ def selected_fields(
             on = fragment.type_condition.name.value
             if on == type_name or on == "Node":
                 found.extend(selected_fields(fragment.selection_set, type_name, fragments))
-    keys = [response_key(f) for f in found]
-    if len(keys) != len(set(keys)):
+    if len(found) > 1 and len({(f.alias or f.name).value for f in found}) != len(found):
         raise NotPlanned("a response key selected twice")
     return found
 

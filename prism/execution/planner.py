@@ -98,17 +98,17 @@ def sql_literal(text: str) -> str:
 def concat(parts: Text) -> str:
     """The SQL of ``parts`` joined, adjacent constants merged into one literal."""
     pieces: list[str] = []
-    pending: list[str] = []
+    literal: str | None = None
     for part in parts:
         if type(part) is Lit:
-            pending.append(part)
+            literal = part if literal is None else literal + part
         else:
-            if pending:
-                pieces.append(sql_literal("".join(pending)))
-                pending = []
+            if literal is not None:
+                pieces.append(sql_literal(literal))
+                literal = None
             pieces.append(part)
-    if pending or not pieces:
-        pieces.append(sql_literal("".join(pending)))
+    if literal is not None or not pieces:
+        pieces.append(sql_literal(literal or ""))
     return pieces[0] if len(pieces) == 1 else "(" + " || ".join(pieces) + ")"
 
 
@@ -236,6 +236,19 @@ DOCUMENT_KEYS = {
     "RISK": ((RISK_RANK, "int"), ("{a}.id", "uuid")),
 }
 CREATED = (("{a}.created_at", "datetime"), ("{a}.id", "uuid"))
+# The orderings of the lists, made once (their names are the interpreted path's cursors').
+DOCUMENT_ORDERINGS = {
+    (field_name, direction): Ordering(
+        f"documents:{field_name}:{direction.lower()}", keys, descending=direction == "DESC"
+    )
+    for field_name, keys in DOCUMENT_KEYS.items()
+    for direction in ("ASC", "DESC")
+}
+SECTIONS = Ordering("sections", (("{a}.ord", "int"), ("{a}.id", "uuid")))
+ANALYSES = Ordering("analyses", CREATED)
+FEEDBACK = Ordering("feedback", CREATED)
+USERS = Ordering("users", CREATED)
+JOBS = Ordering("jobs", CREATED, descending=True)
 
 
 def _column(column: Column, sql: str) -> Text:
@@ -598,17 +611,17 @@ class Planner:
         )
 
     def _Document_sections(self, a: str, node: FieldNode) -> Text:
-        ordering = Ordering("sections", (("{a}.ord", "int"), ("{a}.id", "uuid")))
+        ordering = SECTIONS
         source = lambda: self.children("document_sections", a)  # noqa: E731
         return self.connection("Section", node, source, ordering)
 
     def _Document_analyses(self, a: str, node: FieldNode) -> Text:
         source = lambda: self.children("analysis_results", a)  # noqa: E731
-        return self.connection("Analysis", node, source, Ordering("analyses", CREATED))
+        return self.connection("Analysis", node, source, ANALYSES)
 
     def _Document_feedback(self, a: str, node: FieldNode) -> Text:
         source = lambda: self.children("user_feedback", a)  # noqa: E731
-        return self.connection("Feedback", node, source, Ordering("feedback", CREATED))
+        return self.connection("Feedback", node, source, FEEDBACK)
 
     # -- Section --
 
@@ -821,7 +834,7 @@ class Planner:
                 org = self.binds.add(lambda request: request.principal.organization_id)
                 return f"users {{a}} WHERE {{a}}.organization_id = {org}"
 
-            return self.connection("User", node, users, Ordering("users", CREATED)), False
+            return self.connection("User", node, users, USERS), False
         if name == "__typename":
             return [Lit('"Query"')], False
         raise NotPlanned(f"Query.{name}")
@@ -983,7 +996,7 @@ class Planner:
                 f"AND ({{a}}.kind = ANY({kinds}) OR {kinds} IS NULL)"
             )
 
-        return self.connection("Job", node, source, Ordering("jobs", CREATED, descending=True))
+        return self.connection("Job", node, source, JOBS)
 
     def allowed(self, action: Action) -> None:
         """The action is allowed (checked again for each request's principal at bind time)."""
@@ -1010,11 +1023,7 @@ class Planner:
         if order is None:
             raise NotPlanned("an ordering the interpreted path refuses")
         field_name, direction = order
-        ordering = Ordering(
-            f"documents:{field_name}:{'desc' if direction == 'DESC' else 'asc'}",
-            DOCUMENT_KEYS[field_name],
-            descending=direction == "DESC",
-        )
+        ordering = DOCUMENT_ORDERINGS[field_name, direction]
         given_filter = self.argument(node, "filter")
         made: list[str] = []
 
