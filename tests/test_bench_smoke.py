@@ -403,3 +403,15 @@ def test_benchmarks_import_each_other_as_the_bench_package() -> None:
                 )
     for name in sorted(modules - {"__init__", "__main__"}):
         __import__(f"bench.{name}")
+
+
+def test_perf_misses_times_a_miss_and_a_hit_of_every_benchmark_query() -> None:
+    """Every benchmark query is planned (the viewer's too), and a miss, which plans, costs
+    more than a hit, which only binds."""
+    from bench.perf import misses
+
+    found = misses.measure()
+    assert set(found) == {"nested", "node", "filtered", "viewer"}
+    for label, figures in found.items():
+        assert isinstance(figures, dict), (label, figures)
+        assert 0 < figures["hit_us"] < figures["miss_us"], (label, figures)
