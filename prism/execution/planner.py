@@ -482,12 +482,14 @@ class Planner:
         assert node.selection_set is not None
         children = self.fields(node.selection_set, f"{type_name}Connection")
         names = {child.name.value for child in children}
-        numbered = "pageInfo" in names
-        reads_rows = numbered or "edges" in names
-        in_scan = total is not None and total_in_scan and reads_rows
         first = self.page_size(node)
         given_after = self.argument(node, "after")
         has_after = bool(self.shape(lambda request: given_after(request) is not None))
+        numbered = "pageInfo" in names
+        # A cursor is read (and its values sent) whatever is selected, as the interpreted
+        # path reads it: a value PostgreSQL refuses is its error to report.
+        reads_rows = numbered or "edges" in names or has_after
+        in_scan = total is not None and total_in_scan and reads_rows
         a = self.alias("r")
         after = ""
         limit = ""
