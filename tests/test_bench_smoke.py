@@ -242,17 +242,16 @@ def test_perf_benchmark_servers_answer_alike_without_load(run_bench: Run) -> Non
     assert document["runs"] == []
     # The physical limit: without PostGraphile, prism-compiled's statement is the one
     # candidate of each query the planner covers, timed, and the raw server answered with it
-    # (its answers were checked equal above); viewer keeps Prism's interpreted statements.
+    # (its answers were checked equal above), the viewer's included.
     limit = document["limit"]
     assert set(limit) == set(answers)
-    for query in ("nested", "node", "filtered", "nested-text"):
+    for query in ("nested", "node", "filtered", "viewer", "nested-text"):
         chosen = limit[query]["chosen"]
         assert chosen["source"] == "prism-compiled", limit[query]
         assert chosen["explain_ms"] > 0, chosen
         assert chosen["rows"] == 1, chosen
         assert "prism-compiled" in limit[query]["reason"]
-    assert limit["viewer"]["chosen"] is None
-    assert "Viewer.organization" in limit["viewer"]["missing"]["prism-compiled"]
+    assert answers["viewer"]["prism-compiled execution"] == {"path": "compiled"}
     coverage = document["coverage"]
     assert 0 < coverage["planned"] < coverage["fields"]
 
@@ -264,12 +263,14 @@ def test_perf_planned_coverage_comes_from_the_planner() -> None:
     planned, not_planned = set(found["planned_fields"]), found["not_planned"]
     assert found["planned"] == len(planned)
     assert found["fields"] == len(planned) + len(not_planned)
-    # what the benchmark's queries run compiled is planned; the viewer is not (decision 0011)
+    # what the benchmark's queries run compiled is planned, the viewer's fields included
     for label in ("Query.documents", "Query.node", "Document.sections", "Section.order"):
         assert label in planned, label
     for label in ("Analysis.feedbackItems", "Feedback.author", "User.email"):
         assert label in planned, label
-    assert "Viewer.organization" in not_planned  # under Query.viewer, which it does not plan
+    for label in ("Viewer.organization", "Organization.name", "Viewer.apiToken", "ApiToken.name"):
+        assert label in planned, label
+    assert "SearchHit.document" in not_planned  # search is answered by its backend
     done = subprocess.run(
         [sys.executable, "-m", "bench.perf", "--coverage"],
         cwd=ROOT,
@@ -280,7 +281,7 @@ def test_perf_planned_coverage_comes_from_the_planner() -> None:
     )
     first = done.stdout.splitlines()[0]
     assert first == f"planned coverage: {found['planned']} of {found['fields']} read fields"
-    assert "not planned: Viewer.organization" in done.stdout
+    assert "not planned: SearchHit.document" in done.stdout
 
 
 def test_perf_limit_reshapes_postgraphile_rows_into_prism_answers() -> None:
@@ -433,3 +434,15 @@ def test_pii_benchmark_reports_every_type(run_bench: Run) -> None:
     rows = tables(document)["Precision and recall per type"]
     assert {row["type"] for row in rows} >= {"IBAN", "MRZ", "PHONE", "PERSON"}
     assert document["environment"]["loadavg_1m_start"] >= 0
+
+
+def test_perf_misses_times_a_miss_and_a_hit_of_every_benchmark_query() -> None:
+    """Every benchmark query is planned (the viewer's too), and a miss, which plans, costs
+    more than a hit, which only binds."""
+    from bench.perf import misses
+
+    found = misses.measure()
+    assert set(found) == {"nested", "node", "filtered", "viewer"}
+    for label, figures in found.items():
+        assert isinstance(figures, dict), (label, figures)
+        assert 0 < figures["hit_us"] < figures["miss_us"], (label, figures)

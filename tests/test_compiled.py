@@ -13,20 +13,26 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import sqlalchemy as sa
 from graphql import parse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from prism.audit import OPERATOR
 from prism.authn.bearer import authenticate_bearer
 from prism.config import Settings
 from prism.execution.fragments import NotPlanned
+from prism.execution.ids import to_global_id
+from prism.execution.planner import concat, global_id
 from prism.execution.plans import Plan, PlanCache
-from prism.models.enums import Classification, Role
+from prism.models import jobs as job_models
+from prism.models.enums import Classification, JobState, Role
 from prism.operations.persisted import split_operations
 from prism.schema import build_schema
 from prism.services import Services
+from prism.tokens import api_tokens
 from tests.conftest import app_with, client_of
-from tests.factories import Tenant, add_document, add_user, gid, gql
+from tests.factories import PASSWORD, Tenant, add_document, add_user, gid, gql
 from tests.test_persisted import _call, _register
 
 OPERATIONS = """
@@ -50,10 +56,18 @@ query Again($id: ID!) { document(id: $id) { a: filename b: filename riskLevel } 
 query Count($filter: DocumentFilter) { documents(filter: $filter) { totalCount } }
 query People { users(first: 50) { edges { node { email role clearance mfaEnabled createdAt } } } }
 query Me { viewer { scopes } }
+query Whole { viewer { scopes
+  organization { __typename id name domain subscriptionTier dataRetentionDays createdAt }
+  user { id email role }
+  apiToken { __typename id name prefix scopes expiresAt lastUsedAt revokedAt createdAt } } }
+query Tokens { apiTokens { __typename id name prefix scopes expiresAt lastUsedAt revokedAt
+  createdAt } }
 fragment Row on Document { __typename filename fileSize documentType riskLevel legalHold
   totalSections processingStatus }
 """
 CLEARANCES = list(Classification)
+LOGIN = """mutation($email: String!, $password: String!) {
+  login(input: {email: $email, password: $password}) { accessToken } }"""
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +104,17 @@ async def world(services: Services) -> dict[str, Any]:
                 services, tenant, role=Role.REVIEWER, clearance=clearance, department=department
             )
             principals[f"REVIEWER-{clearance.value}-{department}"] = token
+    # A service token: no user, a role and clearance of its own, some scopes.
+    service = await api_tokens.create_token(
+        services,
+        OPERATOR,
+        tenant.org_id,
+        name="service",
+        scopes=["audit:read", "documents:read", "users:admin"],
+        role=Role.AUDITOR,
+        clearance=Classification.CONFIDENTIAL,
+    )
+    principals["SERVICE"] = service.secret
     return {"tenant": tenant, "documents": documents, "principals": principals}
 
 
@@ -110,6 +135,8 @@ async def _both(
     compiled = await _call(client, token, digest, variables)
     reference = await _call(interpreted, token, digest, variables)
     assert reference["extensions"]["execution"]["path"] == "interpreted"
+    # A statement PostgreSQL refuses falls back quietly: it must never happen.
+    assert compiled["extensions"]["execution"].get("reason") != "the statement failed"
     for body in (compiled, reference):
         body.pop("_headers")
         body["extensions"].pop("cost", None)
@@ -134,6 +161,8 @@ async def test_registered_operations_answer_the_same_on_both_paths(
         ("Count", {"filter": {"processingStatus": ["FAILED"]}}),
         ("Page", {"first": 5, "filter": {"processingStatus": ["FAILED"]}}),
         ("Me", {}),
+        ("Whole", {}),
+        ("Tokens", {}),
         *[("One", {"id": gid("Document", d.id)}) for d in documents[:6]],
         ("One", {"id": gid("User", documents[0].uploaded_by)}),
         *[("Again", {"id": gid("Document", d.id)}) for d in documents[:6]],
@@ -311,10 +340,8 @@ async def test_the_compiled_path_can_be_turned_off_and_reports_why_not(
     tenant: Tenant = world["tenant"]
     me = await _call(client, tenant.tokens[Role.VIEWER], registered["Me"])
     assert me["extensions"]["execution"] == {"path": "compiled"}
-    tokens = await _call(
-        client, tenant.tokens[Role.VIEWER], (await _register(services, NODES))["Tokens"]
-    )
-    assert tokens["extensions"]["execution"] == {"path": "interpreted", "reason": "Query.apiTokens"}
+    log = await _call(client, tenant.tokens[Role.VIEWER], (await _register(services, NODES))["Log"])
+    assert log["extensions"]["execution"] == {"path": "interpreted", "reason": "Query.auditLog"}
     nested = await _call(client, tenant.tokens[Role.VIEWER], registered["Nested"])
     assert nested["extensions"]["execution"] == {"path": "compiled"}
     # A query sent as text (the web client's case) is planned too.
@@ -453,6 +480,7 @@ query Children($id: ID!) { document(id: $id) { uploadedBy { id }
   sections(first: 3) { edges { node { id } } }
   analyses(first: 3) { edges { node { id } } } } }
 query Tokens { apiTokens { id } }
+query Log { auditLog { edges { node { id } } } }
 """
 
 
@@ -525,6 +553,9 @@ def _node_selection(draw: st.DrawFn) -> str:
 
 
 USER_SCALARS = ["id", "email", "firstName", "role", "department", "clearance", "createdAt"]
+ORGANIZATION_SCALARS = ["id", "name", "domain", "subscriptionTier", "dataRetentionDays"]
+TOKEN_SCALARS = ["id", "name", "prefix", "scopes", "expiresAt", "revokedAt", "createdAt"]
+JOB_SCALARS = ["id", "kind", "state", "attempts", "maxAttempts", "lastError", "runAt"]
 
 
 def _drawn(draw: st.DrawFn, names: list[str], prefix: str = "") -> str:
@@ -537,14 +568,29 @@ def _drawn(draw: st.DrawFn, names: list[str], prefix: str = "") -> str:
 @st.composite
 def _planned_operations(draw: st.DrawFn) -> tuple[str, str]:
     """A query over the planned root fields, with variables; its kind."""
-    kind = draw(st.sampled_from(["node", "nodes", "documents", "viewer", "users"]))
+    kinds = ["node", "nodes", "documents", "viewer", "users", "tokens", "jobs"]
+    kind = draw(st.sampled_from(kinds))
+    if kind == "tokens":
+        return f"query G {{ apiTokens {{ {_drawn(draw, TOKEN_SCALARS)} }} }}", kind
+    if kind == "jobs":
+        body = _drawn(draw, JOB_SCALARS)
+        return (
+            f"query G($first: Int) {{ jobs(first: $first) {{ edges {{ node {{ {body} }} }} }} }}",
+            kind,
+        )
     if kind == "node":
         return f"query G($id: ID!) {{ node(id: $id) {{ {_node_selection(draw)} }} }}", kind
     if kind == "nodes":
         return f"query G($ids: [ID!]!) {{ nodes(ids: $ids) {{ {_node_selection(draw)} }} }}", kind
     if kind == "viewer":
-        user = f" user {{ {_drawn(draw, USER_SCALARS)} }}" if draw(st.booleans()) else ""
-        return f"query G {{ viewer {{ scopes{user} }} }}", kind
+        parts = ["scopes"] if draw(st.booleans()) else []
+        if draw(st.booleans()):
+            parts.append(f"user {{ {_drawn(draw, USER_SCALARS)} }}")
+        if draw(st.booleans()):
+            parts.append(f"organization {{ {_drawn(draw, ORGANIZATION_SCALARS)} }}")
+        if draw(st.booleans()) or not parts:
+            parts.append(f"apiToken {{ {_drawn(draw, TOKEN_SCALARS)} }}")
+        return f"query G {{ viewer {{ {' '.join(parts)} }} }}", kind
     if kind == "users":
         body = _drawn(draw, USER_SCALARS)
         return (
@@ -591,7 +637,7 @@ async def test_generated_selections_of_planned_fields_answer_the_same(
             variables["id"] = data.draw(st.sampled_from(node_ids))
         elif kind == "nodes":
             variables["ids"] = data.draw(st.lists(st.sampled_from(node_ids), max_size=4))
-        elif kind in ("users", "documents"):
+        elif kind in ("users", "documents", "jobs"):
             variables["first"] = data.draw(st.sampled_from([None, 0, 1, 3, 50]))
             if kind == "documents" and data.draw(st.booleans()):
                 levels = data.draw(st.lists(st.sampled_from(CLEARANCES), max_size=2))
@@ -605,3 +651,137 @@ async def test_generated_selections_of_planned_fields_answer_the_same(
             source,
             variables,
         )
+
+
+@pytest.mark.parametrize(
+    "type_name",
+    [
+        *("Document", "Section", "Analysis", "Feedback", "User", "Organization", "ApiToken"),
+        *("Job", "AuditEvent", "DataExport", "A", "Ab", "Under_score"),
+    ],
+)
+async def test_global_ids_written_by_the_statement_are_the_ids_python_writes(
+    services: Services, type_name: str
+) -> None:
+    """The statement encodes only what follows the type's constant prefix (every length of
+    the rest: 0, 1 and 2 bytes); the answer's IDs are ``to_global_id``'s, for any uuid."""
+    rng = random.Random(type_name)
+    ids = [uuid.UUID(int=rng.getrandbits(128)) for _ in range(300)]
+    ids += [uuid.UUID(int=0), uuid.UUID(int=2**128 - 1)]
+    text = concat(global_id(type_name, "x.id"))
+    async with services.db.transaction(None) as session:
+        found = (
+            await session.execute(
+                sa.text(f"SELECT {text} FROM unnest(CAST(:ids AS uuid[])) AS x(id)"),  # noqa: S608
+                {"ids": ids},
+            )
+        ).scalars()
+        written = [orjson.loads(value) for value in found]
+    assert written == [to_global_id(type_name, i) for i in ids]
+
+
+async def test_the_viewer_of_a_signed_in_session_answers_the_same_on_both_paths(
+    client: httpx.AsyncClient,
+    interpreted: httpx.AsyncClient,
+    services: Services,
+    world: dict[str, Any],
+) -> None:
+    """A session has no API token (``apiToken`` null), a service token no user: planned
+    (per request: the caller's own identity is bound) and answered as the reference path."""
+    registered = await _register(services, OPERATIONS)
+    tenant: Tenant = world["tenant"]
+    body = await gql(
+        client,
+        LOGIN,
+        {"email": tenant.email(Role.ADMIN), "password": PASSWORD},
+    )
+    session = body["data"]["login"]["accessToken"]
+    viewers = []
+    for token in (session, world["principals"]["SERVICE"], tenant.tokens[Role.VIEWER]):
+        compiled, reference = await _both(client, interpreted, token, registered["Whole"], {})
+        assert compiled["data"] == reference["data"]
+        assert compiled["extensions"]["execution"] == {"path": "compiled"}
+        viewers.append(compiled["data"]["viewer"])
+        # apiTokens: all of the organization's (ADMIN's session), or the caller's own
+        compiled, reference = await _both(client, interpreted, token, registered["Tokens"], {})
+        assert compiled["data"] == reference["data"]
+        assert compiled["extensions"]["execution"] == {"path": "compiled"}
+        assert compiled["data"]["apiTokens"]
+    signed_in, service, viewer = viewers
+    assert signed_in["apiToken"] is None
+    assert signed_in["user"]["email"] == tenant.email(Role.ADMIN)
+    assert service["user"] is None
+    assert service["apiToken"]["scopes"] == ["audit:read", "documents:read", "users:admin"]
+    assert viewer["apiToken"]["name"] == "viewer token"
+    assert signed_in["organization"] == viewer["organization"]
+    assert viewer["organization"]["name"] == tenant.name
+
+
+JOBS = """
+query OneJob($id: ID!) { job(id: $id) { __typename id kind state attempts maxAttempts
+  lastError createdAt updatedAt runAt startedAt finishedAt } }
+query Jobs($first: Int, $after: String, $filter: JobFilter) {
+  jobs(first: $first, after: $after, filter: $filter) {
+    pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+    edges { cursor node { id kind state attempts lastError } } } }
+"""
+
+
+async def test_jobs_answer_the_same_on_both_paths(
+    client: httpx.AsyncClient,
+    interpreted: httpx.AsyncClient,
+    services: Services,
+    world: dict[str, Any],
+) -> None:
+    """``job`` (JOB_READ) and ``jobs`` (JOB_ADMIN) for every principal: planned where the
+    policy allows, refused by the interpreted path where not; filters, pages and cursors."""
+    tenant: Tenant = world["tenant"]
+    ids = []
+    async with services.db.transaction(tenant.org_id) as session:
+        for n, state in enumerate([*JobState, JobState.DEAD]):
+            job = await job_models.enqueue_job(
+                session,
+                organization_id=tenant.org_id,
+                kind=f"test.kind{n % 2}",
+                payload={"n": n},
+            )
+            job.state = state
+            job.last_error = 'failed: "quoted"' if state is JobState.DEAD else None
+            ids.append(gid("Job", job.id))
+    registered = await _register(services, JOBS)
+    cases: list[tuple[str, dict[str, Any]]] = [("OneJob", {"id": i}) for i in ids[:3]]
+    cases += [
+        ("OneJob", {"id": gid("Job", uuid.uuid4())}),
+        ("OneJob", {"id": gid("Document", world["documents"][0].id)}),
+        ("Jobs", {"first": 3}),
+        ("Jobs", {"filter": {"state": ["DEAD"]}}),
+        ("Jobs", {"filter": {"state": [], "kind": ["test.kind1"]}}),
+        ("Jobs", {"first": 0}),
+    ]
+    paths: dict[str, int] = {}
+    for name, token in world["principals"].items():
+        for operation, variables in cases:
+            compiled, reference = await _both(
+                client, interpreted, token, registered[operation], variables
+            )
+            assert compiled.get("data") == reference.get("data"), (name, operation, variables)
+            assert [e["extensions"]["code"] for e in compiled.get("errors", [])] == [
+                e["extensions"]["code"] for e in reference.get("errors", [])
+            ]
+            path = compiled["extensions"]["execution"]["path"]
+            paths[path] = paths.get(path, 0) + 1
+    assert paths["compiled"] >= 10, paths
+    # page through with the compiled path's cursors
+    token = tenant.tokens[Role.ADMIN]
+    after, seen = None, []
+    for _ in range(10):
+        variables = {"first": 2, "after": after, "filter": {"kind": ["test.kind0", "test.kind1"]}}
+        compiled, reference = await _both(client, interpreted, token, registered["Jobs"], variables)
+        assert compiled["data"] == reference["data"], variables
+        assert compiled["extensions"]["execution"] == {"path": "compiled"}
+        page = compiled["data"]["jobs"]
+        seen += [e["node"]["id"] for e in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert sorted(seen) == sorted(ids)

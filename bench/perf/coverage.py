@@ -67,9 +67,23 @@ def _connection_node(gql_type: Any) -> Any | None:
 
 
 def _arguments(field: Any) -> str | None:
-    """Values for the field's required arguments; None when one cannot be made up."""
-    from graphql import GraphQLEnumType, GraphQLList, GraphQLNonNull, GraphQLScalarType, Undefined
+    """Values for the field's required arguments; None when one cannot be made up. An ID
+    names a row of the type the field returns (``job(id)``: a Job's), else a Document."""
+    from graphql import (
+        GraphQLEnumType,
+        GraphQLList,
+        GraphQLNonNull,
+        GraphQLObjectType,
+        GraphQLScalarType,
+        Undefined,
+    )
 
+    returned = _named(field.type)
+    row_id = (
+        to_global_id(returned.name, str(uuid.UUID(int=0)))
+        if isinstance(returned, GraphQLObjectType) and not returned.name.endswith("Connection")
+        else DOCUMENT_ID
+    )
     values = []
     for name, argument in field.args.items():
         if not isinstance(argument.type, GraphQLNonNull) or argument.default_value is not Undefined:
@@ -80,7 +94,7 @@ def _arguments(field: Any) -> str | None:
             inner = _named(inner)
         if isinstance(inner, GraphQLScalarType):
             literal = {
-                "ID": f'"{DOCUMENT_ID}"',
+                "ID": f'"{row_id}"',
                 "Int": "1",
                 "Float": "1.0",
                 "Boolean": "true",
@@ -170,7 +184,7 @@ def _probe(text: str, principal: Any) -> str | None:
         compiled = entry.bind({}, principal)
     except NotPlanned as reason:
         return str(reason) or "not planned"
-    if f"'{PROBE}'" not in compiled.sql.text:
+    if f'"{PROBE}" :' not in compiled.sql.text:  # the key as the statement writes it
         return "no planned path reaches it (the statement leaves it out)"
     return None
 

@@ -3,9 +3,10 @@ answer it with, served by the raw server on bare asyncpg.
 
 The candidates of a query are
 
-- **prism-compiled**'s statement: what Prism's compiled planner (``prism.execution.planner.
-  plan``) makes of the registered operation for the benchmark's principal, with the values of
-  the benchmark's request; it returns the whole answer, in Prism's shape, as JSON text;
+- **prism-compiled**'s statement: what Prism's compiled planner makes of the registered
+  operation for the benchmark's principal (``prism.execution.plans.make_plan``, bound as the
+  request path binds it), with the values of the benchmark's request; it returns the whole
+  answer, in Prism's shape, as JSON text;
 - **postgraphile**'s (and **postgraphile5**'s) statement: the one data statement the server
   sent for one request of the query, captured with its values (``capture.js``), when it sent
   exactly one besides its transaction and settings; it returns PostGraphile's rows, which the
@@ -15,8 +16,8 @@ Each is timed on the same data, inside a transaction as ``prism_app`` with ``pri
 set, as the raw server runs it: EXPLAIN (ANALYZE, TIMING OFF) ``--limit-repeat`` times, the
 median of PostgreSQL's execution time deciding; the median round trip of the statement itself
 is recorded beside it. The fastest is chosen; a query with no single-statement candidate
-(``viewer``: the compiled planner leaves it to the interpreted path, PostGraphile sends one
-statement per root field) keeps Prism's interpreted statements (``raw_app``'s handlers). The
+(the compiled planner leaves it to the interpreted path, PostGraphile sends one statement per
+root field) keeps Prism's interpreted statements (``raw_app``'s handlers). The
 choice and its reason go to perf.json (``limit``) and perf.md.
 
 PostGraphile's statements leave the organization to row-level security (Prism's also name it,
@@ -45,7 +46,6 @@ NOT_DATA = re.compile(
     r"select\s+\$1::text\s+as\s+\"?__|set\s|reset\s)",
     re.IGNORECASE,
 )
-BIND = re.compile(r"(?<![:\w]):p(\d+)\b")
 
 
 @dataclass
@@ -69,11 +69,11 @@ def jsonable(value: Any) -> Any:
 
 async def compiled_candidate(bench: Any, dataset: Dataset, query: Query) -> Candidate | str:
     """prism-compiled's statement for the query, or why there is none."""
-    from graphql import OperationDefinitionNode, parse
+    from graphql import parse
 
     from prism.authn.bearer import authenticate_bearer
     from prism.execution.fragments import NotPlanned
-    from prism.execution.planner import plan
+    from prism.execution.plans import make_plan
 
     body = query.bodies.get("prism")
     if body is None:
@@ -81,14 +81,17 @@ async def compiled_candidate(bench: Any, dataset: Dataset, query: Query) -> Cand
     principal = await authenticate_bearer(
         bench.services.db, bench.services.access_tokens, dataset.token
     )
-    document = parse(query.registered[1])
-    operation = next(d for d in document.definitions if isinstance(d, OperationDefinitionNode))
+    variables = body.get("variables") or {}
+    # As the request path plans and binds it (a statement that binds the caller's identity,
+    # the viewer's, included).
+    entry = make_plan(parse(query.registered[1]), None, principal, variables)
+    if isinstance(entry, str):
+        return f"the compiled planner does not plan it ({entry})"
     try:
-        compiled = plan(document, operation, principal, body.get("variables") or {})
+        compiled = entry.bind(variables, principal)
     except NotPlanned as reason:
         return f"the compiled planner does not plan it ({reason})"
-    names = list(compiled.values)
-    sql = BIND.sub(lambda m: f"${names.index('p' + m[1]) + 1}", compiled.sql.text)
+    sql, names = compiled.sql.driver  # asyncpg's text ($1, ...) and the values' names
     args = [jsonable(compiled.values[name]) for name in names]
     return Candidate("prism-compiled", sql, args, "prism-json")
 

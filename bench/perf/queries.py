@@ -240,12 +240,13 @@ def registered_document(text: str) -> tuple[str, str, str]:
 
 
 # What extensions.execution.path prism-compiled must report for each query: the planner
-# covers documents, node (of a Document) and their nested connections; `viewer` has logic of
-# its own (the caller) and is interpreted by design (docs/decisions/0011).
+# covers documents, node (of a Document) and their nested connections, and the viewer (its
+# organization, user and API token, bound per request: docs/decisions/0024).
 EXPECTED_PATH = {
     "nested": "compiled",
     "node": "compiled",
     "filtered": "compiled",
+    "viewer": "compiled",
     "nested-text": "compiled",
 }
 

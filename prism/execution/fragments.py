@@ -33,6 +33,7 @@ class Kind(Enum):
     """How a column's value is printed in the answer, as the interpreted path prints it."""
 
     VALUE = "value"  # as it is (numbers, booleans, text, enum names)
+    PLAIN = "plain"  # an integer or a boolean: its SQL text is its JSON
     TIMESTAMP = "timestamp"  # ``datetime.isoformat()`` of a UTC timestamp
     DECIMAL = "decimal"  # a Decimal's text
     OPTIONAL_DECIMAL = "optional decimal"  # a Decimal's text, or null
@@ -50,6 +51,10 @@ def _timestamp(name: str) -> Column:
     return Column(name, Kind.TIMESTAMP)
 
 
+def _plain(name: str) -> Column:
+    return Column(name, Kind.PLAIN)
+
+
 @dataclass(frozen=True)
 class ObjectType:
     """A GraphQL object type backed by one table's rows."""
@@ -61,29 +66,29 @@ class ObjectType:
 DOCUMENT_SCALARS: dict[str, Column] = {
     "filename": Column("filename"),
     "mimeType": Column("mime_type"),
-    "fileSize": Column("file_size"),
+    "fileSize": _plain("file_size"),
     "sha256": Column("sha256"),
     "documentType": Column("document_type"),
     "classification": Column("classification"),
     "languageCode": Column("language_code"),
-    "wordCount": Column("word_count"),
-    "pageCount": Column("page_count"),
+    "wordCount": _plain("word_count"),
+    "pageCount": _plain("page_count"),
     "processingStatus": Column("processing_status"),
     "processingError": Column("processing_error"),
     "createdAt": _timestamp("created_at"),
     "updatedAt": _timestamp("updated_at"),
-    "legalHold": Column("legal_hold"),
+    "legalHold": _plain("legal_hold"),
     "retentionExpiresAt": _timestamp("retention_expires_at"),
     "storageTier": Column("storage_tier"),
-    "totalSections": Column("total_sections"),
-    "totalFeedbackItems": Column("total_feedback_items"),
+    "totalSections": _plain("total_sections"),
+    "totalFeedbackItems": _plain("total_feedback_items"),
     "riskLevel": Column("risk_level"),
     "confidence": Column("confidence"),
     "costUsd": Column("cost_usd", Kind.OPTIONAL_DECIMAL),
 }
 SECTION_SCALARS: dict[str, Column] = {
-    "order": Column("ord"),
-    "wordCount": Column("word_count"),
+    "order": _plain("ord"),
+    "wordCount": _plain("word_count"),
     "languageCode": Column("language_code"),
 }
 # A section's text: planned only for callers who see it raw and whose reads are not audited.
@@ -96,14 +101,14 @@ ANALYSIS_SCALARS: dict[str, Column] = {
     "durationSeconds": Column("duration_seconds"),
     "riskLevel": Column("risk_level"),
     "confidence": Column("confidence"),
-    "tokensUsed": Column("tokens_used"),
+    "tokensUsed": _plain("tokens_used"),
     "costUsd": Column("cost_usd", Kind.DECIMAL),
 }
 FEEDBACK_SCALARS: dict[str, Column] = {
     "itemId": Column("item_id"),
     "action": Column("action"),
     "category": Column("category"),
-    "rating": Column("rating"),
+    "rating": _plain("rating"),
     "customText": Column("custom_text"),
     "highlightedText": Column("highlighted_text"),
     "workflowStatus": Column("workflow_status"),
@@ -117,10 +122,41 @@ USER_SCALARS: dict[str, Column] = {
     "role": Column("role"),
     "department": Column("department"),
     "clearance": Column("clearance"),
-    "mfaEnabled": Column("mfa_enabled"),
+    "mfaEnabled": _plain("mfa_enabled"),
     "accessExpiresAt": _timestamp("access_expires_at"),
     "lastLoginAt": _timestamp("last_login_at"),
     "createdAt": _timestamp("created_at"),
+}
+
+
+ORGANIZATION_SCALARS: dict[str, Column] = {
+    "name": Column("name"),
+    "domain": Column("domain"),
+    "subscriptionTier": Column("subscription_tier"),
+    "dataRetentionDays": _plain("data_retention_days"),
+    "createdAt": _timestamp("created_at"),
+}
+API_TOKEN_SCALARS: dict[str, Column] = {
+    "name": Column("name"),
+    "prefix": Column("prefix"),
+    "scopes": Column("scopes"),
+    "expiresAt": _timestamp("expires_at"),
+    "lastUsedAt": _timestamp("last_used_at"),
+    "revokedAt": _timestamp("revoked_at"),
+    "createdAt": _timestamp("created_at"),
+}
+
+JOB_SCALARS: dict[str, Column] = {
+    "kind": Column("kind"),
+    "state": Column("state"),
+    "attempts": _plain("attempts"),
+    "maxAttempts": _plain("max_attempts"),
+    "lastError": Column("last_error"),
+    "createdAt": _timestamp("created_at"),
+    "updatedAt": _timestamp("updated_at"),
+    "runAt": _timestamp("run_at"),
+    "startedAt": _timestamp("started_at"),
+    "finishedAt": _timestamp("finished_at"),
 }
 
 
@@ -148,7 +184,11 @@ TYPES: dict[str, ObjectType] = {
     "Analysis": ObjectType("analysis_results", ANALYSIS_SCALARS),
     "Feedback": ObjectType("user_feedback", FEEDBACK_SCALARS),
     "User": ObjectType("users", USER_SCALARS),
-    # The caller: no table; its fields are the planner's methods (scopes, user).
+    "Organization": ObjectType("organizations", ORGANIZATION_SCALARS),
+    "ApiToken": ObjectType("api_tokens", API_TOKEN_SCALARS),
+    "Job": ObjectType("jobs", JOB_SCALARS),
+    # The caller: no table; its fields are the planner's methods (scopes, organization, user,
+    # apiToken).
     "Viewer": ObjectType("", {}),
 }
 
@@ -186,8 +226,7 @@ def selected_fields(
             on = fragment.type_condition.name.value
             if on == type_name or on == "Node":
                 found.extend(selected_fields(fragment.selection_set, type_name, fragments))
-    keys = [response_key(f) for f in found]
-    if len(keys) != len(set(keys)):
+    if len(found) > 1 and len({(f.alias or f.name).value for f in found}) != len(found):
         raise NotPlanned("a response key selected twice")
     return found
 
