@@ -15,9 +15,12 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-# The runtime, and the embedded PostgreSQL (pgserver) where wheels exist (CPython <= 3.12).
+# The runtime, and the embedded PostgreSQL (pgserver) where wheels exist (CPython <= 3.12);
+# Tesseract for OCR (Debian's tesseract-ocr with German and French, installed as root when
+# missing; elsewhere it says what to install).
 install: $(UV)
 	$(UV) sync --frozen --python $(PYTHON) --extra embedded
+	scripts/tesseract.sh ensure
 
 run: install
 	$(VENV)/bin/prism serve --demo --with-worker

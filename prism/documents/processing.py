@@ -141,9 +141,11 @@ async def store_sections(
     findings: list[list[dict[str, Any]]] | None = None,
     *,
     envelope: Envelope,
+    ocr: list[tuple[bool, float | None]] | None = None,
 ) -> list[Section]:
     """Sections with their PII findings (offsets only), replacing any earlier extraction.
     ``findings`` come from the extraction child; without them the text is scanned here.
+    ``ocr`` says, per section, whether its text came from OCR and with what confidence.
     A RESTRICTED document's sections are sealed with the organization's data key; the rows
     returned hold the text in the clear for the rest of this transaction only."""
     if findings is None:
@@ -160,8 +162,12 @@ async def store_sections(
             word_count=part.word_count,
             pii_findings=found,
             search_text=search_text(part.name, part.content, found),
+            text_from_ocr=read[0],
+            ocr_confidence=read[1] if read[0] else None,
         )
-        for index, (part, found) in enumerate(zip(parts, findings, strict=True))
+        for index, (part, found, read) in enumerate(
+            zip(parts, findings, ocr or [(False, None)] * len(parts), strict=True)
+        )
     ]
     restricted = document.classification is Classification.RESTRICTED
     if restricted:
@@ -269,10 +275,10 @@ class Original:
 
 
 def _kind_of(mime_type: str) -> Kind:
-    for kind in Kind:
-        if kind.mime_type == mime_type:
-            return kind
-    raise Unprocessable(f"No extractor for {mime_type}.")
+    kind = Kind.of_mime_type(mime_type)
+    if kind is None:
+        raise Unprocessable(f"No extractor for {mime_type}.")
+    return kind
 
 
 async def start_extraction(session: AsyncSession, document_id: uuid.UUID) -> Original | None:
@@ -332,6 +338,7 @@ async def store_extraction(
         extracted.sections,
         extracted.findings,
         envelope=services.envelope,
+        ocr=[extracted.ocr_of(i) for i in range(len(extracted.sections))],
     )
     document.page_count = extracted.page_count
     document.processing_error = None

@@ -84,6 +84,8 @@ DOCUMENT_SCALARS: dict[str, Column] = {
 SECTION_SCALARS: dict[str, Column] = {
     "order": Column("ord"),
     "wordCount": Column("word_count"),
+    "textFromOcr": Column("text_from_ocr"),
+    "ocrConfidence": Column("ocr_confidence"),
 }
 # A section's text: planned only for callers who see it raw and whose reads are not audited.
 SECTION_TEXT: dict[str, Column] = {"name": Column("name"), "content": Column("content")}

@@ -35,6 +35,7 @@ from prism.web.auth import BearerAuthentication, unauthenticated
 from prism.web.edge import ClientAddressMiddleware, TrustedProxies
 from prism.web.graphql import CSRF_HEADERS, PrismGraphQL
 from prism.web.guard import RequestGuard, error_answer
+from prism.web.originals import download_original, page_preview
 from prism.web.routes import (
     download_export,
     healthz,
@@ -46,6 +47,23 @@ from prism.web.routes import (
 
 log = structlog.get_logger("prism.http")
 ROUTES = frozenset({"/graphql", "/healthz", "/readyz", "/metrics"})
+# Routes with ids in their paths, counted in metrics by their templates.
+_TEMPLATES = (
+    (re.compile(r"^/documents/[^/]+/original$"), "/documents/{id}/original"),
+    (re.compile(r"^/documents/[^/]+/pages/\d+/preview$"), "/documents/{id}/pages/{n}/preview"),
+    (re.compile(r"^/exports/[^/]+/[^/]+$"), "/exports/{organization}/{id}"),
+)
+
+
+def route_label(path: str) -> str:
+    if path in ROUTES:
+        return path
+    for pattern, template in _TEMPLATES:
+        if pattern.match(path):
+            return template
+    return "other"
+
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -80,7 +98,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             path = scope.get("path", "")
-            route = path if path in ROUTES else "other"
+            route = route_label(path)
             if scope["type"] == "http":
                 HTTP_REQUESTS.labels(scope.get("method", ""), route, str(status)).inc()
                 log.info(
@@ -168,6 +186,8 @@ def create_app(
             Route("/readyz", readyz),
             Route("/metrics", public_metrics(metrics_gate(settings))),
             Route("/exports/{organization}/{export}", download_export),
+            Route("/documents/{document}/original", download_original, methods=["GET"]),
+            Route("/documents/{document}/pages/{page:int}/preview", page_preview, methods=["GET"]),
         ],
         middleware=[
             Middleware(ClientAddressMiddleware, TrustedProxies.parse(settings.trusted_proxies)),
