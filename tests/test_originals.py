@@ -12,13 +12,16 @@ import httpx
 import pytest
 from PIL import Image
 
+from prism.config import Settings
 from prism.crypto.sealed import is_sealed
 from prism.models.enums import Classification, Role
 from prism.services import Services
-from prism.web.originals import content_disposition
+from prism.web.originals import ORIGINAL_COST, content_disposition
 from tests import corpus
+from tests.conftest import app_with, client_of
 from tests.factories import Tenant, add_user, codes, gql, make_tenant
 from tests.pipeline_helpers import run_jobs, upload
+from tests.scans import encoded
 
 LOG = """query($id: ID) { auditLog(first: 100, filter: {resourceId: $id}) { edges { node {
   eventType category after actor { email } } } } }"""
@@ -213,3 +216,54 @@ def test_content_disposition_cannot_be_broken_out_of(name: str, expected: str) -
     assert "\r" not in header
     assert "\n" not in header
     assert header.encode("ascii")  # a header value any client reads
+
+
+async def test_downloads_take_from_the_callers_rate_limit(
+    services: Services, settings: Settings, database_url: str, tenant: Tenant
+) -> None:
+    # given an allowance of one and a half downloads
+    limited = settings.model_copy(
+        update={"rate_limit_capacity": ORIGINAL_COST * 3 // 2, "rate_limit_refill_per_second": 1}
+    )
+    async with app_with(limited, database_url) as app, client_of(app) as client:
+        token = tenant.tokens[Role.REVIEWER]
+        document_id = await _uploaded(
+            client, services, token, "small.txt", f"Small {uuid.uuid4()}".encode()
+        )
+        path = f"/documents/{document_id}/original"
+        # when the same caller downloads twice, then the second is refused, saying when to retry
+        first = await _get(client, path, token)
+        assert first.status_code == 200
+        second = await _get(client, path, token)
+        assert second.status_code == 429
+        assert second.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+        assert int(second.headers["retry-after"]) > 0
+
+
+async def test_head_answers_the_headers_and_an_image_previews_in_colour(
+    client: httpx.AsyncClient, services: Services, tenant: Tenant
+) -> None:
+    token = tenant.tokens[Role.REVIEWER]
+    photo = Image.new("RGB", (1600, 900), (200, 40, 40))
+    data = encoded(photo, "PNG")
+    response = await upload(client, token, f"photo-{uuid.uuid4().hex[:6]}.png", data)
+    body = response.json()
+    assert body.get("errors") is None, body
+    document_id = body["data"]["uploadDocument"]["document"]["id"]
+    # HEAD: the headers a GET would have, no body
+    head = await client.head(
+        f"/documents/{document_id}/original", headers={"authorization": f"Bearer {token}"}
+    )
+    assert head.status_code == 200
+    assert head.headers["content-type"] == "image/png"
+    assert head.headers["content-length"] == str(len(data))
+    assert head.content == b""
+    # the preview is the picture scaled to the preview width, in colour
+    preview = await _get(client, f"/documents/{document_id}/pages/1/preview", token)
+    assert preview.status_code == 200, preview.text
+    image = Image.open(io.BytesIO(preview.content))
+    assert image.size == (services.settings.preview_width, 563)
+    assert image.convert("RGB").getpixel((10, 10)) == (200, 40, 40)
+    # and an image has no second page
+    missing = await _get(client, f"/documents/{document_id}/pages/2/preview", token)
+    assert missing.status_code == 404
