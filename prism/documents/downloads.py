@@ -2,12 +2,13 @@
 
 Allowed to whoever may read the document (``document(id:)``'s rule: organization,
 clearance, department for RESTRICTED; deleted or erased documents are gone, NOT_FOUND), with
-one more rule: a reader below CONFIDENTIAL clearance sees personal data masked in text, so an
-original (or a page preview) is served to them only once extraction found no personal data
-in it (FORBIDDEN otherwise). Every download and preview is audited as a sensitive read
-(``document.original_read``, ``document.preview_read``), and so is every refused attempt
-(``document.original_refused``), each in a transaction of its own committed before anything
-is served or refused. A sealed original is opened on the fly (``originals.open_original``)."""
+one more rule (``authz.policy.may_open_original``): a reader below CONFIDENTIAL clearance
+sees personal data masked in text, so an original (or a page preview) is served to them only
+once extraction found no personal data in it (FORBIDDEN otherwise). Every download and
+preview is audited as a sensitive read (``document.original_read``,
+``document.preview_read``), and so is every refused attempt (``document.original_refused``),
+each in a transaction of its own committed before anything is served or refused. A sealed
+original is opened on the fly (``originals.open_original``)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism import audit
-from prism.authz.policy import Action, decide, sees_raw_pii
+from prism.authz.policy import Action, decide, may_open_original, sees_raw_pii
 from prism.authz.principal import Principal
 from prism.crypto.sealed import SealedObjectError
 from prism.documents import originals
@@ -115,11 +116,9 @@ async def _allowed(
         raise NotFound("No original is stored for this document.")
     if purpose == PREVIEW and page is not None:
         _check_page(services, document, page)
-    if not sees_raw_pii(principal) and await _may_hold_pii(session, document):
-        raise Forbidden(
-            "The original may hold personal data, which your clearance shows masked: "
-            "it is served only to readers cleared for CONFIDENTIAL."
-        )
+    if not sees_raw_pii(principal):  # else nothing is masked for them: no need to look
+        pii = await _may_hold_pii(session, document)
+        may_open_original(principal, may_hold_pii=pii).raise_if_denied("Document")
     return OriginalFile(
         document_id=document.id,
         organization_id=document.organization_id,
