@@ -3,6 +3,8 @@ searchable like any text; hostile images refused with a code, never crashing a w
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import pytest
 
 from prism.extraction.detect import Kind
 from prism.extraction.extract import ExtractionError, Limits, extract_isolated
+from prism.extraction.ocr import OcrLimits
 from prism.extraction.pages import PageLimits
 from prism.models.enums import Role
 from prism.services import Services
@@ -124,4 +127,54 @@ async def test_a_bomb_that_reaches_the_worker_fails_its_child_not_the_worker(
     # and a damaged image is a plain refusal too
     path.write_bytes(png_bomb(100, 100)[:60])
     with pytest.raises(ExtractionError, match="damaged"):
+        await extract_isolated(path, Kind.PNG, limits)
+
+
+def _tesseracts() -> set[int]:
+    """The tesseract processes running on this machine (not zombies: a killed one stays
+    listed until its new parent, PID 1, reaps it, which a container's may never do), other
+    than Pytesseract's `tesseract --version`."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() != "tesseract":
+                    continue
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if state != "Z" and b"--version" not in command:
+                found.add(int(entry.name))
+    return found
+
+
+async def test_tesseract_dies_with_an_extraction_that_is_stopped(tmp_path: Path) -> None:
+    require_tesseract()
+    # given a large scan being read (a worker shutting down stops its extraction)
+    lines = tuple(f"Clause {i}: the supplier shall deliver the goods on time." for i in range(40))
+    big = page_image(lines).resize((3300, 4600))
+    path = tmp_path / "big.png"
+    big.save(path)
+    before = _tesseracts()
+    task = asyncio.create_task(extract_isolated(path, Kind.PNG, Limits()))
+    deadline = time.monotonic() + 20
+    while not (_tesseracts() - before) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    assert _tesseracts() - before, "tesseract never started"
+    # when the extraction is cancelled
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # then no tesseract of it is left running
+    await asyncio.sleep(0.2)
+    assert not (_tesseracts() - before)
+
+
+async def test_ocr_has_a_time_limit(tmp_path: Path) -> None:
+    require_tesseract()
+    path = tmp_path / "page.png"
+    page_image().save(path)
+    limits = Limits(ocr=OcrLimits(timeout_seconds=0.01))
+    with pytest.raises(ExtractionError, match="OCR took longer than"):
         await extract_isolated(path, Kind.PNG, limits)
