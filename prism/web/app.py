@@ -214,7 +214,8 @@ CORS_REQUEST_HEADERS = (
     "x-request-id",
     "if-none-match",
 )
-# What its script may read of an answer: the rate limit, the cache validator, when to retry.
+# What its script may read of an answer: the rate limit, the cache validator, when to retry;
+# of an original's download, its file name and digest.
 CORS_RESPONSE_HEADERS = (
     "ratelimit-limit",
     "ratelimit-remaining",
@@ -222,6 +223,8 @@ CORS_RESPONSE_HEADERS = (
     "retry-after",
     "etag",
     "x-request-id",
+    "content-disposition",
+    "repr-digest",
 )
 
 
