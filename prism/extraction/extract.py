@@ -107,8 +107,15 @@ class Extracted:
             page_count=raw["page_count"],
             word_count=int(raw["word_count"]),
             findings=raw["findings"],
-            ocr=[(bool(flag), None if c is None else float(c)) for flag, c in raw.get("ocr") or []],
+            ocr=[(bool(flag), _fraction(c)) for flag, c in raw.get("ocr") or []],
         )
+
+
+def _fraction(value: object) -> float | None:
+    """A confidence the child reported, held to 0..1 (the child read hostile input)."""
+    if not isinstance(value, int | float):
+        return None
+    return min(max(float(value), 0.0), 1.0)
 
 
 def _bounded(extracted: Extracted) -> Extracted:
