@@ -179,3 +179,18 @@ async def test_ocr_has_a_time_limit(tmp_path: Path) -> None:
     limits = Limits(ocr=OcrLimits(timeout_seconds=0.01))
     with pytest.raises(ExtractionError, match="OCR took longer than"):
         await extract_isolated(path, Kind.PNG, limits)
+
+
+async def test_a_scanned_page_declared_huge_renders_within_the_pixel_bound(
+    tmp_path: Path,
+) -> None:
+    require_tesseract()
+    # given an image-only PDF whose page claims to be 40 metres wide (1 dpi)
+    path = tmp_path / "huge.pdf"
+    page_image().convert("RGB").save(path, format="PDF", resolution=1)
+    limits = Limits(pages=PageLimits(max_pixels=4_000_000))
+    # when it is extracted, then its page is rendered within the bound and still read
+    extracted = await extract_isolated(path, Kind.PDF, limits)
+    text = "\n".join(s.content for s in extracted.sections)
+    assert "unlimited liability" in text
+    assert extracted.ocr_of(0)[0]
