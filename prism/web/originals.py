@@ -154,15 +154,16 @@ async def download_original(request: Request) -> Response:
         return _with_limit_headers(request, _unreadable(opened.document_id, exc))
     headers = {
         **SAFE_HEADERS,
+        # As detected, with no charset appended: a text original is served in its own
+        # encoding, whatever it is.
+        "Content-Type": opened.mime_type,
         "Content-Disposition": content_disposition(opened.filename),
         "Content-Length": str(opened.size),
         "Repr-Digest": f"sha-256=:{base64.b64encode(bytes.fromhex(opened.sha256)).decode()}:",
     }
     if request.method == "HEAD":
         await _close(chunks)
-        return _with_limit_headers(
-            request, Response(status_code=200, headers=headers, media_type=opened.mime_type)
-        )
+        return _with_limit_headers(request, Response(status_code=200, headers=headers))
 
     async def body() -> AsyncIterator[bytes]:
         try:
@@ -178,7 +179,7 @@ async def download_original(request: Request) -> Response:
         finally:
             await _close(chunks)
 
-    response = StreamingResponse(body(), media_type=opened.mime_type, headers=headers)
+    response = StreamingResponse(body(), headers=headers)
     return _with_limit_headers(request, response)
 
 
