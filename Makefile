@@ -17,10 +17,13 @@ $(UV):
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 # The runtime, and the embedded PostgreSQL (pgserver) where wheels exist (CPython <= 3.12);
-# the browser files Prism serves (GraphiQL, Chart.js for the dashboard), pinned by web/package-lock.json (npm ci).
+# the browser files Prism serves (GraphiQL, Chart.js for the dashboard), pinned by web/package-lock.json (npm ci);
+# Tesseract for OCR (Debian's tesseract-ocr with German and French, installed as root when
+# missing; elsewhere it says what to install).
 install: $(UV)
 	$(UV) sync --frozen --python $(PYTHON) --extra embedded
 	scripts/web-assets.sh install $(VENV)/bin/python
+	scripts/tesseract.sh ensure
 
 run: install
 	$(VENV)/bin/prism serve --demo --with-worker

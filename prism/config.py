@@ -248,6 +248,38 @@ class Settings(BaseSettings):
         768, ge=128, description="Address-space limit of the extraction child process."
     )
     max_pages: int = Field(2000, ge=1, description="PDFs with more pages are refused.")
+    max_image_pixels: int = Field(
+        50_000_000,
+        ge=1_000_000,
+        le=500_000_000,
+        description="Largest image (width × height) accepted, and rendered for OCR or a "
+        "preview; larger ones (decompression bombs) are refused.",
+    )
+    ocr_languages: str = Field(
+        "eng+deu+fra",
+        pattern=r"^[a-z_]{3,20}(\+[a-z_]{3,20}){0,9}$",
+        description="Tesseract languages scans are read in (installed `tesseract-ocr-*` "
+        "packages), joined with `+`.",
+    )
+    ocr_max_pages: int = Field(
+        100,
+        ge=1,
+        le=5_000,
+        description="Most scanned pages (of a PDF, or a TIFF's pages) read by OCR in one "
+        "document; documents with more are refused.",
+    )
+    ocr_timeout_seconds: float = Field(
+        300, gt=0, description="Wall-clock limit of one document's OCR, beside the extraction's."
+    )
+    ocr_dpi: int = Field(
+        300, ge=72, le=600, description="Resolution scanned PDF pages are rendered at for OCR."
+    )
+    preview_width: int = Field(
+        1000, ge=100, le=4000, description="Width in pixels of page previews (PNG)."
+    )
+    preview_max_pages: int = Field(
+        50, ge=1, le=5_000, description="Pages of a document that have previews (the first ones)."
+    )
     redis_url: SecretStr | None = Field(
         None,
         description="redis:// URL for the response cache, persisted queries and rate limits; "

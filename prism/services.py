@@ -15,8 +15,11 @@ from prism.crypto.envelope import Envelope
 from prism.crypto.links import ExportLinks
 from prism.db.engine import Database
 from prism.db.notify import Notifications
+from prism.extraction.detect import ImageLimits
 from prism.extraction.extract import Limits
 from prism.mail import Mailer
+from prism.extraction.ocr import OcrLimits
+from prism.extraction.pages import PageLimits, PreviewLimits
 from prism.operations.registry import OperationRegistry
 from prism.search import Search
 from prism.storage import ObjectStore
@@ -60,6 +63,26 @@ class Services:
             timeout_seconds=settings.extract_timeout_seconds,
             memory_mb=settings.extract_memory_mb,
             max_pages=settings.max_pages,
+            pages=PageLimits(
+                max_pixels=settings.max_image_pixels, max_pages=settings.ocr_max_pages
+            ),
+            ocr=OcrLimits(
+                languages=settings.ocr_languages,
+                timeout_seconds=settings.ocr_timeout_seconds,
+                dpi=settings.ocr_dpi,
+            ),
+            preview=PreviewLimits(
+                width=settings.preview_width,
+                max_pages=settings.preview_max_pages,
+                max_pixels=settings.max_image_pixels,
+            ),
+        )
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        """What an uploaded image may measure (checked from its headers at the door)."""
+        return ImageLimits(
+            max_pixels=self.settings.max_image_pixels, max_frames=self.settings.ocr_max_pages
         )
 
     @property

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import gzip
+import sys
 import zlib
 from collections.abc import AsyncIterator
 from typing import ClassVar
@@ -33,8 +35,9 @@ from prism.config import SearchFallback, Settings
 from prism.execution.extensions import _is_client_error
 from prism.models.enums import Role
 from prism.schema import _parse_datetime
+from prism.services import Services
 from tests.conftest import app_with, client_of
-from tests.factories import Tenant, codes, gql
+from tests.factories import Tenant, add_document, codes, gid, gql
 from tests.pipeline_helpers import UPLOAD
 from tests.search_helpers import SEARCH, opensearch_settings
 from tests.test_faults import ServedApp
@@ -497,3 +500,28 @@ async def test_an_opensearch_answer_that_is_not_opensearchs_is_an_outage(
     assert "refused Prism's credentials (403)" in logged
     assert "is not JSON" in logged
     assert "is not a search result" in logged
+
+
+async def test_a_failed_field_leaves_no_loader_holding_a_connection(
+    client: httpx.AsyncClient, services: Services, tenant: Tenant
+) -> None:
+    # given a mutation whose answer has a field that fails (a bad cursor) beside one that a
+    # DataLoader batch reads after the request's transaction has ended
+    document = await add_document(services, tenant)
+    mutation = """mutation($id: ID!) { updateDocument(input: {id: $id, classification: PUBLIC}) {
+      mimeType uploadedBy { createdAt } feedback(first: 0, after: "") { edges { cursor } } } }"""
+    leaks: list[str] = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda found: leaks.append(str(found.exc_value))
+    try:
+        gc.collect()
+        body = await gql(
+            client, mutation, {"id": gid("Document", document.id)}, token=tenant.tokens[Role.ADMIN]
+        )
+        await asyncio.sleep(0.05)  # the late batch runs
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous
+    assert codes(body) == ["BAD_USER_INPUT"]
+    # then no pooled connection was left for the garbage collector to find
+    assert not [leak for leak in leaks if "non-checked-in connection" in leak], leaks

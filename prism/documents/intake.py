@@ -27,7 +27,7 @@ from prism.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from prism.extraction.detect import Kind, Unsupported, detect_stream
+from prism.extraction.detect import ImageLimits, Kind, Unsupported, detect_stream, measure_image
 from prism.models import documents as document_models
 from prism.models.audit import Actor, RequestMeta, Subject
 from prism.models.base import utcnow
@@ -67,7 +67,7 @@ def sanitize_filename(name: str | None) -> str:
     return base[:255] or "document"
 
 
-def _inspect(source: BinaryIO, max_bytes: int) -> tuple[str, int, Kind]:
+def _inspect(source: BinaryIO, max_bytes: int, images: ImageLimits) -> tuple[str, int, Kind]:
     digest = hashlib.sha256()
     size = 0
     source.seek(0)
@@ -80,6 +80,9 @@ def _inspect(source: BinaryIO, max_bytes: int) -> tuple[str, int, Kind]:
         raise BadUserInput("The file is empty.", argument="file")
     try:
         kind = detect_stream(source)
+        if kind.is_image:
+            # Measured from its headers: a decompression bomb is refused here, not decoded.
+            measure_image(source, kind, images)
     except Unsupported as exc:
         raise UnsupportedMediaType(str(exc)) from exc
     return digest.hexdigest(), size, kind
@@ -133,7 +136,7 @@ async def receive_upload(
     meta: RequestMeta,
 ) -> Received:
     sha256, size, kind = await asyncio.to_thread(
-        _inspect, source, services.settings.max_upload_bytes
+        _inspect, source, services.settings.max_upload_bytes, services.image_limits
     )
     requested = classification
     classification = classification or Classification.INTERNAL

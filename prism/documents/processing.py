@@ -142,10 +142,12 @@ async def store_sections(
     *,
     envelope: Envelope,
     languages: tuple[str | None, list[str | None]] | None = None,
+    ocr: list[tuple[bool, float | None]] | None = None,
 ) -> list[Section]:
     """Sections with their PII findings (offsets only) and languages, replacing any earlier
     extraction. ``findings`` and ``languages`` (the document's, each section's) come from the
-    extraction child; without them the text is scanned here.
+    extraction child; without them the text is scanned here. ``ocr`` says, per section,
+    whether its text came from OCR and with what confidence.
     A RESTRICTED document's sections are sealed with the organization's data key; the rows
     returned hold the text in the clear for the rest of this transaction only."""
     if findings is None:
@@ -168,9 +170,11 @@ async def store_sections(
             pii_findings=found,
             search_text=search_text(part.name, part.content, found),
             language_code=language,
+            text_from_ocr=read[0],
+            ocr_confidence=read[1] if read[0] else None,
         )
-        for index, (part, found, language) in enumerate(
-            zip(parts, findings, section_languages, strict=True)
+        for index, (part, found, language, read) in enumerate(
+            zip(parts, findings, section_languages, ocr or [(False, None)] * len(parts), strict=True)
         )
     ]
     restricted = document.classification is Classification.RESTRICTED
@@ -280,10 +284,10 @@ class Original:
 
 
 def _kind_of(mime_type: str) -> Kind:
-    for kind in Kind:
-        if kind.mime_type == mime_type:
-            return kind
-    raise Unprocessable(f"No extractor for {mime_type}.")
+    kind = Kind.of_mime_type(mime_type)
+    if kind is None:
+        raise Unprocessable(f"No extractor for {mime_type}.")
+    return kind
 
 
 async def start_extraction(session: AsyncSession, document_id: uuid.UUID) -> Original | None:
@@ -346,6 +350,7 @@ async def store_extraction(
         languages=(extracted.language, extracted.languages)
         if extracted.languages is not None
         else None,
+        ocr=[extracted.ocr_of(i) for i in range(len(extracted.sections))],
     )
     document.page_count = extracted.page_count
     document.processing_error = None

@@ -53,6 +53,9 @@ class RequestTransaction:
         self._session: AsyncSession | None = None
         self._on_rollback: list[Callable[[], Awaitable[None]]] = []
         self.isolation = "REPEATABLE READ"
+        # Set by the request's last ``finish``: a DataLoader batch still scheduled when the
+        # request ended (a sibling field failed) must not open a session nobody would close.
+        self._finished = False
 
     @property
     def writes(self) -> bool:
@@ -71,6 +74,8 @@ class RequestTransaction:
         self._on_rollback.append(undo)
 
     async def _open(self) -> AsyncSession:
+        if self._finished:
+            raise RuntimeError("the request's transaction has ended")
         if self._session is None:
             session = self._db.sessionmaker()
             # A query reads one snapshot: a row deleted between two loader batches cannot
@@ -99,7 +104,9 @@ class RequestTransaction:
         async with self._lock:
             yield await self._open()
 
-    async def finish(self, *, commit: bool) -> None:
+    async def finish(self, *, commit: bool, final: bool = False) -> None:
+        """End the transaction; ``final``: the request is over, nothing opens another."""
+        self._finished = self._finished or final
         session, self._session = self._session, None
         undo, self._on_rollback = self._on_rollback, []
         committed = False
@@ -174,13 +181,14 @@ class Context:
         if principal is not None and principal.clearance is Classification.RESTRICTED:
             self.content_reads.add(document_id)
 
-    async def finish(self, *, commit: bool) -> None:
-        """End the request's transaction, then record its reads of restricted content.
+    async def finish(self, *, commit: bool, final: bool = False) -> None:
+        """End the request's transaction (``final``: for good), then record its reads of
+        restricted content.
 
         The reads are recorded in a transaction of their own, whether the request's committed
         or not (what a client was shown has been read). If they cannot be recorded, the
         request fails: restricted content is not handed out unaudited."""
-        await self.transaction.finish(commit=commit)
+        await self.transaction.finish(commit=commit, final=final)
         reads, self.content_reads = self.content_reads, set()
         if not reads or self.principal is None:
             return

@@ -61,13 +61,13 @@ class TransactionEnd(SchemaExtension):
             # Cancelled (the request's deadline) or failed outside execution: roll back, and
             # let what happened leave as it is.
             try:
-                await context.finish(commit=False)
+                await context.finish(commit=False, final=True)
             except Exception as exc:  # noqa: BLE001 - the original error is what matters
                 log.warning("rollback failed", request_id=context.meta.request_id, error=repr(exc))
             raise
         commit = _every_root_field_answered(self.execution_context.result)
         try:
-            await context.finish(commit=commit)
+            await context.finish(commit=commit, final=True)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a coded answer
             self._finish_failed(context, exc, committing=commit)
 

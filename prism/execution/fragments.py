@@ -90,6 +90,8 @@ SECTION_SCALARS: dict[str, Column] = {
     "order": _plain("ord"),
     "wordCount": _plain("word_count"),
     "languageCode": Column("language_code"),
+    "textFromOcr": _plain("text_from_ocr"),
+    "ocrConfidence": Column("ocr_confidence"),
 }
 # A section's text: planned only for callers who see it raw and whose reads are not audited.
 SECTION_TEXT: dict[str, Column] = {"name": Column("name"), "content": Column("content")}

@@ -4,19 +4,26 @@ Every extraction runs in a child process (forked from a preloaded forkserver) wi
 address-space limit and a wall-clock timeout: a zip bomb, a PDF stream bomb or a parser loop
 kills a child, never the worker. Inside, each format is also checked before it is parsed:
 actual inflated bytes and entry counts of OOXML archives, no DTDs or entity declarations in
-their XML, no password-protected PDFs, a page cap."""
+their XML, no password-protected PDFs, a page cap; images measured before they are decoded.
+
+Scanned pages (a PDF page with images and no text layer, an image file) are read by
+Tesseract (``prism.extraction.ocr``) from pages rendered by ``prism.extraction.pages``, in
+the same child; the child tells its parent when OCR starts, which then allows it
+``ocr.timeout_seconds`` more. Page previews are rendered in such a child too."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import re
 import resource
+import signal
 import sys
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,23 @@ import orjson
 from charset_normalizer import from_bytes
 
 from prism.extraction.detect import Kind
+from prism.extraction.ocr import (
+    Deadline,
+    OcrError,
+    OcrLimits,
+    OcrText,
+    combined_confidence,
+    recognize,
+)
+from prism.extraction.pages import (
+    PageError,
+    PageLimits,
+    PreviewLimits,
+    image_frames,
+    open_pdf,
+    preview_png,
+    render_pdf_page,
+)
 from prism.extraction.pii import scan
 from prism.extraction.text import TextSection, count_words, split_sections
 
@@ -44,6 +68,10 @@ class Limits:
     timeout_seconds: float = 60
     memory_mb: int = 768
     max_pages: int = 2000
+    # Images and rendered pages: pixels and pages (of a TIFF; PDF pages read by OCR).
+    pages: PageLimits = field(default_factory=PageLimits)
+    ocr: OcrLimits = field(default_factory=OcrLimits)
+    preview: PreviewLimits = field(default_factory=PreviewLimits)
 
 
 @dataclass
@@ -56,6 +84,12 @@ class Extracted:
     # The document's language and each section's (ISO 639-1), detected in the child too.
     language: str | None = None
     languages: list[str | None] | None = None
+    # Per section: whether its text came from OCR, and Tesseract's confidence in it (0..1);
+    # empty when no section did.
+    ocr: list[tuple[bool, float | None]] = field(default_factory=list)
+
+    def ocr_of(self, index: int) -> tuple[bool, float | None]:
+        return self.ocr[index] if index < len(self.ocr) else (False, None)
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -66,6 +100,7 @@ class Extracted:
                 "findings": self.findings,
                 "language": self.language,
                 "languages": self.languages,
+                "ocr": self.ocr,
             }
         )
 
@@ -82,6 +117,7 @@ class Extracted:
             if isinstance(raw.get("languages"), list)
             and len(raw["languages"]) == len(raw["sections"])
             else None,
+            ocr=[(bool(flag), _fraction(c)) for flag, c in raw.get("ocr") or []],
         )
 
 
@@ -90,6 +126,13 @@ def _language_code(value: object) -> str | None:
     if isinstance(value, str) and len(value) == 2 and value.isascii() and value.islower():
         return value
     return None
+
+
+def _fraction(value: object) -> float | None:
+    """A confidence the child reported, held to 0..1 (the child read hostile input)."""
+    if not isinstance(value, int | float):
+        return None
+    return min(max(float(value), 0.0), 1.0)
 
 
 def _bounded(extracted: Extracted) -> Extracted:
@@ -215,7 +258,9 @@ def _docx_pages(path: Path) -> int | None:
     return None
 
 
-def extract_pdf(path: Path, max_pages: int) -> Extracted:
+def extract_pdf(
+    path: Path, max_pages: int, limits: Limits | None = None, on_ocr: Callable[[], object] = bool
+) -> Extracted:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
@@ -231,17 +276,109 @@ def extract_pdf(path: Path, max_pages: int) -> Extracted:
     if pages > max_pages:
         raise ExtractionError(f"The PDF has {pages} pages; at most {max_pages} are accepted.")
     texts = [(page.extract_text() or "").strip() for page in reader.pages]
-    sections = _pdf_outline_sections(reader, texts) or [
-        TextSection(name=f"Page {i + 1}", content=text) for i, text in enumerate(texts) if text
-    ]
+    scanned = [i for i, text in enumerate(texts) if not text and _draws_images(reader.pages[i])]
+    read = _ocr_scanned_pages(path, texts, scanned, limits or Limits(), on_ocr)
+    outline = _pdf_outline_sections(reader, texts)
+    if outline:
+        sections = [section for section, _ in outline]
+        ocr = [_ocr_of_span(read, span) for _, span in outline]
+    else:
+        sections = [
+            TextSection(name=f"Page {i + 1}", content=text) for i, text in enumerate(texts) if text
+        ]
+        ocr = [_ocr_of_span(read, range(i, i + 1)) for i, text in enumerate(texts) if text]
     if not sections:
-        raise ExtractionError("The PDF contains no extractable text (a scan?).")
+        raise ExtractionError("The PDF contains no text, and no page is a scan OCR could read.")
     return Extracted(
-        sections=sections, page_count=pages, word_count=sum(count_words(t) for t in texts)
+        sections=sections,
+        page_count=pages,
+        word_count=sum(count_words(t) for t in texts),
+        ocr=ocr if read else [],
     )
 
 
-def _pdf_outline_sections(reader: Any, texts: list[str]) -> list[TextSection]:
+def _draws_images(page: Any, depth: int = 0) -> bool:
+    """Whether a page (or a form it draws) has image XObjects: read from its resources,
+    without inflating its content stream."""
+    try:
+        resources = page.get("/Resources")
+        xobjects = resources.get_object().get("/XObject") if resources is not None else None
+        if xobjects is None:
+            return False
+        for reference in xobjects.get_object().values():
+            xobject = reference.get_object()
+            subtype = xobject.get("/Subtype")
+            if subtype == "/Image":
+                return True
+            if subtype == "/Form" and depth < 3 and _draws_images(xobject, depth + 1):
+                return True
+    except Exception:  # noqa: BLE001 - damaged resources: not a page OCR can read
+        return False
+    return False
+
+
+def _ocr_scanned_pages(
+    path: Path,
+    texts: list[str],
+    scanned: list[int],
+    limits: Limits,
+    on_ocr: Callable[[], object],
+) -> dict[int, OcrText]:
+    """Read the ``scanned`` pages (no text layer, but images) with Tesseract, in place in
+    ``texts``; the OCR of each page read. At most ``limits.pages.max_pages`` are read."""
+    if not scanned:
+        return {}
+    if len(scanned) > limits.pages.max_pages:
+        raise ExtractionError(
+            f"The PDF has {len(scanned)} scanned pages; at most {limits.pages.max_pages} "
+            "are read by OCR."
+        )
+    try:
+        pdf = open_pdf(path)
+    except PageError as exc:
+        raise ExtractionError(str(exc)) from exc
+    try:
+        on_ocr()
+        deadline = Deadline(limits.ocr.timeout_seconds)
+        read: dict[int, OcrText] = {}
+        for index in scanned:
+            image = render_pdf_page(
+                pdf, index, dpi=limits.ocr.dpi, max_pixels=limits.pages.max_pixels
+            )
+            read[index] = recognize(image, limits.ocr, deadline)
+            texts[index] = read[index].text.strip()
+        return read
+    finally:
+        pdf.close()
+
+
+def _ocr_of_span(read: dict[int, OcrText], pages: range) -> tuple[bool, float | None]:
+    parts = [read[i] for i in pages if i in read]
+    return (bool(parts), combined_confidence(parts) if parts else None)
+
+
+def extract_image(
+    path: Path, kind: Kind, limits: Limits, on_ocr: Callable[[], object] = bool
+) -> Extracted:
+    """A photo or scan of pages (PNG, JPEG, TIFF), read by Tesseract page by page."""
+    on_ocr()
+    deadline = Deadline(limits.ocr.timeout_seconds)
+    frames = image_frames(path, kind, limits.pages)
+    pages = [recognize(frame, limits.ocr, deadline) for frame in frames]
+    text = "\n\n".join(page.text for page in pages).strip()
+    if not text:
+        raise ExtractionError("OCR found no text in the image.")
+    sections = split_sections(text)
+    confidence = combined_confidence(pages)
+    return Extracted(
+        sections=sections,
+        page_count=len(pages),
+        word_count=count_words(text),
+        ocr=[(True, confidence)] * len(sections),
+    )
+
+
+def _pdf_outline_sections(reader: Any, texts: list[str]) -> list[tuple[TextSection, range]]:
     """Top-level bookmarks, each spanning the pages up to the next one."""
     try:
         marks = [
@@ -255,29 +392,42 @@ def _pdf_outline_sections(reader: Any, texts: list[str]) -> list[TextSection]:
     sections = []
     for i, (start, title) in enumerate(marks):
         end = marks[i + 1][0] if i + 1 < len(marks) else len(texts)
-        content = "\n".join(texts[start : max(end, start + 1)]).strip()
+        span = range(start, max(end, start + 1))
+        content = "\n".join(texts[span.start : span.stop]).strip()
         if content:
-            sections.append(TextSection(name=str(title)[:500], content=content))
+            sections.append((TextSection(name=str(title)[:500], content=content), span))
     return sections
 
 
-def extract_file(path: Path, kind: Kind, limits: Limits) -> Extracted:
+def extract_file(
+    path: Path, kind: Kind, limits: Limits, on_ocr: Callable[[], object] = bool
+) -> Extracted:
     if kind is Kind.TXT:
         return extract_txt(path)
     if kind is Kind.DOCX:
         return extract_docx(path)
-    return extract_pdf(path, limits.max_pages)
+    if kind.is_image:
+        return extract_image(path, kind, limits, on_ocr)
+    return extract_pdf(path, limits.max_pages, limits, on_ocr)
 
 
 # --- isolation -------------------------------------------------------------------------------
 
 
-def _child(conn: Connection, path: str, kind: str, limits: Limits) -> None:
+def _bound_child(limits: Limits) -> None:
+    """In the child: its own process group (Tesseract, its child, is killed with it) and
+    its address-space limit (which Tesseract inherits)."""
+    os.setpgid(0, 0)
     limit = limits.memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _child(conn: Connection, path: str, kind: str, limits: Limits) -> None:
+    _bound_child(limits)
     try:
-        conn.send_bytes(b"ok" + _bounded(extract_file(Path(path), Kind(kind), limits)).to_json())
-    except ExtractionError as exc:
+        extracted = extract_file(Path(path), Kind(kind), limits, lambda: conn.send_bytes(OCR))
+        conn.send_bytes(b"ok" + _bounded(extracted).to_json())
+    except (ExtractionError, OcrError, PageError) as exc:
         conn.send_bytes(b"er" + str(exc).encode())
     except MemoryError:
         conn.send_bytes(b"er" + f"Extraction needed more than {limits.memory_mb} MiB.".encode())
@@ -287,6 +437,24 @@ def _child(conn: Connection, path: str, kind: str, limits: Limits) -> None:
         conn.send_bytes(b"er" + f"The {kind} file could not be read: it is damaged.".encode())
     finally:
         conn.close()
+
+
+def _preview_child(conn: Connection, path: str, kind: str, page: int, limits: Limits) -> None:
+    _bound_child(limits)
+    try:
+        conn.send_bytes(b"ok" + preview_png(Path(path), Kind(kind), page, limits.preview))
+    except PageError as exc:
+        conn.send_bytes(b"nf" + str(exc).encode())
+    except MemoryError:
+        conn.send_bytes(b"er" + f"The preview needed more than {limits.memory_mb} MiB.".encode())
+    except Exception:  # noqa: BLE001 - any renderer failure is a bad file, said plainly
+        conn.send_bytes(b"er" + f"The {kind} file could not be rendered: it is damaged.".encode())
+    finally:
+        conn.close()
+
+
+# What the child sends before OCR starts: its parent then allows it the OCR's time too.
+OCR = b"oc"
 
 
 _CONTEXT = multiprocessing.get_context("forkserver")
@@ -299,6 +467,9 @@ _CONTEXT.set_forkserver_preload(
         "pypdf",
         "charset_normalizer",
         "phonenumbers",
+        "pypdfium2",
+        "PIL.Image",
+        "pytesseract",
     ]
 )
 
@@ -320,10 +491,39 @@ def _main_module_hidden() -> Iterator[None]:
         main.__dict__.update(saved)
 
 
+class NoPreview(Exception):
+    """The page has no preview (not a PDF or an image, or no such page)."""
+
+
 async def extract_isolated(path: Path, kind: Kind, limits: Limits) -> Extracted:
     """Extract in a child process bounded in memory and time."""
+    message = await _run_isolated(_child, (str(path), kind.value, limits), limits, "Extraction")
+    if message[:2] == b"er":
+        raise ExtractionError(message[2:].decode(errors="replace"))
+    return Extracted.from_json(message[2:])
+
+
+async def preview_isolated(path: Path, kind: Kind, page: int, limits: Limits) -> bytes:
+    """Page ``page`` (1-based) as a PNG, rendered in a child process bounded like an
+    extraction. Raises ``NoPreview`` or ``ExtractionError``."""
+    message = await _run_isolated(
+        _preview_child, (str(path), kind.value, page, limits), limits, "The preview"
+    )
+    if message[:2] == b"nf":
+        raise NoPreview(message[2:].decode(errors="replace"))
+    if message[:2] == b"er":
+        raise ExtractionError(message[2:].decode(errors="replace"))
+    return message[2:]
+
+
+async def _run_isolated(
+    target: Callable[..., None], args: tuple[Any, ...], limits: Limits, what: str
+) -> bytes:
+    """Run ``target(sender, *args)`` in a child process; its one message (after any OCR
+    notice), within ``limits.timeout_seconds`` (plus ``limits.ocr.timeout_seconds`` once
+    the child says OCR started)."""
     receiver, sender = _CONTEXT.Pipe(duplex=False)
-    process = _CONTEXT.Process(target=_child, args=(sender, str(path), kind.value, limits))
+    process = _CONTEXT.Process(target=target, args=(sender, *args))
     try:
         with _main_module_hidden():
             process.start()
@@ -333,23 +533,34 @@ async def extract_isolated(path: Path, kind: Kind, limits: Limits) -> Extracted:
     finally:
         sender.close()
     try:
-        ready = await asyncio.to_thread(receiver.poll, limits.timeout_seconds)
-        if not ready:
-            raise ExtractionError(
-                f"Extraction took longer than {limits.timeout_seconds:g} s; the file was refused."
-            )
-        try:
-            # Bytes, not pickle: the child parsed hostile input and is not trusted.
-            message = receiver.recv_bytes()
-        except EOFError as exc:  # the child died: killed for memory, or crashed
-            raise ExtractionError(
-                f"Extraction exceeded its limits ({limits.memory_mb} MiB) and was stopped."
-            ) from exc
+        timeout = limits.timeout_seconds
+        while True:
+            ready = await asyncio.to_thread(receiver.poll, timeout)
+            if not ready:
+                raise ExtractionError(
+                    f"{what} took longer than {timeout:g} s; the file was refused."
+                )
+            try:
+                # Bytes, not pickle: the child parsed hostile input and is not trusted.
+                message = receiver.recv_bytes()
+            except EOFError as exc:  # the child died: killed for memory, or crashed
+                raise ExtractionError(
+                    f"{what} exceeded its limits ({limits.memory_mb} MiB) and was stopped."
+                ) from exc
+            if message != OCR:
+                return message
+            timeout = limits.timeout_seconds + limits.ocr.timeout_seconds
     finally:
+        _kill_group(process.pid)
         if process.is_alive():
             process.kill()
         await asyncio.to_thread(process.join, 5)
         receiver.close()
-    if message[:2] == b"er":
-        raise ExtractionError(message[2:].decode(errors="replace"))
-    return Extracted.from_json(message[2:])
+
+
+def _kill_group(pid: int | None) -> None:
+    """End whatever the child left running (Tesseract) with it: its process group."""
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)

@@ -146,10 +146,19 @@ class Section(Base):
     # RESTRICTED documents: name and content sealed with the organization's data key
     # (AES-GCM); ``name``/``content`` then hold empty strings (see prism.crypto.envelope).
     sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    # Text read by OCR (a scanned page, an image), and Tesseract's confidence in it (0..1).
+    text_from_ocr: Mapped[bool] = mapped_column(
+        sa.Boolean, nullable=False, default=False, server_default=sa.false()
+    )
+    ocr_confidence: Mapped[float | None] = mapped_column(sa.Float)
     created_at: Mapped[datetime] = created_at()
 
     __table_args__ = (
         sa.UniqueConstraint("document_id", "ord"),
+        sa.CheckConstraint(
+            "ocr_confidence IS NULL OR (text_from_ocr AND ocr_confidence BETWEEN 0 AND 1)",
+            name="ocr_confidence",
+        ),
         sa.Index("ix_document_sections_search_vector", "search_vector", postgresql_using="gin"),
     )
 
@@ -421,6 +430,17 @@ async def read_pii_summaries(
     for document_id, pii_type, count in await session.execute(query):
         summaries[document_id].append((pii_type, count))
     return summaries
+
+
+async def has_pii_findings(session: AsyncSession, document_id: uuid.UUID) -> bool:
+    """Whether any section of the document has a PII finding."""
+    query = sa.select(
+        sa.exists().where(
+            Section.document_id == document_id,
+            Section.pii_findings != sa.text("'[]'::jsonb"),
+        )
+    )
+    return bool(await session.scalar(query))
 
 
 # --- search indexing -------------------------------------------------------------------------

@@ -143,6 +143,13 @@ class Document(Node):
 class Section(Node):
     order: int
     word_count: int
+    text_from_ocr: bool = strawberry.field(
+        description="True when the text was read by OCR from a scanned page or an image."
+    )
+    ocr_confidence: float | None = strawberry.field(
+        description="Tesseract's confidence in OCR text (the mean over its words, 0 to 1); "
+        "null when the text did not come from OCR."
+    )
     row: strawberry.Private[document_models.Section]
 
     @classmethod
@@ -151,6 +158,8 @@ class Section(Node):
             id=strawberry.ID(to_global_id("Section", row.id)),
             order=row.ord,
             word_count=row.word_count,
+            text_from_ocr=row.text_from_ocr,
+            ocr_confidence=row.ocr_confidence,
             row=row,
         )
 

@@ -39,6 +39,7 @@ from prism.web.dashboard import Dashboard
 from prism.web.edge import ClientAddressMiddleware, TrustedProxies
 from prism.web.graphql import CSRF_HEADERS, PrismGraphQL
 from prism.web.guard import RequestGuard, error_answer
+from prism.web.originals import download_original, page_preview
 from prism.web.routes import (
     download_export,
     healthz,
@@ -50,6 +51,23 @@ from prism.web.routes import (
 
 log = structlog.get_logger("prism.http")
 ROUTES = frozenset({"/graphql", "/healthz", "/readyz", "/metrics", "/dashboard"})
+# Routes with ids in their paths, counted in metrics by their templates.
+_TEMPLATES = (
+    (re.compile(r"^/documents/[^/]+/original$"), "/documents/{id}/original"),
+    (re.compile(r"^/documents/[^/]+/pages/\d+/preview$"), "/documents/{id}/pages/{n}/preview"),
+    (re.compile(r"^/exports/[^/]+/[^/]+$"), "/exports/{organization}/{id}"),
+)
+
+
+def route_label(path: str) -> str:
+    if path in ROUTES:
+        return path
+    for pattern, template in _TEMPLATES:
+        if pattern.match(path):
+            return template
+    return "other"
+
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -84,7 +102,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             path = scope.get("path", "")
-            route = path if path in ROUTES else "other"
+            route = route_label(path)
             if path.startswith("/assets/"):
                 route = "/assets"
             if scope["type"] == "http":
@@ -181,6 +199,8 @@ def create_app(
             Route("/exports/{organization}/{export}", download_export),
             Route(DASHBOARD_ROUTE, dashboard.serve, methods=["GET"]),
             Route(ASSET_ROUTE, assets.serve, methods=["GET"]),
+            Route("/documents/{document}/original", download_original, methods=["GET"]),
+            Route("/documents/{document}/pages/{page:int}/preview", page_preview, methods=["GET"]),
         ],
         middleware=[
             Middleware(ClientAddressMiddleware, TrustedProxies.parse(settings.trusted_proxies)),
@@ -207,7 +227,8 @@ CORS_REQUEST_HEADERS = (
     "x-request-id",
     "if-none-match",
 )
-# What its script may read of an answer: the rate limit, the cache validator, when to retry.
+# What its script may read of an answer: the rate limit, the cache validator, when to retry;
+# of an original's download, its file name and digest.
 CORS_RESPONSE_HEADERS = (
     "ratelimit-limit",
     "ratelimit-remaining",
@@ -215,6 +236,8 @@ CORS_RESPONSE_HEADERS = (
     "retry-after",
     "etag",
     "x-request-id",
+    "content-disposition",
+    "repr-digest",
 )
 
 
