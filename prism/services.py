@@ -17,9 +17,9 @@ from prism.db.engine import Database
 from prism.db.notify import Notifications
 from prism.extraction.detect import ImageLimits
 from prism.extraction.extract import Limits
-from prism.mail import Mailer
 from prism.extraction.ocr import OcrLimits
 from prism.extraction.pages import PageLimits, PreviewLimits
+from prism.mail import Mailer
 from prism.operations.registry import OperationRegistry
 from prism.search import Search
 from prism.storage import ObjectStore

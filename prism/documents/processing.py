@@ -174,7 +174,9 @@ async def store_sections(
             ocr_confidence=read[1] if read[0] else None,
         )
         for index, (part, found, language, read) in enumerate(
-            zip(parts, findings, section_languages, ocr or [(False, None)] * len(parts), strict=True)
+            zip(
+                parts, findings, section_languages, ocr or [(False, None)] * len(parts), strict=True
+            )
         )
     ]
     restricted = document.classification is Classification.RESTRICTED
