@@ -88,6 +88,9 @@ KINDS: dict[str, Kind] = {
     "document.delete": _doc("deleted", previous=("documentType", "classification", "legalHold")),
     "document.erase": _doc("erased", "cleanupJobId"),
     "document.read_restricted": _user("document", "restricted_read"),
+    "document.original_read": _user("document", "original_read"),
+    "document.preview_read": _user("document", "preview_read"),
+    "document.original_refused": _user("document", "original_refused"),
     # review
     "feedback.submit": Kind("prism.feedback.submitted", DOCUMENT_EVENTS, ("action", "rating")),
     "feedback.review": Kind(
