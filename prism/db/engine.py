@@ -267,6 +267,18 @@ async def fetch_row(
     return row
 
 
+_SET_ORGANIZATION = "SELECT set_config('prism.org_id', $1, true)"
+
+
+async def set_organization_in(
+    connection: AsyncConnection, organization_id: uuid.UUID | None
+) -> None:
+    """``set_organization`` on a session's connection, as driver SQL (no ORM statement to
+    compile; the connection's transaction begins with it if it had not)."""
+    value = str(organization_id) if organization_id else ""
+    await connection.exec_driver_sql(_SET_ORGANIZATION, (value,))
+
+
 class Database:
     """The engine and a factory of organization-bound transactions."""
 

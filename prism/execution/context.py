@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prism.authn.bearer import authenticate_bearer
 from prism.authz.principal import Principal
 from prism.cache.store import Bucket, Rate
-from prism.db.engine import Database, Statement, fetch_row, set_organization
+from prism.db.engine import Database, Statement, fetch_row, set_organization_in
 from prism.db.faults import committing_writes, unavailable
 from prism.documents.reads import record_restricted_reads
 from prism.errors import RateLimited, ServiceUnavailable, Unauthenticated
@@ -75,8 +75,10 @@ class RequestTransaction:
             session = self._db.sessionmaker()
             # A query reads one snapshot: a row deleted between two loader batches cannot
             # leave a child without its parent.
-            await session.connection(execution_options={"isolation_level": self.isolation})
-            await set_organization(session, self._organization_id)
+            connection = await session.connection(
+                execution_options={"isolation_level": self.isolation}
+            )
+            await set_organization_in(connection, self._organization_id)
             self._session = session
         return self._session
 
@@ -137,7 +139,6 @@ class Context:
     principal: Principal | None
     meta: RequestMeta
     transaction: RequestTransaction
-    loaders: Loaders = field(init=False)
     request: Any = None
     # The HTTP response being prepared (headers set here are sent); None on a WebSocket.
     response: Any = None
@@ -158,13 +159,20 @@ class Context:
     root_fields: list[str] = field(default_factory=list)
     # Whether this request's refusal has been charged to its caller (prism.execution.limits).
     refusal_charged: bool = False
+    # Made on first use (a planned request needs none), for the principal and transaction
+    # the request has then.
+    _loaders: Loaders | None = field(init=False, default=None, repr=False)
 
-    def __post_init__(self) -> None:
-        self.loaders = Loaders(
-            self.transaction,
-            self.principal.scope() if self.principal else None,
-            self.services.envelope,
-        )
+    @property
+    def loaders(self) -> Loaders:
+        """The request's DataLoaders, scoped to its principal, on its transaction."""
+        if self._loaders is None:
+            self._loaders = Loaders(
+                self.transaction,
+                self.principal.scope() if self.principal else None,
+                self.services.envelope,
+            )
+        return self._loaders
 
     def note_content_read(self, document_id: uuid.UUID) -> None:
         """A document's text is being returned. Only RESTRICTED clearance can see RESTRICTED
@@ -201,7 +209,7 @@ class Context:
         if credential is not None:
             self.credential = credential
         self.transaction = RequestTransaction(self.services.db, principal.organization_id)
-        self.loaders = Loaders(self.transaction, principal.scope(), self.services.envelope)
+        self._loaders = None
 
     async def reauthenticate(self) -> Principal:
         """Who the credential is now, by the HTTP requests' path (`authenticate_bearer`): a

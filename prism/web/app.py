@@ -16,7 +16,6 @@ from dataclasses import replace
 import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
@@ -30,10 +29,11 @@ from prism.db.notify import Notifications
 from prism.documents.processing import PROGRESS_CHANNEL
 from prism.observability import HTTP_REQUESTS, configure_logging
 from prism.schema import build_schema
-from prism.web.auth import BearerAuthentication, unauthenticated
+from prism.web.auth import Authentication, BearerAuthentication, unauthenticated
 from prism.web.edge import ClientAddressMiddleware, TrustedProxies
 from prism.web.graphql import PrismGraphQL
 from prism.web.guard import RequestGuard, error_answer
+from prism.web.lean import LeanGraphQL
 from prism.web.routes import (
     download_export,
     healthz,
@@ -172,8 +172,10 @@ def create_app(
             Middleware(ClientAddressMiddleware, TrustedProxies.parse(settings.trusted_proxies)),
             Middleware(RequestIdMiddleware),
             Middleware(RequestGuard, timeout_seconds=settings.request_timeout_seconds),
+            # A planned read query is answered here; anything else goes on (decision 0025).
+            Middleware(LeanGraphQL, view=graphql, enabled=settings.lean_path),
             Middleware(
-                AuthenticationMiddleware,
+                Authentication,
                 backend=BearerAuthentication(),
                 on_error=unauthenticated,
             ),
