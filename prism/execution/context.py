@@ -16,7 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prism.authn.bearer import authenticate_bearer
 from prism.authz.principal import Principal
 from prism.cache.store import Bucket, Rate
-from prism.db.engine import Database, Statement, fetch_row, set_organization_in
+from prism.db.engine import (
+    Database,
+    DriverTransaction,
+    Statement,
+    fetch_row,
+    set_organization_in,
+)
 from prism.db.faults import committing_writes, unavailable
 from prism.documents.reads import record_restricted_reads
 from prism.errors import RateLimited, ServiceUnavailable, Unauthenticated
@@ -53,6 +59,16 @@ class RequestTransaction:
         self._session: AsyncSession | None = None
         self._on_rollback: list[Callable[[], Awaitable[None]]] = []
         self.isolation = "REPEATABLE READ"
+        # Whether a transaction whose first statement is a planned one runs on the driver
+        # (``run_on_driver``), and that transaction once it does.
+        self._on_driver = False
+        self._driven: DriverTransaction | None = None
+
+    def run_on_driver(self) -> None:
+        """Run the transaction on the driver's connection, without an ORM session, if its
+        first statement is a planned one (``fetch_row``): for a request that needs nothing
+        else of it (the lean path). It may not be read through the ORM afterwards."""
+        self._on_driver = True
 
     @property
     def writes(self) -> bool:
@@ -71,6 +87,8 @@ class RequestTransaction:
         self._on_rollback.append(undo)
 
     async def _open(self) -> AsyncSession:
+        if self._driven is not None:
+            raise RuntimeError("the transaction runs on the driver's connection")
         if self._session is None:
             session = self._db.sessionmaker()
             # A query reads one snapshot: a row deleted between two loader batches cannot
@@ -93,6 +111,12 @@ class RequestTransaction:
         """One row of ``statement``, in the request's transaction (opened, with its isolation
         and organization, if it was not), on the driver's connection: no ORM in between."""
         async with self._lock:
+            if self._on_driver and self._session is None and not self.writes:
+                if self._driven is None:
+                    self._driven = await DriverTransaction.begin(
+                        self._db.engine, self.isolation, self._organization_id
+                    )
+                return await self._driven.fetch_row(statement, values)
             return await fetch_row(await self._open(), statement, values)
 
     @asynccontextmanager
@@ -102,6 +126,10 @@ class RequestTransaction:
             yield await self._open()
 
     async def finish(self, *, commit: bool) -> None:
+        driven, self._driven = self._driven, None
+        if driven is not None:  # a read's: nothing to undo
+            await driven.end(commit=commit)
+            return
         session, self._session = self._session, None
         undo, self._on_rollback = self._on_rollback, []
         committed = False

@@ -5,6 +5,7 @@ extension has set the result), so a refused or cached request runs no resolver a
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from prism.authn.throttle import source_of
 from prism.authz.principal import Principal
 from prism.cache.store import Bucket, Rate
 from prism.execution.context import Context
-from prism.execution.cost import actual, estimate, operation_of
+from prism.execution.cost import Estimate, actual, estimate, operation_of
 from prism.services import Services
 
 # Root fields whose answers depend only on the caller's organization and visibility (role,
@@ -69,9 +70,9 @@ def check_cost(
     """Estimate the operation's cost (``context.cost``, ``context.root_fields``); the refusal
     when it has too many root fields or may return too many objects, else None."""
     settings = context.services.settings
-    found = estimate(schema, document, operation, variables)
+    found = _estimate(schema, document, operation, variables)
     context.cost = CostReport(requested=found.cost)
-    context.root_fields = found.root_fields
+    context.root_fields = list(found.root_fields)
     if found.root_field_count > settings.max_root_fields:
         return _refuse(
             f"The operation has {found.root_field_count} root fields; the limit is "
@@ -86,6 +87,35 @@ def check_cost(
             cost=found.cost,
         )
     return None
+
+
+# Estimates by (schema, document, operation, variables): clients send the same few documents
+# with the same few values over and over. The document is kept with its estimate, so the
+# ids in a key are never those of another document.
+_ESTIMATES: OrderedDict[tuple[int, int, int, bytes], tuple[DocumentNode, Estimate]] = OrderedDict()
+ESTIMATE_CACHE_SIZE = 1024
+
+
+def _estimate(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation: OperationDefinitionNode,
+    variables: dict[str, Any] | None,
+) -> Estimate:
+    try:
+        values = orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an upload, or keys that are not strings: not remembered
+        return estimate(schema, document, operation, variables)
+    key = (id(schema), id(document), id(operation), values)
+    found = _ESTIMATES.get(key)
+    if found is not None and found[0] is document:
+        _ESTIMATES.move_to_end(key)
+        return found[1]
+    made = estimate(schema, document, operation, variables)
+    _ESTIMATES[key] = (document, made)
+    while len(_ESTIMATES) > ESTIMATE_CACHE_SIZE:
+        _ESTIMATES.popitem(last=False)
+    return made
 
 
 def cost_results(context: Context) -> dict[str, Any]:

@@ -155,6 +155,7 @@ class LeanGraphQL:
         started = time.perf_counter()
         sub_response = await self.view.get_sub_response(request)
         context = await self.view.get_context(request, sub_response)
+        context.transaction.run_on_driver()
         try:
             resolved = await context.resolve_operation(data["query"], data["extensions"])
         except Exception:  # noqa: BLE001 - the full path answers with the error's code
