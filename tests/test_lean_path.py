@@ -204,6 +204,17 @@ async def test_what_the_lean_path_does_not_answer_is_answered_as_before(
         ({"query": "{ viewer { scopes } }"}, {"authorization": "Bearer nope"}, "not authenticated"),
         # not JSON
         ({"query": "{ viewer { scopes } }"}, {**headers, "content-type": "text/plain"}, "not json"),
+        # a body in another charset, or compressed
+        (
+            {"query": "{ viewer { scopes } }"},
+            {**headers, "content-type": "application/json; charset=latin-1"},
+            "refused before reading",
+        ),
+        (
+            {"query": "{ viewer { scopes } }"},
+            {**headers, "content-encoding": "gzip"},
+            "refused before reading",
+        ),
         # a batch
         ([{"query": "{ viewer { scopes } }"}], headers, "not one operation"),  # type: ignore[list-item]
     ]

@@ -70,7 +70,7 @@ from prism.observability import LEAN_PATH
 from prism.schema import PrismSchema
 from prism.services import Services
 from prism.web.auth import BearerAuthentication, caller_of
-from prism.web.body import body_refusal, media_type
+from prism.web.body import media_type
 from prism.web.edge import MAX_JSON_BODY, operation_request_problem
 from prism.web.graphql import PrismGraphQL
 
@@ -125,23 +125,19 @@ class LeanGraphQL:
     async def _answer(
         self, scope: Scope, receive: Receive, send: Send, read: list[Message]
     ) -> None:
-        content_type = encoding = accept = None
+        content_type = accept = None
         authorization = False
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
             elif name == b"authorization":
                 authorization = True
-            elif name == b"content-encoding":
-                encoding = value.decode("latin-1")
             elif name == b"accept":
                 accept = value.decode("latin-1")
         if not authorization:
             raise HandOver("anonymous")
         if media_type(content_type)[0] != "application/json":
             raise HandOver("not json")
-        if body_refusal(content_type, encoding) is not None:
-            raise HandOver("unreadable body")
         if accept is not None and self.view.streams(accept):
             raise HandOver("stream")
         services: Services = scope["app"].state.services
