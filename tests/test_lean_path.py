@@ -141,9 +141,20 @@ async def test_the_lean_path_answers_as_the_full_path_does(
             body = {"extensions": _persisted(registered[name]), "variables": variables}
             # A registered query: its answer goes to the response cache at the first call.
             await client.post("/graphql", json=body, headers=headers)
+            counted = {"operation": name, "type": "query"}
+            before = REGISTRY.get_sample_value("prism_graphql_operations_total", counted)
+            timing = {"operation": name}
+            timed = REGISTRY.get_sample_value("prism_graphql_operation_seconds_count", timing)
             lean, full, answered = await _both(client, generous, body, headers)
             assert answered == 1, name
             _same(lean, full)
+            # Counted and timed once by each path.
+            after = REGISTRY.get_sample_value("prism_graphql_operations_total", counted)
+            assert after == (before or 0) + 2
+            assert (
+                REGISTRY.get_sample_value("prism_graphql_operation_seconds_count", timing)
+                == (timed or 0) + 2
+            )
             assert lean.headers["x-prism-cache"] in {"cacheable", "uncacheable"}
             assert "etag" in lean.headers
             assert "ratelimit-remaining" in lean.headers
