@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import greenlet_spawn
 
 from prism.db.faults import (
     RETRY_AFTER_SECONDS,
@@ -287,13 +288,13 @@ _BEGIN = {
 
 class DriverTransaction:
     """A transaction run on a pooled connection's driver: BEGIN, the organization setting,
-    statements and COMMIT sent by asyncpg, without SQLAlchemy's session and its transaction
-    (which knows nothing of this one: the connection goes back to the pool only once it has
-    ended, and is dropped when it could not end). For a request whose statements need no
-    ORM (a planned read): the same statements, a fraction of the CPU."""
+    statements and COMMIT sent by asyncpg, without SQLAlchemy's session or connection
+    (neither knows of this transaction: the connection goes back to the pool only once it
+    has ended, and is dropped when it could not end). For a request whose statements need
+    no ORM (a planned read): the same statements, a fraction of the CPU."""
 
-    def __init__(self, connection: AsyncConnection, driver: asyncpg.Connection) -> None:
-        self.connection = connection
+    def __init__(self, pooled: Any, driver: asyncpg.Connection) -> None:
+        self.pooled = pooled  # the pool's proxy of the DBAPI connection
         self.driver = driver
 
     @classmethod
@@ -301,13 +302,8 @@ class DriverTransaction:
         cls, engine: AsyncEngine, isolation: str, organization_id: uuid.UUID | None
     ) -> DriverTransaction:
         """BEGIN with the isolation and the organization setting, on a pooled connection."""
-        connection = await engine.connect()
-        try:
-            raw = await connection.get_raw_connection()
-        except BaseException:
-            await connection.close()
-            raise
-        begun = cls(connection, raw.driver_connection)
+        pooled = await engine.raw_connection()
+        begun = cls(pooled, pooled.driver_connection)
         # One message (the simple protocol), one round trip: the organization is a UUID,
         # written as its canonical text (parsed again: nothing else can be written there).
         setting = f"'{uuid.UUID(str(organization_id))}'" if organization_id is not None else "''"
@@ -330,7 +326,8 @@ class DriverTransaction:
                 text, *(values[n] for n in names)
             )
         except Exception as exc:
-            await _lost(self.connection, self.driver, exc)
+            if isinstance(exc, OSError | TimeoutError) or unavailable(exc):
+                await self._discard(exc)
             raise
         return row
 
@@ -341,17 +338,19 @@ class DriverTransaction:
         except BaseException as exc:
             await self._discard(exc)
             raise
-        await self.connection.close()
+        await greenlet_spawn(self.pooled.close)
 
     async def _discard(self, exc: BaseException) -> None:
         """The connection is in a state nobody can vouch for: dropped, not pooled. A lost
         one raises DatabaseUnavailable (as every statement's loss does)."""
-        if isinstance(exc, Exception):
-            await _lost(self.connection, self.driver, exc)
         if not self.driver.is_closed():
             self.driver.terminate()
         with contextlib.suppress(Exception):
-            await self.connection.invalidate()
+            await greenlet_spawn(self.pooled.invalidate)
+        if isinstance(exc, OSError | TimeoutError) or (
+            isinstance(exc, Exception) and unavailable(exc)
+        ):
+            raise DatabaseUnavailable(f"database unavailable ({type(exc).__name__})") from exc
 
 
 class Database:
