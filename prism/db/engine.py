@@ -302,11 +302,13 @@ class DriverTransaction:
         cls, engine: AsyncEngine, isolation: str, organization_id: uuid.UUID | None
     ) -> DriverTransaction:
         """BEGIN with the isolation and the organization setting, on a pooled connection."""
+        # One message (the simple protocol), one round trip: the organization is a UUID,
+        # written as its canonical text (nothing else can be written there).
+        if organization_id is not None and not isinstance(organization_id, uuid.UUID):
+            raise TypeError("an organization is a UUID")
+        setting = f"'{organization_id}'" if organization_id is not None else "''"
         pooled = await engine.raw_connection()
         begun = cls(pooled, pooled.driver_connection)
-        # One message (the simple protocol), one round trip: the organization is a UUID,
-        # written as its canonical text (parsed again: nothing else can be written there).
-        setting = f"'{uuid.UUID(str(organization_id))}'" if organization_id is not None else "''"
         try:
             await begun.driver.execute(
                 f"{_BEGIN[isolation]}; SELECT set_config('prism.org_id', {setting}, true)"

@@ -38,7 +38,6 @@ import orjson
 import structlog
 from graphql import (
     DocumentNode,
-    GraphQLError,
     GraphQLSchema,
     OperationType,
     specified_rules,
@@ -161,7 +160,7 @@ class LeanGraphQL:
             raise HandOver("no query")
         try:
             document = parse_document(query, self.schema.max_tokens)
-        except GraphQLError:
+        except Exception:  # noqa: BLE001 - the full path reports it
             raise HandOver("does not parse") from None
         name = data["operationName"]
         if name is None:
@@ -233,16 +232,28 @@ async def _run(
         except Exception:  # noqa: BLE001 - the full path answers with the error's code
             raise HandOver("transaction end") from None
     except HandOver:
-        await roll_back(context)
-        if charge is not None and taken > 0:
-            # The full path charges the request again.
-            await take(context.services, charge.key, -taken, charge.rate)
+        await _undo(context, charge, taken)
         raise
+    except Exception:  # noqa: BLE001 - the cache or the store failing: the full path answers
+        await _undo(context, charge, taken)
+        raise HandOver("failed") from None
     except BaseException:
         # Cancelled (the request's deadline) or failed: the transaction rolls back.
         await roll_back(context)
         raise
     return data, report
+
+
+async def _undo(context: Context, charge: Charge | None, taken: int) -> None:
+    """Before the full path answers: the transaction rolled back, and what the charge still
+    holds given back (the full path charges the request again)."""
+    await roll_back(context)
+    if charge is None or taken <= 0:
+        return
+    try:
+        await take(context.services, charge.key, -taken, charge.rate)
+    except Exception as exc:  # noqa: BLE001 - the answer matters more than the refund
+        log.warning("lean path: charge not given back", error=type(exc).__name__)
 
 
 async def _authenticate(scope: Scope) -> None:
