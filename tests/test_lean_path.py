@@ -277,3 +277,33 @@ async def test_a_lean_answer_charges_and_refunds_as_the_full_path(
     remaining = [int(r.headers["ratelimit-remaining"]) for r in (warm, lean, full)]
     for before, after in itertools.pairwise(remaining):
         assert -cost["actual"] <= after - before <= -cost["actual"] + 1  # and the refill
+
+
+async def test_lean_transactions_give_their_connections_back(
+    generous: Any, services: Services, tenant: Tenant
+) -> None:
+    """A lean request's transaction runs on a pooled connection's driver: answered or handed
+    over (not found), every connection goes back to the pool, out of its transaction."""
+    document = await add_document(services, tenant)
+    registered = await _register(services, OPERATIONS)
+    headers = {"authorization": f"Bearer {tenant.tokens[Role.REVIEWER]}"}
+    found = to_global_id("Document", document.id)
+    missing = to_global_id("Document", uuid.uuid4())
+    db = generous.state.services.db
+    async with client_of(generous) as client:
+        for _ in range(3):
+            for variables in ({"id": found}, {"id": missing}):
+                body = {"extensions": _persisted(registered["One"]), "variables": variables}
+                answer = await client.post("/graphql", json=body, headers=headers)
+                assert answer.status_code == 200
+        assert db.pool_status()["checked_out"] == 0
+        async with db.engine.connect() as connection:  # the one returned last
+            raw = await connection.get_raw_connection()
+            assert not raw.driver_connection.is_in_transaction()
+        text = {"query": "{ documents(first: 1) { edges { node { id } } } }"}
+        before = _answered()
+        for _ in range(3):
+            answer = await client.post("/graphql", json=text, headers=headers)
+            assert not answer.json().get("errors"), answer.json()
+        assert _answered() >= before + 2
+        assert db.pool_status()["checked_out"] == 0
