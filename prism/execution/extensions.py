@@ -266,13 +266,24 @@ class ResponseExtensions(SchemaExtension):
         return {}
 
 
+# The metrics' series by (operation label, type): bounded as the labels are
+# (``operation_label``: a few hundred names).
+_SERIES: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
 def record_operation(
     name: str | None, kind: str, seconds: float, errors: list[GraphQLError] | None
 ) -> None:
     """An operation's count, latency and error codes, for /metrics."""
     label = operation_label(name)
-    GRAPHQL_OPERATIONS.labels(label, kind).inc()
-    GRAPHQL_LATENCY.labels(label).observe(seconds)
+    series = _SERIES.get((label, kind))
+    if series is None:
+        series = _SERIES[(label, kind)] = (
+            GRAPHQL_OPERATIONS.labels(label, kind),
+            GRAPHQL_LATENCY.labels(label),
+        )
+    series[0].inc()
+    series[1].observe(seconds)
     for error in errors or ():
         GRAPHQL_ERRORS.labels((error.extensions or {}).get("code", "INTERNAL")).inc()
 

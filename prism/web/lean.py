@@ -140,10 +140,10 @@ class LeanGraphQL:
         if accept is not None and self.view.streams(accept):
             raise HandOver("stream")
         services: Services = scope["app"].state.services
-        await _authenticate(scope)
+        request = Request(scope)
+        await _authenticate(request)
         if await refusal_spent(services, caller_of(scope)) is not None:
             raise HandOver("refusals spent")
-        request = Request(scope)
         if self.view.refuse_unread(request) is not None:
             raise HandOver("refused before reading")
         data = _decoded(await _body(receive, read))
@@ -256,18 +256,18 @@ async def _undo(context: Context, charge: Charge | None, taken: int) -> None:
         log.warning("lean path: charge not given back", error=type(exc).__name__)
 
 
-async def _authenticate(scope: Scope) -> None:
+async def _authenticate(request: HTTPConnection) -> None:
     """The principal, as the authentication middleware finds it (which then does not look
     again); a request that does not authenticate is the full path's to refuse."""
     try:
-        found = await _AUTHENTICATION.authenticate(HTTPConnection(scope))
+        found = await _AUTHENTICATION.authenticate(request)
     except AuthenticationError:
         raise HandOver("not authenticated") from None
     except Exception:  # noqa: BLE001 - the full path meets it again and answers it
         raise HandOver("authentication failed") from None
     if found is None:
         raise HandOver("anonymous")
-    scope["auth"], scope["user"] = found
+    request.scope["auth"], request.scope["user"] = found
 
 
 async def _body(receive: Receive, read: list[Message]) -> bytes:
