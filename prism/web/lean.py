@@ -20,10 +20,14 @@ the limit or not a single operation, a persisted query that does not resolve, a 
 does not parse, was never validated or is invalid, not a query, input over its bounds, a cost
 over the limit, a refused rate-limit charge, variables that do not coerce, an operation the
 planner does not plan, a statement that fails, a root that must exist and does not, a
-transaction that does not end. Nothing is handed over once a side effect would be seen twice:
-before the charge nothing was written; after it, the charge is given back first. The body
-read here is replayed to the full path, and the principal found here is kept (not
-authenticated twice).
+transaction that does not end, a cache or store that fails. A handover lets no side effect
+happen twice: before the charge nothing was written; after it, the transaction is rolled back
+and what the charge still holds is given back first. The body read here is replayed to the
+full path, and the principal found here is kept (not authenticated twice).
+
+The request's transaction runs on the driver's connection (``run_on_driver``: BEGIN with the
+organization setting, the statement, COMMIT; no ORM session) unless the response cache read
+the data version first.
 
 The deadline, request id, access log and client address are the middleware's around both
 paths (``prism.web.app``)."""
