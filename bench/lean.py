@@ -2,7 +2,7 @@
 in-process HTTP client; PostgreSQL runs apart) per request of registered queries answered by
 the compiled path, sequentially, after a warm-up.
 
-    .venv/bin/python -m bench.lean [--requests 400] [--auth-cache 10] [--data DIR]
+    .venv/bin/python -m bench.lean [--requests 400] [--auth-cache 10] [--data DIR] [--no-lean]
 """
 
 from __future__ import annotations
@@ -72,7 +72,9 @@ def _postgres_cpu(data: Path) -> float:
     return total
 
 
-async def main(requests: int, auth_cache: float, data: Path, documents: int) -> None:
+async def main(
+    requests: int, auth_cache: float, data: Path, documents: int, *, lean: bool = True
+) -> None:
     url = await _database(embedded.start(data))
     settings = Settings(
         database_url=SecretStr(url),
@@ -85,6 +87,10 @@ async def main(requests: int, auth_cache: float, data: Path, documents: int) -> 
         lifecycle_interval_hours=0,
         response_cache_ttl_seconds=0,
         auth_cache_seconds=auth_cache,
+        # Every request answered, none refused: the run measures answers.
+        rate_limit_capacity=1_000_000_000,
+        rate_limit_refill_per_second=1_000_000_000.0,
+        lean_path=lean,
     )
     services = bootstrap.build_services(settings, url)
     tenant = await make_tenant(services)
@@ -129,6 +135,8 @@ async def main(requests: int, auth_cache: float, data: Path, documents: int) -> 
                     await one()
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
                 pg = _postgres_cpu(data) - pg
+                last = await one()
+                assert last["extensions"]["execution"]["path"] == "compiled", last
                 print(
                     f"{name}: {requests} requests, CPU {cpu / requests * 1000:.3f} ms/request, "
                     f"PostgreSQL CPU {pg / requests * 1000:.3f} ms/request, "
@@ -144,5 +152,10 @@ if __name__ == "__main__":
     parser.add_argument(
         "--data", type=Path, default=Path(tempfile.gettempdir()) / "prism-lean-bench"
     )
+    parser.add_argument(
+        "--no-lean", action="store_true", help="the full path only (PRISM_LEAN_PATH=false)"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.requests, args.auth_cache, args.data, args.documents))
+    asyncio.run(
+        main(args.requests, args.auth_cache, args.data, args.documents, lean=not args.no_lean)
+    )

@@ -336,6 +336,13 @@ class Settings(BaseSettings):
         True,
         description="Answer registered queries with one planned SQL statement where possible.",
     )
+    lean_path: bool = Field(
+        True,
+        description=(
+            "Answer planned read queries over HTTP without Strawberry's request pipeline "
+            "(the same checks, answer and headers; anything else takes the full path)."
+        ),
+    )
     introspection: bool | None = Field(
         None, description="Serve introspection (default: in development mode only)."
     )

@@ -21,6 +21,12 @@ GRAPHQL_LATENCY = Histogram(
     ["operation"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+LEAN_PATH = Counter(
+    "prism_lean_path_total",
+    "GraphQL requests over HTTP the lean path answered (outcome `answered`) or handed to the "
+    "full path, by the reason it did.",
+    ["outcome"],
+)
 GRAPHQL_ERRORS = Counter("prism_graphql_errors_total", "GraphQL errors by code.", ["code"])
 DB_POOL = Gauge("prism_db_pool_connections", "Database pool connections by state.", ["state"])
 JOBS = Gauge(

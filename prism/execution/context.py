@@ -16,7 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from prism.authn.bearer import authenticate_bearer
 from prism.authz.principal import Principal
 from prism.cache.store import Bucket, Rate
-from prism.db.engine import Database, Statement, fetch_row, set_organization
+from prism.db.engine import (
+    Database,
+    DriverTransaction,
+    Statement,
+    fetch_row,
+    set_organization_in,
+)
 from prism.db.faults import committing_writes, unavailable
 from prism.documents.reads import record_restricted_reads
 from prism.errors import RateLimited, ServiceUnavailable, Unauthenticated
@@ -56,6 +62,16 @@ class RequestTransaction:
         # Set by the request's last ``finish``: a DataLoader batch still scheduled when the
         # request ended (a sibling field failed) must not open a session nobody would close.
         self._finished = False
+        # Whether a transaction whose first statement is a planned one runs on the driver
+        # (``run_on_driver``), and that transaction once it does.
+        self._on_driver = False
+        self._driven: DriverTransaction | None = None
+
+    def run_on_driver(self) -> None:
+        """Run the transaction on the driver's connection, without an ORM session, if its
+        first statement is a planned one (``fetch_row``): for a request that needs nothing
+        else of it (the lean path). It may not be read through the ORM afterwards."""
+        self._on_driver = True
 
     @property
     def writes(self) -> bool:
@@ -76,12 +92,16 @@ class RequestTransaction:
     async def _open(self) -> AsyncSession:
         if self._finished:
             raise RuntimeError("the request's transaction has ended")
+        if self._driven is not None:
+            raise RuntimeError("the transaction runs on the driver's connection")
         if self._session is None:
             session = self._db.sessionmaker()
             # A query reads one snapshot: a row deleted between two loader batches cannot
             # leave a child without its parent.
-            await session.connection(execution_options={"isolation_level": self.isolation})
-            await set_organization(session, self._organization_id)
+            connection = await session.connection(
+                execution_options={"isolation_level": self.isolation}
+            )
+            await set_organization_in(connection, self._organization_id)
             self._session = session
         return self._session
 
@@ -96,6 +116,12 @@ class RequestTransaction:
         """One row of ``statement``, in the request's transaction (opened, with its isolation
         and organization, if it was not), on the driver's connection: no ORM in between."""
         async with self._lock:
+            if self._on_driver and self._session is None and not self.writes:
+                if self._driven is None:
+                    self._driven = await DriverTransaction.begin(
+                        self._db.engine, self.isolation, self._organization_id
+                    )
+                return await self._driven.fetch_row(statement, values)
             return await fetch_row(await self._open(), statement, values)
 
     @asynccontextmanager
@@ -107,6 +133,10 @@ class RequestTransaction:
     async def finish(self, *, commit: bool, final: bool = False) -> None:
         """End the transaction; ``final``: the request is over, nothing opens another."""
         self._finished = self._finished or final
+        driven, self._driven = self._driven, None
+        if driven is not None:  # a read's: nothing to undo
+            await driven.end(commit=commit)
+            return
         session, self._session = self._session, None
         undo, self._on_rollback = self._on_rollback, []
         committed = False
@@ -144,7 +174,6 @@ class Context:
     principal: Principal | None
     meta: RequestMeta
     transaction: RequestTransaction
-    loaders: Loaders = field(init=False)
     request: Any = None
     # The HTTP response being prepared (headers set here are sent); None on a WebSocket.
     response: Any = None
@@ -165,13 +194,20 @@ class Context:
     root_fields: list[str] = field(default_factory=list)
     # Whether this request's refusal has been charged to its caller (prism.execution.limits).
     refusal_charged: bool = False
+    # Made on first use (a planned request needs none), for the principal and transaction
+    # the request has then.
+    _loaders: Loaders | None = field(init=False, default=None, repr=False)
 
-    def __post_init__(self) -> None:
-        self.loaders = Loaders(
-            self.transaction,
-            self.principal.scope() if self.principal else None,
-            self.services.envelope,
-        )
+    @property
+    def loaders(self) -> Loaders:
+        """The request's DataLoaders, scoped to its principal, on its transaction."""
+        if self._loaders is None:
+            self._loaders = Loaders(
+                self.transaction,
+                self.principal.scope() if self.principal else None,
+                self.services.envelope,
+            )
+        return self._loaders
 
     def note_content_read(self, document_id: uuid.UUID) -> None:
         """A document's text is being returned. Only RESTRICTED clearance can see RESTRICTED
@@ -209,7 +245,7 @@ class Context:
         if credential is not None:
             self.credential = credential
         self.transaction = RequestTransaction(self.services.db, principal.organization_id)
-        self.loaders = Loaders(self.transaction, principal.scope(), self.services.envelope)
+        self._loaders = None
 
     async def reauthenticate(self) -> Principal:
         """Who the credential is now, by the HTTP requests' path (`authenticate_bearer`): a

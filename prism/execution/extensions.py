@@ -266,6 +266,28 @@ class ResponseExtensions(SchemaExtension):
         return {}
 
 
+# The metrics' series by (operation label, type): bounded as the labels are
+# (``operation_label``: a few hundred names).
+_SERIES: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
+def record_operation(
+    name: str | None, kind: str, seconds: float, errors: list[GraphQLError] | None
+) -> None:
+    """An operation's count, latency and error codes, for /metrics."""
+    label = operation_label(name)
+    series = _SERIES.get((label, kind))
+    if series is None:
+        series = _SERIES[(label, kind)] = (
+            GRAPHQL_OPERATIONS.labels(label, kind),
+            GRAPHQL_LATENCY.labels(label),
+        )
+    series[0].inc()
+    series[1].observe(seconds)
+    for error in errors or ():
+        GRAPHQL_ERRORS.labels((error.extensions or {}).get("code", "INTERNAL")).inc()
+
+
 class Metrics(SchemaExtension):
     """Operation counts, latency and error codes for /metrics."""
 
@@ -273,16 +295,12 @@ class Metrics(SchemaExtension):
         started = time.perf_counter()
         yield
         context = self.execution_context
-        name = operation_label(context.operation_name)
         try:
             kind = context.operation_type.value
         except RuntimeError:  # the document did not parse
             kind = "invalid"
-        GRAPHQL_OPERATIONS.labels(name, kind).inc()
-        GRAPHQL_LATENCY.labels(name).observe(time.perf_counter() - started)
-        result = context.result
-        for error in getattr(result, "errors", None) or []:
-            GRAPHQL_ERRORS.labels((error.extensions or {}).get("code", "INTERNAL")).inc()
+        errors = getattr(context.result, "errors", None)
+        record_operation(context.operation_name, kind, time.perf_counter() - started, errors)
 
 
 # Mutations that check a password, a refresh token, a reset token or a second factor, or send
@@ -325,17 +343,21 @@ class OneSecretCheckPerRequest(ValidationRule):
 
 
 @lru_cache(maxsize=1024)
-def _parse(query: str, max_tokens: int | None) -> DocumentNode:
+def parse_document(query: str, max_tokens: int | None) -> DocumentNode:
+    """The document of ``query``, parsed once per process (an LRU of 1,024 texts); raises
+    GraphQLError when it does not parse or has more than ``max_tokens`` tokens."""
     return parse(query, max_tokens=max_tokens)
 
 
 class ParseCache(SchemaExtension):
-    """Parse each distinct document once per process (an LRU of 1,024). A document that does
-    not parse is left to Strawberry, which reports the syntax error the usual way."""
+    """Parse each distinct document once per process (``parse_document``). A document that
+    does not parse is left to Strawberry, which reports the syntax error the usual way."""
 
     def on_parse(self) -> Iterator[None]:
         ctx = self.execution_context
         if ctx.query is not None:
             with suppress(GraphQLError):
-                ctx.graphql_document = _parse(ctx.query, ctx.parse_options.get("max_tokens"))
+                ctx.graphql_document = parse_document(
+                    ctx.query, ctx.parse_options.get("max_tokens")
+                )
         yield

@@ -5,13 +5,14 @@ extension has set the result), so a refused or cached request runs no resolver a
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from graphql import DocumentNode, GraphQLError, GraphQLSchema, OperationDefinitionNode
 from graphql import ExecutionResult as GraphQLExecutionResult
-from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
@@ -19,7 +20,7 @@ from prism.authn.throttle import source_of
 from prism.authz.principal import Principal
 from prism.cache.store import Bucket, Rate
 from prism.execution.context import Context
-from prism.execution.cost import actual, estimate, operation_of
+from prism.execution.cost import Estimate, actual, estimate, operation_of
 from prism.services import Services
 
 # Root fields whose answers depend only on the caller's organization and visibility (role,
@@ -59,6 +60,78 @@ def _refuse(message: str, code: str, **details: Any) -> GraphQLExecutionResult:
     )
 
 
+def check_cost(
+    context: Context,
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation: OperationDefinitionNode,
+    variables: dict[str, Any] | None,
+) -> GraphQLExecutionResult | None:
+    """Estimate the operation's cost (``context.cost``, ``context.root_fields``); the refusal
+    when it has too many root fields or may return too many objects, else None."""
+    settings = context.services.settings
+    found = _estimate(schema, document, operation, variables)
+    context.cost = CostReport(requested=found.cost)
+    context.root_fields = list(found.root_fields)
+    if found.root_field_count > settings.max_root_fields:
+        return _refuse(
+            f"The operation has {found.root_field_count} root fields; the limit is "
+            f"{settings.max_root_fields}.",
+            "QUERY_TOO_COMPLEX",
+        )
+    if found.cost > settings.max_query_cost:
+        return _refuse(
+            f"The operation may return {found.cost} objects; the limit is "
+            f"{settings.max_query_cost}. Ask for smaller pages (`first`) or fewer levels.",
+            "QUERY_TOO_COMPLEX",
+            cost=found.cost,
+        )
+    return None
+
+
+# Estimates by (schema, document, operation, variables): clients send the same few documents
+# with the same few values over and over. The document is kept with its estimate, so the
+# ids in a key are never those of another document.
+_ESTIMATES: OrderedDict[tuple[int, int, int, bytes], tuple[DocumentNode, Estimate]] = OrderedDict()
+ESTIMATE_CACHE_SIZE = 1024
+
+
+def _estimate(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation: OperationDefinitionNode,
+    variables: dict[str, Any] | None,
+) -> Estimate:
+    try:
+        values = orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an upload, or keys that are not strings: not remembered
+        return estimate(schema, document, operation, variables)
+    key = (id(schema), id(document), id(operation), values)
+    found = _ESTIMATES.get(key)
+    if found is not None and found[0] is document:
+        _ESTIMATES.move_to_end(key)
+        return found[1]
+    made = estimate(schema, document, operation, variables)
+    _ESTIMATES[key] = (document, made)
+    while len(_ESTIMATES) > ESTIMATE_CACHE_SIZE:
+        _ESTIMATES.popitem(last=False)
+    return made
+
+
+def cost_results(context: Context) -> dict[str, Any]:
+    """The answer's ``extensions.cost``: what the operation could and did cost."""
+    report = context.cost
+    if report is None:
+        return {}
+    return {
+        "cost": {
+            "requested": report.requested,
+            "actual": report.actual,
+            "cached": report.cached,
+        }
+    }
+
+
 class OperationCost(SchemaExtension):
     """Estimate the cost before execution; refuse what is too big; report both figures."""
 
@@ -70,41 +143,19 @@ class OperationCost(SchemaExtension):
         if not isinstance(context, Context) or document is None or operation is None:
             yield
             return
-        settings = context.services.settings
-        found = estimate(ctx.schema._schema, document, operation, ctx.variables)
-        context.cost = CostReport(requested=found.cost)
-        context.root_fields = found.root_fields
-        if found.root_field_count > settings.max_root_fields:
-            ctx.result = _refuse(
-                f"The operation has {found.root_field_count} root fields; the limit is "
-                f"{settings.max_root_fields}.",
-                "QUERY_TOO_COMPLEX",
-            )
-        elif found.cost > settings.max_query_cost:
-            ctx.result = _refuse(
-                f"The operation may return {found.cost} objects; the limit is "
-                f"{settings.max_query_cost}. Ask for smaller pages (`first`) or fewer levels.",
-                "QUERY_TOO_COMPLEX",
-                cost=found.cost,
-            )
+        refusal = check_cost(context, ctx.schema._schema, document, operation, ctx.variables)
+        if refusal is not None:
+            ctx.result = refusal
         yield
-        _count_actual(context, ctx.result)
+        count_actual(context, ctx.result)
 
     def get_results(self) -> dict[str, Any]:
         context = self.execution_context.context
-        report = context.cost if isinstance(context, Context) else None
-        if report is None:
-            return {}
-        return {
-            "cost": {
-                "requested": report.requested,
-                "actual": report.actual,
-                "cached": report.cached,
-            }
-        }
+        return cost_results(context) if isinstance(context, Context) else {}
 
 
-def _count_actual(context: Context, result: object) -> None:
+def count_actual(context: Context, result: object) -> None:
+    """The objects an answer holds, counted once (``extensions.cost.actual``)."""
     if context.cost is not None and context.cost.actual is None and result is not None:
         context.cost.actual = actual(getattr(result, "data", None))
 
@@ -153,6 +204,57 @@ def etag_of(body: bytes) -> str:
     return 'W/"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
+@dataclass
+class CacheLookup:
+    """Where a request's answer is filed in the response cache (None: it is not cacheable),
+    and the stored answer when there was one (``context.cost.cached`` is then set)."""
+
+    key: str | None = None
+    stored: bytes | None = None
+
+
+async def look_up_answer(
+    context: Context, variables: dict[str, Any] | None, *, query: bool
+) -> CacheLookup:
+    """The response cache's answer to a registered query, read under the organization's
+    data version (in the request's transaction)."""
+    if not (
+        context.operation is not None
+        and context.operation.registered
+        and context.services.settings.response_cache_ttl_seconds > 0
+        and query
+        and context.principal is not None
+    ):
+        return CacheLookup()
+    version = await context.data_version()
+    key = cache_key(context, variables, version)
+    if key is None:
+        return CacheLookup()
+    hit = await context.services.cache.get(key)
+    if hit is not None and context.cost is not None:
+        context.cost.cached = True
+    return CacheLookup(key, hit)
+
+
+async def file_answer(
+    context: Context, lookup: CacheLookup, data: object, *, query: bool, cached: bool
+) -> None:
+    """After an answer without errors: store it (when cacheable, not from the cache, and it
+    read nothing RESTRICTED), and give a registered query's answer its validators (ETag,
+    Cache-Control; 304 when the client's copy is current)."""
+    operation = context.operation
+    if operation is None:
+        return
+    # A planned answer's data is PostgreSQL's text (an orjson Fragment): dumped as is.
+    body = lookup.stored if cached and lookup.stored is not None else orjson.dumps(data)
+    if lookup.key is not None and not cached and not context.content_reads:
+        await context.services.cache.set(
+            lookup.key, body, context.services.settings.response_cache_ttl_seconds
+        )
+    if operation.registered and query:
+        context.set_validators(etag_of(body), cacheable=lookup.key is not None)
+
+
 class ResponseCache(SchemaExtension):
     """Answers to registered queries, cached per organization data version and visibility.
 
@@ -163,42 +265,68 @@ class ResponseCache(SchemaExtension):
     async def on_execute(self) -> AsyncIterator[None]:
         ctx = self.execution_context
         context = ctx.context
-        key = None
-        stored: bytes | None = None
-        if (
-            isinstance(context, Context)
-            and ctx.result is None
-            and context.operation is not None
-            and context.operation.registered
-            and context.services.settings.response_cache_ttl_seconds > 0
-            and ctx.operation_type is OperationType.QUERY
-            and context.principal is not None
-        ):
-            version = await context.data_version()
-            key = cache_key(context, ctx.variables, version)
-        if key is not None:
-            assert isinstance(context, Context)
-            hit = await context.services.cache.get(key)
-            if hit is not None:
-                stored = hit
-                ctx.result = GraphQLExecutionResult(data=orjson.loads(hit))
-                if context.cost is not None:
-                    context.cost.cached = True
-        yield
-        if not isinstance(context, Context) or context.operation is None:
+        if not isinstance(context, Context):
+            yield
             return
+        query = ctx.operation_type is OperationType.QUERY
+        lookup = CacheLookup()
+        if ctx.result is None:
+            lookup = await look_up_answer(context, ctx.variables, query=query)
+            if lookup.stored is not None:
+                ctx.result = GraphQLExecutionResult(data=orjson.loads(lookup.stored))
+        yield
         result = ctx.result
         if result is None or result.errors or result.data is None:
             return
         cached = context.cost is not None and context.cost.cached
-        # A planned answer's data is PostgreSQL's text (an orjson Fragment): dumped as is.
-        body = stored if cached and stored is not None else orjson.dumps(result.data)
-        if key is not None and not cached and not context.content_reads:
-            await context.services.cache.set(
-                key, body, context.services.settings.response_cache_ttl_seconds
-            )
-        if context.operation.registered and ctx.operation_type is OperationType.QUERY:
-            context.set_validators(etag_of(body), cacheable=key is not None)
+        await file_answer(context, lookup, result.data, query=query, cached=cached)
+
+
+@dataclass
+class Charge:
+    """What a request was charged: its bucket, the amount, and the bucket after it (None:
+    nothing was taken)."""
+
+    key: str
+    rate: Rate
+    amount: int
+    bucket: Bucket | None
+
+
+async def charge_request(context: Context, *, refused: bool) -> tuple[Charge, GraphQLError | None]:
+    """Charge the caller's bucket the estimated cost up front (1 for a cached answer;
+    nothing for a request ``refused`` before it runs), with the rate-limit headers; the
+    RATE_LIMITED error when the bucket cannot pay. An accepted automatic persisted query is
+    stored."""
+    assert context.cost is not None
+    settings = context.services.settings
+    rate = Rate(settings.rate_limit_capacity, settings.rate_limit_refill_per_second)
+    key = bucket_key(context)
+    amount = 1 if context.cost.cached else max(1, context.cost.requested)
+    refused = refused and not context.cost.cached
+    bucket = None if refused else await take(context.services, key, amount, rate)
+    error = None
+    if bucket is not None:
+        context.rate_limit_headers(rate, bucket)
+        if not bucket.allowed:
+            error = rate_limited(amount, bucket)
+            context.cost.cached = False
+    if error is None and (not refused or context.cost.cached):  # accepted
+        await context.services.operations.remember(context.operation)
+    return Charge(key, rate, amount, bucket), error
+
+
+async def refund_unused(context: Context, charge: Charge) -> int:
+    """Give back what the answer did not use of an accepted charge (a cached answer's 1
+    stays taken); what was given back."""
+    bucket = charge.bucket
+    if bucket is None or not bucket.allowed or context.cost is None or context.cost.cached:
+        return 0
+    unused = charge.amount - max(1, context.cost.actual or 0)
+    if unused <= 0:
+        return 0
+    await take(context.services, charge.key, -unused, charge.rate)
+    return unused
 
 
 class RateLimit(SchemaExtension):
@@ -212,31 +340,12 @@ class RateLimit(SchemaExtension):
         if not isinstance(context, Context) or context.cost is None:
             yield
             return
-        settings = context.services.settings
-        rate = Rate(settings.rate_limit_capacity, settings.rate_limit_refill_per_second)
-        key = bucket_key(context)
-        charged = 1 if context.cost.cached else max(1, context.cost.requested)
-        refused = ctx.result is not None and not context.cost.cached
-        bucket = None if refused else await take(context.services, key, charged, rate)
-        if bucket is not None:
-            context.rate_limit_headers(rate, bucket)
-            if not bucket.allowed:
-                ctx.result = _refuse(
-                    f"Rate limit reached: this request costs {charged}; retry in "
-                    f"{bucket.retry_after} seconds.",
-                    "RATE_LIMITED",
-                    retryAfter=bucket.retry_after,
-                )
-                context.cost.cached = False
-        if ctx.result is None or context.cost.cached:  # accepted
-            await context.services.operations.remember(context.operation)
+        charge, error = await charge_request(context, refused=ctx.result is not None)
+        if error is not None:
+            ctx.result = GraphQLExecutionResult(data=None, errors=[error])
         yield
-        _count_actual(context, ctx.result)
-        if bucket is None or not bucket.allowed or context.cost.cached:
-            return
-        unused = charged - max(1, context.cost.actual or 0)
-        if unused > 0:
-            await take(context.services, key, -unused, rate)
+        count_actual(context, ctx.result)
+        await refund_unused(context, charge)
 
 
 def bucket_key(context: Context) -> str:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import orjson
 import structlog
-from graphql import DocumentNode
+from graphql import DocumentNode, GraphQLSchema
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql.execution.values import get_variable_values
 from strawberry.extensions import SchemaExtension
@@ -31,6 +31,72 @@ from prism.execution.fragments import NotPlanned
 from prism.execution.plans import PlanCache
 
 log = structlog.get_logger("prism.planned")
+
+
+async def answer_planned(
+    context: Context,
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation_name: str | None,
+    variables: dict[str, Any] | None,
+) -> tuple[dict[str, str], Any]:
+    """The planned answer's ``data`` and which path ran (``extensions.execution``); data None
+    when the interpreted path answers instead (the report says why). Raises what running the
+    statement raised (a value it refused, the database gone): the request's transaction is
+    then the caller's to roll back."""
+    if not context.services.settings.compiled_operations:
+        return {"path": "interpreted", "reason": "compiled operations are off"}, None
+    operation = operation_of(document, operation_name)
+    principal = context.principal
+    assert principal is not None
+    assert context.operation is not None
+    if operation is None:
+        return {"path": "interpreted", "reason": "no single operation"}, None
+    # Variables as execution coerces them: a value of the wrong type (an unknown enum
+    # value, a number for a string) is the interpreted path's error to report.
+    coerced = get_variable_values(schema, operation.variable_definitions or (), variables or {})
+    if isinstance(coerced, list):
+        return {"path": "interpreted", "reason": "variables"}, None
+    source = context.operation.query
+    assert source is not None
+    entry = CompiledOperations.plans.get(
+        source,
+        document,
+        operation_name,
+        principal,
+        variables=variables,
+        digest=context.operation.sha256,
+    )
+    if isinstance(entry, str):
+        return {"path": "interpreted", "reason": entry}, None
+    try:
+        compiled = entry.bind(variables, principal)
+    except NotPlanned as reason:
+        return {"path": "interpreted", "reason": str(reason)}, None
+    row = await context.transaction.fetch_row(compiled.sql, compiled.values)
+    assert row is not None
+    text: str = row[0]
+    parsed: dict[str, Any] = orjson.loads(text)
+    if any(parsed.get(key) is None for key in compiled.must_exist):
+        # The interpreted path answers NOT_FOUND with the field's path.
+        return {"path": "interpreted", "reason": "not found"}, None
+    if context.cost is not None and context.cost.actual is None:
+        # Counted here, once (PostgreSQL counting them costs it more than this walk).
+        context.cost.actual = actual(parsed)
+    # Over HTTP the answer's bytes are PostgreSQL's, written as they are (orjson embeds
+    # a Fragment without serializing it again); a WebSocket's messages are encoded by
+    # Strawberry from the parsed answer.
+    data: Any = orjson.Fragment(text) if context.response is not None else parsed
+    return {"path": "compiled"}, data
+
+
+async def roll_back(context: Context) -> None:
+    """End the request's transaction after its planned statement failed (the interpreted
+    path, or the next attempt, opens a fresh one)."""
+    try:
+        await context.transaction.finish(commit=False)
+    except Exception as exc:  # noqa: BLE001 - the next connection is a new one
+        log.warning("rollback after a failed planned statement failed", error=type(exc).__name__)
 
 
 class CompiledOperations(SchemaExtension):
@@ -54,81 +120,35 @@ class CompiledOperations(SchemaExtension):
             and context.principal is not None
             and ctx.graphql_document is not None
         ):
-            if not context.services.settings.compiled_operations:
-                self.report = {"path": "interpreted", "reason": "compiled operations are off"}
+            try:
+                self.report, data = await answer_planned(
+                    context,
+                    ctx.schema._schema,
+                    ctx.graphql_document,
+                    ctx.operation_name,
+                    ctx.variables,
+                )
+            except Exception as exc:  # noqa: BLE001 - the reference path reports it
+                # A value the statement refused, or the database gone: the interpreted
+                # path, in a fresh transaction, gives the coded error with its path (an
+                # error raised here would reach the client without its code).
+                # One line, no stack: under an outage every request comes here.
+                log.warning(
+                    "planned statement failed; the interpreted path answers",
+                    error=type(exc).__name__,
+                    detail=str(exc)[:300],
+                )
+                await roll_back(context)
+                self.report = {"path": "interpreted", "reason": "the statement failed"}
             else:
-                try:
-                    self.report = await self._run(context, ctx.graphql_document)
-                except Exception as exc:  # noqa: BLE001 - the reference path reports it
-                    # A value the statement refused, or the database gone: the interpreted
-                    # path, in a fresh transaction, gives the coded error with its path (an
-                    # error raised here would reach the client without its code).
-                    # One line, no stack: under an outage every request comes here.
-                    log.warning(
-                        "planned statement failed; the interpreted path answers",
-                        error=type(exc).__name__,
-                        detail=str(exc)[:300],
-                    )
-                    await self._reset(context)
-                    self.report = {"path": "interpreted", "reason": "the statement failed"}
+                if data is not None:
+                    ctx.result = GraphQLExecutionResult(data=data)
         yield
 
-    @staticmethod
-    async def _reset(context: Context) -> None:
-        try:
-            await context.transaction.finish(commit=False)
-        except Exception as exc:  # noqa: BLE001 - the next connection is a new one
-            log.warning(
-                "rollback after a failed planned statement failed", error=type(exc).__name__
-            )
-
-    async def _run(self, context: Context, document: DocumentNode) -> dict[str, str]:
-        ctx = self.execution_context
-        operation = operation_of(document, ctx.operation_name)
-        principal = context.principal
-        assert principal is not None
-        assert context.operation is not None
-        if operation is None:
-            return {"path": "interpreted", "reason": "no single operation"}
-        # Variables as execution coerces them: a value of the wrong type (an unknown enum
-        # value, a number for a string) is the interpreted path's error to report.
-        coerced = get_variable_values(
-            ctx.schema._schema, operation.variable_definitions or (), ctx.variables or {}
-        )
-        if isinstance(coerced, list):
-            return {"path": "interpreted", "reason": "variables"}
-        source = context.operation.query
-        assert source is not None
-        entry = self.plans.get(
-            source,
-            document,
-            ctx.operation_name,
-            principal,
-            variables=ctx.variables,
-            digest=context.operation.sha256,
-        )
-        if isinstance(entry, str):
-            return {"path": "interpreted", "reason": entry}
-        try:
-            compiled = entry.bind(ctx.variables, principal)
-        except NotPlanned as reason:
-            return {"path": "interpreted", "reason": str(reason)}
-        row = await context.transaction.fetch_row(compiled.sql, compiled.values)
-        assert row is not None
-        text: str = row[0]
-        parsed: dict[str, Any] = orjson.loads(text)
-        if any(parsed.get(key) is None for key in compiled.must_exist):
-            # The interpreted path answers NOT_FOUND with the field's path.
-            return {"path": "interpreted", "reason": "not found"}
-        if context.cost is not None and context.cost.actual is None:
-            # Counted here, once (PostgreSQL counting them costs it more than this walk).
-            context.cost.actual = actual(parsed)
-        # Over HTTP the answer's bytes are PostgreSQL's, written as they are (orjson embeds
-        # a Fragment without serializing it again); a WebSocket's messages are encoded by
-        # Strawberry from the parsed answer.
-        data: Any = orjson.Fragment(text) if context.response is not None else parsed
-        ctx.result = GraphQLExecutionResult(data=data)
-        return {"path": "compiled"}
-
     def get_results(self) -> dict[str, Any]:
-        return {"execution": self.report} if self.report else {}
+        return execution_results(self.report)
+
+
+def execution_results(report: dict[str, str] | None) -> dict[str, Any]:
+    """The answer's ``extensions.execution``: which path ran, and why not the compiled one."""
+    return {"execution": report} if report else {}

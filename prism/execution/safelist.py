@@ -23,16 +23,24 @@ REFUSAL = PersistedQueryRequired(
 )
 
 
+def refusal(context: Context, query: str | None) -> GraphQLError | None:
+    """PERSISTED_QUERY_REQUIRED when the caller is held to registered operations and
+    ``query`` is not the registered operation its transport resolved; None otherwise."""
+    if context.registered_only:
+        operation = context.operation
+        if operation is None or not operation.registered or operation.query != query:
+            return GraphQLError(REFUSAL.message, extensions=REFUSAL.extensions)
+    return None
+
+
 class RegisteredOperationsOnly(SchemaExtension):
     def on_validate(self) -> Iterator[None]:
         # Before validation (whose errors would describe the schema to a caller that may
         # not send documents at all): a refusal here is the request's only error.
         ctx = self.execution_context
         context = ctx.context
-        if isinstance(context, Context) and context.registered_only:
-            operation = context.operation
-            if operation is None or not operation.registered or operation.query != ctx.query:
-                ctx.pre_execution_errors = [
-                    GraphQLError(REFUSAL.message, extensions=REFUSAL.extensions)
-                ]
+        if isinstance(context, Context):
+            refused = refusal(context, ctx.query)
+            if refused is not None:
+                ctx.pre_execution_errors = [refused]
         yield

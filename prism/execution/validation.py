@@ -447,29 +447,66 @@ def _refused_before_running(result: object) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class Validation:
+    """How documents are validated (Prism's rules after the standard ones, the shape limits,
+    suggestions hidden or not), and the process's cache of each distinct document's errors:
+    the one home of both, for the schema extension and the lean path (``prism.web.lean``)."""
+
+    rules: tuple[type[ASTValidationRule], ...]
+    limits: Limits
+    hide_suggestions: bool
+    cache_size: int
+
+    def key(
+        self,
+        schema: GraphQLSchema,
+        standard: tuple[type[ASTValidationRule], ...],
+        query: str | None,
+        document: DocumentNode,
+    ) -> tuple[object, ...]:
+        """Where a document's errors are cached: by its text when known."""
+        rules = (*standard, *self.rules)
+        return (
+            schema,
+            query if query is not None else document,
+            rules,
+            self.limits,
+            self.hide_suggestions,
+        )
+
+    @staticmethod
+    def known(key: tuple[object, ...]) -> list[GraphQLError] | None:
+        """The errors of a document validated before (an empty list: it is valid); None
+        when it has not been."""
+        return _validated(key)
+
+    def validate(
+        self, schema: GraphQLSchema, document: DocumentNode, key: tuple[object, ...]
+    ) -> list[GraphQLError]:
+        """Validate (the shape limits first) and remember the errors under ``key``."""
+        rules = key[2]
+        assert isinstance(rules, tuple)
+        errors = validate_document(
+            schema, document, rules, self.limits, hide_suggestions=self.hide_suggestions
+        )
+        _remember(key, errors, self.cache_size)
+        return errors
+
+
 class CheckedValidation(SchemaExtension):
     """Validation with the shape limits first, cached per document; refused requests
     charged to their caller's rate-limit bucket; no suggestions in production."""
 
-    def __init__(
-        self,
-        rules: tuple[type[ASTValidationRule], ...],
-        limits: Limits,
-        *,
-        hide_suggestions: bool,
-        cache_size: int,
-    ) -> None:
+    def __init__(self, validation: Validation) -> None:
         super().__init__()
-        self.rules = rules
-        self.limits = limits
-        self.hide_suggestions = hide_suggestions
-        self.cache_size = cache_size
+        self.validation = validation
 
     async def on_operation(self) -> AsyncIterator[None]:
         yield
         ctx = self.execution_context
         result = ctx.result
-        if self.hide_suggestions:
+        if self.validation.hide_suggestions:
             for error in getattr(result, "errors", None) or []:
                 error.message = without_suggestions(error.message)
         context = ctx.context
@@ -486,15 +523,9 @@ class CheckedValidation(SchemaExtension):
         if document is None or ctx.pre_execution_errors is not None:
             yield
             return
-        rules = (*ctx.validation_rules, *self.rules)
-        key = (
-            ctx.schema._schema,
-            ctx.query if ctx.query is not None else document,
-            rules,
-            self.limits,
-            self.hide_suggestions,
-        )
-        errors = _validated(key)
+        schema = ctx.schema._schema
+        key = self.validation.key(schema, tuple(ctx.validation_rules), ctx.query, document)
+        errors = self.validation.known(key)
         context = ctx.context if isinstance(ctx.context, Context) else None
         # A caller whose allowance is spent gets no validation: not even a cached answer.
         if context is not None and (errors is None or errors):
@@ -504,14 +535,7 @@ class CheckedValidation(SchemaExtension):
                 yield
                 return
         if errors is None:
-            errors = validate_document(
-                ctx.schema._schema,
-                document,
-                rules,
-                self.limits,
-                hide_suggestions=self.hide_suggestions,
-            )
-            _remember(key, errors, self.cache_size)
+            errors = self.validation.validate(schema, document, key)
         ctx.pre_execution_errors = list(errors)
         if errors and context is not None:
             # Charged here, before the answer exists: every transport passes this point

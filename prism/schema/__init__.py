@@ -23,7 +23,12 @@ from prism.execution.inputs import InputBounds
 from prism.execution.limits import OperationCost, RateLimit, ResponseCache
 from prism.execution.planned import CompiledOperations
 from prism.execution.safelist import RegisteredOperationsOnly
-from prism.execution.validation import CheckedValidation, Limits, NoSuggestionsExecutionContext
+from prism.execution.validation import (
+    CheckedValidation,
+    Limits,
+    NoSuggestionsExecutionContext,
+    Validation,
+)
 from prism.schema.audit import AuditEvent, Job
 from prism.schema.bi import SCALARS as BI_SCALARS
 from prism.schema.documents import Analysis, Document, Feedback, Section
@@ -66,6 +71,11 @@ PARSE_CACHE_SIZE = 1024
 
 
 class PrismSchema(strawberry.Schema):
+    # How documents are validated and parsed, for the lean path (prism.web.lean), which
+    # checks a planned request as the extensions below do.
+    validation: Validation | None = None
+    max_tokens: int | None = None
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -88,6 +98,9 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         max_aliases=MAX_ALIASES,
         max_selections=settings.max_query_selections,
     )
+    validation = Validation(
+        tuple(rules), limits, hide_suggestions=settings.production, cache_size=PARSE_CACHE_SIZE
+    )
     extensions: list[object] = [
         TransactionEnd,
         ResponseExtensions,
@@ -99,19 +112,14 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         # anything walks it further.
         RegisteredOperationsOnly,
         InputBounds,
-        lambda: CheckedValidation(
-            tuple(rules),
-            limits,
-            hide_suggestions=settings.production,
-            cache_size=PARSE_CACHE_SIZE,
-        ),
+        lambda: CheckedValidation(validation),
         lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
         OperationCost,
         ResponseCache,
         RateLimit,
         CompiledOperations,
     ]
-    return PrismSchema(
+    schema = PrismSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -135,6 +143,9 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
             scalar_map={datetime: DATETIME, **BI_SCALARS},
         ),
     )
+    schema.validation = validation
+    schema.max_tokens = settings.max_query_tokens
+    return schema
 
 
 def export_sdl() -> str:

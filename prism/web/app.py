@@ -16,7 +16,6 @@ from dataclasses import replace
 import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,12 +32,13 @@ from prism.observability import HTTP_REQUESTS, configure_logging
 from prism.schema import build_schema
 from prism.web.assets import ROUTE as ASSET_ROUTE
 from prism.web.assets import Assets
-from prism.web.auth import BearerAuthentication, unauthenticated
+from prism.web.auth import Authentication, BearerAuthentication, unauthenticated
 from prism.web.dashboard import ROUTE as DASHBOARD_ROUTE
 from prism.web.dashboard import Dashboard
 from prism.web.edge import ClientAddressMiddleware, TrustedProxies
 from prism.web.graphql import CSRF_HEADERS, PrismGraphQL
 from prism.web.guard import RequestGuard, error_answer
+from prism.web.lean import LeanGraphQL
 from prism.web.originals import download_original, page_preview
 from prism.web.routes import (
     download_export,
@@ -82,8 +82,10 @@ class RequestIdMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        given = next(
+            (v.decode("latin-1") for k, v in scope.get("headers") or () if k == b"x-request-id"),
+            "",
+        )
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -207,8 +209,10 @@ def create_app(
             Middleware(RequestIdMiddleware),
             *cors(settings),
             Middleware(RequestGuard, timeout_seconds=settings.request_timeout_seconds),
+            # A planned read query is answered here; anything else goes on (decision 0025).
+            Middleware(LeanGraphQL, view=graphql, enabled=settings.lean_path),
             Middleware(
-                AuthenticationMiddleware,
+                Authentication,
                 backend=BearerAuthentication(),
                 on_error=unauthenticated,
             ),

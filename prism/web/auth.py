@@ -14,6 +14,7 @@ from starlette.authentication import (
     AuthenticationError,
     BaseUser,
 )
+from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -64,6 +65,17 @@ class BearerAuthentication(AuthenticationBackend):
         except Unauthenticated as exc:
             raise AuthenticationError(exc.message) from exc
         return AuthCredentials(sorted(principal.granted_scopes)), PrincipalUser(principal)
+
+
+class Authentication(AuthenticationMiddleware):
+    """Starlette's authentication middleware, which leaves a request authenticated in front
+    of it (by the lean path, ``prism.web.lean``) as it is: a credential is checked once."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if "user" in scope:
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def bearer_of(conn: HTTPConnection) -> str | None:

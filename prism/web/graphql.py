@@ -127,7 +127,7 @@ class PrismGraphQL(GraphQL[Context, None]):
             await rate_limited_response(spent)(scope, receive, send)
             return
         request = Request(scope=scope, receive=self._limited(receive, limit))
-        refusal = self._refuse(request)
+        refusal = self.refuse_unread(request)
         if refusal is not None:
             await (await charged(scope, refusal))(scope, receive, send)
             return
@@ -157,7 +157,10 @@ class PrismGraphQL(GraphQL[Context, None]):
             response = await charged(scope, response)
         await response(scope, receive, send)
 
-    def _refuse(self, request: Request) -> Response | None:
+    def refuse_unread(self, request: Request) -> Response | None:
+        """The refusal of a request decided from its headers, before its body is read
+        (an unreadable media type or encoding, a size over the limit, a multipart request
+        without a CSRF header); None when it may be read."""
         content_type = request.headers.get("content-type", "")
         length = request.headers.get("content-length")
         if request.method != "POST":
@@ -312,6 +315,11 @@ class PrismGraphQL(GraphQL[Context, None]):
         except inputs.MultipartRefused as exc:
             raise HTTPException(400, str(exc)) from exc
         return placed
+
+    def streams(self, accept: str) -> bool:
+        """Whether a request accepting ``accept`` is answered as a stream (server-sent
+        events, multipart subscriptions) rather than one JSON answer."""
+        return self._get_stream_transport_from_headers({"accept": accept}) is not None
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         """GraphiQL for a browser's bare GET, not for a persisted query sent over GET."""

@@ -65,7 +65,7 @@ from strawberry.utils.operation import get_operation_type
 from prism.db.faults import answer_deadline, answered_within, log_failure
 from prism.errors import BadUserInput, PrismError, ServiceUnavailable, Unauthenticated
 from prism.execution.context import Context
-from prism.execution.extensions import _parse as parse_cached
+from prism.execution.extensions import parse_document
 from prism.execution.limits import charge_context_refusal, context_spent
 from prism.web.edge import MAX_JSON_BODY, exceeds_body_limit, operation_request_problem
 
@@ -114,7 +114,7 @@ NO_QUERY = "No GraphQL query found in the request"
 
 def operation_problem(query: str, operation_name: str | None) -> str | None:
     try:
-        document = parse_cached(query, None)
+        document = parse_document(query, None)
     except GraphQLError:
         return None  # the schema reports the syntax error
     try:
