@@ -194,8 +194,12 @@ async def test_what_the_lean_path_does_not_answer_is_answered_as_before(
             headers,
             "interpreted",
         ),
-        # not planned (the viewer's organization)
-        ({"query": "{ viewer { organization { name } } }"}, headers, "interpreted"),
+        # not planned (a document's PII summary)
+        (
+            {"query": "{ documents(first: 1) { edges { node { piiSummary { type count } } } } }"},
+            headers,
+            "interpreted",
+        ),
         # over the cost limit
         (
             {
