@@ -70,7 +70,7 @@ def measure() -> dict[str, dict[str, float] | str]:
 
         def miss(request: Callable[[Any], str | None] = request) -> None:
             request(PlanCache())
-            engine._DRIVER_TEXT.clear()  # the text a first-seen query's driver has not seen
+            engine.forget_driver_texts()  # the text a first-seen query's driver has not seen
 
         hit_us = fastest(lambda request=request, warm=warm: request(warm))
         miss_us = fastest(miss)

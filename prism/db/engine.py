@@ -295,6 +295,11 @@ def driver_text(clause: sa.TextClause) -> tuple[str, tuple[str, ...]]:
     return found
 
 
+def forget_driver_texts() -> None:
+    """Forget every remembered driver text (what a process that never saw them has)."""
+    _DRIVER_TEXT.clear()
+
+
 async def fetch_row(
     session: AsyncSession, clause: sa.TextClause, values: dict[str, Any]
 ) -> asyncpg.Record | None:
