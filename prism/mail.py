@@ -85,8 +85,14 @@ class Mailer:
         except TimeoutError:
             log.error("mail given up: it took too long", what=what, seconds=self.timeout)
         except Exception as exc:  # noqa: BLE001 - a background task has nobody to raise to
-            # The exception's text, never the message's: it may hold a secret.
-            log.error("mail not sent", what=what, error=type(exc).__name__, reason=str(exc))
+            # The error's class and SMTP code only: its text may name the recipient, and the
+            # message may hold a secret.
+            log.error(
+                "mail not sent",
+                what=what,
+                error=type(exc).__name__,
+                smtp_code=getattr(exc, "code", None),
+            )
 
     async def send(self, message: Message) -> None:
         """Send now (raises on failure)."""

@@ -190,6 +190,7 @@ async def test_documents_that_are_not_operations_are_refused(
         "query Broken { viewer { ",  # does not parse
         "query Unknown { noSuchField }",  # does not validate
         "fragment F on Document { id }",  # no operation
+        'mutation Out { logout(refreshToken: "x") }',  # not a query: a BI token runs reads
     ):
         refused = await gql(client, REGISTER, {"document": document}, token=admin)
         assert codes(refused) == ["BAD_USER_INPUT"], (document, refused)

@@ -14,6 +14,7 @@ from PIL import Image
 
 from prism.config import Settings
 from prism.crypto.sealed import is_sealed
+from prism.execution.ids import to_global_id
 from prism.models.enums import Classification, Role
 from prism.services import Services
 from prism.web.originals import ORIGINAL_COST, content_disposition
@@ -155,28 +156,25 @@ async def test_page_previews_are_bounded_pngs(
     assert events.count("document.original_refused") == 1
 
 
-async def test_readers_below_confidential_get_originals_only_without_personal_data(
+async def test_readers_below_confidential_get_no_originals(
     client: httpx.AsyncClient, services: Services, tenant: Tenant
 ) -> None:
-    # given two INTERNAL documents, one with an e-mail address in it
+    # given an INTERNAL document in which detection found no personal data (an original can
+    # still hold what detection cannot read: text in pictures, signatures)
     uploader = tenant.tokens[Role.REVIEWER]
-    with_pii = await _uploaded(
-        client, services, uploader, "a.txt", f"Contact jane@example.com {uuid.uuid4()}".encode()
-    )
     without = await _uploaded(
         client, services, uploader, "b.txt", f"Nothing personal {uuid.uuid4()}".encode()
     )
     viewer = tenant.tokens[Role.VIEWER]  # INTERNAL clearance: sees PII masked
-    # then the viewer may open the one without personal data only (as it is: no charset is
-    # claimed for a text file whose encoding is its own)
-    opened = await _get(client, f"/documents/{without}/original", viewer)
-    assert opened.status_code == 200
-    assert opened.headers["content-type"] == "text/plain"
-    refused = await _get(client, f"/documents/{with_pii}/original", viewer)
+    # then the viewer opens neither the original nor a picture of it
+    refused = await _get(client, f"/documents/{without}/original", viewer)
     assert refused.status_code == 403
     assert refused.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
-    # while a reviewer (CONFIDENTIAL) opens both
-    assert (await _get(client, f"/documents/{with_pii}/original", uploader)).status_code == 200
+    # while a reviewer (CONFIDENTIAL) opens it, as it is (no charset is claimed for a text
+    # file whose encoding is its own)
+    opened = await _get(client, f"/documents/{without}/original", uploader)
+    assert opened.status_code == 200
+    assert opened.headers["content-type"] == "text/plain"
 
 
 async def test_deleted_documents_and_bad_ids_have_no_original(
@@ -270,3 +268,14 @@ async def test_head_answers_the_headers_and_an_image_previews_in_colour(
     # and an image has no second page
     missing = await _get(client, f"/documents/{document_id}/pages/2/preview", token)
     assert missing.status_code == 404
+
+
+async def test_a_page_number_of_any_length_is_a_coded_answer(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    token = tenant.tokens[Role.REVIEWER]
+    some = to_global_id("Document", uuid.uuid4())
+    for page in ("9" * 5000, "1234567", "x1"):
+        answer = await _get(client, f"/documents/{some}/pages/{page}/preview", token)
+        assert answer.status_code == 404, page
+        assert answer.json()["errors"][0]["extensions"]["code"] == "NOT_FOUND"

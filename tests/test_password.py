@@ -350,6 +350,8 @@ async def test_reset_by_email_end_to_end(mail_app: MailApp, tenant: Tenant) -> N
         for signed_in in (first, second):
             assert not await _works(client, signed_in["accessToken"])
             assert not await _refreshes(client, signed_in["refreshToken"])
+        # and the user's API token is revoked (whoever knew the old password may have made it)
+        assert not await _works(client, tenant.tokens[Role.REVIEWER])
         # the new password signs in, the old one does not
         assert codes(await _login(client, address, PASSWORD)) == ["UNAUTHENTICATED"]
         assert (await _login(client, address, NEW_PASSWORD)).get("errors") is None
@@ -364,7 +366,7 @@ async def test_reset_by_email_end_to_end(mail_app: MailApp, tenant: Tenant) -> N
     assert requested[0].resource_id == reset[0].resource_id == tenant.users[Role.REVIEWER].id
     assert requested[0].actor_id is None
     assert reset[0].actor_id == tenant.users[Role.REVIEWER].id
-    assert reset[0].after == {"sessionsEnded": 2}
+    assert reset[0].after == {"sessionsEnded": 2, "apiTokensRevoked": 1}
     for event in (*requested, *reset):
         text = _event_text(event)
         assert token not in text

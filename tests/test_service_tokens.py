@@ -141,3 +141,24 @@ async def test_who_may_issue_and_within_what(
         assert codes(await gql(client, CREATE, bad, token=admin)) == ["BAD_USER_INPUT"], bad
     ok = await gql(client, CREATE, _input(department="legal", role="VIEWER"), token=admin)
     assert ok.get("errors") is None, ok
+
+
+async def test_a_service_token_cannot_issue_tokens(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    """A copy would outlive the service token's revocation, and carry no expiry of its own."""
+    admin = await _sign_in(client, tenant.email(Role.ADMIN))
+    made = await gql(
+        client,
+        CREATE,
+        _input(role="ADMIN", scopes=["tokens:admin", "documents:read"]),
+        token=admin,
+    )
+    service = made["data"]["createServiceToken"]["token"]
+    copy = await gql(
+        client,
+        'mutation { createApiToken(input: {name: "copy", scopes: ["documents:read"]}) { token } }',
+        token=service,
+    )
+    assert codes(copy) == ["FORBIDDEN"], copy
+    assert codes(await gql(client, CREATE, _input(), token=service)) == ["FORBIDDEN"]

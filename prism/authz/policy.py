@@ -247,18 +247,19 @@ def sees_raw_pii(principal: Principal) -> bool:
     return principal.clearance.rank >= Classification.CONFIDENTIAL.rank
 
 
-def may_open_original(principal: Principal, *, may_hold_pii: bool) -> Decision:
+def may_open_original(principal: Principal) -> Decision:
     """An original file (or a picture of its pages) shows personal data as it is, while text
-    is masked below CONFIDENTIAL clearance: such readers open only originals in which
-    extraction found no personal data (``may_hold_pii`` is also true before extraction).
-    The caller has already been allowed to read the document."""
-    if may_hold_pii and not sees_raw_pii(principal):
+    is masked below CONFIDENTIAL clearance: only readers cleared for CONFIDENTIAL open
+    originals. Fails closed: PII detection reads text, and an original holds what it cannot
+    read (text in pictures, signatures, photographs). The caller has already been allowed to
+    read the document."""
+    if not sees_raw_pii(principal):
         return Decision(
             False,
-            "The original may hold personal data, which your clearance shows masked: it is "
-            "served only to readers cleared for CONFIDENTIAL.",
+            "Originals show personal data as it is, which your clearance shows masked: they "
+            "are served only to readers cleared for CONFIDENTIAL.",
         )
-    return _allow("No personal data is shown that the reader's clearance masks.")
+    return _allow("The reader sees personal data as it is.")
 
 
 def owns(principal: Principal, owner_id: uuid.UUID | None) -> bool:

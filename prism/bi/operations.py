@@ -81,7 +81,8 @@ async def retire_operation(
     operation_id: uuid.UUID,
 ) -> OrganizationOperation:
     """Retire one of the organization's operations: it stops running at once in this process
-    and within ``ORGANIZATION_TTL_SECONDS`` in the others."""
+    and within ``ORGANIZATION_TTL_SECONDS`` in the others (the caller forgets it once the
+    change commits; forgotten here too, for callers without a request transaction)."""
     require(principal, Action.OPERATION_MANAGE)
     row = await operations.read_organization_operation(session, operation_id)
     if row is None:

@@ -3,9 +3,10 @@
 Allowed to whoever may read the document (``document(id:)``'s rule: organization,
 clearance, department for RESTRICTED; deleted or erased documents are gone, NOT_FOUND), with
 one more rule (``authz.policy.may_open_original``): a reader below CONFIDENTIAL clearance
-sees personal data masked in text, so an original (or a page preview) is served to them only
-once extraction found no personal data in it (FORBIDDEN otherwise). Every download and
-preview is audited as a sensitive read (``document.original_read``,
+sees personal data masked in text, and an original (or a page preview) cannot be masked, so
+it is not served to them (FORBIDDEN), whatever PII detection found: detection reads text,
+and an original holds what it cannot read (text in pictures, signatures, photographs).
+Every download and preview is audited as a sensitive read (``document.original_read``,
 ``document.preview_read``), and so is every refused attempt (``document.original_refused``),
 each in a transaction of its own committed before anything is served or refused. A sealed
 original is opened on the fly (``originals.open_original``)."""
@@ -22,7 +23,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism import audit
-from prism.authz.policy import Action, decide, may_open_original, sees_raw_pii
+from prism.authz.policy import Action, decide, may_open_original
 from prism.authz.principal import Principal
 from prism.crypto.sealed import SealedObjectError
 from prism.documents import originals
@@ -32,20 +33,11 @@ from prism.extraction.extract import NoPreview, preview_isolated
 from prism.models import documents as document_models
 from prism.models.audit import RequestMeta, Subject
 from prism.models.documents import Document
-from prism.models.enums import Classification, ProcessingStatus
+from prism.models.enums import Classification
 from prism.services import Services
 
 ORIGINAL = "original"
 PREVIEW = "preview"
-# Extraction has run: a document in these states has its PII findings.
-_EXTRACTED = frozenset(
-    {
-        ProcessingStatus.EXTRACTED,
-        ProcessingStatus.QUEUED,
-        ProcessingStatus.ANALYZING,
-        ProcessingStatus.COMPLETED,
-    }
-)
 
 
 class Unreadable(Exception):
@@ -116,9 +108,7 @@ async def _allowed(
         raise NotFound("No original is stored for this document.")
     if purpose == PREVIEW and page is not None:
         _check_page(services, document, page)
-    if not sees_raw_pii(principal):  # else nothing is masked for them: no need to look
-        pii = await _may_hold_pii(session, document)
-        may_open_original(principal, may_hold_pii=pii).raise_if_denied("Document")
+    may_open_original(principal).raise_if_denied("Document")
     return OriginalFile(
         document_id=document.id,
         organization_id=document.organization_id,
@@ -142,12 +132,6 @@ def _check_page(services: Services, document: Document, page: int) -> None:
         last = min(last, document.page_count)
     if not 1 <= page <= last:
         raise NotFound(f"Page {page} has no preview (pages 1 to {last} have).")
-
-
-async def _may_hold_pii(session: AsyncSession, document: Document) -> bool:
-    if document.processing_status not in _EXTRACTED:
-        return True  # not extracted (or failed): nobody knows yet
-    return await document_models.has_pii_findings(session, document.id)
 
 
 async def _record_read(

@@ -58,6 +58,7 @@ class RequestTransaction:
         self._lock = asyncio.Lock()
         self._session: AsyncSession | None = None
         self._on_rollback: list[Callable[[], Awaitable[None]]] = []
+        self._on_commit: list[Callable[[], None]] = []
         self.isolation = "REPEATABLE READ"
         # Set by the request's last ``finish``: a DataLoader batch still scheduled when the
         # request ended (a sibling field failed) must not open a session nobody would close.
@@ -88,6 +89,12 @@ class RequestTransaction:
         """Undo work outside the database (a stored object) if the transaction does not
         commit."""
         self._on_rollback.append(undo)
+
+    def on_commit(self, then: Callable[[], None]) -> None:
+        """Run ``then`` once the transaction has committed (a process-local cache forgets
+        what the change made stale; before the commit, a concurrent request could remember
+        the state the change replaces)."""
+        self._on_commit.append(then)
 
     async def _open(self) -> AsyncSession:
         if self._finished:
@@ -139,6 +146,7 @@ class RequestTransaction:
             return
         session, self._session = self._session, None
         undo, self._on_rollback = self._on_rollback, []
+        then, self._on_commit = self._on_commit, []
         committed = False
         # The connection lost during COMMIT: the writes may have been committed, so nothing
         # they refer to may be undone (an orphaned object beats a row without its file).
@@ -166,6 +174,9 @@ class RequestTransaction:
             elif not committed:
                 for step in undo:
                     await step()
+            if committed:
+                for call in then:
+                    call()
 
 
 @dataclass

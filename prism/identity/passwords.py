@@ -181,7 +181,9 @@ async def reset_password(
     services: Services, meta: RequestMeta, *, token: str, new_password: str
 ) -> int:
     """Set a new password with a reset token: the token and the user's other outstanding ones
-    stop working, and every session of the user ends (returned: how many). An unknown, used
+    stop working, every session of the user ends (returned: how many) and every API token
+    bound to the user is revoked (account recovery: whoever knew the old password may have
+    made some). An unknown, used
     or expired token is one answer (UNAUTHENTICATED), counted against the caller's address."""
     db = services.db
     services.passwords.validate(new_password, "newPassword")
@@ -206,14 +208,17 @@ async def reset_password(
             user.password_hash = new_hash
             await user_models.use_password_resets(session, user.id)
             ended = await user_models.revoke_user_sessions(session, user.id)
+            # Account recovery: whoever knew the old password may have made tokens with it.
+            tokens = await user_models.revoke_personal_api_tokens(session, user.id)
             await _event(
                 session,
                 user,
                 meta,
                 "auth.password_reset",
-                f"The password of {user.email} was reset by e-mail; {ended} sessions ended",
+                f"The password of {user.email} was reset by e-mail; {ended} sessions ended, "
+                f"{tokens} API tokens revoked",
                 actor=Actor(user_id=user.id),
-                after={"sessionsEnded": ended},
+                after={"sessionsEnded": ended, "apiTokensRevoked": tokens},
             )
         return ended
 

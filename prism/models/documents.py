@@ -432,17 +432,6 @@ async def read_pii_summaries(
     return summaries
 
 
-async def has_pii_findings(session: AsyncSession, document_id: uuid.UUID) -> bool:
-    """Whether any section of the document has a PII finding."""
-    query = sa.select(
-        sa.exists().where(
-            Section.document_id == document_id,
-            Section.pii_findings != sa.text("'[]'::jsonb"),
-        )
-    )
-    return bool(await session.scalar(query))
-
-
 # --- search indexing -------------------------------------------------------------------------
 
 

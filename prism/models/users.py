@@ -342,6 +342,18 @@ async def read_api_tokens(
     return list(result)
 
 
+async def revoke_personal_api_tokens(session: AsyncSession, user_id: uuid.UUID) -> int:
+    """Revoke every live token bound to the user (not the service tokens they made, which
+    belong to the organization); how many."""
+    revoked = await session.execute(
+        sa.update(ApiToken)
+        .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .returning(ApiToken.id)
+    )
+    return len(revoked.all())
+
+
 async def read_api_tokens_by_ids(
     session: AsyncSession, organization_id: uuid.UUID, ids: Sequence[uuid.UUID]
 ) -> list[ApiToken]:

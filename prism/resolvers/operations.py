@@ -3,11 +3,12 @@ costs and whether the planner answers it for the caller."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from graphql import GraphQLSchema, parse
+from graphql import GraphQLSchema, OperationType, parse
 
 from prism.bi import operations
 from prism.errors import BadUserInput
@@ -76,16 +77,34 @@ async def registered_operations(
     return [_described(ctx, schema, row) for row in rows]
 
 
+# A dashboard's queries fit in far less; validation runs in a thread, off the event loop.
+MAX_DOCUMENT_LENGTH = 64 * 1024
+
+
 async def register_operations(ctx: Context, schema: GraphQLSchema, source: str) -> list[Described]:
     principal = ctx.require_principal()
+    if len(source) > MAX_DOCUMENT_LENGTH:
+        raise BadUserInput(
+            f"A document to register is at most {MAX_DOCUMENT_LENGTH} characters.",
+            argument="document",
+        )
     try:
-        found = split_operations(source, schema)
+        found = await asyncio.to_thread(split_operations, source, schema)
     except BadUserInput as exc:
         raise BadUserInput(exc.message, argument="document") from exc
+    for name, text in found:
+        operation = operation_of(parse(text), name)
+        if operation is None or operation.operation is not OperationType.QUERY:
+            # A BI token runs what its organization registers: reads only.
+            raise BadUserInput(
+                f"`{name}` is not a query: an organization registers queries only.",
+                argument="document",
+            )
     async with ctx.transaction.write() as session:
         stored = await operations.register_operations(
             session, ctx.services, principal, ctx.meta, found
         )
+    ctx.transaction.on_commit(lambda: ctx.services.operations.forget(principal.organization_id))
     return [_described(ctx, schema, row) for row, _ in stored]
 
 

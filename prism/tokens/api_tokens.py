@@ -15,7 +15,7 @@ from prism.audit import RequestMeta
 from prism.authn.secrets import new_api_token, public_prefix, token_digest
 from prism.authz.policy import Action, Resource, check_clearance, may_read_token, require
 from prism.authz.principal import SCOPES, Principal
-from prism.errors import BadUserInput, NotFound, not_found
+from prism.errors import BadUserInput, Forbidden, NotFound, not_found
 from prism.models import users as user_models
 from prism.models.enums import Classification, Role
 from prism.models.users import ApiToken
@@ -60,8 +60,15 @@ async def create_api_token(
     scopes: list[str],
     expires_at: datetime | None,
 ) -> tuple[str, ApiToken]:
-    """A token bound to the calling user (or, from a service token, one with its role)."""
+    """A token bound to the calling user (or, for an operator's principal, one with its
+    role). A service token may not issue tokens: a copy would outlive its revocation (service
+    tokens are made by an ADMIN, signed in: ``create_service_token``)."""
     require(principal, Action.TOKEN_CREATE)
+    if principal.user_id is None and principal.api_token_id is not None:
+        raise Forbidden(
+            "A service token cannot issue tokens: an ADMIN issues service tokens from a "
+            "signed-in session (createServiceToken)."
+        )
     return await _issue(
         session,
         principal,

@@ -202,7 +202,7 @@ def create_app(
             Route(DASHBOARD_ROUTE, dashboard.serve, methods=["GET"]),
             Route(ASSET_ROUTE, assets.serve, methods=["GET"]),
             Route("/documents/{document}/original", download_original, methods=["GET"]),
-            Route("/documents/{document}/pages/{page:int}/preview", page_preview, methods=["GET"]),
+            Route("/documents/{document}/pages/{page}/preview", page_preview, methods=["GET"]),
         ],
         middleware=[
             Middleware(ClientAddressMiddleware, TrustedProxies.parse(settings.trusted_proxies)),

@@ -29,7 +29,7 @@ from prism.crypto.sealed import SealedObjectError
 from prism.db.faults import RETRY_AFTER_SECONDS
 from prism.documents import downloads
 from prism.documents.downloads import OriginalFile, Unreadable
-from prism.errors import PrismError
+from prism.errors import NotFound, PrismError
 from prism.execution.ids import expect_id
 from prism.execution.limits import Refusal, caller_key, rate_of, take
 from prism.extraction.extract import ExtractionError
@@ -185,7 +185,10 @@ async def download_original(request: Request) -> Response:
 
 async def page_preview(request: Request) -> Response:
     """Page ``page`` (from 1) of a PDF or an image, as a PNG."""
-    page = int(request.path_params["page"])
+    given = str(request.path_params["page"])
+    if not (given.isascii() and given.isdigit() and len(given) <= 6):
+        return coded(NotFound("No such page."))
+    page = int(given)
     opened = await _open(request, PREVIEW_COST, downloads.PREVIEW, page)
     if isinstance(opened, Response):
         return opened
