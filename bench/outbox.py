@@ -119,10 +119,9 @@ async def overhead(bench: Any, args: argparse.Namespace) -> dict[str, list[dict[
     import httpx
     from asgi_lifespan import LifespanManager
 
-    from prism.audit import OPERATOR
-    from prism.events.catalog import from_audit
+    from prism.audit import OPERATOR, outbox_event
     from prism.execution.ids import to_global_id
-    from prism.models.audit import Actor, AuditEvent, Subject, record_event
+    from prism.models.audit import Actor, Subject, record_event
     from prism.models.enums import Classification
     from prism.tokens import api_tokens
     from prism.web.app import create_app
@@ -143,22 +142,6 @@ async def overhead(bench: Any, args: argparse.Namespace) -> dict[str, list[dict[
     headers = {"authorization": f"Bearer {created.secret}", "content-type": "application/json"}
     gid = to_global_id("Document", document_id)
 
-    def event_of(event: AuditEvent) -> Any:
-        return from_audit(
-            event_id=event.id,
-            organization_id=event.organization_id,
-            time=event.created_at,
-            event_type=event.event_type,
-            actor_user_id=event.actor_id,
-            actor_api_token_id=event.api_token_id,
-            resource_type=event.resource_type,
-            resource_id=event.resource_id,
-            classification=event.classification.value if event.classification else None,
-            department=event.department,
-            before=event.before,
-            after=event.after,
-        )
-
     async def audit_only(with_outbox: bool) -> float:
         started = time.perf_counter()
         async with bench.services.db.transaction(bench.organization_id) as session:
@@ -174,7 +157,7 @@ async def overhead(bench: Any, args: argparse.Namespace) -> dict[str, list[dict[
                 before={"legalHold": False, "classification": "INTERNAL"},
                 after={"legalHold": True, "classification": "INTERNAL"},
                 subject=Subject(Classification.INTERNAL, "legal"),
-                outbox=event_of if with_outbox else None,
+                outbox=outbox_event if with_outbox else None,
             )
         return time.perf_counter() - started
 

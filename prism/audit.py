@@ -66,11 +66,12 @@ async def record(
         before=before,
         after=after,
         subject=subject,
-        outbox=_outbox_event,
+        outbox=outbox_event,
     )
 
 
-def _outbox_event(event: AuditEvent) -> Draft:
+def outbox_event(event: AuditEvent) -> Draft:
+    """The outbox's CloudEvent of an audit event (written in the same statement)."""
     return from_audit(
         event_id=event.id,
         organization_id=event.organization_id,
