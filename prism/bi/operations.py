@@ -17,7 +17,6 @@ from prism.authz.principal import Principal
 from prism.errors import BadUserInput, not_found
 from prism.models import registered_operations as operations
 from prism.models.registered_operations import OrganizationOperation, RegisteredOperation
-from prism.services import Services
 
 # An organization's live operations: a dashboard needs tens, not thousands.
 MAX_OPERATIONS = 500
@@ -26,7 +25,6 @@ MAX_PER_REQUEST = 50
 
 async def register_operations(
     session: AsyncSession,
-    services: Services,
     principal: Principal,
     meta: RequestMeta,
     found: Sequence[tuple[str, str]],
@@ -60,7 +58,6 @@ async def register_operations(
                 resource_id=row.id,
                 after={"name": row.name, "sha256": row.sha256},
             )
-    services.operations.forget(principal.organization_id)
     return stored
 
 
@@ -75,14 +72,13 @@ async def list_operations(
 
 async def retire_operation(
     session: AsyncSession,
-    services: Services,
     principal: Principal,
     meta: RequestMeta,
     operation_id: uuid.UUID,
 ) -> OrganizationOperation:
     """Retire one of the organization's operations: it stops running at once in this process
-    and within ``ORGANIZATION_TTL_SECONDS`` in the others (the caller forgets it once the
-    change commits; forgotten here too, for callers without a request transaction)."""
+    and within ``ORGANIZATION_TTL_SECONDS`` in the others (the caller has the process's
+    registry forget the organization's operations once the change commits)."""
     require(principal, Action.OPERATION_MANAGE)
     row = await operations.read_organization_operation(session, operation_id)
     if row is None:
@@ -100,5 +96,4 @@ async def retire_operation(
             before={"name": row.name, "sha256": row.sha256},
         )
     await session.flush()
-    services.operations.forget(principal.organization_id)
     return row

@@ -101,9 +101,7 @@ async def register_operations(ctx: Context, schema: GraphQLSchema, source: str) 
                 argument="document",
             )
     async with ctx.transaction.write() as session:
-        stored = await operations.register_operations(
-            session, ctx.services, principal, ctx.meta, found
-        )
+        stored = await operations.register_operations(session, principal, ctx.meta, found)
     ctx.transaction.on_commit(lambda: ctx.services.operations.forget(principal.organization_id))
     return [_described(ctx, schema, row) for row, _ in stored]
 
@@ -112,5 +110,6 @@ async def retire_operation(ctx: Context, schema: GraphQLSchema, operation_id: st
     principal = ctx.require_principal()
     row_id = expect_id(operation_id, "RegisteredOperation")
     async with ctx.transaction.write() as session:
-        row = await operations.retire_operation(session, ctx.services, principal, ctx.meta, row_id)
+        row = await operations.retire_operation(session, principal, ctx.meta, row_id)
+    ctx.transaction.on_commit(lambda: ctx.services.operations.forget(principal.organization_id))
     return _described(ctx, schema, row)
