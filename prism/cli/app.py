@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -25,6 +26,16 @@ from prism.services import Services
 
 T = TypeVar("T")
 console = Console(stderr=True)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT: what a long-running command (a worker, a relay)
+    drains and stops on. Call it inside the running loop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
 
 
 def with_services(work: Callable[[Services], Awaitable[T]], url: str | None = None) -> T:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
-
 import click
 from rich.console import Console
 
-from prism.cli.app import emit, main, with_services
+from prism.cli.app import emit, main, stop_on_signals, with_services
 from prism.services import Services
 
 console = Console(stderr=True)
@@ -70,11 +67,7 @@ def relay(once: bool, metrics_port: int | None, batch_size: int | None, consumer
             finally:
                 await runner.publisher.close()
             return
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await runner.run(stop)
+        await runner.run(stop_on_signals())
 
     with_services(work)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import time
 from typing import Any
 
@@ -12,7 +11,7 @@ import click
 import uvicorn
 
 from prism import bootstrap, demo
-from prism.cli.app import console, main, with_services
+from prism.cli.app import console, main, stop_on_signals, with_services
 from prism.config import Settings
 from prism.services import Services
 from prism.web.edge import MAX_JSON_BODY
@@ -85,11 +84,7 @@ def worker(concurrency: int | None, drain: bool) -> None:
         if drain:
             console.print(f"Ran {await runner.drain()} jobs.")
             return
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await runner.run(stop)
+        await runner.run(stop_on_signals())
 
     with_services(work)
 

@@ -27,6 +27,7 @@ from prism.authz.principal import Principal
 from prism.config import Settings
 from prism.db.faults import retry_collisions
 from prism.errors import BadUserInput, Conflict, Forbidden, Unauthenticated, not_found
+from prism.identity.sessions import access_expired
 from prism.mail import Message
 from prism.models import users as user_models
 from prism.models.addresses import canonical_email
@@ -125,7 +126,7 @@ async def _issue_reset(services: Services, meta: RequestMeta, email: str) -> Mes
     async def issue() -> User | None:
         async with db.transaction(found.organization_id) as session:
             user = await user_models.read_user(session, found.user_id)
-            if user is None or not user.is_active or _expired(user):
+            if user is None or not user.is_active or access_expired(user):
                 return None
             expires_at = datetime.now(UTC) + timedelta(minutes=minutes)
             await user_models.create_password_reset(
@@ -225,10 +226,6 @@ async def reset_password(
     ended = await retry_collisions(reset, what="password reset")
     await throttle.succeeded(db, keys)
     return ended
-
-
-def _expired(user: User) -> bool:
-    return user.access_expires_at is not None and user.access_expires_at <= datetime.now(UTC)
 
 
 async def _event(

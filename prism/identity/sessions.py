@@ -69,7 +69,7 @@ async def login(
     async def start() -> SignedIn:
         async with db.transaction(found.organization_id, answers_client=True) as session:
             user = await user_models.read_user(session, found.user_id)
-            if user is None or _expired(user):
+            if user is None or access_expired(user):
                 # Same answer as a wrong password: a right password must not be confirmed.
                 raise Unauthenticated(_INVALID_LOGIN)
             if user.mfa_enabled:
@@ -129,7 +129,8 @@ async def _auth_event(
     )
 
 
-def _expired(user: User) -> bool:
+def access_expired(user: User) -> bool:
+    """The user's access ended (``accessExpiresAt`` passed): no sign-in, refresh or reset."""
     return user.access_expires_at is not None and user.access_expires_at <= datetime.now(UTC)
 
 
@@ -196,7 +197,7 @@ async def refresh(services: Services, meta: RequestMeta, *, refresh_token: str) 
                 )
                 return None
             user = await user_models.read_user(session, current.user_id)
-            if user is None or not user.is_active or _expired(user):
+            if user is None or not user.is_active or access_expired(user):
                 raise invalid
             current.rotated_at = now
             signed_in = await _start_session(
