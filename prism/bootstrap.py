@@ -14,7 +14,7 @@ from prism.crypto.envelope import Envelope
 from prism.crypto.keyring import key_encryption_keys
 from prism.crypto.links import ExportLinks
 from prism.db import embedded, migrations
-from prism.db.engine import Database, create_engine
+from prism.db.engine import Database, create_engine, create_statement_pool
 from prism.jobs.worker import Worker
 from prism.mail import Mailer
 from prism.models.audit import ensure_audit_partitions as ensure_partitions
@@ -98,7 +98,15 @@ def build_services(settings: Settings, url: str) -> Services:
         connect_timeout_seconds=settings.database_connect_timeout_seconds,
         command_timeout_seconds=settings.database_command_timeout_seconds,
     )
-    db = Database(engine)
+    statements = create_statement_pool(
+        url,
+        size=settings.database_pool_size,
+        statement_timeout_ms=settings.database_statement_timeout_ms,
+        pool_timeout_seconds=settings.database_pool_timeout_seconds,
+        connect_timeout_seconds=settings.database_connect_timeout_seconds,
+        command_timeout_seconds=settings.database_command_timeout_seconds,
+    )
+    db = Database(engine, statements)
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
     cache = build_store(redis_url)
     return Services(

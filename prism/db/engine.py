@@ -27,7 +27,6 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.util import greenlet_spawn
 
 from prism.db.faults import (
     RETRY_AFTER_SECONDS,
@@ -35,6 +34,7 @@ from prism.db.faults import (
     committing_writes,
     unavailable,
 )
+from prism.db.statements import PING_AFTER_IDLE_SECONDS, StatementPool
 from prism.errors import OutcomeUnknown
 
 APP_ROLE = "prism_app"
@@ -85,13 +85,7 @@ def create_engine(
     connect_timeout_seconds: float = 5.0,
     command_timeout_seconds: float = 0.0,
 ) -> AsyncEngine:
-    server_settings = {"application_name": application_name}
-    if role is not None:
-        # Sent in the startup packet: the session is prism_app from its first statement, and
-        # RLS applies even when the login user owns the tables or is a superuser.
-        server_settings["role"] = role
-    if statement_timeout_ms:
-        server_settings["statement_timeout"] = str(statement_timeout_ms)
+    server_settings = _server_settings(role, statement_timeout_ms, application_name)
     engine = create_async_engine(
         async_url(url),
         pool_size=pool_size,
@@ -118,6 +112,42 @@ def create_engine(
     _ping_when_idle(engine)
     _name_lost_connections(engine)
     return engine
+
+
+def _server_settings(
+    role: str | None, statement_timeout_ms: int, application_name: str
+) -> dict[str, str]:
+    server_settings = {"application_name": application_name}
+    if role is not None:
+        # Sent in the startup packet: the session is prism_app from its first statement, and
+        # RLS applies even when the login user owns the tables or is a superuser.
+        server_settings["role"] = role
+    if statement_timeout_ms:
+        server_settings["statement_timeout"] = str(statement_timeout_ms)
+    return server_settings
+
+
+def create_statement_pool(
+    url: str,
+    *,
+    size: int = 10,
+    statement_timeout_ms: int = 15_000,
+    application_name: str = "prism",
+    pool_timeout_seconds: float = 5.0,
+    connect_timeout_seconds: float = 5.0,
+    command_timeout_seconds: float = 0.0,
+) -> StatementPool:
+    """The app role's connections for single planned read statements (``StatementPool``),
+    with the engine's settings and bounds."""
+    return StatementPool(
+        url_for_asyncpg(url),
+        size=size,
+        connect=_connect,
+        server_settings=_server_settings(APP_ROLE, statement_timeout_ms, application_name),
+        wait_seconds=pool_timeout_seconds,
+        connect_seconds=connect_timeout_seconds,
+        command_seconds=command_timeout_seconds or None,
+    )
 
 
 def _json_loads(text: str | bytes) -> Any:
@@ -194,10 +224,6 @@ def _name_lost_connections(engine: AsyncEngine) -> None:
             error.__cause__ = original
             return error
         return None
-
-
-# A connection back in use within this many seconds is trusted without a round trip.
-PING_AFTER_IDLE_SECONDS = 5.0
 
 
 def _ping_when_idle(engine: AsyncEngine) -> None:
@@ -337,80 +363,14 @@ _BEGIN = {
 }
 
 
-class DriverTransaction:
-    """A transaction run on a pooled connection's driver: BEGIN, the organization setting,
-    statements and COMMIT sent by asyncpg, without SQLAlchemy's session or connection
-    (neither knows of this transaction: the connection goes back to the pool only once it
-    has ended, and is dropped when it could not end). For a request whose statements need
-    no ORM (a planned read): the same statements, a fraction of the CPU."""
-
-    def __init__(self, pooled: Any, driver: asyncpg.Connection) -> None:
-        self.pooled = pooled  # the pool's proxy of the DBAPI connection
-        self.driver = driver
-
-    @classmethod
-    async def begin(
-        cls, engine: AsyncEngine, isolation: str, organization_id: uuid.UUID | None
-    ) -> DriverTransaction:
-        """BEGIN with the isolation and the organization setting, on a pooled connection."""
-        # One message (the simple protocol), one round trip: the organization is a UUID,
-        # written as its canonical text (nothing else can be written there).
-        if organization_id is not None and not isinstance(organization_id, uuid.UUID):
-            raise TypeError("an organization is a UUID")
-        setting = f"'{organization_id}'" if organization_id is not None else "''"
-        pooled = await engine.raw_connection()
-        begun = cls(pooled, pooled.driver_connection)
-        try:
-            await begun.driver.execute(
-                f"{_BEGIN[isolation]}; SELECT set_config('prism.org_id', {setting}, true)"
-            )
-        except BaseException as exc:
-            await begun._discard(exc)
-            raise
-        return begun
-
-    async def fetch_row(
-        self, clause: sa.TextClause, values: dict[str, Any]
-    ) -> asyncpg.Record | None:
-        """One row of ``clause`` (what ``fetch_row`` does on a session's connection)."""
-        text, names = driver_text(clause)
-        try:
-            row: asyncpg.Record | None = await self.driver.fetchrow(
-                text, *(values[n] for n in names)
-            )
-        except Exception as exc:
-            if isinstance(exc, OSError | TimeoutError) or unavailable(exc):
-                await self._discard(exc)
-            raise
-        return row
-
-    async def end(self, *, commit: bool) -> None:
-        """COMMIT or ROLLBACK, then the connection back to the pool (dropped if it failed)."""
-        try:
-            await self.driver.execute("COMMIT" if commit else "ROLLBACK")
-        except BaseException as exc:
-            await self._discard(exc)
-            raise
-        await greenlet_spawn(self.pooled.close)
-
-    async def _discard(self, exc: BaseException) -> None:
-        """The connection is in a state nobody can vouch for: dropped, not pooled. A lost
-        one raises DatabaseUnavailable (as every statement's loss does)."""
-        if not self.driver.is_closed():
-            self.driver.terminate()
-        with contextlib.suppress(Exception):
-            await greenlet_spawn(self.pooled.invalidate)
-        if isinstance(exc, OSError | TimeoutError) or (
-            isinstance(exc, Exception) and unavailable(exc)
-        ):
-            raise DatabaseUnavailable(f"database unavailable ({type(exc).__name__})") from exc
-
-
 class Database:
     """The engine and a factory of organization-bound transactions."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, statements: StatementPool | None = None) -> None:
         self.engine = engine
+        # Single planned reads outside a transaction block (the lean path); None: they run
+        # in a session's transaction like every other statement.
+        self.statements = statements
         self.sessionmaker = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
     @asynccontextmanager
@@ -459,4 +419,6 @@ class Database:
         }
 
     async def dispose(self) -> None:
+        if self.statements is not None:
+            await self.statements.close()
         await self.engine.dispose()

@@ -18,8 +18,8 @@ from prism.authz.principal import Principal
 from prism.cache.store import Bucket, Rate
 from prism.db.engine import (
     Database,
-    DriverTransaction,
     Statement,
+    driver_text,
     fetch_row,
     set_organization_in,
 )
@@ -63,16 +63,17 @@ class RequestTransaction:
         # Set by the request's last ``finish``: a DataLoader batch still scheduled when the
         # request ended (a sibling field failed) must not open a session nobody would close.
         self._finished = False
-        # Whether a transaction whose first statement is a planned one runs on the driver
-        # (``run_on_driver``), and that transaction once it does.
-        self._on_driver = False
-        self._driven: DriverTransaction | None = None
+        # Whether a request whose only statement is a planned read sends it alone, outside
+        # a transaction block (``single_statement``), and whether it has.
+        self._single = False
+        self._single_sent = False
 
-    def run_on_driver(self) -> None:
-        """Run the transaction on the driver's connection, without an ORM session, if its
-        first statement is a planned one (``fetch_row``): for a request that needs nothing
-        else of it (the lean path). It may not be read through the ORM afterwards."""
-        self._on_driver = True
+    def single_statement(self) -> None:
+        """The request's one statement is a planned read (``fetch_row``), sent alone on the
+        statement pool's connection with no transaction block: one statement's snapshot is
+        the consistent read (the lean path). Any other statement, or a second one, is
+        refused (RuntimeError) unless an ORM transaction was opened first."""
+        self._single = True
 
     @property
     def writes(self) -> bool:
@@ -99,8 +100,8 @@ class RequestTransaction:
     async def _open(self) -> AsyncSession:
         if self._finished:
             raise RuntimeError("the request's transaction has ended")
-        if self._driven is not None:
-            raise RuntimeError("the transaction runs on the driver's connection")
+        if self._single_sent:
+            raise RuntimeError("the request's one statement has been sent")
         if self._session is None:
             session = self._db.sessionmaker()
             # A query reads one snapshot: a row deleted between two loader batches cannot
@@ -123,12 +124,21 @@ class RequestTransaction:
         """One row of ``statement``, in the request's transaction (opened, with its isolation
         and organization, if it was not), on the driver's connection: no ORM in between."""
         async with self._lock:
-            if self._on_driver and self._session is None and not self.writes:
-                if self._driven is None:
-                    self._driven = await DriverTransaction.begin(
-                        self._db.engine, self.isolation, self._organization_id
-                    )
-                return await self._driven.fetch_row(statement, values)
+            pool = self._db.statements
+            if (
+                self._single
+                and self._session is None
+                and not self.writes
+                and pool is not None
+                and self._organization_id is not None
+            ):
+                if self._single_sent:
+                    raise RuntimeError("the request's one statement has been sent")
+                self._single_sent = True
+                text, names = driver_text(statement)
+                return await pool.fetch_row(
+                    self._organization_id, text, [values[name] for name in names]
+                )
             return await fetch_row(await self._open(), statement, values)
 
     @asynccontextmanager
@@ -140,10 +150,6 @@ class RequestTransaction:
     async def finish(self, *, commit: bool, final: bool = False) -> None:
         """End the transaction; ``final``: the request is over, nothing opens another."""
         self._finished = self._finished or final
-        driven, self._driven = self._driven, None
-        if driven is not None:  # a read's: nothing to undo
-            await driven.end(commit=commit)
-            return
         session, self._session = self._session, None
         undo, self._on_rollback = self._on_rollback, []
         then, self._on_commit = self._on_commit, []

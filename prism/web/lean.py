@@ -25,9 +25,10 @@ happen twice: before the charge nothing was written; after it, the transaction i
 and what the charge still holds is given back first. The body read here is replayed to the
 full path, and the principal found here is kept (not authenticated twice).
 
-The request's transaction runs on the driver's connection (``run_on_driver``: BEGIN with the
-organization setting, the statement, COMMIT; no ORM session) unless the response cache read
-the data version first.
+The planned statement is sent alone, outside a transaction block, on a connection of the
+statement pool that carries the organization as a session setting (``single_statement``,
+decision 0037: one round trip, no ORM session), unless the response cache read the data
+version first (then it runs in that session's transaction).
 
 The deadline, request id, access log and client address are the middleware's around both
 paths (``prism.web.app``)."""
@@ -154,7 +155,7 @@ class LeanGraphQL:
         started = time.perf_counter()
         sub_response = await self.view.get_sub_response(request)
         context = await self.view.get_context(request, sub_response)
-        context.transaction.run_on_driver()
+        context.transaction.single_statement()
         try:
             resolved = await context.resolve_operation(data["query"], data["extensions"])
         except Exception:  # noqa: BLE001 - the full path answers with the error's code
