@@ -13,12 +13,14 @@ import sqlalchemy as sa
 
 from prism.authn.bearer import authenticate_bearer
 from prism.authn.cache import CredentialCache
+from prism.authn.secrets import token_digest
 from prism.config import Settings
 from prism.errors import Unauthenticated
-from prism.models.enums import Role
+from prism.models.enums import Classification, Role
+from prism.observability import LEAN_PATH
 from prism.services import Services
 from tests.conftest import app_with, client_of
-from tests.factories import PASSWORD, Tenant, codes, gql
+from tests.factories import PASSWORD, Tenant, add_document, codes, gql
 
 LOGIN = """mutation($email: String!, $password: String!) {
   login(input: {email: $email, password: $password}) { accessToken refreshToken }
@@ -214,3 +216,89 @@ async def test_a_refused_credential_is_not_remembered(app: Any, tenant: Tenant) 
                 tenant.tokens[Role.VIEWER][:-4] + "AAAA",
                 services.credentials,
             )
+
+
+def _lean_answers() -> float:
+    return LEAN_PATH.labels("answered")._value.get()
+
+
+async def test_the_lean_path_confirms_a_remembered_credential_after_its_statement(
+    second: Any, services: Services, tenant: Tenant
+) -> None:
+    """A planned read uses a remembered credential at once and confirms it by its own
+    statement's connection (listening since before the credential was verified): no round
+    trip on the LISTEN connection, and a revocation by any writer still holds on the next
+    request, every time."""
+    app = second  # an app of this test's own: its round trips are counted
+    cache = cache_of(app)
+    trips = 0
+    round_trip = cache.listener.round_trip
+
+    async def counted(seconds: float = 1.0) -> bool:
+        nonlocal trips
+        trips += 1
+        return await round_trip(seconds)
+
+    cache.listener.round_trip = counted  # type: ignore[method-assign]
+    async with client_of(app) as client:
+        for _ in range(2):  # the document validated, a statement connection listening
+            assert await _works(client, tenant.tokens[Role.ADMIN])
+        for attempt in range(8):
+            created = await gql(
+                client,
+                CREATE_TOKEN,
+                {"input": {"name": f"lean {attempt}", "scopes": ["documents:read"]}},
+                token=tenant.tokens[Role.ADMIN],
+            )
+            secret = created["data"]["createApiToken"]["token"]
+            assert await _works(client, secret)  # verified in the database, remembered
+            hits, answered, before = cache.hits, _lean_answers(), trips
+            assert await _works(client, secret)
+            assert (cache.hits, _lean_answers(), trips) == (hits + 1, answered + 1, before)
+            # an operator's SQL on a connection of its own: the trigger notifies
+            async with services.db.transaction(tenant.org_id) as tx:
+                await tx.execute(
+                    sa.text("UPDATE api_tokens SET revoked_at = now() WHERE token_hash = :h"),
+                    {"h": token_digest(secret)},
+                )
+            response = await client.post(
+                "/graphql", json={"query": VIEWER}, headers={"authorization": f"Bearer {secret}"}
+            )
+            assert response.status_code == 401, response.text
+
+
+async def test_a_change_committed_while_a_planned_read_runs_is_heard_before_it_answers(
+    second: Any, services: Services, tenant: Tenant
+) -> None:
+    """The remembered principal's statement runs with the old rights while the clearance is
+    lowered: the change is heard on the statement's own connection before its result, so
+    that answer is not sent and the full path answers with the new rights."""
+    app = second
+    token = tenant.tokens[Role.APPROVER]
+    await add_document(services, tenant, classification=Classification.CONFIDENTIAL)
+    query = "{ documents(first: 5) { totalCount } }"
+    async with client_of(app) as client:
+        for _ in range(2):
+            body = await gql(client, query, token=token)
+            assert body["data"]["documents"]["totalCount"] == 1, body
+        statements = app.state.services.db.statements
+        fetch_row = statements.fetch_row
+        lowered = False
+
+        async def lowering_first(*args: Any) -> Any:
+            nonlocal lowered
+            if not lowered:
+                lowered = True
+                async with services.db.transaction(tenant.org_id) as tx:
+                    await tx.execute(
+                        sa.text("UPDATE users SET clearance = 'PUBLIC' WHERE id = :id"),
+                        {"id": tenant.users[Role.APPROVER].id},
+                    )
+            return await fetch_row(*args)
+
+        statements.fetch_row = lowering_first
+        changed = LEAN_PATH.labels("credential changed")._value.get()
+        body = await gql(client, query, token=token)
+        assert lowered
+        assert body["data"]["documents"]["totalCount"] == 0, body
+        assert LEAN_PATH.labels("credential changed")._value.get() == changed + 1

@@ -16,6 +16,12 @@ What is remembered: an API token's digest, or a signed-in session (user, session
 - when the LISTEN connection is down (or that round trip fails) nothing remembered is used
   and nothing is remembered: every request asks the database, as without the cache;
 - an answer read while a notification arrived is not remembered (it may predate the change);
+- the lean path may use a remembered answer first and confirm it afterwards (``Provisional``,
+  ``confirm``, decision 0037): its one statement runs on a connection that has listened on
+  ``CHANNEL`` since before the answer was verified, so a change committed before the
+  statement has been heard when its result comes back, and the answer is thrown away if one
+  was; where that cannot be said (no statement ran, or its connection listens since later),
+  the round trip above is made before anything is sent;
 - an entry lives at most ``ttl`` seconds, and never past the token's or the user's access
   expiry; the number of entries is bounded (the oldest go first).
 """
@@ -26,6 +32,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -56,6 +63,21 @@ class Verified:
 class _Entry:
     principal: Principal
     until: float
+    # When (monotonic) the database was asked: a change committed after it was notified.
+    verified_at: float
+
+
+@dataclass
+class Provisional:
+    """A request that confirms a remembered answer after its statement (``confirm``), not
+    before using it: set in ``PROVISIONAL`` around its authentication."""
+
+    used: bool = False  # a remembered answer was given out unconfirmed
+    generation: int = 0
+    verified_at: float = 0.0
+
+
+PROVISIONAL: ContextVar[Provisional | None] = ContextVar("prism_provisional", default=None)
 
 
 def _epoch(moment: datetime | None) -> float:
@@ -105,22 +127,49 @@ class CredentialCache:
             return (await verify()).principal
         entry = self._entries.get(key)
         if entry is not None:
-            if entry.until > time.time() and await self._heard_up_to_now():
-                # Still there after the round trip: no change was notified meanwhile.
-                if self._entries.get(key) is entry:
-                    self.hits += 1
-                    return entry.principal
-            else:
+            if entry.until <= time.time():
                 self._entries.pop(key, None)
+            elif (pending := PROVISIONAL.get()) is not None:
+                pending.used = True
+                pending.generation = self.generation
+                pending.verified_at = entry.verified_at
+                self.hits += 1
+                return entry.principal
+            elif await self._heard_up_to_now() and self._entries.get(key) is entry:
+                # Still there after the round trip: no change was notified meanwhile.
+                self.hits += 1
+                return entry.principal
         generation = self.generation
+        asked = time.monotonic()
         verified = await verify()
         if generation == self.generation and self.trusted:
             until = min(time.time() + self.ttl, _epoch(verified.expires))
-            self._entries[key] = _Entry(verified.principal, until)
+            self._entries[key] = _Entry(verified.principal, until, asked)
             self._entries.move_to_end(key)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
         return verified.principal
+
+    def changed(self, _connection: object, _pid: int, _channel: str, _payload: str) -> None:
+        """A notification heard on another connection (asyncpg's listener signature)."""
+        self.forget()
+
+    async def confirm(self, pending: Provisional, heard_since: float | None) -> bool:
+        """Whether the answer ``pending`` gave out unconfirmed still held when the request's
+        statement ran. ``heard_since``: since when (monotonic) the connection that ran the
+        statement has listened on ``CHANNEL`` (None: no statement, or not listening).
+
+        A connection listening since before the answer was verified has heard, by the time
+        its statement's result arrives, every change committed before the statement (the
+        notifications come ahead of the result): nothing heard since the answer was given
+        out means nothing changed. Otherwise the round trip of ``principal`` decides."""
+        if not pending.used:
+            return True
+        if self.generation != pending.generation:
+            return False
+        if heard_since is not None and heard_since < pending.verified_at:
+            return True
+        return await self._heard_up_to_now() and self.generation == pending.generation
 
     async def _heard_up_to_now(self) -> bool:
         """True once a round trip on the LISTEN connection that started after this call has

@@ -25,7 +25,7 @@ import contextlib
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -40,14 +40,15 @@ RECYCLE_SECONDS = 1800.0
 
 
 class _Held:
-    __slots__ = ("born", "connection", "idle_since", "organization")
+    __slots__ = ("born", "connection", "idle_since", "listening_since", "organization")
 
-    def __init__(self, connection: asyncpg.Connection) -> None:
+    def __init__(self, connection: asyncpg.Connection, listening_since: float | None) -> None:
         self.connection = connection
         self.organization: uuid.UUID | None = None
         now = time.monotonic()
         self.born = now
         self.idle_since = now
+        self.listening_since = listening_since
 
 
 class StatementPool:
@@ -77,12 +78,20 @@ class StatementPool:
         self._open = 0  # connections held or idle, and those being opened
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
+        self._listen: tuple[str, Callable[..., None]] | None = None
+
+    def listen(self, channel: str, callback: Callable[..., None]) -> None:
+        """Every connection opened from now on LISTENs on ``channel`` before its first
+        statement (``callback`` is asyncpg's listener); ``fetch_row`` says since when."""
+        self._listen = (channel, callback)
 
     async def fetch_row(
         self, organization_id: uuid.UUID, text: str, args: Sequence[Any]
-    ) -> asyncpg.Record | None:
+    ) -> tuple[asyncpg.Record | None, float | None]:
         """The one row of ``text`` with ``args``, read under ``organization_id``'s row-level
-        security in one statement's snapshot."""
+        security in one statement's snapshot, and since when (monotonic) the connection that
+        read it has listened on the ``listen`` channel (None: it does not). Notifications of
+        that channel that came before the row have been handed to the callback."""
         if not isinstance(organization_id, uuid.UUID):
             raise TypeError("an organization is a UUID")
         held = await self._take(organization_id)
@@ -116,7 +125,7 @@ class StatementPool:
                     ) from exc
                 raise
             self._give_back(held)
-            return row
+            return row, held.listening_since
 
     async def _take(self, organization_id: uuid.UUID) -> _Held:
         deadline = time.monotonic() + self._wait_seconds
@@ -129,7 +138,7 @@ class StatementPool:
             if self._open < self.size:
                 self._open += 1
                 try:
-                    return _Held(await self._new_connection())
+                    return await self._new_connection()
                 except BaseException:
                     self._open -= 1
                     self._wake()
@@ -156,7 +165,7 @@ class StatementPool:
         self._idle_count -= 1
         return group.pop()
 
-    async def _new_connection(self) -> asyncpg.Connection:
+    async def _new_connection(self) -> _Held:
         # ``connect`` says a server that is not there as DatabaseUnavailable.
         connection: asyncpg.Connection = await self._connect_fn(
             self.url,
@@ -164,7 +173,19 @@ class StatementPool:
             timeout=self._connect_seconds,
             command_timeout=self._command_seconds,
         )
-        return connection
+        listening_since = None
+        if self._listen is not None:
+            try:
+                await connection.add_listener(*self._listen)
+            except BaseException as exc:
+                connection.terminate()
+                if isinstance(exc, Exception) and _lost(exc):
+                    raise DatabaseUnavailable(
+                        f"database unavailable ({type(exc).__name__})"
+                    ) from exc
+                raise
+            listening_since = time.monotonic()
+        return _Held(connection, listening_since)
 
     def _give_back(self, held: _Held) -> None:
         now = time.monotonic()

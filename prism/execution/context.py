@@ -67,6 +67,8 @@ class RequestTransaction:
         # a transaction block (``single_statement``), and whether it has.
         self._single = False
         self._single_sent = False
+        # Since when the connection of that statement listens for credential changes.
+        self.heard_since: float | None = None
 
     def single_statement(self) -> None:
         """The request's one statement is a planned read (``fetch_row``), sent alone on the
@@ -136,9 +138,10 @@ class RequestTransaction:
                     raise RuntimeError("the request's one statement has been sent")
                 self._single_sent = True
                 text, names = driver_text(statement)
-                return await pool.fetch_row(
+                row, self.heard_since = await pool.fetch_row(
                     self._organization_id, text, [values[name] for name in names]
                 )
+                return row
             return await fetch_row(await self._open(), statement, values)
 
     @asynccontextmanager

@@ -23,6 +23,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prism import bootstrap
+from prism.authn.cache import CHANNEL as CREDENTIALS_CHANNEL
 from prism.authn.cache import CredentialCache
 from prism.config import Settings
 from prism.db.engine import url_for_asyncpg
@@ -165,6 +166,8 @@ def create_app(
         credentials = CredentialCache(url_for_asyncpg(url), ttl_seconds=settings.auth_cache_seconds)
         if settings.auth_cache_seconds > 0:
             await credentials.start()
+            if services.db.statements is not None:
+                services.db.statements.listen(CREDENTIALS_CHANNEL, credentials.changed)
         services = replace(services, progress=progress, credentials=credentials)
         app.state.services = services
         background = await bootstrap.start_worker(services) if with_worker else None

@@ -53,6 +53,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.types import ExecutionResult
 from strawberry.utils.operation import get_first_operation
 
+from prism.authn.cache import PROVISIONAL, Provisional
 from prism.execution import inputs
 from prism.execution.context import Context
 from prism.execution.cost import actual, operation_of
@@ -118,16 +119,27 @@ class LeanGraphQL:
             await self.app(scope, receive, send)
             return
         read: list[Message] = []
+        pending = Provisional()
         try:
-            await self._answer(scope, receive, send, read)
+            await self._answer(scope, receive, send, read, pending)
         except HandOver as handed:
             LEAN_PATH.labels(handed.reason).inc()
+            if pending.used:
+                # A remembered credential not yet confirmed: the full path authenticates
+                # the request itself (and confirms before using it).
+                scope.pop("auth", None)
+                scope.pop("user", None)
             await self.app(scope, _replay(read, receive), send)
             return
         _ANSWERED.inc()
 
     async def _answer(
-        self, scope: Scope, receive: Receive, send: Send, read: list[Message]
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        read: list[Message],
+        pending: Provisional,
     ) -> None:
         content_type = accept = None
         authorization = False
@@ -146,7 +158,11 @@ class LeanGraphQL:
             raise HandOver("stream")
         services: Services = scope["app"].state.services
         request = Request(scope)
-        await _authenticate(request)
+        token = PROVISIONAL.set(pending)
+        try:
+            await _authenticate(request)
+        finally:
+            PROVISIONAL.reset(token)
         if await refusal_spent(services, caller_of(scope)) is not None:
             raise HandOver("refusals spent")
         if self.view.refuse_unread(request) is not None:
@@ -184,7 +200,7 @@ class LeanGraphQL:
             raise HandOver("not validated")
         if check_cost(context, self.graphql_schema, document, operation, variables) is not None:
             raise HandOver("cost")
-        data, report = await _run(context, self.graphql_schema, document, name, variables)
+        data, report = await _run(context, self.graphql_schema, document, name, variables, pending)
         record_operation(name, "query", time.perf_counter() - started, None)
         result = ExecutionResult(
             data=data,
@@ -206,9 +222,12 @@ async def _run(
     document: DocumentNode,
     name: str | None,
     variables: dict[str, Any] | None,
+    pending: Provisional,
 ) -> tuple[Any, dict[str, str] | None]:
     """From the response cache to the transaction's end (the part with side effects, in the
-    extensions' order): the answer's data and which path ran (None: the cache answered)."""
+    extensions' order): the answer's data and which path ran (None: the cache answered).
+    A remembered credential used unconfirmed (``pending``) is confirmed once the statement
+    has run, before anything is kept or sent."""
     charge: Charge | None = None
     taken = 0  # what the charge still holds of the caller's bucket
     try:
@@ -230,6 +249,13 @@ async def _run(
                 raise HandOver("statement failed") from None
             if data is None:
                 raise HandOver("interpreted")  # the report says why
+        credentials = context.services.credentials
+        if (
+            pending.used
+            and credentials is not None
+            and not await credentials.confirm(pending, context.transaction.heard_since)
+        ):
+            raise HandOver("credential changed")
         taken -= await refund_unused(context, charge)
         await file_answer(context, lookup, data, query=True, cached=cached)
         try:
