@@ -164,9 +164,13 @@ async def test_the_lean_path_answers_as_the_full_path_does(
             assert answered == 1, name
             assert lean.status_code == 304
             _same(lean, full)
-        # Sent as text: planned, not cached, no validators.
+        # Sent as text: planned, not cached, no validators; first seen, it is validated,
+        # planned and answered here too.
         text = {"query": "{ documents(first: 2) { edges { node { id filename } } } }"}
-        await client.post("/graphql", json=text, headers=headers)  # validated once
+        before = _answered()
+        first = await client.post("/graphql", json=text, headers=headers)
+        assert _answered() == before + 1
+        assert first.json()["extensions"]["execution"] == {"path": "compiled"}
         lean, full, answered = await _both(client, generous, text, headers)
         assert answered == 1
         _same(lean, full)
@@ -210,7 +214,7 @@ async def test_what_the_lean_path_does_not_answer_is_answered_as_before(
             "cost",
         ),
         # a document that does not validate
-        ({"query": "{ documents { nope } }"}, headers, "not validated"),
+        ({"query": "{ documents { nope } }"}, headers, "not valid"),
         # a mutation
         ({"query": 'mutation { logout(refreshToken: "x") }'}, headers, "not a query"),
         # an unknown persisted query

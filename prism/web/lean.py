@@ -7,8 +7,8 @@ machinery around them (a schema extension object and a context manager per hook 
 request): authenticate (``BearerAuthentication``), the refusal door (``refusal_spent``),
 the headers' checks (``PrismGraphQL.refuse_unread``), the body (``decode_json``, the request
 shape), the persisted query (``Context.resolve_operation``), the parse (``parse_document``),
-the registered-operations rule, input bounds, validation (only a document already validated
-without errors: ``Validation.known``), the cost, the response cache, the rate-limit charge,
+the registered-operations rule, input bounds, validation (``Validation``: remembered, or done
+here and remembered for the full path), the cost, the response cache, the rate-limit charge,
 the planned statement (``answer_planned``), the refund, the validators, the transaction's end
 (with the audit of restricted reads), the metrics; the answer is made by the view's own
 ``process_result`` and ``create_response``, so its body and headers are the full path's.
@@ -17,7 +17,7 @@ Anything else is handed over, untouched, to the full path (Starlette's authentic
 Strawberry view and its extensions), which stays the reference and answers every error: not
 a POST of JSON, no bearer or one that does not authenticate, a streaming Accept, a body over
 the limit or not a single operation, a persisted query that does not resolve, a document that
-does not parse, was never validated or is invalid, not a query, input over its bounds, a cost
+does not parse or is invalid, not a query, input over its bounds, a cost
 over the limit, a refused rate-limit charge, variables that do not coerce, an operation the
 planner does not plan, a statement that fails, a root that must exist and does not, a
 transaction that does not end, a cache or store that fails. A handover lets no side effect
@@ -196,8 +196,12 @@ class LeanGraphQL:
         if inputs.input_problem(document, variables, query) is not None:
             raise HandOver("input bounds")
         key = self.validation.key(self.graphql_schema, _STANDARD_RULES, query, document)
-        if self.validation.known(key) != []:
-            raise HandOver("not validated")
+        errors = self.validation.known(key)
+        if errors is None:
+            # First seen: validated here as the full path would (and remembered for it).
+            errors = self.validation.validate(self.graphql_schema, document, key)
+        if errors:
+            raise HandOver("not valid")
         if check_cost(context, self.graphql_schema, document, operation, variables) is not None:
             raise HandOver("cost")
         data, report = await _run(context, self.graphql_schema, document, name, variables, pending)
