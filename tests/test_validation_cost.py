@@ -590,3 +590,49 @@ async def test_a_defaulted_variable_does_not_pass_the_cost_limit(
     for variables in ({"n": 100}, None, {"n": 100.0}):
         body = await gql(client, query, variables, token=token)
         assert codes(body) == ["QUERY_TOO_COMPLEX"], (variables, body)
+
+
+EQUIVALENCE_DOCUMENTS = [
+    "{ viewer { scopes } }",
+    "query A { documents(first: 2) { edges { node { id } } } } query A { viewer { scopes } }",
+    "{ nope }",
+    '{ documents(first: "x") { totalCount } }',
+    "query Q($a: Int) { viewer { scopes } }",
+    "query Q { documents(first: $missing) { totalCount } }",
+    "{ ...F } fragment F on Query { ...G } fragment G on Query { ...F }",
+    "{ ...Unknown }",
+    "fragment F on Query { viewer { scopes } } { viewer { scopes } }",
+    "{ viewer @unknown { scopes } }",
+    "{ viewer @skip(if: true) @skip(if: false) { scopes } }",
+    "{ a: viewer { scopes } a: documents { totalCount } }",
+    "{ node { id } }",
+    "{ viewer { scopes { x } } }",
+    "{ viewer }",
+    "{ ... on User { id } }",
+    '{ node(id: "x") { ... on Document { filename } ... on Nope { id } } }',
+    'subscription { documentProgress(id: "x") { id } viewer { scopes } }',
+    "{ __schema { types { name } } }",
+    "query Q($a: Int, $a: Int) { viewer { scopes } }",
+    "query Q($d: DocumentFilter) { documents(filter: $d, first: 1, bogus: 1) { totalCount } }",
+    "{ documents(filter: {riskLevel: [NOPE]}) { totalCount } }",
+    "mutation { logout }",
+]
+
+
+@pytest.mark.parametrize("source", EQUIVALENCE_DOCUMENTS)
+def test_rules_looked_up_per_class_validate_as_graphql_core_does(source: str) -> None:
+    """The rules ``validate_document`` runs find exactly the errors graphql-core's own
+    classes find, at the same places, for valid and invalid documents alike."""
+    from graphql import validate
+
+    from prism.execution.validation import resolved_per_class
+    from prism.schema import build_schema as build
+
+    for schema in (SCHEMA, build(Settings(_env_file=None, mode=Mode.PRODUCTION))._schema):
+        rules = (*specified_rules, *build_schema().validation.rules)  # type: ignore[attr-defined]
+        document = parse(source)
+        stock = validate(schema, document, rules)
+        per_class = validate(schema, document, tuple(resolved_per_class(r) for r in rules))
+        assert [(e.message, e.locations) for e in per_class] == [
+            (e.message, e.locations) for e in stock
+        ]

@@ -553,8 +553,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--queries",
-        default="nested,node,filtered,viewer,nested-text",
-        help="a list (all five)",
+        default="nested,node,filtered,viewer,nested-text,viewer-new",
+        help="a list (all six)",
     )
     p.add_argument(
         "--limit-repeat",

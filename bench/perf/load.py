@@ -19,6 +19,17 @@ import psutil
 
 HERE = Path(__file__).resolve().parent
 LUA = HERE / "post.lua"
+# A body naming its operation this is sent under a new name every time (first-seen.lua).
+FIRST_SEEN = "FirstSeen_0"
+
+
+def _script(body: Path) -> Path:
+    """post.lua, with first-seen.lua appended for a body of a first-seen query."""
+    if FIRST_SEEN not in body.read_text():
+        return LUA
+    script = body.with_suffix(".lua")
+    script.write_text(LUA.read_text() + "\n" + (HERE / "first-seen.lua").read_text())
+    return script
 
 
 class WrkMissing(RuntimeError):
@@ -163,7 +174,7 @@ def wrk(
         "--timeout",
         "10s",
         "-s",
-        str(LUA),
+        str(_script(body)),
         url,
         "--",
         str(body),

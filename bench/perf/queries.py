@@ -21,6 +21,7 @@ from typing import Any
 
 from bench.common import core_schema
 from bench.perf.data import Dataset
+from bench.perf.load import FIRST_SEEN
 
 NESTED = """query Nested {
   documents(first: 50) {
@@ -248,7 +249,13 @@ EXPECTED_PATH = {
     "filtered": "compiled",
     "viewer": "compiled",
     "nested-text": "compiled",
+    "viewer-new": "compiled",
 }
+
+
+def _first_seen(text: str) -> str:
+    """The query with its operation named ``FIRST_SEEN`` (renamed per request by wrk)."""
+    return text.replace("query Viewer", f"query {FIRST_SEEN}", 1)
 
 
 @dataclass(frozen=True)
@@ -348,6 +355,24 @@ def queries(dataset: Dataset) -> list[Query]:
             {**prism_normal(nested_prism), "postgraphile": nested_pg},
             lambda n: len(n) + sum(len(d[2]) for d in n),
             registered(NESTED),
+        ),
+        # A first-seen query: the viewer sent as text under an operation name no request
+        # used before (bench/perf/first-seen.lua renames it per request), so each request is
+        # parsed, validated, planned and its statement prepared anew, on every server. The
+        # raw server (no GraphQL) answers the viewer's statement: the limit of a hit.
+        Query(
+            "viewer-new",
+            "the viewer sent as text under a new operation name each time (a first-seen "
+            "query: parse, validation, plan and statement every time)",
+            {
+                "prism": prism_body(_first_seen(VIEWER), FIRST_SEEN),
+                "prism-compiled": prism_body(_first_seen(VIEWER), FIRST_SEEN),
+                "raw": prism_body(VIEWER, "Viewer"),
+                "postgraphile": prism_body(_first_seen(VIEWER_PG), FIRST_SEEN, viewer_ids),
+            },
+            {**prism_normal(viewer_prism), "postgraphile": viewer_pg},
+            lambda n: 3,
+            registered(VIEWER),
         ),
     ]
     # PostGraphile 5 runs with its V4 preset: the same GraphQL names and answers as 4.14.
