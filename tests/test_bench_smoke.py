@@ -232,7 +232,7 @@ def test_perf_benchmark_servers_answer_alike_without_load(run_bench: Run) -> Non
         report="perf.json",
     )
     answers = document["checks"]["answers"]
-    assert set(answers) == {"nested", "node", "filtered", "viewer", "nested-text"}
+    assert set(answers) == {"nested", "node", "filtered", "viewer", "nested-text", "viewer-new"}
     for query, checked in answers.items():
         assert checked["servers"] == ["prism-compiled", "raw"], query
         assert checked["rows"] > 0, query

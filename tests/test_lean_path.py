@@ -198,9 +198,9 @@ async def test_what_the_lean_path_does_not_answer_is_answered_as_before(
             headers,
             "interpreted",
         ),
-        # not planned (a document's PII summary)
+        # a root field not planned (the audit chain's verification)
         (
-            {"query": "{ documents(first: 1) { edges { node { piiSummary { type count } } } } }"},
+            {"query": "{ documents(first: 1) { totalCount } verifyAuditChain { valid } }"},
             headers,
             "interpreted",
         ),

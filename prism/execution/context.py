@@ -197,6 +197,9 @@ class Context:
     request: Any = None
     # The HTTP response being prepared (headers set here are sent); None on a WebSocket.
     response: Any = None
+    # Root fields the planned statement answered (by response key) when the others are
+    # resolved by execution (``prism.execution.planned``); None: execution resolves all.
+    planned_roots: dict[str, Any] | None = None
     # graphql-transport-ws: the connection_init payload (where a browser puts its token).
     connection_params: dict[str, Any] | None = None
     # The bearer credential the principal was authenticated from (a JWT or an API token):

@@ -33,7 +33,7 @@ class Kind(Enum):
     """How a column's value is printed in the answer, as the interpreted path prints it."""
 
     VALUE = "value"  # as it is (numbers, booleans, text, enum names)
-    PLAIN = "plain"  # an integer or a boolean: its SQL text is its JSON
+    PLAIN = "plain"  # an integer, a boolean or a jsonb value: its SQL text is its JSON
     TIMESTAMP = "timestamp"  # ``datetime.isoformat()`` of a UTC timestamp
     DECIMAL = "decimal"  # a Decimal's text
     OPTIONAL_DECIMAL = "optional decimal"  # a Decimal's text, or null
@@ -161,6 +161,20 @@ JOB_SCALARS: dict[str, Column] = {
     "finishedAt": _timestamp("finished_at"),
 }
 
+AUDIT_EVENT_SCALARS: dict[str, Column] = {
+    "eventType": Column("event_type"),
+    "category": Column("category"),
+    "description": Column("description"),
+    "resourceType": Column("resource_type"),
+    "before": _plain("before"),
+    "after": _plain("after"),
+    "userAgent": Column("user_agent"),
+    "requestId": Column("request_id"),
+    "createdAt": _timestamp("created_at"),
+    "hash": Column("hash"),
+    "prevHash": Column("prev_hash"),
+}
+
 
 class ItemKind(Enum):
     """How a key of an analysis's feedback item (a JSON object) is read."""
@@ -180,6 +194,13 @@ ITEM_FIELDS: dict[str, tuple[str, ItemKind]] = {
     "confidence": ("confidence", ItemKind.FLOAT),
     "quote": ("quote", ItemKind.JSON),
 }
+# PiiFinding field -> (key in the stored JSON object, how it is read).
+PII_FINDING_FIELDS: dict[str, tuple[str, ItemKind]] = {
+    "type": ("type", ItemKind.TEXT),
+    "start": ("start", ItemKind.JSON),
+    "end": ("end", ItemKind.JSON),
+    "confidence": ("confidence", ItemKind.FLOAT),
+}
 TYPES: dict[str, ObjectType] = {
     "Document": ObjectType("documents", DOCUMENT_SCALARS),
     "Section": ObjectType("document_sections", SECTION_SCALARS),
@@ -189,6 +210,7 @@ TYPES: dict[str, ObjectType] = {
     "Organization": ObjectType("organizations", ORGANIZATION_SCALARS),
     "ApiToken": ObjectType("api_tokens", API_TOKEN_SCALARS),
     "Job": ObjectType("jobs", JOB_SCALARS),
+    "AuditEvent": ObjectType("audit_logs", AUDIT_EVENT_SCALARS),
     # The caller: no table; its fields are the planner's methods (scopes, organization, user,
     # apiToken).
     "Viewer": ObjectType("", {}),

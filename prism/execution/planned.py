@@ -7,6 +7,10 @@ row-level security and the organization setting apply as to any statement. Over 
 answer is written as the bytes PostgreSQL returned; it is parsed once, to check the roots that
 must exist and count its objects (the rate limit's refund) (decision 0023).
 
+Root fields the planner does not plan (search, answered by its backend; fields with logic of
+their own) are resolved by execution beside the statement's answer to the others, in the same
+transaction (``PlannedRootsExecution``); ``extensions.execution`` names them.
+
 A plan (or the reason there is none) is cached per (document hash, operation name, visibility
 class) in ``prism.execution.plans.PlanCache``, independent of variable values: each request
 only binds its values. A document the statement
@@ -15,15 +19,16 @@ The answer records which path ran, and why not the compiled one."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, ClassVar, cast
 
 import orjson
 import structlog
-from graphql import DocumentNode, GraphQLSchema
+from graphql import DocumentNode, GraphQLObjectType, GraphQLSchema
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql.execution.values import get_variable_values
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from prism.execution.context import Context
 from prism.execution.cost import actual, operation_of
@@ -39,11 +44,17 @@ async def answer_planned(
     document: DocumentNode,
     operation_name: str | None,
     variables: dict[str, Any] | None,
+    *,
+    partial: bool = False,
 ) -> tuple[dict[str, str], Any]:
     """The planned answer's ``data`` and which path ran (``extensions.execution``); data None
     when the interpreted path answers instead (the report says why). Raises what running the
     statement raised (a value it refused, the database gone): the request's transaction is
-    then the caller's to roll back."""
+    then the caller's to roll back.
+
+    An operation some of whose root fields are not planned: with ``partial``, the statement
+    answers the others and their values are left in ``context.planned_roots`` for execution
+    to use (data None, path "mixed"); without, the interpreted path answers it all."""
     if not context.services.settings.compiled_operations:
         return {"path": "interpreted", "reason": "compiled operations are off"}, None
     operation = operation_of(document, operation_name)
@@ -73,6 +84,8 @@ async def answer_planned(
         compiled = entry.bind(variables, principal)
     except NotPlanned as reason:
         return {"path": "interpreted", "reason": str(reason)}, None
+    if compiled.interpreted and not partial:
+        return {"path": "interpreted", "reason": entry.reason or "not planned"}, None
     row = await context.transaction.fetch_row(compiled.sql, compiled.values)
     assert row is not None
     text: str = row[0]
@@ -80,6 +93,12 @@ async def answer_planned(
     if any(parsed.get(key) is None for key in compiled.must_exist):
         # The interpreted path answers NOT_FOUND with the field's path.
         return {"path": "interpreted", "reason": "not found"}, None
+    if compiled.interpreted:
+        # The rest is resolved by execution, in the same transaction (one snapshot); the
+        # objects are counted over the whole answer, as on the interpreted path.
+        context.planned_roots = parsed
+        report = {"path": "mixed", "interpreted": ", ".join(compiled.interpreted)}
+        return {**report, "reason": entry.reason or "not planned"}, None
     if context.cost is not None and context.cost.actual is None:
         # Counted here, once (PostgreSQL counting them costs it more than this walk).
         context.cost.actual = actual(parsed)
@@ -127,6 +146,7 @@ class CompiledOperations(SchemaExtension):
                     ctx.graphql_document,
                     ctx.operation_name,
                     ctx.variables,
+                    partial=True,
                 )
             except Exception as exc:  # noqa: BLE001 - the reference path reports it
                 # A value the statement refused, or the database gone: the interpreted
@@ -147,6 +167,46 @@ class CompiledOperations(SchemaExtension):
 
     def get_results(self) -> dict[str, Any]:
         return execution_results(self.report)
+
+
+class PlannedRootsExecution(StrawberryGraphQLCoreExecutionContext):
+    """Execution that takes the root fields the planned statement answered from
+    ``Context.planned_roots`` and resolves only the others, the answer's keys in the
+    operation's order."""
+
+    def execute_root_grouped_field_set(
+        self,
+        root_type: GraphQLObjectType,
+        root_value: Any,
+        grouped_field_set: dict[str, Any],
+        serially: bool,
+        position_context: Any,
+    ) -> Any:
+        planned = getattr(self.context_value, "planned_roots", None)
+        if serially or not planned:
+            return super().execute_root_grouped_field_set(
+                root_type, root_value, grouped_field_set, serially, position_context
+            )
+        rest = {key: fields for key, fields in grouped_field_set.items() if key not in planned}
+        resolved = super().execute_root_grouped_field_set(
+            root_type, root_value, rest, serially, position_context
+        )
+
+        def merged(found: dict[str, Any]) -> dict[str, Any]:
+            return {
+                key: planned[key] if key in planned else found[key]
+                for key in grouped_field_set
+                if key in planned or key in found
+            }
+
+        if self.is_awaitable(resolved):
+            pending = cast(Awaitable[dict[str, Any]], resolved)
+
+            async def later() -> dict[str, Any]:
+                return merged(await pending)
+
+            return later()
+        return merged(cast(dict[str, Any], resolved))
 
 
 def execution_results(report: dict[str, str] | None) -> dict[str, Any]:

@@ -56,6 +56,7 @@ from prism.db.engine import PositionalText
 from prism.errors import PrismError
 from prism.execution.fragments import (
     ITEM_FIELDS,
+    PII_FINDING_FIELDS,
     SECTION_TEXT,
     TYPES,
     Column,
@@ -66,7 +67,7 @@ from prism.execution.fragments import (
     selected_fields,
     with_defaults,
 )
-from prism.execution.ids import from_global_id
+from prism.execution.ids import expect_id, from_global_id
 from prism.models.documents import DocumentFilter
 from prism.models.enums import Classification
 from prism.models.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageRequest
@@ -249,6 +250,34 @@ ANALYSES = Ordering("analyses", CREATED)
 FEEDBACK = Ordering("feedback", CREATED)
 USERS = Ordering("users", CREATED)
 JOBS = Ordering("jobs", CREATED, descending=True)
+AUDIT = Ordering("audit", CREATED)
+
+
+def _python_address(inet: str) -> str:
+    """The text Python gives an ``inet`` value as asyncpg reads it (``str`` of an
+    ``ipaddress`` address, or of an interface when the mask is not the whole address), from
+    PostgreSQL's: PostgreSQL writes an IPv6 address whose first 96 bits are zero, or that
+    maps an IPv4 one, with a dotted tail (``::ffff:1.2.3.4``); Python writes two hex groups
+    (``::ffff:102:304``)."""
+    host = f"host({inet})"
+    tail = f"substring({host} from '[^:]*$')"
+
+    def octets(first: int) -> str:
+        return (
+            f"to_hex(split_part({tail}, '.', {first})::int * 256 "
+            f"+ split_part({tail}, '.', {first + 1})::int)"
+        )
+
+    address = (
+        f"(CASE WHEN family({inet}) = 6 AND {host} LIKE '%.%' "
+        f"THEN substring({host} from '^(.*:)') || {octets(1)} || ':' || {octets(3)} "
+        f"ELSE {host} END)"
+    )
+    full = f"(CASE family({inet}) WHEN 4 THEN 32 ELSE 128 END)"
+    return (
+        f"(CASE WHEN masklen({inet}) = {full} THEN {address} "
+        f"ELSE {address} || '/' || masklen({inet}) END)"
+    )
 
 
 def _column(column: Column, sql: str) -> Text:
@@ -625,6 +654,34 @@ class Planner:
         source = lambda: self.children("user_feedback", a)  # noqa: E731
         return self.connection("Feedback", node, source, FEEDBACK)
 
+    def _Document_piiSummary(self, a: str, node: FieldNode) -> Text:
+        """PII findings of the document's sections counted by type, in the order of the
+        type's text, as ``read_pii_summaries`` counts them."""
+        assert node.selection_set is not None
+        pairs: list[tuple[str, Text]] = []
+        for child in self.fields(node.selection_set, "PiiCount"):
+            key = response_key(child)
+            if child.name.value == "__typename":
+                pairs.append((key, [Lit('"PiiCount"')]))
+            elif child.name.value == "type":
+                pairs.append((key, json_value("x.k")))
+            elif child.name.value == "count":
+                pairs.append((key, ["x.n::text"]))
+            else:
+                raise NotPlanned(f"PiiCount.{child.name.value}")
+        item = concat(json_object(pairs))
+        org = self.binds.add(lambda request: request.principal.organization_id)
+        s = self.alias("s")
+        return [
+            Lit("["),
+            f"coalesce((SELECT string_agg({item}, ', ' ORDER BY x.k) FROM "
+            f"(SELECT f.value->>'type' AS k, count(*) AS n FROM document_sections {s} "
+            f"CROSS JOIN jsonb_array_elements({s}.pii_findings) AS f "
+            f"WHERE {s}.document_id = {self.col(a, 'id')} AND {s}.organization_id = {org} "
+            f"GROUP BY 1) x), '')",
+            Lit("]"),
+        ]
+
     # -- Section --
 
     def _Section_name(self, a: str, node: FieldNode) -> Text:
@@ -653,6 +710,37 @@ class Planner:
             Lit("]"),
         ]
 
+    def _Section_piiFindings(self, a: str, node: FieldNode) -> Text:
+        """The section's findings in their stored order (types and offsets only)."""
+        return self.items("PiiFinding", PII_FINDING_FIELDS, self.col(a, "pii_findings"), node)
+
+    def items(
+        self,
+        type_name: str,
+        fields: Mapping[str, tuple[str, ItemKind]],
+        column: str,
+        node: FieldNode,
+    ) -> Text:
+        """A list of objects stored as a jsonb array in ``column``, each selected field read
+        from its key, in the stored order (the function scan gives them so)."""
+        assert node.selection_set is not None
+        pairs: list[tuple[str, Text]] = []
+        for child in self.fields(node.selection_set, type_name):
+            key = response_key(child)
+            if child.name.value == "__typename":
+                pairs.append((key, [Lit(f'"{type_name}"')]))
+            elif child.name.value in fields:
+                pairs.append((key, _item_field(*fields[child.name.value])))
+            else:
+                raise NotPlanned(f"{type_name}.{child.name.value}")
+        item = concat(json_object(pairs))
+        return [
+            Lit("["),
+            f"coalesce((SELECT string_agg({item}, ', ') "
+            f"FROM jsonb_array_elements({column}) AS x(i)), '')",
+            Lit("]"),
+        ]
+
     # -- Analysis --
 
     def _Analysis_document(self, a: str, node: FieldNode) -> Text:
@@ -663,24 +751,7 @@ class Planner:
 
     def _Analysis_feedbackItems(self, a: str, node: FieldNode) -> Text:
         self._check_text()
-        assert node.selection_set is not None
-        pairs: list[tuple[str, Text]] = []
-        for child in self.fields(node.selection_set, "FeedbackItem"):
-            key = response_key(child)
-            if child.name.value == "__typename":
-                pairs.append((key, [Lit('"FeedbackItem"')]))
-            elif child.name.value in ITEM_FIELDS:
-                pairs.append((key, _item_field(*ITEM_FIELDS[child.name.value])))
-            else:
-                raise NotPlanned(f"FeedbackItem.{child.name.value}")
-        item = concat(json_object(pairs))
-        # The items in their stored order: the function scan gives them so.
-        return [
-            Lit("["),
-            f"coalesce((SELECT string_agg({item}, ', ') "
-            f"FROM jsonb_array_elements({self.col(a, 'feedback_items')}) AS x(i)), '')",
-            Lit("]"),
-        ]
+        return self.items("FeedbackItem", ITEM_FIELDS, self.col(a, "feedback_items"), node)
 
     # -- Feedback --
 
@@ -698,6 +769,99 @@ class Planner:
 
     def _Feedback_approvedBy(self, a: str, node: FieldNode) -> Text:
         return self.lookup("User", self.col(a, "approved_by"), node)
+
+    # -- AuditEvent --
+
+    def _AuditEvent_resourceId(self, a: str, node: FieldNode) -> Text:
+        """The global ID of the event's resource (its type is the row's): null without a
+        type or an id."""
+        kind = f"NULLIF({self.col(a, 'resource_type')}, '')"
+        row = self.col(a, "resource_id")
+        return json_string(_b64url(f"{kind} || ':' || {row}::text"))
+
+    def _AuditEvent_ipAddress(self, a: str, node: FieldNode) -> Text:
+        inet = self.col(a, "ip_address")
+        return json_value(f"CASE WHEN {inet} IS NULL THEN NULL ELSE {_python_address(inet)} END")
+
+    def _AuditEvent_actor(self, a: str, node: FieldNode) -> Text:
+        return self.lookup("User", self.col(a, "actor_id"), node)
+
+    def _AuditEvent_apiToken(self, a: str, node: FieldNode) -> Text:
+        """The token the change was made with, when the caller may read it (``may_read_token``:
+        every token with TOKEN_READ_ALL, decided per visibility class; else those bound to or
+        created by the caller's user)."""
+        every = self.shape(lambda request: decide(request.principal, Action.TOKEN_READ_ALL).allowed)
+        t = self.alias("t")
+        where = f"{t}.id = {self.col(a, 'api_token_id')}"
+        if not every:
+            self.personal = True
+            user = self.binds.add(lambda request: request.principal.user_id)
+            where += f" AND ({t}.user_id = {user} OR {t}.created_by = {user})"
+        body = concat(self.object("ApiToken", t, node.selection_set))
+        return json_or_null(f"(SELECT {body} FROM api_tokens {t} WHERE {where})")
+
+    def audit_log(self, node: FieldNode) -> Text:
+        """``auditLog(filter, first, after)`` as ``read_audit_events`` pages it: the
+        organization's events within the caller's clearance (an unclassified one to all),
+        oldest first, narrowed by event types, resource and actor (date bounds go to the
+        interpreted path)."""
+        given = self.argument(node, "filter")
+
+        def parsed(request: Request) -> dict[str, Any]:
+            value = given(request)
+            if value is None:
+                return {}
+            if not isinstance(value, dict):
+                raise NotPlanned("a filter the interpreted path refuses")
+            if value.get("after") is not None or value.get("before") is not None:
+                raise NotPlanned("date bounds of the audit log")
+            found: dict[str, Any] = {}
+            types = value.get("eventType")
+            if types:
+                if not all(isinstance(t, str) for t in types):
+                    raise NotPlanned("a filter the interpreted path refuses")
+                found["types"] = list(types)
+            try:
+                if value.get("resourceId") is not None:
+                    found["resource"] = from_global_id(value["resourceId"])[1]
+                if value.get("actorId") is not None:
+                    found["actor"] = expect_id(value["actorId"], "User")
+            except (PrismError, TypeError) as exc:
+                raise NotPlanned("an ID the interpreted path refuses") from exc
+            return found
+
+        flt = _memo(parsed)
+
+        def source() -> str:
+            scope = self.principal.scope()
+            org = self.binds.add(lambda request: request.principal.scope().organization_id)
+            levels = self.binds.add(
+                lambda request: [
+                    c.value for c in request.principal.scope().max_classification.at_most()
+                ]
+            )
+            allowed = "{a}.classification = ANY(" + levels + ")"
+            if not scope.all_departments and scope.max_classification is Classification.RESTRICTED:
+                if scope.department:
+                    department = self.binds.add(
+                        lambda request: request.principal.scope().department
+                    )
+                    same = "{a}.department = " + department
+                else:
+                    same = "false"
+                allowed += " AND ({a}.classification <> 'RESTRICTED' OR " + same + ")"
+            types = self.binds.add(lambda request: flt(request).get("types"))
+            resource = self.binds.add(lambda request: flt(request).get("resource"))
+            actor = self.binds.add(lambda request: flt(request).get("actor"))
+            return (
+                "audit_logs {a} WHERE {a}.organization_id = " + org + " "
+                "AND ({a}.classification IS NULL OR (" + allowed + ")) "
+                "AND ({a}.event_type = ANY(" + types + ") OR " + types + " IS NULL) "
+                "AND ({a}.resource_id = " + resource + " OR " + resource + " IS NULL) "
+                "AND ({a}.actor_id = " + actor + " OR " + actor + " IS NULL)"
+            )
+
+        return self.connection("AuditEvent", node, source, AUDIT)
 
     # -- documents and the scope --
 
@@ -823,6 +987,9 @@ class Planner:
         if name == "jobs":
             self.allowed(Action.JOB_ADMIN)
             return self.jobs(node), False
+        if name == "auditLog":
+            self.allowed(Action.AUDIT_READ)
+            return self.audit_log(node), False
         if name == "nodes":
             return json_or_null(self.nodes(node)), True
         if name == "viewer":
@@ -1087,6 +1254,8 @@ class Compiled:
     values: dict[str, Any]
     # Root keys whose null means NOT_FOUND (an error only the interpreted path gives).
     must_exist: tuple[str, ...] = ()
+    # Root keys the statement does not answer: the interpreted path resolves them.
+    interpreted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -1102,6 +1271,8 @@ class Statement:
     actions: frozenset[Action] = frozenset()
     reason: str | None = None
     personal: bool = False
+    # Root keys not planned (the statement answers the others), and why the first is not.
+    interpreted: tuple[str, ...] = ()
 
     def fits(self, request: Request) -> bool:
         """Whether ``request``'s variables have the shape this statement was made for."""
@@ -1117,7 +1288,7 @@ class Statement:
             if not decide(request.principal, action).allowed:
                 raise NotPlanned("refused: the interpreted path reports it")
         values = {name: getter(request) for name, getter in self.slots.items()}
-        return Compiled(self.sql, values, self.must_exist)
+        return Compiled(self.sql, values, self.must_exist, self.interpreted)
 
 
 def fragments_of(document: DocumentNode) -> dict[str, FragmentDefinitionNode]:
@@ -1133,26 +1304,46 @@ def statement(
     """``operation`` planned for ``principal``'s visibility class and the shape of
     ``variables`` (the operation's defaults filled in: ``with_defaults``)."""
     planner = Planner(principal, fragments_of(document), variables)
+    pairs: list[tuple[str, Text]] = []
+    must_exist = []
+    interpreted: list[str] = []
+    reason: str | None = None
     try:
         if operation.operation is not OperationType.QUERY:
             raise NotPlanned("not a query")
-        pairs: list[tuple[str, Text]] = []
-        must_exist = []
         for node in planner.fields(operation.selection_set, "Query"):
             key = response_key(node)
-            text, must = planner.root(node)
+            # A root field that is not planned goes to the interpreted path alone: what
+            # planning it added to the statement is taken back (its binds, its actions); the
+            # shapes it read stay, so a request of another shape is planned anew.
+            slots, actions, personal = (
+                dict(planner.binds.slots),
+                set(planner.actions),
+                (planner.personal),
+            )
+            try:
+                text, must = planner.root(node)
+            except NotPlanned as why:
+                planner.binds.slots, planner.actions, planner.personal = slots, actions, personal
+                interpreted.append(key)
+                reason = reason or f"{key}: {why}"
+                continue
             pairs.append((key, text))
             if must:
                 must_exist.append(key)
-    except NotPlanned as reason:
-        return Statement(tuple(planner.shapes), reason=str(reason))
+        if not pairs:
+            raise NotPlanned(reason or "nothing to plan")
+    except NotPlanned as why:
+        return Statement(tuple(planner.shapes), reason=str(why))
     return Statement(
         tuple(planner.shapes),
         PositionalText(f"SELECT {concat(json_object(pairs))}", tuple(planner.binds.slots)),
         dict(planner.binds.slots),
         tuple(must_exist),
         frozenset(planner.actions),
+        reason=reason,
         personal=planner.personal,
+        interpreted=tuple(interpreted),
     )
 
 
@@ -1170,6 +1361,8 @@ def plan(
     here: ``PlanCache`` and ``Plan.bind(variables, principal)`` bind it per request."""
     values = with_defaults(operation, variables or {})
     made = statement(document, operation, principal, values)
+    if made.interpreted:
+        raise NotPlanned(made.reason or "a root field is not planned")
     if made.personal:
         raise NotPlanned("the caller's own user: planned per request by PlanCache only")
     return made.bind(Request(values, principal))

@@ -95,7 +95,8 @@ class Plan:
 
     @property
     def reason(self) -> str | None:
-        """Why the operation is not planned for the first shape seen (None: it is)."""
+        """Why the operation is not planned for the first shape seen, or why some of its
+        root fields are not (None: it is, whole)."""
         return self.statements[0].reason
 
 
@@ -151,6 +152,6 @@ def make_plan(
     if operation is None:
         return "no single operation"
     first = statement(document, operation, principal, with_defaults(operation, variables or {}))
-    if first.reason is not None and not first.shapes:
+    if first.sql is None and first.reason is not None and not first.shapes:
         return first.reason  # no variable could change it
     return Plan(document, operation, principal, first)

@@ -57,12 +57,12 @@ from graphql import (
 from graphql.language.visitor import EnterLeaveVisitor
 from graphql.validation.validate import ValidationAbortedError
 from strawberry.extensions import SchemaExtension
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
 from prism.execution.context import Context
 from prism.execution.limits import charge_context_refusal, context_spent
+from prism.execution.planned import PlannedRootsExecution
 
 # A chain of fragments spreading one another: longer than any real client writes, short
 # enough that the walks after validation (cost, execution) stay far from Python's recursion
@@ -364,7 +364,7 @@ def without_suggestions(message: str) -> str:
     return _SUGGESTION.sub("", message)
 
 
-class NoSuggestionsExecutionContext(StrawberryGraphQLCoreExecutionContext):
+class NoSuggestionsExecutionContext(PlannedRootsExecution):
     """Execution (variable coercion included) that names no field, argument, input field,
     enum value or type the client did not send."""
 

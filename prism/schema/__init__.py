@@ -21,7 +21,7 @@ from prism.execution.extensions import (
 )
 from prism.execution.inputs import InputBounds
 from prism.execution.limits import OperationCost, RateLimit, ResponseCache
-from prism.execution.planned import CompiledOperations
+from prism.execution.planned import CompiledOperations, PlannedRootsExecution
 from prism.execution.safelist import RegisteredOperationsOnly
 from prism.execution.validation import (
     CheckedValidation,
@@ -137,7 +137,9 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         ],
         extensions=extensions,  # type: ignore[arg-type]
         # production: variable coercion suggests no names either
-        execution_context_class=NoSuggestionsExecutionContext if settings.production else None,
+        execution_context_class=(
+            NoSuggestionsExecutionContext if settings.production else PlannedRootsExecution
+        ),
         config=StrawberryConfig(
             disable_field_suggestions=settings.production,
             scalar_map={datetime: DATETIME, **BI_SCALARS},
