@@ -587,3 +587,50 @@ async def test_a_fleet_of_two_api_processes_and_two_workers(
                 )
                 >= len(ids) + 1
             )
+
+
+async def test_prism_serve_with_two_worker_processes_sums_them_in_every_scrape(
+    settings: Settings, database_url: str, tmp_path: Path
+) -> None:
+    """PRISM_WORKERS=2: `prism serve` makes its own PROMETHEUS_MULTIPROC_DIR (under TMPDIR),
+    whichever worker process answers a scrape sums both, and the directory goes at exit."""
+    port = _free_port()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRISM_")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    assert settings.jwt_secret is not None
+    env |= {
+        "PRISM_DATABASE_URL": database_url,
+        "PRISM_DATA_DIR": str(settings.data_dir),
+        "PRISM_JWT_SECRET": settings.jwt_secret.get_secret_value(),
+        "PRISM_WORKERS": "2",
+        "PRISM_PORT": str(port),
+        "PRISM_DATABASE_POOL_SIZE": "3",
+        "PRISM_LOG_LEVEL": "WARNING",
+        "TMPDIR": str(scratch),
+    }
+    url = f"http://127.0.0.1:{port}"
+    close = {"connection": "close"}  # a new connection each time: either process may answer
+    with fleet_of(env, tmp_path) as fleet:
+        fleet.start("serve", "serve")
+        await fleet.ready("serve", f"{url}/readyz")
+        [directory] = list(scratch.glob("prism-metrics-*"))
+        async with httpx.AsyncClient(timeout=30) as http:
+            for _ in range(20):
+                assert (await http.get(f"{url}/healthz", headers=close)).status_code == 200
+            # both processes write their pool figures at start, then every few seconds
+            deadline = time.monotonic() + 30
+            while True:
+                text = (await http.get(f"{url}/metrics", headers=close)).text
+                if sample(text, "prism_db_pool_connections", {"state": "size"}) == 6:
+                    break
+                assert time.monotonic() < deadline, text
+                await asyncio.sleep(0.5)
+            for _ in range(8):
+                text = (await http.get(f"{url}/metrics", headers=close)).text
+                assert sample(text, "prism_http_requests_total", HEALTHZ) == 20
+                assert sample(text, "prism_db_pool_connections", {"state": "size"}) == 6
+        pids = {p.stem.rsplit("_", 1)[-1] for p in directory.glob("*.db")}
+        assert len(pids) >= 2, pids
+    assert not directory.exists()
