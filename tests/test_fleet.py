@@ -26,14 +26,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
+import pytest
 import sqlalchemy as sa
 import websockets
 import yaml
+from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 from websockets.typing import Subprotocol
 
+from prism import bootstrap
 from prism.config import Settings
+from prism.db import migrations
+from prism.events import catalog
 from prism.execution.ids import from_global_id, to_global_id
+from prism.models import outbox
 from prism.models.analyses import Analysis
 from prism.models.documents import Document, Section
 from prism.models.enums import JobState, ProcessingStatus, Role
@@ -42,8 +50,8 @@ from prism.models.registered_operations import register_operations
 from prism.operations.persisted import split_operations
 from prism.schema import build_schema
 from prism.services import Services
-from tests.conftest import RedisServer
-from tests.factories import Tenant, codes, gql
+from tests.conftest import NewDatabase, RedisServer
+from tests.factories import Tenant, codes, gql, make_tenant
 from tests.pipeline_helpers import upload
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,13 +61,12 @@ LEASE_SECONDS = 5
 RATE_CAPACITY = 60
 HEALTHZ = {"method": "GET", "route": "/healthz", "status": "200"}
 # Metrics only some deployments produce: the relay's (Kafka), the governance quality job's.
-NOT_IN_EVERY_FLEET = {
+RELAY_METRICS = {
     "prism_outbox_published_total",
     "prism_outbox_batches_total",
     "prism_outbox_batch_seconds_bucket",
-    "prism_outbox_pruned_total",
-    "prism_data_quality_score",
 }
+NOT_IN_EVERY_FLEET = RELAY_METRICS | {"prism_outbox_pruned_total", "prism_data_quality_score"}
 # Names PromQL expressions may use that are not metrics Prism exposes.
 PROMETHEUS_OWN = {"up"}
 
@@ -356,20 +363,96 @@ async def _cached_call(http: httpx.AsyncClient, url: str, token: str, digest: st
     return types, body["extensions"]["cost"]["cached"]
 
 
+async def _until_published(services: Services, fleet: Fleet) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        async with services.db.transaction(None) as session:
+            pending = (await outbox.lag(session, "kafka")).events
+        if pending == 0:
+            return
+        assert time.monotonic() < deadline, (pending, fleet.logs_of_all())
+        await asyncio.sleep(0.25)
+
+
+async def _head_of(services: Services, organization_id: uuid.UUID) -> int:
+    async with services.db.transaction(organization_id) as session:
+        events = await outbox.read_after(session, organization_id, 0, 1_000_000)
+    return events[-1].sequence if events else 0
+
+
+async def _consume(address: str, prefix: str, organization: str, head: int) -> dict[str, list[int]]:
+    """The organization's sequences by topic, in the order read, until all 1..head came."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=address, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    found: dict[str, list[int]] = {}
+    try:
+        await consumer.start()
+        consumer.subscribe([f"{prefix}{topic}" for topic in catalog.TOPICS])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=250)
+            for record in (r for rs in batch.values() for r in rs):
+                if record.key is not None and record.key.decode() == organization:
+                    event = orjson.loads(record.value)
+                    found.setdefault(record.topic, []).append(int(event["sequence"]))
+            if {s for ss in found.values() for s in ss} >= set(range(1, head + 1)):
+                break
+    finally:
+        await consumer.stop()
+    return found
+
+
+def kafka_address() -> str | None:
+    """The broker `make test` starts, when there is one (CI has one: the Kafka tests fail
+    there without it). Without it the fleet runs without the relay."""
+    address = os.environ.get("PRISM_TEST_KAFKA_BOOTSTRAP", "")
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError):
+        return None
+    return address
+
+
+@pytest.fixture
+async def fleet_database(
+    new_database: NewDatabase, settings: Settings
+) -> AsyncIterator[tuple[str, Services]]:
+    """A database of the fleet's own: its relays publish every organization's events, and
+    the other tests' outboxes stay as they are."""
+    url = await new_database()
+    await asyncio.to_thread(migrations.upgrade, url)
+    own = settings.model_copy(update={"database_url": SecretStr(url)})
+    built = bootstrap.build_services(own, url)
+    yield url, built
+    await built.close()
+
+
 async def test_a_fleet_of_two_api_processes_and_two_workers(
-    services: Services,
-    tenant: Tenant,
+    fleet_database: tuple[str, Services],
     settings: Settings,
-    database_url: str,
     redis_server: RedisServer,
     tmp_path: Path,
 ) -> None:
+    database_url, services = fleet_database
+    tenant = await make_tenant(services)
     metrics = tmp_path / "metrics"
     metrics.mkdir()
     found = split_operations(DOCUMENTS, build_schema()._schema)
     async with services.db.transaction(None) as session:
         digest = (await register_operations(session, found))[0][1]
     env = _env(settings, database_url, redis_server.url, metrics)
+    kafka = kafka_address()
+    prefix = f"fleet-{uuid.uuid4().hex[:8]}."
+    if kafka is not None:  # each worker runs a relay
+        env |= {
+            "PRISM_KAFKA_BOOTSTRAP": kafka,
+            "PRISM_KAFKA_TOPIC_PREFIX": prefix,
+            "PRISM_EVENTS_POLL_SECONDS": "0.2",
+        }
     ports = {"a": _free_port(), "b": _free_port()}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     worker_metrics = _free_port()
@@ -504,7 +587,8 @@ async def test_a_fleet_of_two_api_processes_and_two_workers(
             pool_size = sample(text, "prism_db_pool_connections", {"state": "size"})
             _, sampled = scraped(text)
             # (prism_jobs has no series while no job waits: read at scrape time, declared)
-            missing = set(named_metrics()) - sampled - NOT_IN_EVERY_FLEET - {"prism_jobs"}
+            optional = NOT_IN_EVERY_FLEET - (RELAY_METRICS if kafka is not None else set())
+            missing = set(named_metrics()) - sampled - optional - {"prism_jobs"}
             assert not missing, f"the fleet's scrape lacks {missing}"
 
             # -- an API process and a worker killed: the rest carry on -----------------------
