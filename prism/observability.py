@@ -262,17 +262,24 @@ def clean_multiprocess_dir(directory: str) -> int:
     return removed
 
 
-def exposition() -> bytes:
-    """The metrics page: this process's registry, or (multiprocess mode) the sums of every
-    process of this host's directory, with the scrape-time figures."""
+def scrape_registry() -> CollectorRegistry:
+    """What a scrape reads: this process's registry, or (multiprocess mode) the files of
+    every process of this host's directory, with the scrape-time figures."""
     directory = multiprocess_dir()
     if directory is None:
-        return generate_latest(REGISTRY)
-    sweep_dead_processes(directory)
+        return REGISTRY
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, directory)  # type: ignore[no-untyped-call]
     registry.register(QUEUE)
-    return generate_latest(registry)
+    return registry
+
+
+def exposition() -> bytes:
+    """The metrics page (the dead processes' live gauges forgotten first)."""
+    directory = multiprocess_dir()
+    if directory is not None:
+        sweep_dead_processes(directory)
+    return generate_latest(scrape_registry())
 
 
 # Label values come from clients (paths, operation names): a bounded set keeps one client from
