@@ -47,6 +47,7 @@ from prism.models.documents import Document, Section
 from prism.models.enums import JobState, ProcessingStatus, Role
 from prism.models.jobs import Job
 from prism.models.registered_operations import register_operations
+from prism.observability import clean_multiprocess_dir, sweep_dead_processes
 from prism.operations.persisted import split_operations
 from prism.schema import build_schema
 from prism.services import Services
@@ -718,3 +719,28 @@ async def test_prism_serve_with_two_worker_processes_sums_them_in_every_scrape(
         pids = {p.stem.rsplit("_", 1)[-1] for p in directory.glob("*.db")}
         assert len(pids) >= 2, pids
     assert not directory.exists()
+
+
+def test_a_kept_metrics_directory_loses_only_the_files_of_processes_gone(tmp_path: Path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    mine, theirs = os.getpid(), gone.pid
+    for pid in (mine, theirs):
+        for kind in ("counter", "histogram", "gauge_livesum", "gauge_mostrecent"):
+            (directory / f"{kind}_{pid}.db").write_bytes(b"")
+    # a scrape forgets the live gauges of the process gone, and keeps its counters
+    assert sweep_dead_processes(str(directory)) == [theirs]
+    left = sorted(p.name for p in directory.iterdir() if p.name.endswith(f"_{theirs}.db"))
+    assert left == [
+        f"counter_{theirs}.db",
+        f"gauge_mostrecent_{theirs}.db",
+        f"histogram_{theirs}.db",
+    ]
+    # a server starting deletes every file of processes gone, and keeps the running ones'
+    assert clean_multiprocess_dir(str(directory)) == 3
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        f"{kind}_{mine}.db"
+        for kind in ("counter", "histogram", "gauge_livesum", "gauge_mostrecent")
+    )
