@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -416,6 +416,13 @@ class Settings(BaseSettings):
         description="host:port of a separate listener that serves /metrics alone (an internal "
         "network); the public port then serves it only with PRISM_METRICS_TOKEN.",
     )
+    worker_metrics_address: str | None = Field(
+        None,
+        description="host:port where `prism worker` serves /metrics (job runs and durations, "
+        "extraction, analysis, AI cost, the queue); unset: it serves none (with "
+        "PROMETHEUS_MULTIPROC_DIR shared with `prism serve` on one host, the API's scrape "
+        "includes the worker's figures).",
+    )
     kafka_bootstrap: str | None = Field(
         None,
         description="Comma-separated host:port of Kafka brokers the outbox relay publishes "
@@ -549,13 +556,13 @@ class Settings(BaseSettings):
             raise ValueError("PRISM_METRICS_TOKEN needs at least 16 characters")
         return value
 
-    @field_validator("metrics_address")
+    @field_validator("metrics_address", "worker_metrics_address")
     @classmethod
-    def _address_has_a_port(cls, value: str | None) -> str | None:
+    def _address_has_a_port(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
             host, sep, port = value.rpartition(":")
             if not sep or not host or not port.isdigit() or int(port) > 65535:
-                raise ValueError("PRISM_METRICS_ADDRESS is host:port")
+                raise ValueError(f"PRISM_{(info.field_name or '').upper()} is host:port")
         return value
 
     @property

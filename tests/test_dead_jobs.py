@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 
 from prism.documents.processing import INDEX
 from prism.execution.ids import from_global_id
@@ -136,6 +137,10 @@ async def test_metrics_count_jobs_by_state_and_kind_over_every_organization(
     metrics = (await client.get("/metrics")).text
     assert _gauge(metrics, "DEAD", kind) == 3
     assert _gauge(metrics, "QUEUED", kind) == 0
+    # every run that gave up was counted, with its duration
+    runs = {"kind": kind, "outcome": "dead"}
+    assert REGISTRY.get_sample_value("prism_job_runs_total", runs) == 4
+    assert REGISTRY.get_sample_value("prism_job_seconds_count", runs) == 4
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -52,7 +52,9 @@ def relay(once: bool, metrics_port: int | None, batch_size: int | None, consumer
         if metrics_port is not None:
             from prometheus_client import start_http_server
 
-            start_http_server(metrics_port, addr="127.0.0.1")
+            from prism.observability import scrape_registry
+
+            start_http_server(metrics_port, addr="127.0.0.1", registry=scrape_registry())
         runner = Relay(
             services.db,
             settings,

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -13,6 +17,7 @@ import uvicorn
 from prism import bootstrap, demo
 from prism.cli.app import console, main, stop_on_signals, with_services
 from prism.config import Settings
+from prism.observability import MULTIPROC_ENV, clean_multiprocess_dir, multiprocess_dir
 from prism.services import Services
 from prism.web.edge import MAX_JSON_BODY
 
@@ -46,14 +51,43 @@ def serve(with_demo: bool, with_worker: bool) -> None:
         # start-up and the migrations.
         os.environ["PRISM_DATABASE_URL"] = url
         os.environ[bootstrap.WITH_WORKER_ENV] = "1" if with_worker else "0"
-        uvicorn.run(
-            "prism.web.app:app_from_environment", factory=True, workers=settings.workers, **options
-        )
+        with metrics_directory(settings.workers):
+            uvicorn.run(
+                "prism.web.app:app_from_environment",
+                factory=True,
+                workers=settings.workers,
+                **options,
+            )
     else:
         from prism.web import serving
         from prism.web.app import create_app  # keep `prism --help` and operator commands light
 
-        serving.run(create_app(settings, database_url=url, with_worker=with_worker), **options)
+        with metrics_directory(settings.workers):
+            serving.run(create_app(settings, database_url=url, with_worker=with_worker), **options)
+
+
+@contextlib.contextmanager
+def metrics_directory(workers: int) -> Iterator[None]:
+    """Prometheus multiprocess mode for the server's processes (decision 0036): the
+    operator's PROMETHEUS_MULTIPROC_DIR (shared with other processes of the host), cleaned of
+    the files of processes no longer running; else, with several workers, a directory of the
+    server's own (the worker processes, started afterwards, inherit it), removed at exit.
+    One process alone keeps its metrics in memory."""
+    given = multiprocess_dir()
+    if given is not None:
+        clean_multiprocess_dir(given)
+        yield
+        return
+    if workers <= 1:
+        yield
+        return
+    own = tempfile.mkdtemp(prefix="prism-metrics-")
+    os.environ[MULTIPROC_ENV] = own
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(own, ignore_errors=True)
 
 
 def _print_demo(result: demo.DemoResult) -> None:
@@ -76,15 +110,18 @@ def _print_demo(result: demo.DemoResult) -> None:
 )
 @click.option("--drain", is_flag=True, help="Run what is queued, then exit.")
 def worker(concurrency: int | None, drain: bool) -> None:
-    """Run background jobs (extraction, analysis); stops gracefully on SIGTERM."""
+    """Run background jobs (extraction, analysis); stops gracefully on SIGTERM. Serves its
+    metrics on PRISM_WORKER_METRICS_ADDRESS when set."""
     from prism.jobs.worker import Worker
+    from prism.web.routes import metrics_listener
 
     async def work(services: Services) -> None:
         runner = Worker(services, concurrency=concurrency)
         if drain:
             console.print(f"Ran {await runner.drain()} jobs.")
             return
-        await runner.run(stop_on_signals())
+        async with metrics_listener(services, services.settings.worker_metrics_address):
+            await runner.run(stop_on_signals())
 
     with_services(work)
 

@@ -38,6 +38,7 @@ from prism.models.base import utcnow
 from prism.models.documents import Document, Section
 from prism.models.enums import Classification, ProcessingStatus
 from prism.models.jobs import Job
+from prism.observability import AI_COST_USD, AI_TOKENS, ANALYSIS_SECONDS, EXTRACTION_SECONDS
 from prism.services import Services
 
 EXTRACT = "document.extract"
@@ -203,6 +204,9 @@ async def run_analyzer(document: Document, section: Section, analyzer: Analyzer)
         pii_types=[f["type"] for f in section.pii_findings],
     )
     elapsed = time.perf_counter() - clock
+    ANALYSIS_SECONDS.labels(analyzer.name).observe(elapsed)
+    AI_COST_USD.labels(analyzer.name).inc(float(outcome.cost_usd))
+    AI_TOKENS.labels(analyzer.name).inc(outcome.tokens_used)
     return {
         "organization_id": document.organization_id,
         "document_id": document.id,
@@ -324,10 +328,13 @@ async def extract_original(services: Services, original: Original, path: Path) -
             raise Unprocessable(
                 "The stored file fails its integrity check (altered or cut short)."
             ) from exc
+    clock = time.perf_counter()
     try:
         return await extract_isolated(path, original.kind, services.extraction_limits)
     except ExtractionError as exc:
         raise Unprocessable(str(exc)) from exc
+    finally:
+        EXTRACTION_SECONDS.labels(original.kind.value).observe(time.perf_counter() - clock)
 
 
 async def store_extraction(

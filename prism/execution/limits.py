@@ -21,6 +21,7 @@ from prism.authz.principal import Principal
 from prism.cache.store import Bucket, Rate
 from prism.execution.context import Context
 from prism.execution.cost import Estimate, actual, estimate, operation_of
+from prism.observability import RATE_LIMITED, RESPONSE_CACHE
 from prism.services import Services
 
 # Root fields whose answers depend only on the caller's organization and visibility (role,
@@ -231,6 +232,7 @@ async def look_up_answer(
     if key is None:
         return CacheLookup()
     hit = await context.services.cache.get(key)
+    RESPONSE_CACHE.labels("miss" if hit is None else "hit").inc()
     if hit is not None and context.cost is not None:
         context.cost.cached = True
     return CacheLookup(key, hit)
@@ -309,6 +311,7 @@ async def charge_request(context: Context, *, refused: bool) -> tuple[Charge, Gr
     if bucket is not None:
         context.rate_limit_headers(rate, bucket)
         if not bucket.allowed:
+            RATE_LIMITED.labels("cost").inc()
             error = rate_limited(amount, bucket)
             context.cost.cached = False
     if error is None and (not refused or context.cost.cached):  # accepted
@@ -443,7 +446,10 @@ async def charge_refusal(services: Services, key: str) -> Refusal | None:
     if charge <= 0:
         return None
     rate = rate_of(services)
-    return Refusal(rate, await take(services, key, charge, rate), charge)
+    bucket = await take(services, key, charge, rate)
+    if not bucket.allowed:
+        RATE_LIMITED.labels("refusal").inc()
+    return Refusal(rate, bucket, charge)
 
 
 async def refusal_spent(services: Services, key: str) -> Refusal | None:
@@ -462,6 +468,7 @@ async def refusal_spent(services: Services, key: str) -> Refusal | None:
     if bucket.allowed:  # refilled in between: give it back
         await take(services, key, -charge, rate)
         return None
+    RATE_LIMITED.labels("refusal").inc()
     return Refusal(rate, bucket, charge)
 
 

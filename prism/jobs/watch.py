@@ -11,10 +11,7 @@ from prism.db.engine import Database
 from prism.models import jobs as job_models
 from prism.models.audit import Actor, RequestMeta
 from prism.models.jobs import Job
-from prism.observability import JOBS
-
-# Series shown once stay, at 0 when their jobs are gone: an alert on DEAD > 0 resolves.
-_shown: set[tuple[str, str]] = set()
+from prism.observability import QUEUE
 
 
 async def observe_jobs(db: Database) -> None:
@@ -22,12 +19,7 @@ async def observe_jobs(db: Database) -> None:
     SUCCEEDED (its cost follows the backlog, not the history)."""
     async with db.transaction(None) as session:
         counts = await job_models.count_jobs(session)
-    current = {(state.value, kind): jobs for state, kind, jobs in counts}
-    for labels in _shown - current.keys():
-        JOBS.labels(*labels).set(0)
-    for labels, jobs in current.items():
-        JOBS.labels(*labels).set(jobs)
-        _shown.add(labels)
+    QUEUE.set((state.value, kind, jobs) for state, kind, jobs in counts)
 
 
 async def retry_dead(

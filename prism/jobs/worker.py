@@ -9,6 +9,7 @@ import contextlib
 import os
 import random
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -39,6 +40,7 @@ from prism.models import jobs as job_models
 from prism.models.base import utcnow
 from prism.models.enums import JobState
 from prism.models.jobs import Job
+from prism.observability import JOB_RUNS, JOB_SECONDS, JOB_WAIT_SECONDS
 from prism.search.backend import SearchUnavailable
 from prism.services import Services
 
@@ -162,7 +164,12 @@ class Worker:
             jobs = await job_models.claim_jobs(
                 session, worker=self.name, limit=free, lease_seconds=self.lease_seconds
             )
+        claimed_at = utcnow()
         for job in jobs:
+            runnable_since = max(job.run_at, job.created_at)
+            JOB_WAIT_SECONDS.labels(job.kind).observe(
+                max((claimed_at - runnable_since).total_seconds(), 0.0)
+            )
             stale = self._running.get(job.id)
             if stale is not None:
                 # Our own lease ran out (a blocked loop) and we claimed the job again: the
@@ -265,6 +272,21 @@ class Worker:
     # --- one job -------------------------------------------------------------------------------
 
     async def _execute(self, job: Job) -> None:
+        started = time.perf_counter()
+        outcome = "cancelled"
+        try:
+            outcome = await self._run(job)
+        except Exception:
+            outcome = "retried"  # not recorded: its lease runs out and it runs again
+            raise
+        finally:
+            # A cancelled run (shutdown, or a stale run stopped) is given back: not counted.
+            if outcome != "cancelled":
+                JOB_RUNS.labels(job.kind, outcome).inc()
+                JOB_SECONDS.labels(job.kind, outcome).observe(time.perf_counter() - started)
+
+    async def _run(self, job: Job) -> str:
+        """Run one claimed job and record its outcome; which one (``prism_job_runs_total``)."""
         run = JobRun(job=job, worker=self.name, services=self.services)
         bound = log.bind(job_id=str(job.id), kind=job.kind, attempt=job.attempts)
         try:
@@ -275,26 +297,32 @@ class Worker:
                 raise PermanentJobError(f"no handler for job kind {job.kind!r}")
             await handler(run)
             bound.info("job succeeded")
+            return "succeeded"
         except asyncio.CancelledError:
             raise
         except PermanentJobError as exc:
             bound.warning("job failed permanently", error=str(exc))
             if await self._finish(job, JobState.DEAD, str(exc)):
                 await fail_document(run, str(exc))
+                return "dead"
+            return "lost"
         except LeaseLost:
             bound.warning("lease lost; another run owns the job now")
+            return "lost"
         except DataError as exc:
             # What PostgreSQL refuses to store will be refused again: no retries.
             bound.warning("job failed on data the database refuses", exc_info=True)
             if await self._finish(job, JobState.DEAD, public_error(exc)):
                 await fail_document(run, "The document holds text that cannot be stored.")
+                return "dead"
+            return "lost"
         except Exception as exc:  # noqa: BLE001 - any failure is recorded and retried
             if dependency_away(exc) and utcnow() - job.created_at < timedelta(
                 hours=OUTAGE_RETRY_HOURS
             ):
                 trouble("job postponed: a dependency is away", exc, bound=bound)
                 await self._postpone(job, public_error(exc), bound)
-                return
+                return "postponed"
             trouble("job failed", exc, bound=bound)
             error = public_error(exc)
             try:
@@ -303,15 +331,19 @@ class Worker:
                         await fail_document(
                             run, f"Processing failed after {job.attempts} attempts."
                         )
-                else:
-                    await self._finish(
-                        job, JobState.FAILED, error, run_at=utcnow() + backoff(job.attempts)
-                    )
+                        return "dead"
+                    return "lost"
+                if await self._finish(
+                    job, JobState.FAILED, error, run_at=utcnow() + backoff(job.attempts)
+                ):
+                    return "retried"
+                return "lost"
             except Exception as lost:
                 if not unavailable(lost):
                     raise
                 # The lease runs out and the job is claimed again once the database is back.
                 trouble("job outcome not recorded", lost, bound=bound)
+                return "retried"
         finally:
             if self._running.get(job.id) is asyncio.current_task():
                 del self._running[job.id]

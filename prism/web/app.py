@@ -174,7 +174,7 @@ def create_app(
         settle_garbage_collector()
         log.info("prism started", mode=settings.mode.value, worker=with_worker)
         try:
-            async with metrics_listener(settings, services):
+            async with metrics_listener(services, settings.metrics_address):
                 yield
         finally:
             if background is not None:

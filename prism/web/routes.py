@@ -4,13 +4,14 @@ settings allow, or on a listener of their own), and personal-data export downloa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -27,7 +28,7 @@ from prism.errors import ServiceUnavailable
 from prism.events.relay import observe_lag
 from prism.jobs.watch import observe_jobs
 from prism.models.audit import RequestMeta
-from prism.observability import DB_POOL
+from prism.observability import DB_POOL, exposition
 from prism.privacy import export as personal_export
 from prism.services import Services
 from prism.web.edge import (
@@ -106,9 +107,25 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ok", "database": "up"})
 
 
-async def render_metrics(services: Services) -> Response:
+def observe_pool(services: Services) -> None:
     for state, value in services.db.pool_status().items():
         DB_POOL.labels(state).set(value)
+
+
+# How often each process writes its pool figures (in multiprocess mode another process may
+# answer the scrape, and sums what each last wrote).
+POOL_EVERY_SECONDS = 5.0
+
+
+async def keep_pool_observed(services: Services) -> None:
+    """Until cancelled: this process's pool gauge, every POOL_EVERY_SECONDS."""
+    while True:
+        observe_pool(services)
+        await asyncio.sleep(POOL_EVERY_SECONDS)
+
+
+async def render_metrics(services: Services) -> Response:
+    observe_pool(services)
     deadline = answer_deadline(services.settings.request_timeout_seconds)
     try:
         # Within the deadline: a scraper gets the other metrics while the database is frozen.
@@ -117,7 +134,7 @@ async def render_metrics(services: Services) -> Response:
             await observe_lag(services.db)
     except Exception as exc:  # noqa: BLE001 (logged) the other metrics still answer
         log_failure(log, "job counts unavailable", exc)
-    return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return PlainTextResponse(exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def metrics_gate(settings: Settings) -> MetricsGate:
@@ -154,11 +171,20 @@ def metrics_only_app(services: Services) -> Starlette:
 
 
 @asynccontextmanager
-async def metrics_listener(settings: Settings, services: Services) -> AsyncIterator[None]:
-    if settings.metrics_address is None:
-        yield
-        return
-    host, port = split_host_port(settings.metrics_address)
-    async with serve_alone(metrics_only_app(services), [bind_listener(host, port)]):
-        log.info("metrics listener started", address=settings.metrics_address)
-        yield
+async def metrics_listener(services: Services, address: str | None) -> AsyncIterator[None]:
+    """The process's pool gauge kept current, and, when ``address`` is set
+    (PRISM_METRICS_ADDRESS of an API process, PRISM_WORKER_METRICS_ADDRESS of a worker), a
+    listener of its own serving /metrics alone."""
+    pool = asyncio.create_task(keep_pool_observed(services))
+    try:
+        if address is None:
+            yield
+            return
+        host, port = split_host_port(address)
+        async with serve_alone(metrics_only_app(services), [bind_listener(host, port)]):
+            log.info("metrics listener started", address=address)
+            yield
+    finally:
+        pool.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pool
