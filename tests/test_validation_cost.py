@@ -625,7 +625,7 @@ def test_rules_looked_up_per_class_validate_as_graphql_core_does(source: str) ->
     classes find, at the same places, for valid and invalid documents alike."""
     from graphql import validate
 
-    from prism.execution.validation import resolved_per_class
+    from prism.execution.visitors import resolved_per_class
     from prism.schema import build_schema as build
 
     for schema in (SCHEMA, build(Settings(_env_file=None, mode=Mode.PRODUCTION))._schema):

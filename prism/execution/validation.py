@@ -31,8 +31,7 @@ import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from types import FunctionType, MethodType
-from typing import Any, ClassVar
+from typing import Any
 
 from graphql import (
     ArgumentNode,
@@ -54,7 +53,6 @@ from graphql import (
     ValueNode,
     validate,
 )
-from graphql.language.visitor import EnterLeaveVisitor
 from graphql.validation.validate import ValidationAbortedError
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
@@ -63,6 +61,7 @@ from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 from prism.execution.context import Context
 from prism.execution.limits import charge_context_refusal, context_spent
 from prism.execution.planned import PlannedRootsExecution
+from prism.execution.visitors import resolved_per_class
 
 # A chain of fragments spreading one another: longer than any real client writes, short
 # enough that the walks after validation (cost, execution) stay far from Python's recursion
@@ -388,77 +387,6 @@ def _remember(key: tuple[object, ...], errors: list[GraphQLError], size: int) ->
     _VALIDATED[key] = errors
     while len(_VALIDATED) > size:
         _VALIDATED.popitem(last=False)
-
-
-_NEITHER = EnterLeaveVisitor(None, None)
-
-
-class _ResolvedPerClass(ASTValidationRule):
-    """A rule whose enter and leave functions per node kind are looked up once per class.
-
-    graphql-core looks them up per instance (four ``getattr`` and a tuple per rule and node
-    kind), and a validation makes a new instance of every rule. A kind a rule does not visit
-    is answered with one shared empty pair; the functions found are the class's, bound to
-    the instance (a static method as it is)."""
-
-    # kind -> ((enter, bind it), (leave, bind it)), per class (``resolved_per_class``)
-    _kinds: ClassVar[dict[str, tuple[tuple[Any, bool], tuple[Any, bool]]]] = {}
-
-    def get_enter_leave_for_kind(self, kind: str) -> EnterLeaveVisitor:
-        try:
-            return self.enter_leave_map[kind]
-        except KeyError:
-            pass
-        kinds = type(self)._kinds
-        found = kinds.get(kind)
-        if found is None:
-            cls = type(self)
-            found = kinds[kind] = (
-                _handler(cls, f"enter_{kind}") or _handler(cls, "enter") or (None, False),
-                _handler(cls, f"leave_{kind}") or _handler(cls, "leave") or (None, False),
-            )
-        (enter, bind_enter), (leave, bind_leave) = found
-        pair = (
-            _NEITHER
-            if enter is None and leave is None
-            else EnterLeaveVisitor(
-                MethodType(enter, self) if bind_enter else enter,
-                MethodType(leave, self) if bind_leave else leave,
-            )
-        )
-        self.enter_leave_map[kind] = pair
-        return pair
-
-
-def _handler(cls: type, name: str) -> tuple[Any, bool] | None:
-    """The function ``name`` of ``cls`` and whether it binds to the instance (None: none)."""
-    for klass in cls.__mro__:
-        if name in vars(klass):
-            raw = vars(klass)[name]
-            if isinstance(raw, staticmethod):
-                return raw.__func__, False
-            return (raw, True) if raw is not None else None
-    return None
-
-
-_PER_CLASS: dict[type[ASTValidationRule], type[ASTValidationRule]] = {}
-
-
-def resolved_per_class(rule: type[ASTValidationRule]) -> type[ASTValidationRule]:
-    """``rule`` with its visitor functions looked up once per class (``_ResolvedPerClass``);
-    it validates exactly as ``rule`` does. A rule whose visitor functions are other than
-    plain functions or static methods is kept as it is."""
-    found = _PER_CLASS.get(rule)
-    if found is None:
-        plain = all(
-            isinstance(value, FunctionType | staticmethod)
-            for klass in rule.__mro__
-            for name, value in vars(klass).items()
-            if name.startswith(("enter", "leave"))
-        )
-        found = type(rule.__name__, (_ResolvedPerClass, rule), {"_kinds": {}}) if plain else rule
-        _PER_CLASS[rule] = found
-    return found
 
 
 def validate_document(
