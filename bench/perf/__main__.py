@@ -43,6 +43,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from bench import common
 from bench.common import bench_database, environment, read_json, write_json
 from bench.perf import coverage, limit, load, profile, report, servers
 from bench.perf.data import Dataset, generate
+from bench.perf.load import FIRST_SEEN
 from bench.perf.queries import EXPECTED_PATH, Query, queries
 
 LOG_ENTRY = re.compile(r"^\S+ \S+ \S+ \[\d+\] (?P<level>[A-Z]+):  (?P<text>.*)$")
@@ -171,6 +173,14 @@ async def capture_sql(
     captured: dict[str, dict[str, list[str]]] = {}
 
     async def statements_of(url: str, body: dict[str, Any]) -> list[str]:
+        """The statements of one request in the steady state (after one like it), or of a
+        first-seen one for a first-seen query (its operation under a name of its own)."""
+        text = json.dumps(body)
+        if FIRST_SEEN in text:
+            body = json.loads(text.replace(FIRST_SEEN, f"FirstSeen_count{uuid.uuid4().hex}"))
+        else:
+            await asyncio.to_thread(post, url, body, token)
+        await asyncio.sleep(0.5)
         start = log.stat().st_size
         await asyncio.to_thread(post, url, body, token)
         await asyncio.sleep(0.5)  # the log is written by the backends, asynchronously
