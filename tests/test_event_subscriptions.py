@@ -12,8 +12,10 @@ nothing of another organization ever arrives."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
+import os
 import socket
 import time
 import uuid
@@ -37,6 +39,7 @@ from prism.events import catalog
 from prism.events.live import LiveEvents
 from prism.models import outbox
 from prism.models.enums import Classification, Role
+from prism.schema.subscription import TOO_SLOW_CLOSE
 from prism.services import Services
 from prism.tokens import api_tokens
 from prism.web.app import create_app
@@ -510,9 +513,11 @@ async def test_one_reader_per_organization_feeds_every_subscriber(
         assert live.reads - before == 1
 
 
-async def test_a_subscriber_further_behind_than_its_buffer_is_ended(
+async def test_a_burst_reaches_a_client_that_keeps_up(
     settings: Settings, database_url: str, services: Services
 ) -> None:
+    """A burst larger than the buffer: the reader waits for the client to take what it holds,
+    and every event arrives, in order."""
     tenant = await make_tenant(services)
     small = settings.model_copy(
         update={"websocket_recheck_seconds": 300, "events_subscription_buffer": 5}
@@ -522,13 +527,131 @@ async def test_a_subscriber_further_behind_than_its_buffer_is_ended(
         connect(address, tenant.tokens[Role.ADMIN]) as ws,
     ):
         op = await _subscribed(ws, _live(app))
-        # twenty events committed together: more than the five it may fall behind
         async with services.db.transaction(tenant.org_id) as session:
-            for _ in range(20):
+            for _ in range(40):
                 await outbox.append_event(session, _snapshot(tenant.org_id))
-        assert await _ended(ws, op) == ["SUBSCRIBER_TOO_SLOW"]
-        # the socket and its other operations go on
-        assert (await ws.run("{ viewer { scopes } }")).get("errors") is None
+        got = [int((await _event(ws, op))["sequence"]) for _ in range(40)]
+        assert got == list(range(got[0], got[0] + 40))
+
+
+async def test_a_client_that_does_not_read_is_disconnected_and_memory_stays_bounded(
+    settings: Settings, database_url: str, services: Services
+) -> None:
+    tenant = await make_tenant(services)
+    small = settings.model_copy(
+        update={"websocket_recheck_seconds": 300, "events_subscription_buffer": 5}
+    )
+    written = 0
+    async with serving(small, database_url) as (address, app):
+        live = _live(app)
+        joined = live.subscribers
+        client = await RawClient.open(address, tenant.tokens[Role.ADMIN])
+        try:
+            client.send({"id": "1", "type": "subscribe", "payload": {"query": EVENTS}})
+            deadline = time.monotonic() + 10
+            while live.subscribers <= joined:
+                assert time.monotonic() < deadline, "the subscription did not start"
+                await asyncio.sleep(0.01)
+            # The client reads nothing: its socket fills, the server's sends wait, the
+            # subscriber's buffer fills, and the socket is closed. Events are committed until
+            # it is.
+            deadline = time.monotonic() + 60
+            while live.subscribers > joined:
+                assert time.monotonic() < deadline, "the subscriber was never ended"
+                async with services.db.transaction(tenant.org_id) as session:
+                    for _ in range(200):
+                        await outbox.append_event(session, _big_snapshot(tenant.org_id))
+                written += 200
+                await asyncio.sleep(0.1)
+            # Now read: the events that were on their way, then the close frame and its code.
+            frames = await client.read_all()
+        finally:
+            client.close()
+    delivered = [f for f in frames if f[0] == 1 and json.loads(f[1])["type"] == "next"]
+    assert 0 < len(delivered) < written
+    closing = [f for f in frames if f[0] == 8]
+    assert closing, frames[-3:]
+    assert int.from_bytes(closing[0][1][:2], "big") == TOO_SLOW_CLOSE
+    assert closing[0][1][2:] == b"SUBSCRIBER_TOO_SLOW"
+
+
+class RawClient:
+    """A graphql-transport-ws client on a bare socket with a small receive buffer: after its
+    handshake it reads nothing until asked, so only the kernel's buffers hold what the server
+    sends."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    @classmethod
+    async def open(cls, address: str, token: str) -> RawClient:
+        host, port = address.split(":")
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(raw, (host, int(port)))
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            f"GET /graphql HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
+        )
+        await loop.sock_sendall(raw, request.encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += await asyncio.wait_for(loop.sock_recv(raw, 1), 10)
+        assert answer.startswith(b"HTTP/1.1 101"), answer
+        client = cls(raw)
+        client.send({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
+        # the ack: read byte by byte, so nothing after it is taken off the socket
+        header = await client._exactly(2)
+        ack = await client._exactly(header[1] & 0x7F)
+        assert json.loads(ack)["type"] == "connection_ack", ack
+        return client
+
+    def send(self, message: dict[str, Any]) -> None:
+        payload = json.dumps(message).encode()
+        assert len(payload) < 65536
+        mask = os.urandom(4)
+        size = (
+            bytes([0x80 | len(payload)])
+            if len(payload) < 126
+            else bytes([0x80 | 126]) + len(payload).to_bytes(2, "big")
+        )
+        body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.setblocking(True)
+        self.sock.sendall(bytes([0x81]) + size + mask + body)
+        self.sock.setblocking(False)
+
+    async def _exactly(self, n: int) -> bytes:
+        loop = asyncio.get_running_loop()
+        data = b""
+        while len(data) < n:
+            chunk = await asyncio.wait_for(loop.sock_recv(self.sock, n - len(data)), 10)
+            assert chunk, "closed"
+            data += chunk
+        return data
+
+    async def read_all(self) -> list[tuple[int, bytes]]:
+        """Every frame until the server's close frame (or the end of the stream)."""
+        frames: list[tuple[int, bytes]] = []
+        while True:
+            try:
+                first = await self._exactly(2)
+            except AssertionError:
+                return frames
+            size = first[1] & 0x7F
+            if size == 126:
+                size = int.from_bytes(await self._exactly(2), "big")
+            elif size == 127:
+                size = int.from_bytes(await self._exactly(8), "big")
+            frames.append((first[0] & 0x0F, await self._exactly(size)))
+            if frames[-1][0] == 8:
+                return frames
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def _snapshot(organization_id: uuid.UUID) -> outbox.Draft:
@@ -543,6 +666,13 @@ def _snapshot(organization_id: uuid.UUID) -> outbox.Draft:
         department=None,
         data={"organizationId": str(organization_id)},
     )
+
+
+def _big_snapshot(organization_id: uuid.UUID) -> outbox.Draft:
+    """A metrics snapshot of many figures (a few KiB): sockets fill sooner."""
+    draft = _snapshot(organization_id)
+    draft.event["data"]["jobs"] = {f"kind{n}": {"QUEUED": n} for n in range(100)}
+    return draft
 
 
 # --- the policy of each event type -----------------------------------------------------------

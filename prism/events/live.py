@@ -4,9 +4,11 @@ One LISTEN on ``prism_outbox`` per process (``LiveEvents``); a notification name
 organization whose events were committed. For an organization with subscribers in this process,
 one reader (never one per subscriber) reads the new rows under the organization's row-level
 security, in sequence order, and hands the same rows to each of its subscribers' buffers. A
-subscriber's buffer is bounded: one that falls ``buffer`` events behind (its client does not
-read) is ended with SUBSCRIBER_TOO_SLOW, so a slow client costs a bounded amount of memory,
-and it resumes with the id of the last event it received.
+subscriber's buffer is bounded: when the next rows do not fit, the reader waits for it to
+take what it holds (at most ``pace_seconds``); one that still has no room (its client does
+not read) is ended with SUBSCRIBER_TOO_SLOW, so a slow client costs a bounded amount of memory
+and delays the others a bounded time, and it resumes with the id of the last event it
+received.
 
 A stream (``LiveEvents.stream``) starts after a sequence number: the head (new events only) or a
 resume point. It first replays what the outbox holds after it, in batches read by itself, then
@@ -24,9 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 import structlog
 
@@ -41,16 +44,36 @@ log = structlog.get_logger("prism.events.live")
 # Rows read per statement (replay, catch-up and the organizations' readers).
 READ_BATCH = 500
 RESYNC_SECONDS = 20.0
+# How long an organization's reader waits for a subscriber to make room for the next rows
+# before that subscriber is ended (its client is not reading): a burst of events does not end
+# clients that keep up, and one that does not read delays the others by this at most.
+PACE_SECONDS = 1.0
 
 
 class Subscriber:
     """One stream's bounded buffer of rows handed by its organization's reader."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_overflow: Callable[[], None] | None = None) -> None:
         self.limit = limit
+        self.on_overflow = on_overflow
         self.rows: deque[Row] = deque()
         self.overflowed = False
         self._ready = asyncio.Event()
+        self._taken = asyncio.Event()
+
+    def room(self) -> int:
+        return self.limit - len(self.rows)
+
+    async def made_room(self, rows: int, seconds: float) -> None:
+        """Wait (at most ``seconds``) until ``rows`` more fit."""
+        deadline = time.monotonic() + seconds
+        while self.room() < rows and not self.overflowed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._taken.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._taken.wait(), left)
 
     def offer(self, rows: list[Row]) -> None:
         if self.overflowed:
@@ -59,6 +82,8 @@ class Subscriber:
             # Nothing more is kept for it: it ends with SUBSCRIBER_TOO_SLOW when it next looks.
             self.overflowed = True
             self.rows.clear()
+            if self.on_overflow is not None:
+                self.on_overflow()
         else:
             self.rows.extend(rows)
         self._ready.set()
@@ -75,6 +100,7 @@ class Subscriber:
             )
         rows = list(self.rows)
         self.rows.clear()
+        self._taken.set()
         return rows
 
 
@@ -98,10 +124,14 @@ class LiveEvents:
         *,
         buffer: int,
         resync_seconds: float = RESYNC_SECONDS,
+        pace_seconds: float = PACE_SECONDS,
     ) -> None:
         self.db = db
         self.buffer = buffer
         self.resync_seconds = resync_seconds
+        self.pace_seconds = pace_seconds
+        # What the reader reads at once: never more than a subscriber may hold.
+        self.read_batch = min(READ_BATCH, buffer)
         self._organizations: dict[uuid.UUID, _Organization] = {}
         self.listener = Listener(url, models.CHANNEL, self._notified, on_connect=self._wake_all)
         self._ticker: asyncio.Task[None] | None = None
@@ -145,15 +175,21 @@ class LiveEvents:
     # --- one stream ----------------------------------------------------------------------------
 
     async def stream(
-        self, organization_id: uuid.UUID, after: int
+        self,
+        organization_id: uuid.UUID,
+        after: int,
+        *,
+        on_overflow: Callable[[], None] | None = None,
     ) -> AsyncGenerator[list[Row], None]:
         """The organization's events after sequence ``after``, in order, as they come: batches
-        of rows, each batch what was read together."""
+        of rows, each batch what was read together. ``on_overflow`` is called when the stream
+        has fallen too far behind (it raises SubscriberTooSlow when it next looks for rows; a
+        stream stuck sending to a client that does not read never looks)."""
         last = after
         async for rows in self._read_from(organization_id, last):
             last = rows[-1].sequence
             yield rows
-        async with self._subscribed(organization_id) as subscriber:
+        async with self._subscribed(organization_id, on_overflow) as subscriber:
             # what was committed between the replay's end and joining the reader
             async for rows in self._read_from(organization_id, last):
                 last = rows[-1].sequence
@@ -195,8 +231,10 @@ class LiveEvents:
                 return
 
     @contextlib.asynccontextmanager
-    async def _subscribed(self, organization_id: uuid.UUID) -> AsyncIterator[Subscriber]:
-        subscriber = Subscriber(self.buffer)
+    async def _subscribed(
+        self, organization_id: uuid.UUID, on_overflow: Callable[[], None] | None
+    ) -> AsyncIterator[Subscriber]:
+        subscriber = Subscriber(self.buffer, on_overflow)
         organization = self._organizations.get(organization_id)
         first = organization is None
         if organization is None:
@@ -248,7 +286,7 @@ class LiveEvents:
         if organization is None:
             return
         organization.dirty = True
-        if not organization.ready.is_set():
+        if not organization.ready.is_set() or organization.failed:
             return  # its reader starts once its start is known
         if organization.reader is None or organization.reader.done():
             organization.reader = asyncio.create_task(self._read(organization_id, organization))
@@ -261,17 +299,26 @@ class LiveEvents:
                     assert organization.last is not None
                     async with self.db.transaction(organization_id) as session:
                         rows = await models.read_rows(
-                            session, organization_id, organization.last, READ_BATCH
+                            session, organization_id, organization.last, self.read_batch
                         )
                     if not rows:
                         break
                     self.reads += len(rows)
                     organization.last = rows[-1].sequence
-                    for subscriber in list(organization.subscribers):
+                    subscribers = list(organization.subscribers)
+                    full = [s for s in subscribers if s.room() < len(rows)]
+                    if full:
+                        # Clients that keep up make room within the pace; the others end.
+                        await asyncio.wait_for(
+                            asyncio.gather(
+                                *(s.made_room(len(rows), self.pace_seconds) for s in full)
+                            ),
+                            self.pace_seconds + 1,
+                        )
+                    for subscriber in subscribers:
                         subscriber.offer(rows)
-                    if len(rows) < READ_BATCH:
+                    if len(rows) < self.read_batch:
                         break
-                    await asyncio.sleep(0)  # let the subscribers drain between batches
         except Exception as exc:  # noqa: BLE001 - logged; read again on the next wake or tick
             log_failure(log, "live events read failed", exc)
         finally:

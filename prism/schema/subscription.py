@@ -41,6 +41,11 @@ class DocumentProgress:
 
 
 MAX_TYPES = 100
+# An `events` stream that fell behind and has not ended after this (stuck sending to a client
+# that does not read) has its socket closed with this code (graphql-ws clients reconnect on
+# it, and resume with `after`).
+STUCK_SECONDS = 2.0
+TOO_SLOW_CLOSE = 4008
 
 
 @strawberry.type(
@@ -211,7 +216,21 @@ class Subscription:
                 start = await live.head(organization_id)
             else:
                 start = await live.resume_point(organization_id, resume)
-        stream = live.stream(organization_id, start)
+        # A client that stops reading leaves this stream stuck sending, where it cannot see
+        # that it fell behind: once it has, the socket is closed unless the stream ends first.
+        closing: list[asyncio.Task[None]] = []
+
+        async def close_when_stuck() -> None:
+            await asyncio.sleep(STUCK_SECONDS)
+            if info.context.disconnect is not None:
+                # shielded: the socket's end cancels this stream, and so this task
+                await asyncio.shield(info.context.disconnect(TOO_SLOW_CLOSE, "SUBSCRIBER_TOO_SLOW"))
+
+        def overflowed() -> None:
+            if not closing:
+                closing.append(asyncio.create_task(close_when_stuck()))
+
+        stream = live.stream(organization_id, start, on_overflow=overflowed)
         try:
             async for rows in stream:
                 if wanted is not None:
@@ -233,4 +252,6 @@ class Subscription:
                     ):
                         yield CloudEvent.from_row(row)
         finally:
+            for task in closing:
+                task.cancel()
             await stream.aclose()
