@@ -309,11 +309,8 @@ class LiveEvents:
                     full = [s for s in subscribers if s.room() < len(rows)]
                     if full:
                         # Clients that keep up make room within the pace; the others end.
-                        await asyncio.wait_for(
-                            asyncio.gather(
-                                *(s.made_room(len(rows), self.pace_seconds) for s in full)
-                            ),
-                            self.pace_seconds + 1,
+                        await asyncio.gather(
+                            *(s.made_room(len(rows), self.pace_seconds) for s in full)
                         )
                     for subscriber in subscribers:
                         subscriber.offer(rows)
