@@ -274,6 +274,26 @@ async def test_a_lost_resume_point_is_said_not_skipped(
     async with connect(address, token) as ws:
         pruned = await ws.start(EVENTS, {"after": seen["id"]})
         assert await _ended(ws, pruned) == ["RESUME_POINT_LOST"]
+        # a resume point that is still there, with events after it pruned: not skipped either
+        op = await _subscribed(ws, live, {"types": [UPDATED]})
+        await _retype(client, token, doc.id)
+        kept = await _event(ws, op)
+        await _retype(client, token, doc.id)
+        await _retype(client, token, doc.id)
+        await _event(ws, op)
+        await _event(ws, op)
+    conn = await asyncpg.connect(url_for_asyncpg(database_url))
+    try:
+        await conn.execute(
+            "DELETE FROM outbox_events WHERE organization_id = $1 AND sequence = $2",
+            tenant.org_id,
+            int(kept["sequence"]) + 1,
+        )
+    finally:
+        await conn.close()
+    async with connect(address, token) as ws:
+        gap = await ws.start(EVENTS, {"after": kept["id"]})
+        assert await _ended(ws, gap) == ["RESUME_POINT_LOST"]
         assert codes(await ws.run(EVENTS, {"after": "not-an-id"})) == ["BAD_USER_INPUT"]
 
 
@@ -511,6 +531,11 @@ async def test_one_reader_per_organization_feeds_every_subscriber(
         assert len(ids) == 1
         # the event's row was read once for the three (other tests' organizations aside)
         assert live.reads - before == 1
+    # the sockets gone, their streams leave the reader (nothing is kept for them)
+    deadline = time.monotonic() + 5
+    while live.subscribers:
+        assert time.monotonic() < deadline, "subscribers left behind"
+        await asyncio.sleep(0.01)
 
 
 async def test_a_burst_reaches_a_client_that_keeps_up(
