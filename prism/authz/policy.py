@@ -454,4 +454,20 @@ def policy_table() -> str:
     ]
     for level in Classification:
         lines.append(f"| {level.value} | " + ", ".join(c.value for c in level.at_most()) + " |")
+    lines += [
+        "",
+        "## Live events (`events` subscription)",
+        "",
+        f"Each event also needs `{Action.EVENT_READ.value}` (token scope "
+        f"`{ACTION_SCOPE[Action.EVENT_READ]}`). An event that concerns documents is decided as",
+        "a read of them (its classification and department); one without a classification is",
+        "read as RESTRICTED of no department (an ADMIN cleared for RESTRICTED only). A type",
+        "not listed reaches nobody.",
+        "",
+        "| event type | action | concerns documents |",
+        "|---|---|---|",
+    ]
+    for event_type, rule in sorted(EVENT_RULES.items()):
+        concerns = "yes" if rule.documents else "no"
+        lines.append(f"| `{event_type}` | `{rule.action.value}` | {concerns} |")
     return "\n".join(lines) + "\n"
