@@ -479,6 +479,13 @@ class Settings(BaseSettings):
         description="How often the relay writes each active organization's metrics snapshot "
         "(queue depth, processing times, AI cost) to system-metrics (0: never).",
     )
+    events_subscription_buffer: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="Events a live `events` subscription may fall behind the outbox before it "
+        "is ended with SUBSCRIBER_TOO_SLOW (a slow client resumes with `after`).",
+    )
     outbox_retention_hours: float = Field(
         168,
         gt=0,

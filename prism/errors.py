@@ -65,6 +65,20 @@ class ServiceUnavailable(PrismError):
     code = "SERVICE_UNAVAILABLE"
 
 
+class ResumePointLost(PrismError):
+    """An event stream cannot resume where the client asked: the event named is not (or no
+    longer) in the outbox. Start again without `after` (and read the state back)."""
+
+    code = "RESUME_POINT_LOST"
+
+
+class SubscriberTooSlow(PrismError):
+    """An event stream fell further behind than the server buffers for it, and was ended.
+    Resume with `after` (the id of the last event received)."""
+
+    code = "SUBSCRIBER_TOO_SLOW"
+
+
 def not_found(kind: str) -> NotFound:
     """The one message for a missing row *and* a row the caller may not see."""
     return NotFound(f"{kind} not found.")

@@ -15,6 +15,7 @@ from prism.crypto.envelope import Envelope
 from prism.crypto.links import ExportLinks
 from prism.db.engine import Database
 from prism.db.notify import Notifications
+from prism.events.live import LiveEvents
 from prism.extraction.detect import ImageLimits
 from prism.extraction.extract import Limits
 from prism.extraction.ocr import OcrLimits
@@ -48,6 +49,9 @@ class Services:
     mail: Mailer
     # Document progress events; None until the server's lifespan starts listening.
     progress: Notifications | None = field(default=None)
+    # The outbox fanned out to `events` subscriptions; None until the server's lifespan starts
+    # listening.
+    live_events: LiveEvents | None = field(default=None)
     # Verified bearer credentials; None until the server's lifespan starts listening (and
     # then every request is checked in the database).
     credentials: CredentialCache | None = field(default=None)

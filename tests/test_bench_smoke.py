@@ -426,6 +426,23 @@ def test_outbox_benchmark_publishes_every_event_and_measures_the_mutation(
     assert len(found["What the outbox adds to the mutation"]) == 2
 
 
+# --- bench/subscriptions.py --------------------------------------------------------------------
+
+
+def test_subscriptions_benchmark_delivers_every_change_to_every_subscriber(
+    run_bench: Run,
+) -> None:
+    document = run_bench(
+        "bench/subscriptions.py",
+        *("--changes", "5", "--gap", "0.01", "--subscribers", "1,2"),
+        report="subscriptions.json",
+    )
+    rows = tables(document)["Latency: commit → arrival at the WebSocket subscribers"]
+    assert [(r["subscribers"], r["deliveries"]) for r in rows] == [(1, 5), (2, 10)]
+    # one read of each change's row for all the subscribers of the organization
+    assert all(r["rows read by the server"] == 5 for r in rows)
+
+
 # --- bench/pii.py ------------------------------------------------------------------------------
 
 

@@ -74,6 +74,7 @@ ROLE_MAY = {
         "mfa:manage",
         "password:change",
         "user:export",
+        "event:read",
     },
 }
 ROLE_MAY["REVIEWER"] = ROLE_MAY["VIEWER"] | {

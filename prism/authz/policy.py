@@ -51,6 +51,7 @@ class Action(StrEnum):
     BI_READ = "bi:read"
     OPERATION_READ = "operation:read"
     OPERATION_MANAGE = "operation:manage"
+    EVENT_READ = "event:read"
 
 
 _READ = {
@@ -64,6 +65,7 @@ _READ = {
     Action.MFA_MANAGE,
     Action.PASSWORD_CHANGE,
     Action.USER_EXPORT,
+    Action.EVENT_READ,
 }
 # DOCUMENT_DELETE is owned: a reviewer deletes only what they uploaded.
 _REVIEW = _READ | {
@@ -136,6 +138,8 @@ ACTION_SCOPE: dict[Action, str | None] = {
     # The registered operations a BI tool may run; registering and retiring them.
     Action.OPERATION_READ: "bi:read",
     Action.OPERATION_MANAGE: "operations:admin",
+    # The live stream of the organization's events; each event also needs its own action.
+    Action.EVENT_READ: "events:read",
 }
 
 # Actions whose resource is owned: the owner may act, others need ADMIN.
@@ -242,6 +246,123 @@ def decide(
     return _allow(f"{principal.role.value} may {action.value}.")
 
 
+@dataclass(frozen=True)
+class EventRule:
+    """What receiving one type of event needs: the action (and so the role and token scope)
+    of reading what it describes, and whether it concerns documents. An event that concerns
+    documents is read like a document (clearance, and RESTRICTED within the department); one
+    that concerns documents but names no classification (a purge of many, a metrics snapshot
+    over all of them) is read as RESTRICTED of no department: only an ADMIN cleared for
+    RESTRICTED sees it. An event that concerns none (a sign-in, a token) is read like its audit
+    entry in the audit log."""
+
+    action: Action
+    documents: bool
+
+
+_DOCUMENT_EVENT = EventRule(Action.DOCUMENT_READ, documents=True)
+_ACCESS_EVENT = EventRule(Action.AUDIT_READ, documents=True)
+_AUDIT_EVENT = EventRule(Action.AUDIT_READ, documents=False)
+
+# CloudEvents type -> what receiving it needs. A type not listed is received by nobody (fails
+# closed); tests/test_event_subscriptions.py checks that every type the catalog makes is here.
+EVENT_RULES: dict[str, EventRule] = {
+    **{
+        f"prism.document.{name}": _DOCUMENT_EVENT
+        for name in (
+            "uploaded",
+            "analysis_requested",
+            "processed",
+            "failed",
+            "updated",
+            "reclassified",
+            "legal_hold_changed",
+            "deleted",
+            "erased",
+        )
+    },
+    **{
+        f"prism.feedback.{name}": _DOCUMENT_EVENT
+        for name in ("submitted", "reviewed", "approved", "rejected")
+    },
+    # who read or was refused what: the audit trail of a document
+    **{
+        f"prism.document.{name}": _ACCESS_EVENT
+        for name in ("restricted_read", "original_read", "preview_read", "original_refused")
+    },
+    # lifecycle changes name documents of every classification
+    "prism.lifecycle.transitioned": EventRule(Action.RETENTION_READ, documents=True),
+    "prism.lifecycle.purged": EventRule(Action.RETENTION_READ, documents=True),
+    "prism.retention.updated": EventRule(Action.RETENTION_READ, documents=False),
+    # figures over every document of the organization
+    "prism.metrics.snapshot": EventRule(Action.BI_READ, documents=True),
+    **{
+        f"prism.{name}": _AUDIT_EVENT
+        for name in (
+            "user.created",
+            "user.updated",
+            "user.erased",
+            "user.export_requested",
+            "user.export_ready",
+            "user.export_downloaded",
+            "auth.signed_in",
+            "auth.session_refreshed",
+            "auth.refresh_token_reused",
+            "auth.signed_out",
+            "auth.mfa_enrolment_started",
+            "auth.mfa_enabled",
+            "auth.mfa_backup_codes_renewed",
+            "auth.mfa_disabled",
+            "auth.mfa_reset",
+            "auth.password_changed",
+            "auth.password_reset_requested",
+            "auth.password_reset",
+            "token.created",
+            "token.revoked",
+            "organization.created",
+            "organization.domain_changed",
+            "job.retried",
+            "operation.registered",
+            "operation.retired",
+        )
+    },
+}
+
+
+def may_subscribe_to(principal: Principal, event_type: str) -> bool:
+    """Whether the caller's role and token scopes could ever receive events of this type
+    (each event is still decided by ``may_receive_event``)."""
+    rule = EVENT_RULES.get(event_type)
+    return (
+        rule is not None
+        and decide(principal, Action.EVENT_READ).allowed
+        and decide(principal, rule.action).allowed
+    )
+
+
+def may_receive_event(
+    principal: Principal,
+    *,
+    organization_id: uuid.UUID,
+    event_type: str,
+    classification: Classification | None,
+    department: str | None,
+) -> bool:
+    """Whether one event of the outbox may be delivered to the caller (a live subscription):
+    its type's action allowed (role, token scope, access not expired), and what it concerns
+    visible to the caller as a read of it would be."""
+    rule = EVENT_RULES.get(event_type)
+    if rule is None:
+        return False
+    if rule.documents and classification is None:
+        classification, department = Classification.RESTRICTED, None
+    event = Resource(organization_id, "Event", classification, department)
+    return (
+        decide(principal, Action.EVENT_READ).allowed
+        and decide(principal, rule.action, event).allowed
+    )
+
+
 def sees_raw_pii(principal: Principal) -> bool:
     """Below CONFIDENTIAL clearance, personal data in text is masked wherever it is shown."""
     return principal.clearance.rank >= Classification.CONFIDENTIAL.rank
@@ -333,4 +454,20 @@ def policy_table() -> str:
     ]
     for level in Classification:
         lines.append(f"| {level.value} | " + ", ".join(c.value for c in level.at_most()) + " |")
+    lines += [
+        "",
+        "## Live events (`events` subscription)",
+        "",
+        f"Each event also needs `{Action.EVENT_READ.value}` (token scope "
+        f"`{ACTION_SCOPE[Action.EVENT_READ]}`). An event that concerns documents is decided as",
+        "a read of them (its classification and department); one without a classification is",
+        "read as RESTRICTED of no department (an ADMIN cleared for RESTRICTED only). A type",
+        "not listed reaches nobody.",
+        "",
+        "| event type | action | concerns documents |",
+        "|---|---|---|",
+    ]
+    for event_type, rule in sorted(EVENT_RULES.items()):
+        concerns = "yes" if rule.documents else "no"
+        lines.append(f"| `{event_type}` | `{rule.action.value}` | {concerns} |")
     return "\n".join(lines) + "\n"

@@ -158,6 +158,14 @@ KINDS: dict[str, Kind] = {
 # The feedback review's outcome names its event: approved or rejected.
 _REVIEW_OUTCOMES = {"APPROVED": "prism.feedback.approved", "REJECTED": "prism.feedback.rejected"}
 
+# Every CloudEvents type the outbox holds (what a live subscription may ask for).
+RECLASSIFIED = "prism.document.reclassified"
+TYPES: frozenset[str] = frozenset(
+    {kind.type for kind in KINDS.values()}
+    | set(_REVIEW_OUTCOMES.values())
+    | {RECLASSIFIED, METRICS_SNAPSHOT}
+)
+
 # Values an event may carry: numbers, booleans, None, and strings of these shapes only.
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?)?$")
@@ -278,7 +286,7 @@ def from_audit(
         and after
         and before.get("classification") != after.get("classification")
     ):
-        type_ = "prism.document.reclassified"
+        type_ = RECLASSIFIED
     data: dict[str, Any] = {"organizationId": str(organization_id)}
     if event_type in KINDS:
         data["auditEventType"] = event_type

@@ -205,6 +205,9 @@ class Context:
     # The bearer credential the principal was authenticated from (a JWT or an API token):
     # a long-lived operation or connection checks it again, as a new request would.
     credential: str | None = field(default=None, repr=False)
+    # graphql-transport-ws: closes the operation's socket with a code and reason (a stream
+    # whose client stopped reading cannot be told otherwise); None over HTTP.
+    disconnect: Callable[[int, str], Awaitable[None]] | None = field(default=None, repr=False)
     # Merged into the response's `extensions` (e.g. which search backend answered).
     response_extensions: dict[str, Any] = field(default_factory=dict)
 

@@ -166,6 +166,74 @@ async def advance_head_with_event(
     return sequence
 
 
+# --- live subscribers (read under the organization's row-level security) -------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One event as a live subscriber reads it: where it is in its organization's stream, what
+    its visibility depends on, and the CloudEvent itself (JSON text)."""
+
+    organization_id: uuid.UUID
+    sequence: int
+    id: uuid.UUID
+    type: str
+    classification: Classification | None
+    department: str | None
+    event: str
+
+
+async def read_rows(
+    session: AsyncSession, organization_id: uuid.UUID, after: int, limit: int
+) -> list[Row]:
+    """The organization's events after sequence ``after``, in order (at most ``limit``)."""
+    rows = await session.execute(
+        sa.text(
+            "SELECT sequence, id, type, classification, department, event::text "
+            "FROM outbox_events WHERE organization_id = CAST(:org AS uuid) AND sequence > :after "
+            "ORDER BY sequence LIMIT :limit"
+        ),
+        {"org": str(organization_id), "after": after, "limit": limit},
+    )
+    return [
+        Row(
+            organization_id,
+            int(r[0]),
+            r[1],
+            r[2],
+            None if r[3] is None else Classification(r[3]),
+            r[4],
+            r[5],
+        )
+        for r in rows.all()
+    ]
+
+
+async def sequence_of(
+    session: AsyncSession, organization_id: uuid.UUID, event_id: uuid.UUID
+) -> int | None:
+    """The sequence of the organization's event ``event_id``; None when there is none (never
+    written, another organization's, or pruned)."""
+    found = await session.scalar(
+        sa.select(OutboxEvent.sequence).where(
+            OutboxEvent.organization_id == organization_id, OutboxEvent.id == event_id
+        )
+    )
+    return None if found is None else int(found)
+
+
+async def head_sequence(session: AsyncSession, organization_id: uuid.UUID) -> int:
+    """The sequence of the organization's last committed event (0: none yet)."""
+    found = await session.scalar(
+        sa.text(
+            "SELECT outbox_sequence FROM audit_chain_heads "
+            "WHERE organization_id = CAST(:org AS uuid)"
+        ),
+        {"org": str(organization_id)},
+    )
+    return int(found or 0)
+
+
 # --- consumers ---------------------------------------------------------------------------------
 
 

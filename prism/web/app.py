@@ -29,6 +29,7 @@ from prism.config import Settings
 from prism.db.engine import url_for_asyncpg
 from prism.db.notify import Notifications
 from prism.documents.processing import PROGRESS_CHANNEL
+from prism.events.live import LiveEvents
 from prism.observability import HTTP_REQUESTS, configure_logging
 from prism.schema import build_schema
 from prism.web.assets import ROUTE as ASSET_ROUTE
@@ -163,12 +164,18 @@ def create_app(
         await dashboard.register(services)
         progress = Notifications(url_for_asyncpg(url), PROGRESS_CHANNEL, key_field="d")
         await progress.start()
+        live_events = LiveEvents(
+            services.db, url_for_asyncpg(url), buffer=settings.events_subscription_buffer
+        )
+        await live_events.start()
         credentials = CredentialCache(url_for_asyncpg(url), ttl_seconds=settings.auth_cache_seconds)
         if settings.auth_cache_seconds > 0:
             await credentials.start()
             if services.db.statements is not None:
                 services.db.statements.listen(CREDENTIALS_CHANNEL, credentials.changed)
-        services = replace(services, progress=progress, credentials=credentials)
+        services = replace(
+            services, progress=progress, live_events=live_events, credentials=credentials
+        )
         app.state.services = services
         background = await bootstrap.start_worker(services) if with_worker else None
         settle_garbage_collector()
@@ -180,6 +187,7 @@ def create_app(
             if background is not None:
                 await background.stop()
             await progress.stop()
+            await live_events.stop()
             await credentials.stop()
             await services.close()
 

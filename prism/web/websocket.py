@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import suppress
 from json import JSONDecodeError
 from typing import Any
@@ -135,6 +135,7 @@ class PrismTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         super().__init__(*args, **kwargs)
         self.recheck_task: asyncio.Task[None] | None = None
         self.socket_key: uuid.UUID | None = None
+        self.closing: asyncio.Task[None] | None = None
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         """Strawberry's, with the credential's socket count checked before the ack."""
@@ -194,7 +195,30 @@ class PrismTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
             self.recheck_task.cancel()
             with suppress(asyncio.CancelledError):
                 await self.recheck_task
+        if self.closing is not None and not self.closing.done():
+            self.closing.cancel()
         await super().shutdown()
+
+    def disconnecter(
+        self, operation: PrismOperation
+    ) -> Callable[[int, str], Coroutine[Any, Any, None]]:
+        """How ``operation`` ends itself and its socket when its client no longer reads: the
+        operation (stuck sending) is cancelled now, which frees what it holds, and the socket
+        is closed with ``code``, whose close frame leaves after what the client has not read
+        yet."""
+
+        async def disconnect(code: int, reason: str) -> None:
+            self.operations.pop(operation.id, None)
+            if operation.task is not None and operation.task is not asyncio.current_task():
+                operation.task.cancel()
+            if self.closing is None:
+                self.closing = asyncio.create_task(self._close(code, reason[:120]))
+
+        return disconnect
+
+    async def _close(self, code: int, reason: str) -> None:
+        with suppress(Exception):
+            await self.websocket.close(code=code, reason=reason)
 
     async def recheck(self) -> None:
         """Close the socket once its credential no longer authenticates."""
@@ -322,6 +346,7 @@ class PrismTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
             async with answered_within(deadline, "credential re-check"):
                 principal = await self.context.reauthenticate()
             context = self.context.for_operation(principal)
+            context.disconnect = self.disconnecter(operation)
             operation.context = context
             # A caller who cannot pay for one more refusal is answered before the lookup.
             limited = await context_spent(context)
