@@ -11,6 +11,8 @@ import httpx
 import pytest
 from graphql import parse, specified_rules
 from pydantic import SecretStr
+from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
+from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
 from prism.config import Mode, Settings
 from prism.execution.cost import estimate, operation_of
@@ -616,6 +618,10 @@ EQUIVALENCE_DOCUMENTS = [
     "query Q($d: DocumentFilter) { documents(filter: $d, first: 1, bogus: 1) { totalCount } }",
     "{ documents(filter: {riskLevel: [NOPE]}) { totalCount } }",
     "mutation { logout }",
+    "query Q($unused: Int) { viewer { scopes } }",
+    "query Q { documents(first: $undefined) { totalCount } }",
+    'query Q($f: Int) { documents(first: $f, filter: {search: "$x"}) { totalCount } }',
+    "query Q($f: String) { documents(first: $f) { totalCount } }",
 ]
 
 
@@ -636,3 +642,13 @@ def test_rules_looked_up_per_class_validate_as_graphql_core_does(source: str) ->
         assert [(e.message, e.locations) for e in per_class] == [
             (e.message, e.locations) for e in stock
         ]
+        # What Prism runs (the rules of variables left out of a document without any):
+        # the same errors as graphql-core's classes with every rule, for a document its own
+        # linear checks let through.
+        if analyse(document, LIMITS).errors:
+            continue
+        everything = (*rules, MaybeNullValidationRule, OneOfInputValidationRule)
+        prism = validate_document(schema, document, rules, LIMITS, hide_suggestions=False)
+        assert sorted((e.message, str(e.locations)) for e in prism) == sorted(
+            (e.message, str(e.locations)) for e in validate(schema, document, everything)
+        )

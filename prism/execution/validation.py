@@ -45,12 +45,15 @@ from graphql import (
     GraphQLSchema,
     InlineFragmentNode,
     ListValueNode,
+    NoUndefinedVariablesRule,
+    NoUnusedVariablesRule,
     ObjectValueNode,
     OperationDefinitionNode,
     OverlappingFieldsCanBeMergedRule,
     SelectionSetNode,
     ValidationContext,
     ValueNode,
+    VariablesInAllowedPositionRule,
     validate,
 )
 from graphql.validation.validate import ValidationAbortedError
@@ -389,6 +392,20 @@ def _remember(key: tuple[object, ...], errors: list[GraphQLError], size: int) ->
         _VALIDATED.popitem(last=False)
 
 
+# Rules that find nothing in a document without variables: each asks for the operation's
+# variable usages, a second walk of the whole document with its types.
+_OF_VARIABLES = frozenset(
+    {NoUndefinedVariablesRule, NoUnusedVariablesRule, VariablesInAllowedPositionRule}
+)
+
+
+def _without_variables(document: DocumentNode) -> bool:
+    """Whether the document certainly defines and uses no variable: its text has no ``$``
+    (a ``$`` in a string value only means it is not known)."""
+    loc = document.loc
+    return loc is not None and "$" not in loc.source.body
+
+
 def validate_document(
     schema: GraphQLSchema,
     document: DocumentNode,
@@ -404,6 +421,7 @@ def validate_document(
     budgeted = tuple(
         BudgetedOverlappingFields if rule is OverlappingFieldsCanBeMergedRule else rule
         for rule in rules
+        if not (rule in _OF_VARIABLES and _without_variables(document))
     )
     errors = validate(
         schema,
