@@ -69,6 +69,9 @@ OUTBOX_LAG_SECONDS = Gauge(
 OUTBOX_PRUNED = Counter(
     "prism_outbox_pruned_total", "Published outbox events deleted after the retention window."
 )
+WEBHOOK_ATTEMPTS = Counter(
+    "prism_webhook_attempts_total", "Webhook delivery attempts, by outcome.", ["outcome"]
+)
 
 # Label values come from clients (paths, operation names): a bounded set keeps one client from
 # growing the metrics without end.

@@ -51,6 +51,7 @@ class Action(StrEnum):
     BI_READ = "bi:read"
     OPERATION_READ = "operation:read"
     OPERATION_MANAGE = "operation:manage"
+    WEBHOOK_MANAGE = "webhook:manage"
 
 
 _READ = {
@@ -136,6 +137,8 @@ ACTION_SCOPE: dict[Action, str | None] = {
     # The registered operations a BI tool may run; registering and retiring them.
     Action.OPERATION_READ: "bi:read",
     Action.OPERATION_MANAGE: "operations:admin",
+    # Partners' webhook endpoints: registering, reading, testing them and their deliveries.
+    Action.WEBHOOK_MANAGE: "webhooks:admin",
 }
 
 # Actions whose resource is owned: the owner may act, others need ADMIN.

@@ -22,6 +22,7 @@ SCOPES: frozenset[str] = frozenset(
         "users:admin",
         "tokens:admin",
         "operations:admin",
+        "webhooks:admin",
     }
 )
 
