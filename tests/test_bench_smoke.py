@@ -426,6 +426,21 @@ def test_outbox_benchmark_publishes_every_event_and_measures_the_mutation(
     assert len(found["What the outbox adds to the mutation"]) == 2
 
 
+# --- bench/webhooks.py -------------------------------------------------------------------------
+
+
+def test_webhooks_benchmark_delivers_every_change_signed(run_bench: Run) -> None:
+    document = run_bench(
+        "bench/webhooks.py",
+        *("--changes", "3", "--gap", "0.01", "--endpoints", "2"),
+        report="webhooks.json",
+    )
+    (row,) = tables(document)[
+        "Latency: commit → delivered at the endpoint (dispatcher woken by NOTIFY)"
+    ]
+    assert row["delivered"] == row["signatures verified"] == 6
+
+
 # --- bench/pii.py ------------------------------------------------------------------------------
 
 

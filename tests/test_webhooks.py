@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -361,9 +362,7 @@ async def test_redirects_are_not_followed(
     made = await create(hook_client, admin, receiver.to())
     receiver.script.append("redirect")
     await change_a_user(hook_client, tenant)
-    await dispatcher(services, hook_settings).send_due()
-    await dispatcher(services, hook_settings).fan_out()
-    await dispatcher(services, hook_settings).send_due()
+    await dispatcher(services, hook_settings, webhook_retry_first_seconds=3600).drain()
     assert [r.path for r in receiver.received] == ["/hook"]
     found = await deliveries(hook_client, admin, made["webhook"]["id"])
     logged = next(d for d in found if d["attempt"] == 1)
@@ -505,3 +504,93 @@ async def test_deliveries_of_another_organization_s_webhook_are_not_found(
     assert codes(body) == ["NOT_FOUND"], body
     listed = await gql(client, "{ webhooks { id } }", token=tenant.tokens[Role.ADMIN])
     assert webhook_id not in {w["id"] for w in listed["data"]["webhooks"]}
+
+
+async def test_several_dispatchers_make_each_attempt_once(
+    services: Services, hook_settings: Settings, hook_client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    tenant = await make_tenant(services)
+    made = await create(hook_client, tenant.tokens[Role.ADMIN], receiver.to())
+    roles = ["APPROVER", "REVIEWER", "AUDITOR", "VIEWER"] * 5
+    for role in roles:
+        await change_a_user(hook_client, tenant, role)
+    runners = [dispatcher(services, hook_settings) for _ in range(3)]
+    await asyncio.gather(*(runner.drain() for runner in runners))
+    await asyncio.gather(*(runner.drain() for runner in runners))
+    ids = [r.headers["webhook-id"] for r in receiver.received]
+    assert len(ids) == len(roles)
+    assert len(set(ids)) == len(roles)
+    for got in receiver.received:
+        verified(made["secret"], got)
+
+
+async def test_the_connection_goes_to_the_address_that_was_checked(
+    hook_settings: Settings, receiver: Receiver
+) -> None:
+    # A name that resolves nowhere now: the request still reaches the checked address, so a DNS
+    # answer that changed after the check (rebinding) is never asked for.
+    checked = await guard.resolve(receiver.to(), hook_settings)
+    pinned = dataclasses.replace(checked, host="partner.invalid")
+    outcome = await guard.send(pinned, {"webhook-id": "x"}, b"{}", hook_settings)
+    assert outcome.ok, outcome
+    (got,) = receiver.received
+    assert got.headers["host"] == f"partner.invalid:{checked.port}"
+
+
+async def test_the_dispatcher_wakes_on_notify(
+    services: Services, hook_settings: Settings, hook_client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    tenant = await make_tenant(services)
+    await create(hook_client, tenant.tokens[Role.ADMIN], receiver.to())
+    runner = dispatcher(services, hook_settings, events_poll_seconds=60)
+    await runner.drain()
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await asyncio.sleep(0.5)  # listening, idle until the next NOTIFY
+        started = time.time()
+        await change_a_user(hook_client, tenant)
+        deadline = time.monotonic() + 10
+        while not receiver.received and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        assert receiver.received
+        assert receiver.received[0].at - started < 5
+    finally:
+        stop.set()
+        await task
+
+
+async def test_finished_attempts_are_pruned_and_pending_ones_kept(
+    services: Services, hook_settings: Settings, hook_client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    tenant = await make_tenant(services)
+    admin = tenant.tokens[Role.ADMIN]
+    made = await create(hook_client, admin, receiver.to())
+    receiver.default = 500
+    await change_a_user(hook_client, tenant)
+    runner = dispatcher(services, hook_settings, webhook_retry_first_seconds=3600)
+    await runner.drain()
+    found = await deliveries(hook_client, admin, made["webhook"]["id"])
+    assert sorted(d["status"] for d in found) == ["FAILED", "PENDING"]
+    await dispatcher(services, hook_settings, webhook_delivery_retention_days=-1).prune()
+    found = await deliveries(hook_client, admin, made["webhook"]["id"])
+    assert [d["status"] for d in found] == ["PENDING"]
+
+
+async def test_the_outbox_keeps_what_the_webhooks_cursor_has_not_passed(
+    services: Services, hook_client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    tenant = await make_tenant(services)
+    await create(hook_client, tenant.tokens[Role.ADMIN], receiver.to())
+    await change_a_user(hook_client, tenant)
+    async with services.db.transaction(tenant.org_id) as session:
+        before = await outbox.read_after(session, tenant.org_id, 0, 1000)
+        cursor = await outbox.read_cursor(session, "webhooks", tenant.org_id)
+    future = datetime.now(UTC).replace(year=datetime.now(UTC).year + 1)
+    async with services.db.transaction(None) as session:
+        await outbox.prune(session, future, 100_000)
+    async with services.db.transaction(tenant.org_id) as session:
+        after = await outbox.read_after(session, tenant.org_id, 0, 1000)
+    kept = [e.sequence for e in before if e.sequence > cursor]
+    assert kept
+    assert [e.sequence for e in after] == kept
