@@ -520,7 +520,8 @@ class Settings(BaseSettings):
     webhook_retry_hours: float = Field(
         26,
         gt=0,
-        description="How long a webhook delivery is retried after its first attempt.",
+        description="How long a webhook delivery is retried after its first attempt (the "
+        "last retry is at the end of this window).",
     )
     webhook_disable_after_hours: float = Field(
         120,

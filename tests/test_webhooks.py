@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -594,3 +595,23 @@ async def test_the_outbox_keeps_what_the_webhooks_cursor_has_not_passed(
     kept = [e.sequence for e in before if e.sequence > cursor]
     assert kept
     assert [e.sequence for e in after] == kept
+
+
+def test_retries_span_the_whole_window_of_at_least_a_day(settings: Settings) -> None:
+    from datetime import timedelta
+
+    from prism.webhooks.dispatcher import next_attempt
+
+    assert settings.webhook_retry_hours >= 24
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for _ in range(20):  # the jitter differs each time
+        now, attempt, times = start, 1, [start]
+        while (due := next_attempt(settings, now, start, attempt)) is not None:
+            assert due > now
+            now, attempt = due, attempt + 1
+            times.append(now)
+        assert now - start == timedelta(hours=settings.webhook_retry_hours)
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert gaps[0] <= timedelta(seconds=settings.webhook_retry_first_seconds)
+        assert max(gaps) <= timedelta(seconds=settings.webhook_retry_max_interval_seconds)
+        assert 10 <= attempt <= 40

@@ -29,6 +29,7 @@ import orjson
 import structlog
 
 from prism import audit
+from prism.config import Settings
 from prism.db.engine import url_for_asyncpg
 from prism.db.notify import Listener
 from prism.models import outbox
@@ -55,6 +56,21 @@ def backoff(first: float, ceiling: float, attempt: int) -> timedelta:
     ``ceiling``."""
     longest = min(ceiling, first * 2 ** max(attempt - 1, 0))
     return timedelta(seconds=random.uniform(longest / 2, longest))  # noqa: S311 - not crypto
+
+
+def next_attempt(
+    settings: Settings, now: datetime, window_start: datetime, attempt: int
+) -> datetime | None:
+    """When a failed attempt is retried: after a backoff, and once more at the end of the
+    retry window when the backoff would pass it (so retries span the whole window); None
+    once the window is over."""
+    end = window_start + timedelta(hours=settings.webhook_retry_hours)
+    candidate = now + backoff(
+        settings.webhook_retry_first_seconds, settings.webhook_retry_max_interval_seconds, attempt
+    )
+    if candidate <= end:
+        return candidate
+    return end if now < end else None
 
 
 class Dispatcher:
@@ -235,13 +251,7 @@ class Dispatcher:
             now = datetime.now(UTC)
             retry_at: datetime | None = None
             if not outcome.ok and not final and endpoint is not None and endpoint.enabled:
-                candidate = now + backoff(
-                    settings.webhook_retry_first_seconds,
-                    settings.webhook_retry_max_interval_seconds,
-                    attempt,
-                )
-                if candidate <= window_start + timedelta(hours=settings.webhook_retry_hours):
-                    retry_at = candidate
+                retry_at = next_attempt(settings, now, window_start, attempt)
             done = await models.finish_attempt(
                 session,
                 claimed.id,
