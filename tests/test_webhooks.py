@@ -615,3 +615,37 @@ def test_retries_span_the_whole_window_of_at_least_a_day(settings: Settings) -> 
         assert gaps[0] <= timedelta(seconds=settings.webhook_retry_first_seconds)
         assert max(gaps) <= timedelta(seconds=settings.webhook_retry_max_interval_seconds)
         assert 10 <= attempt <= 40
+
+
+async def test_the_command_delivers_what_is_due(
+    services: Services, database_url: str, hook_client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    tenant = await make_tenant(services)
+    made = await create(hook_client, tenant.tokens[Role.ADMIN], receiver.to())
+    await change_a_user(hook_client, tenant)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRISM_")}
+    env.update(
+        PRISM_DATABASE_URL=database_url,
+        PRISM_JWT_SECRET="j" * 40,
+        PRISM_DATA_DIR=str(services.settings.data_dir),
+        PRISM_WEBHOOK_ALLOW_PRIVATE="true",
+        PRISM_WEBHOOK_ALLOW_HTTP="true",
+        PRISM_LOG_LEVEL="WARNING",
+    )
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "prism.cli", "events", "webhooks", "--once"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "delivery attempts" in done.stderr + done.stdout
+    sent = [verified(made["secret"], r)["type"] for r in receiver.received]
+    assert sent == ["prism.user.updated"]
