@@ -649,3 +649,85 @@ async def test_the_command_delivers_what_is_due(
     assert "delivery attempts" in done.stderr + done.stdout
     sent = [verified(made["secret"], r)["type"] for r in receiver.received]
     assert sent == ["prism.user.updated"]
+
+
+async def test_every_change_is_audited_and_a_lower_clearance_takes_the_webhook_down(
+    services: Services, hook_client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    tenant = await make_tenant(services)
+    admin = tenant.tokens[Role.ADMIN]
+    made = await create(hook_client, admin, receiver.to(), ["prism.document.processed"])
+    hook_id = made["webhook"]["id"]
+    _, internal_admin = await add_user(
+        services, tenant, role=Role.ADMIN, clearance=Classification.INTERNAL
+    )
+    changed = await gql(
+        hook_client,
+        "mutation($id: ID!, $u: String!) { updateWebhook(id: $id, url: $u, "
+        'eventTypes: ["prism.document.*", "*"], description: "moved") { url eventTypes '
+        "description clearance } }",
+        {"id": hook_id, "u": receiver.to("/moved")},
+        token=internal_admin,
+    )
+    assert changed["data"]["updateWebhook"] == {
+        "url": receiver.to("/moved"),
+        "eventTypes": ["prism.document.*", "*"],
+        "description": "moved",
+        "clearance": "INTERNAL",
+    }
+    for mutation in ("disableWebhook", "enableWebhook", "rotateWebhookSecret", "testWebhook"):
+        body = await gql(
+            hook_client,
+            f"mutation($id: ID!) {{ {mutation}(id: $id) {{ __typename }} }}",
+            {"id": hook_id},
+            token=admin,
+        )
+        assert body.get("errors") is None, (mutation, body)
+    deleted = await gql(
+        hook_client,
+        "mutation($id: ID!) { deleteWebhook(id: $id) { deletedId } }",
+        {"id": hook_id},
+        token=admin,
+    )
+    assert deleted["data"]["deleteWebhook"] == {"deletedId": hook_id}
+    assert (await gql(hook_client, WEBHOOKS, token=admin))["data"]["webhooks"] == []
+    log = await gql(
+        hook_client, "{ auditLog(first: 100) { edges { node { eventType } } } }", token=admin
+    )
+    audited = [e["node"]["eventType"] for e in log["data"]["auditLog"]["edges"]]
+    expected = [
+        "webhook.create",
+        "webhook.update",
+        "webhook.disable",
+        "webhook.enable",
+        "webhook.rotate_secret",
+        "webhook.test",
+        "webhook.delete",
+    ]
+    assert [t for t in audited if t.startswith("webhook.")] == expected
+    async with services.db.transaction(tenant.org_id) as session:
+        events = await outbox.read_after(session, tenant.org_id, 0, 1000)
+    assert [e.type for e in events if e.type.startswith("prism.webhook.")] == [
+        "prism.webhook.created",
+        "prism.webhook.updated",
+        "prism.webhook.disabled",
+        "prism.webhook.enabled",
+        "prism.webhook.secret_rotated",
+        "prism.webhook.tested",
+        "prism.webhook.deleted",
+    ]
+    # the URL (which may hold a partner's token) is in no event
+    assert not any(receiver.url.encode() in e.event for e in events)
+
+
+@pytest.mark.parametrize(
+    "types",
+    [[], ["prism.document.nonsense"], ["document.processed"], ["prism.*"], ["x" * 200]],
+)
+async def test_unknown_event_types_are_refused(
+    hook_client: httpx.AsyncClient, tenant: Tenant, receiver: Receiver, types: list[str]
+) -> None:
+    body = await gql(
+        hook_client, CREATE, {"u": receiver.to(), "t": types}, token=tenant.tokens[Role.ADMIN]
+    )
+    assert codes(body) == ["BAD_USER_INPUT"], body
