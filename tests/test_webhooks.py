@@ -731,3 +731,46 @@ async def test_unknown_event_types_are_refused(
         hook_client, CREATE, {"u": receiver.to(), "t": types}, token=tenant.tokens[Role.ADMIN]
     )
     assert codes(body) == ["BAD_USER_INPUT"], body
+
+
+async def test_tls_names_the_host_and_checks_its_certificate_on_the_pinned_address(
+    hook_settings: Settings, tmp_path: Any
+) -> None:
+    from tests.webhook_receiver import start_tls_receiver
+
+    server, names = start_tls_receiver(tmp_path, "partner.test")
+    try:
+        port = server.server_address[1]
+        pinned = guard.Target("https", "partner.test", port, "/hook", "127.0.0.1")
+        outcome = await guard.send(pinned, {"webhook-id": "x"}, b"{}", hook_settings)
+    finally:
+        server.shutdown()
+        server.server_close()
+    # the handshake asked for the host's name, on the checked address, and the self-signed
+    # certificate was refused: nothing was sent
+    assert names == ["partner.test"]
+    assert not outcome.ok
+    assert outcome.status is None
+    assert outcome.error is not None
+    assert "CERTIFICATE_VERIFY_FAILED" in outcome.error
+
+
+async def test_prism_worker_runs_the_dispatcher(
+    services: Services, hook_settings: Settings, hook_client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    from prism.jobs.worker import Worker
+
+    tenant = await make_tenant(services)
+    made = await create(hook_client, tenant.tokens[Role.ADMIN], receiver.to())
+    worker = Worker(dataclasses.replace(services, settings=hook_settings), concurrency=1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop, grace_seconds=1))
+    try:
+        await change_a_user(hook_client, tenant)
+        deadline = time.monotonic() + 15
+        while not receiver.received and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+    assert verified(made["secret"], receiver.received[0])["type"] == "prism.user.updated"
