@@ -290,6 +290,10 @@ ADDRESSES = [
     "[2002:7f00:1::1]",
     "[64:ff9b::a00:1]",
     "localhost",
+    "localhost.",
+    "2130706433",  # 127.0.0.1 in the forms inet_aton reads
+    "127.1",
+    "0x7f.0.0.1",
 ]
 
 
@@ -304,6 +308,8 @@ async def test_private_and_special_addresses_are_refused(
         token=tenant.tokens[Role.ADMIN],
     )
     assert codes(body) == ["BAD_USER_INPUT"], body
+    # refused for its address, not for failing to resolve
+    assert body["errors"][0]["message"].endswith("address: refused."), body
 
 
 @pytest.mark.parametrize(
