@@ -17,6 +17,7 @@ import httpx
 import orjson
 import pytest
 import sqlalchemy as sa
+from asgi_lifespan import LifespanManager
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from prism.audit import OPERATOR
@@ -27,9 +28,10 @@ from prism.models.enums import Classification, Role
 from prism.models.webhooks import WebhookEndpoint
 from prism.services import Services
 from prism.tokens import api_tokens
+from prism.web.app import create_app
 from prism.webhooks import guard
 from prism.webhooks.dispatcher import Dispatcher
-from tests.conftest import app_with, client_of
+from tests.conftest import client_of
 from tests.factories import Tenant, add_document, add_user, codes, gid, gql, make_tenant
 from tests.webhook_receiver import Receiver, start_receiver, victim_webhook
 
@@ -57,7 +59,10 @@ def hook_settings(settings: Settings) -> Settings:
 
 @pytest.fixture(scope="module")
 async def hook_app(hook_settings: Settings, database_url: str) -> AsyncIterator[Any]:
-    async with app_with(hook_settings, database_url) as application:
+    # An app of its own (private targets allowed); a loaded machine may take its time to
+    # close the app's connections at the end of the module.
+    application = create_app(hook_settings, database_url=database_url)
+    async with LifespanManager(application, startup_timeout=60, shutdown_timeout=60):
         yield application
 
 
