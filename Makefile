@@ -10,7 +10,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint schema docs bench bench-bi bench-perf bench-search bench-events opensearch-stop kafka-stop clean install
+.PHONY: run test lint schema docs bench bench-bi bench-perf bench-search bench-events bench-webhooks opensearch-stop kafka-stop clean install
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -81,6 +81,11 @@ bench-search: install
 # EVENTS_ARGS, e.g. EVENTS_ARGS="--events 10000 --results-dir /tmp/events".
 bench-events: install
 	PRISM_BENCH_KAFKA_BOOTSTRAP="$$(scripts/kafka.sh ensure)" $(VENV)/bin/python bench/outbox.py $(EVENTS_ARGS)
+
+# Webhooks: change → delivered at a loopback endpoint, signed (about 15 seconds); more options
+# in WEBHOOKS_ARGS, e.g. WEBHOOKS_ARGS="--changes 300 --endpoints 3".
+bench-webhooks: install
+	$(VENV)/bin/python bench/webhooks.py $(WEBHOOKS_ARGS)
 
 # BI benchmarks at a million analyses (about 15 minutes); results in bench/results/bi.*.
 # More options in BI_ARGS (later ones win), e.g. BI_ARGS="--documents 1000 --results-dir /tmp/bi".

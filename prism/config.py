@@ -492,6 +492,62 @@ class Settings(BaseSettings):
         description="Published events are deleted from the outbox after this; events a "
         "registered consumer has not yet published are kept.",
     )
+    webhooks_dispatch: bool = Field(
+        True,
+        description="Run the webhook dispatcher in `prism worker` (it also runs alone as "
+        "`prism events webhooks`); any number may run.",
+    )
+    webhook_allow_private: bool = Field(
+        False,
+        description="Let webhooks reach private, loopback, link-local, shared and reserved "
+        "addresses (IPv4 and IPv6, IPv4-mapped included); multicast, broadcast and unspecified "
+        "addresses are always refused. For development and tests only.",
+    )
+    webhook_allow_http: bool = Field(
+        False, description="Let webhooks use http:// URLs (https:// is required otherwise)."
+    )
+    webhook_timeout_seconds: float = Field(
+        10,
+        gt=0,
+        le=60,
+        description="The most a webhook delivery takes: connecting, sending, and reading the "
+        "answer (redirects are never followed).",
+    )
+    webhook_max_response_bytes: int = Field(
+        65_536,
+        ge=0,
+        le=10_485_760,
+        description="The most of a webhook endpoint's answer read (the rest is not).",
+    )
+    webhook_retry_first_seconds: float = Field(
+        10,
+        gt=0,
+        le=3600,
+        description="The delay before a failed webhook delivery's first retry; each next one "
+        "doubles (with jitter), at most PRISM_WEBHOOK_RETRY_MAX_INTERVAL_SECONDS.",
+    )
+    webhook_retry_max_interval_seconds: float = Field(
+        21_600,
+        gt=0,
+        description="The longest delay between two attempts of a webhook delivery.",
+    )
+    webhook_retry_hours: float = Field(
+        26,
+        gt=0,
+        description="How long a webhook delivery is retried after its first attempt (the "
+        "last retry is at the end of this window).",
+    )
+    webhook_disable_after_hours: float = Field(
+        120,
+        gt=0,
+        description="A webhook endpoint whose attempts have all failed for this long is "
+        "disabled (event prism.webhook.disabled) until an ADMIN enables it.",
+    )
+    webhook_delivery_retention_days: float = Field(
+        30,
+        gt=0,
+        description="Finished webhook delivery attempts are deleted after this.",
+    )
     log_level: str = Field("INFO", description="Log level of the JSON logs on stderr.")
     log_json: bool = Field(True, description="JSON logs (false: human-readable console logs).")
 

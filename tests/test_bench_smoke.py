@@ -443,6 +443,21 @@ def test_subscriptions_benchmark_delivers_every_change_to_every_subscriber(
     assert all(r["rows read by the server"] == 5 for r in rows)
 
 
+# --- bench/webhooks.py -------------------------------------------------------------------------
+
+
+def test_webhooks_benchmark_delivers_every_change_signed(run_bench: Run) -> None:
+    document = run_bench(
+        "bench/webhooks.py",
+        *("--changes", "3", "--gap", "0.01", "--endpoints", "2"),
+        report="webhooks.json",
+    )
+    (row,) = tables(document)[
+        "Latency: commit → delivered at the endpoint (dispatcher woken by NOTIFY)"
+    ]
+    assert row["delivered"] == row["signatures verified"] == 6
+
+
 # --- bench/pii.py ------------------------------------------------------------------------------
 
 

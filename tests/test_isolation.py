@@ -12,6 +12,7 @@ from prism.models.enums import Classification, Role
 from prism.schema import build_schema
 from prism.services import Services
 from tests.factories import PASSWORD, Tenant, add_document, codes, gid, gql
+from tests.webhook_receiver import victim_webhook
 
 NODE = "query($id: ID!) { node(id: $id) { id } }"
 NODES = "query($ids: [ID!]!) { nodes(ids: $ids) { id } }"
@@ -142,6 +143,22 @@ MUTATIONS = {
         "mutation($id: ID!) { retireOperation(id: $id) { id } }",
         "RegisteredOperation",
     ),
+    "updateWebhook": (
+        'mutation($id: ID!) { updateWebhook(id: $id, description: "x") { id } }',
+        "Webhook",
+    ),
+    "disableWebhook": ("mutation($id: ID!) { disableWebhook(id: $id) { id } }", "Webhook"),
+    "enableWebhook": ("mutation($id: ID!) { enableWebhook(id: $id) { id } }", "Webhook"),
+    "deleteWebhook": ("mutation($id: ID!) { deleteWebhook(id: $id) { deletedId } }", "Webhook"),
+    "rotateWebhookSecret": (
+        "mutation($id: ID!) { rotateWebhookSecret(id: $id) { secret } }",
+        "Webhook",
+    ),
+    "testWebhook": ("mutation($id: ID!) { testWebhook(id: $id) { id } }", "Webhook"),
+    "redeliverWebhook": (
+        "mutation($id: ID!) { redeliverWebhook(deliveryId: $id) { id } }",
+        "WebhookDelivery",
+    ),
 }
 REGISTER = """mutation($d: String!) { registerOperations(document: $d) { id } }"""
 OPERATIONS = "{ registeredOperations { id retiredAt } }"
@@ -156,6 +173,8 @@ QUERIES = {
     "explainAccess": "tests/test_policy.py::test_explain_access_answers_from_the_policy",
     "search": "tests/test_search.py::test_filters_narrow_within_the_visible",
     "erasureStatus": "tests/test_dead_jobs.py::test_erasure_status_of_another_organization",
+    "webhookDeliveries": "tests/test_webhooks.py::"
+    "test_deliveries_of_another_organization_s_webhook_are_not_found",
 }
 
 
@@ -196,6 +215,7 @@ async def test_filters_naming_another_organization_find_nothing(
 
 @pytest.mark.parametrize("mutation", sorted(MUTATIONS))
 async def test_mutation_on_another_organization_is_not_found_and_changes_nothing(
+    services: Services,
     client: httpx.AsyncClient,
     tenant: Tenant,
     other_tenant: Tenant,
@@ -212,6 +232,10 @@ async def test_mutation_on_another_organization_is_not_found_and_changes_nothing
             token=other_tenant.tokens[Role.ADMIN],
         )
         victim_ids[type_name] = made["data"]["registerOperations"][0]["id"]
+    if type_name in ("Webhook", "WebhookDelivery"):  # not Nodes: made for this test
+        victim_ids["Webhook"], victim_ids["WebhookDelivery"] = await victim_webhook(
+            services, other_tenant
+        )
     # An ADMIN's signed-in session: it may do everything (API tokens may not manage MFA).
     signed_in = await gql(
         client,
@@ -227,6 +251,21 @@ async def test_mutation_on_another_organization_is_not_found_and_changes_nothing
         theirs = await gql(client, OPERATIONS, token=other_tenant.tokens[Role.ADMIN])
         live = {o["id"] for o in theirs["data"]["registeredOperations"] if not o["retiredAt"]}
         assert victim_ids[type_name] in live
+        return
+    if type_name in ("Webhook", "WebhookDelivery"):
+        theirs = await gql(
+            client, "{ webhooks { id enabled description } }", token=other_tenant.tokens[Role.ADMIN]
+        )
+        assert theirs["data"]["webhooks"] == [
+            {"id": victim_ids["Webhook"], "enabled": True, "description": ""}
+        ]
+        deliveries = await gql(
+            client,
+            "query($id: ID!) { webhookDeliveries(webhookId: $id) { edges { node { id } } } }",
+            {"id": victim_ids["Webhook"]},
+            token=other_tenant.tokens[Role.ADMIN],
+        )
+        assert len(deliveries["data"]["webhookDeliveries"]["edges"]) == 1
         return
     check = await gql(
         client,

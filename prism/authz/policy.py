@@ -52,6 +52,7 @@ class Action(StrEnum):
     OPERATION_READ = "operation:read"
     OPERATION_MANAGE = "operation:manage"
     EVENT_READ = "event:read"
+    WEBHOOK_MANAGE = "webhook:manage"
 
 
 _READ = {
@@ -140,6 +141,8 @@ ACTION_SCOPE: dict[Action, str | None] = {
     Action.OPERATION_MANAGE: "operations:admin",
     # The live stream of the organization's events; each event also needs its own action.
     Action.EVENT_READ: "events:read",
+    # Partners' webhook endpoints: registering, reading, testing them and their deliveries.
+    Action.WEBHOOK_MANAGE: "webhooks:admin",
 }
 
 # Actions whose resource is owned: the owner may act, others need ADMIN.

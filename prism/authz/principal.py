@@ -23,6 +23,7 @@ SCOPES: frozenset[str] = frozenset(
         "tokens:admin",
         "operations:admin",
         "events:read",
+        "webhooks:admin",
     }
 )
 

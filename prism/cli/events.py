@@ -1,4 +1,4 @@
-"""``prism events``: the outbox relay to Kafka, its lag, and its consumers."""
+"""``prism events``: the outbox relay to Kafka, the webhook dispatcher, lag, and consumers."""
 
 from __future__ import annotations
 
@@ -70,6 +70,23 @@ def relay(once: bool, metrics_port: int | None, batch_size: int | None, consumer
                 await runner.publisher.close()
             return
         await runner.run(stop_on_signals())
+
+    with_services(work)
+
+
+@events.command("webhooks")
+@click.option("--once", is_flag=True, help="Deliver what is pending and due, then exit.")
+def webhooks(once: bool) -> None:
+    """Deliver the outbox to the organizations' webhooks until SIGTERM (`prism worker` runs
+    this too, unless PRISM_WEBHOOKS_DISPATCH=false); any number may run."""
+    from prism.webhooks.dispatcher import Dispatcher
+
+    async def work(services: Services) -> None:
+        dispatcher = Dispatcher(services)
+        if once:
+            console.print(f"Made {await dispatcher.drain()} delivery attempts.")
+            return
+        await dispatcher.run(stop_on_signals())
 
     with_services(work)
 

@@ -153,7 +153,19 @@ KINDS: dict[str, Kind] = {
     # an organization's registered operations (its dashboards' queries)
     "operation.registered": _user("operation", "registered"),
     "operation.retired": _user("operation", "retired"),
+    # partners' webhooks (prism.webhook.disabled also when Prism disables a failing endpoint)
+    "webhook.create": _user("webhook", "created", "clearance", "enabled"),
+    "webhook.update": _user("webhook", "updated"),
+    "webhook.disable": _user("webhook", "disabled", "automatic", "failingSince"),
+    "webhook.enable": _user("webhook", "enabled"),
+    "webhook.delete": _user("webhook", "deleted"),
+    "webhook.rotate_secret": _user("webhook", "secret_rotated", "previousSecretUntil"),
+    "webhook.test": _user("webhook", "tested", "deliveryId"),
+    "webhook.redeliver": _user("webhook", "redelivered", "deliveryId", "eventId"),
 }
+
+# The type of a webhook's test ping (sent to the one endpoint, never written to the outbox).
+WEBHOOK_PING = "prism.webhook.ping"
 
 # The feedback review's outcome names its event: approved or rejected.
 _REVIEW_OUTCOMES = {"APPROVED": "prism.feedback.approved", "REJECTED": "prism.feedback.rejected"}
@@ -201,6 +213,14 @@ def _figures(source: Mapping[str, Any] | None, keys: tuple[str, ...]) -> dict[st
     if not source:
         return {}
     return {k: safe_value(source[k]) for k in keys if k in source}
+
+
+def event_types() -> frozenset[str]:
+    """Every CloudEvents type Prism writes (what a webhook may subscribe to)."""
+    types = {kind.type for kind in KINDS.values()}
+    types.update(_REVIEW_OUTCOMES.values())
+    types.update({"prism.document.reclassified", METRICS_SNAPSHOT, WEBHOOK_PING})
+    return frozenset(types)
 
 
 def kind_of(event_type: str) -> Kind:

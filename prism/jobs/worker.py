@@ -43,6 +43,7 @@ from prism.models.jobs import Job
 from prism.observability import JOB_RUNS, JOB_SECONDS, JOB_WAIT_SECONDS
 from prism.search.backend import SearchUnavailable
 from prism.services import Services
+from prism.webhooks.dispatcher import Dispatcher
 
 log = structlog.get_logger("prism.worker")
 JOBS_CHANNEL = "prism_jobs"
@@ -101,6 +102,7 @@ class Worker:
         scheduler = asyncio.create_task(self._schedule_periodic())
         bi_scheduler = asyncio.create_task(self._schedule_bi_refreshes())
         relay = asyncio.create_task(self._relay(stop))
+        webhooks = asyncio.create_task(self._webhooks(stop))
         log.info("worker started", worker=self.name, concurrency=self.concurrency)
         delay = 0.5
         try:
@@ -126,6 +128,8 @@ class Worker:
                 # The relay ends its batch in flight (published, or rolled back) on `stop`.
                 with contextlib.suppress(Exception):
                     await relay
+                with contextlib.suppress(Exception):
+                    await webhooks
                 await listener.stop()
                 log.info("worker stopped", worker=self.name)
 
@@ -229,6 +233,11 @@ class Worker:
             log.warning("PRISM_EVENTS_RELAY is on but PRISM_KAFKA_BOOTSTRAP is not set")
             return
         await Relay(self.services.db, settings, KafkaPublisher(settings)).run(stop)
+
+    async def _webhooks(self, stop: asyncio.Event) -> None:
+        """The webhook dispatcher (PRISM_WEBHOOKS_DISPATCH)."""
+        if self.services.settings.webhooks_dispatch:
+            await Dispatcher(self.services).run(stop)
 
     async def _schedule_periodic(self) -> None:
         """Queue the governance jobs (lifecycle, data quality) of every organization once per

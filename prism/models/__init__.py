@@ -17,6 +17,7 @@ from prism.models.outbox import OutboxConsumer, OutboxCursor, OutboxEvent
 from prism.models.registered_operations import OrganizationOperation, RegisteredOperation
 from prism.models.throttle import AuthThrottle
 from prism.models.users import ApiToken, MfaBackupCode, PasswordReset, RefreshSession, User
+from prism.models.webhooks import WebhookDelivery, WebhookEndpoint
 
 metadata = Base.metadata
 
@@ -49,5 +50,7 @@ __all__ = [
     "RetentionPolicyRow",
     "Section",
     "User",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "metadata",
 ]

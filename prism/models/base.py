@@ -55,6 +55,8 @@ TENANT_TABLES: tuple[str, ...] = (
     "organization_operations",
     "outbox_events",
     "outbox_cursors",
+    "webhook_endpoints",
+    "webhook_deliveries",
 )
 
 

@@ -96,3 +96,11 @@ class DataCategory(StrEnum):
     FEEDBACK = "FEEDBACK"
     AUDIT_LOGS = "AUDIT_LOGS"
     SYSTEM_METRICS = "SYSTEM_METRICS"
+
+
+class WebhookDeliveryStatus(StrEnum):
+    """One delivery attempt: waiting to be sent (or being sent), answered 2xx, or not."""
+
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"

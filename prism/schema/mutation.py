@@ -17,6 +17,7 @@ from prism.schema.identity import IdentityMutation
 from prism.schema.operations import OperationsMutation
 from prism.schema.privacy import PrivacyMutation
 from prism.schema.review import ReviewMutation
+from prism.schema.webhooks import WebhookMutation
 
 
 @strawberry.type
@@ -27,5 +28,6 @@ class Mutation(
     ReviewMutation,
     GovernanceMutation,
     OperationsMutation,
+    WebhookMutation,
 ):
     pass

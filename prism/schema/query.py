@@ -23,6 +23,7 @@ from prism.schema.nodes import NodeQuery
 from prism.schema.operations import OperationsQuery
 from prism.schema.privacy import PrivacyQuery
 from prism.schema.search import SearchQuery
+from prism.schema.webhooks import WebhookQuery
 
 
 @strawberry.type
@@ -38,5 +39,6 @@ class Query(
     PrivacyQuery,
     GovernanceQuery,
     OperationsQuery,
+    WebhookQuery,
 ):
     pass

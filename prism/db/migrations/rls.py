@@ -51,6 +51,8 @@ UNVERSIONED_TABLES = frozenset(
         # the outbox: its events describe changes that moved the version themselves
         "outbox_events",
         "outbox_cursors",
+        # webhook deliveries: written at every attempt; the log is read live, never cached
+        "webhook_deliveries",
     }
 )
 
