@@ -190,11 +190,16 @@ class QueueFigures(Collector):
 
     def __init__(self) -> None:
         self.counts: dict[tuple[str, str], int] = {}
+        self.ages: dict[tuple[str, str], float] = {}
 
-    def set(self, counts: Iterable[tuple[str, str, int]]) -> None:
-        current = {(state, kind): jobs for state, kind, jobs in counts}
+    def set(self, counts: Iterable[tuple[str, str, int, float]]) -> None:
+        rows = list(counts)
+        current = {(state, kind): jobs for state, kind, jobs, _ in rows}
         # Series shown once stay, at 0 when their jobs are gone: an alert on DEAD > 0 resolves.
         self.counts = dict.fromkeys(self.counts, 0) | current
+        self.ages = dict.fromkeys(self.ages, 0.0) | {
+            (state, kind): oldest for state, kind, _, oldest in rows
+        }
 
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
@@ -208,6 +213,16 @@ class QueueFigures(Collector):
         for (state, kind), jobs in sorted(self.counts.items()):
             family.add_metric([state, kind], jobs)
         yield family
+        ages = GaugeMetricFamily(
+            "prism_job_oldest_seconds",
+            "Seconds since the oldest job of each state and kind became what it is: runnable "
+            "(QUEUED, FAILED), started (RUNNING) or given up (DEAD); 0 when there is none. "
+            "Alert when QUEUED ages while workers run (they do not keep up, or none takes it).",
+            labels=["state", "kind"],
+        )
+        for (state, kind), oldest in sorted(self.ages.items()):
+            ages.add_metric([state, kind], oldest)
+        yield ages
 
 
 QUEUE = QueueFigures()

@@ -108,10 +108,10 @@ async def test_admins_list_their_organizations_dead_jobs_page_by_page(
         assert codes(denied) == ["FORBIDDEN"], role
 
 
-def _gauge(text: str, state: str, kind: str) -> float | None:
+def _gauge(text: str, state: str, kind: str, name: str = "prism_jobs") -> float | None:
     for line in text.splitlines():
         labelled = f'kind="{kind}"' in line and f'state="{state}"' in line
-        if line.startswith("prism_jobs{") and labelled:
+        if line.startswith(name + "{") and labelled:
             return float(line.rsplit(" ", 1)[1])
     return None
 
@@ -132,11 +132,22 @@ async def test_metrics_count_jobs_by_state_and_kind_over_every_organization(
     metrics = (await client.get("/metrics")).text
     assert _gauge(metrics, "DEAD", kind) == 2
     assert _gauge(metrics, "QUEUED", kind) == 1
+    # how long the oldest has waited: runnable for ten minutes, nobody took it
+    async with services.db.transaction(tenant.org_id) as session:
+        await session.execute(
+            sa.text("UPDATE jobs SET run_at = now() - interval '10 minutes' WHERE id = :id"),
+            {"id": ours[0]},
+        )
+    metrics = (await client.get("/metrics")).text
+    waited = _gauge(metrics, "QUEUED", kind, "prism_job_oldest_seconds")
+    assert waited is not None
+    assert 600 <= waited < 900
     # and back to DEAD once the worker gives it up again
     await run_jobs(services)
     metrics = (await client.get("/metrics")).text
     assert _gauge(metrics, "DEAD", kind) == 3
     assert _gauge(metrics, "QUEUED", kind) == 0
+    assert _gauge(metrics, "QUEUED", kind, "prism_job_oldest_seconds") == 0
     # every run that gave up was counted, with its duration
     runs = {"kind": kind, "outcome": "dead"}
     assert REGISTRY.get_sample_value("prism_job_runs_total", runs) == 4

@@ -1,5 +1,6 @@
-"""Watching the job queue: the ``prism_jobs`` gauge (jobs by state and kind, counted at scrape
-time), and the operators' retry of DEAD jobs (audited in the job's organization)."""
+"""Watching the job queue: the ``prism_jobs`` and ``prism_job_oldest_seconds`` gauges (jobs
+by state and kind, and the age of the oldest, read at scrape time), and the operators' retry
+of DEAD jobs (audited in the job's organization)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ async def observe_jobs(db: Database) -> None:
     SUCCEEDED (its cost follows the backlog, not the history)."""
     async with db.transaction(None) as session:
         counts = await job_models.count_jobs(session)
-    QUEUE.set((state.value, kind, jobs) for state, kind, jobs in counts)
+    QUEUE.set((state.value, kind, jobs, oldest) for state, kind, jobs, oldest in counts)
 
 
 async def retry_dead(

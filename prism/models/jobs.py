@@ -218,9 +218,15 @@ async def retry_dead_jobs(
     return list(await session.scalars(sa.select(Job).from_statement(query)))
 
 
-async def count_jobs(session: AsyncSession) -> list[tuple[JobState, str, int]]:
-    """(state, kind, jobs) of every organization's jobs not SUCCEEDED (a SECURITY DEFINER
-    function: any transaction may count, none sees a row)."""
-    counts = sa.func.prism_job_counts().table_valued("state", "kind", "jobs")
-    rows = await session.execute(sa.select(counts.c.state, counts.c.kind, counts.c.jobs))
-    return [(JobState(state), str(kind), int(jobs)) for state, kind, jobs in rows]
+async def count_jobs(session: AsyncSession) -> list[tuple[JobState, str, int, float]]:
+    """(state, kind, jobs, seconds since the oldest of them became runnable, started or
+    gave up) of every organization's jobs not SUCCEEDED (a SECURITY DEFINER function: any
+    transaction may count, none sees a row)."""
+    queue = sa.func.prism_job_queue().table_valued("state", "kind", "jobs", "oldest_seconds")
+    rows = await session.execute(
+        sa.select(queue.c.state, queue.c.kind, queue.c.jobs, queue.c.oldest_seconds)
+    )
+    return [
+        (JobState(state), str(kind), int(jobs), max(0.0, float(oldest or 0.0)))
+        for state, kind, jobs, oldest in rows
+    ]
