@@ -585,11 +585,14 @@ async def test_a_fleet_of_two_api_processes_and_two_workers(
             assert sample(text, "prism_extraction_seconds_count", {"kind": "txt"}) >= len(ids)
             assert sample(text, "prism_analysis_seconds_count") >= 3 * len(ids)
             assert "# TYPE prism_jobs gauge" in text  # read from the database at scrape time
+            assert "# TYPE prism_job_oldest_seconds gauge" in text
             pool_size = sample(text, "prism_db_pool_connections", {"state": "size"})
             _, sampled = scraped(text)
-            # (prism_jobs has no series while no job waits: read at scrape time, declared)
+            # (the queue's figures have no series while no job waits: read at scrape time,
+            # declared)
             optional = NOT_IN_EVERY_FLEET - (RELAY_METRICS if kafka is not None else set())
-            missing = set(named_metrics()) - sampled - optional - {"prism_jobs"}
+            queue = {"prism_jobs", "prism_job_oldest_seconds"}
+            missing = set(named_metrics()) - sampled - optional - queue
             assert not missing, f"the fleet's scrape lacks {missing}"
 
             # -- an API process and a worker killed: the rest carry on -----------------------

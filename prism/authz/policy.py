@@ -327,6 +327,14 @@ EVENT_RULES: dict[str, EventRule] = {
             "job.retried",
             "operation.registered",
             "operation.retired",
+            "webhook.created",
+            "webhook.updated",
+            "webhook.disabled",
+            "webhook.enabled",
+            "webhook.deleted",
+            "webhook.secret_rotated",
+            "webhook.tested",
+            "webhook.redelivered",
         )
     },
 }
