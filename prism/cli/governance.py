@@ -384,23 +384,29 @@ def lake() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def lake_export(since: Any, settle_seconds: float, as_json: bool) -> None:
     """Write bronze (raw), silver (PII-masked) and gold (daily aggregates) Parquet datasets
-    partitioned year=/month=/day=, incrementally from the last watermark."""
+    partitioned year=/month=/day=, incrementally from the last watermark; then remove the
+    partitions older than their layer's period (PRISM_LAKE_*_DAYS)."""
     from datetime import UTC
 
     from prism.governance import lake as lake_module
 
     async def work(services: Services) -> lake_module.LakeReport:
-        return await lake_module.export(
+        periods = lake_module.LakePeriods.of(services.settings)
+        report = await lake_module.export(
             services.db,
             services.objects,
             since=since.replace(tzinfo=UTC) if since else None,
             settle_seconds=settle_seconds,
+            periods=periods,
         )
+        report.expired = await lake_module.expire(services.objects, periods)
+        return report
 
     report = with_services(work)
     emit(
         report.as_json(),
         as_json,
         f"Lake export: {report.rows} rows in {report.files} files "
-        f"({report.organizations} organizations).",
+        f"({report.organizations} organizations); {sum(report.expired.values())} expired "
+        "partition files removed.",
     )

@@ -23,7 +23,11 @@ empty store, then verifies the same way against what it wrote.
 
 Runs as the login user (the schema owner), not as prism_app: a backup sees every
 organization's rows, which is why it is an operator command and a worker's schedule, never an
-API field."""
+API field.
+
+Long because: making, verifying and restoring a backup are three readings of one format (the
+sealed files, the manifest, the header and its wrapped key); kept together, the format has one
+home."""
 
 from __future__ import annotations
 
