@@ -336,7 +336,9 @@ async def test_row_purges_spare_held_documents_and_keep_the_audit_chain_verifiab
 
 
 async def test_periodic_jobs_are_scheduled_once_per_interval(
-    services: Services, database_url: str
+    services: Services,
+    database_url: str,
+    tenant: Tenant,  # at least one organization, whatever ran before
 ) -> None:
     async with services.db.transaction(None) as session:
         orgs = await read_organization_ids(session)
