@@ -236,17 +236,18 @@ async def create_backup(
     kek_id, wrapped = await keks.wrap(raw, _wrap_context(name, backup_id))
     key = _Key(backup_id=backup_id, name=name, key=raw)
     started = time.monotonic()
-    conn = await _connect(url)
-    try:
-        # The manifest and the dump read one snapshot: what is counted is what is dumped.
-        transaction = conn.transaction(isolation="repeatable_read", readonly=True)
-        await transaction.start()
+    with tempfile.TemporaryDirectory(prefix="prism-backup-") as scratch:
+        dump = Path(scratch) / "prism.dump"
+        conn = await _connect(url)
         try:
-            snapshot = await backup_models.export_snapshot(conn)
-            tables = await table_fingerprints(conn)
-            database, server_version = await backup_models.server_identity(conn)
-            with tempfile.TemporaryDirectory(prefix="prism-backup-") as scratch:
-                dump = Path(scratch) / "prism.dump"
+            # The manifest and the dump read one snapshot: what is counted is what is dumped.
+            transaction = conn.transaction(isolation="repeatable_read", readonly=True)
+            await transaction.start()
+            try:
+                snapshot = await backup_models.export_snapshot(conn)
+                snapshot_at = datetime.now(UTC)
+                tables = await table_fingerprints(conn)
+                database, server_version = await backup_models.server_identity(conn)
                 target, env = libpq_url(url)
                 await _run(
                     [
@@ -258,14 +259,14 @@ async def create_backup(
                     ],
                     env,
                 )
-                dump_size = dump.stat().st_size
-                dump_sha = await asyncio.to_thread(_sha256, dump)
-                with dump.open("rb") as source:
-                    await _put_sealed(destination, key, DUMP, source, dump_size)
+            finally:
+                await transaction.rollback()  # the snapshot is not held while uploading
         finally:
-            await transaction.rollback()
-    finally:
-        await conn.close()
+            await conn.close()
+        dump_size = dump.stat().st_size
+        dump_sha = await asyncio.to_thread(_sha256, dump)
+        with dump.open("rb") as source:
+            await _put_sealed(destination, key, DUMP, source, dump_size)
     # Objects after the snapshot: a file is written before its row commits and removed after
     # its row is deleted, so every file a row of the dump names is there (unless removed in
     # between, which the restore's check of document files reports).
@@ -317,6 +318,8 @@ async def create_backup(
         "format": FORMAT,
         "name": name,
         "id": str(backup_id),
+        # The database as of snapshotAt (the recovery point); made by createdAt.
+        "snapshotAt": snapshot_at.isoformat(),
         "createdAt": datetime.now(UTC).isoformat(),
         "cipher": CIPHER,
         "kekId": kek_id,
