@@ -561,6 +561,19 @@ class Settings(BaseSettings):
             smtp_endpoint(value.get_secret_value())  # ValueError says what is wrong
         return value
 
+    @field_validator("backup_url")
+    @classmethod
+    def _backup_url_is_a_bucket_or_a_directory(cls, value: str | None) -> str | None:
+        if value is not None:
+            parsed = urlsplit(value)
+            if parsed.scheme == "s3" and not parsed.netloc:
+                raise ValueError("PRISM_BACKUP_URL: an s3:// URL names its bucket")
+            if parsed.scheme not in ("s3", "file", ""):
+                raise ValueError(
+                    "PRISM_BACKUP_URL is s3://bucket/prefix, file:///path or a directory"
+                )
+        return value
+
     @field_validator("password_reset_url")
     @classmethod
     def _reset_url_has_a_token(cls, value: str | None) -> str | None:

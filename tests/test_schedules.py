@@ -13,8 +13,9 @@ from typing import Any
 
 import orjson
 import pyarrow.dataset as ds
+import pytest
 import sqlalchemy as sa
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from prism import bootstrap
 from prism.config import Settings
@@ -28,7 +29,7 @@ from prism.models.enums import Role
 from prism.models.users import User
 from prism.privacy import erasure as privacy_erasure
 from prism.services import Services
-from prism.storage import LocalStore
+from prism.storage import LocalStore, S3Store, backup_store
 from tests.conftest import NewDatabase
 from tests.factories import Tenant, add_document, make_tenant
 from tests.test_lake import PII_NAME, world  # noqa: F401 - the fixture
@@ -319,3 +320,22 @@ async def test_an_erasure_leaves_no_trace_in_any_layer_through_scheduled_runs(
         assert "kept.txt" in after
     finally:
         await services.close()
+
+
+def test_the_backup_destination_is_a_bucket_or_a_directory(tmp_path: Path) -> None:
+    for wrong in ("s3:///no-bucket", "ftp://host/dir"):
+        with pytest.raises(ValidationError, match="PRISM_BACKUP_URL"):
+            Settings(backup_url=wrong)
+    bucket = backup_store(
+        Settings(backup_url="s3://vault/prism/nightly?region=eu-west-1", s3_region="us-east-1")
+    )
+    assert isinstance(bucket, S3Store)
+    assert (bucket.bucket, bucket.prefix, bucket.region) == ("vault", "prism/nightly/", "eu-west-1")
+    for given in (str(tmp_path / "b"), f"file://{tmp_path / 'b'}"):
+        directory = backup_store(Settings(backup_url=given))
+        assert isinstance(directory, LocalStore)
+        assert directory.root == (tmp_path / "b").resolve()
+    # unset: beside the data directory, not inside the data's store
+    default = backup_store(Settings(data_dir=tmp_path))
+    assert isinstance(default, LocalStore)
+    assert default.root == (tmp_path / "backups").resolve()
