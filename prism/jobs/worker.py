@@ -244,7 +244,11 @@ class Worker:
         """The fleet-wide schedules (backups, the lake export): every worker asks, one does
         each run (``prism.jobs.schedules``). A run stopped by the worker's shutdown is left
         incomplete and made again by the next check of any worker."""
-        found = schedules.fleet_schedules(self.services)
+        try:
+            found = schedules.fleet_schedules(self.services)
+        except Exception as exc:  # noqa: BLE001 - logged; the worker runs jobs regardless
+            trouble("fleet-wide schedules not started", exc)
+            return
         if not found:
             return
         url = schedules.owner_url(self.services)
