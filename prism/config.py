@@ -391,6 +391,48 @@ class Settings(BaseSettings):
         description="Directory of pg_dump and pg_restore for backups; unset: the embedded "
         "PostgreSQL's, else PATH.",
     )
+    backup_url: str | None = Field(
+        None,
+        description="Where backups are written, apart from the data: `s3://bucket/prefix` (a "
+        "bucket of its own; `?endpoint=URL&region=R` to reach it elsewhere than "
+        "PRISM_S3_ENDPOINT_URL/PRISM_S3_REGION) or a directory (`/path` or `file:///path`); "
+        "unset: PRISM_DATA_DIR/backups.",
+    )
+    backup_interval_hours: float = Field(
+        0,
+        ge=0,
+        description="How often workers make an encrypted backup of the database and the object "
+        "store to PRISM_BACKUP_URL (one worker of the fleet makes each; 0: never; `prism "
+        "backup create` still works).",
+    )
+    backup_keep: int = Field(
+        7,
+        ge=1,
+        le=10_000,
+        description="Complete backups kept at PRISM_BACKUP_URL; older ones are removed after "
+        "each new backup.",
+    )
+    lake_interval_hours: float = Field(
+        0,
+        ge=0,
+        description="How often workers export the lake and remove its expired partitions (one "
+        "worker of the fleet runs each export; 0: never; `prism lake export` still works).",
+    )
+    lake_bronze_days: int = Field(
+        90,
+        ge=1,
+        description="Days a bronze (raw, unmasked) lake partition is kept, by its day.",
+    )
+    lake_silver_days: int = Field(
+        730,
+        ge=1,
+        description="Days a silver (cleaned, PII-masked) lake partition is kept, by its day.",
+    )
+    lake_gold_days: int = Field(
+        2555,
+        ge=1,
+        description="Days a gold (daily aggregates) lake partition is kept, by its day.",
+    )
     trusted_proxies: str = Field(
         "",
         description="Comma-separated addresses or CIDRs of reverse proxies whose "
@@ -587,6 +629,19 @@ class Settings(BaseSettings):
     def _smtp_url_is_one_of_three(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             smtp_endpoint(value.get_secret_value())  # ValueError says what is wrong
+        return value
+
+    @field_validator("backup_url")
+    @classmethod
+    def _backup_url_is_a_bucket_or_a_directory(cls, value: str | None) -> str | None:
+        if value is not None:
+            parsed = urlsplit(value)
+            if parsed.scheme == "s3" and not parsed.netloc:
+                raise ValueError("PRISM_BACKUP_URL: an s3:// URL names its bucket")
+            if parsed.scheme not in ("s3", "file", ""):
+                raise ValueError(
+                    "PRISM_BACKUP_URL is s3://bucket/prefix, file:///path or a directory"
+                )
         return value
 
     @field_validator("password_reset_url")

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
+from urllib.parse import parse_qs, urlsplit
 
 import aioboto3
 from botocore.config import Config as BotoConfig
@@ -38,6 +39,10 @@ class ObjectStore(Protocol):
     async def delete(self, key: str) -> None: ...
 
     async def exists(self, key: str) -> bool: ...
+
+    def list_objects(self, prefix: str = "") -> AsyncIterator[tuple[str, int]]:
+        """(key, size) of every object whose key starts with ``prefix``, in key order."""
+        ...
 
     async def change_tier(self, key: str, tier: str) -> None:
         """Move the object to the storage tier ``tier`` (HOT, WARM, COLD, ARCHIVE)."""
@@ -88,6 +93,27 @@ class LocalStore:
 
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self._path(key).exists)
+
+    async def list_objects(self, prefix: str = "") -> AsyncIterator[tuple[str, int]]:
+        for key, size in await asyncio.to_thread(self._list, prefix):
+            yield key, size
+
+    def _list(self, prefix: str) -> list[tuple[str, int]]:
+        found: list[tuple[str, int]] = []
+        if not self.root.is_dir():
+            return found
+        for directory, _, files in os.walk(self.root):
+            for name in files:
+                if name.startswith(".") and name.endswith(".part"):
+                    continue  # a write in progress (or abandoned by a crash)
+                path = Path(directory) / name
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    try:
+                        found.append((key, path.stat().st_size))
+                    except FileNotFoundError:
+                        continue  # removed while listed
+        return sorted(found)
 
     async def change_tier(self, key: str, tier: str) -> None:
         """A directory has one tier: the document row records where the file would be."""
@@ -151,6 +177,15 @@ class S3Store:
             )
         return any(o["Key"] == self.prefix + key for o in listed.get("Contents", []))
 
+    async def list_objects(self, prefix: str = "") -> AsyncIterator[tuple[str, int]]:
+        async with self._client() as s3:
+            pages = s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix
+            )
+            async for page in pages:
+                for listed in page.get("Contents", []):
+                    yield listed["Key"][len(self.prefix) :], int(listed["Size"])
+
     async def change_tier(self, key: str, tier: str) -> None:
         """Copy the object onto itself with the tier's storage class (what S3 lifecycle
         rules do, but decided by Prism's per-organization policy)."""
@@ -176,6 +211,7 @@ class S3Store:
 
 
 def object_store(settings: Settings) -> ObjectStore:
+    """The store of document files, export bundles and the lake."""
     if settings.s3_bucket:
         return S3Store(
             bucket=settings.s3_bucket,
@@ -186,3 +222,25 @@ def object_store(settings: Settings) -> ObjectStore:
             storage_class=settings.s3_storage_class,
         )
     return LocalStore(settings.data_dir / "objects")
+
+
+def backup_store(settings: Settings) -> ObjectStore:
+    """Where backups go (PRISM_BACKUP_URL): a bucket of its own (``s3://bucket/prefix``, with
+    ``?endpoint=``/``?region=`` when it is not where the data is) or a directory."""
+    url = settings.backup_url or str(settings.data_dir / "backups")
+    parsed = urlsplit(url)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise ValueError("PRISM_BACKUP_URL: an s3:// URL names its bucket")
+        query = parse_qs(parsed.query)
+        prefix = parsed.path.strip("/")
+        return S3Store(
+            bucket=parsed.netloc,
+            prefix=prefix + "/" if prefix else "",
+            endpoint_url=query.get("endpoint", [settings.s3_endpoint_url])[0],
+            region=query.get("region", [settings.s3_region])[0],
+            sse=settings.s3_sse,
+        )
+    if parsed.scheme in ("file", ""):
+        return LocalStore(Path(parsed.path if parsed.scheme == "file" else url))
+    raise ValueError("PRISM_BACKUP_URL is s3://bucket/prefix, file:///path or a directory")

@@ -1,6 +1,6 @@
 """Governance end to end on the real services: retention policies, the lifecycle (tiers on
 the local store and on S3, purges that never touch a held document), data quality on seeded
-bad rows, and backups restored and compared with their manifests."""
+bad rows, and backups (tests/test_backup.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from prometheus_client import REGISTRY
 from sqlalchemy.engine import make_url
 
-from prism.governance import backup, lifecycle, quality
+from prism.governance import lifecycle, quality
 from prism.models import governance as governance_models
 from prism.models.audit import AuditEvent, verify_chain
 from prism.models.base import utcnow
@@ -336,7 +336,9 @@ async def test_row_purges_spare_held_documents_and_keep_the_audit_chain_verifiab
 
 
 async def test_periodic_jobs_are_scheduled_once_per_interval(
-    services: Services, database_url: str
+    services: Services,
+    database_url: str,
+    tenant: Tenant,  # at least one organization, whatever ran before
 ) -> None:
     async with services.db.transaction(None) as session:
         orgs = await read_organization_ids(session)
@@ -487,54 +489,3 @@ async def test_quality_check_command_exits_non_zero_under_the_threshold(
         _prism, *args, "--threshold", "0.5", database_url=database_url, data_dir=tmp_path
     )
     assert lenient.returncode == 0, lenient.stderr
-
-
-# --- backups ----------------------------------------------------------------------------------
-
-
-async def test_backup_round_trip_and_tampering_is_detected(
-    services: Services, tenant: Tenant, database_url: str, tmp_path: Path
-) -> None:
-    await add_document(services, tenant)
-    objects = LocalStore(tmp_path / "objects")
-    made = await backup.create_backup(database_url, objects)
-    tables = made.manifest["tables"]
-    assert tables["documents"]["rows"] > 0
-    assert tables["audit_logs"]["rows"] > 0
-
-    report = await backup.verify_backup(database_url, objects)
-    assert report.ok, report
-    assert report.name == made.name
-    assert {t.table for t in report.tables} == set(tables)
-
-    # a manifest that no longer says what the dump holds
-    manifest_path = tmp_path / "objects" / "backups" / made.name / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["tables"]["documents"]["rows"] += 1
-    manifest_path.write_text(json.dumps(manifest))
-    tampered = await backup.verify_backup(database_url, objects, name=made.name)
-    assert not tampered.ok
-    assert [t.table for t in tampered.tables if not t.ok] == ["documents"]
-
-    # a dump altered after it was made
-    second = await backup.create_backup(database_url, objects)
-    dump_path = tmp_path / "objects" / "backups" / second.name / "prism.dump"
-    data = bytearray(dump_path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    dump_path.write_bytes(bytes(data))
-    broken = await backup.verify_backup(database_url, objects)
-    assert broken.name == second.name
-    assert not broken.dump_checksum_matches
-    assert not broken.ok
-
-
-async def test_backup_commands(database_url: str, tmp_path: Path) -> None:
-    created = await asyncio.to_thread(
-        _prism, "backup", "create", database_url=database_url, data_dir=tmp_path
-    )
-    assert created.returncode == 0, created.stderr
-    verified = await asyncio.to_thread(
-        _prism, "backup", "verify", "--json", database_url=database_url, data_dir=tmp_path
-    )
-    assert verified.returncode == 0, verified.stderr
-    assert json.loads(verified.stdout)["ok"] is True

@@ -421,14 +421,11 @@ def test_expected_failures_of_commands_are_one_line(
     database_url: str, settings: Settings, tmp_path: Path
 ) -> None:
     env = _env(PRISM_DATABASE_URL=database_url, PRISM_DATA_DIR=str(tmp_path / "var"))
-    # a backup whose dump file is gone (the local store: a file under the data directory)
+    # a backup whose dump file is gone (the default destination: PRISM_DATA_DIR/backups)
     made = _prism("backup", "create", env=env)
     assert made.returncode == 0, made.stderr
     name = made.stdout.strip().splitlines()[-1]
-    dump = tmp_path / "var" / "objects" / "backups" / name / "prism.dump"
-    if not dump.exists():
-        dump = next((tmp_path / "var").rglob("prism.dump"))
-    dump.unlink()
+    (tmp_path / "var" / "backups" / name / "prism.dump.sealed").unlink()
     said = _one_line_failure(_prism("backup", "verify", "--name", name, env=env))
     assert "prism.dump" in said or "dump" in said
     # a backup that does not exist

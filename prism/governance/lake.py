@@ -25,6 +25,7 @@ after the erasure's rewrite (the rewrite waits, then reads the rows as they are)
 from __future__ import annotations
 
 import io
+import re
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -39,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from prism.config import Settings
 from prism.db.engine import Database
 from prism.extraction.pii import mask_all
 from prism.models import lake as lake_models
@@ -52,6 +54,33 @@ from prism.storage import ObjectStore
 
 PREFIX = "lake"
 PARQUET = "application/vnd.apache.parquet"
+LAYERS = ("bronze", "silver", "gold")
+# What the scheduled export records when it finishes (when it is next due).
+RUN_RECORD = f"{PREFIX}/_runs/latest.json"
+_DAY = re.compile(r"/year=(\d{4})/month=(\d{1,2})/day=(\d{1,2})/")
+
+
+@dataclass(frozen=True)
+class LakePeriods:
+    """How many days each layer keeps a partition, counted from the partition's day
+    (PRISM_LAKE_BRONZE_DAYS, _SILVER_DAYS, _GOLD_DAYS). Raw rows go first; aggregates, which
+    name no one, stay longest."""
+
+    bronze: int = 90
+    silver: int = 730
+    gold: int = 2555
+
+    @classmethod
+    def of(cls, settings: Settings) -> LakePeriods:
+        return cls(
+            bronze=settings.lake_bronze_days,
+            silver=settings.lake_silver_days,
+            gold=settings.lake_gold_days,
+        )
+
+    def keeps(self, layer: str, day: date, today: date) -> bool:
+        days: int = getattr(self, layer)
+        return (today - day).days < days
 
 
 @dataclass(frozen=True)
@@ -194,6 +223,8 @@ class LakeReport:
     files: int = 0
     rows: int = 0
     partitions: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # Partition files removed because their layer's period ended, by layer.
+    expired: dict[str, int] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -201,6 +232,7 @@ class LakeReport:
             "files": self.files,
             "rows": self.rows,
             "partitions": dict(self.partitions),
+            "expired": dict(self.expired),
         }
 
 
@@ -287,13 +319,21 @@ async def _write_day(
     day: date,
     datasets: list[Dataset],
     report: LakeReport,
+    periods: LakePeriods | None = None,
+    today: date | None = None,
 ) -> dict[str, int]:
     """Rewrite one organization's partitions of ``day`` for ``datasets`` (and gold) from the
     rows as they are now; a partition left with no rows is removed. Rows written, by dataset.
 
     Every file of the day is built (converted, masked, encoded) before the first one is
     written, so a row that cannot be exported fails the run with the lake as it was; each
-    file is then put whole (a temporary name renamed into place, or one S3 PUT)."""
+    file is then put whole (a temporary name renamed into place, or one S3 PUT). A layer
+    whose period no longer keeps ``day`` is not written again (its file is removed): a late
+    change to an old row does not bring an expired partition back."""
+
+    def kept(layer: str) -> bool:
+        return periods is None or periods.keeps(layer, day, today or utcnow().date())
+
     rows = {d.name: await _rows_of_day(session, d, organization_id, day) for d in DATASETS}
     writes: list[tuple[str, bytes | None, str | None]] = []  # (key, body or None: delete)
     written: dict[str, int] = {}
@@ -307,14 +347,14 @@ async def _write_day(
         ]
         for layer, layer_rows in (("bronze", bronze), ("silver", silver)):
             key = partition(layer, dataset.name, day, organization_id)
-            if not layer_rows:
+            if not layer_rows or not kept(layer):
                 writes.append((key, None, None))
                 continue
             table = pa.Table.from_pylist(layer_rows, schema=schema)
             writes.append((key, _parquet(table), f"{layer}/{dataset.name}"))
         written[dataset.name] = len(bronze)
     key = partition("gold", "daily_activity", day, organization_id)
-    if any(rows.values()):
+    if any(rows.values()) and kept("gold"):
         gold = pa.Table.from_pylist([_gold_row(organization_id, day, rows)], schema=GOLD_SCHEMA)
         writes.append((key, _parquet(gold), "gold/daily_activity"))
     else:
@@ -331,7 +371,12 @@ async def _write_day(
 
 
 async def rewrite_days(
-    db: Database, objects: ObjectStore, organization_id: uuid.UUID, days: set[date]
+    db: Database,
+    objects: ObjectStore,
+    organization_id: uuid.UUID,
+    days: set[date],
+    *,
+    periods: LakePeriods | None = None,
 ) -> LakeReport:
     """Rewrite an organization's partitions of ``days`` from the current rows (after an
     erasure deleted rows the watermark cannot see). Nothing, if the lake was never written."""
@@ -344,7 +389,9 @@ async def rewrite_days(
         if not any(exported):
             return report
         for day in sorted(days):
-            await _write_day(session, objects, organization_id, day, list(DATASETS), report)
+            await _write_day(
+                session, objects, organization_id, day, list(DATASETS), report, periods
+            )
     return report
 
 
@@ -355,10 +402,13 @@ async def export(
     since: datetime | None = None,
     settle_seconds: float = 60,
     now: Callable[[], datetime] = utcnow,
+    periods: LakePeriods | None = None,
 ) -> LakeReport:
-    """Export every organization's changes since its watermarks (or since ``since``)."""
+    """Export every organization's changes since its watermarks (or since ``since``); with
+    ``periods``, a partition no longer kept is not written."""
     report = LakeReport()
     await write_schemas(objects)
+    today = now().date()
     upper = now() - timedelta(seconds=settle_seconds)
     async with db.transaction(None) as session:
         organizations = await read_organization_ids(session)
@@ -385,6 +435,8 @@ async def export(
                     day,
                     [d for d in DATASETS if day in touched[d.name]],
                     report,
+                    periods,
+                    today,
                 )
                 for name, count in written.items():
                     exported[name] += count
@@ -394,4 +446,72 @@ async def export(
                     await lake_models.advance_watermark(
                         session, organization_id, dataset.name, mark, exported[dataset.name]
                     )
+    return report
+
+
+def partition_day(key: str) -> date | None:
+    """The day of a partition file's key (None: not a partition file)."""
+    found = _DAY.search(key)
+    if found is None:
+        return None
+    year, month, day = (int(part) for part in found.groups())
+    try:
+        return date(year, month, day)
+    except ValueError:
+        return None
+
+
+async def expire(
+    objects: ObjectStore, periods: LakePeriods, *, today: date | None = None
+) -> dict[str, int]:
+    """Remove every partition file its layer no longer keeps: files removed, by layer."""
+    today = today or utcnow().date()
+    removed: dict[str, int] = {}
+    for layer in LAYERS:
+        doomed = [
+            key
+            async for key, _ in objects.list_objects(f"{PREFIX}/{layer}/")
+            if (day := partition_day(key)) is not None and not periods.keeps(layer, day, today)
+        ]
+        for key in doomed:
+            await objects.delete(key)
+        removed[layer] = len(doomed)
+    return removed
+
+
+async def last_scheduled_run(objects: ObjectStore) -> datetime | None:
+    """When the scheduled export last finished (None: never)."""
+    record = await _run_record(objects)
+    return None if record is None else datetime.fromisoformat(record["finishedAt"])
+
+
+async def _run_record(objects: ObjectStore) -> dict[str, Any] | None:
+    if not await objects.exists(RUN_RECORD):
+        return None
+    record: dict[str, Any] = orjson.loads(
+        b"".join([chunk async for chunk in objects.open_stream(RUN_RECORD)])
+    )
+    return record
+
+
+async def scheduled_export(
+    db: Database,
+    objects: ObjectStore,
+    periods: LakePeriods,
+    *,
+    settle_seconds: float = 60,
+) -> LakeReport:
+    """The workers' lake run (PRISM_LAKE_INTERVAL_HOURS): export what changed, remove what
+    the layers' periods no longer keep, and record the run (what makes it due again)."""
+    report = await export(db, objects, settle_seconds=settle_seconds, periods=periods)
+    report.expired = await expire(objects, periods)
+    previous = await _run_record(objects)
+    record = {
+        "finishedAt": utcnow().isoformat(),
+        "runs": (previous or {}).get("runs", 0) + 1,
+        "report": report.as_json(),
+    }
+    await _put(
+        objects, RUN_RECORD, orjson.dumps(record, option=orjson.OPT_INDENT_2), "application/json"
+    )
     return report

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from prism.documents import processing
 from prism.documents.processing import ANALYZE, EXTRACT, Unprocessable
-from prism.governance import lifecycle, quality
+from prism.governance import lake, lifecycle, quality
 from prism.governance.cleanup import ERASE_CLEANUP
 from prism.models import jobs as job_models
 from prism.models.enums import JobState
@@ -228,6 +228,7 @@ async def handle_erase_cleanup(run: JobRun) -> None:
         payload=run.job.payload,
         db=run.services.db,
         objects=run.services.objects,
+        lake_periods=lake.LakePeriods.of(run.services.settings),
     )
     await run_erase_hooks(cleanup)
     async with run.services.db.transaction(run.job.organization_id) as session:

@@ -27,7 +27,7 @@ from prism.db.faults import log_failure, unavailable
 from prism.db.notify import Listener
 from prism.events.kafka import KafkaPublisher
 from prism.events.relay import Relay
-from prism.jobs import bi, handlers, indexing
+from prism.jobs import bi, handlers, indexing, schedules
 from prism.jobs.handlers import (
     PERIODIC,
     JobRun,
@@ -101,6 +101,7 @@ class Worker:
         heartbeat = asyncio.create_task(self._heartbeat())
         scheduler = asyncio.create_task(self._schedule_periodic())
         bi_scheduler = asyncio.create_task(self._schedule_bi_refreshes())
+        fleet_scheduler = asyncio.create_task(self._schedule_fleet())
         relay = asyncio.create_task(self._relay(stop))
         webhooks = asyncio.create_task(self._webhooks(stop))
         log.info("worker started", worker=self.name, concurrency=self.concurrency)
@@ -121,7 +122,7 @@ class Worker:
             try:
                 await self._shutdown(grace_seconds)
             finally:
-                for task in (heartbeat, scheduler, bi_scheduler):
+                for task in (heartbeat, scheduler, bi_scheduler, fleet_scheduler):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
@@ -254,6 +255,28 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - logged; tried next round
                 trouble("scheduling periodic jobs failed", exc)
             await asyncio.sleep(min(SCHEDULE_CHECK_SECONDS, every.total_seconds()))
+
+    async def _schedule_fleet(self) -> None:
+        """The fleet-wide schedules (backups, the lake export): every worker asks, one does
+        each run (``prism.jobs.schedules``). A run stopped by the worker's shutdown is left
+        incomplete and made again by the next check of any worker."""
+        try:
+            found = schedules.fleet_schedules(self.services)
+        except Exception as exc:  # noqa: BLE001 - logged; the worker runs jobs regardless
+            trouble("fleet-wide schedules not started", exc)
+            return
+        if not found:
+            return
+        url = schedules.owner_url(self.services)
+        pause = min([SCHEDULE_CHECK_SECONDS, *(s.every.total_seconds() for s in found)])
+        while True:
+            for schedule in found:
+                try:
+                    if await schedules.run_if_due(url, schedule):
+                        log.info("scheduled run done", schedule=schedule.name, worker=self.name)
+                except Exception as exc:  # noqa: BLE001 - logged; tried next round
+                    trouble(f"scheduled {schedule.name} failed", exc, schedule=schedule.name)
+            await asyncio.sleep(pause)
 
     async def _schedule_bi_refreshes(self) -> None:
         """Queue BI refreshes for organizations whose rollups went stale (any worker may; the

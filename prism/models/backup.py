@@ -7,6 +7,8 @@ from typing import Any
 
 import asyncpg
 
+from prism.db.engine import APP_ROLE
+
 TABLES = """
 SELECT c.relname FROM pg_class c
 WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
@@ -52,3 +54,42 @@ async def create_database(conn: asyncpg.Connection, name: str) -> None:
 
 async def drop_database(conn: asyncpg.Connection, name: str) -> None:
     await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def count_tables(conn: asyncpg.Connection) -> int:
+    """Tables of the public schema: 0 for an empty database (what a restore asks for)."""
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace "
+        "AND relkind IN ('r', 'p')"
+    )
+    return count
+
+
+async def ensure_app_role(conn: asyncpg.Connection) -> None:
+    """The app role, as the first migration makes it (roles are the server's, not the
+    database's: a restore onto a new server needs it before the dump's grants)."""
+    await conn.execute(
+        f"""
+        DO $$
+        BEGIN
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+                CREATE ROLE {APP_ROLE} NOLOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT;
+            END IF;
+        END $$"""
+    )
+    await conn.execute(f"GRANT {APP_ROLE} TO CURRENT_USER")
+
+
+async def document_files(conn: asyncpg.Connection) -> set[str]:
+    """The object keys of the files of documents not deleted (what a restore must bring)."""
+    rows = await conn.fetch(
+        "SELECT storage_key FROM public.documents "
+        "WHERE storage_key IS NOT NULL AND deleted_at IS NULL"
+    )
+    return {r["storage_key"] for r in rows}
+
+
+async def clear_public_schema(conn: asyncpg.Connection) -> None:
+    """Drop everything of the public schema (a forced restore over a database in use)."""
+    await conn.execute("DROP SCHEMA public CASCADE")
+    await conn.execute("CREATE SCHEMA public")

@@ -205,6 +205,8 @@ class Cleanup:
     payload: dict[str, Any]
     db: Database
     objects: ObjectStore
+    # The lake's periods: a rewritten day its layer no longer keeps is removed, not written.
+    lake_periods: lake.LakePeriods | None = None
 
 
 async def delete_objects(cleanup: Cleanup) -> None:
@@ -215,7 +217,13 @@ async def delete_objects(cleanup: Cleanup) -> None:
 async def rewrite_lake(cleanup: Cleanup) -> None:
     days = {date.fromisoformat(d) for d in cleanup.payload.get("days", [])}
     if days:
-        await lake.rewrite_days(cleanup.db, cleanup.objects, cleanup.organization_id, days)
+        await lake.rewrite_days(
+            cleanup.db,
+            cleanup.objects,
+            cleanup.organization_id,
+            days,
+            periods=cleanup.lake_periods,
+        )
 
 
 # Run, in order, by the erase-cleanup job; each hook must be idempotent (a job may rerun).
