@@ -1,10 +1,12 @@
-"""Structured logs and Prometheus metrics (imports nothing of Prism's, so any layer may use it)."""
+"""Structured logs and Prometheus metrics (imports nothing of Prism's, so any layer may use it;
+traces are ``prism.tracing``'s)."""
 
 from __future__ import annotations
 
 import logging
 import re
 import sys
+from collections.abc import Sequence
 
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
@@ -88,14 +90,21 @@ def operation_label(name: str | None) -> str:
     return "other"
 
 
-def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
-    """JSON lines on stderr; request ids come from structlog's contextvars."""
+def configure_logging(
+    level: str = "INFO",
+    *,
+    json: bool = True,
+    processors: Sequence[structlog.typing.Processor] = (),
+) -> None:
+    """JSON lines on stderr; request ids come from structlog's contextvars; ``processors``
+    add to every line (the trace ids, when tracing is on: ``prism.tracing.log_processors``)."""
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            *processors,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

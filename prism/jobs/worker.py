@@ -20,6 +20,7 @@ from opensearchpy.exceptions import ConnectionError as OpenSearchConnectionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import DataError
 
+from prism import tracing
 from prism.bi import refresh as bi_refresh
 from prism.db.engine import url_for_asyncpg
 from prism.db.faults import log_failure, unavailable
@@ -265,6 +266,20 @@ class Worker:
     # --- one job -------------------------------------------------------------------------------
 
     async def _execute(self, job: Job) -> None:
+        """Run one job, in its span (a child of the request's or job's that queued it, when
+        traced) and with the request id that queued it on its log lines (this task's own)."""
+        request_id = job.payload.get(tracing.REQUEST_ID)
+        if isinstance(request_id, str):
+            structlog.contextvars.bind_contextvars(request_id=request_id)
+        attributes = {
+            "prism.job.id": str(job.id),
+            "prism.job.attempt": job.attempts,
+            "prism.organization.id": str(job.organization_id),
+        }
+        with tracing.job_span(job.kind, job.payload, attributes) as span:
+            await self._run_job(job, span)
+
+    async def _run_job(self, job: Job, span: Any) -> None:
         run = JobRun(job=job, worker=self.name, services=self.services)
         bound = log.bind(job_id=str(job.id), kind=job.kind, attempt=job.attempts)
         try:
@@ -278,17 +293,20 @@ class Worker:
         except asyncio.CancelledError:
             raise
         except PermanentJobError as exc:
+            tracing.failed(span, exc)
             bound.warning("job failed permanently", error=str(exc))
             if await self._finish(job, JobState.DEAD, str(exc)):
                 await fail_document(run, str(exc))
         except LeaseLost:
             bound.warning("lease lost; another run owns the job now")
         except DataError as exc:
+            tracing.failed(span, exc)
             # What PostgreSQL refuses to store will be refused again: no retries.
             bound.warning("job failed on data the database refuses", exc_info=True)
             if await self._finish(job, JobState.DEAD, public_error(exc)):
                 await fail_document(run, "The document holds text that cannot be stored.")
         except Exception as exc:  # noqa: BLE001 - any failure is recorded and retried
+            tracing.failed(span, exc)
             if dependency_away(exc) and utcnow() - job.created_at < timedelta(
                 hours=OUTAGE_RETRY_HOURS
             ):

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from prism import bootstrap
+from prism import bootstrap, tracing
 from prism.authn.cache import CredentialCache
 from prism.config import Settings
 from prism.db.engine import url_for_asyncpg
@@ -89,6 +89,8 @@ class RequestIdMiddleware:
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        if tracing.ENABLED:
+            tracing.tag_request(request_id)
         started = time.perf_counter()
         status = 500
 
@@ -152,7 +154,10 @@ def create_app(
     """The Prism ASGI app. ``database_url`` skips resolving (and migrating) the database;
     ``with_worker`` runs a job worker inside the server process (one-machine setups)."""
     settings = settings or Settings()
-    configure_logging(settings.log_level, json=settings.log_json)
+    tracing.configure("prism-api")
+    configure_logging(
+        settings.log_level, json=settings.log_json, processors=tracing.log_processors()
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -205,6 +210,8 @@ def create_app(
             Route("/documents/{document}/pages/{page}/preview", page_preview, methods=["GET"]),
         ],
         middleware=[
+            # Outermost: the HTTP span covers everything, and every log line is inside it.
+            *traced(),
             Middleware(ClientAddressMiddleware, TrustedProxies.parse(settings.trusted_proxies)),
             Middleware(RequestIdMiddleware),
             *cors(settings),
@@ -243,6 +250,11 @@ CORS_RESPONSE_HEADERS = (
     "content-disposition",
     "repr-digest",
 )
+
+
+def traced() -> list[Middleware]:
+    """The HTTP server span of every request but the probes', when tracing is on."""
+    return [Middleware(cls, **options) for cls, options in tracing.asgi_middleware()]
 
 
 def cors(settings: Settings) -> list[Middleware]:

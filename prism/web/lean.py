@@ -52,6 +52,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.types import ExecutionResult
 from strawberry.utils.operation import get_first_operation
 
+from prism import tracing
 from prism.execution import inputs
 from prism.execution.context import Context
 from prism.execution.cost import actual, operation_of
@@ -183,7 +184,11 @@ class LeanGraphQL:
             raise HandOver("not validated")
         if check_cost(context, self.graphql_schema, document, operation, variables) is not None:
             raise HandOver("cost")
-        data, report = await _run(context, self.graphql_schema, document, name, variables)
+        if tracing.ENABLED:
+            with tracing.operation_span("query", name):
+                data, report = await _run(context, self.graphql_schema, document, name, variables)
+        else:
+            data, report = await _run(context, self.graphql_schema, document, name, variables)
         record_operation(name, "query", time.perf_counter() - started, None)
         result = ExecutionResult(
             data=data,
