@@ -8,8 +8,8 @@ and ``OTEL_TRACES_SAMPLER_ARG``, resource from ``OTEL_SERVICE_NAME`` and
 (``OTEL_EXPORTER_OTLP_*``), and the maintained instrumentations of the clients Prism uses:
 asyncpg (every SQL statement, the ORM's and the planner's), Redis, aiohttp (OpenSearch's
 client), aiokafka (the relay's sends); S3 and Bedrock calls (aiobotocore, which no maintained
-instrumentation covers) get a client span here. The HTTP span is the ASGI middleware's
-(``asgi_middleware``); the GraphQL operation's span is ``operation_span``'s.
+instrumentation covers) get a client span here. The HTTP span is ``ServerSpan``'s; the
+GraphQL operation's span is ``operation_span``'s.
 
 Unset, nothing of the SDK is imported or set up: ``ENABLED`` stays False and every helper
 here returns at its first line, so the request path pays one global read.
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -37,7 +37,7 @@ ENABLED = False
 TRACEPARENT = "traceparent"
 REQUEST_ID = "requestId"
 # Never traced: the platform's probes and scrapes (a span each, every few seconds, of nothing).
-UNTRACED_PATHS = "/healthz,/readyz,/metrics"
+_UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
 
 _tracer: Tracer | None = None
 _NOTHING = contextlib.nullcontext()
@@ -144,36 +144,97 @@ def _entries_only(sampler: Any) -> Any:
     return EntriesOnly()
 
 
-def asgi_middleware() -> list[tuple[Any, dict[str, Any]]]:
-    """The ASGI middleware (class and options, outermost first) that puts each request in its
-    HTTP server span (the W3C trace context taken from the request's headers; no spans of
-    the body's messages) and quiets the client instrumentations of a request whose trace is
-    not sampled; none when tracing is off."""
+def asgi_middleware(name_of: Callable[[str, str], str]) -> list[tuple[Any, dict[str, Any]]]:
+    """The ASGI middleware (class and options) that puts each request in its HTTP server
+    span, named by ``name_of(method, path)`` (a route template: few names); none when
+    tracing is off."""
     if not ENABLED:
         return []
-    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-
-    options = {"excluded_urls": UNTRACED_PATHS, "exclude_spans": ["receive", "send"]}
-    return [(OpenTelemetryMiddleware, options), (QuietUnlessSampled, {})]
+    return [(ServerSpan, {"name_of": name_of})]
 
 
-class QuietUnlessSampled:
-    """ASGI: a request whose span is not recorded (not sampled, or a probe's) runs with the
-    client instrumentations suppressed, so its SQL, Redis and AWS calls cost one context
-    lookup each instead of building spans nobody keeps."""
+class ServerSpan:
+    """ASGI: the HTTP server span of a request (a WebSocket's: of its whole connection),
+    continuing the W3C trace context of its ``traceparent`` header, with the stable HTTP
+    semantic conventions' attributes and the answer's status.
 
-    def __init__(self, app: Any) -> None:
+    The sampler decides first, from the span's name and parent alone: a request it does not
+    sample only carries its (unsampled) context on, so what it queues stays unsampled too,
+    and runs with the client instrumentations suppressed (its SQL, Redis and AWS calls cost
+    one context lookup each). That is why this is not opentelemetry-instrumentation-asgi's
+    middleware, which reads every header and builds every attribute of every request before
+    sampling (about 50 µs a request here; decision 0034). Probes and scrapes are not traced."""
+
+    def __init__(self, app: Any, name_of: Callable[[str, str], str]) -> None:
+        from opentelemetry.propagate import get_global_textmap
+
         self.app = app
+        self.name_of = name_of
+        self.propagator = get_global_textmap()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if _trace.get_current_span().is_recording():
-            await self.app(scope, receive, send)
+        kind = scope["type"]
+        path = scope.get("path", "")
+        if kind not in ("http", "websocket") or path in _UNTRACED:
+            token = _context.attach(_context.set_value(_SUPPRESS, True))
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                _context.detach(token)
             return
-        token = _context.attach(_context.set_value(_SUPPRESS, True))
+        carrier = {}
+        for key, value in scope.get("headers") or ():
+            if key in (b"traceparent", b"tracestate"):
+                carrier[key.decode()] = value.decode("latin-1")
+        parent = self.propagator.extract(carrier) if carrier else None
+        method = scope.get("method", "GET")
+        assert _tracer is not None
+        span = _tracer.start_span(
+            self.name_of(method, path), context=parent, kind=_trace.SpanKind.SERVER
+        )
+        recording = span.is_recording()
+        within = _trace.set_span_in_context(span, parent)
+        token = _context.attach(_context.set_value(_SUPPRESS, not recording, within))
+        if not recording:
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                _context.detach(token)
+            return
+        client = scope.get("client")
+        server = scope.get("server")
+        span.set_attributes(
+            {
+                "http.request.method": method,
+                "url.path": path,
+                "url.scheme": scope.get("scheme", "http"),
+                "network.protocol.version": scope.get("http_version", "1.1"),
+                **({"client.address": client[0]} if client else {}),
+                **({"server.address": server[0], "server.port": server[1]} if server else {}),
+            }
+        )
+        for key, value in scope.get("headers") or ():
+            if key == b"user-agent":
+                span.set_attribute("user_agent.original", value.decode("latin-1")[:256])
+
+        async def answered(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(_trace.Status(_trace.StatusCode.ERROR))
+                    span.set_attribute("error.type", str(status))
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, answered)
+        except BaseException as exc:
+            span.record_exception(exc)
+            span.set_status(_trace.Status(_trace.StatusCode.ERROR, type(exc).__name__))
+            raise
         finally:
             _context.detach(token)
+            span.end()
 
 
 def tag_request(request_id: str) -> None:

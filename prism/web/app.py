@@ -254,7 +254,13 @@ CORS_RESPONSE_HEADERS = (
 
 def traced() -> list[Middleware]:
     """The HTTP server span of every request but the probes', when tracing is on."""
-    return [Middleware(cls, **options) for cls, options in tracing.asgi_middleware()]
+    return [Middleware(cls, **options) for cls, options in tracing.asgi_middleware(span_name)]
+
+
+def span_name(method: str, path: str) -> str:
+    """An HTTP span's name: the method and the route's template (``POST /graphql``)."""
+    route = "/assets" if path.startswith("/assets/") else route_label(path)
+    return f"{method} {route}"
 
 
 def cors(settings: Settings) -> list[Middleware]:
