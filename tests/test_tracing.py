@@ -23,13 +23,14 @@ import asyncpg
 import httpx
 import orjson
 import pytest
+from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
-from prism import tracing
+from prism import bootstrap, tracing
 from prism.config import Settings
+from prism.db import migrations
 from prism.models.enums import Role
-from prism.services import Services
-from tests.conftest import RedisServer
+from tests.conftest import NewDatabase, RedisServer
 from tests.factories import CONTRACT, Tenant, gql, make_tenant
 from tests.otlp import CLIENT, CONSUMER, PRODUCER, SERVER, Receiver, Span, receiving
 from tests.pipeline_helpers import upload
@@ -131,9 +132,8 @@ def _ancestors(span: Span, by_id: dict[str, Span]) -> list[Span]:
 
 async def test_an_uploads_trace_holds_its_request_its_jobs_and_their_calls(
     receiver: tuple[Receiver, str],
-    services: Services,
     settings: Settings,
-    database_url: str,
+    new_database: NewDatabase,
     redis_server: RedisServer,
     s3_endpoint: str,  # noqa: F811 - the fixture imported above
     bucket: str,  # noqa: F811
@@ -142,7 +142,16 @@ async def test_an_uploads_trace_holds_its_request_its_jobs_and_their_calls(
     tmp_path: Path,
 ) -> None:
     spans, endpoint = receiver
-    tenant: Tenant = await make_tenant(services)
+    # A database of its own: the worker's relay registers the `kafka` consumer, which would
+    # otherwise hold every other test's events from being pruned (and publish them).
+    database_url = await new_database()
+    await asyncio.to_thread(migrations.upgrade, database_url)
+    own = settings.model_copy(update={"database_url": SecretStr(database_url)})
+    services = bootstrap.build_services(own, database_url)
+    try:
+        tenant: Tenant = await make_tenant(services)
+    finally:
+        await services.close()
     port = _free_port()
     alias = f"prism-test-otel-{uuid.uuid4().hex[:8]}"
     topics = f"otel-{uuid.uuid4().hex[:8]}."
