@@ -219,10 +219,13 @@ async def main(args: argparse.Namespace) -> None:
                 "range": f"{min(cpu) * 1000:.3f}–{max(cpu) * 1000:.3f}",
             }
             if name != "off":
-                per_round = [c / o for c, o in zip(cpu, off, strict=True)]
-                ratio = round(statistics.median(per_round), 3)
+                # A round too short for the CPU clock (10 ms ticks) to see `off` has no ratio.
+                per_round = [c / o for c, o in zip(cpu, off, strict=True) if o > 0]
+                ratio = round(statistics.median(per_round), 3) if per_round else None
                 row["÷ off (median of rounds)"] = ratio
-                row["÷ off range"] = f"{min(per_round):.3f}–{max(per_round):.3f}"
+                row["÷ off range"] = (
+                    f"{min(per_round):.3f}–{max(per_round):.3f}" if per_round else "–"
+                )
                 ratios.append({"query": query, "server": name, "ratio": ratio})
             rows.append(row)
     exported = [
