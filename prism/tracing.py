@@ -95,20 +95,7 @@ def configure(service: str) -> bool:
     _tracer = trace.get_tracer("prism")
     _context, _trace, _SUPPRESS = context, trace, _SUPPRESS_INSTRUMENTATION_KEY
     ENABLED = True
-    structlog.get_logger("prism.tracing").info("tracing on", service=service)
     return True
-
-
-def shutdown() -> None:
-    """Export what is buffered (a process about to exit; the SDK also does it at exit)."""
-    if not ENABLED:
-        return
-    from opentelemetry import trace
-
-    provider = trace.get_tracer_provider()
-    flush = getattr(provider, "force_flush", None)
-    if flush is not None:
-        flush()
 
 
 def _entries_only(sampler: Any) -> Any:

@@ -100,7 +100,12 @@ class Worker:
         scheduler = asyncio.create_task(self._schedule_periodic())
         bi_scheduler = asyncio.create_task(self._schedule_bi_refreshes())
         relay = asyncio.create_task(self._relay(stop))
-        log.info("worker started", worker=self.name, concurrency=self.concurrency)
+        log.info(
+            "worker started",
+            worker=self.name,
+            concurrency=self.concurrency,
+            tracing=tracing.ENABLED,
+        )
         delay = 0.5
         try:
             while not stop.is_set():

@@ -174,7 +174,9 @@ def create_app(
         app.state.services = services
         background = await bootstrap.start_worker(services) if with_worker else None
         settle_garbage_collector()
-        log.info("prism started", mode=settings.mode.value, worker=with_worker)
+        log.info(
+            "prism started", mode=settings.mode.value, worker=with_worker, tracing=tracing.ENABLED
+        )
         try:
             async with metrics_listener(settings, services):
                 yield
