@@ -5,7 +5,8 @@ processes given one ``PROMETHEUS_MULTIPROC_DIR``) write their metrics to files i
 directory, and a scrape of any of them sums the files (``exposition``): counters and
 histograms over every process that ever ran there since the directory was cleaned, gauges as
 each one's ``multiprocess_mode`` says. Figures read from the database at scrape time
-(``QUEUE``) are not in the files: the process that answers the scrape reads them."""
+(``QUEUE``) are not in the files: the process that answers the scrape reads them.
+Traces are ``prism.tracing``'s."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import structlog
 from prometheus_client import (
@@ -315,14 +316,21 @@ def operation_label(name: str | None) -> str:
     return "other"
 
 
-def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
-    """JSON lines on stderr; request ids come from structlog's contextvars."""
+def configure_logging(
+    level: str = "INFO",
+    *,
+    json: bool = True,
+    processors: Sequence[structlog.typing.Processor] = (),
+) -> None:
+    """JSON lines on stderr; request ids come from structlog's contextvars; ``processors``
+    add to every line (the trace ids, when tracing is on: ``prism.tracing.log_processors``)."""
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            *processors,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -478,3 +478,28 @@ def test_perf_misses_times_a_miss_and_a_hit_of_every_benchmark_query() -> None:
     for label, figures in found.items():
         assert isinstance(figures, dict), (label, figures)
         assert 0 < figures["hit_us"] < figures["miss_us"], (label, figures)
+
+
+def test_tracing_benchmark_measures_every_server_and_exports_spans(run_bench: Run) -> None:
+    document = run_bench(
+        "bench/tracing.py",
+        "--requests",
+        "20",
+        "--rounds",
+        "1",
+        "--warmup",
+        "5",
+        report="tracing.json",
+    )
+    found = tables(document)
+    servers = {row["server"] for row in found["CPU per request"]}
+    assert servers == {"off", "unsampled", "sampled", "always"}
+    paths = {row["query"]: row["path"] for row in found["CPU per request"]}
+    assert paths == {
+        "lean (registered, compiled)": "compiled",
+        "full (text, Strawberry)": "interpreted",
+    }
+    spans = {row["server"]: row["spans received"] for row in found["spans exported"]}
+    # nothing sampled at ratio 0; every request traced when always on
+    assert spans["unsampled"] == 0
+    assert spans["always"] >= 2 * 20 * 2

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-BASE = {"config", "errors", "observability"}
+BASE = {"config", "errors", "observability", "tracing"}
 WEB = ("strawberry", "starlette", "uvicorn")
 ABOVE_DOMAIN = {"web", "cli", "bootstrap", "demo", "schema", "resolvers", "execution"}
 # Where SQL may be written (a unit, or one module of a unit).

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
-from prism import bootstrap
+from prism import bootstrap, tracing
 from prism.cli.errors import FailsInOneLine
 from prism.config import Settings
 from prism.errors import PrismError
@@ -80,10 +80,20 @@ organizations_option = click.option(
 
 
 @click.group(cls=FailsInOneLine)
-def main() -> None:
+@click.pass_context
+def main(context: click.Context) -> None:
     """Prism: the GraphQL data-platform API of AI document review."""
     settings = Settings()
-    configure_logging(settings.log_level, json=settings.log_json)
+    # Traces (when OTEL_EXPORTER_OTLP_ENDPOINT is set) are named by the command: prism-api,
+    # prism-worker, prism-events, ...
+    command = context.invoked_subcommand or "cli"
+    tracing.configure(SERVICE_NAMES.get(command, f"prism-{command}"))
+    configure_logging(
+        settings.log_level, json=settings.log_json, processors=tracing.log_processors()
+    )
+
+
+SERVICE_NAMES = {"serve": "prism-api"}
 
 
 async def organization_ids(services: Services, org_ref: str | None) -> list[Any]:

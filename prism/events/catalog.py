@@ -13,7 +13,8 @@ Extension attributes: ``organizationid`` (the key of the Kafka message), ``seque
 event's position in its organization's stream: 1, 2, 3, … without gaps; a decimal string, as
 the CloudEvents sequence extension says), ``classification`` and ``department`` (absent when
 the event concerns nothing classified) so consumers can filter by clearance (a department is
-an organization's own label of its teams, not a person's).
+an organization's own label of its teams, not a person's), and ``traceparent`` (the
+CloudEvents distributed-tracing extension: the trace of the change, when tracing is on).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from prism import tracing
 from prism.models.outbox import Draft
 
 SPEC_VERSION = "1.0"
@@ -267,6 +269,10 @@ def envelope(
         event["classification"] = classification
     if department is not None:
         event["department"] = department
+    traceparent = tracing.current_traceparent()
+    if traceparent is not None:
+        # The CloudEvents distributed-tracing extension: the change's trace.
+        event["traceparent"] = traceparent
     event["data"] = data
     return Draft(
         id=event_id,

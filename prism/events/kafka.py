@@ -13,6 +13,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from prism import tracing
 from prism.config import KafkaSecurity, Settings
 from prism.models.outbox import Stored
 
@@ -84,15 +85,21 @@ class KafkaPublisher:
         producer = await self._started()
         try:
             async with asyncio.timeout(self._timeout):
-                sent = [
-                    await producer.send(
-                        topic_name(self._prefix, e.topic),
-                        value=e.event,
-                        key=str(e.organization_id).encode(),
-                        headers=[("content-type", CONTENT_TYPE), ("ce_id", str(e.id).encode())],
-                    )
-                    for e in events
-                ]
+                sent = []
+                for e in events:
+                    # Traced: the send's span joins the trace of the change (its traceparent).
+                    with tracing.resumed(e.traceparent):
+                        sent.append(
+                            await producer.send(
+                                topic_name(self._prefix, e.topic),
+                                value=e.event,
+                                key=str(e.organization_id).encode(),
+                                headers=[
+                                    ("content-type", CONTENT_TYPE),
+                                    ("ce_id", str(e.id).encode()),
+                                ],
+                            )
+                        )
                 await asyncio.gather(*sent)
         except BaseException as exc:
             await self.reset()

@@ -23,6 +23,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.types.graphql import OperationType
 
+from prism import tracing
 from prism.db.faults import RETRY_AFTER_SECONDS, collided, unavailable
 from prism.errors import Conflict, OutcomeUnknown, PrismError, ServiceUnavailable
 from prism.execution.context import Context
@@ -301,6 +302,21 @@ class Metrics(SchemaExtension):
             kind = "invalid"
         errors = getattr(context.result, "errors", None)
         record_operation(context.operation_name, kind, time.perf_counter() - started, errors)
+
+
+class Tracing(SchemaExtension):
+    """One span per GraphQL operation, named by its type and name once they are known
+    (``prism.tracing.operation_span``); in the schema only when tracing is on."""
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context
+        with tracing.operation_span("operation", context.operation_name) as span:
+            yield
+            try:
+                kind = context.operation_type.value
+            except RuntimeError:  # the document did not parse
+                kind = "invalid"
+            tracing.name_operation(span, kind, context.operation_name)
 
 
 # Mutations that check a password, a refresh token, a reset token or a second factor, or send

@@ -21,6 +21,7 @@ from opensearchpy.exceptions import ConnectionError as OpenSearchConnectionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import DataError
 
+from prism import tracing
 from prism.bi import refresh as bi_refresh
 from prism.db.engine import url_for_asyncpg
 from prism.db.faults import log_failure, unavailable
@@ -104,7 +105,12 @@ class Worker:
         fleet_scheduler = asyncio.create_task(self._schedule_fleet())
         relay = asyncio.create_task(self._relay(stop))
         webhooks = asyncio.create_task(self._webhooks(stop))
-        log.info("worker started", worker=self.name, concurrency=self.concurrency)
+        log.info(
+            "worker started",
+            worker=self.name,
+            concurrency=self.concurrency,
+            tracing=tracing.ENABLED,
+        )
         delay = 0.5
         try:
             while not stop.is_set():
@@ -307,7 +313,7 @@ class Worker:
         started = time.perf_counter()
         outcome = "cancelled"
         try:
-            outcome = await self._run(job)
+            outcome = await self._traced(job)
         except Exception:
             outcome = "retried"  # not recorded: its lease runs out and it runs again
             raise
@@ -317,7 +323,21 @@ class Worker:
                 JOB_RUNS.labels(job.kind, outcome).inc()
                 JOB_SECONDS.labels(job.kind, outcome).observe(time.perf_counter() - started)
 
-    async def _run(self, job: Job) -> str:
+    async def _traced(self, job: Job) -> str:
+        """Run one job, in its span (a child of the request's or job's that queued it, when
+        traced) and with the request id that queued it on its log lines (this task's own)."""
+        request_id = job.payload.get(tracing.REQUEST_ID)
+        if isinstance(request_id, str):
+            structlog.contextvars.bind_contextvars(request_id=request_id)
+        attributes = {
+            "prism.job.id": str(job.id),
+            "prism.job.attempt": job.attempts,
+            "prism.organization.id": str(job.organization_id),
+        }
+        with tracing.job_span(job.kind, job.payload, attributes) as span:
+            return await self._run(job, span)
+
+    async def _run(self, job: Job, span: Any) -> str:
         """Run one claimed job and record its outcome; which one (``prism_job_runs_total``)."""
         run = JobRun(job=job, worker=self.name, services=self.services)
         bound = log.bind(job_id=str(job.id), kind=job.kind, attempt=job.attempts)
@@ -333,6 +353,7 @@ class Worker:
         except asyncio.CancelledError:
             raise
         except PermanentJobError as exc:
+            tracing.failed(span, exc)
             bound.warning("job failed permanently", error=str(exc))
             if await self._finish(job, JobState.DEAD, str(exc)):
                 await fail_document(run, str(exc))
@@ -342,6 +363,7 @@ class Worker:
             bound.warning("lease lost; another run owns the job now")
             return "lost"
         except DataError as exc:
+            tracing.failed(span, exc)
             # What PostgreSQL refuses to store will be refused again: no retries.
             bound.warning("job failed on data the database refuses", exc_info=True)
             if await self._finish(job, JobState.DEAD, public_error(exc)):
@@ -349,6 +371,7 @@ class Worker:
                 return "dead"
             return "lost"
         except Exception as exc:  # noqa: BLE001 - any failure is recorded and retried
+            tracing.failed(span, exc)
             if dependency_away(exc) and utcnow() - job.created_at < timedelta(
                 hours=OUTAGE_RETRY_HOURS
             ):

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from prism import tracing
 from prism.models.base import Base, among, created_at, enum_column, org_fk, pk, updated_at, utcnow
 from prism.models.enums import JobState
 from prism.models.pagination import Page, PageRequest, keyset_page
@@ -74,7 +75,8 @@ async def enqueue_job(
     job = Job(
         organization_id=organization_id,
         kind=kind,
-        payload=payload,
+        # The request (or job) that queued it: its trace context and request id.
+        payload={**payload, **tracing.carried()},
         run_at=run_at or utcnow(),
         max_attempts=max_attempts,
     )

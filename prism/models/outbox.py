@@ -252,6 +252,8 @@ class Stored:
     topic: str
     type: str
     event: bytes
+    # The trace of the change that wrote it (the CloudEvent's ``traceparent``), if traced.
+    traceparent: str | None = None
 
 
 async def register_consumer(session: AsyncSession, consumer: str) -> None:
@@ -318,13 +320,17 @@ async def read_after(
     """The organization's events after sequence ``after``, in order; each event as JSON bytes."""
     rows = await session.execute(
         sa.text(
-            "SELECT sequence, id, topic, type, event::text FROM outbox_events "
+            "SELECT sequence, id, topic, type, event::text, event->>'traceparent' "
+            "FROM outbox_events "
             "WHERE organization_id = CAST(:org AS uuid) AND sequence > :after "
             "ORDER BY sequence LIMIT :limit"
         ),
         {"org": str(organization_id), "after": after, "limit": limit},
     )
-    return [Stored(organization_id, int(r[0]), r[1], r[2], r[3], r[4].encode()) for r in rows.all()]
+    return [
+        Stored(organization_id, int(r[0]), r[1], r[2], r[3], r[4].encode(), r[5])
+        for r in rows.all()
+    ]
 
 
 async def advance_cursor(

@@ -10,6 +10,7 @@ from strawberry.extensions import MaxTokensLimiter
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from prism import tracing
 from prism.config import Settings
 from prism.execution.extensions import (
     ErrorCodes,
@@ -17,6 +18,7 @@ from prism.execution.extensions import (
     OneSecretCheckPerRequest,
     ParseCache,
     ResponseExtensions,
+    Tracing,
     TransactionEnd,
 )
 from prism.execution.inputs import InputBounds
@@ -119,6 +121,9 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         RateLimit,
         CompiledOperations,
     ]
+    if tracing.ENABLED:
+        # Outermost: the operation's span holds all of it, the transaction's end included.
+        extensions.insert(0, Tracing)
     schema = PrismSchema(
         query=Query,
         mutation=Mutation,

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from prism import bootstrap
+from prism import bootstrap, tracing
 from prism.authn.cache import CHANNEL as CREDENTIALS_CHANNEL
 from prism.authn.cache import CredentialCache
 from prism.config import Settings
@@ -91,6 +91,8 @@ class RequestIdMiddleware:
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        if tracing.ENABLED:
+            tracing.tag_request(request_id)
         started = time.perf_counter()
         status = 500
 
@@ -154,7 +156,10 @@ def create_app(
     """The Prism ASGI app. ``database_url`` skips resolving (and migrating) the database;
     ``with_worker`` runs a job worker inside the server process (one-machine setups)."""
     settings = settings or Settings()
-    configure_logging(settings.log_level, json=settings.log_json)
+    tracing.configure("prism-api")
+    configure_logging(
+        settings.log_level, json=settings.log_json, processors=tracing.log_processors()
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -179,7 +184,9 @@ def create_app(
         app.state.services = services
         background = await bootstrap.start_worker(services) if with_worker else None
         settle_garbage_collector()
-        log.info("prism started", mode=settings.mode.value, worker=with_worker)
+        log.info(
+            "prism started", mode=settings.mode.value, worker=with_worker, tracing=tracing.ENABLED
+        )
         try:
             async with metrics_listener(services, settings.metrics_address):
                 yield
@@ -216,6 +223,8 @@ def create_app(
             Route("/documents/{document}/pages/{page}/preview", page_preview, methods=["GET"]),
         ],
         middleware=[
+            # Outermost: the HTTP span covers everything, and every log line is inside it.
+            *traced(),
             Middleware(ClientAddressMiddleware, TrustedProxies.parse(settings.trusted_proxies)),
             Middleware(RequestIdMiddleware),
             *cors(settings),
@@ -254,6 +263,17 @@ CORS_RESPONSE_HEADERS = (
     "content-disposition",
     "repr-digest",
 )
+
+
+def traced() -> list[Middleware]:
+    """The HTTP server span of every request but the probes', when tracing is on."""
+    return [Middleware(cls, **options) for cls, options in tracing.asgi_middleware(span_name)]
+
+
+def span_name(method: str, path: str) -> str:
+    """An HTTP span's name: the method and the route's template (``POST /graphql``)."""
+    route = "/assets" if path.startswith("/assets/") else route_label(path)
+    return f"{method} {route}"
 
 
 def cors(settings: Settings) -> list[Middleware]:

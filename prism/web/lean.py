@@ -53,6 +53,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.types import ExecutionResult
 from strawberry.utils.operation import get_first_operation
 
+from prism import tracing
 from prism.authn.cache import PROVISIONAL, Provisional
 from prism.execution import inputs
 from prism.execution.context import Context
@@ -204,7 +205,15 @@ class LeanGraphQL:
             raise HandOver("not valid")
         if check_cost(context, self.graphql_schema, document, operation, variables) is not None:
             raise HandOver("cost")
-        data, report = await _run(context, self.graphql_schema, document, name, variables, pending)
+        if tracing.ENABLED:
+            with tracing.operation_span("query", name):
+                data, report = await _run(
+                    context, self.graphql_schema, document, name, variables, pending
+                )
+        else:
+            data, report = await _run(
+                context, self.graphql_schema, document, name, variables, pending
+            )
         record_operation(name, "query", time.perf_counter() - started, None)
         result = ExecutionResult(
             data=data,

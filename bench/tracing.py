@@ -1,0 +1,306 @@
+"""What tracing costs a request (decision 0034): CPU time of the server process per request,
+with tracing off, on with no request sampled (the floor: what every request pays), on with
+10% sampling (the target: at most 5% more than off) and on with every request sampled, side
+by side.
+
+Four `prism serve` processes of this checkout on one database (embedded PostgreSQL, or
+PRISM_DATABASE_URL's server): ``off`` (no OTEL variable), ``unsampled``
+(``parentbased_traceidratio`` at 0), ``sampled`` (at ``--ratio``) and ``always``
+(``parentbased_always_on``), the traced ones exporting over OTLP/HTTP to a real receiver in
+this process (tests/otlp.py; its CPU is not the server's). Per round, each server in turn
+(the order rotated every round, so a change in the machine's load weighs on all alike)
+answers ``--requests`` requests of each query at ``--concurrency``: a registered query by its
+hash (the lean, compiled path), and a query sent as text that the full Strawberry path
+answers (each answer's ``extensions.execution.path`` is recorded). CPU ms/request is the server
+process's user + system CPU time (psutil) over those requests; the ratio to ``off`` is taken
+per round and its median kept (the range beside it).
+
+    .venv/bin/python bench/tracing.py [--requests 400] [--rounds 5] [--ratio 0.1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from bench import common
+from prism.execution.ids import to_global_id
+from prism.models.enums import Role
+from prism.models.registered_operations import register_operations
+from prism.operations.persisted import split_operations
+from tests.factories import add_document, make_tenant
+from tests.otlp import receiving
+
+OPERATIONS = """
+query One($id: ID!) { node(id: $id) { id ... on Document { filename classification
+  sections(first: 3) { edges { node { name } } } } } }
+"""
+# Sent as text: answered by the full path (Strawberry's pipeline, resolvers, loaders), as the
+# planner does not plan retentionPolicies.
+FULL = (
+    "query Full { documents(first: 5) { edges { node { id filename } } } "
+    "retentionPolicies { category hotDays } }"
+)
+SERVERS = ("off", "unsampled", "sampled", "always")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _uptime() -> str:
+    done = subprocess.run(["uptime"], capture_output=True, text=True, check=False)  # noqa: S607
+    return done.stdout.strip()
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def _tail(log: Path) -> str:
+    return log.read_text()[-2000:]
+
+
+def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "prism.cli", "serve"], env=env, stdout=out, stderr=out
+        )
+
+
+async def _ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"prism serve exited: {_tail(log)}")
+            try:
+                if (await client.get("/readyz", timeout=2)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.3)
+    raise RuntimeError("prism serve did not become ready")
+
+
+async def _burst(
+    client: httpx.AsyncClient, body: dict[str, Any], headers: dict[str, str], n: int, c: int
+) -> str:
+    """``n`` requests, ``c`` at a time; the path that answered the last one."""
+    left = n
+    path = ""
+
+    async def one_worker() -> None:
+        nonlocal left, path
+        while left > 0:
+            left -= 1
+            response = await client.post("/graphql", json=body, headers=headers)
+            answer = response.json()
+            if response.status_code != 200 or answer.get("errors"):
+                raise RuntimeError(f"bad answer: {response.status_code} {answer}")
+            path = (answer.get("extensions") or {}).get("execution", {}).get("path", "full")
+
+    await asyncio.gather(*(one_worker() for _ in range(c)))
+    return path
+
+
+async def main(args: argparse.Namespace) -> None:
+    uptime_start = _uptime()
+    scratch = Path(tempfile.mkdtemp(prefix="prism-bench-tracing-"))
+    async with common.bench_database(scratch, pool_size=5) as db:
+        tenant = await make_tenant(db.services)
+        docs = [await add_document(db.services, tenant) for _ in range(args.documents)]
+        async with db.services.db.transaction(None) as session:
+            stored = await register_operations(
+                session, split_operations(OPERATIONS, common.core_schema())
+            )
+        digest = next(d for name, d, _ in stored if name == "One")
+        # A reviewer's token for the registered query (an ADMIN's clearance reaches RESTRICTED
+        # reads, which are audited, so not planned); an ADMIN's for retentionPolicies.
+        tokens = {
+            "lean (registered, compiled)": tenant.tokens[Role.REVIEWER],
+            "full (text, Strawberry)": tenant.tokens[Role.ADMIN],
+        }
+        queries = {
+            "lean (registered, compiled)": {
+                "extensions": {"persistedQuery": {"version": 1, "sha256Hash": digest}},
+                "variables": {"id": to_global_id("Document", docs[0].id)},
+            },
+            "full (text, Strawberry)": {"query": FULL},
+        }
+        headers = {query: {"authorization": f"Bearer {token}"} for query, token in tokens.items()}
+        with receiving() as (receiver, endpoint):
+            base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PRISM_"))}
+            base.update(
+                PYTHONWARNINGS="ignore",
+                PRISM_DATABASE_URL=db.url,
+                PRISM_DATA_DIR=str(db.data_dir),
+                PRISM_JWT_SECRET="bench-secret-" + "x" * 40,
+                PRISM_LOG_LEVEL="WARNING",
+                PRISM_LIFECYCLE_INTERVAL_HOURS="0",
+                PRISM_RESPONSE_CACHE_TTL_SECONDS="0",
+                PRISM_RATE_LIMIT_CAPACITY="1000000000",
+                PRISM_RATE_LIMIT_REFILL_PER_SECOND="1000000000",
+                PRISM_DATABASE_POOL_SIZE="5",
+            )
+            traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
+            envs = {
+                "off": {},
+                "unsampled": {
+                    **traced,
+                    "OTEL_SERVICE_NAME": "prism-unsampled",
+                    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                    "OTEL_TRACES_SAMPLER_ARG": "0",
+                },
+                "sampled": {
+                    **traced,
+                    "OTEL_SERVICE_NAME": "prism-sampled",
+                    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                    "OTEL_TRACES_SAMPLER_ARG": str(args.ratio),
+                },
+                "always": {
+                    **traced,
+                    "OTEL_SERVICE_NAME": "prism-always",
+                    "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+                },
+            }
+            processes: dict[str, subprocess.Popen[bytes]] = {}
+            ports: dict[str, int] = {}
+            try:
+                for name in SERVERS:
+                    ports[name] = _free_port()
+                    processes[name] = _start(
+                        {**base, **envs[name], "PRISM_PORT": str(ports[name])},
+                        scratch / f"{name}.log",
+                    )
+                for name in SERVERS:
+                    await _ready(ports[name], processes[name], scratch / f"{name}.log")
+                paths: dict[str, str] = {}
+                measured = await _measure(args, processes, ports, queries, headers, paths)
+                await asyncio.sleep(2)  # the traced servers' last batches
+            finally:
+                for process in processes.values():
+                    process.terminate()
+                for process in processes.values():
+                    try:
+                        process.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        process.kill()
+            spans = {
+                name: sum(1 for s in receiver.spans if s.service == f"prism-{name}")
+                for name in SERVERS[1:]
+            }
+    rows, ratios = [], []
+    total = args.requests * args.rounds
+    for query in queries:
+        off = measured[(query, "off")]
+        for name in SERVERS:
+            cpu = measured[(query, name)]
+            row: dict[str, Any] = {
+                "query": query,
+                "path": paths[query],
+                "server": name,
+                "CPU ms/request (median of rounds)": round(statistics.median(cpu) * 1000, 3),
+                "range": f"{min(cpu) * 1000:.3f}–{max(cpu) * 1000:.3f}",
+            }
+            if name != "off":
+                # A round too short for the CPU clock (10 ms ticks) to see `off` has no ratio.
+                per_round = [c / o for c, o in zip(cpu, off, strict=True) if o > 0]
+                ratio = round(statistics.median(per_round), 3) if per_round else None
+                row["÷ off (median of rounds)"] = ratio
+                row["÷ off range"] = (
+                    f"{min(per_round):.3f}–{max(per_round):.3f}" if per_round else "–"
+                )
+                ratios.append({"query": query, "server": name, "ratio": ratio})
+            rows.append(row)
+    exported = [
+        {
+            "server": name,
+            "requests": total * len(queries),
+            "spans received": spans[name],
+            "spans per request": round(spans[name] / (total * len(queries)), 2),
+        }
+        for name in SERVERS[1:]
+    ]
+    common.record(
+        "tracing",
+        "Tracing overhead: server CPU per request, off / sampled / always",
+        {
+            "requests per round per query": args.requests,
+            "rounds": args.rounds,
+            "concurrency": args.concurrency,
+            "sampling ratio": args.ratio,
+            "documents": args.documents,
+        },
+        {"CPU per request": rows, "spans exported": exported},
+        {"uptime_start": uptime_start, "uptime_end": _uptime(), "ratios": ratios},
+        script="bench/tracing.py",
+        file_name="tracing",
+        results_dir=args.results_dir,
+    )
+
+
+async def _measure(
+    args: argparse.Namespace,
+    processes: dict[str, subprocess.Popen[bytes]],
+    ports: dict[str, int],
+    queries: dict[str, dict[str, Any]],
+    headers: dict[str, dict[str, str]],
+    paths: dict[str, str],
+) -> dict[tuple[str, str], list[float]]:
+    measured: dict[tuple[str, str], list[float]] = {(q, s): [] for q in queries for s in SERVERS}
+    watched = {name: psutil.Process(p.pid) for name, p in processes.items()}
+    limits = httpx.Limits(max_connections=args.concurrency)
+    clients = {
+        name: httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30)
+        for name, port in ports.items()
+    }
+    try:
+        for name in SERVERS:  # warm-up: plans, caches, connections
+            for query, body in queries.items():
+                path = await _burst(
+                    clients[name], body, headers[query], args.warmup, args.concurrency
+                )
+                paths[query] = path
+        for round_no in range(args.rounds):
+            turn = round_no % len(SERVERS)
+            order = SERVERS[turn:] + SERVERS[:turn]
+            for name in order:
+                for query, body in queries.items():
+                    before = _cpu(watched[name])
+                    await _burst(
+                        clients[name], body, headers[query], args.requests, args.concurrency
+                    )
+                    measured[(query, name)].append((_cpu(watched[name]) - before) / args.requests)
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    return measured
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], parents=[common.results_options()]
+    )
+    parser.add_argument("--requests", type=int, default=400, help="per round, server, query")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--ratio", type=float, default=0.1, help="sampling ratio of `sampled`")
+    parser.add_argument("--documents", type=int, default=10)
+    asyncio.run(main(parser.parse_args()))
