@@ -315,3 +315,35 @@ async def test_lean_transactions_give_their_connections_back(
             assert not answer.json().get("errors"), answer.json()
         assert _answered() >= before + 2
         assert db.pool_status()["checked_out"] == 0
+
+
+async def test_a_read_connection_holding_another_organization_answers_nothing(
+    generous: Any, services: Services, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    """A planned read checks, in its own statement, that its session holds the organization
+    it was given: a session that holds another one (a pooler in transaction mode handing out
+    another client's server session, or a setting changed behind Prism's back) answers
+    nothing, its connection is dropped, and the full path answers with the caller's rows."""
+    ours = await add_document(services, tenant, filename="ours.txt")
+    await add_document(services, other_tenant, filename="theirs.txt")
+    headers = {"authorization": f"Bearer {tenant.tokens[Role.REVIEWER]}"}
+    text = {"query": "{ documents(first: 5) { edges { node { id filename } } } }"}
+    statements = generous.state.services.db.statements
+    async with client_of(generous) as client:
+        for _ in range(2):
+            answer = await client.post("/graphql", json=text, headers=headers)
+            assert answer.json()["data"]["documents"]["edges"][0]["node"]["filename"] == "ours.txt"
+        # every idle read connection now holds the other organization, unknown to the pool
+        idle = [held for group in statements._idle.values() for held in group]
+        assert idle
+        for held in idle:
+            await held.connection.execute(
+                f"SELECT set_config('prism.org_id', '{other_tenant.org_id}', false)"
+            )
+        failed, answered = _handed("statement failed"), _answered()
+        answer = await client.post("/graphql", json=text, headers=headers)
+        edges = answer.json()["data"]["documents"]["edges"]
+        assert [e["node"]["id"] for e in edges] == [to_global_id("Document", ours.id)]
+        assert _handed("statement failed") == failed + 1
+        assert _answered() == answered
+        assert all(held.connection.is_closed() for held in idle)

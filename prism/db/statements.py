@@ -107,7 +107,14 @@ class StatementPool:
                         f"SELECT set_config('prism.org_id', '{organization_id}', false)"
                     )
                     held.organization = organization_id
-                row: asyncpg.Record | None = await held.connection.fetchrow(text, *args)
+                row: asyncpg.Record | None = await held.connection.fetchrow(
+                    _guarded(text, len(args)), *args, str(organization_id)
+                )
+                if row is None or row[0] is None:
+                    # The session does not hold the organization it was given: not a server
+                    # session of its own (a pooler in transaction mode), or altered behind
+                    # Prism's back. Nothing it answered is used; the connection is dropped.
+                    raise _NotItsOrganization()
             except BaseException as exc:
                 lost = not isinstance(exc, Exception) or _lost(exc)
                 if not lost and not held.connection.is_closed():
@@ -230,5 +237,30 @@ class StatementPool:
                 waiter.set_result(None)
 
 
+class _NotItsOrganization(Exception):
+    """The statement ran in a session whose organization setting is not the one set."""
+
+
+_GUARDED: dict[tuple[str, int], str] = {}
+
+
+def _guarded(text: str, count: int) -> str:
+    """``text`` (``SELECT <expression>``) answering only in a session whose organization
+    setting is the one bound last (``$count+1``), NULL anywhere else: the statement checks
+    what row-level security reads, in its own snapshot and session."""
+    found = _GUARDED.get((text, count))
+    if found is None:
+        if not text.startswith("SELECT "):
+            raise ValueError("a planned read is one SELECT of one expression")
+        found = (
+            f"SELECT CASE WHEN current_setting('prism.org_id', true) = ${count + 1} "
+            f"THEN {text[len('SELECT ') :]} END"
+        )
+        if len(_GUARDED) >= 1024:
+            del _GUARDED[next(iter(_GUARDED))]
+        _GUARDED[(text, count)] = found
+    return found
+
+
 def _lost(exc: Exception) -> bool:
-    return isinstance(exc, OSError | TimeoutError) or unavailable(exc)
+    return isinstance(exc, _NotItsOrganization | OSError | TimeoutError) or unavailable(exc)
