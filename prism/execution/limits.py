@@ -33,7 +33,6 @@ SHARED = frozenset(
         "documents",
         "document",
         "users",
-        "auditLog",
         "search",
         # BI fields: rollups summed over the buckets the caller's clearance sees
         "executiveSummary",
@@ -45,7 +44,8 @@ SHARED = frozenset(
         "activityByHourOfDay",
     }
 )
-PERSONAL = frozenset({"viewer", "node", "nodes"})
+# (``auditLog``: an event's ``apiToken`` is shown only to who may read that token.)
+PERSONAL = frozenset({"viewer", "node", "nodes", "auditLog"})
 
 
 @dataclass

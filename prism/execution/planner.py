@@ -816,7 +816,7 @@ class Planner:
             if value.get("after") is not None or value.get("before") is not None:
                 raise NotPlanned("date bounds of the audit log")
             found: dict[str, Any] = {}
-            types = value.get("eventType")
+            types = _list_of(value.get("eventType"))
             if types:
                 if not all(isinstance(t, str) for t in types):
                     raise NotPlanned("a filter the interpreted path refuses")
@@ -909,10 +909,10 @@ class Planner:
                 raise NotPlanned("a filter the interpreted path refuses")
             try:
                 flt = DocumentFilter(
-                    processing_status=value.get("processingStatus"),
-                    classification=value.get("classification"),
-                    document_type=value.get("documentType"),
-                    risk_level=value.get("riskLevel"),
+                    processing_status=_list_of(value.get("processingStatus")),
+                    classification=_list_of(value.get("classification")),
+                    document_type=_list_of(value.get("documentType")),
+                    risk_level=_list_of(value.get("riskLevel")),
                     uploaded_by=_user_id(value.get("uploadedBy")),
                     created_after=value.get("createdAfter"),
                     created_before=value.get("createdBefore"),
@@ -1040,7 +1040,7 @@ class Planner:
         given = self.argument(node, "ids")
 
         def kinds_of(request: Request) -> tuple[str | None, ...] | None:
-            ids = given(request)
+            ids = _list_of(given(request))
             if not isinstance(ids, list):
                 return None
             return tuple(sorted({_kind_of(i) or "" for i in ids}))
@@ -1052,7 +1052,7 @@ class Planner:
             return "'[]'"  # no IDs (the shape: no type named)
 
         def parsed(request: Request) -> list[tuple[str, uuid.UUID]]:
-            ids = given(request)
+            ids = _list_of(given(request))
             if not isinstance(ids, list) or len(ids) > MAX_PAGE_SIZE:
                 raise NotPlanned("IDs the interpreted path refuses")
             return [from_global_id(i) for i in ids]
@@ -1145,7 +1145,7 @@ class Planner:
                     return None
                 if not isinstance(value, dict):
                     raise NotPlanned("a filter the interpreted path refuses")
-                found = value.get(key)
+                found = _list_of(value.get(key))
                 if not found:
                     return None
                 names = [getattr(v, "value", v) for v in found]
@@ -1224,6 +1224,12 @@ NODE_ACTIONS: dict[str, Action] = {
     "Feedback": Action.DOCUMENT_READ,
     "User": Action.USER_READ,
 }
+
+
+def _list_of(value: Any) -> Any:
+    """A value given where a list is declared, as GraphQL coerces it: a single value is the
+    list of it (None stays None)."""
+    return value if value is None or isinstance(value, list) else [value]
 
 
 def _kind_of(raw: Any) -> str | None:
