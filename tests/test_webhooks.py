@@ -122,6 +122,14 @@ async def deliveries(client: httpx.AsyncClient, token: str, webhook_id: str) -> 
     return [e["node"] for e in body["data"]["webhookDeliveries"]["edges"]]
 
 
+def _signed_by(secret: str, received: Any) -> bool:
+    try:
+        verified(secret, received)
+    except WebhookVerificationError:
+        return False
+    return True
+
+
 def verified(secret: str, received: Any) -> dict[str, Any]:
     payload: dict[str, Any] = Webhook(secret).verify(received.body, received.headers)
     return payload
@@ -299,6 +307,8 @@ ADDRESSES = [
     "[::ffff:10.0.0.1]",
     "[2002:7f00:1::1]",
     "[64:ff9b::a00:1]",
+    "[fec0::1]",  # deprecated site-local
+    "192.88.99.1",  # the retired 6to4 relay anycast
     "localhost",
     "localhost.",
     "2130706433",  # 127.0.0.1 in the forms inet_aton reads
@@ -511,6 +521,42 @@ async def test_a_webhook_never_carries_events_about_documents_above_its_clearanc
     sent = [verified(made["secret"], r) for r in receiver.received]
     assert [e["subject"] for e in sent] == [f"Document/{public.id}"]
     assert str(secret_doc.id) not in b"".join(r.body for r in receiver.received).decode()
+
+
+async def test_a_webhook_never_carries_events_its_registrant_s_token_may_not_read(
+    services: Services, hook_settings: Settings, hook_client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """Registered with a token scoped to webhooks alone (refused on the audit log), a
+    webhook for every event gets none of the audit log's (users, sign-ins, tokens) nor the
+    documents': the scopes its registrant's token had are what it may carry."""
+    tenant = await make_tenant(services)
+    admin, _ = await add_user(
+        services, tenant, role=Role.ADMIN, clearance=Classification.RESTRICTED
+    )
+    narrow = await api_tokens.create_token(
+        services,
+        OPERATOR,
+        tenant.org_id,
+        name="hooks only",
+        scopes=["webhooks:admin"],
+        user_email=admin.email,
+    )
+    refused = await gql(
+        hook_client, "{ auditLog(first: 1) { edges { node { id } } } }", token=narrow.secret
+    )
+    assert [e["extensions"]["code"] for e in refused["errors"]] == ["FORBIDDEN"]
+    made = await create(hook_client, narrow.secret, receiver.to(), ["*"])
+    wide = await create(hook_client, tenant.tokens[Role.ADMIN], receiver.to(), ["*"])
+    await change_a_user(hook_client, tenant)
+    await add_document(services, tenant, classification=Classification.PUBLIC)
+    await dispatcher(services, hook_settings).drain()
+    by_secret = {made["secret"]: "narrow", wide["secret"]: "wide"}
+    types: dict[str, set[str]] = {"narrow": set(), "wide": set()}
+    for got in receiver.received:
+        (name,) = [name for secret, name in by_secret.items() if _signed_by(secret, got)]
+        types[name].add(orjson.loads(got.body)["type"])
+    assert "prism.user.updated" in types["wide"]
+    assert not {t for t in types["narrow"] if t.startswith(("prism.user.", "prism.document."))}
 
 
 async def test_deliveries_of_another_organization_s_webhook_are_not_found(

@@ -49,6 +49,10 @@ class WebhookEndpoint(Base):
     description: Mapped[str] = mapped_column(sa.String(500), nullable=False, default="")
     # The clearance of the ADMIN who registered it: the most it is ever sent about.
     clearance: Mapped[Classification] = enum_column(Classification, nullable=False)
+    # The scopes of the API token it was registered (or last changed) with, narrowed by every
+    # change; NULL: by a signed-in ADMIN (every scope). An event whose read needs a scope not
+    # in it is never sent.
+    scopes: Mapped[list[str] | None] = mapped_column(ARRAY(sa.String(64)))
     # ``whsec_`` secrets, sealed with the organization's data key (bound to the endpoint).
     secret_sealed: Mapped[bytes] = mapped_column(sa.LargeBinary, nullable=False)
     previous_secret_sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)

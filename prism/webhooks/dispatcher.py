@@ -163,7 +163,7 @@ class Dispatcher:
                     if (
                         stored.sequence > endpoint.since_sequence
                         and subscribes(endpoint, stored.type)
-                        and clearance.may_carry(endpoint.clearance, event)
+                        and clearance.may_send(endpoint.clearance, endpoint.scopes, event)
                     ):
                         rows.append(
                             delivery(
@@ -211,10 +211,12 @@ class Dispatcher:
             if row is None or row.leased_until != claimed.leased_until:
                 return None
             endpoint = await models.read_endpoint(session, row.endpoint_id)
-            if endpoint is None:
+            if endpoint is None or not endpoint.enabled:
+                # Disabled since it was claimed: nothing is sent (its attempts wait for it to
+                # be enabled again).
                 return None
             body = row.body.encode()
-            allowed = clearance.may_carry(endpoint.clearance, orjson.loads(body))
+            allowed = clearance.may_send(endpoint.clearance, endpoint.scopes, orjson.loads(body))
             secrets = await open_secrets(session, self.services, endpoint, now) if allowed else []
             url, attempt, window_start = endpoint.url, row.attempt, row.window_start
             event_id = str(row.event_id)

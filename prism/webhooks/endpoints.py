@@ -133,6 +133,7 @@ def _lower_clearance(endpoint: WebhookEndpoint, principal: Principal) -> None:
     point it somewhere else, and it must then carry nothing they may not read."""
     if principal.clearance.rank < endpoint.clearance.rank:
         endpoint.clearance = principal.clearance
+    endpoint.scopes = clearance.narrowed(endpoint.scopes, principal.scopes)
 
 
 async def _read(
@@ -171,6 +172,7 @@ async def create_webhook(
         event_types=types,
         description=text,
         clearance=principal.clearance,
+        scopes=clearance.narrowed(None, principal.scopes),
         secret_sealed=b"",
         since_sequence=0,
         enabled=True,
@@ -430,7 +432,7 @@ async def redeliver_webhook(
     endpoint = await _read(session, previous.endpoint_id)
     if not endpoint.enabled:
         raise Conflict("The webhook is disabled: enable it first.")
-    if not clearance.may_carry(endpoint.clearance, orjson.loads(previous.body)):
+    if not clearance.may_send(endpoint.clearance, endpoint.scopes, orjson.loads(previous.body)):
         # Registered again at a lower clearance since: the event is no longer its to carry.
         raise not_found("WebhookDelivery")
     attempt = await models.last_attempt(session, endpoint.id, previous.event_id) + 1

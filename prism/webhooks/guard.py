@@ -114,9 +114,14 @@ def refusal(ip: IPAddress, *, allow_private: bool) -> str | None:
         return "private"
     if ip.is_reserved:
         return "reserved"
-    if not ip.is_global:
+    if not ip.is_global or any(ip in net for net in _NOT_PUBLIC if net.version == ip.version):
         return "non-public"
     return None
+
+
+# Ranges this Python's ``is_global`` still calls global but that are not public destinations:
+# deprecated IPv6 site-local addresses and the retired 6to4 relay anycast.
+_NOT_PUBLIC = (ipaddress.ip_network("fec0::/10"), ipaddress.ip_network("192.88.99.0/24"))
 
 
 async def resolve(url: str, settings: Settings) -> Target:

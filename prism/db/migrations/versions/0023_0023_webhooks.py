@@ -138,6 +138,7 @@ def upgrade() -> None:
         sa.Column("event_types", postgresql.ARRAY(sa.String(length=100)), nullable=False),
         sa.Column("description", sa.String(length=500), nullable=False),
         sa.Column("clearance", _CLASSIFICATION, nullable=False),
+        sa.Column("scopes", postgresql.ARRAY(sa.String(length=64)), nullable=True),
         sa.Column("secret_sealed", sa.LargeBinary(), nullable=False),
         sa.Column("previous_secret_sealed", sa.LargeBinary(), nullable=True),
         sa.Column("previous_secret_until", sa.DateTime(timezone=True), nullable=True),
