@@ -125,9 +125,9 @@ class LeanGraphQL:
             await self._answer(scope, receive, send, read, pending)
         except HandOver as handed:
             LEAN_PATH.labels(handed.reason).inc()
-            if pending.used:
-                # A remembered credential not yet confirmed: the full path authenticates
-                # the request itself (and confirms before using it).
+            if pending.used and not await _confirmed(scope, pending):
+                # A remembered credential that a change may have ended: the full path
+                # authenticates the request itself.
                 scope.pop("auth", None)
                 scope.pop("user", None)
             await self.app(scope, _replay(read, receive), send)
@@ -298,6 +298,16 @@ async def _undo(context: Context, charge: Charge | None, taken: int) -> None:
         await take(context.services, charge.key, -taken, charge.rate)
     except Exception as exc:  # noqa: BLE001 - the answer matters more than the refund
         log.warning("lean path: charge not given back", error=type(exc).__name__)
+
+
+async def _confirmed(scope: Scope, pending: Provisional) -> bool:
+    """Whether the remembered credential used unconfirmed still holds (the LISTEN round
+    trip), so the full path may take the principal found as it is."""
+    credentials = scope["app"].state.services.credentials
+    try:
+        return credentials is not None and await credentials.confirm(pending, None)
+    except Exception:  # noqa: BLE001 - not known: the full path authenticates again
+        return False
 
 
 async def _authenticate(request: HTTPConnection) -> None:
