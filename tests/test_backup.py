@@ -225,7 +225,26 @@ async def test_retention_keeps_the_newest_backups(
         if p.is_file()
     }
     assert sorted(held) == names[1:]
-    assert await backup.latest_time(destination) is not None
+    assert await backup.latest_time(destination, keks) is not None
+    # Headers planted by whoever may write to the destination decide nothing: one under a
+    # name of its own making, one under a backup's name with a key that does not open, one
+    # copied from a real backup under another name.
+    real = json.loads((tmp_path / "backups" / names[-1] / "backup.json").read_bytes())
+    planted = {
+        "zz-1": {"name": "zz-1", "createdAt": "9999-01-01T00:00:00+00:00"},
+        "99991231T000000.000000Z-abcdef": {**real, "name": "99991231T000000.000000Z-abcdef"},
+        "99991231T000000.000000Z-fedcba": real,
+    }
+    for name, header in planted.items():
+        await backup._put_bytes(
+            destination, f"{name}/backup.json", json.dumps(header).encode(), "application/json"
+        )
+    made_at = await backup.latest_time(destination, keks)
+    assert made_at is not None
+    assert made_at.year < 9999
+    newest = await backup.create_backup(url, services.objects, destination, keks, keep=2)
+    kept = {p.relative_to(tmp_path / "backups").parts[0] for p in (tmp_path / "backups").rglob("*")}
+    assert {names[-1], newest.name} <= kept
 
 
 async def test_a_backup_in_a_bucket_of_its_own_restores_into_s3(

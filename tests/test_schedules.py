@@ -84,7 +84,7 @@ async def test_two_workers_make_one_backup_per_interval(
         await add_document(services, tenant)
 
         async def made() -> bool:
-            return await backup.latest_time(destination) is not None
+            return await backup.latest_time(destination, services.envelope.keks) is not None
 
         await _run_workers(services, 2, made)
         # one backup, though two workers asked (each at start, at once)

@@ -36,6 +36,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -332,7 +333,7 @@ async def create_backup(
         json.dumps(header, indent=2, sort_keys=True).encode(),
         "application/json",
     )
-    removed = await prune(destination, keep) if keep else []
+    removed = await prune(destination, keep, keks) if keep else []
     log.info("backup made", backup=name, kek_id=kek_id, **summary, removed=len(removed))
     return BackupResult(name=name, header=header, manifest=manifest, removed=removed)
 
@@ -365,22 +366,58 @@ async def list_backups(destination: ObjectStore) -> list[dict[str, Any]]:
     return found
 
 
-async def latest_time(destination: ObjectStore) -> datetime | None:
-    """When the newest complete backup was made (None: there is none)."""
-    names, complete = await _names(destination)
-    done = [n for n in names if n in complete]
-    if not done:
-        return None
-    header = json.loads(await _read(destination, f"{done[-1]}/{HEADER}"))
-    return datetime.fromisoformat(header["createdAt"])
+# A backup's name, as ``new_name`` makes it: the time it was begun, then a random tail.
+_NAME = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}$")
 
 
-async def prune(destination: ObjectStore, keep: int) -> list[str]:
-    """Remove all but the newest ``keep`` complete backups, and incomplete ones older than
-    the oldest kept (a crashed run's leftovers; a newer incomplete one may be in progress).
-    Returns the names removed."""
+async def _genuine(
+    destination: ObjectStore, keks: KeyEncryptionKeys, names: list[str]
+) -> AsyncIterator[str]:
+    """Those of ``names`` (complete backups) that Prism made: a name as ``new_name`` makes
+    it, a header naming its own directory, and a key that opens with this keyring under the
+    name and id it was wrapped with. What anyone else may have written to the destination
+    (a header planted to look newest, a header copied under another name) is ignored, so it
+    decides neither what is pruned nor when the next backup is due."""
+    for name in names:
+        if not _NAME.match(name):
+            log.warning("not a backup's name at the backup destination; ignored", name=name)
+            continue
+        try:
+            header = json.loads(await _read(destination, f"{name}/{HEADER}"))
+            if header.get("name") != name:
+                raise ValueError("the header names another backup")
+            await keks.unwrap(
+                header["kekId"],
+                base64.b64decode(header["wrappedKey"]),
+                _wrap_context(name, uuid.UUID(header["id"])),
+            )
+        except Exception as exc:  # noqa: BLE001 - not Prism's: ignored, and said
+            log.warning("backup not genuine; ignored", backup=name, error=type(exc).__name__)
+            continue
+        yield name
+
+
+def _made_at(name: str) -> datetime:
+    return datetime.strptime(name[:23], "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
+
+
+async def latest_time(destination: ObjectStore, keks: KeyEncryptionKeys) -> datetime | None:
+    """When the newest genuine complete backup was begun (None: there is none): the time its
+    name says, which its key is bound to."""
     names, complete = await _names(destination)
-    kept = [n for n in names if n in complete][-keep:]
+    newest_first = [n for n in reversed(names) if n in complete]
+    async for name in _genuine(destination, keks, newest_first):
+        return _made_at(name)
+    return None
+
+
+async def prune(destination: ObjectStore, keep: int, keks: KeyEncryptionKeys) -> list[str]:
+    """Remove all but the newest ``keep`` genuine complete backups, and whatever else is older
+    than the oldest kept (a crashed run's leftovers; a newer incomplete one may be in
+    progress). Returns the names removed."""
+    names, complete = await _names(destination)
+    genuine = [n async for n in _genuine(destination, keks, [n for n in names if n in complete])]
+    kept = genuine[-keep:]
     if not kept:
         return []
     doomed = [n for n in names if n not in kept and n < kept[0]]
@@ -402,14 +439,18 @@ class _Opened:
     manifest: dict[str, Any]
 
 
-async def _resolve_name(destination: ObjectStore, name: str | None) -> str:
+async def _resolve_name(destination: ObjectStore, name: str | None, keks: KeyEncryptionKeys) -> str:
     if name is not None:
         return name
     names, complete = await _names(destination)
-    done = [n for n in names if n in complete]
-    if not done:
-        raise BackupError("No backup to use (none was made at the backup destination).")
-    return done[-1]
+    done = [n for n in reversed(names) if n in complete]
+    async for found in _genuine(destination, keks, done):
+        return found
+    if done:
+        # None is genuine: the newest one says why (a key that does not open with this
+        # keyring, an altered header).
+        await _open(destination, keks, done[0])
+    raise BackupError("No backup to use (none was made at the backup destination).")
 
 
 async def _open(destination: ObjectStore, keks: KeyEncryptionKeys, name: str) -> _Opened:
@@ -521,7 +562,7 @@ async def verify_backup(
     of ``url`` and compare it with its manifest, and open every object and compare its
     sha256; the scratch database is dropped afterwards. A backup that does not open (wrong
     keyring, altered header or manifest) raises BackupError."""
-    name = await _resolve_name(destination, name)
+    name = await _resolve_name(destination, name, keks)
     report = VerifyReport(name=name)
     opened = await _open(destination, keks, name)
     scratch_db = f"prism_verify_{uuid.uuid4().hex[:12]}"
@@ -608,7 +649,7 @@ async def restore_backup(
     objects first), then verify both against the manifest. Any file that does not open or
     differs from the manifest stops the restore (BackupError)."""
     started = time.monotonic()
-    name = await _resolve_name(destination, name)
+    name = await _resolve_name(destination, name, keks)
     opened = await _open(destination, keks, name)
     manifest = opened.manifest
     conn = await _connect(url)

@@ -71,7 +71,7 @@ def backup_schedule(services: Services) -> Schedule | None:
     return Schedule(
         name=BACKUP,
         every=timedelta(hours=settings.backup_interval_hours),
-        last_run=lambda: backup.latest_time(destination),
+        last_run=lambda: backup.latest_time(destination, services.envelope.keks),
         work=work,
     )
 
