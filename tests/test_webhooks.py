@@ -836,3 +836,14 @@ async def test_prism_worker_runs_the_dispatcher(
         stop.set()
         await task
     assert verified(made["secret"], receiver.received[0])["type"] == "prism.user.updated"
+
+
+def test_a_partner_never_receives_prism_s_trace_context() -> None:
+    """An event traced inside Prism carries its trace context for Prism's own consumers
+    (Kafka); what a webhook delivers leaves it out, and the rest as it was."""
+    from prism.webhooks.dispatcher import external
+
+    event = {"id": "e1", "type": "prism.user.updated", "data": {"a": 1}}
+    traced = {**event, "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01", "tracestate": "x"}
+    assert orjson.loads(external(orjson.dumps(traced))) == event
+    assert external(orjson.dumps(event)) == orjson.dumps(event).decode()

@@ -73,6 +73,20 @@ def next_attempt(
     return end if now < end else None
 
 
+# Attributes of an event for Prism's own consumers (its trace context), not for partners.
+INTERNAL_ATTRIBUTES = ("traceparent", "tracestate")
+
+
+def external(event: bytes) -> str:
+    """The event as a partner receives it: without Prism's internal attributes."""
+    value = orjson.loads(event)
+    if not any(name in value for name in INTERNAL_ATTRIBUTES):
+        return event.decode()
+    for name in INTERNAL_ATTRIBUTES:
+        value.pop(name, None)
+    return orjson.dumps(value).decode()
+
+
 class Dispatcher:
     def __init__(
         self, services: Services, *, concurrency: int = CONCURRENCY, batch_size: int | None = None
@@ -170,7 +184,7 @@ class Dispatcher:
                                 endpoint,
                                 event_id=stored.id,
                                 event_type=stored.type,
-                                body=stored.event.decode(),
+                                body=external(stored.event),
                                 attempt=1,
                                 due=now,
                             )
