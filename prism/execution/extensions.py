@@ -26,6 +26,7 @@ from strawberry.types.graphql import OperationType
 from prism import tracing
 from prism.db.faults import RETRY_AFTER_SECONDS, collided, unavailable
 from prism.errors import Conflict, OutcomeUnknown, PrismError, ServiceUnavailable
+from prism.execution import DOCUMENTS_KEPT
 from prism.execution.context import Context
 from prism.observability import (
     GRAPHQL_ERRORS,
@@ -358,10 +359,11 @@ class OneSecretCheckPerRequest(ValidationRule):
             )
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=DOCUMENTS_KEPT)
 def parse_document(query: str, max_tokens: int | None) -> DocumentNode:
-    """The document of ``query``, parsed once per process (an LRU of 1,024 texts); raises
-    GraphQLError when it does not parse or has more than ``max_tokens`` tokens."""
+    """The document of ``query``, parsed once per process (an LRU of ``DOCUMENTS_KEPT``
+    texts); raises GraphQLError when it does not parse or has more than ``max_tokens``
+    tokens."""
     return parse(query, max_tokens=max_tokens)
 
 

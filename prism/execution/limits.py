@@ -19,6 +19,7 @@ from strawberry.types.graphql import OperationType
 from prism.authn.throttle import source_of
 from prism.authz.principal import Principal
 from prism.cache.store import Bucket, Rate
+from prism.execution import DOCUMENTS_KEPT
 from prism.execution.context import Context
 from prism.execution.cost import Estimate, actual, estimate, operation_of
 from prism.observability import RATE_LIMITED, RESPONSE_CACHE
@@ -94,7 +95,7 @@ def check_cost(
 # with the same few values over and over. The document is kept with its estimate, so the
 # ids in a key are never those of another document.
 _ESTIMATES: OrderedDict[tuple[int, int, int, bytes], tuple[DocumentNode, Estimate]] = OrderedDict()
-ESTIMATE_CACHE_SIZE = 1024
+ESTIMATE_CACHE_SIZE = DOCUMENTS_KEPT
 
 
 def _estimate(

@@ -30,6 +30,7 @@ from graphql.execution.values import get_variable_values
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from prism.execution import DOCUMENTS_KEPT
 from prism.execution.context import Context
 from prism.execution.cost import actual, operation_of
 from prism.execution.fragments import NotPlanned
@@ -123,7 +124,7 @@ class CompiledOperations(SchemaExtension):
     otherwise); report which ran in ``extensions.execution``."""
 
     # Shared by every request of the process (extensions are made per request).
-    plans: ClassVar[PlanCache] = PlanCache(size=1024)
+    plans: ClassVar[PlanCache] = PlanCache(size=DOCUMENTS_KEPT)
 
     def __init__(self) -> None:
         self.report: dict[str, str] | None = None

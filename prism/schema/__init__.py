@@ -12,6 +12,7 @@ from strawberry.types import ExecutionContext
 
 from prism import tracing
 from prism.config import Settings
+from prism.execution import DOCUMENTS_KEPT
 from prism.execution.extensions import (
     ErrorCodes,
     Metrics,
@@ -69,7 +70,7 @@ DATETIME = strawberry.scalar(
 MAX_DEPTH = 12
 MAX_ALIASES = 30
 # Distinct documents whose validation is kept (an LRU shared by the process).
-PARSE_CACHE_SIZE = 1024
+PARSE_CACHE_SIZE = DOCUMENTS_KEPT
 
 
 class PrismSchema(strawberry.Schema):
