@@ -100,9 +100,17 @@ class Listener:
         conn = self._conn
         if conn is None or conn.is_closed():
             return False
-        try:
-            await asyncio.wait_for(conn.execute("SELECT 1"), timeout=seconds)
-        except Exception:  # noqa: BLE001 - any failure means "not known"
+        # Not wait_for: cancelling a query on a server that does not answer makes asyncpg
+        # wait for the server to confirm the cancel, without limit (a frozen server never
+        # does), and every caller waiting on this round trip would wait with it. A query not
+        # answered in time is left running (the connection's health check replaces a
+        # connection that stays silent); a later round trip meanwhile fails at once.
+        query = asyncio.ensure_future(conn.execute("SELECT 1"))
+        done, _ = await asyncio.wait({query}, timeout=seconds)
+        if not done:
+            query.add_done_callback(_retrieved)
+            return False
+        if query.cancelled() or query.exception() is not None:
             return False
         # The notifications that came before the answer are dispatched by call_soon, in
         # order; one turn of the loop runs them before the caller resumes.
@@ -235,3 +243,9 @@ class Notifications:
             self._subscribers[key].discard(queue)
             if not self._subscribers[key]:
                 del self._subscribers[key]
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Retrieve what a round trip left running ended with (never logged as unretrieved)."""
+    if not task.cancelled():
+        task.exception()
