@@ -123,8 +123,10 @@ class RequestTransaction:
     async def fetch_row(
         self, statement: Statement, values: dict[str, Any]
     ) -> asyncpg.Record | None:
-        """One row of ``statement``, in the request's transaction (opened, with its isolation
-        and organization, if it was not), on the driver's connection: no ORM in between."""
+        """One row of ``statement``: sent alone on the statement pool when the request was
+        made ``single_statement`` and has no ORM transaction, else in the request's
+        transaction (opened, with its isolation and organization, if it was not) on the
+        driver's connection; no ORM in between either way."""
         async with self._lock:
             pool = self._db.statements
             if (

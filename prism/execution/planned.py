@@ -2,8 +2,9 @@
 or sent as text, with the one statement ``prism.execution.planner`` made for it, and falls
 back to the interpreted path (the reference) when there is none.
 
-It runs in the request's transaction (on the driver's connection, no ORM in between), so
-row-level security and the organization setting apply as to any statement. Over HTTP the
+It runs as the request's one statement (``RequestTransaction.fetch_row``: alone on the
+statement pool for the lean path, else in the request's transaction), so row-level security
+and the organization setting apply as to any statement. Over HTTP the
 answer is written as the bytes PostgreSQL returned; it is parsed once, to check the roots that
 must exist and count its objects (the rate limit's refund) (decision 0023).
 
