@@ -267,6 +267,50 @@ async def test_the_lean_path_confirms_a_remembered_credential_after_its_statemen
             assert response.status_code == 401, response.text
 
 
+async def test_a_connection_opened_after_the_credential_was_verified_costs_one_round_trip(
+    app: Any, second: Any, services: Services, tenant: Tenant
+) -> None:
+    """A fresh process: the credential is verified by the first request, whose statement then
+    opens the connection (listening since after the verification). The next request confirms
+    it by one round trip on the LISTEN connection; the ones after it need none (the round
+    trip found the credential still held, as good as verified again), and a revocation still
+    holds on the very next request."""
+    fresh = second  # a process of this test's own: nothing verified, no connection open
+    cache = cache_of(fresh)
+    trips = 0
+    round_trip = cache.listener.round_trip
+
+    async def counted(seconds: float = 1.0) -> bool:
+        nonlocal trips
+        trips += 1
+        return await round_trip(seconds)
+
+    cache.listener.round_trip = counted  # type: ignore[method-assign]
+    async with client_of(app) as client:  # the token is made by another process
+        made = await gql(
+            client,
+            CREATE_TOKEN,
+            {"input": {"name": "fresh", "scopes": ["documents:read"]}},
+            token=tenant.tokens[Role.ADMIN],
+        )
+    created = made["data"]["createApiToken"]["token"]
+    async with client_of(fresh) as client:
+        assert await _works(client, created)  # verified, remembered; the connection opens
+        hits, answered, before = cache.hits, _lean_answers(), trips
+        for _ in range(6):
+            assert await _works(client, created)
+        assert (cache.hits, _lean_answers(), trips) == (hits + 6, answered + 6, before + 1)
+        async with services.db.transaction(tenant.org_id) as tx:
+            await tx.execute(
+                sa.text("UPDATE api_tokens SET revoked_at = now() WHERE token_hash = :h"),
+                {"h": token_digest(created)},
+            )
+        response = await client.post(
+            "/graphql", json={"query": VIEWER}, headers={"authorization": f"Bearer {created}"}
+        )
+        assert response.status_code == 401, response.text
+
+
 async def test_a_change_committed_while_a_planned_read_runs_is_heard_before_it_answers(
     second: Any, services: Services, tenant: Tenant
 ) -> None:

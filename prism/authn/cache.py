@@ -21,7 +21,9 @@ What is remembered: an API token's digest, or a signed-in session (user, session
   ``CHANNEL`` since before the answer was verified, so a change committed before the
   statement has been heard when its result comes back, and the answer is thrown away if one
   was; where that cannot be said (no statement ran, or its connection listens since later),
-  the round trip above is made before anything is sent;
+  the round trip above is made before anything is sent, and a round trip that finds the
+  answer still held counts as verifying it again (connections opened since confirm it
+  without one);
 - an entry lives at most ``ttl`` seconds, and never past the token's or the user's access
   expiry; the number of entries is bounded (the oldest go first).
 """
@@ -33,7 +35,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import structlog
@@ -75,6 +77,7 @@ class Provisional:
     used: bool = False  # a remembered answer was given out unconfirmed
     generation: int = 0
     verified_at: float = 0.0
+    key: bytes = b""
 
 
 PROVISIONAL: ContextVar[Provisional | None] = ContextVar("prism_provisional", default=None)
@@ -133,12 +136,16 @@ class CredentialCache:
                 pending.used = True
                 pending.generation = self.generation
                 pending.verified_at = entry.verified_at
+                pending.key = key
                 self.hits += 1
                 return entry.principal
-            elif await self._heard_up_to_now() and self._entries.get(key) is entry:
-                # Still there after the round trip: no change was notified meanwhile.
-                self.hits += 1
-                return entry.principal
+            else:
+                asked = time.monotonic()
+                if await self._heard_up_to_now() and self._entries.get(key) is entry:
+                    # Still there after the round trip: no change was notified meanwhile.
+                    self._still_held(key, entry, asked)
+                    self.hits += 1
+                    return entry.principal
         generation = self.generation
         asked = time.monotonic()
         verified = await verify()
@@ -169,7 +176,22 @@ class CredentialCache:
             return False
         if heard_since is not None and heard_since < pending.verified_at:
             return True
-        return await self._heard_up_to_now() and self.generation == pending.generation
+        asked = time.monotonic()
+        if not (await self._heard_up_to_now() and self.generation == pending.generation):
+            return False
+        entry = self._entries.get(pending.key)
+        if entry is not None and entry.verified_at == pending.verified_at:
+            self._still_held(pending.key, entry, asked)
+        return True
+
+    def _still_held(self, key: bytes, entry: _Entry, asked: float) -> None:
+        """``entry`` held when a round trip that started after ``asked`` came back with
+        nothing heard: it is as good as verified at ``asked``, so a connection listening
+        since before then confirms it without a round trip of its own (else a connection
+        opened after the credential was verified would need one per request until the
+        entry expires)."""
+        if self._entries.get(key) is entry and asked > entry.verified_at:
+            self._entries[key] = replace(entry, verified_at=asked)
 
     async def _heard_up_to_now(self) -> bool:
         """True once a round trip on the LISTEN connection that started after this call has
