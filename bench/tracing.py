@@ -7,13 +7,16 @@ Four `prism serve` processes of this checkout on one database (embedded PostgreS
 PRISM_DATABASE_URL's server): ``off`` (no OTEL variable), ``unsampled``
 (``parentbased_traceidratio`` at 0), ``sampled`` (at ``--ratio``) and ``always``
 (``parentbased_always_on``), the traced ones exporting over OTLP/HTTP to a real receiver in
-this process (tests/otlp.py; its CPU is not the server's). Per round, each server in turn
-(the order rotated every round, so a change in the machine's load weighs on all alike)
-answers ``--requests`` requests of each query at ``--concurrency``: a registered query by its
-hash (the lean, compiled path), and a query sent as text that the full Strawberry path
-answers (each answer's ``extensions.execution.path`` is recorded). CPU ms/request is the server
-process's user + system CPU time (psutil) over those requests; the ratio to ``off`` is taken
-per round and its median kept (the range beside it).
+this process (tests/otlp.py; its CPU is not the server's), started anew every round (a
+process keeps a speed of its own for its life, a few percent either way). Per round, each
+server in turn (the order rotated every round, so a change in the machine's load weighs on
+all alike) answers ``--requests`` requests of each query at ``--concurrency``: a registered
+query by its hash (the lean, compiled path), and a query sent as text that the full
+Strawberry path answers (each answer's ``extensions.execution.path`` is recorded). CPU
+ms/request is the server process's CPU time over those requests (the scheduler's per-thread nanoseconds, so a
+thread's exports count); the ratio to ``off`` is taken per round and its median kept (the
+range beside it). The servers share one CPU and one hash seed, the load generator (and the
+database it starts) the other CPUs.
 
     .venv/bin/python bench/tracing.py [--requests 400] [--rounds 5] [--ratio 0.1]
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import statistics
@@ -29,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +73,18 @@ def _uptime() -> str:
 
 
 def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
+    """The process's CPU seconds so far: the scheduler's nanosecond count of each of its
+    threads (``/proc/<pid>/task/*/schedstat``), where Linux has it; else user + system time
+    in clock ticks (10 ms, too coarse for a round of lean requests)."""
+    tasks = Path(f"/proc/{process.pid}/task")
+    try:
+        total = 0
+        for task in tasks.iterdir():
+            total += int((task / "schedstat").read_text().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        times = process.cpu_times()
+        return float(times.user + times.system)
 
 
 def _tail(log: Path) -> str:
@@ -78,9 +93,15 @@ def _tail(log: Path) -> str:
 
 def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "-m", "prism.cli", "serve"], env=env, stdout=out, stderr=out
         )
+    cpus = os.sched_getaffinity(0)
+    if len(cpus) > 1:
+        # Every server on the same CPU (one answers at a time), the load generator (this
+        # process) on the others: the servers compare on equal terms.
+        os.sched_setaffinity(process.pid, {max(cpus)})
+    return process
 
 
 async def _ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -121,6 +142,9 @@ async def _burst(
 
 async def main(args: argparse.Namespace) -> None:
     uptime_start = _uptime()
+    cpus = os.sched_getaffinity(0)
+    if len(cpus) > 1:
+        os.sched_setaffinity(0, cpus - {max(cpus)})
     scratch = Path(tempfile.mkdtemp(prefix="prism-bench-tracing-"))
     async with common.bench_database(scratch, pool_size=5) as db:
         tenant = await make_tenant(db.services)
@@ -136,18 +160,22 @@ async def main(args: argparse.Namespace) -> None:
             "lean (registered, compiled)": tenant.tokens[Role.REVIEWER],
             "full (text, Strawberry)": tenant.tokens[Role.ADMIN],
         }
-        queries = {
+        queries: dict[str, dict[str, Any]] = {
             "lean (registered, compiled)": {
                 "extensions": {"persistedQuery": {"version": 1, "sha256Hash": digest}},
                 "variables": {"id": to_global_id("Document", docs[0].id)},
             },
             "full (text, Strawberry)": {"query": FULL},
         }
-        headers = {query: {"authorization": f"Bearer {token}"} for query, token in tokens.items()}
+        queries = {q: body for q, body in queries.items() if q.split()[0] in args.queries}
+        headers = {query: {"authorization": f"Bearer {tokens[query]}"} for query in queries}
         with receiving() as (receiver, endpoint):
             base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PRISM_"))}
             base.update(
                 PYTHONWARNINGS="ignore",
+                # The same string hashes in every server: one less way two processes of the
+                # same code differ (set and dict layouts, hence their speed).
+                PYTHONHASHSEED="0",
                 PRISM_DATABASE_URL=db.url,
                 PRISM_DATA_DIR=str(db.data_dir),
                 PRISM_JWT_SECRET="bench-secret-" + "x" * 40,
@@ -179,28 +207,18 @@ async def main(args: argparse.Namespace) -> None:
                     "OTEL_TRACES_SAMPLER": "parentbased_always_on",
                 },
             }
-            processes: dict[str, subprocess.Popen[bytes]] = {}
-            ports: dict[str, int] = {}
-            try:
-                for name in SERVERS:
-                    ports[name] = _free_port()
-                    processes[name] = _start(
-                        {**base, **envs[name], "PRISM_PORT": str(ports[name])},
-                        scratch / f"{name}.log",
+            measured: dict[tuple[str, str], list[float]] = {
+                (q, s): [] for q in queries for s in SERVERS
+            }
+            paths: dict[str, str] = {}
+            for round_no in range(args.rounds):
+                # New processes every round: a process keeps, for its life, a speed of its
+                # own (where its memory landed), a few percent either way.
+                async with _servers(base, envs, scratch) as (processes, ports):
+                    await _round(
+                        args, round_no, processes, ports, queries, headers, paths, measured
                     )
-                for name in SERVERS:
-                    await _ready(ports[name], processes[name], scratch / f"{name}.log")
-                paths: dict[str, str] = {}
-                measured = await _measure(args, processes, ports, queries, headers, paths)
-                await asyncio.sleep(2)  # the traced servers' last batches
-            finally:
-                for process in processes.values():
-                    process.terminate()
-                for process in processes.values():
-                    try:
-                        process.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        process.kill()
+                    await asyncio.sleep(2)  # the traced servers' last batches
             spans = {
                 name: sum(1 for s in receiver.spans if s.service == f"prism-{name}")
                 for name in SERVERS[1:]
@@ -246,6 +264,7 @@ async def main(args: argparse.Namespace) -> None:
             "concurrency": args.concurrency,
             "sampling ratio": args.ratio,
             "documents": args.documents,
+            "queries": " ".join(args.queries),
         },
         {"CPU per request": rows, "spans exported": exported},
         {"uptime_start": uptime_start, "uptime_end": _uptime(), "ratios": ratios},
@@ -255,15 +274,45 @@ async def main(args: argparse.Namespace) -> None:
     )
 
 
-async def _measure(
+@contextlib.asynccontextmanager
+async def _servers(
+    base: dict[str, str], envs: dict[str, dict[str, str]], scratch: Path
+) -> AsyncIterator[tuple[dict[str, subprocess.Popen[bytes]], dict[str, int]]]:
+    """One ``prism serve`` of each configuration, ready; stopped afterwards."""
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    ports: dict[str, int] = {}
+    try:
+        for name in SERVERS:
+            ports[name] = _free_port()
+            processes[name] = _start(
+                {**base, **envs[name], "PRISM_PORT": str(ports[name])}, scratch / f"{name}.log"
+            )
+        for name in SERVERS:
+            await _ready(ports[name], processes[name], scratch / f"{name}.log")
+        yield processes, ports
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+async def _round(
     args: argparse.Namespace,
+    round_no: int,
     processes: dict[str, subprocess.Popen[bytes]],
     ports: dict[str, int],
     queries: dict[str, dict[str, Any]],
     headers: dict[str, dict[str, str]],
     paths: dict[str, str],
-) -> dict[tuple[str, str], list[float]]:
-    measured: dict[tuple[str, str], list[float]] = {(q, s): [] for q in queries for s in SERVERS}
+    measured: dict[tuple[str, str], list[float]],
+) -> None:
+    """One round: each server warmed up, then each in turn (the order rotated by round)
+    answering ``--requests`` of each query, its CPU time per request appended to
+    ``measured``."""
     watched = {name: psutil.Process(p.pid) for name, p in processes.items()}
     limits = httpx.Limits(max_connections=args.concurrency)
     clients = {
@@ -277,20 +326,15 @@ async def _measure(
                     clients[name], body, headers[query], args.warmup, args.concurrency
                 )
                 paths[query] = path
-        for round_no in range(args.rounds):
-            turn = round_no % len(SERVERS)
-            order = SERVERS[turn:] + SERVERS[:turn]
-            for name in order:
-                for query, body in queries.items():
-                    before = _cpu(watched[name])
-                    await _burst(
-                        clients[name], body, headers[query], args.requests, args.concurrency
-                    )
-                    measured[(query, name)].append((_cpu(watched[name]) - before) / args.requests)
+        turn = round_no % len(SERVERS)
+        for name in SERVERS[turn:] + SERVERS[:turn]:
+            for query, body in queries.items():
+                before = _cpu(watched[name])
+                await _burst(clients[name], body, headers[query], args.requests, args.concurrency)
+                measured[(query, name)].append((_cpu(watched[name]) - before) / args.requests)
     finally:
         for client in clients.values():
             await client.aclose()
-    return measured
 
 
 if __name__ == "__main__":
@@ -303,4 +347,5 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--ratio", type=float, default=0.1, help="sampling ratio of `sampled`")
     parser.add_argument("--documents", type=int, default=10)
+    parser.add_argument("--queries", nargs="+", choices=("lean", "full"), default=["lean", "full"])
     asyncio.run(main(parser.parse_args()))

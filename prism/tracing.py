@@ -8,7 +8,7 @@ and ``OTEL_TRACES_SAMPLER_ARG``, resource from ``OTEL_SERVICE_NAME`` and
 (``OTEL_EXPORTER_OTLP_*``), and the maintained instrumentations of the clients Prism uses:
 asyncpg (every SQL statement, the ORM's and the planner's), Redis, aiohttp (OpenSearch's
 client), aiokafka (the relay's sends); S3 and Bedrock calls (aiobotocore, which no maintained
-instrumentation covers) get a client span here. The HTTP span is ``ServerSpan``'s; the
+instrumentation covers) get a client span here. The HTTP span is ``enter_request``'s; the
 GraphQL operation's span is ``operation_span``'s.
 
 Unset, nothing of the SDK is imported or set up: ``ENABLED`` stays False and every helper
@@ -26,12 +26,14 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
 
 ENABLED = False
 TRACEPARENT = "traceparent"
@@ -41,11 +43,22 @@ _UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
 
 _tracer: Tracer | None = None
 _NOTHING = contextlib.nullcontext()
-# Set by configure: OpenTelemetry's context and trace API, and the context key that makes the
-# client instrumentations return at their first line (suppress_instrumentation's).
+# Set by configure: OpenTelemetry's context and trace API; the context key that makes the
+# client instrumentations return at their first line (suppress_instrumentation's); the key
+# under which a request the sampler dropped keeps the trace id it was decided on; the
+# provider's sampler and id generator; the empty context a request without a parent is
+# sampled in, and that context with the instrumentations quiet; the W3C propagator.
 _context: Any = None
 _trace: Any = None
 _SUPPRESS: Any = None
+_UNSAMPLED: Any = None
+_sampler: Any = None
+_ids: Any = None
+_ROOT: Any = None
+_QUIET: Any = None
+_propagator: Any = None
+_root_sampled: Callable[[int], bool] | None = None
+_CONTEXT_HEADERS = frozenset({b"traceparent", b"tracestate"})
 
 
 def wanted(environ: Mapping[str, str] = os.environ) -> bool:
@@ -65,7 +78,8 @@ def configure(service: str) -> bool:
     """Set tracing up for this process if the environment asks for it (once; later calls
     change nothing). ``service`` is the default ``service.name`` (``OTEL_SERVICE_NAME`` or
     ``OTEL_RESOURCE_ATTRIBUTES`` win). Whether traces are on."""
-    global ENABLED, _tracer, _context, _trace, _SUPPRESS
+    global ENABLED, _tracer, _context, _trace, _SUPPRESS, _UNSAMPLED, _sampler, _ids, _ROOT
+    global _propagator, _QUIET, _root_sampled
     if ENABLED or not wanted():
         return ENABLED
     from opentelemetry import context, trace
@@ -75,6 +89,7 @@ def configure(service: str) -> bool:
     from opentelemetry.instrumentation.aiokafka import AIOKafkaInstrumentor
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
+    from opentelemetry.propagate import get_global_textmap
     from opentelemetry.sdk.resources import OTELResourceDetector, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -84,7 +99,10 @@ def configure(service: str) -> bool:
     # The sampler the environment names (OTEL_TRACES_SAMPLER; the SDK's default otherwise),
     # held to traces that start where work enters Prism (see _entries_only).
     configured = TracerProvider(shutdown_on_exit=False).sampler
-    provider = TracerProvider(resource=Resource.create(defaults), sampler=_entries_only(configured))
+    sampler, ids = _entries_only(configured), _drawn_ids()
+    provider = TracerProvider(
+        resource=_hashed_once(Resource.create(defaults)), sampler=sampler, id_generator=ids
+    )
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
@@ -94,8 +112,30 @@ def configure(service: str) -> bool:
     _instrument_aiobotocore()
     _tracer = trace.get_tracer("prism")
     _context, _trace, _SUPPRESS = context, trace, _SUPPRESS_INSTRUMENTATION_KEY
+    _UNSAMPLED = context.create_key("prism-unsampled")
+    _sampler, _ids, _ROOT = sampler, ids, context.Context()
+    _root_sampled = _by_trace_id(configured)
+    _QUIET = context.set_value(_SUPPRESS, True, _ROOT)
+    _propagator = get_global_textmap()
     ENABLED = True
     return True
+
+
+def _hashed_once(resource: Any) -> Any:
+    """``resource``, whose hash is computed once: the OTLP encoder groups every span of a
+    batch by its resource, and the SDK's ``Resource.__hash__`` serialises all its attributes
+    to JSON each time (a resource never changes once made)."""
+    from opentelemetry.sdk.resources import Resource
+
+    class HashedOnce(Resource):
+        def __init__(self, attributes: Any, schema_url: str | None) -> None:
+            super().__init__(attributes, schema_url)
+            self._hash = super().__hash__()
+
+        def __hash__(self) -> int:
+            return self._hash
+
+    return HashedOnce(resource.attributes, resource.schema_url)
 
 
 def _entries_only(sampler: Any) -> Any:
@@ -131,120 +171,170 @@ def _entries_only(sampler: Any) -> Any:
     return EntriesOnly()
 
 
-def asgi_middleware(name_of: Callable[[str, str], str]) -> list[tuple[Any, dict[str, Any]]]:
-    """The ASGI middleware (class and options) that puts each request in its HTTP server
-    span, named by ``name_of(method, path)`` (a route template: few names); none when
-    tracing is off."""
-    if not ENABLED:
-        return []
-    return [(ServerSpan, {"name_of": name_of})]
+def _drawn_ids() -> Any:
+    """The SDK's random ids, except that a trace id handed over (``hand_over``) is the next
+    one given out in this thread: the HTTP span's sampling is decided on a trace id drawn
+    before anything of the SDK's is built, and the span then gets that id
+    (``enter_request``)."""
+    import threading
+
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+    class DrawnIds(RandomIdGenerator):
+        def __init__(self) -> None:
+            self.ahead = threading.local()
+
+        def draw(self) -> int:
+            """A new trace id (not handed over)."""
+            return super().generate_trace_id()
+
+        def hand_over(self, trace_id: int) -> None:
+            """``trace_id`` is the next one this thread's ``generate_trace_id`` gives out."""
+            self.ahead.trace_id = trace_id
+
+        def generate_trace_id(self) -> int:
+            trace_id: int | None = getattr(self.ahead, "trace_id", None)
+            if trace_id is None:
+                return super().generate_trace_id()
+            self.ahead.trace_id = None
+            return trace_id
+
+    return DrawnIds()
 
 
-class ServerSpan:
-    """ASGI: the HTTP server span of a request (a WebSocket's: of its whole connection),
-    continuing the W3C trace context of its ``traceparent`` header, with the stable HTTP
-    semantic conventions' attributes and the answer's status.
+def _by_trace_id(sampler: Any) -> Callable[[int], bool] | None:
+    """What ``sampler`` decides for a SERVER span without a parent, as a function of the
+    trace id alone, when that is all it looks at (a trace-id ratio, alone or as the root of
+    ``parentbased_*``): the comparison it makes, without building its parent's context and
+    result first. None for any other sampler (``enter_request`` asks it). Tested equal to
+    asking it."""
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-    The sampler decides first, from the span's name and parent alone: a request it does not
-    sample only carries its (unsampled) context on, so what it queues stays unsampled too,
-    and runs with the client instrumentations suppressed (its SQL, Redis and AWS calls cost
-    one context lookup each). That is why this is not opentelemetry-instrumentation-asgi's
+    root = getattr(sampler, "_root", None) if isinstance(sampler, ParentBased) else sampler
+    if type(root) is not TraceIdRatioBased:
+        return None
+    limit, bound = TraceIdRatioBased.TRACE_ID_LIMIT, root.bound
+
+    def sampled(trace_id: int) -> bool:
+        return trace_id & limit < bound
+
+    return sampled
+
+
+class Entered:
+    """A request (or WebSocket connection) entered by ``enter_request``: its HTTP server span
+    when the sampler took it (``span``), else only the quiet context it runs in. ``close``
+    once it is over."""
+
+    __slots__ = ("span", "token")
+
+    def __init__(self, span: Any, context: Any) -> None:
+        self.span = span
+        self.token = _context.attach(context)
+
+    def answered(self, status: int) -> None:
+        """The answer's status on the span (a 5xx marks it failed)."""
+        if self.span is None:
+            return
+        self.span.set_attribute("http.response.status_code", status)
+        if status >= 500:
+            self.span.set_status(_trace.Status(_trace.StatusCode.ERROR))
+            self.span.set_attribute("error.type", str(status))
+
+    def close(self, error: BaseException | None) -> None:
+        _context.detach(self.token)
+        if self.span is None:
+            return
+        if error is not None:
+            self.span.record_exception(error)
+            self.span.set_status(_trace.Status(_trace.StatusCode.ERROR, type(error).__name__))
+        self.span.end()
+
+
+def enter_request(scope: Any, route: str, request_id: str) -> Entered:
+    """Enter a request (``scope``, an ASGI HTTP or WebSocket scope, whose route template is
+    ``route``): its HTTP server span, continuing the W3C trace context of its
+    ``traceparent`` header, named ``POST /graphql``, with the stable HTTP semantic
+    conventions' attributes and ``prism.request_id``. Tracing must be on.
+
+    The sampler decides first, on the span's name and parent alone and, with no parent, on the
+    trace id the span would get (drawn ahead): a request it drops costs that decision and a
+    context that says "not sampled", in which the client instrumentations are quiet (a SQL
+    statement or Redis command costs one context lookup) and what the request queues is
+    given a traceparent that is not sampled either (``current_traceparent``). Nothing of the
+    SDK's is built for it. That is why this is not opentelemetry-instrumentation-asgi's
     middleware, which reads every header and builds every attribute of every request before
-    sampling (about 50 µs a request here; decision 0034). Probes and scrapes are not traced."""
-
-    def __init__(self, app: Any, name_of: Callable[[str, str], str]) -> None:
-        from opentelemetry.propagate import get_global_textmap
-
-        self.app = app
-        self.name_of = name_of
-        self.propagator = get_global_textmap()
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        kind = scope["type"]
-        path = scope.get("path", "")
-        if kind not in ("http", "websocket") or path in _UNTRACED:
-            token = _context.attach(_context.set_value(_SUPPRESS, True))
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                _context.detach(token)
-            return
-        carrier = {}
-        for key, value in scope.get("headers") or ():
-            if key in (b"traceparent", b"tracestate"):
-                carrier[key.decode()] = value.decode("latin-1")
-        parent = self.propagator.extract(carrier) if carrier else None
-        method = scope.get("method", "GET")
-        assert _tracer is not None
-        span = _tracer.start_span(
-            self.name_of(method, path), context=parent, kind=_trace.SpanKind.SERVER
-        )
-        recording = span.is_recording()
-        within = _trace.set_span_in_context(span, parent)
-        token = _context.attach(_context.set_value(_SUPPRESS, not recording, within))
+    sampling (decision 0034). Probes and scrapes are not traced."""
+    path = scope.get("path", "")
+    if path in _UNTRACED:
+        return Entered(None, _QUIET)
+    carrier: dict[str, str] = {}
+    headers = scope.get("headers") or ()
+    for key, value in headers:
+        if key in _CONTEXT_HEADERS:
+            carrier[key.decode()] = value.decode("latin-1")
+    method = scope.get("method", "GET")
+    if carrier:
+        parent = _propagator.extract(carrier)
+    else:
+        parent = _ROOT
+        trace_id = _ids.draw()
+        if _root_sampled is not None:
+            recording = _root_sampled(trace_id)
+        else:
+            decided = _sampler.should_sample(
+                parent, trace_id, f"{method} {route}", _trace.SpanKind.SERVER
+            )
+            recording = decided.decision.is_recording()
         if not recording:
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                _context.detach(token)
-            return
-        client = scope.get("client")
-        server = scope.get("server")
-        span.set_attributes(
-            {
-                "http.request.method": method,
-                "url.path": path,
-                "url.scheme": scope.get("scheme", "http"),
-                "network.protocol.version": scope.get("http_version", "1.1"),
-                **({"client.address": client[0]} if client else {}),
-                **({"server.address": server[0], "server.port": server[1]} if server else {}),
-            }
-        )
-        for key, value in scope.get("headers") or ():
-            if key == b"user-agent":
-                span.set_attribute("user_agent.original", value.decode("latin-1")[:256])
-
-        async def answered(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
-                    span.set_status(_trace.Status(_trace.StatusCode.ERROR))
-                    span.set_attribute("error.type", str(status))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, answered)
-        except BaseException as exc:
-            span.record_exception(exc)
-            span.set_status(_trace.Status(_trace.StatusCode.ERROR, type(exc).__name__))
-            raise
-        finally:
-            _context.detach(token)
-            span.end()
+            return Entered(None, _context.set_value(_UNSAMPLED, trace_id, _QUIET))
+        _ids.hand_over(trace_id)
+    client = scope.get("client")
+    agent = next((value for key, value in headers if key == b"user-agent"), None)
+    assert _tracer is not None
+    span = _tracer.start_span(
+        f"{method} {route}",
+        context=parent,
+        kind=_trace.SpanKind.SERVER,
+        attributes={
+            "http.request.method": method,
+            "http.route": route,
+            "url.path": path,
+            "url.scheme": scope.get("scheme", "http"),
+            "prism.request_id": request_id,
+            **({"client.address": client[0]} if client else {}),
+            **({"user_agent.original": agent.decode("latin-1")[:256]} if agent else {}),
+        },
+    )
+    within = _trace.set_span_in_context(span, parent)
+    if not span.is_recording():  # a parent that is not sampled
+        return Entered(None, _context.set_value(_SUPPRESS, True, within))
+    return Entered(span, within)
 
 
-def tag_request(request_id: str) -> None:
-    """The request id on the current (HTTP) span, so a trace finds its log lines."""
-    if not ENABLED:
-        return
-    from opentelemetry import trace
-
-    span = trace.get_current_span()
-    if span.is_recording():
-        span.set_attribute("prism.request_id", request_id)
+def untraced(method: _Method) -> _Method:
+    """``method`` (a client's bound method) as its library defines it, without the wrapper
+    the client's instrumentation put around it: for a call Prism makes its own span for
+    (``client_call``). As it is with tracing off."""
+    if ENABLED:
+        return getattr(method, "__wrapped__", method)
+    return method
 
 
 def current_traceparent() -> str | None:
-    """The W3C ``traceparent`` of the current span (None: tracing off, or no span)."""
+    """The W3C ``traceparent`` of the current span (None: tracing off, or no span). Inside a
+    request the sampler dropped with no parent: one of the trace id it was decided on, not
+    sampled, so the work it queues stays out of the traces too (a trace is whole or
+    absent)."""
     if not ENABLED:
         return None
-    from opentelemetry import trace
-
-    context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
+    context = _trace.get_current_span().get_span_context()
+    if context.is_valid:
+        return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+    trace_id = _context.get_value(_UNSAMPLED)
+    if trace_id is None:
         return None
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+    return f"00-{trace_id:032x}-{_ids.generate_span_id():016x}-00"
 
 
 def carried() -> dict[str, str]:
@@ -313,7 +403,8 @@ def resumed(traceparent: object) -> contextlib.AbstractContextManager[Any]:
     @contextlib.contextmanager
     def attached() -> Iterator[None]:
         extracted = TraceContextTextMapPropagator().extract({TRACEPARENT: traceparent})
-        sampled = traceparent.endswith("-01")
+        # The flags as parsed (a root the SDK made says ``03``: sampled, with a random id).
+        sampled = _trace.get_current_span(extracted).get_span_context().trace_flags.sampled
         token = _context.attach(_context.set_value(_SUPPRESS, not sampled, extracted))
         try:
             yield
@@ -326,15 +417,78 @@ def resumed(traceparent: object) -> contextlib.AbstractContextManager[Any]:
 def operation_span(operation_type: str, name: str | None) -> contextlib.AbstractContextManager[Any]:
     """One span per GraphQL operation (``query DocumentList``), with its type and name; its
     SQL, Redis and OpenSearch spans are its children. The document itself is not recorded
-    (its literals may be personal data)."""
+    (its literals may be personal data). Only inside a recorded (sampled) span."""
     if not ENABLED or not _trace.get_current_span().is_recording():
         return _NOTHING
     attributes = {"graphql.operation.type": operation_type}
     if name:
         attributes["graphql.operation.name"] = name
-    return _span_under(
-        f"{operation_type} {name}" if name else operation_type, None, "INTERNAL", attributes
+    assert _tracer is not None
+    return _Current(
+        _tracer.start_span(
+            f"{operation_type} {name}" if name else operation_type, attributes=attributes
+        )
     )
+
+
+def client_call(name: str, attributes: Mapping[str, Any]) -> contextlib.AbstractContextManager[Any]:
+    """A client span (``name``, ``attributes``) around a call Prism makes with a client's own
+    method (``untraced``), where it knows better than the client's instrumentation what the
+    call is; a child of the current span, and only inside a recorded one. Not made current:
+    nothing is traced inside the call."""
+    if not ENABLED or not _trace.get_current_span().is_recording():
+        return _NOTHING
+    assert _tracer is not None
+    return _Ended(_tracer.start_span(name, kind=_trace.SpanKind.CLIENT, attributes=attributes))
+
+
+class _Ended:
+    """``span``, ended after ``with``; an exception marks it failed with its type."""
+
+    __slots__ = ("span",)
+
+    def __init__(self, span: Any) -> None:
+        self.span = span
+
+    def __enter__(self) -> Any:
+        return self.span
+
+    def __exit__(self, kind: Any, error: BaseException | None, _traceback: Any) -> None:
+        if error is not None:
+            failed(self.span, error)
+        self.span.end()
+
+
+def operation_answered(operation_type: str, name: str | None) -> None:
+    """The GraphQL operation a request answered without an operation span of its own (the
+    lean path, whose one statement is the whole operation: a span more would cost a traced
+    lean request about a third more, decision 0038), named on the request's HTTP span."""
+    span = _trace.get_current_span()
+    if not span.is_recording():
+        return
+    span.set_attribute("graphql.operation.type", operation_type)
+    if name:
+        span.set_attribute("graphql.operation.name", name)
+
+
+class _Current:
+    """``span`` the current span inside ``with``, ended after it; an exception marks it
+    failed with its type (its text, which may hold personal data, stays in the logs)."""
+
+    __slots__ = ("span", "token")
+
+    def __init__(self, span: Any) -> None:
+        self.span = span
+
+    def __enter__(self) -> Any:
+        self.token = _context.attach(_trace.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, kind: Any, error: BaseException | None, _traceback: Any) -> None:
+        _context.detach(self.token)
+        if error is not None:
+            failed(self.span, error)
+        self.span.end()
 
 
 def name_operation(span: Any, operation_type: str, name: str | None) -> None:
@@ -359,12 +513,12 @@ def log_processors() -> list[structlog.typing.Processor]:
 def _trace_ids(
     _logger: Any, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    from opentelemetry import trace
-
-    context = trace.get_current_span().get_span_context()
+    context = _trace.get_current_span().get_span_context()
     if context.is_valid:
         event["trace_id"] = f"{context.trace_id:032x}"
         event["span_id"] = f"{context.span_id:016x}"
+    elif (trace_id := _context.get_value(_UNSAMPLED)) is not None:
+        event["trace_id"] = f"{trace_id:032x}"  # a request not sampled: no span of its own
     return event
 
 
@@ -406,10 +560,9 @@ def _instrument_aiobotocore() -> None:
 
 
 def failed(span: Any, error: BaseException) -> None:
-    """A job's span marked failed, with the error's type (its text stays in the logs)."""
+    """A span (a job's, an operation's) marked failed, with the error's type (its text stays
+    in the logs)."""
     if span is None or not ENABLED or not span.is_recording():
         return
-    from opentelemetry.trace import Status, StatusCode
-
-    span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+    span.set_status(_trace.Status(_trace.StatusCode.ERROR, type(error).__name__))
     span.set_attribute("error.type", type(error).__qualname__)

@@ -106,6 +106,120 @@ def test_off_without_an_endpoint_nothing_of_opentelemetry_is_loaded(
     assert done.stdout.strip() == "off"
 
 
+_SAMPLING = """
+import sys
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+from prism import tracing
+
+assert tracing.configure("prism-sampling")
+limit, bound = TraceIdRatioBased.TRACE_ID_LIMIT, TraceIdRatioBased(0.5).bound
+
+
+def scope(path="/graphql", headers=()):
+    return {"type": "http", "method": "POST", "path": path, "headers": list(headers),
+            "client": ("10.0.0.1", 1), "scheme": "http"}
+
+
+sampled_ids = []
+for i in range(400):
+    entered = tracing.enter_request(scope(), "/graphql", f"request-{i}")
+    _, trace_id, _, flags = tracing.current_traceparent().split("-")
+    sampled = entered.span is not None
+    # decided on the trace id the request's trace then has, and said so to what it queues
+    assert sampled == bool(int(flags, 16) & 1) == ((int(trace_id, 16) & limit) < bound), flags
+    with tracing.resumed(tracing.current_traceparent()):  # the relay, sending its event
+        resumed = tracing._trace.get_current_span().get_span_context()
+        assert resumed.trace_flags.sampled == sampled
+        assert tracing._context.get_value(tracing._SUPPRESS) is (not sampled)
+    assert tracing.carried()["traceparent"].split("-")[1] == trace_id
+    assert tracing._trace_ids(None, "info", {})["trace_id"] == trace_id
+    if sampled:
+        sampled_ids.append(trace_id)
+    entered.answered(200)
+    entered.close(None)
+    assert tracing.current_traceparent() is None
+assert 120 < len(sampled_ids) < 280, len(sampled_ids)
+for flags in ("01", "00"):  # a caller's decision is followed, in its trace
+    caller = "ab" * 16
+    header = (b"traceparent", f"00-{caller}-{'cd' * 8}-{flags}".encode())
+    entered = tracing.enter_request(scope(headers=[header]), "/graphql", "called")
+    assert (entered.span is not None) == (flags == "01")
+    assert tracing.current_traceparent().split("-")[1] == caller
+    assert tracing.current_traceparent().endswith("-" + flags)
+    entered.close(None)
+probe = tracing.enter_request(scope("/healthz"), "/healthz", "probe")
+assert probe.span is None and tracing.current_traceparent() is None
+probe.close(None)
+print(" ".join(sampled_ids))
+"""
+
+
+def test_a_request_is_sampled_on_its_own_trace_id_and_its_work_follows(
+    receiver: tuple[Receiver, str],
+) -> None:
+    """With ``parentbased_traceidratio`` at 0.5: each request is sampled on the trace id its
+    trace then has (the ratio's rule holds for every exported trace, and for no dropped
+    one), what a dropped request queues carries its trace id, not sampled, a caller's
+    traceparent is followed either way, and probes are not traced; exactly the sampled
+    requests' spans are exported."""
+    spans, endpoint = receiver
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PRISM_"))}
+    env.update(
+        PYTHONWARNINGS="ignore",
+        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+        OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+        OTEL_TRACES_SAMPLER_ARG="0.5",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _SAMPLING],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    sampled = set(done.stdout.split())
+    exported = [s for s in spans.spans if s.service == "prism-sampling"]
+    assert {s.trace_id for s in exported} == sampled | {"ab" * 16}
+    assert all(s.kind == SERVER and s.name == "POST /graphql" for s in exported)
+    assert len(exported) == len(sampled) + 1
+
+
+def test_the_sampling_shortcut_decides_as_the_sampler_does() -> None:
+    """Where the configured sampler decides a root span on its trace id alone, the request's
+    decision is that comparison, made without the sampler's machinery: the same decision
+    for every trace id; any other sampler is asked."""
+    import random
+
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace.sampling import (
+        ALWAYS_OFF,
+        ALWAYS_ON,
+        DEFAULT_ON,
+        ParentBased,
+        ParentBasedTraceIdRatio,
+        TraceIdRatioBased,
+    )
+    from opentelemetry.trace import SpanKind
+
+    for sampler in (
+        TraceIdRatioBased(0.25),
+        ParentBasedTraceIdRatio(0.5),
+        ParentBased(TraceIdRatioBased(0.01)),
+        TraceIdRatioBased(0.0),
+        TraceIdRatioBased(1.0),
+    ):
+        decide = tracing._by_trace_id(sampler)
+        assert decide is not None, sampler
+        for _ in range(5000):
+            trace_id = random.getrandbits(128)
+            asked = sampler.should_sample(Context(), trace_id, "POST /graphql", SpanKind.SERVER)
+            assert decide(trace_id) == asked.decision.is_sampled(), sampler
+    for other in (ALWAYS_ON, ALWAYS_OFF, DEFAULT_ON, ParentBased(ALWAYS_OFF)):
+        assert tracing._by_trace_id(other) is None
+
+
 async def _wait_ready(port: int, processes: dict[str, subprocess.Popen[bytes]], logs: Path) -> None:
     deadline = time.monotonic() + 120
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
@@ -310,6 +424,45 @@ async def test_an_uploads_trace_holds_its_request_its_jobs_and_their_calls(
         assert any(
             a.get("request_id") == request_id and a.get("trace_id") == trace_id for a in access
         )
+
+        # a planned read (the lean path): its HTTP span names the operation, and its one
+        # statement is a child span with the stable database conventions
+        read_trace, read_parent = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            read = await client.post(
+                "/graphql",
+                json={
+                    "query": "query Opened($id: ID!) { document(id: $id) { id filename } }",
+                    "variables": {"id": document},
+                },
+                headers={
+                    "authorization": f"Bearer {tenant.tokens[Role.REVIEWER]}",
+                    "traceparent": f"00-{read_trace}-{read_parent}-01",
+                },
+            )
+        assert read.json()["extensions"]["execution"]["path"] == "compiled", read.text
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            planned = spans.of_trace(read_trace)
+            if len(planned) >= 2:
+                break
+            await asyncio.sleep(0.2)
+        (read_http,) = [s for s in planned if s.kind == SERVER]
+        assert read_http.name == "POST /graphql"
+        assert read_http.parent_id == read_parent
+        assert read_http.attributes["graphql.operation.type"] == "query"
+        assert read_http.attributes["graphql.operation.name"] == "Opened"
+        assert read_http.attributes["http.route"] == "/graphql"
+        assert read_http.attributes["http.response.status_code"] == 200
+        # (beside it: its rate limit and response cache in Redis, and the token's first
+        # verification, a transaction of its own)
+        (statement,) = [s for s in planned if s.attributes.get("db.system.name") == "postgresql"]
+        assert statement.kind == CLIENT
+        assert statement.parent_id == read_http.span_id
+        assert statement.name == "SELECT"
+        assert statement.attributes["db.namespace"] == make_url(database_url).database
+        assert statement.attributes["db.query.text"].startswith("SELECT CASE WHEN")
+        assert "$1" in statement.attributes["db.query.text"]  # its values are not in it
     finally:
         for process in processes.values():
             if process.poll() is None:

@@ -75,7 +75,8 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 class RequestIdMiddleware:
     """Give every request an id (the client's X-Request-ID if sane), return it in a header,
-    bind it to logs, and log one access line with the duration."""
+    bind it to logs, and log one access line with the duration; when tracing is on, run it
+    in its HTTP server span (``tracing.enter_request``)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -91,10 +92,13 @@ class RequestIdMiddleware:
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
-        if tracing.ENABLED:
-            tracing.tag_request(request_id)
+        path = scope.get("path", "")
+        route = "/assets" if path.startswith("/assets/") else route_label(path)
+        # The HTTP span (when tracing is on): every log line of the request is inside it.
+        entered = tracing.enter_request(scope, route, request_id) if tracing.ENABLED else None
         started = time.perf_counter()
         status = 500
+        error: BaseException | None = None
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -102,15 +106,16 @@ class RequestIdMiddleware:
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                if entered is not None:
+                    entered.answered(status)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
-            path = scope.get("path", "")
-            route = route_label(path)
-            if path.startswith("/assets/"):
-                route = "/assets"
             if scope["type"] == "http":
                 HTTP_REQUESTS.labels(scope.get("method", ""), route, str(status)).inc()
                 log.info(
@@ -120,6 +125,8 @@ class RequestIdMiddleware:
                     status=status,
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 )
+            if entered is not None:
+                entered.close(error)
             structlog.contextvars.unbind_contextvars("request_id")
 
 
@@ -223,8 +230,6 @@ def create_app(
             Route("/documents/{document}/pages/{page}/preview", page_preview, methods=["GET"]),
         ],
         middleware=[
-            # Outermost: the HTTP span covers everything, and every log line is inside it.
-            *traced(),
             Middleware(ClientAddressMiddleware, TrustedProxies.parse(settings.trusted_proxies)),
             Middleware(RequestIdMiddleware),
             *cors(settings),
@@ -263,17 +268,6 @@ CORS_RESPONSE_HEADERS = (
     "content-disposition",
     "repr-digest",
 )
-
-
-def traced() -> list[Middleware]:
-    """The HTTP server span of every request but the probes', when tracing is on."""
-    return [Middleware(cls, **options) for cls, options in tracing.asgi_middleware(span_name)]
-
-
-def span_name(method: str, path: str) -> str:
-    """An HTTP span's name: the method and the route's template (``POST /graphql``)."""
-    route = "/assets" if path.startswith("/assets/") else route_label(path)
-    return f"{method} {route}"
 
 
 def cors(settings: Settings) -> list[Middleware]:

@@ -205,15 +205,9 @@ class LeanGraphQL:
             raise HandOver("not valid")
         if check_cost(context, self.graphql_schema, document, operation, variables) is not None:
             raise HandOver("cost")
+        data, report = await _run(context, self.graphql_schema, document, name, variables, pending)
         if tracing.ENABLED:
-            with tracing.operation_span("query", name):
-                data, report = await _run(
-                    context, self.graphql_schema, document, name, variables, pending
-                )
-        else:
-            data, report = await _run(
-                context, self.graphql_schema, document, name, variables, pending
-            )
+            tracing.operation_answered("query", name)
         record_operation(name, "query", time.perf_counter() - started, None)
         result = ExecutionResult(
             data=data,
