@@ -13,10 +13,10 @@ server in turn (the order rotated every round, so a change in the machine's load
 all alike) answers ``--requests`` requests of each query at ``--concurrency``: a registered
 query by its hash (the lean, compiled path), and a query sent as text that the full
 Strawberry path answers (each answer's ``extensions.execution.path`` is recorded). CPU
-ms/request is the server process's CPU time over those requests (the scheduler's per-thread nanoseconds, so a
-thread's exports count); the ratio to ``off`` is taken per round and its median kept (the
-range beside it). The servers share one CPU and one hash seed, the load generator (and the
-database it starts) the other CPUs.
+ms/request is the server process's CPU time over those requests (the scheduler's per-thread
+nanoseconds, so a thread's exports count); the ratio to ``off`` is taken per round and its
+median kept (the range beside it). The servers share one CPU and one hash seed, the load
+generator (and the database it starts) the other CPUs.
 
     .venv/bin/python bench/tracing.py [--requests 400] [--rounds 5] [--ratio 0.1]
 """
@@ -145,6 +145,13 @@ async def main(args: argparse.Namespace) -> None:
     cpus = os.sched_getaffinity(0)
     if len(cpus) > 1:
         os.sched_setaffinity(0, cpus - {max(cpus)})
+    try:
+        await _run(args, uptime_start, cpus)
+    finally:
+        os.sched_setaffinity(0, cpus)
+
+
+async def _run(args: argparse.Namespace, uptime_start: str, cpus: set[int]) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="prism-bench-tracing-"))
     async with common.bench_database(scratch, pool_size=5) as db:
         tenant = await make_tenant(db.services)
@@ -255,6 +262,7 @@ async def main(args: argparse.Namespace) -> None:
         }
         for name in SERVERS[1:]
     ]
+    os.sched_setaffinity(0, cpus)  # the record says what the machine has
     common.record(
         "tracing",
         "Tracing overhead: server CPU per request, off / sampled / always",
