@@ -4,7 +4,7 @@ the credential was remembered; with the LISTEN connection down nothing is rememb
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -218,6 +218,21 @@ async def test_a_refused_credential_is_not_remembered(app: Any, tenant: Tenant) 
             )
 
 
+def _counting_round_trips(cache: CredentialCache) -> Callable[[], int]:
+    """From now on, ``cache``'s round trips on its LISTEN connection are counted: how many so
+    far, when called."""
+    trips = 0
+    round_trip = cache.listener.round_trip
+
+    async def counted(seconds: float = 1.0) -> bool:
+        nonlocal trips
+        trips += 1
+        return await round_trip(seconds)
+
+    cache.listener.round_trip = counted  # type: ignore[method-assign]
+    return lambda: trips
+
+
 def _lean_answers() -> float:
     return LEAN_PATH.labels("answered")._value.get()
 
@@ -231,15 +246,7 @@ async def test_the_lean_path_confirms_a_remembered_credential_after_its_statemen
     request, every time."""
     app = second  # an app of this test's own: its round trips are counted
     cache = cache_of(app)
-    trips = 0
-    round_trip = cache.listener.round_trip
-
-    async def counted(seconds: float = 1.0) -> bool:
-        nonlocal trips
-        trips += 1
-        return await round_trip(seconds)
-
-    cache.listener.round_trip = counted  # type: ignore[method-assign]
+    trips = _counting_round_trips(cache)
     async with client_of(app) as client:
         for _ in range(2):  # the document validated, a statement connection listening
             assert await _works(client, tenant.tokens[Role.ADMIN])
@@ -252,9 +259,9 @@ async def test_the_lean_path_confirms_a_remembered_credential_after_its_statemen
             )
             secret = created["data"]["createApiToken"]["token"]
             assert await _works(client, secret)  # verified in the database, remembered
-            hits, answered, before = cache.hits, _lean_answers(), trips
+            hits, answered, before = cache.hits, _lean_answers(), trips()
             assert await _works(client, secret)
-            assert (cache.hits, _lean_answers(), trips) == (hits + 1, answered + 1, before)
+            assert (cache.hits, _lean_answers(), trips()) == (hits + 1, answered + 1, before)
             # an operator's SQL on a connection of its own: the trigger notifies
             async with services.db.transaction(tenant.org_id) as tx:
                 await tx.execute(
@@ -277,15 +284,7 @@ async def test_a_connection_opened_after_the_credential_was_verified_costs_one_r
     holds on the very next request."""
     fresh = second  # a process of this test's own: nothing verified, no connection open
     cache = cache_of(fresh)
-    trips = 0
-    round_trip = cache.listener.round_trip
-
-    async def counted(seconds: float = 1.0) -> bool:
-        nonlocal trips
-        trips += 1
-        return await round_trip(seconds)
-
-    cache.listener.round_trip = counted  # type: ignore[method-assign]
+    trips = _counting_round_trips(cache)
     async with client_of(app) as client:  # the token is made by another process
         made = await gql(
             client,
@@ -296,10 +295,10 @@ async def test_a_connection_opened_after_the_credential_was_verified_costs_one_r
     created = made["data"]["createApiToken"]["token"]
     async with client_of(fresh) as client:
         assert await _works(client, created)  # verified, remembered; the connection opens
-        hits, answered, before = cache.hits, _lean_answers(), trips
+        hits, answered, before = cache.hits, _lean_answers(), trips()
         for _ in range(6):
             assert await _works(client, created)
-        assert (cache.hits, _lean_answers(), trips) == (hits + 6, answered + 6, before + 1)
+        assert (cache.hits, _lean_answers(), trips()) == (hits + 6, answered + 6, before + 1)
         async with services.db.transaction(tenant.org_id) as tx:
             await tx.execute(
                 sa.text("UPDATE api_tokens SET revoked_at = now() WHERE token_hash = :h"),

@@ -92,18 +92,27 @@ def test_off_without_an_endpoint_nothing_of_opentelemetry_is_loaded(
         "assert not hasattr(asyncpg.connection.Connection.execute, '__wrapped__')\n"
         "print('off')\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PRISM_"))}
-    env.update(PRISM_DATA_DIR=str(settings.data_dir), PRISM_LOG_LEVEL="WARNING")
+    printed = _python(
+        script, database_url, PRISM_DATA_DIR=str(settings.data_dir), PRISM_LOG_LEVEL="WARNING"
+    )
+    assert printed.strip() == "off"
+
+
+def _python(script: str, *args: str, **env: str) -> str:
+    """What ``script`` printed, run by another interpreter with ``args``, in this environment
+    without its ``OTEL_*`` and ``PRISM_*`` variables but with ``env`` (tracing is set up once
+    per process)."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PRISM_"))}
     done = subprocess.run(
-        [sys.executable, "-c", script, database_url],
-        env=env,
+        [sys.executable, "-c", script, *args],
+        env={**environment, **env},
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip() == "off"
+    return done.stdout
 
 
 _SAMPLING = """
@@ -163,23 +172,14 @@ def test_a_request_is_sampled_on_its_own_trace_id_and_its_work_follows(
     traceparent is followed either way, and probes are not traced; exactly the sampled
     requests' spans are exported."""
     spans, endpoint = receiver
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PRISM_"))}
-    env.update(
+    printed = _python(
+        _SAMPLING,
         PYTHONWARNINGS="ignore",
         OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
         OTEL_TRACES_SAMPLER="parentbased_traceidratio",
         OTEL_TRACES_SAMPLER_ARG="0.5",
     )
-    done = subprocess.run(
-        [sys.executable, "-c", _SAMPLING],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    sampled = set(done.stdout.split())
+    sampled = set(printed.split())
     exported = [s for s in spans.spans if s.service == "prism-sampling"]
     assert {s.trace_id for s in exported} == sampled | {"ab" * 16}
     assert all(s.kind == SERVER and s.name == "POST /graphql" for s in exported)
