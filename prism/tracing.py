@@ -241,14 +241,15 @@ class Entered:
             self.span.set_status(_trace.Status(_trace.StatusCode.ERROR))
             self.span.set_attribute("error.type", str(status))
 
-    def close(self, error: BaseException | None) -> None:
+    def failed(self, error: BaseException) -> None:
+        """The request ended by ``error``: the span marked failed with its type (its text
+        and stack, which may hold personal data, stay in the logs)."""
+        failed(self.span, error)
+
+    def close(self) -> None:
         _context.detach(self.token)
-        if self.span is None:
-            return
-        if error is not None:
-            self.span.record_exception(error)
-            self.span.set_status(_trace.Status(_trace.StatusCode.ERROR, type(error).__name__))
-        self.span.end()
+        if self.span is not None:
+            self.span.end()
 
 
 def enter_request(scope: Any, route: str, request_id: str) -> Entered:
@@ -289,7 +290,6 @@ def enter_request(scope: Any, route: str, request_id: str) -> Entered:
         if not recording:
             return Entered(None, _context.set_value(_UNSAMPLED, trace_id, _QUIET))
         _ids.hand_over(trace_id)
-    client = scope.get("client")
     agent = next((value for key, value in headers if key == b"user-agent"), None)
     assert _tracer is not None
     span = _tracer.start_span(
@@ -302,7 +302,8 @@ def enter_request(scope: Any, route: str, request_id: str) -> Entered:
             "url.path": path,
             "url.scheme": scope.get("scheme", "http"),
             "prism.request_id": request_id,
-            **({"client.address": client[0]} if client else {}),
+            # Not ``client.address``: an end user's address is personal data, which Prism's
+            # logs do not record either.
             **({"user_agent.original": agent.decode("latin-1")[:256]} if agent else {}),
         },
     )

@@ -30,6 +30,7 @@ class Span:
     span_id: str
     parent_id: str
     attributes: dict[str, Any]
+    events: list[dict[str, Any]] = field(default_factory=list)  # each event's attributes
 
 
 @dataclass
@@ -57,6 +58,10 @@ class Receiver:
                                 span_id=span.span_id.hex(),
                                 parent_id=span.parent_span_id.hex(),
                                 attributes={a.key: _value(a.value) for a in span.attributes},
+                                events=[
+                                    {a.key: _value(a.value) for a in event.attributes}
+                                    for event in span.events
+                                ],
                             )
                         )
 

@@ -4,6 +4,7 @@ the credential was remembered; with the LISTEN connection down nothing is rememb
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -204,6 +205,30 @@ async def test_a_failed_round_trip_is_not_trusted(second: Any, tenant: Tenant) -
     )
     assert principal.user_id == tenant.users[Role.VIEWER].id
     assert cache.hits == hits
+
+
+async def test_requests_that_share_a_round_trip_all_use_the_remembered_answer(
+    second: Any, tenant: Tenant
+) -> None:
+    """Five requests with one remembered credential at once, outside a planned read: they
+    wait on one round trip, and every one of them is answered from memory (the round trip
+    finding the entry still held must not make it a different entry for the others)."""
+    app = second
+    token = tenant.tokens[Role.VIEWER]
+    await _remembered([app], token)
+    cache = cache_of(app)
+    trips = _counting_round_trips(cache)
+    services: Services = app.state.services
+    hits, before = cache.hits, trips()
+    principals = await asyncio.gather(
+        *(
+            authenticate_bearer(services.db, services.access_tokens, token, services.credentials)
+            for _ in range(5)
+        )
+    )
+    assert {p.user_id for p in principals} == {tenant.users[Role.VIEWER].id}
+    assert cache.hits == hits + 5
+    assert trips() <= before + 2
 
 
 async def test_a_refused_credential_is_not_remembered(app: Any, tenant: Tenant) -> None:

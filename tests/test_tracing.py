@@ -145,7 +145,7 @@ for i in range(400):
     if sampled:
         sampled_ids.append(trace_id)
     entered.answered(200)
-    entered.close(None)
+    entered.close()
     assert tracing.current_traceparent() is None
 assert 120 < len(sampled_ids) < 280, len(sampled_ids)
 for flags in ("01", "00"):  # a caller's decision is followed, in its trace
@@ -155,10 +155,14 @@ for flags in ("01", "00"):  # a caller's decision is followed, in its trace
     assert (entered.span is not None) == (flags == "01")
     assert tracing.current_traceparent().split("-")[1] == caller
     assert tracing.current_traceparent().endswith("-" + flags)
-    entered.close(None)
+    entered.close()
+failing = (b"traceparent", f"00-{'ef' * 16}-{'cd' * 8}-01".encode())
+entered = tracing.enter_request(scope(headers=[failing]), "/graphql", "failing")
+entered.failed(RuntimeError("jane.doe@example.com"))
+entered.close()
 probe = tracing.enter_request(scope("/healthz"), "/healthz", "probe")
 assert probe.span is None and tracing.current_traceparent() is None
-probe.close(None)
+probe.close()
 print(" ".join(sampled_ids))
 """
 
@@ -181,9 +185,14 @@ def test_a_request_is_sampled_on_its_own_trace_id_and_its_work_follows(
     )
     sampled = set(printed.split())
     exported = [s for s in spans.spans if s.service == "prism-sampling"]
-    assert {s.trace_id for s in exported} == sampled | {"ab" * 16}
+    assert {s.trace_id for s in exported} == sampled | {"ab" * 16, "ef" * 16}
     assert all(s.kind == SERVER and s.name == "POST /graphql" for s in exported)
-    assert len(exported) == len(sampled) + 1
+    assert len(exported) == len(sampled) + 2
+    # a failed request: its error's type, not its text or stack
+    (failed,) = [s for s in exported if s.trace_id == "ef" * 16]
+    assert failed.attributes["error.type"] == "RuntimeError"
+    assert "jane" not in orjson.dumps([failed.attributes, failed.events]).decode()
+    assert not any("client.address" in s.attributes for s in exported)
 
 
 def test_the_sampling_shortcut_decides_as_the_sampler_does() -> None:
@@ -454,6 +463,7 @@ async def test_an_uploads_trace_holds_its_request_its_jobs_and_their_calls(
         assert read_http.attributes["graphql.operation.name"] == "Opened"
         assert read_http.attributes["http.route"] == "/graphql"
         assert read_http.attributes["http.response.status_code"] == 200
+        assert "client.address" not in read_http.attributes  # personal data: not recorded
         # (beside it: its rate limit and response cache in Redis, and the token's first
         # verification, a transaction of its own)
         (statement,) = [s for s in planned if s.attributes.get("db.system.name") == "postgresql"]

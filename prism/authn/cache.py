@@ -35,7 +35,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
@@ -61,11 +61,13 @@ class Verified:
     expires: datetime | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Entry:
     principal: Principal
     until: float
-    # When (monotonic) the database was asked: a change committed after it was notified.
+    # When (monotonic) the database was asked, or a round trip found the entry still held: a
+    # change committed after it was notified. Advanced in place (``_still_held``), so the
+    # requests that waited on the same round trip still find the entry they were given.
     verified_at: float
 
 
@@ -191,7 +193,7 @@ class CredentialCache:
         opened after the credential was verified would need one per request until the
         entry expires)."""
         if self._entries.get(key) is entry and asked > entry.verified_at:
-            self._entries[key] = replace(entry, verified_at=asked)
+            entry.verified_at = asked
 
     async def _heard_up_to_now(self) -> bool:
         """True once a round trip on the LISTEN connection that started after this call has

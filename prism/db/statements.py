@@ -111,11 +111,10 @@ class StatementPool:
                     )
                     held.organization = organization_id
                 guarded = _guarded(text, len(args))
-                with tracing.client_call("SELECT", {**self._traced, "db.query.text": guarded}):
-                    fetchrow = tracing.untraced(held.connection.fetchrow)
-                    row: asyncpg.Record | None = await fetchrow(
-                        guarded, *args, str(organization_id)
-                    )
+                if tracing.ENABLED:
+                    row = await self._traced_fetchrow(held, guarded, args, organization_id)
+                else:
+                    row = await held.connection.fetchrow(guarded, *args, str(organization_id))
                 if row is None or row[0] is None:
                     # The session does not hold the organization it was given: not a server
                     # session of its own (a pooler in transaction mode), or altered behind
@@ -139,6 +138,16 @@ class StatementPool:
                 raise
             self._give_back(held)
             return row, held.listening_since
+
+    async def _traced_fetchrow(
+        self, held: _Held, guarded: str, args: Sequence[Any], organization_id: uuid.UUID
+    ) -> asyncpg.Record | None:
+        """The statement in a client span of its own (in a traced request), by asyncpg's own
+        method rather than its instrumentation's wrapper (decision 0038)."""
+        with tracing.client_call("SELECT", {**self._traced, "db.query.text": guarded}):
+            fetchrow = tracing.untraced(held.connection.fetchrow)
+            row: asyncpg.Record | None = await fetchrow(guarded, *args, str(organization_id))
+        return row
 
     async def _take(self, organization_id: uuid.UUID) -> _Held:
         deadline = time.monotonic() + self._wait_seconds

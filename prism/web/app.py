@@ -98,7 +98,6 @@ class RequestIdMiddleware:
         entered = tracing.enter_request(scope, route, request_id) if tracing.ENABLED else None
         started = time.perf_counter()
         status = 500
-        error: BaseException | None = None
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -113,7 +112,8 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except BaseException as exc:
-            error = exc
+            if entered is not None:
+                entered.failed(exc)
             raise
         finally:
             if scope["type"] == "http":
@@ -126,7 +126,7 @@ class RequestIdMiddleware:
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 )
             if entered is not None:
-                entered.close(error)
+                entered.close()
             structlog.contextvars.unbind_contextvars("request_id")
 
 
