@@ -444,7 +444,8 @@ def client_call(name: str, attributes: Mapping[str, Any]) -> contextlib.Abstract
 
 
 class _Ended:
-    """``span``, ended after ``with``; an exception marks it failed with its type."""
+    """``span``, ended after ``with``; an exception marks it failed with its type (its text,
+    which may hold personal data, stays in the logs)."""
 
     __slots__ = ("span",)
 
@@ -472,24 +473,18 @@ def operation_answered(operation_type: str, name: str | None) -> None:
         span.set_attribute("graphql.operation.name", name)
 
 
-class _Current:
-    """``span`` the current span inside ``with``, ended after it; an exception marks it
-    failed with its type (its text, which may hold personal data, stays in the logs)."""
+class _Current(_Ended):
+    """``span`` the current span inside ``with``, ended after it, as ``_Ended``."""
 
-    __slots__ = ("span", "token")
-
-    def __init__(self, span: Any) -> None:
-        self.span = span
+    __slots__ = ("token",)
 
     def __enter__(self) -> Any:
         self.token = _context.attach(_trace.set_span_in_context(self.span))
         return self.span
 
-    def __exit__(self, kind: Any, error: BaseException | None, _traceback: Any) -> None:
+    def __exit__(self, kind: Any, error: BaseException | None, traceback: Any) -> None:
         _context.detach(self.token)
-        if error is not None:
-            failed(self.span, error)
-        self.span.end()
+        super().__exit__(kind, error, traceback)
 
 
 def name_operation(span: Any, operation_type: str, name: str | None) -> None:

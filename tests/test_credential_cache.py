@@ -243,6 +243,22 @@ async def test_a_refused_credential_is_not_remembered(app: Any, tenant: Tenant) 
             )
 
 
+async def _refused_once_revoked_by_sql(
+    client: httpx.AsyncClient, services: Services, tenant: Tenant, token: str
+) -> None:
+    """``token`` revoked by an operator's SQL on a connection of its own (the trigger
+    notifies): the very next request with it is refused."""
+    async with services.db.transaction(tenant.org_id) as tx:
+        await tx.execute(
+            sa.text("UPDATE api_tokens SET revoked_at = now() WHERE token_hash = :h"),
+            {"h": token_digest(token)},
+        )
+    response = await client.post(
+        "/graphql", json={"query": VIEWER}, headers={"authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 401, response.text
+
+
 def _counting_round_trips(cache: CredentialCache) -> Callable[[], int]:
     """From now on, ``cache``'s round trips on its LISTEN connection are counted: how many so
     far, when called."""
@@ -287,16 +303,7 @@ async def test_the_lean_path_confirms_a_remembered_credential_after_its_statemen
             hits, answered, before = cache.hits, _lean_answers(), trips()
             assert await _works(client, secret)
             assert (cache.hits, _lean_answers(), trips()) == (hits + 1, answered + 1, before)
-            # an operator's SQL on a connection of its own: the trigger notifies
-            async with services.db.transaction(tenant.org_id) as tx:
-                await tx.execute(
-                    sa.text("UPDATE api_tokens SET revoked_at = now() WHERE token_hash = :h"),
-                    {"h": token_digest(secret)},
-                )
-            response = await client.post(
-                "/graphql", json={"query": VIEWER}, headers={"authorization": f"Bearer {secret}"}
-            )
-            assert response.status_code == 401, response.text
+            await _refused_once_revoked_by_sql(client, services, tenant, secret)
 
 
 async def test_a_connection_opened_after_the_credential_was_verified_costs_one_round_trip(
@@ -324,15 +331,7 @@ async def test_a_connection_opened_after_the_credential_was_verified_costs_one_r
         for _ in range(6):
             assert await _works(client, created)
         assert (cache.hits, _lean_answers(), trips()) == (hits + 6, answered + 6, before + 1)
-        async with services.db.transaction(tenant.org_id) as tx:
-            await tx.execute(
-                sa.text("UPDATE api_tokens SET revoked_at = now() WHERE token_hash = :h"),
-                {"h": token_digest(created)},
-            )
-        response = await client.post(
-            "/graphql", json={"query": VIEWER}, headers={"authorization": f"Bearer {created}"}
-        )
-        assert response.status_code == 401, response.text
+        await _refused_once_revoked_by_sql(client, services, tenant, created)
 
 
 async def test_a_change_committed_while_a_planned_read_runs_is_heard_before_it_answers(
